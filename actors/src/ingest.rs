@@ -1,0 +1,396 @@
+//! TTS ingest: bytes of any chunking in the session's input format become
+//! f32 frames at the output rate and channel count (SPEC O1, O3).
+//!
+//! Runs inside the session actor, off the audio thread; it may allocate.
+
+use rubato::audioadapter_buffers::direct::InterleavedSlice;
+use rubato::{Fft, FixedSync, Indexing, Resampler};
+
+/// Sample encoding of pushed bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SampleFormat {
+    /// Signed 16-bit little-endian.
+    #[default]
+    S16,
+    /// 32-bit float little-endian.
+    F32,
+}
+
+impl SampleFormat {
+    /// Bytes per sample.
+    #[must_use]
+    pub fn bytes(self) -> usize {
+        match self {
+            Self::S16 => 2,
+            Self::F32 => 4,
+        }
+    }
+}
+
+/// Input rates a session may declare (SPEC O3).
+pub const SUPPORTED_RATES: [u32; 6] = [8_000, 16_000, 22_050, 24_000, 44_100, 48_000];
+
+/// The format of a session's pushed audio.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InputFormat {
+    /// Sample rate in Hz.
+    pub sample_rate: u32,
+    /// Interleaved channels.
+    pub channels: usize,
+    /// Encoding.
+    pub sample_format: SampleFormat,
+}
+
+/// Why an input format cannot be ingested.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FormatError {
+    /// The rate is not one of [`SUPPORTED_RATES`].
+    #[error("unsupported input rate {0} Hz (supported: 8000, 16000, 22050, 24000, 44100, 48000)")]
+    UnsupportedRate(u32),
+    /// Zero or more than 8 channels.
+    #[error("unsupported channel count {0} (1 to 8)")]
+    UnsupportedChannels(usize),
+    /// The resampler could not be built.
+    #[error("resampler: {0}")]
+    Resampler(String),
+}
+
+/// Frames the resampler takes per call.
+const RESAMPLE_CHUNK: usize = 256;
+
+/// Converts pushed bytes to output frames, holding partial samples and
+/// frames across pushes.
+pub struct Ingest {
+    input: InputFormat,
+    out_channels: usize,
+    carry: Vec<u8>,
+    frames: Vec<f32>,
+    resampler: Option<Resample>,
+}
+
+impl std::fmt::Debug for Ingest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ingest")
+            .field("input", &self.input)
+            .field("out_channels", &self.out_channels)
+            .field("carry", &self.carry.len())
+            .field("resampling", &self.resampler.is_some())
+            .finish()
+    }
+}
+
+impl Ingest {
+    /// An ingest from `input` to `out_rate`/`out_channels`.
+    ///
+    /// # Errors
+    /// [`FormatError`] for a rate or channel count out of range.
+    pub fn new(input: InputFormat, out_rate: u32, out_channels: usize) -> Result<Self, FormatError> {
+        if !SUPPORTED_RATES.contains(&input.sample_rate) {
+            return Err(FormatError::UnsupportedRate(input.sample_rate));
+        }
+        if input.channels == 0 || input.channels > 8 {
+            return Err(FormatError::UnsupportedChannels(input.channels));
+        }
+        let resampler = if input.sample_rate == out_rate {
+            None
+        } else {
+            Some(Resample::new(input.sample_rate, out_rate, out_channels)?)
+        };
+        Ok(Self {
+            input,
+            out_channels,
+            carry: Vec::new(),
+            frames: Vec::new(),
+            resampler,
+        })
+    }
+
+    /// Bytes of one input frame.
+    #[must_use]
+    pub fn frame_bytes(&self) -> usize {
+        self.input.channels * self.input.sample_format.bytes()
+    }
+
+    /// Converts `bytes` and appends whole output frames to `out`.
+    pub fn push(&mut self, bytes: &[u8], out: &mut Vec<f32>) {
+        let fb = self.frame_bytes();
+        self.frames.clear();
+        let mut rest = bytes;
+        if !self.carry.is_empty() {
+            let need = fb - self.carry.len();
+            let take = need.min(rest.len());
+            self.carry.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.carry.len() == fb {
+                let carry = std::mem::take(&mut self.carry);
+                self.decode(&carry);
+                self.carry = carry;
+                self.carry.clear();
+            }
+        }
+        let whole = rest.len() - rest.len() % fb;
+        self.decode(&rest[..whole]);
+        self.carry.extend_from_slice(&rest[whole..]);
+        let frames = std::mem::take(&mut self.frames);
+        match &mut self.resampler {
+            Some(r) => r.push(&frames, out),
+            None => out.extend_from_slice(&frames),
+        }
+        self.frames = frames;
+    }
+
+    /// Ends the stream: emits what the resampler still holds, then starts
+    /// afresh. A held partial frame is dropped (it can never complete).
+    pub fn flush(&mut self, out: &mut Vec<f32>) {
+        self.carry.clear();
+        if let Some(r) = &mut self.resampler {
+            r.flush(out);
+        }
+    }
+
+    /// Discards everything held (an interrupt or clear).
+    pub fn reset(&mut self) {
+        self.carry.clear();
+        if let Some(r) = &mut self.resampler {
+            r.reset();
+        }
+    }
+
+    /// Bytes held back waiting for the rest of a frame.
+    #[must_use]
+    pub fn held_bytes(&self) -> usize {
+        self.carry.len()
+    }
+
+    /// Decodes whole input frames into `self.frames` at the output channel count.
+    fn decode(&mut self, bytes: &[u8]) {
+        let in_ch = self.input.channels;
+        let out_ch = self.out_channels;
+        let bps = self.input.sample_format.bytes();
+        let fmt = self.input.sample_format;
+        let sample = |b: &[u8]| -> f32 {
+            match fmt {
+                SampleFormat::S16 => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0,
+                SampleFormat::F32 => {
+                    let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                    if v.is_finite() {
+                        v
+                    } else {
+                        0.0
+                    }
+                }
+            }
+        };
+        for frame in bytes.chunks_exact(in_ch * bps) {
+            if in_ch == out_ch {
+                self.frames.extend(frame.chunks_exact(bps).map(sample));
+            } else if out_ch == 1 {
+                let sum: f32 = frame.chunks_exact(bps).map(sample).sum();
+                self.frames.push(sum / in_ch as f32);
+            } else if in_ch == 1 {
+                let v = sample(frame);
+                self.frames.extend(std::iter::repeat_n(v, out_ch));
+            } else {
+                for c in 0..out_ch {
+                    let i = (c % in_ch) * bps;
+                    self.frames.push(sample(&frame[i..i + bps]));
+                }
+            }
+        }
+    }
+}
+
+/// A fixed-chunk FFT resampler whose output does not depend on how the
+/// input was chunked, with its start-up delay trimmed.
+struct Resample {
+    inner: Fft<f32>,
+    channels: usize,
+    ratio: f64,
+    pending: Vec<f32>,
+    out_buf: Vec<f32>,
+    delay_left: usize,
+    in_frames: u64,
+    out_frames: u64,
+}
+
+impl Resample {
+    fn new(in_rate: u32, out_rate: u32, channels: usize) -> Result<Self, FormatError> {
+        let inner = Fft::<f32>::new(
+            in_rate as usize,
+            out_rate as usize,
+            RESAMPLE_CHUNK,
+            channels,
+            FixedSync::Input,
+        )
+        .map_err(|e| FormatError::Resampler(e.to_string()))?;
+        let out_buf = vec![0.0; inner.output_frames_max() * channels];
+        let delay_left = inner.output_delay();
+        Ok(Self {
+            inner,
+            channels,
+            ratio: f64::from(out_rate) / f64::from(in_rate),
+            pending: Vec::new(),
+            out_buf,
+            delay_left,
+            in_frames: 0,
+            out_frames: 0,
+        })
+    }
+
+    fn push(&mut self, frames: &[f32], out: &mut Vec<f32>) {
+        self.pending.extend_from_slice(frames);
+        self.in_frames += (frames.len() / self.channels) as u64;
+        let chunk = RESAMPLE_CHUNK * self.channels;
+        let mut start = 0;
+        while self.pending.len() - start >= chunk {
+            self.run(start, None, out, u64::MAX);
+            start += chunk;
+        }
+        self.pending.drain(..start);
+    }
+
+    fn flush(&mut self, out: &mut Vec<f32>) {
+        let expected = (self.in_frames as f64 * self.ratio).round() as u64;
+        let mut partial = self.pending.len() / self.channels;
+        // Feed silence until the delayed output has caught up with the input.
+        let mut guard = 0;
+        while self.out_frames < expected && guard < 64 {
+            self.pending.resize(RESAMPLE_CHUNK * self.channels, 0.0);
+            self.run(0, Some(partial), out, expected);
+            partial = 0;
+            guard += 1;
+        }
+        self.reset();
+    }
+
+    fn reset(&mut self) {
+        self.inner.reset();
+        self.pending.clear();
+        self.delay_left = self.inner.output_delay();
+        self.in_frames = 0;
+        self.out_frames = 0;
+    }
+
+    /// Resamples one chunk starting at `start`; appends at most `limit` total output frames.
+    fn run(&mut self, start: usize, partial: Option<usize>, out: &mut Vec<f32>, limit: u64) {
+        let ch = self.channels;
+        let input = &self.pending[start..start + RESAMPLE_CHUNK * ch];
+        let Ok(adapter_in) = InterleavedSlice::new(input, ch, RESAMPLE_CHUNK) else {
+            return;
+        };
+        let out_max = self.out_buf.len() / ch;
+        let Ok(mut adapter_out) = InterleavedSlice::new_mut(&mut self.out_buf, ch, out_max) else {
+            return;
+        };
+        let indexing = Indexing {
+            partial_len: partial,
+            ..Indexing::default()
+        };
+        let Ok((_, produced)) = self
+            .inner
+            .process_into_buffer(&adapter_in, &mut adapter_out, Some(&indexing))
+        else {
+            return;
+        };
+        let skip = self.delay_left.min(produced);
+        self.delay_left -= skip;
+        let avail = (produced - skip) as u64;
+        let keep = avail.min(limit.saturating_sub(self.out_frames)) as usize;
+        out.extend_from_slice(&self.out_buf[skip * ch..(skip + keep) * ch]);
+        self.out_frames += keep as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn s16(rate: u32, ch: usize) -> InputFormat {
+        InputFormat {
+            sample_rate: rate,
+            channels: ch,
+            sample_format: SampleFormat::S16,
+        }
+    }
+
+    fn tone_bytes(n: usize) -> Vec<u8> {
+        (0..n)
+            .flat_map(|i| (((i as f32 * 0.07).sin() * 12_000.0) as i16).to_le_bytes())
+            .collect()
+    }
+
+    fn ingest_chunked(format: InputFormat, out_rate: u32, bytes: &[u8], cuts: &[usize]) -> Vec<f32> {
+        let mut ing = Ingest::new(format, out_rate, 1).unwrap();
+        let mut out = Vec::new();
+        let mut at = 0;
+        for &c in cuts {
+            let end = (at + c).min(bytes.len());
+            ing.push(&bytes[at..end], &mut out);
+            at = end;
+        }
+        ing.push(&bytes[at..], &mut out);
+        ing.flush(&mut out);
+        out
+    }
+
+    #[test]
+    fn odd_byte_is_held_not_padded() {
+        let mut ing = Ingest::new(s16(24_000, 1), 24_000, 1).unwrap();
+        let mut out = Vec::new();
+        ing.push(&[0x00, 0x40, 0x00], &mut out);
+        assert_eq!(out, vec![0.5]);
+        assert_eq!(ing.held_bytes(), 1);
+        ing.push(&[0xC0], &mut out);
+        assert_eq!(out, vec![0.5, -0.5]);
+        assert_eq!(ing.held_bytes(), 0);
+    }
+
+    #[test]
+    fn stereo_input_is_averaged_to_mono() {
+        let mut ing = Ingest::new(s16(24_000, 2), 24_000, 1).unwrap();
+        let mut out = Vec::new();
+        let bytes: Vec<u8> = [16384i16, 0, -16384, -16384]
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect();
+        ing.push(&bytes, &mut out);
+        assert_eq!(out, vec![0.25, -0.5]);
+    }
+
+    #[test]
+    fn resampled_length_matches_ratio() {
+        for rate in SUPPORTED_RATES {
+            let bytes = tone_bytes(rate as usize / 10);
+            let out = ingest_chunked(s16(rate, 1), 24_000, &bytes, &[]);
+            assert_eq!(out.len(), 2400, "from {rate} Hz");
+        }
+    }
+
+    #[test]
+    fn bad_formats_are_rejected() {
+        assert_eq!(
+            Ingest::new(s16(11_025, 1), 24_000, 1).unwrap_err(),
+            FormatError::UnsupportedRate(11_025)
+        );
+        assert_eq!(
+            Ingest::new(s16(24_000, 0), 24_000, 1).unwrap_err(),
+            FormatError::UnsupportedChannels(0)
+        );
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(48))]
+        #[test]
+        fn any_chunking_gives_the_same_frames(
+            cuts in proptest::collection::vec(0usize..700, 0..12),
+            rate in prop::sample::select(vec![16_000u32, 22_050, 24_000]),
+        ) {
+            let bytes = tone_bytes(3001);
+            let whole = ingest_chunked(s16(rate, 1), 24_000, &bytes, &[]);
+            let cut = ingest_chunked(s16(rate, 1), 24_000, &bytes, &cuts);
+            prop_assert_eq!(whole, cut);
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! Sotto's real-time core.
+//!
+//! Everything in this crate except constructors runs on the audio thread:
+//! one driver (a device callback, the virtual clock or the offline loop)
+//! calls [`Renderer::render`] and nothing else. Control code builds voices
+//! and sends [`Command`]s and [`VoiceCommand`]s through lock-free rings; the
+//! renderer answers with [`Event`]s and writes [`Telemetry`] atomics.
+//!
+//! Nothing reachable from `render` allocates, frees, locks, logs or sleeps.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod dsp;
+mod message;
+mod renderer;
+mod telemetry;
+mod time;
+mod voice;
+
+pub use dsp::{fade_gain, Saturation};
+pub use message::{Command, Event, EventKind, VoiceCommand};
+pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};
+pub use telemetry::{Telemetry, VoiceTelemetry};
+pub use time::{SampleTime, SessionId};
+pub use voice::{DuckConfig, Voice, VoiceConfig, VoiceControl};

@@ -1,0 +1,109 @@
+//! What crosses between control and the audio thread.
+
+use crate::{SampleTime, SessionId, Saturation, Voice};
+
+/// Control → renderer, through the renderer's command ring.
+#[derive(Debug)]
+pub enum Command {
+    /// Install a voice in its session's slot, retiring any voice there.
+    AddVoice(Box<Voice>),
+    /// Take a session's voice out and send it back through the return ring.
+    RemoveVoice(SessionId),
+    /// Choose how the master sum is kept inside full scale.
+    SetMasterSaturation(Saturation),
+}
+
+/// Control → one voice, through that voice's own command ring.
+///
+/// Positions (`fence`, `start`, `end`) count speech frames written into the
+/// voice's speech ring since it was created.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum VoiceCommand {
+    /// Fade what is pending before `fence` (SPEC O5) and skip the rest of it.
+    Interrupt {
+        /// Frames pushed when the interrupt was issued.
+        fence: u64,
+    },
+    /// Drop everything before `fence` at once, including a fade tail.
+    Clear {
+        /// Frames pushed when the clear was issued.
+        fence: u64,
+    },
+    /// Ramp down and freeze the speech queue.
+    Pause,
+    /// Ramp up and continue where the pause stopped.
+    Resume,
+    /// A new turn starts at speech position `start`: counters and first-audio anchor there.
+    BeginTurn {
+        /// First frame of the turn.
+        start: u64,
+    },
+    /// The turn's input ends at `end`: running dry there is not an underrun.
+    SynthesisComplete {
+        /// Frames pushed when synthesis completed.
+        end: u64,
+    },
+    /// Fade length for later interrupts, in frames.
+    SetFade {
+        /// Tail length limit.
+        frames: u32,
+    },
+    /// Silence the voice's direct output (a tee sink publishes it instead).
+    SetDirectMuted(bool),
+    /// Background ducking under speech; `None` turns it off.
+    SetDuck(Option<crate::DuckConfig>),
+    /// Linear gain of the background input.
+    SetBackgroundGain(f32),
+    /// How this voice's speech + background sum is kept inside full scale.
+    SetSaturation(Saturation),
+}
+
+/// Renderer → control: something that happened at an exact sample time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Event {
+    /// The session whose voice produced it.
+    pub session: SessionId,
+    /// The voice generation (a restarted session gets a new one).
+    pub generation: u32,
+    /// When it happened on the sample clock.
+    pub at: SampleTime,
+    /// What happened.
+    pub kind: EventKind,
+}
+
+/// The kinds of [`Event`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventKind {
+    /// The first frame of the turn (at or after its start) was played.
+    FirstAudio {
+        /// Speech position of that frame.
+        position: u64,
+    },
+    /// The speech ring stayed empty for the grace period after the last real frame.
+    StoppedSpeaking {
+        /// Speech frames consumed at that moment.
+        position: u64,
+    },
+    /// An interrupt was applied.
+    Interrupted {
+        /// Frames kept as the fade tail.
+        tail_frames: u64,
+        /// Frames that will be skipped after the tail.
+        skipped_frames: u64,
+    },
+    /// A clear was applied.
+    Cleared {
+        /// Frames dropped.
+        skipped_frames: u64,
+    },
+    /// The last frame of a fade tail was played.
+    FadeDone,
+    /// The speech ring ran dry in the middle of a turn.
+    Underrun,
+    /// A pause was applied (its ramp starts here).
+    Paused,
+    /// A resume was applied (its ramp starts here).
+    Resumed,
+    /// The voice left the renderer.
+    Retired,
+}

@@ -1,0 +1,325 @@
+//! The renderer: the one function an audio thread calls.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use crate::{Command, Event, EventKind, SampleTime, Saturation, SessionId, Telemetry, Voice};
+
+/// Capacities and format of a renderer, fixed at construction.
+#[derive(Debug, Clone)]
+pub struct RendererConfig {
+    /// Output sample rate in Hz.
+    pub sample_rate: u32,
+    /// Interleaved output channels.
+    pub channels: usize,
+    /// Largest internal block; longer device buffers are split into blocks of this size.
+    pub max_block_frames: usize,
+    /// Voice slots.
+    pub max_sessions: usize,
+    /// Renderer command ring size.
+    pub command_capacity: usize,
+    /// Event ring size.
+    pub event_capacity: usize,
+    /// How the master sum is kept inside full scale.
+    pub saturation: Saturation,
+}
+
+impl Default for RendererConfig {
+    fn default() -> Self {
+        Self {
+            sample_rate: 24_000,
+            channels: 1,
+            max_block_frames: 480,
+            max_sessions: 64,
+            command_capacity: 256,
+            event_capacity: 4096,
+            saturation: Saturation::Hard,
+        }
+    }
+}
+
+/// Control-side failures of renderer operations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RendererError {
+    /// A capacity, rate or channel count is zero or out of range.
+    InvalidConfig,
+    /// The session id is outside the voice table.
+    NoSuchSlot(SessionId),
+    /// The voice's channel count differs from the renderer's.
+    ChannelMismatch {
+        /// The renderer's channels.
+        renderer: usize,
+        /// The voice's channels.
+        voice: usize,
+    },
+    /// The voice's scratch buffer is smaller than the renderer's block.
+    BlockTooLarge {
+        /// The renderer's block.
+        renderer: usize,
+        /// The voice's block.
+        voice: usize,
+    },
+    /// The command ring is full; try again after the next render.
+    CommandRingFull,
+}
+
+impl std::fmt::Display for RendererError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::InvalidConfig => f.write_str("invalid renderer configuration"),
+            Self::NoSuchSlot(id) => write!(f, "session slot {} is out of range", id.0),
+            Self::ChannelMismatch { renderer, voice } => {
+                write!(f, "voice has {voice} channels, renderer has {renderer}")
+            }
+            Self::BlockTooLarge { renderer, voice } => {
+                write!(f, "voice holds {voice} frames, renderer renders {renderer}")
+            }
+            Self::CommandRingFull => f.write_str("renderer command ring is full"),
+        }
+    }
+}
+
+impl std::error::Error for RendererError {}
+
+/// The control side's ends of a renderer.
+#[derive(Debug)]
+pub struct RendererControl {
+    /// The renderer's format and capacities.
+    pub config: RendererConfig,
+    /// Commands, applied at the start of the next render call.
+    pub command_tx: Producer<Command>,
+    /// Events from the audio thread.
+    pub event_rx: Consumer<Event>,
+    /// Voices leaving the renderer, to be dropped here.
+    pub retired_rx: Consumer<Box<Voice>>,
+    /// Renderer-wide counters.
+    pub telemetry: Arc<Telemetry>,
+}
+
+impl RendererControl {
+    /// Sends `voice` to its slot. Control side.
+    ///
+    /// # Errors
+    /// [`RendererError::NoSuchSlot`], [`RendererError::ChannelMismatch`],
+    /// [`RendererError::BlockTooLarge`] or [`RendererError::CommandRingFull`].
+    pub fn add_voice(&mut self, voice: Box<Voice>) -> Result<(), RendererError> {
+        if voice.session().index() >= self.config.max_sessions {
+            return Err(RendererError::NoSuchSlot(voice.session()));
+        }
+        if voice.channels() != self.config.channels {
+            return Err(RendererError::ChannelMismatch {
+                renderer: self.config.channels,
+                voice: voice.channels(),
+            });
+        }
+        if voice.max_block_frames() < self.config.max_block_frames {
+            return Err(RendererError::BlockTooLarge {
+                renderer: self.config.max_block_frames,
+                voice: voice.max_block_frames(),
+            });
+        }
+        self.send(Command::AddVoice(voice))
+    }
+
+    /// Sends a command. Control side.
+    ///
+    /// # Errors
+    /// [`RendererError::CommandRingFull`].
+    pub fn send(&mut self, command: Command) -> Result<(), RendererError> {
+        self.command_tx
+            .push(command)
+            .map_err(|_| RendererError::CommandRingFull)
+    }
+
+    /// Drops every voice the renderer has retired; returns how many.
+    pub fn collect_retired(&mut self) -> usize {
+        let mut n = 0;
+        while self.retired_rx.pop().is_ok() {
+            n += 1;
+        }
+        n
+    }
+}
+
+/// Event output of one render call: counts what does not fit.
+pub(crate) struct EventOut<'a> {
+    tx: &'a mut Producer<Event>,
+    dropped: &'a AtomicU64,
+}
+
+impl EventOut<'_> {
+    pub(crate) fn push(&mut self, session: SessionId, generation: u32, at: SampleTime, kind: EventKind) {
+        let event = Event {
+            session,
+            generation,
+            at,
+            kind,
+        };
+        if self.tx.push(event).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Mixes every voice into one interleaved output.
+#[derive(Debug)]
+pub struct Renderer {
+    config: RendererConfig,
+    command_rx: Consumer<Command>,
+    event_tx: Producer<Event>,
+    retired_tx: Producer<Box<Voice>>,
+    voices: Vec<Option<Box<Voice>>>,
+    retiring: Vec<Box<Voice>>,
+    telemetry: Arc<Telemetry>,
+    clock: SampleTime,
+    saturation: Saturation,
+}
+
+impl Renderer {
+    /// Builds a renderer and its control ends. Control side.
+    ///
+    /// # Errors
+    /// [`RendererError::InvalidConfig`] when a size or the rate is zero.
+    pub fn new(config: RendererConfig) -> Result<(RendererControl, Renderer), RendererError> {
+        if config.sample_rate == 0
+            || config.channels == 0
+            || config.channels > 32
+            || config.max_block_frames == 0
+            || config.max_sessions == 0
+            || config.command_capacity == 0
+            || config.event_capacity == 0
+        {
+            return Err(RendererError::InvalidConfig);
+        }
+        let (command_tx, command_rx) = RingBuffer::new(config.command_capacity);
+        let (event_tx, event_rx) = RingBuffer::new(config.event_capacity);
+        // Every command can retire at most one voice, and every slot can hold one.
+        let retire_capacity = config.command_capacity + config.max_sessions;
+        let (retired_tx, retired_rx) = RingBuffer::new(retire_capacity);
+        let telemetry = Arc::new(Telemetry::default());
+        let renderer = Renderer {
+            command_rx,
+            event_tx,
+            retired_tx,
+            voices: (0..config.max_sessions).map(|_| None).collect(),
+            retiring: Vec::with_capacity(retire_capacity),
+            telemetry: Arc::clone(&telemetry),
+            clock: SampleTime(0),
+            saturation: config.saturation,
+            config: config.clone(),
+        };
+        let control = RendererControl {
+            config,
+            command_tx,
+            event_rx,
+            retired_rx,
+            telemetry,
+        };
+        Ok((control, renderer))
+    }
+
+    /// The renderer's format and capacities.
+    #[must_use]
+    pub fn config(&self) -> &RendererConfig {
+        &self.config
+    }
+
+    /// Frames rendered so far.
+    #[must_use]
+    pub fn clock(&self) -> SampleTime {
+        self.clock
+    }
+
+    /// Renders the next `out.len() / channels` frames, interleaved, of any
+    /// length. Runs on the audio thread.
+    pub fn render(&mut self, out: &mut [f32]) {
+        let ch = self.config.channels;
+        self.apply_commands();
+        let block = self.config.max_block_frames * ch;
+        let whole = out.len() - out.len() % ch;
+        let (frames, rest) = out.split_at_mut(whole);
+        rest.fill(0.0);
+        let mut peak = 0.0f32;
+        for chunk in frames.chunks_mut(block) {
+            peak = peak.max(self.render_block(chunk));
+        }
+        self.flush_retiring();
+        let t = &self.telemetry;
+        t.clock_frames.store(self.clock.0, Ordering::Relaxed);
+        t.blocks.fetch_add(1, Ordering::Relaxed);
+        t.peak.store(peak, Ordering::Relaxed);
+    }
+
+    fn apply_commands(&mut self) {
+        while let Ok(cmd) = self.command_rx.pop() {
+            match cmd {
+                Command::AddVoice(voice) => {
+                    let slot = voice.session().index();
+                    if let Some(place) = self.voices.get_mut(slot) {
+                        if let Some(old) = place.replace(voice) {
+                            self.retire(old);
+                        }
+                    } else {
+                        self.retire(voice);
+                    }
+                }
+                Command::RemoveVoice(session) => {
+                    if let Some(old) = self.voices.get_mut(session.index()).and_then(Option::take) {
+                        self.retire(old);
+                    }
+                }
+                Command::SetMasterSaturation(s) => self.saturation = s,
+            }
+        }
+    }
+
+    fn retire(&mut self, voice: Box<Voice>) {
+        let mut events = EventOut {
+            tx: &mut self.event_tx,
+            dropped: &self.telemetry.events_dropped,
+        };
+        events.push(voice.session(), voice.generation(), self.clock, EventKind::Retired);
+        if let Err(rtrb::PushError::Full(voice)) = self.retired_tx.push(voice) {
+            if self.retiring.len() < self.retiring.capacity() {
+                self.retiring.push(voice);
+            } else {
+                // Unreachable with the capacities chosen in `new`; leaking beats
+                // freeing on the audio thread.
+                std::mem::forget(voice);
+            }
+        }
+    }
+
+    fn flush_retiring(&mut self) {
+        while let Some(voice) = self.retiring.pop() {
+            if let Err(rtrb::PushError::Full(voice)) = self.retired_tx.push(voice) {
+                self.retiring.push(voice);
+                break;
+            }
+        }
+        self.telemetry
+            .retire_backlog
+            .store(self.retiring.len() as u64, Ordering::Relaxed);
+    }
+
+    /// Renders one internal block; returns its peak.
+    fn render_block(&mut self, out: &mut [f32]) -> f32 {
+        out.fill(0.0);
+        let ch = self.config.channels;
+        let now = self.clock;
+        let mut events = EventOut {
+            tx: &mut self.event_tx,
+            dropped: &self.telemetry.events_dropped,
+        };
+        for voice in self.voices.iter_mut().flatten() {
+            voice.apply_commands(now, &mut events);
+            voice.process(out, now, &mut events);
+        }
+        self.saturation.apply_all(out);
+        self.clock = now.plus((out.len() / ch) as u64);
+        out.iter().fold(0.0f32, |m, s| m.max(s.abs()))
+    }
+}

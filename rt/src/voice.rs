@@ -1,0 +1,537 @@
+//! One session's voice: its speech and background rings, the interrupt
+//! fence and fade tail, pause ramps, ducking and the speaking state.
+//!
+//! Built on the control side ([`Voice::new`]), moved into the renderer
+//! inside a [`Command::AddVoice`](crate::Command), and from then on touched
+//! only by the audio thread until it is retired whole.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rtrb::{Consumer, Producer, RingBuffer};
+
+use crate::dsp::{snap, PauseState, Saturation, Tail};
+use crate::renderer::EventOut;
+use crate::{EventKind, SampleTime, SessionId, VoiceCommand, VoiceTelemetry};
+
+/// Background ducking under speech (SPEC O11, beyond).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DuckConfig {
+    /// Background gain while the voice speaks (linear, e.g. 0.25 for −12 dB).
+    pub gain: f32,
+    /// Length of the ramp between unity and `gain`, in frames.
+    pub ramp_frames: u32,
+}
+
+/// Everything a voice needs, fixed at construction. Control side.
+#[derive(Debug, Clone)]
+pub struct VoiceConfig {
+    /// The session's slot.
+    pub session: SessionId,
+    /// Bumped each time the session's voice is rebuilt.
+    pub generation: u32,
+    /// Interleaved channels; must match the renderer.
+    pub channels: usize,
+    /// Largest block the renderer will ask for; sizes the scratch buffer.
+    pub max_block_frames: usize,
+    /// Speech ring size: the session's bounded queue (SPEC O2).
+    pub speech_capacity_frames: usize,
+    /// Background ring size.
+    pub background_capacity_frames: usize,
+    /// Voice command ring size.
+    pub command_capacity: usize,
+    /// Fade tail limit on interrupt (SPEC O5).
+    pub fade_frames: u32,
+    /// Speaking grace period after the last real frame (SPEC O7).
+    pub grace_frames: u32,
+    /// Length of the pause and resume ramps (SPEC O6).
+    pub pause_ramp_frames: u32,
+    /// Background ducking, if any.
+    pub duck: Option<DuckConfig>,
+    /// Linear gain of the background input.
+    pub background_gain: f32,
+    /// How speech + background is kept inside full scale.
+    pub saturation: Saturation,
+}
+
+/// The control side's ends of a voice.
+#[derive(Debug)]
+pub struct VoiceControl {
+    /// Speech samples, interleaved at the output rate and channel count.
+    pub speech_tx: Producer<f32>,
+    /// Background samples, same format.
+    pub background_tx: Producer<f32>,
+    /// Commands for this voice, applied at the start of the next render call.
+    pub command_tx: Producer<VoiceCommand>,
+    /// What the voice reports.
+    pub telemetry: Arc<VoiceTelemetry>,
+}
+
+/// A session's voice inside the renderer.
+#[derive(Debug)]
+pub struct Voice {
+    session: SessionId,
+    generation: u32,
+    channels: usize,
+    speech_rx: Consumer<f32>,
+    background_rx: Consumer<f32>,
+    command_rx: Consumer<VoiceCommand>,
+    telemetry: Arc<VoiceTelemetry>,
+    scratch: Box<[f32]>,
+
+    consumed: u64,
+    played: u64,
+    turn_start: u64,
+    turn_played: u64,
+    background_frames: u64,
+
+    skip_until: u64,
+    tail: Option<Tail>,
+    fade_frames: u32,
+    pause: PauseState,
+    pause_ramp_frames: u32,
+
+    first_audio_from: Option<u64>,
+    speaking: bool,
+    last_real_end: SampleTime,
+    grace_frames: u32,
+    starved: bool,
+    drain_ok_at: u64,
+
+    direct_muted: bool,
+    duck: Option<DuckConfig>,
+    duck_gain: f32,
+    background_gain: f32,
+    saturation: Saturation,
+}
+
+impl Voice {
+    /// Builds a voice and its control ends. Control side: allocates the rings
+    /// and the scratch buffer.
+    #[must_use]
+    pub fn new(config: &VoiceConfig) -> (VoiceControl, Voice) {
+        let ch = config.channels.max(1);
+        let (speech_tx, speech_rx) = RingBuffer::new(config.speech_capacity_frames.max(1) * ch);
+        let (background_tx, background_rx) =
+            RingBuffer::new(config.background_capacity_frames.max(1) * ch);
+        let (command_tx, command_rx) = RingBuffer::new(config.command_capacity.max(1));
+        let telemetry = Arc::new(VoiceTelemetry::default());
+        telemetry.duck_gain.store(1.0, Ordering::Relaxed);
+        let voice = Voice {
+            session: config.session,
+            generation: config.generation,
+            channels: ch,
+            speech_rx,
+            background_rx,
+            command_rx,
+            telemetry: Arc::clone(&telemetry),
+            scratch: vec![0.0; config.max_block_frames.max(1) * ch].into_boxed_slice(),
+            consumed: 0,
+            played: 0,
+            turn_start: 0,
+            turn_played: 0,
+            background_frames: 0,
+            skip_until: 0,
+            tail: None,
+            fade_frames: config.fade_frames,
+            pause: PauseState::Playing,
+            pause_ramp_frames: config.pause_ramp_frames.max(1),
+            first_audio_from: Some(0),
+            speaking: false,
+            last_real_end: SampleTime(0),
+            grace_frames: config.grace_frames,
+            starved: false,
+            drain_ok_at: 0,
+            direct_muted: false,
+            duck: config.duck,
+            duck_gain: 1.0,
+            background_gain: config.background_gain,
+            saturation: config.saturation,
+        };
+        let control = VoiceControl {
+            speech_tx,
+            background_tx,
+            command_tx,
+            telemetry,
+        };
+        (control, voice)
+    }
+
+    /// The session this voice plays for.
+    #[must_use]
+    pub fn session(&self) -> SessionId {
+        self.session
+    }
+
+    /// The voice's generation.
+    #[must_use]
+    pub fn generation(&self) -> u32 {
+        self.generation
+    }
+
+    /// Interleaved channel count.
+    #[must_use]
+    pub fn channels(&self) -> usize {
+        self.channels
+    }
+
+    /// Frames the scratch buffer holds.
+    #[must_use]
+    pub fn max_block_frames(&self) -> usize {
+        self.scratch.len() / self.channels
+    }
+
+    fn event(&self, events: &mut EventOut<'_>, at: SampleTime, kind: EventKind) {
+        events.push(self.session, self.generation, at, kind);
+    }
+
+    /// Drops queued speech up to position `target` (as far as it has arrived).
+    fn discard_to(&mut self, target: u64) {
+        let want = target.saturating_sub(self.consumed);
+        if want == 0 {
+            return;
+        }
+        let avail = (self.speech_rx.slots() / self.channels) as u64;
+        let n = want.min(avail) as usize;
+        if let Ok(chunk) = self.speech_rx.read_chunk(n * self.channels) {
+            chunk.commit_all();
+            self.consumed += n as u64;
+        }
+    }
+
+    /// Applies this voice's pending commands. Runs on the audio thread.
+    pub(crate) fn apply_commands(&mut self, now: SampleTime, events: &mut EventOut<'_>) {
+        while let Ok(cmd) = self.command_rx.pop() {
+            match cmd {
+                VoiceCommand::Interrupt { fence } => self.interrupt(fence, now, events),
+                VoiceCommand::Clear { fence } => {
+                    let before = self.consumed;
+                    self.tail = None;
+                    self.skip_until = self.skip_until.max(fence);
+                    self.discard_to(self.skip_until);
+                    self.drain_ok_at = self.skip_until;
+                    let skipped_frames = self.consumed - before;
+                    self.event(events, now, EventKind::Cleared { skipped_frames });
+                }
+                VoiceCommand::Pause => {
+                    self.pause = match self.pause {
+                        PauseState::Playing => PauseState::RampDown { k: 0 },
+                        PauseState::RampUp { k } => PauseState::RampDown {
+                            k: self.pause_ramp_frames.saturating_sub(k),
+                        },
+                        other => other,
+                    };
+                    self.event(events, now, EventKind::Paused);
+                }
+                VoiceCommand::Resume => {
+                    self.pause = match self.pause {
+                        PauseState::Paused => PauseState::RampUp { k: 0 },
+                        PauseState::RampDown { k } => PauseState::RampUp {
+                            k: self.pause_ramp_frames.saturating_sub(k),
+                        },
+                        other => other,
+                    };
+                    self.event(events, now, EventKind::Resumed);
+                }
+                VoiceCommand::BeginTurn { start } => {
+                    self.turn_start = start;
+                    // Frames at or after `start` consumed before this command arrived
+                    // were all played: a skip before it cannot reach past `start`.
+                    self.turn_played = self.consumed.saturating_sub(start);
+                    if self.turn_played > 0 {
+                        self.first_audio_from = None;
+                        self.event(events, now, EventKind::FirstAudio { position: start });
+                    } else {
+                        self.first_audio_from = Some(start);
+                    }
+                }
+                VoiceCommand::SynthesisComplete { end } => self.drain_ok_at = end,
+                VoiceCommand::SetFade { frames } => self.fade_frames = frames,
+                VoiceCommand::SetDirectMuted(muted) => self.direct_muted = muted,
+                VoiceCommand::SetDuck(duck) => self.duck = duck,
+                VoiceCommand::SetBackgroundGain(gain) => self.background_gain = gain,
+                VoiceCommand::SetSaturation(s) => self.saturation = s,
+            }
+        }
+    }
+
+    fn interrupt(&mut self, fence: u64, now: SampleTime, events: &mut EventOut<'_>) {
+        let mut tail_frames = 0;
+        if let Some(tail) = self.tail {
+            // A tail is already playing: keep it as it is; only move the fence.
+            self.skip_until = self.skip_until.max(fence);
+            let after_tail = self.consumed + tail.remaining();
+            let skipped_frames = self.skip_until.saturating_sub(after_tail);
+            self.after_interrupt(fence);
+            self.event(
+                events,
+                now,
+                EventKind::Interrupted {
+                    tail_frames: 0,
+                    skipped_frames,
+                },
+            );
+            return;
+        }
+        self.discard_to(self.skip_until);
+        let start = self.consumed;
+        let pending = fence.saturating_sub(start);
+        let silent = matches!(self.pause, PauseState::Paused | PauseState::RampDown { .. });
+        if !silent {
+            tail_frames = pending.min(u64::from(self.fade_frames));
+        }
+        self.skip_until = self.skip_until.max(fence);
+        if tail_frames > 0 {
+            self.tail = Some(Tail::new(tail_frames));
+        } else {
+            self.discard_to(self.skip_until);
+        }
+        // Paused audio is discarded without a tail; the next turn must not
+        // start frozen.
+        self.pause = PauseState::Playing;
+        self.after_interrupt(fence);
+        self.event(
+            events,
+            now,
+            EventKind::Interrupted {
+                tail_frames,
+                skipped_frames: pending - tail_frames,
+            },
+        );
+    }
+
+    fn after_interrupt(&mut self, fence: u64) {
+        self.first_audio_from = Some(fence);
+        self.drain_ok_at = fence;
+        self.starved = false;
+    }
+
+    /// Renders `frames` frames of this voice and adds them into `out`
+    /// (interleaved, `frames * channels` long). Runs on the audio thread.
+    pub(crate) fn process(&mut self, out: &mut [f32], now: SampleTime, events: &mut EventOut<'_>) {
+        let ch = self.channels;
+        let n = (out.len() / ch).min(self.scratch.len() / ch);
+        let filled = self.render_speech(n, now, events);
+        self.update_speaking(n, filled, now, events);
+        let background = self.mix_background(n, filled);
+        let active = filled.max(background);
+        if active > 0 && !self.direct_muted {
+            let sat = self.saturation;
+            let len = active * ch;
+            for (o, s) in out[..len].iter_mut().zip(&self.scratch[..len]) {
+                *o += sat.apply(*s);
+            }
+        }
+        self.publish();
+    }
+
+    /// Fills `scratch[..filled]` with speech; returns `filled`. The rest of
+    /// the block is left for silence.
+    fn render_speech(&mut self, n: usize, now: SampleTime, events: &mut EventOut<'_>) -> usize {
+        let ch = self.channels;
+        let mut filled = 0usize;
+        while filled < n {
+            if self.pause == PauseState::Paused {
+                break;
+            }
+            if self.tail.is_none() && self.consumed < self.skip_until {
+                self.discard_to(self.skip_until);
+                if self.consumed < self.skip_until {
+                    break;
+                }
+            }
+            let avail = self.speech_rx.slots() / ch;
+            if avail == 0 {
+                break;
+            }
+            let mut take = (n - filled).min(avail);
+            if let Some(tail) = &self.tail {
+                take = take.min(tail.remaining() as usize);
+            }
+            if let Some(left) = self.pause.ramp_left(self.pause_ramp_frames) {
+                take = take.min(left as usize);
+            }
+            let dst = &mut self.scratch[filled * ch..(filled + take) * ch];
+            let Ok(chunk) = self.speech_rx.read_chunk(take * ch) else {
+                break;
+            };
+            let (a, b) = chunk.as_slices();
+            dst[..a.len()].copy_from_slice(a);
+            dst[a.len()..].copy_from_slice(b);
+            chunk.commit_all();
+
+            if let Some(tail) = &mut self.tail {
+                tail.apply(dst, ch);
+                if tail.remaining() == 0 {
+                    self.tail = None;
+                    let at = now.plus((filled + take) as u64);
+                    events.push(self.session, self.generation, at, EventKind::FadeDone);
+                }
+            }
+            if self.pause != PauseState::Playing {
+                for frame in dst.chunks_exact_mut(ch) {
+                    let (g, next) = self.pause.step(self.pause_ramp_frames);
+                    self.pause = next;
+                    for s in frame {
+                        *s *= g;
+                    }
+                }
+            }
+            let start = self.consumed;
+            let end = start + take as u64;
+            if let Some(from) = self.first_audio_from {
+                if end > from {
+                    let position = from.max(start);
+                    let at = now.plus(filled as u64 + (position - start));
+                    self.first_audio_from = None;
+                    events.push(
+                        self.session,
+                        self.generation,
+                        at,
+                        EventKind::FirstAudio { position },
+                    );
+                }
+            }
+            self.turn_played += end.saturating_sub(start.max(self.turn_start));
+            self.played += take as u64;
+            self.consumed = end;
+            filled += take;
+        }
+        filled
+    }
+
+    fn update_speaking(&mut self, n: usize, filled: usize, now: SampleTime, events: &mut EventOut<'_>) {
+        let block_end = now.plus(n as u64);
+        if filled > 0 {
+            self.speaking = true;
+            self.starved = false;
+            self.last_real_end = now.plus(filled as u64);
+        }
+        let queued = self.speech_rx.slots() >= self.channels || self.tail.is_some();
+        if queued {
+            if self.pause == PauseState::Paused && self.speaking {
+                // Frozen audio still counts as speaking (SPEC O7).
+                self.last_real_end = block_end;
+            }
+            return;
+        }
+        if filled < n && self.speaking && !self.starved && self.consumed != self.drain_ok_at {
+            self.starved = true;
+            self.telemetry.underruns.fetch_add(1, Ordering::Relaxed);
+            events.push(
+                self.session,
+                self.generation,
+                now.plus(filled as u64),
+                EventKind::Underrun,
+            );
+        }
+        if self.speaking {
+            let deadline = self.last_real_end.plus(u64::from(self.grace_frames));
+            if block_end >= deadline {
+                self.speaking = false;
+                events.push(
+                    self.session,
+                    self.generation,
+                    deadline,
+                    EventKind::StoppedSpeaking {
+                        position: self.consumed,
+                    },
+                );
+            }
+        }
+    }
+
+    /// Adds background under the speech in scratch; returns frames touched.
+    fn mix_background(&mut self, n: usize, filled: usize) -> usize {
+        let ch = self.channels;
+        let target = match self.duck {
+            Some(duck) if self.speaking => duck.gain,
+            _ => 1.0,
+        };
+        let step = match self.duck {
+            Some(duck) => (1.0 - duck.gain).abs() / duck.ramp_frames.max(1) as f32,
+            None => 1.0,
+        };
+        let avail = self.background_rx.slots() / ch;
+        let take = n.min(avail);
+        if take == 0 {
+            self.duck_gain = approach(self.duck_gain, target, step * n as f32);
+            return filled;
+        }
+        self.zero_after(filled, take.max(filled));
+        let Ok(chunk) = self.background_rx.read_chunk(take * ch) else {
+            return filled;
+        };
+        let (a, b) = chunk.as_slices();
+        let gain = self.background_gain;
+        let dst = &mut self.scratch[..take * ch];
+        let mut duck_gain = self.duck_gain;
+        if duck_gain == target {
+            let g = gain * duck_gain;
+            for (d, s) in dst.iter_mut().zip(a.iter().chain(b)) {
+                *d += s * g;
+            }
+        } else {
+            for (frame, src) in dst.chunks_exact_mut(ch).zip(FramePairs::new(a, b, ch)) {
+                duck_gain = approach(duck_gain, target, step);
+                let g = gain * duck_gain;
+                for (d, s) in frame.iter_mut().zip(src) {
+                    *d += s * g;
+                }
+            }
+            duck_gain = approach(duck_gain, target, step * (n - take) as f32);
+        }
+        self.duck_gain = snap(duck_gain);
+        chunk.commit_all();
+        self.background_frames += take as u64;
+        take.max(filled)
+    }
+
+    fn zero_after(&mut self, from: usize, to: usize) {
+        let ch = self.channels;
+        if to > from {
+            self.scratch[from * ch..to * ch].fill(0.0);
+        }
+    }
+
+    fn publish(&self) {
+        let t = &self.telemetry;
+        t.consumed_frames.store(self.consumed, Ordering::Relaxed);
+        t.played_frames.store(self.played, Ordering::Relaxed);
+        t.turn_played_frames.store(self.turn_played, Ordering::Relaxed);
+        t.background_frames.store(self.background_frames, Ordering::Relaxed);
+        t.speaking.store(self.speaking, Ordering::Relaxed);
+        t.duck_gain.store(self.duck_gain, Ordering::Relaxed);
+    }
+}
+
+/// Moves `from` towards `to` by at most `step`.
+fn approach(from: f32, to: f32, step: f32) -> f32 {
+    if from < to {
+        (from + step).min(to)
+    } else {
+        (from - step).max(to)
+    }
+}
+
+/// Iterates the frames of a ring chunk split in two slices.
+struct FramePairs<'a> {
+    a: std::slice::ChunksExact<'a, f32>,
+    b: std::slice::ChunksExact<'a, f32>,
+}
+
+impl<'a> FramePairs<'a> {
+    fn new(a: &'a [f32], b: &'a [f32], ch: usize) -> Self {
+        Self {
+            a: a.chunks_exact(ch),
+            b: b.chunks_exact(ch),
+        }
+    }
+}
+
+impl<'a> Iterator for FramePairs<'a> {
+    type Item = &'a [f32];
+    fn next(&mut self) -> Option<Self::Item> {
+        self.a.next().or_else(|| self.b.next())
+    }
+}
