@@ -2,9 +2,22 @@
 //! audio callback.
 //!
 //! Everything here runs on the tokio runtime or on a driver thread; only
-//! `driver::guarded_render` enters the real-time core.
+//! [`driver::guarded_render`] enters the real-time core.
 #![deny(missing_docs)]
 
+pub mod driver;
 pub mod ingest;
+pub mod pump;
+pub mod quiesce;
+pub mod session;
+pub mod sink;
+pub mod supervisor;
 
 pub use ingest::{FormatError, Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
+pub use quiesce::{Quiescence, SettleTimeout};
+pub use session::{
+    Input, PushOutcome, SessionClosed, SessionConfig, SessionEvent, SessionEventKind, SessionMsg,
+    SessionShared,
+};
+pub use sink::{AudioSink, Recorder, RecorderLog, SinkError};
+pub use supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};

@@ -1,1 +1,35 @@
+//! Sotto: the real-time audio plane of a voice agent.
+//!
+//! An application starts an [`Engine`], opens sessions with
+//! [`Engine::create_session`], streams TTS bytes into each
+//! [`SessionHandle`] and controls playback with messages: interrupt with a
+//! fade, pause and resume, turn marks, counters of what the user heard. All
+//! audio comes out of one real-time renderer, driven by the offline clock
+//! (deterministic, as fast as possible) or the virtual real-time clock.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use sotto::{Engine, EngineConfig, SessionConfig};
+//! let engine = Engine::start(EngineConfig::default()).await?;
+//! let agent = engine.create_session(SessionConfig::default()).await?;
+//! agent.mark_synthesis_start()?;
+//! let push = agent.push(vec![0u8; 4800]);
+//! let audio = engine.render(24_000).await?; // one second, offline
+//! push.await?;
+//! agent.interrupt()?;
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
 
+mod engine;
+mod handle;
+pub mod plot;
+pub mod scenario;
+
+pub use engine::{Clock, Engine, EngineConfig, EngineError};
+pub use handle::{SessionError, SessionHandle};
+pub use sotto_actors::{
+    AudioSink, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
+    SessionEvent, SessionEventKind, SinkError, SUPPORTED_RATES,
+};
+pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};

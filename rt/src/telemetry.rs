@@ -46,6 +46,8 @@ pub struct VoiceTelemetry {
     pub played_frames: AtomicU64,
     /// Speech frames played at or after the current turn's start position.
     pub turn_played_frames: AtomicU64,
+    /// The start position of the turn `turn_played_frames` counts.
+    pub turn_start: AtomicU64,
     /// Background frames taken out of the background ring.
     pub background_frames: AtomicU64,
     /// Times the speech ring ran dry in the middle of a turn.

@@ -499,6 +499,7 @@ impl Voice {
         t.consumed_frames.store(self.consumed, Ordering::Relaxed);
         t.played_frames.store(self.played, Ordering::Relaxed);
         t.turn_played_frames.store(self.turn_played, Ordering::Relaxed);
+        t.turn_start.store(self.turn_start, Ordering::Relaxed);
         t.background_frames.store(self.background_frames, Ordering::Relaxed);
         t.speaking.store(self.speaking, Ordering::Relaxed);
         t.duck_gain.store(self.duck_gain, Ordering::Relaxed);

@@ -1,0 +1,128 @@
+//! The event pump: drains the renderer's event and return rings off the
+//! audio thread, routes events to session actors, drops retired voices, and
+//! ticks sessions waiting for room.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use rtrb::Consumer;
+use sotto_rt::{Event, SessionId, Voice};
+use tokio::sync::oneshot;
+
+use crate::quiesce::{HandledGuard, Quiescence};
+use crate::session::{SessionMsg, SessionShared};
+
+/// Messages of the event pump.
+pub enum PumpMsg {
+    /// Drain the rings now; reply when routed.
+    Pump(Option<oneshot::Sender<()>>),
+    /// Route events of this session here.
+    Route(Arc<SessionShared>),
+    /// Stop routing a session.
+    Unroute(SessionId),
+}
+
+impl std::fmt::Debug for PumpMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Pump(_) => f.write_str("Pump"),
+            Self::Route(s) => write!(f, "Route({:?})", s.id),
+            Self::Unroute(id) => write!(f, "Unroute({id:?})"),
+        }
+    }
+}
+
+/// Startup arguments of the pump.
+pub struct PumpArgs {
+    /// Renderer events.
+    pub event_rx: Consumer<Event>,
+    /// Retired voices.
+    pub retired_rx: Consumer<Box<Voice>>,
+    /// Slots in the renderer.
+    pub max_sessions: usize,
+    /// The engine-wide in-flight count.
+    pub quiesce: Arc<Quiescence>,
+}
+
+/// The event pump actor.
+#[derive(Debug, Clone, Copy)]
+pub struct EventPump;
+
+/// The pump's state.
+pub struct PumpState {
+    event_rx: Consumer<Event>,
+    retired_rx: Consumer<Box<Voice>>,
+    routes: Vec<Option<Arc<SessionShared>>>,
+    quiesce: Arc<Quiescence>,
+}
+
+/// Sends a message to the pump, counted for quiescence.
+pub fn send_pump(pump: &ActorRef<PumpMsg>, q: &Quiescence, msg: PumpMsg) -> bool {
+    q.sent(1);
+    if pump.cast(msg).is_err() {
+        q.handled(1);
+        return false;
+    }
+    true
+}
+
+impl Actor for EventPump {
+    type Msg = PumpMsg;
+    type State = PumpState;
+    type Arguments = PumpArgs;
+
+    async fn pre_start(&self, _: ActorRef<PumpMsg>, args: PumpArgs) -> Result<PumpState, ActorProcessingErr> {
+        Ok(PumpState {
+            event_rx: args.event_rx,
+            retired_rx: args.retired_rx,
+            routes: (0..args.max_sessions).map(|_| None).collect(),
+            quiesce: args.quiesce,
+        })
+    }
+
+    async fn handle(&self, _: ActorRef<PumpMsg>, msg: PumpMsg, state: &mut PumpState) -> Result<(), ActorProcessingErr> {
+        let q = Arc::clone(&state.quiesce);
+        let _handled = HandledGuard::new(&q, None);
+        match msg {
+            PumpMsg::Pump(reply) => {
+                state.pump();
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            PumpMsg::Route(shared) => {
+                if let Some(slot) = state.routes.get_mut(shared.id.index()) {
+                    *slot = Some(shared);
+                }
+            }
+            PumpMsg::Unroute(id) => {
+                if let Some(slot) = state.routes.get_mut(id.index()) {
+                    *slot = None;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl PumpState {
+    fn pump(&mut self) {
+        while let Ok(event) = self.event_rx.pop() {
+            let Some(Some(shared)) = self.routes.get(event.session.index()) else {
+                continue;
+            };
+            if shared.generation.load(Ordering::Relaxed) != event.generation {
+                continue;
+            }
+            let _ = shared.send(SessionMsg::Rendered(event));
+        }
+        // Retired voices are freed here, never on the audio thread.
+        while self.retired_rx.pop().is_ok() {}
+        for shared in self.routes.iter().flatten() {
+            if shared.wants_tick.load(Ordering::Relaxed) {
+                let _ = shared.send(SessionMsg::Tick);
+            }
+        }
+    }
+}

@@ -1,0 +1,930 @@
+//! The session actor: one agent output stream (SPEC O1–O10, O12).
+//!
+//! It owns the control ends of its voice, converts pushed bytes, keeps the
+//! bounded queue's waiting pushes, and turns renderer events into session
+//! events. One mailbox keeps pushes, interrupts and turn marks in order.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use sotto_rt::{
+    DuckConfig, Event, EventKind, SampleTime, Saturation, SessionId, VoiceCommand, VoiceControl,
+    VoiceTelemetry,
+};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::ingest::{Ingest, InputFormat};
+use crate::quiesce::{HandledGuard, Quiescence};
+use crate::sink::AudioSink;
+
+/// How a session is set up. Durations convert to frames at the output rate.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// A name for events and traces.
+    pub name: String,
+    /// Format of pushed speech and background bytes.
+    pub input: InputFormat,
+    /// Speech queue bound (SPEC O2); default 1 s.
+    pub queue: Duration,
+    /// Background queue bound; default 1 s.
+    pub background_queue: Duration,
+    /// Fade tail limit on interrupt (SPEC O5); default 0.4 s.
+    pub fade: Duration,
+    /// Speaking grace period (SPEC O7); default 0.2 s.
+    pub grace: Duration,
+    /// Pause and resume ramps (SPEC O6); default 5 ms.
+    pub pause_ramp: Duration,
+    /// Background ducking under speech: gain in dB (e.g. −12) and ramp.
+    pub duck: Option<(f32, Duration)>,
+    /// Linear background gain.
+    pub background_gain: f32,
+    /// How speech + background is kept inside full scale.
+    pub saturation: Saturation,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            name: "session".into(),
+            input: InputFormat {
+                sample_rate: 24_000,
+                channels: 1,
+                sample_format: crate::SampleFormat::S16,
+            },
+            queue: Duration::from_millis(1000),
+            background_queue: Duration::from_millis(1000),
+            fade: Duration::from_millis(400),
+            grace: Duration::from_millis(200),
+            pause_ramp: Duration::from_millis(5),
+            duck: None,
+            background_gain: 1.0,
+            saturation: Saturation::Hard,
+        }
+    }
+}
+
+/// Frames in `d` at `rate`, rounded to nearest.
+#[must_use]
+pub fn frames_of(d: Duration, rate: u32) -> u64 {
+    (d.as_secs_f64() * f64::from(rate)).round() as u64
+}
+
+/// Converts a session's config to its voice's config.
+#[must_use]
+pub fn voice_config(
+    c: &SessionConfig,
+    renderer: &sotto_rt::RendererConfig,
+    session: SessionId,
+    generation: u32,
+) -> sotto_rt::VoiceConfig {
+    let rate = renderer.sample_rate;
+    let frames = |d: Duration| frames_of(d, rate);
+    sotto_rt::VoiceConfig {
+        session,
+        generation,
+        channels: renderer.channels,
+        max_block_frames: renderer.max_block_frames,
+        speech_capacity_frames: frames(c.queue).max(1) as usize,
+        background_capacity_frames: frames(c.background_queue).max(1) as usize,
+        command_capacity: 256,
+        fade_frames: frames(c.fade).min(u64::from(u32::MAX)) as u32,
+        grace_frames: frames(c.grace).min(u64::from(u32::MAX)) as u32,
+        pause_ramp_frames: frames(c.pause_ramp).clamp(1, u64::from(u32::MAX)) as u32,
+        duck: c.duck.map(|(db, ramp)| DuckConfig {
+            gain: 10f32.powf(db / 20.0),
+            ramp_frames: frames(ramp).clamp(1, u64::from(u32::MAX)) as u32,
+        }),
+        background_gain: c.background_gain,
+        saturation: c.saturation,
+    }
+}
+
+/// Something that happened to a session, at an exact sample time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionEvent {
+    /// The session.
+    pub session: SessionId,
+    /// When, on the output sample clock.
+    pub at: SampleTime,
+    /// What.
+    pub kind: SessionEventKind,
+}
+
+/// The kinds of [`SessionEvent`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum SessionEventKind {
+    /// The first frame of the turn was played (SPEC O8).
+    FirstAudio,
+    /// The turn's synthesis is complete and its audio has drained past the grace period (SPEC O8).
+    LastAudio,
+    /// The grace period after the last real frame has passed (SPEC O7).
+    StoppedSpeaking,
+    /// An interrupt was applied (SPEC O5).
+    Interrupted {
+        /// Frames kept as the fade tail.
+        tail_frames: u64,
+        /// Frames discarded, including cut waiting pushes.
+        dropped_frames: u64,
+    },
+    /// The fade tail finished.
+    FadeDone,
+    /// The queue was cleared (SPEC O2).
+    Cleared {
+        /// Frames discarded, including cut waiting pushes.
+        dropped_frames: u64,
+    },
+    /// Playback paused (SPEC O6).
+    Paused,
+    /// Playback resumed (SPEC O6).
+    Resumed,
+    /// Audio pushed while input was disabled was dropped (SPEC O4).
+    DroppedInput {
+        /// Bytes dropped by that push.
+        bytes: u64,
+    },
+    /// The speech queue ran dry in the middle of a turn.
+    Underrun,
+    /// A sink failed and was detached (SPEC O12).
+    SinkDetached {
+        /// The sink's name.
+        sink: String,
+        /// Why.
+        reason: String,
+    },
+    /// Something went wrong; playback of everything else continues.
+    Error {
+        /// What.
+        message: String,
+    },
+}
+
+/// Result of a push that completed or was cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PushOutcome {
+    /// Output frames that entered the queue.
+    pub accepted_frames: u64,
+    /// Output frames discarded: cut by an interrupt or clear, or input disabled.
+    pub dropped_frames: u64,
+    /// Input bytes dropped because input was disabled (SPEC O4).
+    pub dropped_bytes: u64,
+}
+
+/// Which input of a session a push feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The speech queue: interruptible and counted.
+    Speech,
+    /// The background input mixed under speech (SPEC O11).
+    Background,
+}
+
+/// Messages of the session actor.
+pub enum SessionMsg {
+    /// Bytes in the input format.
+    Push {
+        /// Which input.
+        input: Input,
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Resolved once every frame is queued, or cut.
+        reply: oneshot::Sender<PushOutcome>,
+    },
+    /// `mark_synthesis_start`.
+    BeginSynthesis,
+    /// `mark_synthesis_complete`.
+    EndSynthesis,
+    /// Barge-in.
+    Interrupt,
+    /// Freeze playback.
+    Pause,
+    /// Continue playback.
+    Resume,
+    /// Accept input again; `manual` makes every interrupt disable it.
+    EnableInput {
+        /// Manual control.
+        manual: bool,
+    },
+    /// Drop pushed audio until enabled.
+    DisableInput,
+    /// Drop all queued speech now.
+    Clear(oneshot::Sender<u64>),
+    /// New fade limit.
+    SetFade(Duration),
+    /// `(played, pushed)` frames since the turn anchor.
+    Snapshot(oneshot::Sender<(u64, u64)>),
+    /// Resolves when the speech queue is empty.
+    WaitPlayout(oneshot::Sender<()>),
+    /// Attach a tee sink.
+    AddSink(Box<dyn AudioSink>),
+    /// Background ducking: gain in dB and ramp; `None` turns it off.
+    SetDuck(Option<(f32, Duration)>),
+    /// A renderer event for this session.
+    Rendered(Event),
+    /// Playback made room: continue waiting pushes and check waiters.
+    Tick,
+    /// Fault injection for supervision tests.
+    Panic,
+}
+
+impl std::fmt::Debug for SessionMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Push { input, bytes, .. } => write!(f, "Push({input:?}, {} bytes)", bytes.len()),
+            Self::Rendered(e) => write!(f, "Rendered({e:?})"),
+            Self::AddSink(s) => write!(f, "AddSink({})", s.name()),
+            other => f.write_str(match other {
+                Self::BeginSynthesis => "BeginSynthesis",
+                Self::EndSynthesis => "EndSynthesis",
+                Self::Interrupt => "Interrupt",
+                Self::Pause => "Pause",
+                Self::Resume => "Resume",
+                Self::EnableInput { .. } => "EnableInput",
+                Self::DisableInput => "DisableInput",
+                Self::Clear(_) => "Clear",
+                Self::SetFade(_) => "SetFade",
+                Self::Snapshot(_) => "Snapshot",
+                Self::WaitPlayout(_) => "WaitPlayout",
+                Self::SetDuck(_) => "SetDuck",
+                Self::Tick => "Tick",
+                _ => "Panic",
+            }),
+        }
+    }
+}
+
+/// A listener callback for session events.
+pub type EventCallback = Arc<dyn Fn(&SessionEvent) + Send + Sync>;
+
+/// What the session's handle, actor, supervisor and event pump share.
+pub struct SessionShared {
+    /// The session's slot.
+    pub id: SessionId,
+    /// Its config.
+    pub config: SessionConfig,
+    /// Output rate.
+    pub sample_rate: u32,
+    /// The live actor (replaced on restart).
+    pub actor: Mutex<Option<ActorRef<SessionMsg>>>,
+    /// The live voice's telemetry (replaced on restart).
+    pub telemetry: Mutex<Arc<VoiceTelemetry>>,
+    /// The live voice's generation.
+    pub generation: AtomicU32,
+    /// Speech frames written into the ring.
+    pub pushed_frames: AtomicU64,
+    /// Speech frames waiting for room.
+    pub pending_frames: AtomicU64,
+    /// The session wants a `Tick` after the next render.
+    pub wants_tick: AtomicBool,
+    /// Messages sent to this session not yet handled.
+    pub inflight: AtomicI64,
+    /// The engine-wide in-flight count.
+    pub quiesce: Arc<Quiescence>,
+    subscribers: Mutex<Vec<mpsc::UnboundedSender<SessionEvent>>>,
+    callback: Mutex<Option<EventCallback>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for SessionShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionShared")
+            .field("id", &self.id)
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The session is gone (removed or the engine stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session is closed")]
+pub struct SessionClosed;
+
+impl SessionShared {
+    /// Shared state for a new session.
+    #[must_use]
+    pub fn new(id: SessionId, config: SessionConfig, sample_rate: u32, quiesce: Arc<Quiescence>) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            config,
+            sample_rate,
+            actor: Mutex::new(None),
+            telemetry: Mutex::new(Arc::new(VoiceTelemetry::default())),
+            generation: AtomicU32::new(0),
+            pushed_frames: AtomicU64::new(0),
+            pending_frames: AtomicU64::new(0),
+            wants_tick: AtomicBool::new(false),
+            inflight: AtomicI64::new(0),
+            quiesce,
+            subscribers: Mutex::new(Vec::new()),
+            callback: Mutex::new(None),
+            closed: AtomicBool::new(false),
+        })
+    }
+
+    /// Sends a message to the live actor, counted for quiescence.
+    ///
+    /// # Errors
+    /// [`SessionClosed`] if the session has no live actor.
+    pub fn send(&self, msg: SessionMsg) -> Result<(), SessionClosed> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SessionClosed);
+        }
+        let actor = self.actor.lock().map_err(|_| SessionClosed)?.clone();
+        let actor = actor.ok_or(SessionClosed)?;
+        self.inflight.fetch_add(1, Ordering::AcqRel);
+        self.quiesce.sent(1);
+        if actor.cast(msg).is_err() {
+            self.inflight.fetch_sub(1, Ordering::AcqRel);
+            self.quiesce.handled(1);
+            return Err(SessionClosed);
+        }
+        Ok(())
+    }
+
+    /// Marks the session closed; later sends fail.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut s) = self.subscribers.lock() {
+            s.clear();
+        }
+    }
+
+    /// Forgets messages lost with a dead actor.
+    pub fn forget_inflight(&self) {
+        let lost = self.inflight.swap(0, Ordering::AcqRel);
+        if lost > 0 {
+            self.quiesce.handled(lost);
+        }
+    }
+
+    /// The live voice's telemetry.
+    #[must_use]
+    pub fn voice_telemetry(&self) -> Arc<VoiceTelemetry> {
+        self.telemetry
+            .lock()
+            .map(|t| Arc::clone(&t))
+            .unwrap_or_default()
+    }
+
+    /// A new event stream.
+    #[must_use]
+    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<SessionEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut s) = self.subscribers.lock() {
+            s.push(tx);
+        }
+        rx
+    }
+
+    /// Sets (or clears) the event callback.
+    pub fn set_callback(&self, cb: Option<EventCallback>) {
+        if let Ok(mut c) = self.callback.lock() {
+            *c = cb;
+        }
+    }
+
+    /// Delivers an event to every subscriber and the callback.
+    pub fn emit(&self, event: SessionEvent) {
+        tracing::debug!(session = %self.config.name, ?event.kind, at = event.at.0, "session event");
+        if let Ok(mut subs) = self.subscribers.lock() {
+            subs.retain(|tx| tx.send(event.clone()).is_ok());
+        }
+        let cb = self.callback.lock().ok().and_then(|c| c.clone());
+        if let Some(cb) = cb {
+            cb(&event);
+        }
+    }
+}
+
+/// Startup arguments of a session actor.
+pub struct SessionArgs {
+    /// Shared state.
+    pub shared: Arc<SessionShared>,
+    /// Control ends of the fresh voice.
+    pub voice: VoiceControl,
+    /// The voice's generation.
+    pub generation: u32,
+    /// Output rate.
+    pub sample_rate: u32,
+    /// Output channels.
+    pub channels: usize,
+    /// Renderer-wide telemetry (for the sample clock).
+    pub clock: Arc<sotto_rt::Telemetry>,
+}
+
+/// A push waiting for room in the queue, or a mark queued behind one.
+enum Pending {
+    Frames {
+        frames: Vec<f32>,
+        offset: usize,
+        accepted: u64,
+        reply: oneshot::Sender<PushOutcome>,
+    },
+    Begin,
+    Complete,
+}
+
+/// The session actor.
+#[derive(Debug, Clone, Copy)]
+pub struct Session;
+
+/// The session actor's state.
+pub struct SessionState {
+    shared: Arc<SessionShared>,
+    voice: VoiceControl,
+    generation: u32,
+    sample_rate: u32,
+    channels: usize,
+    clock: Arc<sotto_rt::Telemetry>,
+    ingest: Ingest,
+    background_ingest: Ingest,
+    converted: Vec<f32>,
+    pending: VecDeque<Pending>,
+    background_pending: VecDeque<Pending>,
+    command_backlog: VecDeque<VoiceCommand>,
+    pushed: u64,
+    turn_start: u64,
+    accepting: bool,
+    manual: bool,
+    paused: bool,
+    synthesis_complete: bool,
+    cut_by_interrupt: u64,
+    waiters: Vec<oneshot::Sender<()>>,
+    sinks: Vec<Box<dyn AudioSink>>,
+}
+
+impl Actor for Session {
+    type Msg = SessionMsg;
+    type State = SessionState;
+    type Arguments = SessionArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        args: SessionArgs,
+    ) -> Result<SessionState, ActorProcessingErr> {
+        let input = args.shared.config.input;
+        let ingest = Ingest::new(input, args.sample_rate, args.channels)?;
+        let background_ingest = Ingest::new(input, args.sample_rate, args.channels)?;
+        args.shared.pushed_frames.store(0, Ordering::Relaxed);
+        args.shared.pending_frames.store(0, Ordering::Relaxed);
+        Ok(SessionState {
+            shared: args.shared,
+            voice: args.voice,
+            generation: args.generation,
+            sample_rate: args.sample_rate,
+            channels: args.channels,
+            clock: args.clock,
+            ingest,
+            background_ingest,
+            converted: Vec::new(),
+            pending: VecDeque::new(),
+            background_pending: VecDeque::new(),
+            command_backlog: VecDeque::new(),
+            pushed: 0,
+            turn_start: 0,
+            accepting: true,
+            manual: false,
+            paused: false,
+            synthesis_complete: false,
+            cut_by_interrupt: 0,
+            waiters: Vec::new(),
+            sinks: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<SessionMsg>,
+        msg: SessionMsg,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        let shared = Arc::clone(&state.shared);
+        let _handled = HandledGuard::new(&shared.quiesce, Some(&shared.inflight));
+        match msg {
+            SessionMsg::Push { input, bytes, reply } => state.push(input, &bytes, reply),
+            SessionMsg::BeginSynthesis => {
+                if state.pending.is_empty() {
+                    state.begin_turn();
+                } else {
+                    state.pending.push_back(Pending::Begin);
+                }
+            }
+            SessionMsg::EndSynthesis => state.end_synthesis(),
+            SessionMsg::Interrupt => state.interrupt(),
+            SessionMsg::Pause => {
+                if state.paused {
+                    tracing::warn!(session = %shared.config.name, "pause while paused ignored");
+                } else {
+                    state.paused = true;
+                    state.command(VoiceCommand::Pause);
+                }
+            }
+            SessionMsg::Resume => {
+                if state.paused {
+                    state.paused = false;
+                    state.command(VoiceCommand::Resume);
+                } else {
+                    tracing::warn!(session = %shared.config.name, "resume while playing ignored");
+                }
+            }
+            SessionMsg::EnableInput { manual } => {
+                state.accepting = true;
+                state.manual = manual;
+            }
+            SessionMsg::DisableInput => state.accepting = false,
+            SessionMsg::Clear(reply) => {
+                let dropped = state.clear();
+                let _ = reply.send(dropped);
+            }
+            SessionMsg::SetFade(d) => {
+                let frames = frames_of(d, state.sample_rate).min(u64::from(u32::MAX)) as u32;
+                state.command(VoiceCommand::SetFade { frames });
+            }
+            SessionMsg::Snapshot(reply) => {
+                let _ = reply.send(state.snapshot());
+            }
+            SessionMsg::WaitPlayout(reply) => {
+                if state.queue_empty() {
+                    let _ = reply.send(());
+                } else {
+                    state.waiters.push(reply);
+                }
+            }
+            SessionMsg::AddSink(sink) => {
+                if sink.publishes_voice() {
+                    state.command(VoiceCommand::SetDirectMuted(true));
+                }
+                state.sinks.push(sink);
+            }
+            SessionMsg::SetDuck(duck) => {
+                let rate = state.sample_rate;
+                let cfg = duck.map(|(db, ramp)| DuckConfig {
+                    gain: 10f32.powf(db / 20.0),
+                    ramp_frames: frames_of(ramp, rate).clamp(1, u64::from(u32::MAX)) as u32,
+                });
+                state.command(VoiceCommand::SetDuck(cfg));
+            }
+            SessionMsg::Rendered(event) => state.rendered(event),
+            SessionMsg::Tick => {}
+            SessionMsg::Panic => panic!("injected session fault"),
+        }
+        state.progress();
+        Ok(())
+    }
+}
+
+impl SessionState {
+    fn telemetry(&self) -> Arc<VoiceTelemetry> {
+        self.shared.voice_telemetry()
+    }
+
+    fn now(&self) -> SampleTime {
+        self.clock.clock()
+    }
+
+    fn emit(&self, at: SampleTime, kind: SessionEventKind) {
+        self.shared.emit(SessionEvent {
+            session: self.shared.id,
+            at,
+            kind,
+        });
+    }
+
+    fn command(&mut self, cmd: VoiceCommand) {
+        if !self.command_backlog.is_empty() {
+            self.command_backlog.push_back(cmd);
+            return;
+        }
+        if self.voice.command_tx.push(cmd).is_err() {
+            // The renderer is not draining (no block rendered yet); keep order.
+            self.command_backlog.push_back(cmd);
+        }
+    }
+
+    fn push(&mut self, input: Input, bytes: &[u8], reply: oneshot::Sender<PushOutcome>) {
+        if !self.accepting && input == Input::Speech {
+            tracing::debug!(session = %self.shared.config.name, bytes = bytes.len(), "input disabled, push dropped");
+            self.emit(
+                self.now(),
+                SessionEventKind::DroppedInput {
+                    bytes: bytes.len() as u64,
+                },
+            );
+            let _ = reply.send(PushOutcome {
+                dropped_bytes: bytes.len() as u64,
+                ..PushOutcome::default()
+            });
+            return;
+        }
+        let mut frames = std::mem::take(&mut self.converted);
+        frames.clear();
+        match input {
+            Input::Speech => self.ingest.push(bytes, &mut frames),
+            Input::Background => self.background_ingest.push(bytes, &mut frames),
+        }
+        if input == Input::Speech {
+            self.tee(&frames);
+        }
+        let item = Pending::Frames {
+            frames,
+            offset: 0,
+            accepted: 0,
+            reply,
+        };
+        match input {
+            Input::Speech => self.pending.push_back(item),
+            Input::Background => self.background_pending.push_back(item),
+        }
+    }
+
+    fn tee(&mut self, frames: &[f32]) {
+        if self.sinks.is_empty() || frames.is_empty() {
+            return;
+        }
+        let (rate, ch) = (self.sample_rate, self.channels);
+        let mut failed = Vec::new();
+        for (i, sink) in self.sinks.iter_mut().enumerate() {
+            if let Err(e) = sink.write(frames, rate, ch) {
+                failed.push((i, e));
+            }
+        }
+        for (i, err) in failed.into_iter().rev() {
+            let sink = self.sinks.remove(i);
+            tracing::warn!(session = %self.shared.config.name, sink = sink.name(), error = %err, "sink failed, detached");
+            self.emit(
+                self.now(),
+                SessionEventKind::SinkDetached {
+                    sink: sink.name().to_owned(),
+                    reason: err.0,
+                },
+            );
+            if sink.publishes_voice() && !self.sinks.iter().any(|s| s.publishes_voice()) {
+                self.command(VoiceCommand::SetDirectMuted(false));
+            }
+        }
+    }
+
+    fn begin_turn(&mut self) {
+        self.turn_start = self.pushed;
+        self.synthesis_complete = false;
+        self.command(VoiceCommand::BeginTurn { start: self.pushed });
+    }
+
+    fn end_synthesis(&mut self) {
+        let mut tail = Vec::new();
+        self.ingest.flush(&mut tail);
+        if !tail.is_empty() {
+            self.tee(&tail);
+            let (reply, _) = oneshot::channel();
+            self.pending.push_back(Pending::Frames {
+                frames: tail,
+                offset: 0,
+                accepted: 0,
+                reply,
+            });
+        }
+        for sink in &mut self.sinks {
+            sink.segment_end();
+        }
+        self.pending.push_back(Pending::Complete);
+    }
+
+    fn complete(&mut self) {
+        self.synthesis_complete = true;
+        self.command(VoiceCommand::SynthesisComplete { end: self.pushed });
+        let t = self.telemetry();
+        let speaking = self.pushed > t.consumed() || t.is_speaking();
+        if !speaking {
+            self.fire_last_audio(self.now());
+        }
+    }
+
+    fn fire_last_audio(&mut self, at: SampleTime) {
+        self.synthesis_complete = false;
+        self.emit(at, SessionEventKind::LastAudio);
+    }
+
+    /// Cuts every waiting push; returns frames dropped. Turn marks queued
+    /// behind them are applied (`Begin`) or discarded (`Complete`).
+    fn cut_pending(&mut self) -> u64 {
+        let mut dropped = 0;
+        let mut begin = false;
+        for item in self.pending.drain(..) {
+            match item {
+                Pending::Frames {
+                    frames,
+                    offset,
+                    accepted,
+                    reply,
+                } => {
+                    let left = ((frames.len() - offset) / self.channels) as u64;
+                    dropped += left;
+                    let _ = reply.send(PushOutcome {
+                        accepted_frames: accepted,
+                        dropped_frames: left,
+                        dropped_bytes: 0,
+                    });
+                }
+                Pending::Begin => begin = true,
+                Pending::Complete => {}
+            }
+        }
+        self.ingest.reset();
+        if begin {
+            self.begin_turn();
+        }
+        dropped
+    }
+
+    fn interrupt(&mut self) {
+        let cut = self.cut_pending();
+        self.cut_by_interrupt = cut;
+        self.command(VoiceCommand::Interrupt { fence: self.pushed });
+        self.paused = false;
+        self.synthesis_complete = false;
+        self.accepting = !self.manual;
+        for sink in &mut self.sinks {
+            sink.interrupt();
+        }
+    }
+
+    fn clear(&mut self) -> u64 {
+        let cut = self.cut_pending();
+        let queued = self.pushed.saturating_sub(self.telemetry().consumed());
+        self.cut_by_interrupt = cut;
+        self.command(VoiceCommand::Clear { fence: self.pushed });
+        for w in self.waiters.drain(..) {
+            let _ = w.send(());
+        }
+        cut + queued
+    }
+
+    fn snapshot(&self) -> (u64, u64) {
+        let t = self.telemetry();
+        let pushed = self.pushed - self.turn_start;
+        let played = if t.turn_start.load(Ordering::Relaxed) == self.turn_start {
+            t.turn_played()
+        } else {
+            // The renderer has not applied the new anchor yet; every frame at
+            // or after it that was consumed was played.
+            t.consumed().saturating_sub(self.turn_start)
+        };
+        (played.min(pushed), pushed)
+    }
+
+    fn queue_empty(&self) -> bool {
+        self.pending.is_empty() && self.telemetry().consumed() >= self.pushed
+    }
+
+    fn rendered(&mut self, event: Event) {
+        if event.generation != self.generation {
+            return;
+        }
+        let at = event.at;
+        let kind = match event.kind {
+            EventKind::FirstAudio { .. } => SessionEventKind::FirstAudio,
+            EventKind::StoppedSpeaking { position } => {
+                self.emit(at, SessionEventKind::StoppedSpeaking);
+                if self.synthesis_complete && self.pending.is_empty() && position >= self.pushed {
+                    self.fire_last_audio(at);
+                }
+                return;
+            }
+            EventKind::Interrupted {
+                tail_frames,
+                skipped_frames,
+            } => SessionEventKind::Interrupted {
+                tail_frames,
+                dropped_frames: skipped_frames + std::mem::take(&mut self.cut_by_interrupt),
+            },
+            EventKind::Cleared { skipped_frames } => SessionEventKind::Cleared {
+                dropped_frames: skipped_frames + std::mem::take(&mut self.cut_by_interrupt),
+            },
+            EventKind::FadeDone => SessionEventKind::FadeDone,
+            EventKind::Underrun => SessionEventKind::Underrun,
+            EventKind::Paused => SessionEventKind::Paused,
+            EventKind::Resumed => SessionEventKind::Resumed,
+            EventKind::Retired => return,
+        };
+        self.emit(at, kind);
+    }
+
+    /// Moves waiting work forward as far as the rings allow.
+    fn progress(&mut self) {
+        while let Some(cmd) = self.command_backlog.front().copied() {
+            if self.voice.command_tx.push(cmd).is_err() {
+                break;
+            }
+            self.command_backlog.pop_front();
+        }
+        self.drain_speech();
+        let ch = self.channels;
+        drain_frames(&mut self.background_pending, &mut self.voice.background_tx, ch);
+        if !self.waiters.is_empty() && self.queue_empty() {
+            for w in self.waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+        let pending_frames: u64 = self
+            .pending
+            .iter()
+            .map(|p| match p {
+                Pending::Frames { frames, offset, .. } => ((frames.len() - offset) / ch) as u64,
+                _ => 0,
+            })
+            .sum();
+        self.shared.pending_frames.store(pending_frames, Ordering::Relaxed);
+        self.shared.pushed_frames.store(self.pushed, Ordering::Relaxed);
+        let wants = !self.pending.is_empty()
+            || !self.background_pending.is_empty()
+            || !self.waiters.is_empty()
+            || !self.command_backlog.is_empty();
+        self.shared.wants_tick.store(wants, Ordering::Relaxed);
+    }
+
+    fn drain_speech(&mut self) {
+        let ch = self.channels;
+        while let Some(front) = self.pending.front_mut() {
+            match front {
+                Pending::Frames {
+                    frames,
+                    offset,
+                    accepted,
+                    ..
+                } => {
+                    let n = write_frames(&mut self.voice.speech_tx, &frames[*offset..], ch);
+                    *offset += n * ch;
+                    *accepted += n as u64;
+                    self.pushed += n as u64;
+                    if *offset < frames.len() {
+                        return;
+                    }
+                    if let Some(Pending::Frames {
+                        frames,
+                        accepted,
+                        reply,
+                        ..
+                    }) = self.pending.pop_front()
+                    {
+                        let _ = reply.send(PushOutcome {
+                            accepted_frames: accepted,
+                            ..PushOutcome::default()
+                        });
+                        if self.converted.capacity() < frames.capacity() {
+                            self.converted = frames;
+                        }
+                    }
+                }
+                Pending::Begin => {
+                    self.pending.pop_front();
+                    self.begin_turn();
+                }
+                Pending::Complete => {
+                    self.pending.pop_front();
+                    self.complete();
+                }
+            }
+        }
+    }
+}
+
+/// Writes as many whole frames as fit; returns frames written.
+fn write_frames(tx: &mut rtrb::Producer<f32>, samples: &[f32], ch: usize) -> usize {
+    let room = tx.slots() / ch * ch;
+    let n = room.min(samples.len() / ch * ch);
+    if n == 0 {
+        return 0;
+    }
+    let (written, _) = tx.push_partial_slice(&samples[..n]);
+    written.len() / ch
+}
+
+fn drain_frames(pending: &mut VecDeque<Pending>, tx: &mut rtrb::Producer<f32>, ch: usize) {
+    while let Some(Pending::Frames {
+        frames,
+        offset,
+        accepted,
+        ..
+    }) = pending.front_mut()
+    {
+        let n = write_frames(tx, &frames[*offset..], ch);
+        *offset += n * ch;
+        *accepted += n as u64;
+        if *offset < frames.len() {
+            return;
+        }
+        if let Some(Pending::Frames {
+            accepted, reply, ..
+        }) = pending.pop_front()
+        {
+            let _ = reply.send(PushOutcome {
+                accepted_frames: accepted,
+                ..PushOutcome::default()
+            });
+        }
+    }
+}

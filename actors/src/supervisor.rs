@@ -1,0 +1,253 @@
+//! The engine supervisor: creates sessions (a voice in the renderer plus a
+//! session actor), removes them, and restarts a session actor that fails
+//! with a fresh voice in the same slot (SPEC R2).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use rtrb::Producer;
+use sotto_rt::{Command, RendererConfig, SessionId, Telemetry, Voice};
+use tokio::sync::oneshot;
+
+use crate::ingest::{FormatError, Ingest};
+use crate::pump::{send_pump, PumpMsg};
+use crate::quiesce::Quiescence;
+use crate::session::{
+    voice_config, Session, SessionArgs, SessionConfig, SessionEvent, SessionEventKind, SessionShared,
+};
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CreateError {
+    /// Every slot is taken.
+    #[error("all {0} session slots are in use")]
+    NoFreeSlot(usize),
+    /// The input format cannot be ingested.
+    #[error("bad input format: {0}")]
+    Format(#[from] FormatError),
+    /// A duration or gain in the config is out of range.
+    #[error("bad session config: {0}")]
+    Config(String),
+    /// The renderer refused the voice.
+    #[error("renderer: {0}")]
+    Renderer(#[from] sotto_rt::RendererError),
+    /// The session actor did not start.
+    #[error("session actor did not start: {0}")]
+    Spawn(String),
+}
+
+/// Messages of the supervisor.
+pub enum SupervisorMsg {
+    /// Create a session.
+    Create(SessionConfig, oneshot::Sender<Result<Arc<SessionShared>, CreateError>>),
+    /// Remove a session and retire its voice.
+    Remove(SessionId, oneshot::Sender<()>),
+}
+
+impl std::fmt::Debug for SupervisorMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Create(c, _) => write!(f, "Create({})", c.name),
+            Self::Remove(id, _) => write!(f, "Remove({id:?})"),
+        }
+    }
+}
+
+/// Startup arguments of the supervisor.
+pub struct SupervisorArgs {
+    /// The renderer's command ring.
+    pub command_tx: Producer<Command>,
+    /// The renderer's format.
+    pub renderer: RendererConfig,
+    /// Renderer-wide telemetry.
+    pub telemetry: Arc<Telemetry>,
+    /// The event pump.
+    pub pump: ActorRef<PumpMsg>,
+    /// The engine-wide in-flight count.
+    pub quiesce: Arc<Quiescence>,
+}
+
+/// The supervisor actor.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineSupervisor;
+
+struct Slot {
+    shared: Arc<SessionShared>,
+    actor: ractor::ActorId,
+}
+
+/// The supervisor's state.
+pub struct SupervisorState {
+    args: SupervisorArgs,
+    slots: Vec<Option<Slot>>,
+}
+
+impl Actor for EngineSupervisor {
+    type Msg = SupervisorMsg;
+    type State = SupervisorState;
+    type Arguments = SupervisorArgs;
+
+    async fn pre_start(&self, _: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+        let slots = (0..args.renderer.max_sessions).map(|_| None).collect();
+        Ok(SupervisorState { args, slots })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        msg: SupervisorMsg,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            SupervisorMsg::Create(config, reply) => {
+                let result = state.create(&myself, config).await;
+                let _ = reply.send(result);
+            }
+            SupervisorMsg::Remove(id, reply) => {
+                if let Some(slot) = state.slots.get_mut(id.index()).and_then(Option::take) {
+                    slot.shared.close();
+                    send_pump(&state.args.pump, &state.args.quiesce, PumpMsg::Unroute(id));
+                    let actor = slot.shared.actor.lock().ok().and_then(|mut a| a.take());
+                    if let Some(actor) = actor {
+                        actor.stop(None);
+                    }
+                    slot.shared.forget_inflight();
+                    if state.args.command_tx.push(Command::RemoveVoice(id)).is_err() {
+                        tracing::error!(session = id.0, "renderer command ring full; voice stays until the next removal");
+                    }
+                }
+                let _ = reply.send(());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<SupervisorMsg>,
+        event: SupervisionEvent,
+        state: &mut SupervisorState,
+    ) -> Result<(), ActorProcessingErr> {
+        if let SupervisionEvent::ActorFailed(cell, err) = event {
+            let id = cell.get_id();
+            let found = state
+                .slots
+                .iter()
+                .flatten()
+                .find(|s| s.actor == id)
+                .map(|s| Arc::clone(&s.shared));
+            if let Some(shared) = found {
+                tracing::error!(session = %shared.config.name, error = %err, "session actor failed; restarting");
+                shared.forget_inflight();
+                let generation = shared.generation.load(Ordering::Relaxed).wrapping_add(1);
+                shared.emit(SessionEvent {
+                    session: shared.id,
+                    at: state.args.telemetry.clock(),
+                    kind: SessionEventKind::Error {
+                        message: format!("session restarted after a fault: {err}"),
+                    },
+                });
+                if let Err(e) = state.start(&myself, &shared, generation).await {
+                    tracing::error!(session = %shared.config.name, error = %e, "restart failed");
+                    shared.close();
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SupervisorState {
+    async fn create(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        config: SessionConfig,
+    ) -> Result<Arc<SessionShared>, CreateError> {
+        validate(&config)?;
+        Ingest::new(config.input, self.args.renderer.sample_rate, self.args.renderer.channels)?;
+        let index = self
+            .slots
+            .iter()
+            .position(Option::is_none)
+            .ok_or(CreateError::NoFreeSlot(self.slots.len()))?;
+        let shared = SessionShared::new(
+            SessionId(index as u32),
+            config,
+            self.args.renderer.sample_rate,
+            Arc::clone(&self.args.quiesce),
+        );
+        self.start(myself, &shared, 0).await?;
+        Ok(shared)
+    }
+
+    /// Builds a voice, installs it and spawns its session actor.
+    async fn start(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        shared: &Arc<SessionShared>,
+        generation: u32,
+    ) -> Result<(), CreateError> {
+        let vc = voice_config(&shared.config, &self.args.renderer, shared.id, generation);
+        let (control, voice) = Voice::new(&vc);
+        let telemetry = Arc::clone(&control.telemetry);
+        let args = SessionArgs {
+            shared: Arc::clone(shared),
+            voice: control,
+            generation,
+            sample_rate: self.args.renderer.sample_rate,
+            channels: self.args.renderer.channels,
+            clock: Arc::clone(&self.args.telemetry),
+        };
+        let (actor, _) = Actor::spawn_linked(None, Session, args, myself.get_cell())
+            .await
+            .map_err(|e| CreateError::Spawn(e.to_string()))?;
+        if self.args.command_tx.push(Command::AddVoice(Box::new(voice))).is_err() {
+            actor.stop(None);
+            return Err(CreateError::Renderer(sotto_rt::RendererError::CommandRingFull));
+        }
+        if let Ok(mut t) = shared.telemetry.lock() {
+            *t = telemetry;
+        }
+        shared.generation.store(generation, Ordering::Relaxed);
+        let id = actor.get_id();
+        if let Ok(mut a) = shared.actor.lock() {
+            *a = Some(actor);
+        }
+        send_pump(&self.args.pump, &self.args.quiesce, PumpMsg::Route(Arc::clone(shared)));
+        self.slots[shared.id.index()] = Some(Slot {
+            shared: Arc::clone(shared),
+            actor: id,
+        });
+        Ok(())
+    }
+}
+
+fn validate(c: &SessionConfig) -> Result<(), CreateError> {
+    let hour = std::time::Duration::from_secs(3600);
+    if c.queue.is_zero() || c.queue > std::time::Duration::from_secs(600) {
+        return Err(CreateError::Config(format!("queue {:?} must be within (0, 600 s]", c.queue)));
+    }
+    if c.background_queue.is_zero() || c.background_queue > std::time::Duration::from_secs(600) {
+        return Err(CreateError::Config(format!(
+            "background queue {:?} must be within (0, 600 s]",
+            c.background_queue
+        )));
+    }
+    if c.fade > hour || c.grace > hour || c.pause_ramp > std::time::Duration::from_secs(1) {
+        return Err(CreateError::Config("fade, grace or pause ramp is absurdly long".into()));
+    }
+    if !(0.0..=4.0).contains(&c.background_gain) {
+        return Err(CreateError::Config(format!(
+            "background gain {} must be within 0..=4",
+            c.background_gain
+        )));
+    }
+    if let Some((db, _)) = c.duck {
+        if !(-120.0..=0.0).contains(&db) {
+            return Err(CreateError::Config(format!("duck gain {db} dB must be within -120..=0")));
+        }
+    }
+    Ok(())
+}

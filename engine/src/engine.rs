@@ -1,0 +1,379 @@
+//! The engine handle: starts the actors and a driver, creates sessions.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorRef};
+use rtrb::{Consumer, RingBuffer};
+use sotto_actors::driver::offline::OfflineDriver;
+use sotto_actors::driver::virtual_clock::VirtualClock;
+use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
+use sotto_actors::supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};
+use sotto_actors::{Quiescence, SessionConfig, SettleTimeout};
+use sotto_rt::{Renderer, RendererConfig, SampleTime, Saturation, Telemetry};
+use tokio::sync::{oneshot, Mutex};
+
+use crate::handle::SessionHandle;
+
+/// Who drives the renderer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// Rendered on request by [`Engine::render`], as fast as possible; deterministic.
+    #[default]
+    Offline,
+    /// A real-time thread named `sotto-audio`; keeps up to `capture` of the
+    /// output for [`Engine::take_captured`].
+    Virtual {
+        /// How much output to keep (`None`: discard).
+        capture: Option<Duration>,
+    },
+}
+
+/// How an engine is set up.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Output rate in Hz (8 kHz to 192 kHz).
+    pub sample_rate: u32,
+    /// Output channels (1 to 8).
+    pub channels: usize,
+    /// Frames per render block.
+    pub block_frames: usize,
+    /// Most sessions at once.
+    pub max_sessions: usize,
+    /// The driver.
+    pub clock: Clock,
+    /// How the master sum is kept inside full scale.
+    pub saturation: Saturation,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        Self {
+            sample_rate: 24_000,
+            channels: 1,
+            block_frames: 480,
+            max_sessions: 64,
+            clock: Clock::Offline,
+            saturation: Saturation::Hard,
+        }
+    }
+}
+
+/// Engine-level failures.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EngineError {
+    /// The config is out of range.
+    #[error("bad engine config: {0}")]
+    Config(String),
+    /// An actor could not be started.
+    #[error("could not start {what}: {reason}")]
+    Start {
+        /// Which actor or thread.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A session could not be created.
+    #[error("could not create session: {0}")]
+    Create(#[from] CreateError),
+    /// The operation needs the other clock.
+    #[error("operation needs the {0} clock")]
+    WrongClock(&'static str),
+    /// The actors did not settle (a stuck actor).
+    #[error(transparent)]
+    Stuck(#[from] SettleTimeout),
+    /// The engine was shut down.
+    #[error("engine is shut down")]
+    Stopped,
+}
+
+enum Driver {
+    Offline(OfflineDriver),
+    Virtual {
+        clock: VirtualClock,
+        capture: Option<Consumer<f32>>,
+        ticker: tokio::task::JoinHandle<()>,
+    },
+    Stopped,
+}
+
+/// The running engine. Cheap to clone; every clone drives the same engine.
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").field("config", &self.inner.config).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: EngineConfig,
+    supervisor: ActorRef<SupervisorMsg>,
+    pump: ActorRef<PumpMsg>,
+    quiesce: Arc<Quiescence>,
+    telemetry: Arc<Telemetry>,
+    driver: Mutex<Driver>,
+}
+
+impl Engine {
+    /// Starts the actors and the driver. Must run inside a tokio runtime.
+    ///
+    /// # Errors
+    /// [`EngineError::Config`] for an out-of-range config,
+    /// [`EngineError::Start`] when an actor or the audio thread cannot start.
+    pub async fn start(config: EngineConfig) -> Result<Engine, EngineError> {
+        validate(&config)?;
+        let renderer_config = RendererConfig {
+            sample_rate: config.sample_rate,
+            channels: config.channels,
+            max_block_frames: config.block_frames,
+            max_sessions: config.max_sessions,
+            command_capacity: config.max_sessions * 2 + 64,
+            event_capacity: (config.max_sessions * 64).max(4096),
+            saturation: config.saturation,
+        };
+        let (control, renderer) =
+            Renderer::new(renderer_config.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+        let quiesce = Quiescence::new();
+        let telemetry = Arc::clone(&control.telemetry);
+        let (pump, _) = Actor::spawn(
+            None,
+            EventPump,
+            PumpArgs {
+                event_rx: control.event_rx,
+                retired_rx: control.retired_rx,
+                max_sessions: config.max_sessions,
+                quiesce: Arc::clone(&quiesce),
+            },
+        )
+        .await
+        .map_err(|e| EngineError::Start {
+            what: "event pump",
+            reason: e.to_string(),
+        })?;
+        let (supervisor, _) = Actor::spawn(
+            None,
+            EngineSupervisor,
+            SupervisorArgs {
+                command_tx: control.command_tx,
+                renderer: renderer_config,
+                telemetry: Arc::clone(&telemetry),
+                pump: pump.clone(),
+                quiesce: Arc::clone(&quiesce),
+            },
+        )
+        .await
+        .map_err(|e| EngineError::Start {
+            what: "supervisor",
+            reason: e.to_string(),
+        })?;
+        let driver = match config.clock {
+            Clock::Offline => Driver::Offline(OfflineDriver::new(
+                renderer,
+                Arc::clone(&telemetry),
+                pump.clone(),
+                Arc::clone(&quiesce),
+                config.block_frames,
+            )),
+            Clock::Virtual { capture } => {
+                let (tx, rx) = match capture {
+                    Some(d) => {
+                        let frames = sotto_actors::session::frames_of(d, config.sample_rate) as usize;
+                        let (tx, rx) = RingBuffer::new(frames.max(1) * config.channels);
+                        (Some(tx), Some(rx))
+                    }
+                    None => (None, None),
+                };
+                let clock = VirtualClock::start(renderer, Arc::clone(&telemetry), config.block_frames, tx)
+                    .map_err(|e| EngineError::Start {
+                        what: "sotto-audio thread",
+                        reason: e.to_string(),
+                    })?;
+                let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
+                Driver::Virtual {
+                    clock,
+                    capture: rx,
+                    ticker,
+                }
+            }
+        };
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                config,
+                supervisor,
+                pump,
+                quiesce,
+                telemetry,
+                driver: Mutex::new(driver),
+            }),
+        })
+    }
+
+    /// The engine's config.
+    #[must_use]
+    pub fn config(&self) -> &EngineConfig {
+        &self.inner.config
+    }
+
+    /// Renderer-wide counters: the sample clock, late blocks, dropped events.
+    #[must_use]
+    pub fn telemetry(&self) -> Arc<Telemetry> {
+        Arc::clone(&self.inner.telemetry)
+    }
+
+    /// The output sample clock.
+    #[must_use]
+    pub fn clock(&self) -> SampleTime {
+        self.inner.telemetry.clock()
+    }
+
+    /// Opens a session: a voice in the renderer and its session actor.
+    ///
+    /// # Errors
+    /// [`EngineError::Create`] for a bad config or no free slot;
+    /// [`EngineError::Stopped`] after shutdown.
+    pub async fn create_session(&self, config: SessionConfig) -> Result<SessionHandle, EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .supervisor
+            .cast(SupervisorMsg::Create(config, tx))
+            .map_err(|_| EngineError::Stopped)?;
+        let shared = rx.await.map_err(|_| EngineError::Stopped)??;
+        Ok(SessionHandle::new(shared))
+    }
+
+    /// Closes a session; its voice leaves the renderer at the next block.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`] after shutdown.
+    pub async fn remove_session(&self, session: &SessionHandle) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .supervisor
+            .cast(SupervisorMsg::Remove(session.id(), tx))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
+    }
+
+    /// Renders `frames` frames on the offline clock and returns them
+    /// (interleaved). Every message sent before the call is applied first.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongClock`] on the virtual clock; [`EngineError::Stuck`].
+    pub async fn render(&self, frames: u64) -> Result<Vec<f32>, EngineError> {
+        let mut out = Vec::with_capacity(frames as usize * self.inner.config.channels);
+        self.render_into(frames, &mut out).await?;
+        Ok(out)
+    }
+
+    /// Like [`Engine::render`], appending to `out`.
+    ///
+    /// # Errors
+    /// As [`Engine::render`].
+    pub async fn render_into(&self, frames: u64, out: &mut Vec<f32>) -> Result<(), EngineError> {
+        let mut driver = self.inner.driver.lock().await;
+        match &mut *driver {
+            Driver::Offline(d) => Ok(d.render(frames, out).await?),
+            Driver::Virtual { .. } => Err(EngineError::WrongClock("offline")),
+            Driver::Stopped => Err(EngineError::Stopped),
+        }
+    }
+
+    /// Renders `d` of output on the offline clock.
+    ///
+    /// # Errors
+    /// As [`Engine::render`].
+    pub async fn render_for(&self, d: Duration) -> Result<Vec<f32>, EngineError> {
+        self.render(sotto_actors::session::frames_of(d, self.inner.config.sample_rate))
+            .await
+    }
+
+    /// Waits until every actor has handled every message sent so far.
+    ///
+    /// # Errors
+    /// [`EngineError::Stuck`].
+    pub async fn settle(&self) -> Result<(), EngineError> {
+        Ok(self.inner.quiesce.settle(sotto_actors::driver::offline::SETTLE_LIMIT).await?)
+    }
+
+    /// Takes the output captured so far on the virtual clock.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongClock`] on the offline clock.
+    pub async fn take_captured(&self) -> Result<Vec<f32>, EngineError> {
+        let mut driver = self.inner.driver.lock().await;
+        match &mut *driver {
+            Driver::Virtual { capture, .. } => {
+                let mut out = Vec::new();
+                if let Some(rx) = capture {
+                    let n = rx.slots();
+                    if let Ok(chunk) = rx.read_chunk(n) {
+                        let (a, b) = chunk.as_slices();
+                        out.extend_from_slice(a);
+                        out.extend_from_slice(b);
+                        chunk.commit_all();
+                    }
+                }
+                Ok(out)
+            }
+            Driver::Offline(_) => Err(EngineError::WrongClock("virtual")),
+            Driver::Stopped => Err(EngineError::Stopped),
+        }
+    }
+
+    /// Stops the driver and every actor.
+    pub async fn shutdown(&self) {
+        let driver = std::mem::replace(&mut *self.inner.driver.lock().await, Driver::Stopped);
+        if let Driver::Virtual { clock, ticker, .. } = driver {
+            ticker.abort();
+            drop(clock.stop());
+        }
+        self.inner.supervisor.stop(None);
+        self.inner.pump.stop(None);
+    }
+}
+
+fn spawn_ticker(pump: ActorRef<PumpMsg>, quiesce: Arc<Quiescence>, config: &EngineConfig) -> tokio::task::JoinHandle<()> {
+    // Half a block: events reach sessions within a block of being raised.
+    let half_block = Duration::from_secs_f64(config.block_frames as f64 / f64::from(config.sample_rate) / 2.0)
+        .max(Duration::from_millis(1));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(half_block);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            if !send_pump(&pump, &quiesce, PumpMsg::Pump(None)) {
+                break;
+            }
+        }
+    })
+}
+
+fn validate(c: &EngineConfig) -> Result<(), EngineError> {
+    if !(8_000..=192_000).contains(&c.sample_rate) {
+        return Err(EngineError::Config(format!(
+            "sample rate {} Hz is outside 8000..=192000",
+            c.sample_rate
+        )));
+    }
+    if !(1..=8).contains(&c.channels) {
+        return Err(EngineError::Config(format!("{} channels is outside 1..=8", c.channels)));
+    }
+    if c.block_frames == 0 || c.block_frames > c.sample_rate as usize {
+        return Err(EngineError::Config(format!(
+            "block of {} frames must be within 1..=1 s",
+            c.block_frames
+        )));
+    }
+    if c.max_sessions == 0 || c.max_sessions > 65_536 {
+        return Err(EngineError::Config(format!(
+            "max_sessions {} is outside 1..=65536",
+            c.max_sessions
+        )));
+    }
+    Ok(())
+}

@@ -1,0 +1,263 @@
+//! The session handle: every method of a session in SPEC O.
+
+use std::future::Future;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto_actors::session::{EventCallback, SessionMsg, SessionShared};
+use sotto_actors::{AudioSink, Input, PushOutcome, SessionEvent};
+use sotto_rt::SessionId;
+use tokio::sync::{mpsc, oneshot};
+
+/// A session's failures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The session was removed, restarted mid-request, or the engine stopped.
+    #[error("session is closed")]
+    Closed,
+}
+
+impl From<sotto_actors::SessionClosed> for SessionError {
+    fn from(_: sotto_actors::SessionClosed) -> Self {
+        Self::Closed
+    }
+}
+
+/// Controls one session. Cheap to clone.
+///
+/// Every method sends its message at once, in call order, so a push issued
+/// before an interrupt belongs to the interrupted turn even if its future is
+/// awaited later.
+#[derive(Clone)]
+pub struct SessionHandle {
+    shared: Arc<SessionShared>,
+}
+
+impl std::fmt::Debug for SessionHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionHandle")
+            .field("id", &self.shared.id)
+            .field("name", &self.shared.config.name)
+            .finish()
+    }
+}
+
+impl SessionHandle {
+    pub(crate) fn new(shared: Arc<SessionShared>) -> Self {
+        Self { shared }
+    }
+
+    /// The session's slot.
+    #[must_use]
+    pub fn id(&self) -> SessionId {
+        self.shared.id
+    }
+
+    /// The session's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    fn send(&self, msg: SessionMsg) -> Result<(), SessionError> {
+        Ok(self.shared.send(msg)?)
+    }
+
+    fn request<T: Send + 'static>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<T>) -> SessionMsg,
+    ) -> impl Future<Output = Result<T, SessionError>> + Send + 'static {
+        let (tx, rx) = oneshot::channel();
+        let sent = self.send(msg(tx));
+        async move {
+            sent?;
+            rx.await.map_err(|_| SessionError::Closed)
+        }
+    }
+
+    /// Pushes TTS bytes in the session's input format (SPEC O1, O2). The
+    /// future resolves when every frame is queued, waiting while the queue
+    /// is full; if an interrupt or clear cuts it first, it says how much was
+    /// dropped. Dropping the future does not cancel the push.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn push(&self, bytes: impl Into<Vec<u8>>) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
+        let bytes = bytes.into();
+        self.request(|reply| SessionMsg::Push {
+            input: Input::Speech,
+            bytes,
+            reply,
+        })
+    }
+
+    /// Pushes bytes into the background input, mixed under speech (SPEC O11).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn push_background(
+        &self,
+        bytes: impl Into<Vec<u8>>,
+    ) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
+        let bytes = bytes.into();
+        self.request(|reply| SessionMsg::Push {
+            input: Input::Background,
+            bytes,
+            reply,
+        })
+    }
+
+    /// Anchors a new turn: counters and first-audio start here (SPEC O9).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn mark_synthesis_start(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::BeginSynthesis)
+    }
+
+    /// The TTS has sent everything for this turn (SPEC O8).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn mark_synthesis_complete(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::EndSynthesis)
+    }
+
+    /// Barge-in: fade out what is queued and drop the rest (SPEC O5).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn interrupt(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::Interrupt)
+    }
+
+    /// Freezes playback with a short fade-out (SPEC O6).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn pause(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::Pause)
+    }
+
+    /// Continues playback where it paused, with a short fade-in (SPEC O6).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn resume(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::Resume)
+    }
+
+    /// Accepts pushed audio again; with `manual`, every interrupt disables
+    /// input until the next call (SPEC O4).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn enable_audio_input(&self, manual: bool) -> Result<(), SessionError> {
+        self.send(SessionMsg::EnableInput { manual })
+    }
+
+    /// Drops (and counts) pushed audio until input is enabled again.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn disable_audio_input(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::DisableInput)
+    }
+
+    /// Sets the fade tail limit for later interrupts; zero cuts at once.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn set_fade(&self, fade: Duration) -> Result<(), SessionError> {
+        self.send(SessionMsg::SetFade(fade))
+    }
+
+    /// Ducks the background under speech by `gain_db` with `ramp` ramps; `None` turns it off.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn set_duck(&self, duck: Option<(f32, Duration)>) -> Result<(), SessionError> {
+        self.send(SessionMsg::SetDuck(duck))
+    }
+
+    /// Discards all queued speech at once and releases waiters (SPEC O2);
+    /// resolves to the frames dropped.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn clear_queue(&self) -> impl Future<Output = Result<u64, SessionError>> + Send + 'static {
+        self.request(SessionMsg::Clear)
+    }
+
+    /// `(samples_played, samples_pushed)` since the turn anchor (SPEC O9),
+    /// in output frames.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn snapshot_playback(&self) -> impl Future<Output = Result<(u64, u64), SessionError>> + Send + 'static {
+        self.request(SessionMsg::Snapshot)
+    }
+
+    /// Resolves when everything queued has been played or cleared (SPEC O2).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn wait_for_playout(&self) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+        self.request(SessionMsg::WaitPlayout)
+    }
+
+    /// Audio queued but not yet played (SPEC O2).
+    #[must_use]
+    pub fn queued_duration(&self) -> Duration {
+        let pushed = self.shared.pushed_frames.load(Ordering::Relaxed);
+        let consumed = self.shared.voice_telemetry().consumed();
+        let frames = pushed.saturating_sub(consumed);
+        Duration::from_secs_f64(frames as f64 / f64::from(self.shared.sample_rate))
+    }
+
+    /// True while audio is queued or playing, and for the grace period after (SPEC O7).
+    #[must_use]
+    pub fn is_speaking(&self) -> bool {
+        let t = self.shared.voice_telemetry();
+        self.shared.pending_frames.load(Ordering::Relaxed) > 0
+            || self.shared.pushed_frames.load(Ordering::Relaxed) > t.consumed()
+            || t.is_speaking()
+    }
+
+    /// A stream of this session's events from now on.
+    #[must_use]
+    pub fn events(&self) -> mpsc::UnboundedReceiver<SessionEvent> {
+        self.shared.subscribe()
+    }
+
+    /// Calls `callback` with every event (on an actor task; keep it short).
+    pub fn on_event(&self, callback: impl Fn(&SessionEvent) + Send + Sync + 'static) {
+        let cb: EventCallback = Arc::new(callback);
+        self.shared.set_callback(Some(cb));
+    }
+
+    /// Attaches a tee sink (SPEC O12).
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    pub fn add_sink(&self, sink: Box<dyn AudioSink>) -> Result<(), SessionError> {
+        self.send(SessionMsg::AddSink(sink))
+    }
+
+    /// Live counters of the session's voice.
+    #[must_use]
+    pub fn telemetry(&self) -> Arc<sotto_rt::VoiceTelemetry> {
+        self.shared.voice_telemetry()
+    }
+
+    /// Makes the session actor fail, to exercise supervision.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    #[doc(hidden)]
+    pub fn inject_fault(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::Panic)
+    }
+}
