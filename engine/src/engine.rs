@@ -26,6 +26,8 @@ pub enum Clock {
     Virtual {
         /// How much output to keep (`None`: discard).
         capture: Option<Duration>,
+        /// Wait for [`Engine::run_clock`] before rendering the first block.
+        deferred: bool,
     },
 }
 
@@ -179,7 +181,7 @@ impl Engine {
                 Arc::clone(&quiesce),
                 config.block_frames,
             )),
-            Clock::Virtual { capture } => {
+            Clock::Virtual { capture, deferred } => {
                 let (tx, rx) = match capture {
                     Some(d) => {
                         let frames = sotto_actors::session::frames_of(d, config.sample_rate) as usize;
@@ -188,7 +190,7 @@ impl Engine {
                     }
                     None => (None, None),
                 };
-                let clock = VirtualClock::start(renderer, Arc::clone(&telemetry), config.block_frames, tx)
+                let clock = VirtualClock::start(renderer, Arc::clone(&telemetry), config.block_frames, tx, deferred)
                     .map_err(|e| EngineError::Start {
                         what: "sotto-audio thread",
                         reason: e.to_string(),
@@ -298,6 +300,21 @@ impl Engine {
     /// [`EngineError::Stuck`].
     pub async fn settle(&self) -> Result<(), EngineError> {
         Ok(self.inner.quiesce.settle(sotto_actors::driver::offline::SETTLE_LIMIT).await?)
+    }
+
+    /// Starts a deferred virtual clock (see [`Clock::Virtual`]).
+    ///
+    /// # Errors
+    /// [`EngineError::WrongClock`] on the offline clock.
+    pub async fn run_clock(&self) -> Result<(), EngineError> {
+        match &*self.inner.driver.lock().await {
+            Driver::Virtual { clock, .. } => {
+                clock.run();
+                Ok(())
+            }
+            Driver::Offline(_) => Err(EngineError::WrongClock("virtual")),
+            Driver::Stopped => Err(EngineError::Stopped),
+        }
     }
 
     /// Takes the output captured so far on the virtual clock.

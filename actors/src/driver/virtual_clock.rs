@@ -16,12 +16,14 @@ use super::guarded_render;
 #[derive(Debug)]
 pub struct VirtualClock {
     stop: Arc<AtomicBool>,
+    go: Arc<AtomicBool>,
     thread: Option<JoinHandle<Renderer>>,
 }
 
 impl VirtualClock {
-    /// Starts rendering blocks of `block_frames` in real time. Audio goes
-    /// into `capture` when given (what does not fit is counted as late).
+    /// Starts the `sotto-audio` thread rendering blocks of `block_frames` in
+    /// real time; with `deferred`, rendering waits for [`VirtualClock::run`].
+    /// Audio goes into `capture` when given (what does not fit is counted as late).
     ///
     /// # Errors
     /// The thread could not be spawned.
@@ -30,9 +32,12 @@ impl VirtualClock {
         telemetry: Arc<Telemetry>,
         block_frames: usize,
         mut capture: Option<Producer<f32>>,
+        deferred: bool,
     ) -> std::io::Result<Self> {
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
+        let go = Arc::new(AtomicBool::new(!deferred));
+        let go_flag = Arc::clone(&go);
         let rate = renderer.config().sample_rate;
         let channels = renderer.config().channels;
         let block_frames = block_frames.clamp(1, renderer.config().max_block_frames);
@@ -41,6 +46,9 @@ impl VirtualClock {
             .spawn(move || {
                 let period = Duration::from_secs_f64(block_frames as f64 / f64::from(rate));
                 let mut block = vec![0.0f32; block_frames * channels];
+                while !go_flag.load(Ordering::Acquire) && !stop_flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
                 let start = Instant::now();
                 let mut k: u32 = 0;
                 while !stop_flag.load(Ordering::Relaxed) {
@@ -64,8 +72,14 @@ impl VirtualClock {
             })?;
         Ok(Self {
             stop,
+            go,
             thread: Some(thread),
         })
+    }
+
+    /// Starts a deferred clock; the sample clock's zero is now.
+    pub fn run(&self) {
+        self.go.store(true, Ordering::Release);
     }
 
     /// Stops the clock and gives the renderer back.

@@ -1,0 +1,35 @@
+# Two commands on a fresh machine: `make demo` and `make test`.
+SHELL := /bin/bash
+CARGO ?= cargo
+DEBIAN_PACKAGES := fonts-dejavu-core
+
+.PHONY: demo test deps lint bench
+
+# Installs what the programs need at run time (a font for the picture's labels).
+deps:
+	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+		else echo "note: install $(DEBIAN_PACKAGES) for labelled pictures"; fi; \
+	fi
+
+demo: deps
+	$(CARGO) build --release -p sotto --bin sotto
+	@mkdir -p out
+	./target/release/sotto render examples/barge-in.toml \
+		--out out/barge-in.wav --events out/barge-in.jsonl --plot out/barge-in.png
+	@echo "wrote out/barge-in.wav, out/barge-in.jsonl, out/barge-in.png"
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
+	@if $(CARGO) tree -p sotto-rt -e normal --prefix none | sed 's/ .*//' | sort -u | grep -vxE 'sotto-rt|rtrb|atomic_float|crossbeam-utils' ; then \
+		echo "sotto-rt has a normal dependency beyond rtrb and atomic_float"; exit 1; fi
+
+test: deps lint
+	$(CARGO) test --workspace --release
+	$(CARGO) test --benches --release -p sotto-benches
+	$(MAKE) demo
+
+bench:
+	$(CARGO) bench -p sotto-benches
