@@ -1,0 +1,43 @@
+//! SPEC R2: a failing session actor is restarted with a fresh voice; the
+//! other sessions never hear a glitch.
+
+use std::time::Duration;
+
+use sotto::{Engine, EngineConfig, SessionConfig, SessionEventKind, SessionHandle};
+use sotto_integration::{dc_s16, drain};
+
+fn assert_send_sync<T: Send + Sync>() {}
+
+#[test]
+fn handles_are_send_and_sync() {
+    assert_send_sync::<Engine>();
+    assert_send_sync::<SessionHandle>();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_session_is_restarted_and_others_play_on() {
+    let engine = Engine::start(EngineConfig { channels: 1, ..EngineConfig::default() }).await.unwrap();
+    let calm = engine.create_session(SessionConfig { name: "calm".into(), ..Default::default() }).await.unwrap();
+    let faulty = engine.create_session(SessionConfig { name: "faulty".into(), ..Default::default() }).await.unwrap();
+    let mut ev = faulty.events();
+    let _ = calm.push(dc_s16(24_000, 1000));
+    let _ = faulty.push(dc_s16(24_000, 2000));
+    let before = engine.render(480).await.unwrap();
+    assert!(before.iter().all(|&v| v == 3000.0 / 32768.0));
+    faulty.inject_fault().unwrap();
+    // Let the supervisor notice and restart.
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        if faulty.push(Vec::<u8>::new()).await.is_ok() {
+            break;
+        }
+    }
+    let after = engine.render(2400).await.unwrap();
+    assert!(after.iter().all(|&v| v == 1000.0 / 32768.0), "calm plays on; faulty's old ring is retired");
+    let _ = faulty.push(dc_s16(480, 2000));
+    let again = engine.render(480).await.unwrap();
+    assert!(again.iter().all(|&v| v == 3000.0 / 32768.0), "the restarted session plays");
+    let events = drain(&mut ev);
+    assert!(events.iter().any(|e| matches!(&e.kind, SessionEventKind::Error { message } if message.contains("restarted"))));
+    engine.shutdown().await;
+}

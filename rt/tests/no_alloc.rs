@@ -1,0 +1,106 @@
+//! Every render path runs inside an allocation guard (SPEC R1): play,
+//! underrun, interrupt with fade and fence, pause/resume, mix, duck,
+//! limiter, add/retire voices and a full event ring.
+
+use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
+use sotto_rt::{
+    Command, DuckConfig, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand,
+    VoiceConfig, VoiceControl,
+};
+
+#[global_allocator]
+static ALLOCATOR: AllocDisabler = AllocDisabler;
+
+fn voice(session: u32, generation: u32) -> (VoiceControl, Voice) {
+    Voice::new(&VoiceConfig {
+        session: SessionId(session),
+        generation,
+        channels: 2,
+        max_block_frames: 256,
+        speech_capacity_frames: 48_000,
+        background_capacity_frames: 48_000,
+        command_capacity: 64,
+        fade_frames: 4_800,
+        grace_frames: 2_400,
+        pause_ramp_frames: 240,
+        duck: Some(DuckConfig { gain: 0.25, ramp_frames: 2_400 }),
+        background_gain: 1.0,
+        saturation: Saturation::Soft,
+    })
+}
+
+fn fill(c: &mut VoiceControl, frames: usize, value: f32) {
+    let samples = vec![value; frames * 2];
+    let _ = c.speech_tx.push_partial_slice(&samples);
+    let _ = c.background_tx.push_partial_slice(&samples);
+}
+
+/// Renders `blocks` device buffers of odd sizes, each inside the guard.
+fn render_guarded(r: &mut Renderer, out: &mut [f32], blocks: usize) {
+    for i in 0..blocks {
+        let len = [512usize, 130, 1000, 2][i % 4];
+        assert_no_alloc(|| r.render(&mut out[..len]));
+    }
+}
+
+#[test]
+fn canary_the_guard_is_live() {
+    let before = violation_count();
+    assert_no_alloc(|| {
+        let v: Vec<u8> = Vec::with_capacity(16);
+        std::hint::black_box(v);
+    });
+    assert!(violation_count() > before, "the guard must see an allocation (debug build, allocator set)");
+}
+
+#[test]
+fn every_render_path_is_allocation_free() {
+    let (mut control, mut renderer) = Renderer::new(RendererConfig {
+        sample_rate: 48_000,
+        channels: 2,
+        max_block_frames: 256,
+        max_sessions: 8,
+        command_capacity: 16,
+        event_capacity: 8, // small: the full-ring path runs too
+        saturation: Saturation::Soft,
+    })
+    .unwrap();
+    let mut out = vec![0.0f32; 2048];
+    let (mut a, va) = voice(0, 0);
+    let (mut b, vb) = voice(1, 0);
+    control.add_voice(Box::new(va)).unwrap();
+    control.add_voice(Box::new(vb)).unwrap();
+    fill(&mut a, 20_000, 0.9);
+    fill(&mut b, 3_000, 0.9);
+    let start = violation_count();
+
+    render_guarded(&mut renderer, &mut out, 20); // play, mix, duck, limiter, underrun of b
+    a.command_tx.push(VoiceCommand::BeginTurn { start: 0 }).unwrap();
+    a.command_tx.push(VoiceCommand::Pause).unwrap();
+    render_guarded(&mut renderer, &mut out, 8);
+    a.command_tx.push(VoiceCommand::Resume).unwrap();
+    render_guarded(&mut renderer, &mut out, 8);
+    a.command_tx.push(VoiceCommand::Interrupt { fence: 20_000 }).unwrap();
+    render_guarded(&mut renderer, &mut out, 4);
+    fill(&mut a, 1_000, -0.5);
+    a.command_tx.push(VoiceCommand::Interrupt { fence: 21_000 }).unwrap(); // during the tail
+    render_guarded(&mut renderer, &mut out, 40);
+    fill(&mut a, 1_000, 0.5);
+    a.command_tx.push(VoiceCommand::Clear { fence: 22_000 }).unwrap();
+    a.command_tx.push(VoiceCommand::SetDirectMuted(true)).unwrap();
+    a.command_tx.push(VoiceCommand::SetSaturation(Saturation::Hard)).unwrap();
+    a.command_tx.push(VoiceCommand::SynthesisComplete { end: 22_000 }).unwrap();
+    control.send(Command::SetMasterSaturation(Saturation::Hard)).unwrap();
+    render_guarded(&mut renderer, &mut out, 8);
+
+    // Replace a voice (the old one is retired) and remove another.
+    let (_a2, va2) = voice(0, 1);
+    control.add_voice(Box::new(va2)).unwrap();
+    control.send(Command::RemoveVoice(SessionId(1))).unwrap();
+    render_guarded(&mut renderer, &mut out, 4);
+    assert_eq!(violation_count(), start, "the render path allocated or freed");
+
+    assert!(control.telemetry.events_dropped.load(std::sync::atomic::Ordering::Relaxed) > 0, "the full event ring was exercised");
+    assert_eq!(control.collect_retired(), 2);
+    assert!(!control.telemetry.poisoned.load(std::sync::atomic::Ordering::Relaxed));
+}

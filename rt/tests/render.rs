@@ -1,0 +1,74 @@
+//! Renderer behaviour that needs no actors: exact block splitting and
+//! control-side validation.
+
+use sotto_rt::{Renderer, RendererConfig, RendererError, SessionId, Voice, VoiceConfig};
+
+fn config(channels: usize) -> VoiceConfig {
+    VoiceConfig {
+        session: SessionId(0),
+        generation: 0,
+        channels,
+        max_block_frames: 64,
+        speech_capacity_frames: 10_000,
+        background_capacity_frames: 10,
+        command_capacity: 8,
+        fade_frames: 0,
+        grace_frames: 0,
+        pause_ramp_frames: 1,
+        duck: None,
+        background_gain: 1.0,
+        saturation: sotto_rt::Saturation::Hard,
+    }
+}
+
+#[test]
+fn any_buffer_length_renders_the_same_samples() {
+    let input: Vec<f32> = (0..4000).map(|i| (i as f32 * 0.001).sin() * 0.5).collect();
+    let mut outputs = Vec::new();
+    for sizes in [vec![64usize], vec![1, 63, 200, 7], vec![4000]] {
+        let (mut control, mut r) = Renderer::new(RendererConfig {
+            max_block_frames: 64,
+            ..RendererConfig::default()
+        })
+        .unwrap();
+        let (mut vc, v) = Voice::new(&config(1));
+        let _ = vc.speech_tx.push_partial_slice(&input);
+        control.add_voice(Box::new(v)).unwrap();
+        let mut out = Vec::new();
+        let mut i = 0;
+        while out.len() < 4000 {
+            let n = sizes[i % sizes.len()].min(4000 - out.len());
+            let mut buf = vec![0.0; n];
+            r.render(&mut buf);
+            out.extend(buf);
+            i += 1;
+        }
+        assert_eq!(r.clock().0, 4000);
+        outputs.push(out);
+    }
+    assert_eq!(outputs[0], input);
+    assert_eq!(outputs[0], outputs[1]);
+    assert_eq!(outputs[0], outputs[2]);
+}
+
+#[test]
+fn control_side_errors_are_typed() {
+    assert_eq!(
+        Renderer::new(RendererConfig { channels: 0, ..RendererConfig::default() }).unwrap_err(),
+        RendererError::InvalidConfig
+    );
+    let (mut control, _r) = Renderer::new(RendererConfig {
+        max_block_frames: 64,
+        ..RendererConfig::default()
+    })
+    .unwrap();
+    let (_, stereo) = Voice::new(&config(2));
+    assert_eq!(
+        control.add_voice(Box::new(stereo)).unwrap_err(),
+        RendererError::ChannelMismatch { renderer: 1, voice: 2 }
+    );
+    let mut far = config(1);
+    far.session = SessionId(1000);
+    let (_, v) = Voice::new(&far);
+    assert_eq!(control.add_voice(Box::new(v)).unwrap_err(), RendererError::NoSuchSlot(SessionId(1000)));
+}
