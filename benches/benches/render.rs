@@ -1,0 +1,93 @@
+//! Render cost of the real-time core: speech + background on every voice,
+//! an active fade tail on a quarter of them, 10 ms blocks.
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sotto_rt::{Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig, VoiceControl};
+
+struct Fed {
+    control: VoiceControl,
+    pushed: u64,
+    fading: bool,
+}
+
+fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
+    let block = rate as usize / 100;
+    let (mut control, renderer) = Renderer::new(RendererConfig {
+        sample_rate: rate,
+        channels: 1,
+        max_block_frames: block,
+        max_sessions: sessions,
+        command_capacity: sessions + 16,
+        event_capacity: sessions * 16,
+        saturation: Saturation::Hard,
+    })
+    .unwrap();
+    let mut fed = Vec::new();
+    for i in 0..sessions {
+        let (vc, voice) = Voice::new(&VoiceConfig {
+            session: SessionId(i as u32),
+            generation: 0,
+            channels: 1,
+            max_block_frames: block,
+            speech_capacity_frames: block * 8,
+            background_capacity_frames: block * 8,
+            command_capacity: 16,
+            fade_frames: rate * 10,
+            grace_frames: rate / 5,
+            pause_ramp_frames: rate / 200,
+            duck: None,
+            background_gain: 0.5,
+            saturation: Saturation::Hard,
+        });
+        control.add_voice(Box::new(voice)).unwrap();
+        fed.push(Fed { control: vc, pushed: 0, fading: i % 4 == 0 });
+    }
+    (renderer, fed, block)
+}
+
+fn refill(fed: &mut [Fed], audio: &[f32], round: u64) {
+    for f in fed {
+        let room = f.control.speech_tx.slots();
+        let (done, _) = f.control.speech_tx.push_partial_slice(&audio[..room.min(audio.len())]);
+        f.pushed += done.len() as u64;
+        let room = f.control.background_tx.slots();
+        let _ = f.control.background_tx.push_partial_slice(&audio[..room.min(audio.len())]);
+        // Keep a fade tail running on a quarter of the voices.
+        if f.fading && round % 4 == 0 {
+            let _ = f.control.command_tx.push(VoiceCommand::Interrupt { fence: f.pushed });
+        }
+    }
+}
+
+fn bench_render(c: &mut Criterion) {
+    let mut group = c.benchmark_group("render_block_10ms");
+    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    for rate in [24_000u32, 48_000] {
+        for sessions in [1usize, 64, 1024] {
+            let (mut renderer, mut fed, block) = setup(sessions, rate);
+            let audio: Vec<f32> = (0..block * 8).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+            let mut out = vec![0.0f32; block];
+            let mut round = 0u64;
+            group.throughput(Throughput::Elements(sessions as u64));
+            group.bench_with_input(BenchmarkId::new(format!("{}k", rate / 1000), sessions), &sessions, |b, _| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        refill(&mut fed, &audio, round);
+                        round += 1;
+                        let t = Instant::now();
+                        renderer.render(&mut out);
+                        total += t.elapsed();
+                    }
+                    total
+                });
+            });
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_render);
+criterion_main!(benches);
