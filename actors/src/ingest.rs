@@ -85,7 +85,11 @@ impl Ingest {
     ///
     /// # Errors
     /// [`FormatError`] for a rate or channel count out of range.
-    pub fn new(input: InputFormat, out_rate: u32, out_channels: usize) -> Result<Self, FormatError> {
+    pub fn new(
+        input: InputFormat,
+        out_rate: u32,
+        out_channels: usize,
+    ) -> Result<Self, FormatError> {
         if !SUPPORTED_RATES.contains(&input.sample_rate) {
             return Err(FormatError::UnsupportedRate(input.sample_rate));
         }
@@ -287,9 +291,9 @@ impl Resample {
             partial_len: partial,
             ..Indexing::default()
         };
-        let Ok((_, produced)) = self
-            .inner
-            .process_into_buffer(&adapter_in, &mut adapter_out, Some(&indexing))
+        let Ok((_, produced)) =
+            self.inner
+                .process_into_buffer(&adapter_in, &mut adapter_out, Some(&indexing))
         else {
             return;
         };
@@ -321,7 +325,12 @@ mod tests {
             .collect()
     }
 
-    fn ingest_chunked(format: InputFormat, out_rate: u32, bytes: &[u8], cuts: &[usize]) -> Vec<f32> {
+    fn ingest_chunked(
+        format: InputFormat,
+        out_rate: u32,
+        bytes: &[u8],
+        cuts: &[usize],
+    ) -> Vec<f32> {
         let mut ing = Ingest::new(format, out_rate, 1).unwrap();
         let mut out = Vec::new();
         let mut at = 0;

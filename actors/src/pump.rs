@@ -72,7 +72,11 @@ impl Actor for EventPump {
     type State = PumpState;
     type Arguments = PumpArgs;
 
-    async fn pre_start(&self, _: ActorRef<PumpMsg>, args: PumpArgs) -> Result<PumpState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<PumpMsg>,
+        args: PumpArgs,
+    ) -> Result<PumpState, ActorProcessingErr> {
         Ok(PumpState {
             event_rx: args.event_rx,
             retired_rx: args.retired_rx,
@@ -81,7 +85,12 @@ impl Actor for EventPump {
         })
     }
 
-    async fn handle(&self, _: ActorRef<PumpMsg>, msg: PumpMsg, state: &mut PumpState) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<PumpMsg>,
+        msg: PumpMsg,
+        state: &mut PumpState,
+    ) -> Result<(), ActorProcessingErr> {
         let q = Arc::clone(&state.quiesce);
         let _handled = HandledGuard::new(&q, None);
         match msg {

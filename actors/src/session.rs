@@ -305,7 +305,12 @@ pub struct SessionClosed;
 impl SessionShared {
     /// Shared state for a new session.
     #[must_use]
-    pub fn new(id: SessionId, config: SessionConfig, sample_rate: u32, quiesce: Arc<Quiescence>) -> Arc<Self> {
+    pub fn new(
+        id: SessionId,
+        config: SessionConfig,
+        sample_rate: u32,
+        quiesce: Arc<Quiescence>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             id,
             config,
@@ -505,7 +510,11 @@ impl Actor for Session {
         let shared = Arc::clone(&state.shared);
         let _handled = HandledGuard::new(&shared.quiesce, Some(&shared.inflight));
         match msg {
-            SessionMsg::Push { input, bytes, reply } => state.push(input, &bytes, reply),
+            SessionMsg::Push {
+                input,
+                bytes,
+                reply,
+            } => state.push(input, &bytes, reply),
             SessionMsg::BeginSynthesis => {
                 if state.pending.is_empty() {
                     state.begin_turn();
@@ -823,7 +832,11 @@ impl SessionState {
         }
         self.drain_speech();
         let ch = self.channels;
-        drain_frames(&mut self.background_pending, &mut self.voice.background_tx, ch);
+        drain_frames(
+            &mut self.background_pending,
+            &mut self.voice.background_tx,
+            ch,
+        );
         if !self.waiters.is_empty() && self.queue_empty() {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
@@ -837,8 +850,12 @@ impl SessionState {
                 _ => 0,
             })
             .sum();
-        self.shared.pending_frames.store(pending_frames, Ordering::Relaxed);
-        self.shared.pushed_frames.store(self.pushed, Ordering::Relaxed);
+        self.shared
+            .pending_frames
+            .store(pending_frames, Ordering::Relaxed);
+        self.shared
+            .pushed_frames
+            .store(self.pushed, Ordering::Relaxed);
         let wants = !self.pending.is_empty()
             || !self.background_pending.is_empty()
             || !self.waiters.is_empty()

@@ -23,7 +23,8 @@ pub trait AudioSink: Send + 'static {
     ///
     /// # Errors
     /// Any [`SinkError`] detaches the sink.
-    fn write(&mut self, frames: &[f32], sample_rate: u32, channels: usize) -> Result<(), SinkError>;
+    fn write(&mut self, frames: &[f32], sample_rate: u32, channels: usize)
+        -> Result<(), SinkError>;
 
     /// The turn was interrupted: drop what is buffered.
     fn interrupt(&mut self) {}
@@ -34,7 +35,9 @@ pub trait AudioSink: Send + 'static {
 
 impl fmt::Debug for dyn AudioSink {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AudioSink").field("name", &self.name()).finish()
+        f.debug_struct("AudioSink")
+            .field("name", &self.name())
+            .finish()
     }
 }
 

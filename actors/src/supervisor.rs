@@ -14,7 +14,8 @@ use crate::ingest::{FormatError, Ingest};
 use crate::pump::{send_pump, PumpMsg};
 use crate::quiesce::Quiescence;
 use crate::session::{
-    voice_config, Session, SessionArgs, SessionConfig, SessionEvent, SessionEventKind, SessionShared,
+    voice_config, Session, SessionArgs, SessionConfig, SessionEvent, SessionEventKind,
+    SessionShared,
 };
 
 /// Why a session could not be created.
@@ -41,7 +42,10 @@ pub enum CreateError {
 /// Messages of the supervisor.
 pub enum SupervisorMsg {
     /// Create a session.
-    Create(SessionConfig, oneshot::Sender<Result<Arc<SessionShared>, CreateError>>),
+    Create(
+        SessionConfig,
+        oneshot::Sender<Result<Arc<SessionShared>, CreateError>>,
+    ),
     /// Remove a session and retire its voice.
     Remove(SessionId, oneshot::Sender<()>),
 }
@@ -89,7 +93,11 @@ impl Actor for EngineSupervisor {
     type State = SupervisorState;
     type Arguments = SupervisorArgs;
 
-    async fn pre_start(&self, _: ActorRef<SupervisorMsg>, args: SupervisorArgs) -> Result<SupervisorState, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<SupervisorMsg>,
+        args: SupervisorArgs,
+    ) -> Result<SupervisorState, ActorProcessingErr> {
         let slots = (0..args.renderer.max_sessions).map(|_| None).collect();
         Ok(SupervisorState { args, slots })
     }
@@ -114,8 +122,16 @@ impl Actor for EngineSupervisor {
                         actor.stop(None);
                     }
                     slot.shared.forget_inflight();
-                    if state.args.command_tx.push(Command::RemoveVoice(id)).is_err() {
-                        tracing::error!(session = id.0, "renderer command ring full; voice stays until the next removal");
+                    if state
+                        .args
+                        .command_tx
+                        .push(Command::RemoveVoice(id))
+                        .is_err()
+                    {
+                        tracing::error!(
+                            session = id.0,
+                            "renderer command ring full; voice stays until the next removal"
+                        );
                     }
                 }
                 let _ = reply.send(());
@@ -166,7 +182,11 @@ impl SupervisorState {
         config: SessionConfig,
     ) -> Result<Arc<SessionShared>, CreateError> {
         validate(&config)?;
-        Ingest::new(config.input, self.args.renderer.sample_rate, self.args.renderer.channels)?;
+        Ingest::new(
+            config.input,
+            self.args.renderer.sample_rate,
+            self.args.renderer.channels,
+        )?;
         let index = self
             .slots
             .iter()
@@ -203,9 +223,16 @@ impl SupervisorState {
         let (actor, _) = Actor::spawn_linked(None, Session, args, myself.get_cell())
             .await
             .map_err(|e| CreateError::Spawn(e.to_string()))?;
-        if self.args.command_tx.push(Command::AddVoice(Box::new(voice))).is_err() {
+        if self
+            .args
+            .command_tx
+            .push(Command::AddVoice(Box::new(voice)))
+            .is_err()
+        {
             actor.stop(None);
-            return Err(CreateError::Renderer(sotto_rt::RendererError::CommandRingFull));
+            return Err(CreateError::Renderer(
+                sotto_rt::RendererError::CommandRingFull,
+            ));
         }
         if let Ok(mut t) = shared.telemetry.lock() {
             *t = telemetry;
@@ -215,7 +242,11 @@ impl SupervisorState {
         if let Ok(mut a) = shared.actor.lock() {
             *a = Some(actor);
         }
-        send_pump(&self.args.pump, &self.args.quiesce, PumpMsg::Route(Arc::clone(shared)));
+        send_pump(
+            &self.args.pump,
+            &self.args.quiesce,
+            PumpMsg::Route(Arc::clone(shared)),
+        );
         self.slots[shared.id.index()] = Some(Slot {
             shared: Arc::clone(shared),
             actor: id,
@@ -227,7 +258,10 @@ impl SupervisorState {
 fn validate(c: &SessionConfig) -> Result<(), CreateError> {
     let hour = std::time::Duration::from_secs(3600);
     if c.queue.is_zero() || c.queue > std::time::Duration::from_secs(600) {
-        return Err(CreateError::Config(format!("queue {:?} must be within (0, 600 s]", c.queue)));
+        return Err(CreateError::Config(format!(
+            "queue {:?} must be within (0, 600 s]",
+            c.queue
+        )));
     }
     if c.background_queue.is_zero() || c.background_queue > std::time::Duration::from_secs(600) {
         return Err(CreateError::Config(format!(
@@ -236,7 +270,9 @@ fn validate(c: &SessionConfig) -> Result<(), CreateError> {
         )));
     }
     if c.fade > hour || c.grace > hour || c.pause_ramp > std::time::Duration::from_secs(1) {
-        return Err(CreateError::Config("fade, grace or pause ramp is absurdly long".into()));
+        return Err(CreateError::Config(
+            "fade, grace or pause ramp is absurdly long".into(),
+        ));
     }
     if !(0.0..=4.0).contains(&c.background_gain) {
         return Err(CreateError::Config(format!(
@@ -246,7 +282,9 @@ fn validate(c: &SessionConfig) -> Result<(), CreateError> {
     }
     if let Some((db, _)) = c.duck {
         if !(-120.0..=0.0).contains(&db) {
-            return Err(CreateError::Config(format!("duck gain {db} dB must be within -120..=0")));
+            return Err(CreateError::Config(format!(
+                "duck gain {db} dB must be within -120..=0"
+            )));
         }
     }
     Ok(())

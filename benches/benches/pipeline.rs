@@ -1,5 +1,9 @@
 //! Whole-pipeline costs through the Engine on the offline clock: ingest
 //! through the session actor, the renderer, the event pump.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+// Session methods send at once; dropping the returned future only skips its outcome.
+#![allow(clippy::let_underscore_future)]
 
 use std::time::{Duration, Instant};
 
@@ -8,7 +12,11 @@ use sotto::{Engine, EngineConfig, SessionConfig};
 use sotto_benches::tone_s16;
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 /// 64 streams, each pushed 100 ms of speech and 100 ms of background per
@@ -19,13 +27,19 @@ fn bench_pipeline(c: &mut Criterion) {
         let engine = Engine::start(EngineConfig::default()).await.unwrap();
         let mut s = Vec::new();
         for _ in 0..64 {
-            s.push(engine.create_session(SessionConfig::default()).await.unwrap());
+            s.push(
+                engine
+                    .create_session(SessionConfig::default())
+                    .await
+                    .unwrap(),
+            );
         }
         (engine, s)
     });
     let chunk = tone_s16(2400, 220.0, 24_000);
     let mut g = c.benchmark_group("pipeline");
-    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(5));
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
     g.bench_function("64_streams_100ms", |b| {
         b.iter(|| {
             rt.block_on(async {
@@ -45,7 +59,8 @@ fn bench_pipeline(c: &mut Criterion) {
 fn bench_ingest(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("ingest_100ms_chunk");
-    g.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for rate in [24_000u32, 22_050] {
         let (engine, s) = rt.block_on(async {
             let engine = Engine::start(EngineConfig::default()).await.unwrap();
@@ -83,11 +98,15 @@ fn bench_ingest(c: &mut Criterion) {
 fn bench_interrupt(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("interrupt_control_side");
-    g.warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3));
     for queued_s in [1u64, 60] {
         let (engine, s) = rt.block_on(async {
             let engine = Engine::start(EngineConfig::default()).await.unwrap();
-            let cfg = SessionConfig { queue: Duration::from_secs(61), ..Default::default() };
+            let cfg = SessionConfig {
+                queue: Duration::from_secs(61),
+                ..Default::default()
+            };
             let s = engine.create_session(cfg).await.unwrap();
             (engine, s)
         });

@@ -1,10 +1,13 @@
 //! Render cost of the real-time core: speech + background on every voice,
 //! an active fade tail on a quarter of them, 10 ms blocks.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use sotto_rt::{Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig, VoiceControl};
+use sotto_rt::{
+    Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig, VoiceControl,
+};
 
 struct Fed {
     control: VoiceControl,
@@ -42,7 +45,11 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
             saturation: Saturation::Hard,
         });
         control.add_voice(Box::new(voice)).unwrap();
-        fed.push(Fed { control: vc, pushed: 0, fading: i % 4 == 0 });
+        fed.push(Fed {
+            control: vc,
+            pushed: 0,
+            fading: i % 4 == 0,
+        });
     }
     (renderer, fed, block)
 }
@@ -50,40 +57,57 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
 fn refill(fed: &mut [Fed], audio: &[f32], round: u64) {
     for f in fed {
         let room = f.control.speech_tx.slots();
-        let (done, _) = f.control.speech_tx.push_partial_slice(&audio[..room.min(audio.len())]);
+        let (done, _) = f
+            .control
+            .speech_tx
+            .push_partial_slice(&audio[..room.min(audio.len())]);
         f.pushed += done.len() as u64;
         let room = f.control.background_tx.slots();
-        let _ = f.control.background_tx.push_partial_slice(&audio[..room.min(audio.len())]);
+        let _ = f
+            .control
+            .background_tx
+            .push_partial_slice(&audio[..room.min(audio.len())]);
         // Keep a fade tail running on a quarter of the voices.
-        if f.fading && round % 4 == 0 {
-            let _ = f.control.command_tx.push(VoiceCommand::Interrupt { fence: f.pushed });
+        if f.fading && round.is_multiple_of(4) {
+            let _ = f
+                .control
+                .command_tx
+                .push(VoiceCommand::Interrupt { fence: f.pushed });
         }
     }
 }
 
 fn bench_render(c: &mut Criterion) {
     let mut group = c.benchmark_group("render_block_10ms");
-    group.warm_up_time(Duration::from_secs(1)).measurement_time(Duration::from_secs(3));
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
     for rate in [24_000u32, 48_000] {
         for sessions in [1usize, 64, 1024] {
             let (mut renderer, mut fed, block) = setup(sessions, rate);
-            let audio: Vec<f32> = (0..block * 8).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+            let audio: Vec<f32> = (0..block * 8)
+                .map(|i| (i as f32 * 0.05).sin() * 0.3)
+                .collect();
             let mut out = vec![0.0f32; block];
             let mut round = 0u64;
             group.throughput(Throughput::Elements(sessions as u64));
-            group.bench_with_input(BenchmarkId::new(format!("{}k", rate / 1000), sessions), &sessions, |b, _| {
-                b.iter_custom(|iters| {
-                    let mut total = Duration::ZERO;
-                    for _ in 0..iters {
-                        refill(&mut fed, &audio, round);
-                        round += 1;
-                        let t = Instant::now();
-                        renderer.render(&mut out);
-                        total += t.elapsed();
-                    }
-                    total
-                });
-            });
+            group.bench_with_input(
+                BenchmarkId::new(format!("{}k", rate / 1000), sessions),
+                &sessions,
+                |b, _| {
+                    b.iter_custom(|iters| {
+                        let mut total = Duration::ZERO;
+                        for _ in 0..iters {
+                            refill(&mut fed, &audio, round);
+                            round += 1;
+                            let t = Instant::now();
+                            renderer.render(&mut out);
+                            total += t.elapsed();
+                        }
+                        total
+                    });
+                },
+            );
         }
     }
     group.finish();

@@ -108,7 +108,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("config", &self.inner.config).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -138,8 +140,8 @@ impl Engine {
             event_capacity: (config.max_sessions * 64).max(4096),
             saturation: config.saturation,
         };
-        let (control, renderer) =
-            Renderer::new(renderer_config.clone()).map_err(|e| EngineError::Config(e.to_string()))?;
+        let (control, renderer) = Renderer::new(renderer_config.clone())
+            .map_err(|e| EngineError::Config(e.to_string()))?;
         let quiesce = Quiescence::new();
         let telemetry = Arc::clone(&control.telemetry);
         let (pump, _) = Actor::spawn(
@@ -184,17 +186,24 @@ impl Engine {
             Clock::Virtual { capture, deferred } => {
                 let (tx, rx) = match capture {
                     Some(d) => {
-                        let frames = sotto_actors::session::frames_of(d, config.sample_rate) as usize;
+                        let frames =
+                            sotto_actors::session::frames_of(d, config.sample_rate) as usize;
                         let (tx, rx) = RingBuffer::new(frames.max(1) * config.channels);
                         (Some(tx), Some(rx))
                     }
                     None => (None, None),
                 };
-                let clock = VirtualClock::start(renderer, Arc::clone(&telemetry), config.block_frames, tx, deferred)
-                    .map_err(|e| EngineError::Start {
-                        what: "sotto-audio thread",
-                        reason: e.to_string(),
-                    })?;
+                let clock = VirtualClock::start(
+                    renderer,
+                    Arc::clone(&telemetry),
+                    config.block_frames,
+                    tx,
+                    deferred,
+                )
+                .map_err(|e| EngineError::Start {
+                    what: "sotto-audio thread",
+                    reason: e.to_string(),
+                })?;
                 let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
                 Driver::Virtual {
                     clock,
@@ -238,7 +247,10 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Create`] for a bad config or no free slot;
     /// [`EngineError::Stopped`] after shutdown.
-    pub async fn create_session(&self, config: SessionConfig) -> Result<SessionHandle, EngineError> {
+    pub async fn create_session(
+        &self,
+        config: SessionConfig,
+    ) -> Result<SessionHandle, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .supervisor
@@ -290,8 +302,11 @@ impl Engine {
     /// # Errors
     /// As [`Engine::render`].
     pub async fn render_for(&self, d: Duration) -> Result<Vec<f32>, EngineError> {
-        self.render(sotto_actors::session::frames_of(d, self.inner.config.sample_rate))
-            .await
+        self.render(sotto_actors::session::frames_of(
+            d,
+            self.inner.config.sample_rate,
+        ))
+        .await
     }
 
     /// Waits until every actor has handled every message sent so far.
@@ -299,7 +314,11 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Stuck`].
     pub async fn settle(&self) -> Result<(), EngineError> {
-        Ok(self.inner.quiesce.settle(sotto_actors::driver::offline::SETTLE_LIMIT).await?)
+        Ok(self
+            .inner
+            .quiesce
+            .settle(sotto_actors::driver::offline::SETTLE_LIMIT)
+            .await?)
     }
 
     /// Starts a deferred virtual clock (see [`Clock::Virtual`]).
@@ -354,10 +373,15 @@ impl Engine {
     }
 }
 
-fn spawn_ticker(pump: ActorRef<PumpMsg>, quiesce: Arc<Quiescence>, config: &EngineConfig) -> tokio::task::JoinHandle<()> {
+fn spawn_ticker(
+    pump: ActorRef<PumpMsg>,
+    quiesce: Arc<Quiescence>,
+    config: &EngineConfig,
+) -> tokio::task::JoinHandle<()> {
     // Half a block: events reach sessions within a block of being raised.
-    let half_block = Duration::from_secs_f64(config.block_frames as f64 / f64::from(config.sample_rate) / 2.0)
-        .max(Duration::from_millis(1));
+    let half_block =
+        Duration::from_secs_f64(config.block_frames as f64 / f64::from(config.sample_rate) / 2.0)
+            .max(Duration::from_millis(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(half_block);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -378,7 +402,10 @@ fn validate(c: &EngineConfig) -> Result<(), EngineError> {
         )));
     }
     if !(1..=8).contains(&c.channels) {
-        return Err(EngineError::Config(format!("{} channels is outside 1..=8", c.channels)));
+        return Err(EngineError::Config(format!(
+            "{} channels is outside 1..=8",
+            c.channels
+        )));
     }
     if c.block_frames == 0 || c.block_frames > c.sample_rate as usize {
         return Err(EngineError::Config(format!(

@@ -84,7 +84,10 @@ impl SessionHandle {
     ///
     /// # Errors
     /// [`SessionError::Closed`].
-    pub fn push(&self, bytes: impl Into<Vec<u8>>) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
+    pub fn push(
+        &self,
+        bytes: impl Into<Vec<u8>>,
+    ) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
         let bytes = bytes.into();
         self.request(|reply| SessionMsg::Push {
             input: Input::Speech,
@@ -196,7 +199,9 @@ impl SessionHandle {
     ///
     /// # Errors
     /// [`SessionError::Closed`].
-    pub fn snapshot_playback(&self) -> impl Future<Output = Result<(u64, u64), SessionError>> + Send + 'static {
+    pub fn snapshot_playback(
+        &self,
+    ) -> impl Future<Output = Result<(u64, u64), SessionError>> + Send + 'static {
         self.request(SessionMsg::Snapshot)
     }
 
@@ -204,7 +209,9 @@ impl SessionHandle {
     ///
     /// # Errors
     /// [`SessionError::Closed`].
-    pub fn wait_for_playout(&self) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
+    pub fn wait_for_playout(
+        &self,
+    ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
         self.request(SessionMsg::WaitPlayout)
     }
 

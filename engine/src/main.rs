@@ -8,7 +8,11 @@ use clap::{Parser, Subcommand, ValueEnum};
 use sotto::scenario::{write_wav, RenderClock, Scenario};
 
 #[derive(Parser)]
-#[command(name = "sotto", version, about = "Real-time audio engine for voice agents")]
+#[command(
+    name = "sotto",
+    version,
+    about = "Real-time audio engine for voice agents"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -59,7 +63,10 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sotto: cannot start the runtime: {e}");
@@ -129,7 +136,8 @@ async fn render(
             return ExitCode::from(1);
         }
     }
-    let secs = rendered.samples.len() as f64 / rendered.channels as f64 / f64::from(rendered.sample_rate);
+    let secs =
+        rendered.samples.len() as f64 / rendered.channels as f64 / f64::from(rendered.sample_rate);
     println!(
         "rendered {:.2} s of audio in {:.3} s ({:.0}x real time) -> {}",
         secs,

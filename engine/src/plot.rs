@@ -32,10 +32,13 @@ fn color_of(event: &str) -> RGBColor {
 /// # Errors
 /// A message if the picture cannot be written.
 pub fn plot(r: &Rendered, path: &Path) -> Result<(), String> {
-    let labels = FONT_PATHS.iter().find_map(|p| std::fs::read(p).ok()).is_some_and(|bytes| {
-        let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
-        plotters::style::register_font("sans-serif", FontStyle::Normal, leaked).is_ok()
-    });
+    let labels = FONT_PATHS
+        .iter()
+        .find_map(|p| std::fs::read(p).ok())
+        .is_some_and(|bytes| {
+            let leaked: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+            plotters::style::register_font("sans-serif", FontStyle::Normal, leaked).is_ok()
+        });
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
@@ -74,26 +77,40 @@ pub fn plot(r: &Rendered, path: &Path) -> Result<(), String> {
         ))
         .map_err(|e| err(&e))?;
     }
-    root.draw(&PathElement::new(vec![(0, mid), (WIDTH as i32, mid)], RGBColor(200, 200, 200)))
-        .map_err(|e| err(&e))?;
+    root.draw(&PathElement::new(
+        vec![(0, mid), (WIDTH as i32, mid)],
+        RGBColor(200, 200, 200),
+    ))
+    .map_err(|e| err(&e))?;
     for (i, e) in r.events.iter().enumerate() {
         let x = x_of(e.sample);
         let c = color_of(&e.event);
-        root.draw(&PathElement::new(vec![(x, top), (x, top + plot_h)], c.stroke_width(2)))
-            .map_err(|er| err(&er))?;
+        root.draw(&PathElement::new(
+            vec![(x, top), (x, top + plot_h)],
+            c.stroke_width(2),
+        ))
+        .map_err(|er| err(&er))?;
         if labels {
             let y = 4 + (i as i32 % 3) * 12;
             let style = ("sans-serif", 12).into_font().color(&c);
-            root.draw(&Text::new(format!("{}:{}", e.session, e.event), (x + 2, y), style))
-                .map_err(|er| err(&er))?;
+            root.draw(&Text::new(
+                format!("{}:{}", e.session, e.event),
+                (x + 2, y),
+                style,
+            ))
+            .map_err(|er| err(&er))?;
         }
     }
     if labels {
         let style = ("sans-serif", 13).into_font().color(&BLACK);
         for k in 0..=(secs.ceil() as u64) {
             let x = x_of(k * u64::from(r.sample_rate));
-            root.draw(&Text::new(format!("{k}s"), (x + 2, HEIGHT as i32 - 20), style.clone()))
-                .map_err(|e| err(&e))?;
+            root.draw(&Text::new(
+                format!("{k}s"),
+                (x + 2, HEIGHT as i32 - 20),
+                style.clone(),
+            ))
+            .map_err(|e| err(&e))?;
         }
     }
     root.present().map_err(|e| err(&e))?;

@@ -8,7 +8,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use crate::{Clock, Engine, EngineConfig, EngineError, SampleFormat, SessionConfig, SessionEventKind, SessionHandle};
+use crate::{
+    Clock, Engine, EngineConfig, EngineError, SampleFormat, SessionConfig, SessionEventKind,
+    SessionHandle,
+};
 
 /// Why a scenario cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +70,9 @@ impl<'de> Deserialize<'de> for Secs {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(Secs(n)),
-            Raw::S(s) => parse_duration(&s).map(Secs).map_err(serde::de::Error::custom),
+            Raw::S(s) => parse_duration(&s)
+                .map(Secs)
+                .map_err(serde::de::Error::custom),
         }
     }
 }
@@ -280,16 +285,28 @@ impl Scenario {
             message,
         };
         if !(8_000..=192_000).contains(&self.sample_rate) {
-            return Err(bad("sample_rate".into(), format!("{} Hz is outside 8000..=192000", self.sample_rate)));
+            return Err(bad(
+                "sample_rate".into(),
+                format!("{} Hz is outside 8000..=192000", self.sample_rate),
+            ));
         }
         if !(1..=8).contains(&self.channels) {
-            return Err(bad("channels".into(), format!("{} is outside 1..=8", self.channels)));
+            return Err(bad(
+                "channels".into(),
+                format!("{} is outside 1..=8", self.channels),
+            ));
         }
         if self.block == 0 || self.block > self.sample_rate as usize {
-            return Err(bad("block".into(), format!("{} frames is outside 1..=sample_rate", self.block)));
+            return Err(bad(
+                "block".into(),
+                format!("{} frames is outside 1..=sample_rate", self.block),
+            ));
         }
         if !(0.0..=3600.0).contains(&self.duration.0) {
-            return Err(bad("duration".into(), format!("{} s is outside 0..=3600 s", self.duration.0)));
+            return Err(bad(
+                "duration".into(),
+                format!("{} s is outside 0..=3600 s", self.duration.0),
+            ));
         }
         let mut names = HashMap::new();
         let mut sessions = Vec::new();
@@ -303,22 +320,30 @@ impl Scenario {
         let mut steps = Vec::new();
         for (i, step) in self.at.iter().enumerate() {
             let place = format!("at[{i}] (t = {}s, op = \"{}\")", step.t.0, step.op);
-            if !(step.t.0 >= 0.0) {
+            if step.t.0.is_nan() || step.t.0 < 0.0 {
                 return Err(bad(place, "time must not be negative".into()));
             }
             if step.t.0 > self.duration.0 {
-                return Err(bad(place, format!("time is after the end ({} s)", self.duration.0)));
+                return Err(bad(
+                    place,
+                    format!("time is after the end ({} s)", self.duration.0),
+                ));
             }
             let Some(&si) = names.get(&step.session) else {
                 return Err(bad(place, format!("unknown session '{}'", step.session)));
             };
             if !OPS.contains(&step.op.as_str()) {
-                return Err(bad(place, format!("unknown op (known: {})", OPS.join(", "))));
+                return Err(bad(
+                    place,
+                    format!("unknown op (known: {})", OPS.join(", ")),
+                ));
             }
             let input = sessions[si].input;
             let wav = match step.op.as_str() {
                 "push_tone" | "push_background_tone" => {
-                    let secs = step.seconds.ok_or_else(|| bad(place.clone(), "needs 'seconds'".into()))?;
+                    let secs = step
+                        .seconds
+                        .ok_or_else(|| bad(place.clone(), "needs 'seconds'".into()))?;
                     if !(0.0..=3600.0).contains(&secs) {
                         return Err(bad(place, "seconds must be within 0..=3600".into()));
                     }
@@ -333,11 +358,16 @@ impl Scenario {
                     None
                 }
                 "push_wav" => {
-                    let rel = step.path.as_ref().ok_or_else(|| bad(place.clone(), "needs 'path'".into()))?;
+                    let rel = step
+                        .path
+                        .as_ref()
+                        .ok_or_else(|| bad(place.clone(), "needs 'path'".into()))?;
                     Some(load_wav(&base.join(rel), input).map_err(|m| bad(place.clone(), m))?)
                 }
                 "set_fade" => {
-                    let secs = step.seconds.ok_or_else(|| bad(place.clone(), "needs 'seconds'".into()))?;
+                    let secs = step
+                        .seconds
+                        .ok_or_else(|| bad(place.clone(), "needs 'seconds'".into()))?;
                     if !(0.0..=3600.0).contains(&secs) {
                         return Err(bad(place, "seconds must be within 0..=3600".into()));
                     }
@@ -375,7 +405,10 @@ fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionConfig, Strin
     }
     c.input.channels = s.input_channels.unwrap_or(1);
     if !(1..=8).contains(&c.input.channels) {
-        return Err(format!("input_channels {} is outside 1..=8", c.input.channels));
+        return Err(format!(
+            "input_channels {} is outside 1..=8",
+            c.input.channels
+        ));
     }
     c.input.sample_format = match s.input_format.as_deref().unwrap_or("s16") {
         "s16" => SampleFormat::S16,
@@ -412,7 +445,8 @@ fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionConfig, Strin
 /// Reads a WAV file and encodes it in the session's input format.
 fn load_wav(path: &Path, input: crate::InputFormat) -> Result<Vec<u8>, String> {
     let shown = path.display();
-    let reader = hound::WavReader::open(path).map_err(|e| format!("cannot read WAV '{shown}': {e}"))?;
+    let reader =
+        hound::WavReader::open(path).map_err(|e| format!("cannot read WAV '{shown}': {e}"))?;
     let spec = reader.spec();
     if spec.sample_rate != input.sample_rate || usize::from(spec.channels) != input.channels {
         return Err(format!(
@@ -478,7 +512,10 @@ struct Run {
     handles: Vec<SessionHandle>,
     streams: Vec<tokio::sync::mpsc::UnboundedReceiver<crate::SessionEvent>>,
     log: Vec<LogEvent>,
-    pushes: Vec<(usize, tokio::task::JoinHandle<Result<crate::PushOutcome, crate::SessionError>>)>,
+    pushes: Vec<(
+        usize,
+        tokio::task::JoinHandle<Result<crate::PushOutcome, crate::SessionError>>,
+    )>,
 }
 
 impl Prepared {
@@ -547,7 +584,8 @@ impl Prepared {
                     tokio::time::sleep_until(due.into()).await;
                 }
             }
-            run.apply(*si, step, wav.as_deref(), &self.sessions[*si]).await?;
+            run.apply(*si, step, wav.as_deref(), &self.sessions[*si])
+                .await?;
         }
         let late_blocks;
         match clock {
@@ -569,7 +607,10 @@ impl Prepared {
                 }
                 samples = engine.take_captured().await?;
                 samples.truncate(total as usize * sc.channels);
-                late_blocks = engine.telemetry().late_blocks.load(std::sync::atomic::Ordering::Relaxed);
+                late_blocks = engine
+                    .telemetry()
+                    .late_blocks
+                    .load(std::sync::atomic::Ordering::Relaxed);
             }
         }
         engine.settle().await?;
@@ -601,7 +642,8 @@ impl Run {
         config: &SessionConfig,
     ) -> Result<(), ScenarioError> {
         let h = self.handles[si].clone();
-        let closed = |e: crate::SessionError| ScenarioError::Engine(EngineError::Config(e.to_string()));
+        let closed =
+            |e: crate::SessionError| ScenarioError::Engine(EngineError::Config(e.to_string()));
         let chunked = |bytes: Vec<u8>| -> Vec<Vec<u8>> {
             let size = step.chunk_bytes.unwrap_or(4800);
             bytes.chunks(size).map(<[u8]>::to_vec).collect()
@@ -626,16 +668,19 @@ impl Run {
             "interrupt" => h.interrupt().map_err(closed)?,
             "pause" => h.pause().map_err(closed)?,
             "resume" => h.resume().map_err(closed)?,
-            "enable_input" => h.enable_audio_input(step.manual.unwrap_or(false)).map_err(closed)?,
+            "enable_input" => h
+                .enable_audio_input(step.manual.unwrap_or(false))
+                .map_err(closed)?,
             "disable_input" => h.disable_audio_input().map_err(closed)?,
             "clear" => {
-                let _ = h.clear_queue();
+                // Sent at once; the outcome shows up as a `cleared` event.
+                drop(h.clear_queue());
             }
             "set_fade" => h
                 .set_fade(Duration::from_secs_f64(step.seconds.unwrap_or(0.0)))
                 .map_err(closed)?,
             "wait_playout" => {
-                let _ = h.wait_for_playout();
+                drop(h.wait_for_playout());
             }
             "snapshot" => {
                 let snap = h.snapshot_playback();

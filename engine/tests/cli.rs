@@ -1,4 +1,5 @@
 //! The `sotto render` program: outputs and exit codes.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::process::Command;
 
@@ -40,11 +41,23 @@ fn a_bad_scenario_exits_with_code_2() {
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, "sample_rate = 24000\nduration = \"1s\"\n[[at]]\nt = \"0s\"\nsession = \"x\"\nop = \"pause\"\n").unwrap();
-    let out = sotto().args(["render"]).arg(&bad).arg("--out").arg(dir.join("o.wav")).output().unwrap();
+    let out = sotto()
+        .args(["render"])
+        .arg(&bad)
+        .arg("--out")
+        .arg(dir.join("o.wav"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("at[0]") && err.contains("unknown session 'x'"), "{err}");
-    let missing = sotto().args(["render", "/nonexistent.toml", "--out", "/tmp/x.wav"]).output().unwrap();
+    assert!(
+        err.contains("at[0]") && err.contains("unknown session 'x'"),
+        "{err}"
+    );
+    let missing = sotto()
+        .args(["render", "/nonexistent.toml", "--out", "/tmp/x.wav"])
+        .output()
+        .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).ok();
 }

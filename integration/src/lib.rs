@@ -32,5 +32,9 @@ pub fn drain(rx: &mut UnboundedReceiver<SessionEvent>) -> Vec<SessionEvent> {
 /// Sample times of events of one kind.
 #[must_use]
 pub fn times(events: &[SessionEvent], want: fn(&SessionEventKind) -> bool) -> Vec<u64> {
-    events.iter().filter(|e| want(&e.kind)).map(|e| e.at.0).collect()
+    events
+        .iter()
+        .filter(|e| want(&e.kind))
+        .map(|e| e.at.0)
+        .collect()
 }

@@ -1,6 +1,10 @@
 //! The virtual real-time clock: a `sotto-audio` thread, audited for
 //! allocations, keeping up with many sessions; and the same samples as the
 //! offline clock when nothing races.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+// Session methods send at once; dropping the returned future only skips its outcome.
+#![allow(clippy::let_underscore_future)]
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -17,14 +21,20 @@ static ALLOCATOR: AllocDisabler = AllocDisabler;
 async fn thirty_seconds_of_64_sessions_in_real_time() {
     let engine = Engine::start(EngineConfig {
         max_sessions: 64,
-        clock: Clock::Virtual { capture: None, deferred: false },
+        clock: Clock::Virtual {
+            capture: None,
+            deferred: false,
+        },
         ..EngineConfig::default()
     })
     .await
     .unwrap();
     let mut sessions = Vec::new();
     for i in 0..64 {
-        let s = engine.create_session(SessionConfig::default()).await.unwrap();
+        let s = engine
+            .create_session(SessionConfig::default())
+            .await
+            .unwrap();
         s.mark_synthesis_start().unwrap();
         sessions.push((s, 200.0 + i as f32));
     }
@@ -60,10 +70,17 @@ async fn thirty_seconds_of_64_sessions_in_real_time() {
     let t = engine.telemetry();
     assert!(t.clock().0 >= 30 * 24_000, "clock at {}", t.clock().0);
     assert_eq!(t.late_blocks.load(Ordering::Relaxed), 0, "late blocks");
-    assert_eq!(t.alloc_violations.load(Ordering::Relaxed), 0, "allocations on sotto-audio");
+    assert_eq!(
+        t.alloc_violations.load(Ordering::Relaxed),
+        0,
+        "allocations on sotto-audio"
+    );
     assert_eq!(t.events_dropped.load(Ordering::Relaxed), 0);
     assert!(!t.poisoned.load(Ordering::Relaxed));
-    let underruns: u64 = sessions.iter().map(|(s, _)| s.telemetry().underruns.load(Ordering::Relaxed)).sum();
+    let underruns: u64 = sessions
+        .iter()
+        .map(|(s, _)| s.telemetry().underruns.load(Ordering::Relaxed))
+        .sum();
     assert_eq!(underruns, 0, "streams ahead of playback never underrun");
     engine.shutdown().await;
 }
@@ -109,19 +126,29 @@ seconds = 0.9
     let live = p.render(RenderClock::Virtual).await.unwrap();
     assert_eq!(live.late_blocks, 0);
     assert_eq!(offline.samples.len(), live.samples.len());
-    assert!(offline.samples.iter().zip(&live.samples).all(|(a, b)| a.to_bits() == b.to_bits()));
+    assert!(offline
+        .samples
+        .iter()
+        .zip(&live.samples)
+        .all(|(a, b)| a.to_bits() == b.to_bits()));
     assert_eq!(offline.events, live.events);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_event_consumer_never_blocks_the_clock() {
     let engine = Engine::start(EngineConfig {
-        clock: Clock::Virtual { capture: None, deferred: false },
+        clock: Clock::Virtual {
+            capture: None,
+            deferred: false,
+        },
         ..EngineConfig::default()
     })
     .await
     .unwrap();
-    let s = engine.create_session(SessionConfig::default()).await.unwrap();
+    let s = engine
+        .create_session(SessionConfig::default())
+        .await
+        .unwrap();
     let _events = s.events(); // never read
     for _ in 0..50 {
         let _ = s.push(tone_s16(240, 300.0, 24_000, 3000.0));

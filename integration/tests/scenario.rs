@@ -1,4 +1,5 @@
 //! Scenarios through the whole engine: determinism, the example, bad input.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::Path;
 
@@ -14,19 +15,31 @@ async fn same_scenario_same_bytes() {
     let a = p.render(RenderClock::Offline).await.unwrap();
     let b = p.render(RenderClock::Offline).await.unwrap();
     assert_eq!(a.samples.len(), 7 * 24_000);
-    let bits = |r: &sotto::scenario::Rendered| r.samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+    let bits =
+        |r: &sotto::scenario::Rendered| r.samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
     assert_eq!(bits(&a), bits(&b));
     assert_eq!(a.events, b.events);
     let names: Vec<&str> = a.events.iter().map(|e| e.event.as_str()).collect();
     assert_eq!(
         names,
         [
-            "first_audio", "paused", "resumed", "snapshot", "interrupted", "fade_done", "first_audio",
-            "stopped_speaking", "last_audio", "snapshot"
+            "first_audio",
+            "paused",
+            "resumed",
+            "snapshot",
+            "interrupted",
+            "fade_done",
+            "first_audio",
+            "stopped_speaking",
+            "last_audio",
+            "snapshot"
         ]
     );
     let snap = &a.events[3];
-    assert_eq!(snap.fields["played"], 36_120, "0.8 s + 5 ms ramp + 0.7 s heard before the barge-in");
+    assert_eq!(
+        snap.fields["played"], 36_120,
+        "0.8 s + 5 ms ramp + 0.7 s heard before the barge-in"
+    );
 }
 
 fn parse_err(text: &str) -> String {
@@ -45,11 +58,17 @@ const HEAD: &str = "sample_rate = 24000\nduration = \"1s\"\n[[session]]\nname = 
 fn bad_scenarios_name_the_place() {
     let e = parse_err("sample_rate = 24000\nduration = ");
     assert!(e.contains("test.toml") && e.contains("line"), "{e}");
-    let e = parse_err(&format!("{HEAD}[[at]]\nt = \"0.5s\"\nsession = \"agent\"\nop = \"dance\"\n"));
+    let e = parse_err(&format!(
+        "{HEAD}[[at]]\nt = \"0.5s\"\nsession = \"agent\"\nop = \"dance\"\n"
+    ));
     assert!(e.contains("at[0]") && e.contains("unknown op"), "{e}");
-    let e = parse_err(&format!("{HEAD}[[at]]\nt = \"0.5s\"\nsession = \"bot\"\nop = \"pause\"\n"));
+    let e = parse_err(&format!(
+        "{HEAD}[[at]]\nt = \"0.5s\"\nsession = \"bot\"\nop = \"pause\"\n"
+    ));
     assert!(e.contains("unknown session 'bot'"), "{e}");
-    let e = parse_err(&format!("{HEAD}[[at]]\nt = \"-1s\"\nsession = \"agent\"\nop = \"pause\"\n"));
+    let e = parse_err(&format!(
+        "{HEAD}[[at]]\nt = \"-1s\"\nsession = \"agent\"\nop = \"pause\"\n"
+    ));
     assert!(e.contains("negative"), "{e}");
     let e = parse_err(&format!(
         "{HEAD}[[at]]\nt = \"0s\"\nsession = \"agent\"\nop = \"push_wav\"\npath = \"missing.wav\"\n"
@@ -57,11 +76,15 @@ fn bad_scenarios_name_the_place() {
     assert!(e.contains("missing.wav"), "{e}");
     let e = parse_err("sample_rate = 5\nduration = \"1s\"\n");
     assert!(e.contains("sample_rate"), "{e}");
-    let e = parse_err("sample_rate = 24000\nduration = \"1s\"\n[[session]]\nname = \"a\"\ninput_rate = 11025\n");
+    let e = parse_err(
+        "sample_rate = 24000\nduration = \"1s\"\n[[session]]\nname = \"a\"\ninput_rate = 11025\n",
+    );
     assert!(e.contains("session[0]") && e.contains("input_rate"), "{e}");
     let e = parse_err("sample_rate = 24000\nduration = \"soon\"\n");
     assert!(e.contains("not a duration"), "{e}");
-    let e = parse_err(&format!("{HEAD}[[at]]\nt = \"0s\"\nsession = \"agent\"\nop = \"push_tone\"\n"));
+    let e = parse_err(&format!(
+        "{HEAD}[[at]]\nt = \"0s\"\nsession = \"agent\"\nop = \"push_tone\"\n"
+    ));
     assert!(e.contains("seconds"), "{e}");
 }
 
@@ -83,7 +106,11 @@ async fn push_wav_plays_the_file() {
     let text = format!(
         "{HEAD}[[at]]\nt = \"0s\"\nsession = \"agent\"\nop = \"push_wav\"\npath = \"v.wav\"\nchunk_bytes = 333\n"
     );
-    let r = Scenario::parse(&text, "t.toml", &dir).unwrap().render(RenderClock::Offline).await.unwrap();
+    let r = Scenario::parse(&text, "t.toml", &dir)
+        .unwrap()
+        .render(RenderClock::Offline)
+        .await
+        .unwrap();
     for i in 0..2400 {
         assert_eq!(r.samples[i], ((i % 100) as i16 * 100) as f32 / 32768.0);
     }

@@ -1,5 +1,9 @@
 //! SPEC O1–O10 and O12 through the `Engine` handle on the offline clock,
 //! sample-exact.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+// Session methods send at once; dropping the returned future only skips its outcome.
+#![allow(clippy::let_underscore_future)]
 
 use std::time::Duration;
 
@@ -25,21 +29,23 @@ fn cfg() -> SessionConfig {
     SessionConfig::default()
 }
 
-fn kinds(events: &[SessionEvent]) -> Vec<(u64, K)> {
-    events.iter().map(|e| (e.at.0, e.kind.clone())).collect()
-}
-
 fn count(events: &[SessionEvent], want: fn(&K) -> bool) -> usize {
     events.iter().filter(|e| want(&e.kind)).count()
 }
 
 /// Mono s16 frames whose values count up, so any shift or repeat shows.
 fn counting(n: usize, from: i16) -> Vec<u8> {
-    (0..n).flat_map(|i| (from.wrapping_add(i as i16)).to_le_bytes()).collect()
+    (0..n)
+        .flat_map(|i| (from.wrapping_add(i as i16)).to_le_bytes())
+        .collect()
 }
 
 fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
 }
 
 async fn render_chunked(bytes: &[u8], cuts: &[usize], format: SampleFormat, rate: u32) -> Vec<f32> {
@@ -89,11 +95,19 @@ async fn o1_odd_byte_is_held_and_never_shifts_later_samples() {
     let _ = s.push(bytes[..3].to_vec());
     let first = engine.render(480).await.unwrap();
     assert_eq!(first[0], 100.0 / 32768.0);
-    assert_eq!(first[1], 0.0, "the odd byte must be held, not padded into a sample");
+    assert_eq!(
+        first[1], 0.0,
+        "the odd byte must be held, not padded into a sample"
+    );
     let _ = s.push(bytes[3..1001].to_vec());
     let _ = s.push(bytes[1001..].to_vec());
     let rest = engine.render(2000).await.unwrap();
-    let played: Vec<f32> = first[..1].iter().chain(rest.iter()).copied().take(1000).collect();
+    let played: Vec<f32> = first[..1]
+        .iter()
+        .chain(rest.iter())
+        .copied()
+        .take(1000)
+        .collect();
     for (i, v) in played.iter().enumerate() {
         assert_eq!(*v, (100 + i as i16) as f32 / 32768.0, "frame {i}");
     }
@@ -110,12 +124,28 @@ async fn o2_backpressure_waits_then_completes_in_order() {
     assert!(!push.is_finished(), "a push into a full queue must wait");
     let out = engine.render(12_000).await.unwrap();
     let outcome = push.await.unwrap().unwrap();
-    assert_eq!(outcome, PushOutcome { accepted_frames: 12_000, ..Default::default() });
+    assert_eq!(
+        outcome,
+        PushOutcome {
+            accepted_frames: 12_000,
+            ..Default::default()
+        }
+    );
     for (i, v) in out.iter().enumerate() {
-        assert_eq!(*v, (i as i16) as f32 / 32768.0, "frame {i}: nothing dropped or repeated");
+        assert_eq!(
+            *v,
+            (i as i16) as f32 / 32768.0,
+            "frame {i}: nothing dropped or repeated"
+        );
     }
     assert_eq!(s.queued_duration(), Duration::ZERO);
-    assert_eq!(engine.telemetry().events_dropped.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(
+        engine
+            .telemetry()
+            .events_dropped
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,7 +170,10 @@ async fn o2_wait_for_playout_and_clear_release_waiters() {
     assert!(cut.dropped_frames > 0);
     assert_eq!(dropped, 5000 - 480);
     let after = engine.render(480).await.unwrap();
-    assert!(after.iter().all(|&v| v == 0.0), "cleared audio must not play");
+    assert!(
+        after.iter().all(|&v| v == 0.0),
+        "cleared audio must not play"
+    );
     assert_eq!(s.queued_duration(), Duration::ZERO);
 }
 
@@ -154,9 +187,18 @@ async fn o3_resampling_keeps_length_and_pitch() {
         s.mark_synthesis_complete().unwrap();
         let out = engine.render(30_000).await.unwrap();
         let last = out.iter().rposition(|v| v.abs() > 1e-3).unwrap();
-        assert!((23_950..=24_000).contains(&last), "{rate} Hz: last audible frame {last}");
-        let crossings = out[..24_000].windows(2).filter(|w| w[0] < 0.0 && w[1] >= 0.0).count();
-        assert!((298..=301).contains(&crossings), "{rate} Hz: {crossings} cycles");
+        assert!(
+            (23_950..=24_000).contains(&last),
+            "{rate} Hz: last audible frame {last}"
+        );
+        let crossings = out[..24_000]
+            .windows(2)
+            .filter(|w| w[0] < 0.0 && w[1] >= 0.0)
+            .count();
+        assert!(
+            (298..=301).contains(&crossings),
+            "{rate} Hz: {crossings} cycles"
+        );
         let (_, pushed) = s.snapshot_playback().await.unwrap();
         assert_eq!(pushed, 24_000, "{rate} Hz");
         engine.shutdown().await;
@@ -172,9 +214,18 @@ async fn o4_disabled_input_is_dropped_and_counted() {
     assert_eq!(outcome.accepted_frames, 0);
     let out = engine.render(480).await.unwrap();
     assert!(out.iter().all(|&v| v == 0.0));
-    assert_eq!(count(&drain(&mut ev), |k| matches!(k, K::DroppedInput { bytes: 200 })), 1);
+    assert_eq!(
+        count(&drain(&mut ev), |k| matches!(
+            k,
+            K::DroppedInput { bytes: 200 }
+        )),
+        1
+    );
     s.enable_audio_input(false).unwrap();
-    assert_eq!(s.push(dc_s16(100, 1000)).await.unwrap().accepted_frames, 100);
+    assert_eq!(
+        s.push(dc_s16(100, 1000)).await.unwrap().accepted_frames,
+        100
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -185,7 +236,10 @@ async fn o4_manual_control_disables_intake_at_every_interrupt() {
     engine.render(480).await.unwrap();
     s.interrupt().unwrap();
     let late = s.push(dc_s16(1000, 1000)).await.unwrap();
-    assert_eq!(late.dropped_bytes, 2000, "an old answer must not bleed into the next");
+    assert_eq!(
+        late.dropped_bytes, 2000,
+        "an old answer must not bleed into the next"
+    );
     s.enable_audio_input(true).unwrap();
     assert_eq!(s.push(dc_s16(10, 1000)).await.unwrap().accepted_frames, 10);
     // Without manual control an interrupt leaves intake open.
@@ -208,8 +262,15 @@ async fn interrupt_case(played: usize, pending: usize, fade_frames: u64) {
     let out = engine.render(20_000).await.unwrap();
     let tail = (pending as u64).min(fade_frames) as usize;
     for (k, v) in out.iter().enumerate() {
-        let want = if k < tail { 0.5 * fade_gain(k as u64, tail as u64) } else { 0.0 };
-        assert!((v - want).abs() < 1e-6, "pending {pending} fade {fade_frames}: frame {k}: {v} vs {want}");
+        let want = if k < tail {
+            0.5 * fade_gain(k as u64, tail as u64)
+        } else {
+            0.0
+        };
+        assert!(
+            (v - want).abs() < 1e-6,
+            "pending {pending} fade {fade_frames}: frame {k}: {v} vs {want}"
+        );
     }
     if tail > 0 {
         assert_eq!(out[tail - 1], 0.0, "last tail frame is exactly 0");
@@ -218,11 +279,17 @@ async fn interrupt_case(played: usize, pending: usize, fade_frames: u64) {
     let interrupted: Vec<_> = events
         .iter()
         .filter_map(|e| match e.kind {
-            K::Interrupted { tail_frames, dropped_frames } => Some((e.at.0, tail_frames, dropped_frames)),
+            K::Interrupted {
+                tail_frames,
+                dropped_frames,
+            } => Some((e.at.0, tail_frames, dropped_frames)),
             _ => None,
         })
         .collect();
-    assert_eq!(interrupted, vec![(played as u64, tail as u64, (pending - tail) as u64)]);
+    assert_eq!(
+        interrupted,
+        vec![(played as u64, tail as u64, (pending - tail) as u64)]
+    );
     let fade_done = times(&events, |k| matches!(k, K::FadeDone));
     if tail > 0 {
         assert_eq!(fade_done, vec![(played + tail) as u64]);
@@ -253,13 +320,25 @@ async fn o5_audio_pushed_after_interrupt_plays_after_the_tail() {
     s.mark_synthesis_complete().unwrap();
     let out = engine.render(20_000).await.unwrap();
     for (k, v) in out[..9600].iter().enumerate() {
-        assert!((v - 0.5 * fade_gain(k as u64, 9600)).abs() < 1e-6, "tail frame {k}");
+        assert!(
+            (v - 0.5 * fade_gain(k as u64, 9600)).abs() < 1e-6,
+            "tail frame {k}"
+        );
     }
-    assert!(out[9600..10_600].iter().all(|&v| v == -0.25), "next turn after the tail, unmixed");
+    assert!(
+        out[9600..10_600].iter().all(|&v| v == -0.25),
+        "next turn after the tail, unmixed"
+    );
     assert!(out[10_600..].iter().all(|&v| v == 0.0));
     let events = drain(&mut ev);
-    assert_eq!(times(&events, |k| matches!(k, K::FirstAudio)), vec![0, 480 + 9600]);
-    assert_eq!(times(&events, |k| matches!(k, K::LastAudio)), vec![480 + 9600 + 1000 + 4800]);
+    assert_eq!(
+        times(&events, |k| matches!(k, K::FirstAudio)),
+        vec![0, 480 + 9600]
+    );
+    assert_eq!(
+        times(&events, |k| matches!(k, K::LastAudio)),
+        vec![480 + 9600 + 1000 + 4800]
+    );
     assert_eq!(s.snapshot_playback().await.unwrap(), (1000, 1000));
 }
 
@@ -276,9 +355,15 @@ async fn o5_interrupt_during_a_tail_keeps_it_and_cuts_what_came_since() {
     let out = engine.render(20_000).await.unwrap();
     for (k, v) in out[..7200].iter().enumerate() {
         let want = 0.5 * fade_gain(2400 + k as u64, 9600);
-        assert!((v - want).abs() < 1e-6, "tail continues unchanged at frame {k}");
+        assert!(
+            (v - want).abs() < 1e-6,
+            "tail continues unchanged at frame {k}"
+        );
     }
-    assert!(out[7200..].iter().all(|&v| v == 0.0), "what was queued since is cut");
+    assert!(
+        out[7200..].iter().all(|&v| v == 0.0),
+        "what was queued since is cut"
+    );
     let events = drain(&mut ev);
     assert_eq!(count(&events, |k| matches!(k, K::FadeDone)), 1);
     assert_eq!(count(&events, |k| matches!(k, K::Interrupted { .. })), 2);
@@ -338,7 +423,11 @@ async fn o6_pause_freezes_and_resume_continues_exactly() {
         assert!((v - want).abs() < 1e-6, "resume ramp frame {k}");
     }
     for (k, v) in out[120..4200].iter().enumerate() {
-        assert_eq!(*v, (1000 + 720 + k as i16) as f32 / 32768.0, "frame {k} after the ramp");
+        assert_eq!(
+            *v,
+            (1000 + 720 + k as i16) as f32 / 32768.0,
+            "frame {k} after the ramp"
+        );
     }
     for (k, v) in out[4200..4300].iter().enumerate() {
         assert_eq!(*v, (7000 + k as i16) as f32 / 32768.0);
@@ -346,7 +435,11 @@ async fn o6_pause_freezes_and_resume_continues_exactly() {
     let events = drain(&mut ev);
     assert_eq!(times(&events, |k| matches!(k, K::Paused)), vec![480]);
     assert_eq!(times(&events, |k| matches!(k, K::Resumed)), vec![5280]);
-    assert_eq!(engine.clock().0, 480 + 4800 + 9600, "the clock runs while paused");
+    assert_eq!(
+        engine.clock().0,
+        480 + 4800 + 9600,
+        "the clock runs while paused"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -364,7 +457,10 @@ async fn o7_speaking_bridges_gaps_shorter_than_grace() {
     engine.render(4800).await.unwrap();
     assert!(!s.is_speaking());
     let events = drain(&mut ev);
-    assert_eq!(times(&events, |k| matches!(k, K::StoppedSpeaking)), vec![3400 + 1000 + 4800]);
+    assert_eq!(
+        times(&events, |k| matches!(k, K::StoppedSpeaking)),
+        vec![3400 + 1000 + 4800]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -398,7 +494,10 @@ async fn o8_last_audio_exactly_once_per_turn() {
     let t2 = 24_480 + 480 * 20;
     let t3 = t2 + 480 + 2000 + 4800;
     assert_eq!(last, vec![t0, t1, t2, t3]);
-    assert_eq!(times(&events, |k| matches!(k, K::FirstAudio)), vec![0, 24_480, t2 + 480]);
+    assert_eq!(
+        times(&events, |k| matches!(k, K::FirstAudio)),
+        vec![0, 24_480, t2 + 480]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -418,7 +517,10 @@ async fn o8_interrupted_turn_has_no_last_audio_and_events_reach_callbacks() {
     let events = drain(&mut ev);
     // The completion after the interrupt closes the (empty) next turn once.
     assert_eq!(count(&events, |k| matches!(k, K::LastAudio)), 1);
-    assert_eq!(seen.load(std::sync::atomic::Ordering::Relaxed), events.len());
+    assert_eq!(
+        seen.load(std::sync::atomic::Ordering::Relaxed),
+        events.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,11 +539,19 @@ async fn o9_counters_count_heard_audio_only() {
     s.pause().unwrap();
     engine.render(4800).await.unwrap();
     let (paused_played, _) = s.snapshot_playback().await.unwrap();
-    assert_eq!(paused_played, 880 + 120, "only the ramp plays; silence is not counted");
+    assert_eq!(
+        paused_played,
+        880 + 120,
+        "only the ramp plays; silence is not counted"
+    );
     s.interrupt().unwrap();
     engine.render(24_000).await.unwrap();
     let (p, q) = s.snapshot_playback().await.unwrap();
-    assert_eq!((p, q), (1000, 5000), "a paused interrupt cuts without a tail");
+    assert_eq!(
+        (p, q),
+        (1000, 5000),
+        "a paused interrupt cuts without a tail"
+    );
     assert!(p <= q);
 }
 
@@ -467,10 +577,16 @@ async fn o11_background_mixes_saturates_and_is_not_faded() {
     let _ = s.push_background(dc_s16(24_000, 24_576)); // 0.75
     let _ = s.push(dc_s16(2400, 24_576));
     let out = engine.render(2400).await.unwrap();
-    assert!(out.iter().all(|&v| v == 1.0), "0.75 + 0.75 saturates at 1.0");
+    assert!(
+        out.iter().all(|&v| v == 1.0),
+        "0.75 + 0.75 saturates at 1.0"
+    );
     s.interrupt().unwrap();
     let out = engine.render(12_000).await.unwrap();
-    assert!(out.iter().all(|&v| v == 0.75), "no speech left, background plays on unfaded");
+    assert!(
+        out.iter().all(|&v| v == 0.75),
+        "no speech left, background plays on unfaded"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -483,10 +599,20 @@ async fn o11_background_ducks_under_speech() {
     let _ = s.push(dc_s16(4800, 0));
     let out = engine.render(4800).await.unwrap();
     let ducked = 0.25 * 10f32.powf(-12.0 / 20.0);
-    assert!((out[1200] - ducked).abs() < 1e-4, "after the 50 ms ramp: {}", out[1200]);
-    assert!(out.windows(2).all(|w| w[1] <= w[0] + 1e-7), "the ramp only goes down");
+    assert!(
+        (out[1200] - ducked).abs() < 1e-4,
+        "after the 50 ms ramp: {}",
+        out[1200]
+    );
+    assert!(
+        out.windows(2).all(|w| w[1] <= w[0] + 1e-7),
+        "the ramp only goes down"
+    );
     let out = engine.render(24_000).await.unwrap();
-    assert!((out[23_000] - 0.25).abs() < 1e-6, "back to unity after speech and grace");
+    assert!(
+        (out[23_000] - 0.25).abs() < 1e-6,
+        "back to unity after speech and grace"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -503,7 +629,10 @@ async fn o12_tee_sinks_receive_every_accepted_chunk() {
     assert_eq!(log.frames.len(), 1000);
     assert_eq!(log.frames[999], 999.0 / 32768.0);
     assert_eq!((log.interrupts, log.segment_ends), (1, 1));
-    assert_eq!(count(&drain(&mut ev), |k| matches!(k, K::Interrupted { .. })), 1);
+    assert_eq!(
+        count(&drain(&mut ev), |k| matches!(k, K::Interrupted { .. })),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -515,7 +644,10 @@ async fn o12_avatar_sink_silences_direct_output_but_counters_work() {
     let _ = s.push(dc_s16(1000, 16384));
     s.mark_synthesis_complete().unwrap();
     let out = engine.render(24_000).await.unwrap();
-    assert!(out.iter().all(|&v| v == 0.0), "the avatar publishes the voice");
+    assert!(
+        out.iter().all(|&v| v == 0.0),
+        "the avatar publishes the voice"
+    );
     assert_eq!(avatar.log().frames.len(), 1000);
     assert_eq!(s.snapshot_playback().await.unwrap(), (1000, 1000));
     let events = drain(&mut ev);
@@ -543,7 +675,10 @@ async fn o12_failing_sink_is_detached_and_playback_continues() {
     s.add_sink(Box::new(Failing)).unwrap();
     let _ = s.push(dc_s16(1000, 16384));
     let out = engine.render(1000).await.unwrap();
-    assert!(out.iter().all(|&v| v == 0.5), "direct output resumes once the avatar is gone");
+    assert!(
+        out.iter().all(|&v| v == 0.5),
+        "direct output resumes once the avatar is gone"
+    );
     let events = drain(&mut ev);
     assert!(events.iter().any(|e| matches!(&e.kind, K::SinkDetached { sink, reason } if sink == "failing" && reason == "link down")));
 }
@@ -553,12 +688,25 @@ async fn bad_configs_are_typed_errors() {
     let engine = Engine::start(EngineConfig::default()).await.unwrap();
     let mut c = cfg();
     c.input.sample_rate = 12_345;
-    assert!(matches!(engine.create_session(c).await, Err(sotto::EngineError::Create(_))));
+    assert!(matches!(
+        engine.create_session(c).await,
+        Err(sotto::EngineError::Create(_))
+    ));
     let mut c = cfg();
     c.queue = Duration::ZERO;
     assert!(engine.create_session(c).await.is_err());
-    assert!(Engine::start(EngineConfig { sample_rate: 7, ..EngineConfig::default() }).await.is_err());
-    let small = Engine::start(EngineConfig { max_sessions: 1, ..EngineConfig::default() }).await.unwrap();
+    assert!(Engine::start(EngineConfig {
+        sample_rate: 7,
+        ..EngineConfig::default()
+    })
+    .await
+    .is_err());
+    let small = Engine::start(EngineConfig {
+        max_sessions: 1,
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
     small.create_session(cfg()).await.unwrap();
     assert!(small.create_session(cfg()).await.is_err());
 }

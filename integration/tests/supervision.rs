@@ -1,5 +1,9 @@
 //! SPEC R2: a failing session actor is restarted with a fresh voice; the
 //! other sessions never hear a glitch.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+// Session methods send at once; dropping the returned future only skips its outcome.
+#![allow(clippy::let_underscore_future)]
 
 use std::time::Duration;
 
@@ -16,9 +20,26 @@ fn handles_are_send_and_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_session_is_restarted_and_others_play_on() {
-    let engine = Engine::start(EngineConfig { channels: 1, ..EngineConfig::default() }).await.unwrap();
-    let calm = engine.create_session(SessionConfig { name: "calm".into(), ..Default::default() }).await.unwrap();
-    let faulty = engine.create_session(SessionConfig { name: "faulty".into(), ..Default::default() }).await.unwrap();
+    let engine = Engine::start(EngineConfig {
+        channels: 1,
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    let calm = engine
+        .create_session(SessionConfig {
+            name: "calm".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let faulty = engine
+        .create_session(SessionConfig {
+            name: "faulty".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let mut ev = faulty.events();
     let _ = calm.push(dc_s16(24_000, 1000));
     let _ = faulty.push(dc_s16(24_000, 2000));
@@ -33,11 +54,19 @@ async fn a_panicking_session_is_restarted_and_others_play_on() {
         }
     }
     let after = engine.render(2400).await.unwrap();
-    assert!(after.iter().all(|&v| v == 1000.0 / 32768.0), "calm plays on; faulty's old ring is retired");
+    assert!(
+        after.iter().all(|&v| v == 1000.0 / 32768.0),
+        "calm plays on; faulty's old ring is retired"
+    );
     let _ = faulty.push(dc_s16(480, 2000));
     let again = engine.render(480).await.unwrap();
-    assert!(again.iter().all(|&v| v == 3000.0 / 32768.0), "the restarted session plays");
+    assert!(
+        again.iter().all(|&v| v == 3000.0 / 32768.0),
+        "the restarted session plays"
+    );
     let events = drain(&mut ev);
-    assert!(events.iter().any(|e| matches!(&e.kind, SessionEventKind::Error { message } if message.contains("restarted"))));
+    assert!(events.iter().any(
+        |e| matches!(&e.kind, SessionEventKind::Error { message } if message.contains("restarted"))
+    ));
     engine.shutdown().await;
 }

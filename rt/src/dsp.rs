@@ -177,6 +177,7 @@ pub(crate) fn snap(g: f32) -> f32 {
 }
 
 #[cfg(test)]
+#[allow(clippy::disallowed_macros)] // tests are not on the audio thread
 mod tests {
     use super::*;
     use proptest::prelude::*;

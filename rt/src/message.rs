@@ -1,6 +1,6 @@
 //! What crosses between control and the audio thread.
 
-use crate::{SampleTime, SessionId, Saturation, Voice};
+use crate::{SampleTime, Saturation, SessionId, Voice};
 
 /// Control → renderer, through the renderer's command ring.
 #[derive(Debug)]

@@ -151,7 +151,13 @@ pub(crate) struct EventOut<'a> {
 }
 
 impl EventOut<'_> {
-    pub(crate) fn push(&mut self, session: SessionId, generation: u32, at: SampleTime, kind: EventKind) {
+    pub(crate) fn push(
+        &mut self,
+        session: SessionId,
+        generation: u32,
+        at: SampleTime,
+        kind: EventKind,
+    ) {
         let event = Event {
             session,
             generation,
@@ -172,6 +178,9 @@ pub struct Renderer {
     event_tx: Producer<Event>,
     retired_tx: Producer<Box<Voice>>,
     voices: Vec<Option<Box<Voice>>>,
+    // Boxed on purpose: voices leave through the return ring as the same
+    // allocation they came in, so the audio thread never frees one.
+    #[allow(clippy::vec_box)]
     retiring: Vec<Box<Voice>>,
     telemetry: Arc<Telemetry>,
     clock: SampleTime,
@@ -281,7 +290,12 @@ impl Renderer {
             tx: &mut self.event_tx,
             dropped: &self.telemetry.events_dropped,
         };
-        events.push(voice.session(), voice.generation(), self.clock, EventKind::Retired);
+        events.push(
+            voice.session(),
+            voice.generation(),
+            self.clock,
+            EventKind::Retired,
+        );
         if let Err(rtrb::PushError::Full(voice)) = self.retired_tx.push(voice) {
             if self.retiring.len() < self.retiring.capacity() {
                 self.retiring.push(voice);

@@ -400,7 +400,13 @@ impl Voice {
         filled
     }
 
-    fn update_speaking(&mut self, n: usize, filled: usize, now: SampleTime, events: &mut EventOut<'_>) {
+    fn update_speaking(
+        &mut self,
+        n: usize,
+        filled: usize,
+        now: SampleTime,
+        events: &mut EventOut<'_>,
+    ) {
         let block_end = now.plus(n as u64);
         if filled > 0 {
             self.speaking = true;
@@ -498,9 +504,11 @@ impl Voice {
         let t = &self.telemetry;
         t.consumed_frames.store(self.consumed, Ordering::Relaxed);
         t.played_frames.store(self.played, Ordering::Relaxed);
-        t.turn_played_frames.store(self.turn_played, Ordering::Relaxed);
+        t.turn_played_frames
+            .store(self.turn_played, Ordering::Relaxed);
         t.turn_start.store(self.turn_start, Ordering::Relaxed);
-        t.background_frames.store(self.background_frames, Ordering::Relaxed);
+        t.background_frames
+            .store(self.background_frames, Ordering::Relaxed);
         t.speaking.store(self.speaking, Ordering::Relaxed);
         t.duck_gain.store(self.duck_gain, Ordering::Relaxed);
     }

@@ -1,6 +1,8 @@
 //! Every render path runs inside an allocation guard (SPEC R1): play,
 //! underrun, interrupt with fade and fence, pause/resume, mix, duck,
 //! limiter, add/retire voices and a full event ring.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+#![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
 use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
 use sotto_rt::{
@@ -23,7 +25,10 @@ fn voice(session: u32, generation: u32) -> (VoiceControl, Voice) {
         fade_frames: 4_800,
         grace_frames: 2_400,
         pause_ramp_frames: 240,
-        duck: Some(DuckConfig { gain: 0.25, ramp_frames: 2_400 }),
+        duck: Some(DuckConfig {
+            gain: 0.25,
+            ramp_frames: 2_400,
+        }),
         background_gain: 1.0,
         saturation: Saturation::Soft,
     })
@@ -50,7 +55,10 @@ fn canary_the_guard_is_live() {
         let v: Vec<u8> = Vec::with_capacity(16);
         std::hint::black_box(v);
     });
-    assert!(violation_count() > before, "the guard must see an allocation (debug build, allocator set)");
+    assert!(
+        violation_count() > before,
+        "the guard must see an allocation (debug build, allocator set)"
+    );
 }
 
 #[test]
@@ -75,22 +83,38 @@ fn every_render_path_is_allocation_free() {
     let start = violation_count();
 
     render_guarded(&mut renderer, &mut out, 20); // play, mix, duck, limiter, underrun of b
-    a.command_tx.push(VoiceCommand::BeginTurn { start: 0 }).unwrap();
+    a.command_tx
+        .push(VoiceCommand::BeginTurn { start: 0 })
+        .unwrap();
     a.command_tx.push(VoiceCommand::Pause).unwrap();
     render_guarded(&mut renderer, &mut out, 8);
     a.command_tx.push(VoiceCommand::Resume).unwrap();
     render_guarded(&mut renderer, &mut out, 8);
-    a.command_tx.push(VoiceCommand::Interrupt { fence: 20_000 }).unwrap();
+    a.command_tx
+        .push(VoiceCommand::Interrupt { fence: 20_000 })
+        .unwrap();
     render_guarded(&mut renderer, &mut out, 4);
     fill(&mut a, 1_000, -0.5);
-    a.command_tx.push(VoiceCommand::Interrupt { fence: 21_000 }).unwrap(); // during the tail
+    a.command_tx
+        .push(VoiceCommand::Interrupt { fence: 21_000 })
+        .unwrap(); // during the tail
     render_guarded(&mut renderer, &mut out, 40);
     fill(&mut a, 1_000, 0.5);
-    a.command_tx.push(VoiceCommand::Clear { fence: 22_000 }).unwrap();
-    a.command_tx.push(VoiceCommand::SetDirectMuted(true)).unwrap();
-    a.command_tx.push(VoiceCommand::SetSaturation(Saturation::Hard)).unwrap();
-    a.command_tx.push(VoiceCommand::SynthesisComplete { end: 22_000 }).unwrap();
-    control.send(Command::SetMasterSaturation(Saturation::Hard)).unwrap();
+    a.command_tx
+        .push(VoiceCommand::Clear { fence: 22_000 })
+        .unwrap();
+    a.command_tx
+        .push(VoiceCommand::SetDirectMuted(true))
+        .unwrap();
+    a.command_tx
+        .push(VoiceCommand::SetSaturation(Saturation::Hard))
+        .unwrap();
+    a.command_tx
+        .push(VoiceCommand::SynthesisComplete { end: 22_000 })
+        .unwrap();
+    control
+        .send(Command::SetMasterSaturation(Saturation::Hard))
+        .unwrap();
     render_guarded(&mut renderer, &mut out, 8);
 
     // Replace a voice (the old one is retired) and remove another.
@@ -98,9 +122,23 @@ fn every_render_path_is_allocation_free() {
     control.add_voice(Box::new(va2)).unwrap();
     control.send(Command::RemoveVoice(SessionId(1))).unwrap();
     render_guarded(&mut renderer, &mut out, 4);
-    assert_eq!(violation_count(), start, "the render path allocated or freed");
+    assert_eq!(
+        violation_count(),
+        start,
+        "the render path allocated or freed"
+    );
 
-    assert!(control.telemetry.events_dropped.load(std::sync::atomic::Ordering::Relaxed) > 0, "the full event ring was exercised");
+    assert!(
+        control
+            .telemetry
+            .events_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
+            > 0,
+        "the full event ring was exercised"
+    );
     assert_eq!(control.collect_retired(), 2);
-    assert!(!control.telemetry.poisoned.load(std::sync::atomic::Ordering::Relaxed));
+    assert!(!control
+        .telemetry
+        .poisoned
+        .load(std::sync::atomic::Ordering::Relaxed));
 }

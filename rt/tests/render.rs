@@ -1,5 +1,7 @@
 //! Renderer behaviour that needs no actors: exact block splitting and
 //! control-side validation.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+#![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
 use sotto_rt::{Renderer, RendererConfig, RendererError, SessionId, Voice, VoiceConfig};
 
@@ -54,7 +56,11 @@ fn any_buffer_length_renders_the_same_samples() {
 #[test]
 fn control_side_errors_are_typed() {
     assert_eq!(
-        Renderer::new(RendererConfig { channels: 0, ..RendererConfig::default() }).unwrap_err(),
+        Renderer::new(RendererConfig {
+            channels: 0,
+            ..RendererConfig::default()
+        })
+        .unwrap_err(),
         RendererError::InvalidConfig
     );
     let (mut control, _r) = Renderer::new(RendererConfig {
@@ -65,10 +71,16 @@ fn control_side_errors_are_typed() {
     let (_, stereo) = Voice::new(&config(2));
     assert_eq!(
         control.add_voice(Box::new(stereo)).unwrap_err(),
-        RendererError::ChannelMismatch { renderer: 1, voice: 2 }
+        RendererError::ChannelMismatch {
+            renderer: 1,
+            voice: 2
+        }
     );
     let mut far = config(1);
     far.session = SessionId(1000);
     let (_, v) = Voice::new(&far);
-    assert_eq!(control.add_voice(Box::new(v)).unwrap_err(), RendererError::NoSuchSlot(SessionId(1000)));
+    assert_eq!(
+        control.add_voice(Box::new(v)).unwrap_err(),
+        RendererError::NoSuchSlot(SessionId(1000))
+    );
 }

@@ -21,7 +21,9 @@ pub fn guarded_render(renderer: &mut Renderer, out: &mut [f32], telemetry: &Tele
         out.fill(0.0);
         return;
     }
-    let ok = audit(telemetry, || catch_unwind(AssertUnwindSafe(|| renderer.render(out))).is_ok());
+    let ok = audit(telemetry, || {
+        catch_unwind(AssertUnwindSafe(|| renderer.render(out))).is_ok()
+    });
     if !ok {
         out.fill(0.0);
         telemetry.poisoned.store(true, Ordering::Relaxed);
