@@ -78,6 +78,7 @@ fn bench_ingest(c: &mut Criterion) {
                     for _ in 0..iters {
                         if s.queued_duration() > Duration::from_secs(500) {
                             s.clear_queue().await.unwrap();
+                            engine.render(480).await.unwrap(); // applies the clear
                         }
                         let t = Instant::now();
                         s.push(chunk.clone()).await.unwrap();
