@@ -66,6 +66,41 @@ impl Default for SessionConfig {
     }
 }
 
+impl SessionConfig {
+    /// Checks every duration and gain is in range; the message names the field.
+    ///
+    /// # Errors
+    /// A message naming the value out of range.
+    pub fn validate(&self) -> Result<(), String> {
+        let hour = Duration::from_secs(3600);
+        let max_queue = Duration::from_secs(600);
+        if self.queue.is_zero() || self.queue > max_queue {
+            return Err(format!("queue {:?} must be within (0, 600 s]", self.queue));
+        }
+        if self.background_queue.is_zero() || self.background_queue > max_queue {
+            return Err(format!(
+                "background queue {:?} must be within (0, 600 s]",
+                self.background_queue
+            ));
+        }
+        if self.fade > hour || self.grace > hour || self.pause_ramp > Duration::from_secs(1) {
+            return Err("fade, grace or pause ramp is absurdly long".into());
+        }
+        if !(0.0..=4.0).contains(&self.background_gain) {
+            return Err(format!(
+                "background gain {} must be within 0..=4",
+                self.background_gain
+            ));
+        }
+        if let Some((db, _)) = self.duck {
+            if !(-120.0..=0.0).contains(&db) {
+                return Err(format!("duck gain {db} dB must be within -120..=0"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Frames in `d` at `rate`, rounded to nearest.
 #[must_use]
 pub fn frames_of(d: Duration, rate: u32) -> u64 {
@@ -446,7 +481,6 @@ pub struct SessionState {
     clock: Arc<sotto_rt::Telemetry>,
     ingest: Ingest,
     background_ingest: Ingest,
-    converted: Vec<f32>,
     pending: VecDeque<Pending>,
     background_pending: VecDeque<Pending>,
     command_backlog: VecDeque<VoiceCommand>,
@@ -485,7 +519,6 @@ impl Actor for Session {
             clock: args.clock,
             ingest,
             background_ingest,
-            converted: Vec::new(),
             pending: VecDeque::new(),
             background_pending: VecDeque::new(),
             command_backlog: VecDeque::new(),
@@ -587,8 +620,8 @@ impl Actor for Session {
 }
 
 impl SessionState {
-    fn telemetry(&self) -> Arc<VoiceTelemetry> {
-        self.shared.voice_telemetry()
+    fn telemetry(&self) -> &VoiceTelemetry {
+        &self.voice.telemetry
     }
 
     fn now(&self) -> SampleTime {
@@ -629,8 +662,7 @@ impl SessionState {
             });
             return;
         }
-        let mut frames = std::mem::take(&mut self.converted);
-        frames.clear();
+        let mut frames = Vec::new();
         match input {
             Input::Speech => self.ingest.push(bytes, &mut frames),
             Input::Background => self.background_ingest.push(bytes, &mut frames),
@@ -832,11 +864,11 @@ impl SessionState {
         }
         self.drain_speech();
         let ch = self.channels;
-        drain_frames(
+        while let (_, true) = advance_front(
             &mut self.background_pending,
             &mut self.voice.background_tx,
             ch,
-        );
+        ) {}
         if !self.waiters.is_empty() && self.queue_empty() {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
@@ -865,45 +897,25 @@ impl SessionState {
 
     fn drain_speech(&mut self) {
         let ch = self.channels;
-        while let Some(front) = self.pending.front_mut() {
-            match front {
-                Pending::Frames {
-                    frames,
-                    offset,
-                    accepted,
-                    ..
-                } => {
-                    let n = write_frames(&mut self.voice.speech_tx, &frames[*offset..], ch);
-                    *offset += n * ch;
-                    *accepted += n as u64;
-                    self.pushed += n as u64;
-                    if *offset < frames.len() {
+        loop {
+            match self.pending.front() {
+                Some(Pending::Frames { .. }) => {
+                    let (written, done) =
+                        advance_front(&mut self.pending, &mut self.voice.speech_tx, ch);
+                    self.pushed += written;
+                    if !done {
                         return;
                     }
-                    if let Some(Pending::Frames {
-                        frames,
-                        accepted,
-                        reply,
-                        ..
-                    }) = self.pending.pop_front()
-                    {
-                        let _ = reply.send(PushOutcome {
-                            accepted_frames: accepted,
-                            ..PushOutcome::default()
-                        });
-                        if self.converted.capacity() < frames.capacity() {
-                            self.converted = frames;
-                        }
-                    }
                 }
-                Pending::Begin => {
+                Some(Pending::Begin) => {
                     self.pending.pop_front();
                     self.begin_turn();
                 }
-                Pending::Complete => {
+                Some(Pending::Complete) => {
                     self.pending.pop_front();
                     self.complete();
                 }
+                None => return,
             }
         }
     }
@@ -920,28 +932,37 @@ fn write_frames(tx: &mut rtrb::Producer<f32>, samples: &[f32], ch: usize) -> usi
     written.len() / ch
 }
 
-fn drain_frames(pending: &mut VecDeque<Pending>, tx: &mut rtrb::Producer<f32>, ch: usize) {
-    while let Some(Pending::Frames {
+/// Moves the front push's frames into the ring as far as they fit; once all
+/// of them are in, resolves its reply and pops it. Returns the frames
+/// written and whether the push is done.
+fn advance_front(
+    pending: &mut VecDeque<Pending>,
+    tx: &mut rtrb::Producer<f32>,
+    ch: usize,
+) -> (u64, bool) {
+    let Some(Pending::Frames {
         frames,
         offset,
         accepted,
         ..
     }) = pending.front_mut()
-    {
-        let n = write_frames(tx, &frames[*offset..], ch);
-        *offset += n * ch;
-        *accepted += n as u64;
-        if *offset < frames.len() {
-            return;
-        }
-        if let Some(Pending::Frames {
-            accepted, reply, ..
-        }) = pending.pop_front()
-        {
-            let _ = reply.send(PushOutcome {
-                accepted_frames: accepted,
-                ..PushOutcome::default()
-            });
-        }
+    else {
+        return (0, false);
+    };
+    let n = write_frames(tx, &frames[*offset..], ch);
+    *offset += n * ch;
+    *accepted += n as u64;
+    if *offset < frames.len() {
+        return (n as u64, false);
     }
+    if let Some(Pending::Frames {
+        accepted, reply, ..
+    }) = pending.pop_front()
+    {
+        let _ = reply.send(PushOutcome {
+            accepted_frames: accepted,
+            ..PushOutcome::default()
+        });
+    }
+    (n as u64, true)
 }

@@ -181,7 +181,7 @@ impl SupervisorState {
         myself: &ActorRef<SupervisorMsg>,
         config: SessionConfig,
     ) -> Result<Arc<SessionShared>, CreateError> {
-        validate(&config)?;
+        config.validate().map_err(CreateError::Config)?;
         Ingest::new(
             config.input,
             self.args.renderer.sample_rate,
@@ -253,39 +253,4 @@ impl SupervisorState {
         });
         Ok(())
     }
-}
-
-fn validate(c: &SessionConfig) -> Result<(), CreateError> {
-    let hour = std::time::Duration::from_secs(3600);
-    if c.queue.is_zero() || c.queue > std::time::Duration::from_secs(600) {
-        return Err(CreateError::Config(format!(
-            "queue {:?} must be within (0, 600 s]",
-            c.queue
-        )));
-    }
-    if c.background_queue.is_zero() || c.background_queue > std::time::Duration::from_secs(600) {
-        return Err(CreateError::Config(format!(
-            "background queue {:?} must be within (0, 600 s]",
-            c.background_queue
-        )));
-    }
-    if c.fade > hour || c.grace > hour || c.pause_ramp > std::time::Duration::from_secs(1) {
-        return Err(CreateError::Config(
-            "fade, grace or pause ramp is absurdly long".into(),
-        ));
-    }
-    if !(0.0..=4.0).contains(&c.background_gain) {
-        return Err(CreateError::Config(format!(
-            "background gain {} must be within 0..=4",
-            c.background_gain
-        )));
-    }
-    if let Some((db, _)) = c.duck {
-        if !(-120.0..=0.0).contains(&db) {
-            return Err(CreateError::Config(format!(
-                "duck gain {db} dB must be within -120..=0"
-            )));
-        }
-    }
-    Ok(())
 }

@@ -77,6 +77,18 @@ impl SessionHandle {
         }
     }
 
+    fn push_into(
+        &self,
+        input: Input,
+        bytes: Vec<u8>,
+    ) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
+        self.request(move |reply| SessionMsg::Push {
+            input,
+            bytes,
+            reply,
+        })
+    }
+
     /// Pushes TTS bytes in the session's input format (SPEC O1, O2). The
     /// future resolves when every frame is queued, waiting while the queue
     /// is full; if an interrupt or clear cuts it first, it says how much was
@@ -88,12 +100,7 @@ impl SessionHandle {
         &self,
         bytes: impl Into<Vec<u8>>,
     ) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
-        let bytes = bytes.into();
-        self.request(|reply| SessionMsg::Push {
-            input: Input::Speech,
-            bytes,
-            reply,
-        })
+        self.push_into(Input::Speech, bytes.into())
     }
 
     /// Pushes bytes into the background input, mixed under speech (SPEC O11).
@@ -104,12 +111,7 @@ impl SessionHandle {
         &self,
         bytes: impl Into<Vec<u8>>,
     ) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
-        let bytes = bytes.into();
-        self.request(|reply| SessionMsg::Push {
-            input: Input::Background,
-            bytes,
-            reply,
-        })
+        self.push_into(Input::Background, bytes.into())
     }
 
     /// Anchors a new turn: counters and first-audio start here (SPEC O9).

@@ -415,30 +415,25 @@ fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionConfig, Strin
         "f32" => SampleFormat::F32,
         other => return Err(format!("input_format '{other}' must be \"s16\" or \"f32\"")),
     };
-    let dur = |v: Option<Secs>, name: &str, def: Duration, max: f64| -> Result<Duration, String> {
+    // Only what a `Duration` cannot hold is checked here; the ranges are
+    // the engine's own (`SessionConfig::validate`).
+    let dur = |v: Option<Secs>, name: &str, def: Duration| -> Result<Duration, String> {
         match v {
             None => Ok(def),
-            Some(Secs(x)) if (0.0..=max).contains(&x) => Ok(Duration::from_secs_f64(x)),
-            Some(Secs(x)) => Err(format!("{name} {x} s is outside 0..={max} s")),
+            Some(Secs(x)) => Duration::try_from_secs_f64(x)
+                .map_err(|_| format!("{name} {x} s is not a valid duration")),
         }
     };
-    c.fade = dur(s.fade, "fade", c.fade, 60.0)?;
-    c.grace = dur(s.grace, "grace", c.grace, 60.0)?;
-    c.queue = dur(s.queue, "queue", c.queue, 600.0)?;
-    if c.queue.is_zero() {
-        return Err("queue must be longer than 0 s".into());
-    }
-    if let Some(db) = s.duck_db {
-        if !(-120.0..=0.0).contains(&db) {
-            return Err(format!("duck_db {db} is outside -120..=0"));
-        }
-        c.duck = Some((db, Duration::from_millis(50)));
-    }
+    c.fade = dur(s.fade, "fade", c.fade)?;
+    c.grace = dur(s.grace, "grace", c.grace)?;
+    c.queue = dur(s.queue, "queue", c.queue)?;
+    c.duck = s.duck_db.map(|db| (db, Duration::from_millis(50)));
     c.saturation = match s.saturation.as_deref().unwrap_or("hard") {
         "hard" => crate::Saturation::Hard,
         "soft" => crate::Saturation::Soft,
         other => return Err(format!("saturation '{other}' must be \"hard\" or \"soft\"")),
     };
+    c.validate()?;
     Ok(c)
 }
 

@@ -17,10 +17,10 @@ use sotto_integration::tone_s16;
 #[global_allocator]
 static ALLOCATOR: AllocDisabler = AllocDisabler;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_seconds_of_64_sessions_in_real_time() {
-    let engine = Engine::start(EngineConfig {
-        max_sessions: 64,
+/// An engine on the virtual clock, running at once, capturing nothing.
+async fn live_engine(max_sessions: usize) -> Engine {
+    Engine::start(EngineConfig {
+        max_sessions,
         clock: Clock::Virtual {
             capture: None,
             deferred: false,
@@ -28,7 +28,12 @@ async fn thirty_seconds_of_64_sessions_in_real_time() {
         ..EngineConfig::default()
     })
     .await
-    .unwrap();
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thirty_seconds_of_64_sessions_in_real_time() {
+    let engine = live_engine(64).await;
     let mut sessions = Vec::new();
     for i in 0..64 {
         let s = engine
@@ -136,15 +141,7 @@ seconds = 0.9
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_event_consumer_never_blocks_the_clock() {
-    let engine = Engine::start(EngineConfig {
-        clock: Clock::Virtual {
-            capture: None,
-            deferred: false,
-        },
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
+    let engine = live_engine(64).await;
     let s = engine
         .create_session(SessionConfig::default())
         .await

@@ -148,21 +148,16 @@ impl Saturation {
         }
     }
 
-    /// Applies [`Saturation::apply`] to every sample.
+    /// Applies [`Saturation::apply`] to every sample and returns the peak
+    /// absolute value of the result, in the same pass.
     #[inline]
-    pub fn apply_all(self, buf: &mut [f32]) {
-        match self {
-            Self::Hard => {
-                for s in buf {
-                    *s = s.clamp(-1.0, 1.0);
-                }
-            }
-            Self::Soft => {
-                for s in buf {
-                    *s = self.apply(*s);
-                }
-            }
+    pub fn apply_all(self, buf: &mut [f32]) -> f32 {
+        let mut peak = 0.0f32;
+        for s in buf {
+            *s = self.apply(*s);
+            peak = peak.max(s.abs());
         }
+        peak
     }
 }
 

@@ -332,8 +332,8 @@ impl Renderer {
             voice.apply_commands(now, &mut events);
             voice.process(out, now, &mut events);
         }
-        self.saturation.apply_all(out);
+        let peak = self.saturation.apply_all(out);
         self.clock = now.plus((out.len() / ch) as u64);
-        out.iter().fold(0.0f32, |m, s| m.max(s.abs()))
+        peak
     }
 }
