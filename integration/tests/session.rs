@@ -122,7 +122,18 @@ async fn o2_backpressure_waits_then_completes_in_order() {
     engine.settle().await.unwrap();
     assert_eq!(s.queued_duration(), Duration::from_millis(100));
     assert!(!push.is_finished(), "a push into a full queue must wait");
-    let out = engine.render(12_000).await.unwrap();
+    let mut out = engine.render(480).await.unwrap();
+    let depth = s
+        .telemetry()
+        .queued_frames
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Read at the end of the block, before the session refilled the freed room.
+    assert_eq!(
+        depth,
+        2400 - 480,
+        "renderer-side queue depth after one block"
+    );
+    out.extend(engine.render(12_000 - 480).await.unwrap());
     let outcome = push.await.unwrap().unwrap();
     assert_eq!(
         outcome,

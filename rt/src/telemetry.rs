@@ -48,6 +48,8 @@ pub struct VoiceTelemetry {
     pub turn_played_frames: AtomicU64,
     /// The start position of the turn `turn_played_frames` counts.
     pub turn_start: AtomicU64,
+    /// Speech frames in the ring, waiting to play (queue depth).
+    pub queued_frames: AtomicU64,
     /// Background frames taken out of the background ring.
     pub background_frames: AtomicU64,
     /// Times the speech ring ran dry in the middle of a turn.

@@ -509,6 +509,8 @@ impl Voice {
         t.turn_start.store(self.turn_start, Ordering::Relaxed);
         t.background_frames
             .store(self.background_frames, Ordering::Relaxed);
+        let queued = self.speech_rx.slots() / self.channels;
+        t.queued_frames.store(queued as u64, Ordering::Relaxed);
         t.speaking.store(self.speaking, Ordering::Relaxed);
         t.duck_gain.store(self.duck_gain, Ordering::Relaxed);
     }
