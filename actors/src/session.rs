@@ -121,7 +121,6 @@ pub fn voice_config(
         session,
         generation,
         channels: renderer.channels,
-        max_block_frames: renderer.max_block_frames,
         speech_capacity_frames: frames(c.queue).max(1) as usize,
         background_capacity_frames: frames(c.background_queue).max(1) as usize,
         command_capacity: 256,

@@ -33,7 +33,6 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
             session: SessionId(i as u32),
             generation: 0,
             channels: 1,
-            max_block_frames: block,
             speech_capacity_frames: block * 8,
             background_capacity_frames: block * 8,
             command_capacity: 16,

@@ -55,13 +55,6 @@ pub enum RendererError {
         /// The voice's channels.
         voice: usize,
     },
-    /// The voice's scratch buffer is smaller than the renderer's block.
-    BlockTooLarge {
-        /// The renderer's block.
-        renderer: usize,
-        /// The voice's block.
-        voice: usize,
-    },
     /// The command ring is full; try again after the next render.
     CommandRingFull,
 }
@@ -73,9 +66,6 @@ impl std::fmt::Display for RendererError {
             Self::NoSuchSlot(id) => write!(f, "session slot {} is out of range", id.0),
             Self::ChannelMismatch { renderer, voice } => {
                 write!(f, "voice has {voice} channels, renderer has {renderer}")
-            }
-            Self::BlockTooLarge { renderer, voice } => {
-                write!(f, "voice holds {voice} frames, renderer renders {renderer}")
             }
             Self::CommandRingFull => f.write_str("renderer command ring is full"),
         }
@@ -103,8 +93,8 @@ impl RendererControl {
     /// Sends `voice` to its slot. Control side.
     ///
     /// # Errors
-    /// [`RendererError::NoSuchSlot`], [`RendererError::ChannelMismatch`],
-    /// [`RendererError::BlockTooLarge`] or [`RendererError::CommandRingFull`].
+    /// [`RendererError::NoSuchSlot`], [`RendererError::ChannelMismatch`] or
+    /// [`RendererError::CommandRingFull`].
     pub fn add_voice(&mut self, voice: Box<Voice>) -> Result<(), RendererError> {
         if voice.session().index() >= self.config.max_sessions {
             return Err(RendererError::NoSuchSlot(voice.session()));
@@ -113,12 +103,6 @@ impl RendererControl {
             return Err(RendererError::ChannelMismatch {
                 renderer: self.config.channels,
                 voice: voice.channels(),
-            });
-        }
-        if voice.max_block_frames() < self.config.max_block_frames {
-            return Err(RendererError::BlockTooLarge {
-                renderer: self.config.max_block_frames,
-                voice: voice.max_block_frames(),
             });
         }
         self.send(Command::AddVoice(voice))
@@ -185,6 +169,8 @@ pub struct Renderer {
     telemetry: Arc<Telemetry>,
     clock: SampleTime,
     saturation: Saturation,
+    /// One block of work space shared by every voice, so it stays in cache.
+    scratch: Box<[f32]>,
 }
 
 impl Renderer {
@@ -218,6 +204,7 @@ impl Renderer {
             telemetry: Arc::clone(&telemetry),
             clock: SampleTime(0),
             saturation: config.saturation,
+            scratch: vec![0.0; config.max_block_frames * config.channels].into_boxed_slice(),
             config: config.clone(),
         };
         let control = RendererControl {
@@ -330,7 +317,7 @@ impl Renderer {
         };
         for voice in self.voices.iter_mut().flatten() {
             voice.apply_commands(now, &mut events);
-            voice.process(out, now, &mut events);
+            voice.process(out, &mut self.scratch, now, &mut events);
         }
         let peak = self.saturation.apply_all(out);
         self.clock = now.plus((out.len() / ch) as u64);

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::dsp::{snap, PauseState, Saturation, Tail};
+use crate::dsp::{mix_sources, snap, PauseState, Saturation, Tail};
 use crate::renderer::EventOut;
 use crate::{EventKind, SampleTime, SessionId, VoiceCommand, VoiceTelemetry};
 
@@ -32,8 +32,6 @@ pub struct VoiceConfig {
     pub generation: u32,
     /// Interleaved channels; must match the renderer.
     pub channels: usize,
-    /// Largest block the renderer will ask for; sizes the scratch buffer.
-    pub max_block_frames: usize,
     /// Speech ring size: the session's bounded queue (SPEC O2).
     pub speech_capacity_frames: usize,
     /// Background ring size.
@@ -77,7 +75,6 @@ pub struct Voice {
     background_rx: Consumer<f32>,
     command_rx: Consumer<VoiceCommand>,
     telemetry: Arc<VoiceTelemetry>,
-    scratch: Box<[f32]>,
 
     consumed: u64,
     played: u64,
@@ -106,8 +103,7 @@ pub struct Voice {
 }
 
 impl Voice {
-    /// Builds a voice and its control ends. Control side: allocates the rings
-    /// and the scratch buffer.
+    /// Builds a voice and its control ends. Control side: allocates the rings.
     #[must_use]
     pub fn new(config: &VoiceConfig) -> (VoiceControl, Voice) {
         let ch = config.channels.max(1);
@@ -125,7 +121,6 @@ impl Voice {
             background_rx,
             command_rx,
             telemetry: Arc::clone(&telemetry),
-            scratch: vec![0.0; config.max_block_frames.max(1) * ch].into_boxed_slice(),
             consumed: 0,
             played: 0,
             turn_start: 0,
@@ -173,12 +168,6 @@ impl Voice {
     #[must_use]
     pub fn channels(&self) -> usize {
         self.channels
-    }
-
-    /// Frames the scratch buffer holds.
-    #[must_use]
-    pub fn max_block_frames(&self) -> usize {
-        self.scratch.len() / self.channels
     }
 
     fn event(&self, events: &mut EventOut<'_>, at: SampleTime, kind: EventKind) {
@@ -306,28 +295,53 @@ impl Voice {
         self.starved = false;
     }
 
-    /// Renders `frames` frames of this voice and adds them into `out`
-    /// (interleaved, `frames * channels` long). Runs on the audio thread.
-    pub(crate) fn process(&mut self, out: &mut [f32], now: SampleTime, events: &mut EventOut<'_>) {
+    /// Renders this voice and adds it into `out` (interleaved). `scratch`
+    /// is the renderer's work buffer, shared by every voice so it stays in
+    /// cache; it must be at least as long as `out`. Runs on the audio thread.
+    pub(crate) fn process(
+        &mut self,
+        out: &mut [f32],
+        scratch: &mut [f32],
+        now: SampleTime,
+        events: &mut EventOut<'_>,
+    ) {
         let ch = self.channels;
-        let n = (out.len() / ch).min(self.scratch.len() / ch);
-        let filled = self.render_speech(n, now, events);
-        self.update_speaking(n, filled, now, events);
-        let background = self.mix_background(n, filled);
-        let active = filled.max(background);
-        if active > 0 && !self.direct_muted {
-            let sat = self.saturation;
-            let len = active * ch;
-            for (o, s) in out[..len].iter_mut().zip(&self.scratch[..len]) {
-                *o += sat.apply(*s);
+        let n = out.len().min(scratch.len()) / ch;
+        let scratch = &mut scratch[..n * ch];
+        let filled = if self.steady() {
+            let filled = n.min(self.speech_rx.slots() / ch);
+            self.account(0, filled, now, events);
+            self.update_speaking(n, filled, now, events);
+            if self.duck_gain == self.duck_target() {
+                self.mix_direct(out, n, filled);
+                self.publish();
+                return;
             }
+            // A duck ramp starts in this block: take the general path.
+            self.copy_speech(scratch, filled);
+            filled
+        } else {
+            let filled = self.render_speech(scratch, n, now, events);
+            self.update_speaking(n, filled, now, events);
+            filled
+        };
+        let active = self.mix_background(scratch, n, filled);
+        if active > 0 && !self.direct_muted {
+            let len = active * ch;
+            self.saturation.add_into(&mut out[..len], &scratch[..len]);
         }
         self.publish();
     }
 
     /// Fills `scratch[..filled]` with speech; returns `filled`. The rest of
     /// the block is left for silence.
-    fn render_speech(&mut self, n: usize, now: SampleTime, events: &mut EventOut<'_>) -> usize {
+    fn render_speech(
+        &mut self,
+        scratch: &mut [f32],
+        n: usize,
+        now: SampleTime,
+        events: &mut EventOut<'_>,
+    ) -> usize {
         let ch = self.channels;
         let mut filled = 0usize;
         while filled < n {
@@ -351,7 +365,7 @@ impl Voice {
             if let Some(left) = self.pause.ramp_left(self.pause_ramp_frames) {
                 take = take.min(left as usize);
             }
-            let dst = &mut self.scratch[filled * ch..(filled + take) * ch];
+            let dst = &mut scratch[filled * ch..(filled + take) * ch];
             let Ok(chunk) = self.speech_rx.read_chunk(take * ch) else {
                 break;
             };
@@ -377,27 +391,87 @@ impl Voice {
                     }
                 }
             }
-            let start = self.consumed;
-            let end = start + take as u64;
-            if let Some(from) = self.first_audio_from {
-                if end > from {
-                    let position = from.max(start);
-                    let at = now.plus(filled as u64 + (position - start));
-                    self.first_audio_from = None;
-                    events.push(
-                        self.session,
-                        self.generation,
-                        at,
-                        EventKind::FirstAudio { position },
-                    );
-                }
-            }
-            self.turn_played += end.saturating_sub(start.max(self.turn_start));
-            self.played += take as u64;
-            self.consumed = end;
+            self.account(filled, take, now, events);
             filled += take;
         }
         filled
+    }
+
+    /// Books `take` frames played from the ring, starting `filled` frames
+    /// into the block: counters and the turn's first-audio event.
+    fn account(&mut self, filled: usize, take: usize, now: SampleTime, events: &mut EventOut<'_>) {
+        let start = self.consumed;
+        let end = start + take as u64;
+        if let Some(from) = self.first_audio_from {
+            if end > from {
+                let position = from.max(start);
+                let at = now.plus(filled as u64 + (position - start));
+                self.first_audio_from = None;
+                events.push(
+                    self.session,
+                    self.generation,
+                    at,
+                    EventKind::FirstAudio { position },
+                );
+            }
+        }
+        self.turn_played += end.saturating_sub(start.max(self.turn_start));
+        self.played += take as u64;
+        self.consumed = end;
+    }
+
+    /// No tail, no ramp, nothing to skip and audible: the samples pass
+    /// through at unity gain.
+    fn steady(&self) -> bool {
+        self.tail.is_none()
+            && self.pause == PauseState::Playing
+            && self.consumed >= self.skip_until
+            && !self.direct_muted
+    }
+
+    /// The background gain the duck is heading for.
+    fn duck_target(&self) -> f32 {
+        match self.duck {
+            Some(duck) if self.speaking => duck.gain,
+            _ => 1.0,
+        }
+    }
+
+    /// Copies the next `frames` speech frames into `scratch` and consumes them.
+    fn copy_speech(&mut self, scratch: &mut [f32], frames: usize) {
+        let len = frames * self.channels;
+        if let Ok(chunk) = self.speech_rx.read_chunk(len) {
+            let (a, b) = chunk.as_slices();
+            scratch[..a.len()].copy_from_slice(a);
+            scratch[a.len()..len].copy_from_slice(b);
+            chunk.commit_all();
+        }
+    }
+
+    /// The steady case in one pass: `filled` speech frames and whatever
+    /// background there is go straight from the rings into `out`, saturated,
+    /// with no copy in between.
+    fn mix_direct(&mut self, out: &mut [f32], n: usize, filled: usize) {
+        let ch = self.channels;
+        let take = n.min(self.background_rx.slots() / ch);
+        let (Ok(speech), Ok(background)) = (
+            self.speech_rx.read_chunk(filled * ch),
+            self.background_rx.read_chunk(take * ch),
+        ) else {
+            return;
+        };
+        let gain = self.background_gain * self.duck_gain;
+        let len = filled.max(take) * ch;
+        mix_sources(
+            &mut out[..len],
+            speech.as_slices(),
+            background.as_slices(),
+            gain,
+            self.saturation,
+        );
+        speech.commit_all();
+        background.commit_all();
+        self.background_frames += take as u64;
     }
 
     fn update_speaking(
@@ -447,13 +521,10 @@ impl Voice {
         }
     }
 
-    /// Adds background under the speech in scratch; returns frames touched.
-    fn mix_background(&mut self, n: usize, filled: usize) -> usize {
+    /// Adds background under the speech in `scratch`; returns frames touched.
+    fn mix_background(&mut self, scratch: &mut [f32], n: usize, filled: usize) -> usize {
         let ch = self.channels;
-        let target = match self.duck {
-            Some(duck) if self.speaking => duck.gain,
-            _ => 1.0,
-        };
+        let target = self.duck_target();
         let step = match self.duck {
             Some(duck) => (1.0 - duck.gain).abs() / duck.ramp_frames.max(1) as f32,
             None => 1.0,
@@ -464,17 +535,24 @@ impl Voice {
             self.duck_gain = approach(self.duck_gain, target, step * n as f32);
             return filled;
         }
-        self.zero_after(filled, take.max(filled));
+        if take > filled {
+            scratch[filled * ch..take * ch].fill(0.0);
+        }
         let Ok(chunk) = self.background_rx.read_chunk(take * ch) else {
             return filled;
         };
         let (a, b) = chunk.as_slices();
         let gain = self.background_gain;
-        let dst = &mut self.scratch[..take * ch];
+        let dst = &mut scratch[..take * ch];
         let mut duck_gain = self.duck_gain;
         if duck_gain == target {
             let g = gain * duck_gain;
-            for (d, s) in dst.iter_mut().zip(a.iter().chain(b)) {
+            // Two plain loops, one per ring slice, so both vectorise.
+            let (da, db) = dst.split_at_mut(a.len());
+            for (d, s) in da.iter_mut().zip(a) {
+                *d += s * g;
+            }
+            for (d, s) in db.iter_mut().zip(b) {
                 *d += s * g;
             }
         } else {
@@ -491,13 +569,6 @@ impl Voice {
         chunk.commit_all();
         self.background_frames += take as u64;
         take.max(filled)
-    }
-
-    fn zero_after(&mut self, from: usize, to: usize) {
-        let ch = self.channels;
-        if to > from {
-            self.scratch[from * ch..to * ch].fill(0.0);
-        }
     }
 
     fn publish(&self) {

@@ -18,7 +18,6 @@ fn voice(session: u32, generation: u32) -> (VoiceControl, Voice) {
         session: SessionId(session),
         generation,
         channels: 2,
-        max_block_frames: 256,
         speech_capacity_frames: 48_000,
         background_capacity_frames: 48_000,
         command_capacity: 64,

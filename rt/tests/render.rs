@@ -10,7 +10,6 @@ fn config(channels: usize) -> VoiceConfig {
         session: SessionId(0),
         generation: 0,
         channels,
-        max_block_frames: 64,
         speech_capacity_frames: 10_000,
         background_capacity_frames: 10,
         command_capacity: 8,
