@@ -114,6 +114,7 @@ pub fn voice_config(
     renderer: &sotto_rt::RendererConfig,
     session: SessionId,
     generation: u32,
+    doorbells: &sotto_rt::Doorbells,
 ) -> sotto_rt::VoiceConfig {
     let rate = renderer.sample_rate;
     let frames = |d: Duration| frames_of(d, rate);
@@ -133,6 +134,7 @@ pub fn voice_config(
         }),
         background_gain: c.background_gain,
         saturation: c.saturation,
+        doorbells: Some(doorbells.clone()),
     }
 }
 
@@ -640,7 +642,7 @@ impl SessionState {
             self.command_backlog.push_back(cmd);
             return;
         }
-        if self.voice.command_tx.push(cmd).is_err() {
+        if self.voice.send(cmd).is_err() {
             // The renderer is not draining (no block rendered yet); keep order.
             self.command_backlog.push_back(cmd);
         }
@@ -856,7 +858,7 @@ impl SessionState {
     /// Moves waiting work forward as far as the rings allow.
     fn progress(&mut self) {
         while let Some(cmd) = self.command_backlog.front().copied() {
-            if self.voice.command_tx.push(cmd).is_err() {
+            if self.voice.send(cmd).is_err() {
                 break;
             }
             self.command_backlog.pop_front();

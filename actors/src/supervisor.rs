@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use rtrb::Producer;
-use sotto_rt::{Command, RendererConfig, SessionId, Telemetry, Voice};
+use sotto_rt::{Command, Doorbells, RendererConfig, SessionId, Telemetry, Voice};
 use tokio::sync::oneshot;
 
 use crate::ingest::{FormatError, Ingest};
@@ -65,6 +65,8 @@ pub struct SupervisorArgs {
     pub command_tx: Producer<Command>,
     /// The renderer's format.
     pub renderer: RendererConfig,
+    /// The renderer's doorbells, for every voice.
+    pub doorbells: Doorbells,
     /// Renderer-wide telemetry.
     pub telemetry: Arc<Telemetry>,
     /// The event pump.
@@ -209,7 +211,13 @@ impl SupervisorState {
         shared: &Arc<SessionShared>,
         generation: u32,
     ) -> Result<(), CreateError> {
-        let vc = voice_config(&shared.config, &self.args.renderer, shared.id, generation);
+        let vc = voice_config(
+            &shared.config,
+            &self.args.renderer,
+            shared.id,
+            generation,
+            &self.args.doorbells,
+        );
         let (control, voice) = Voice::new(&vc);
         let telemetry = Arc::clone(&control.telemetry);
         let args = SessionArgs {

@@ -42,6 +42,7 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
             duck: None,
             background_gain: 0.5,
             saturation: Saturation::Hard,
+            doorbells: Some(control.doorbells.clone()),
         });
         control.add_voice(Box::new(voice)).unwrap();
         fed.push(Fed {
@@ -68,10 +69,7 @@ fn refill(fed: &mut [Fed], audio: &[f32], round: u64) {
             .push_partial_slice(&audio[..room.min(audio.len())]);
         // Keep a fade tail running on a quarter of the voices.
         if f.fading && round.is_multiple_of(4) {
-            let _ = f
-                .control
-                .command_tx
-                .push(VoiceCommand::Interrupt { fence: f.pushed });
+            let _ = f.control.send(VoiceCommand::Interrupt { fence: f.pushed });
         }
     }
 }

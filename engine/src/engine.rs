@@ -91,7 +91,9 @@ pub enum EngineError {
 }
 
 enum Driver {
-    Offline(OfflineDriver),
+    // Boxed: it holds the renderer, which the virtual variant has moved to
+    // its thread.
+    Offline(Box<OfflineDriver>),
     Virtual {
         clock: VirtualClock,
         capture: Option<Consumer<f32>>,
@@ -164,6 +166,7 @@ impl Engine {
             EngineSupervisor,
             SupervisorArgs {
                 command_tx: control.command_tx,
+                doorbells: control.doorbells,
                 renderer: renderer_config,
                 telemetry: Arc::clone(&telemetry),
                 pump: pump.clone(),
@@ -176,13 +179,13 @@ impl Engine {
             reason: e.to_string(),
         })?;
         let driver = match config.clock {
-            Clock::Offline => Driver::Offline(OfflineDriver::new(
+            Clock::Offline => Driver::Offline(Box::new(OfflineDriver::new(
                 renderer,
                 Arc::clone(&telemetry),
                 pump.clone(),
                 Arc::clone(&quiesce),
                 config.block_frames,
-            )),
+            ))),
             Clock::Virtual { capture, deferred } => {
                 let (tx, rx) = match capture {
                     Some(d) => {

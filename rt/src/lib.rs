@@ -10,6 +10,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod doorbell;
 mod dsp;
 mod message;
 mod renderer;
@@ -17,6 +18,7 @@ mod telemetry;
 mod time;
 mod voice;
 
+pub use doorbell::Doorbells;
 pub use dsp::{fade_gain, Saturation};
 pub use message::{Command, Event, EventKind, VoiceCommand};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::{Command, Event, EventKind, SampleTime, Saturation, SessionId, Telemetry, Voice};
+use crate::{
+    Command, Doorbells, Event, EventKind, SampleTime, Saturation, SessionId, Telemetry, Voice,
+};
 
 /// Capacities and format of a renderer, fixed at construction.
 #[derive(Debug, Clone)]
@@ -87,6 +89,9 @@ pub struct RendererControl {
     pub retired_rx: Consumer<Box<Voice>>,
     /// Renderer-wide counters.
     pub telemetry: Arc<Telemetry>,
+    /// Put these in each [`VoiceConfig`](crate::VoiceConfig) so the renderer
+    /// only polls voices that have commands waiting.
+    pub doorbells: Doorbells,
 }
 
 impl RendererControl {
@@ -171,6 +176,7 @@ pub struct Renderer {
     saturation: Saturation,
     /// One block of work space shared by every voice, so it stays in cache.
     scratch: Box<[f32]>,
+    doorbells: Doorbells,
 }
 
 impl Renderer {
@@ -195,6 +201,7 @@ impl Renderer {
         let retire_capacity = config.command_capacity + config.max_sessions;
         let (retired_tx, retired_rx) = RingBuffer::new(retire_capacity);
         let telemetry = Arc::new(Telemetry::default());
+        let doorbells = Doorbells::new(config.max_sessions);
         let renderer = Renderer {
             command_rx,
             event_tx,
@@ -205,6 +212,7 @@ impl Renderer {
             clock: SampleTime(0),
             saturation: config.saturation,
             scratch: vec![0.0; config.max_block_frames * config.channels].into_boxed_slice(),
+            doorbells: doorbells.clone(),
             config: config.clone(),
         };
         let control = RendererControl {
@@ -213,6 +221,7 @@ impl Renderer {
             event_rx,
             retired_rx,
             telemetry,
+            doorbells,
         };
         Ok((control, renderer))
     }
@@ -252,8 +261,11 @@ impl Renderer {
     fn apply_commands(&mut self) {
         while let Ok(cmd) = self.command_rx.pop() {
             match cmd {
-                Command::AddVoice(voice) => {
+                Command::AddVoice(mut voice) => {
                     let slot = voice.session().index();
+                    voice.belled = voice.rings(&self.doorbells);
+                    // Commands queued before the voice arrived are seen now.
+                    self.doorbells.ring(voice.session());
                     if let Some(place) = self.voices.get_mut(slot) {
                         if let Some(old) = place.replace(voice) {
                             self.retire(old);
@@ -315,8 +327,15 @@ impl Renderer {
             tx: &mut self.event_tx,
             dropped: &self.telemetry.events_dropped,
         };
-        for voice in self.voices.iter_mut().flatten() {
-            voice.apply_commands(now, &mut events);
+        let mut bells = 0u64;
+        for (i, slot) in self.voices.iter_mut().enumerate() {
+            if i % 64 == 0 {
+                bells = self.doorbells.take(i / 64);
+            }
+            let Some(voice) = slot else { continue };
+            if !voice.belled || (bells >> (i % 64)) & 1 == 1 {
+                voice.apply_commands(now, &mut events);
+            }
             voice.process(out, &mut self.scratch, now, &mut events);
         }
         let peak = self.saturation.apply_all(out);

@@ -12,7 +12,7 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::dsp::{mix_sources, snap, PauseState, Saturation, Tail};
 use crate::renderer::EventOut;
-use crate::{EventKind, SampleTime, SessionId, VoiceCommand, VoiceTelemetry};
+use crate::{Doorbells, EventKind, SampleTime, SessionId, VoiceCommand, VoiceTelemetry};
 
 /// Background ducking under speech (SPEC O11, beyond).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -50,6 +50,9 @@ pub struct VoiceConfig {
     pub background_gain: f32,
     /// How speech + background is kept inside full scale.
     pub saturation: Saturation,
+    /// The renderer's [`RendererControl::doorbells`](crate::RendererControl);
+    /// without them the renderer polls this voice's commands every block.
+    pub doorbells: Option<Doorbells>,
 }
 
 /// The control side's ends of a voice.
@@ -59,10 +62,28 @@ pub struct VoiceControl {
     pub speech_tx: Producer<f32>,
     /// Background samples, same format.
     pub background_tx: Producer<f32>,
-    /// Commands for this voice, applied at the start of the next render call.
-    pub command_tx: Producer<VoiceCommand>,
     /// What the voice reports.
     pub telemetry: Arc<VoiceTelemetry>,
+    command_tx: Producer<VoiceCommand>,
+    doorbells: Option<Doorbells>,
+    session: SessionId,
+}
+
+impl VoiceControl {
+    /// Queues a command for the voice, applied at the start of the next
+    /// render block.
+    ///
+    /// # Errors
+    /// Gives the command back when the voice's command ring is full.
+    pub fn send(&mut self, command: VoiceCommand) -> Result<(), VoiceCommand> {
+        self.command_tx
+            .push(command)
+            .map_err(|rtrb::PushError::Full(c)| c)?;
+        if let Some(bells) = &self.doorbells {
+            bells.ring(self.session);
+        }
+        Ok(())
+    }
 }
 
 /// A session's voice inside the renderer.
@@ -75,6 +96,9 @@ pub struct Voice {
     background_rx: Consumer<f32>,
     command_rx: Consumer<VoiceCommand>,
     telemetry: Arc<VoiceTelemetry>,
+    doorbells: Option<Doorbells>,
+    /// Set by the renderer: its doorbells announce this voice's commands.
+    pub(crate) belled: bool,
 
     consumed: u64,
     played: u64,
@@ -121,6 +145,8 @@ impl Voice {
             background_rx,
             command_rx,
             telemetry: Arc::clone(&telemetry),
+            doorbells: config.doorbells.clone(),
+            belled: false,
             consumed: 0,
             played: 0,
             turn_start: 0,
@@ -148,6 +174,8 @@ impl Voice {
             background_tx,
             command_tx,
             telemetry,
+            doorbells: config.doorbells.clone(),
+            session: config.session,
         };
         (control, voice)
     }
@@ -162,6 +190,11 @@ impl Voice {
     #[must_use]
     pub fn generation(&self) -> u32 {
         self.generation
+    }
+
+    /// Whether commands for this voice are announced on `bells`.
+    pub(crate) fn rings(&self, bells: &Doorbells) -> bool {
+        self.doorbells.as_ref().is_some_and(|d| d.same(bells))
     }
 
     /// Interleaved channel count.

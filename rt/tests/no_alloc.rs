@@ -6,14 +6,14 @@
 
 use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
 use sotto_rt::{
-    Command, DuckConfig, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand,
-    VoiceConfig, VoiceControl,
+    Command, Doorbells, DuckConfig, Renderer, RendererConfig, Saturation, SessionId, Voice,
+    VoiceCommand, VoiceConfig, VoiceControl,
 };
 
 #[global_allocator]
 static ALLOCATOR: AllocDisabler = AllocDisabler;
 
-fn voice(session: u32, generation: u32) -> (VoiceControl, Voice) {
+fn voice(session: u32, generation: u32, doorbells: Option<&Doorbells>) -> (VoiceControl, Voice) {
     Voice::new(&VoiceConfig {
         session: SessionId(session),
         generation,
@@ -30,6 +30,7 @@ fn voice(session: u32, generation: u32) -> (VoiceControl, Voice) {
         }),
         background_gain: 1.0,
         saturation: Saturation::Soft,
+        doorbells: doorbells.cloned(),
     })
 }
 
@@ -73,8 +74,9 @@ fn every_render_path_is_allocation_free() {
     })
     .unwrap();
     let mut out = vec![0.0f32; 2048];
-    let (mut a, va) = voice(0, 0);
-    let (mut b, vb) = voice(1, 0);
+    // `a` announces its commands on the doorbells, `b` is polled every block.
+    let (mut a, va) = voice(0, 0, Some(&control.doorbells));
+    let (mut b, vb) = voice(1, 0, None);
     control.add_voice(Box::new(va)).unwrap();
     control.add_voice(Box::new(vb)).unwrap();
     fill(&mut a, 20_000, 0.9);
@@ -82,34 +84,22 @@ fn every_render_path_is_allocation_free() {
     let start = violation_count();
 
     render_guarded(&mut renderer, &mut out, 20); // play, mix, duck, limiter, underrun of b
-    a.command_tx
-        .push(VoiceCommand::BeginTurn { start: 0 })
-        .unwrap();
-    a.command_tx.push(VoiceCommand::Pause).unwrap();
+    a.send(VoiceCommand::BeginTurn { start: 0 }).unwrap();
+    a.send(VoiceCommand::Pause).unwrap();
     render_guarded(&mut renderer, &mut out, 8);
-    a.command_tx.push(VoiceCommand::Resume).unwrap();
+    a.send(VoiceCommand::Resume).unwrap();
     render_guarded(&mut renderer, &mut out, 8);
-    a.command_tx
-        .push(VoiceCommand::Interrupt { fence: 20_000 })
-        .unwrap();
+    a.send(VoiceCommand::Interrupt { fence: 20_000 }).unwrap();
     render_guarded(&mut renderer, &mut out, 4);
     fill(&mut a, 1_000, -0.5);
-    a.command_tx
-        .push(VoiceCommand::Interrupt { fence: 21_000 })
-        .unwrap(); // during the tail
+    a.send(VoiceCommand::Interrupt { fence: 21_000 }).unwrap(); // during the tail
     render_guarded(&mut renderer, &mut out, 40);
     fill(&mut a, 1_000, 0.5);
-    a.command_tx
-        .push(VoiceCommand::Clear { fence: 22_000 })
+    a.send(VoiceCommand::Clear { fence: 22_000 }).unwrap();
+    a.send(VoiceCommand::SetDirectMuted(true)).unwrap();
+    a.send(VoiceCommand::SetSaturation(Saturation::Hard))
         .unwrap();
-    a.command_tx
-        .push(VoiceCommand::SetDirectMuted(true))
-        .unwrap();
-    a.command_tx
-        .push(VoiceCommand::SetSaturation(Saturation::Hard))
-        .unwrap();
-    a.command_tx
-        .push(VoiceCommand::SynthesisComplete { end: 22_000 })
+    a.send(VoiceCommand::SynthesisComplete { end: 22_000 })
         .unwrap();
     control
         .send(Command::SetMasterSaturation(Saturation::Hard))
@@ -117,7 +107,7 @@ fn every_render_path_is_allocation_free() {
     render_guarded(&mut renderer, &mut out, 8);
 
     // Replace a voice (the old one is retired) and remove another.
-    let (_a2, va2) = voice(0, 1);
+    let (_a2, va2) = voice(0, 1, Some(&control.doorbells));
     control.add_voice(Box::new(va2)).unwrap();
     control.send(Command::RemoveVoice(SessionId(1))).unwrap();
     render_guarded(&mut renderer, &mut out, 4);

@@ -3,7 +3,9 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
-use sotto_rt::{Renderer, RendererConfig, RendererError, SessionId, Voice, VoiceConfig};
+use sotto_rt::{
+    EventKind, Renderer, RendererConfig, RendererError, SessionId, Voice, VoiceCommand, VoiceConfig,
+};
 
 fn config(channels: usize) -> VoiceConfig {
     VoiceConfig {
@@ -19,6 +21,7 @@ fn config(channels: usize) -> VoiceConfig {
         duck: None,
         background_gain: 1.0,
         saturation: sotto_rt::Saturation::Hard,
+        doorbells: None,
     }
 }
 
@@ -82,4 +85,50 @@ fn control_side_errors_are_typed() {
         control.add_voice(Box::new(v)).unwrap_err(),
         RendererError::NoSuchSlot(SessionId(1000))
     );
+}
+
+/// A command reaches its voice on the next block whether the voice rings the
+/// renderer's doorbells, rings another renderer's, or has none.
+#[test]
+fn commands_arrive_with_and_without_doorbells() {
+    let (mut control, mut r) = Renderer::new(RendererConfig {
+        max_block_frames: 64,
+        max_sessions: 130,
+        ..RendererConfig::default()
+    })
+    .unwrap();
+    let (foreign, _other) = Renderer::new(RendererConfig::default()).unwrap();
+    let bells = [
+        Some(control.doorbells.clone()),
+        Some(foreign.doorbells.clone()),
+        None,
+    ];
+    let mut controls = Vec::new();
+    // Slots in three different words of the bitset.
+    for (slot, bells) in [0u32, 64, 129].into_iter().zip(bells) {
+        let mut c = config(1);
+        c.session = SessionId(slot);
+        c.doorbells = bells;
+        let (mut vc, v) = Voice::new(&c);
+        let _ = vc.speech_tx.push_partial_slice(&[0.25; 1000]);
+        control.add_voice(Box::new(v)).unwrap();
+        controls.push(vc);
+    }
+    let mut out = [0.0f32; 64];
+    r.render(&mut out);
+    assert_eq!(out[0], 0.75);
+    for round in 0..3 {
+        for vc in &mut controls {
+            vc.send(VoiceCommand::Pause).unwrap();
+        }
+        r.render(&mut out);
+        let paused = std::iter::from_fn(|| control.event_rx.pop().ok())
+            .filter(|e| e.kind == EventKind::Paused)
+            .count();
+        assert_eq!(paused, 3, "round {round}");
+        for vc in &mut controls {
+            vc.send(VoiceCommand::Resume).unwrap();
+        }
+        r.render(&mut out);
+    }
 }
