@@ -118,30 +118,16 @@ impl Ingest {
 
     /// Converts `bytes` and appends whole output frames to `out`.
     pub fn push(&mut self, bytes: &[u8], out: &mut Vec<f32>) {
-        let fb = self.frame_bytes();
-        self.frames.clear();
-        let mut rest = bytes;
-        if !self.carry.is_empty() {
-            let need = fb - self.carry.len();
-            let take = need.min(rest.len());
-            self.carry.extend_from_slice(&rest[..take]);
-            rest = &rest[take..];
-            if self.carry.len() == fb {
-                let carry = std::mem::take(&mut self.carry);
-                self.decode(&carry);
-                self.carry = carry;
-                self.carry.clear();
+        let (input, out_ch) = (&self.input, self.out_channels);
+        match &mut self.resampler {
+            // Nothing between decoding and the output: decode straight into it.
+            None => push_frames(input, out_ch, &mut self.carry, bytes, out),
+            Some(r) => {
+                self.frames.clear();
+                push_frames(input, out_ch, &mut self.carry, bytes, &mut self.frames);
+                r.push(&self.frames, out);
             }
         }
-        let whole = rest.len() - rest.len() % fb;
-        self.decode(&rest[..whole]);
-        self.carry.extend_from_slice(&rest[whole..]);
-        let frames = std::mem::take(&mut self.frames);
-        match &mut self.resampler {
-            Some(r) => r.push(&frames, out),
-            None => out.extend_from_slice(&frames),
-        }
-        self.frames = frames;
     }
 
     /// Ends the stream: emits what the resampler still holds, then starts
@@ -166,41 +152,77 @@ impl Ingest {
     pub fn held_bytes(&self) -> usize {
         self.carry.len()
     }
+}
 
-    /// Decodes whole input frames into `self.frames` at the output channel count.
-    fn decode(&mut self, bytes: &[u8]) {
-        let in_ch = self.input.channels;
-        let out_ch = self.out_channels;
-        let bps = self.input.sample_format.bytes();
-        let fmt = self.input.sample_format;
-        let sample = |b: &[u8]| -> f32 {
-            match fmt {
-                SampleFormat::S16 => f32::from(i16::from_le_bytes([b[0], b[1]])) / 32768.0,
-                SampleFormat::F32 => {
-                    let v = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-                    if v.is_finite() {
-                        v
-                    } else {
-                        0.0
-                    }
-                }
-            }
-        };
-        for frame in bytes.chunks_exact(in_ch * bps) {
-            if in_ch == out_ch {
-                self.frames.extend(frame.chunks_exact(bps).map(sample));
-            } else if out_ch == 1 {
-                let sum: f32 = frame.chunks_exact(bps).map(sample).sum();
-                self.frames.push(sum / in_ch as f32);
-            } else if in_ch == 1 {
-                let v = sample(frame);
-                self.frames.extend(std::iter::repeat_n(v, out_ch));
+/// Completes the partial frame held in `carry`, decodes every whole frame of
+/// `bytes` into `out` and holds the bytes left over.
+fn push_frames(
+    input: &InputFormat,
+    out_ch: usize,
+    carry: &mut Vec<u8>,
+    bytes: &[u8],
+    out: &mut Vec<f32>,
+) {
+    let fb = input.channels * input.sample_format.bytes();
+    let mut rest = bytes;
+    if !carry.is_empty() {
+        let take = (fb - carry.len()).min(rest.len());
+        carry.extend_from_slice(&rest[..take]);
+        rest = &rest[take..];
+        if carry.len() == fb {
+            decode(input, out_ch, carry, out);
+            carry.clear();
+        }
+    }
+    let whole = rest.len() - rest.len() % fb;
+    decode(input, out_ch, &rest[..whole], out);
+    carry.extend_from_slice(&rest[whole..]);
+}
+
+/// Decodes whole input frames into `out` at `out_ch` channels.
+fn decode(input: &InputFormat, out_ch: usize, bytes: &[u8], out: &mut Vec<f32>) {
+    // The format is matched once, outside the per-sample loops, so each loop
+    // is a plain conversion the compiler can vectorise.
+    match input.sample_format {
+        SampleFormat::S16 => decode_with::<2>(input.channels, out_ch, bytes, out, |b| {
+            f32::from(i16::from_le_bytes(*b)) / 32768.0
+        }),
+        SampleFormat::F32 => decode_with::<4>(input.channels, out_ch, bytes, out, |b| {
+            let v = f32::from_le_bytes(*b);
+            // NaN or infinity from a broken synthesiser becomes silence, not
+            // a poisoned mix.
+            if v.is_finite() {
+                v
             } else {
-                for c in 0..out_ch {
-                    let i = (c % in_ch) * bps;
-                    self.frames.push(sample(&frame[i..i + bps]));
-                }
+                0.0
             }
+        }),
+    }
+}
+
+fn decode_with<const BYTES: usize>(
+    in_ch: usize,
+    out_ch: usize,
+    bytes: &[u8],
+    out: &mut Vec<f32>,
+    sample: impl Fn(&[u8; BYTES]) -> f32,
+) {
+    let (samples, _) = bytes.as_chunks::<BYTES>();
+    out.reserve(samples.len() / in_ch * out_ch);
+    if in_ch == out_ch {
+        out.extend(samples.iter().map(sample));
+    } else if out_ch == 1 {
+        for frame in samples.chunks_exact(in_ch) {
+            let sum: f32 = frame.iter().map(&sample).sum();
+            out.push(sum / in_ch as f32);
+        }
+    } else if in_ch == 1 {
+        for s in samples {
+            out.extend(std::iter::repeat_n(sample(s), out_ch));
+        }
+    } else {
+        for frame in samples.chunks_exact(in_ch) {
+            out.extend((0..out_ch).map(|c| sample(&frame[c % in_ch])));
         }
     }
 }

@@ -107,6 +107,9 @@ pub fn frames_of(d: Duration, rate: u32) -> u64 {
     (d.as_secs_f64() * f64::from(rate)).round() as u64
 }
 
+/// Largest decode buffer a session keeps between pushes (256 KiB).
+const MAX_KEPT_DECODE_SAMPLES: usize = 64 * 1024;
+
 /// Converts a session's config to its voice's config.
 #[must_use]
 pub fn voice_config(
@@ -484,6 +487,8 @@ pub struct SessionState {
     background_ingest: Ingest,
     pending: VecDeque<Pending>,
     background_pending: VecDeque<Pending>,
+    /// Decoded frames of the push being handled; kept for its capacity.
+    decoded: Vec<f32>,
     command_backlog: VecDeque<VoiceCommand>,
     pushed: u64,
     turn_start: u64,
@@ -522,6 +527,7 @@ impl Actor for Session {
             background_ingest,
             pending: VecDeque::new(),
             background_pending: VecDeque::new(),
+            decoded: Vec::new(),
             command_backlog: VecDeque::new(),
             pushed: 0,
             turn_start: 0,
@@ -663,7 +669,8 @@ impl SessionState {
             });
             return;
         }
-        let mut frames = Vec::new();
+        let mut frames = std::mem::take(&mut self.decoded);
+        frames.clear();
         match input {
             Input::Speech => self.ingest.push(bytes, &mut frames),
             Input::Background => self.background_ingest.push(bytes, &mut frames),
@@ -671,15 +678,37 @@ impl SessionState {
         if input == Input::Speech {
             self.tee(&frames);
         }
-        let item = Pending::Frames {
-            frames,
-            offset: 0,
-            accepted: 0,
-            reply,
+        let ch = self.channels;
+        let (queue, tx) = match input {
+            Input::Speech => (&mut self.pending, &mut self.voice.speech_tx),
+            Input::Background => (&mut self.background_pending, &mut self.voice.background_tx),
         };
-        match input {
-            Input::Speech => self.pending.push_back(item),
-            Input::Background => self.background_pending.push_back(item),
+        // Nothing waiting ahead of it: what fits goes straight into the
+        // ring, and only the rest is copied to wait for room.
+        let written = if queue.is_empty() {
+            write_frames(tx, &frames, ch)
+        } else {
+            0
+        };
+        if input == Input::Speech {
+            self.pushed += written as u64;
+        }
+        if written * ch == frames.len() {
+            let _ = reply.send(PushOutcome {
+                accepted_frames: written as u64,
+                ..PushOutcome::default()
+            });
+        } else {
+            queue.push_back(Pending::Frames {
+                frames: frames[written * ch..].to_vec(),
+                offset: 0,
+                accepted: written as u64,
+                reply,
+            });
+        }
+        // A one-off huge push does not pin its buffer for the session's life.
+        if frames.capacity() <= MAX_KEPT_DECODE_SAMPLES {
+            self.decoded = frames;
         }
     }
 

@@ -736,3 +736,28 @@ async fn many_sessions_mix_into_one_output() {
     engine.remove_session(&handles[0]).await.unwrap();
     assert!(handles[0].interrupt().is_err());
 }
+
+/// An application drives the engine from its own tasks on a multi-threaded
+/// runtime: every future of the engine and the handle is `Send`.
+#[test]
+fn engine_and_handle_work_from_spawned_tasks() {
+    let rt = rt();
+    let out = rt.block_on(async {
+        let engine = Engine::start(EngineConfig::default()).await.unwrap();
+        let task = tokio::spawn(async move {
+            let s = engine.create_session(cfg()).await.unwrap();
+            s.push(dc_s16(480, 16384)).await.unwrap();
+            engine.settle().await.unwrap();
+            let out = engine.render(960).await.unwrap();
+            s.clear_queue().await.unwrap();
+            let _ = s.snapshot_playback().await.unwrap();
+            s.wait_for_playout().await.unwrap();
+            engine.remove_session(&s).await.unwrap();
+            engine.shutdown().await;
+            out
+        });
+        task.await.unwrap()
+    });
+    assert!(out[..480].iter().all(|&v| v == 0.5));
+    assert!(out[480..].iter().all(|&v| v == 0.0));
+}

@@ -72,12 +72,12 @@ impl OfflineDriver {
         let mut left = frames;
         while left > 0 {
             let n = (self.block_frames as u64).min(left) as usize;
-            self.settle().await?;
+            self.quiesce.settle(SETTLE_LIMIT).await?;
             let buf = &mut self.block[..n * self.channels];
             guarded_render(&mut self.renderer, buf, &self.telemetry);
             out.extend_from_slice(buf);
             send_pump(&self.pump, &self.quiesce, PumpMsg::Pump(None));
-            self.settle().await?;
+            self.quiesce.settle(SETTLE_LIMIT).await?;
             left -= n as u64;
         }
         Ok(())
