@@ -110,5 +110,54 @@ fn bench_render(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_render);
+/// The memory floor under `render_block_10ms`: the same bytes written into
+/// per-voice buffers of the same size between blocks, then read once and
+/// mixed (`out += clamp(speech + g * background)`), with nothing else.
+/// No renderer can read its voices' queued samples faster than this.
+fn bench_floor(c: &mut Criterion) {
+    let mut group = c.benchmark_group("mix_floor_10ms");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for rate in [24_000u32, 48_000] {
+        let sessions = 1024;
+        let block = rate as usize / 100;
+        let capacity = block * 8;
+        let mut speech = vec![vec![0.0f32; capacity]; sessions];
+        let mut background = vec![vec![0.0f32; capacity]; sessions];
+        let audio: Vec<f32> = (0..block).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+        let mut out = vec![0.0f32; block];
+        let mut at = 0;
+        group.throughput(Throughput::Elements(sessions as u64));
+        group.bench_function(
+            BenchmarkId::new(format!("{}k", rate / 1000), sessions),
+            |b| {
+                b.iter_custom(|iters| {
+                    let mut total = Duration::ZERO;
+                    for _ in 0..iters {
+                        for (s, g) in speech.iter_mut().zip(&mut background) {
+                            s[at..at + block].copy_from_slice(&audio);
+                            g[at..at + block].copy_from_slice(&audio);
+                        }
+                        let t = Instant::now();
+                        out.fill(0.0);
+                        for (s, g) in speech.iter().zip(&background) {
+                            let (s, g) = (&s[at..at + block], &g[at..at + block]);
+                            for ((o, s), g) in out.iter_mut().zip(s).zip(g) {
+                                *o += (s + g * 0.5).clamp(-1.0, 1.0);
+                            }
+                        }
+                        std::hint::black_box(&mut out);
+                        total += t.elapsed();
+                        at = (at + block) % capacity;
+                    }
+                    total
+                });
+            },
+        );
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_render, bench_floor);
 criterion_main!(benches);
