@@ -229,7 +229,7 @@ fn decode_with<const BYTES: usize>(
 
 /// A fixed-chunk FFT resampler whose output does not depend on how the
 /// input was chunked, with its start-up delay trimmed.
-struct Resample {
+pub(crate) struct Resample {
     inner: Fft<f32>,
     channels: usize,
     ratio: f64,
@@ -241,7 +241,7 @@ struct Resample {
 }
 
 impl Resample {
-    fn new(in_rate: u32, out_rate: u32, channels: usize) -> Result<Self, FormatError> {
+    pub(crate) fn new(in_rate: u32, out_rate: u32, channels: usize) -> Result<Self, FormatError> {
         let inner = Fft::<f32>::new(
             in_rate as usize,
             out_rate as usize,
@@ -264,7 +264,7 @@ impl Resample {
         })
     }
 
-    fn push(&mut self, frames: &[f32], out: &mut Vec<f32>) {
+    pub(crate) fn push(&mut self, frames: &[f32], out: &mut Vec<f32>) {
         self.pending.extend_from_slice(frames);
         self.in_frames += (frames.len() / self.channels) as u64;
         let chunk = RESAMPLE_CHUNK * self.channels;
@@ -276,7 +276,7 @@ impl Resample {
         self.pending.drain(..start);
     }
 
-    fn flush(&mut self, out: &mut Vec<f32>) {
+    pub(crate) fn flush(&mut self, out: &mut Vec<f32>) {
         let expected = (self.in_frames as f64 * self.ratio).round() as u64;
         let mut partial = self.pending.len() / self.channels;
         // Feed silence until the delayed output has caught up with the input.

@@ -5,6 +5,8 @@
 //! [`driver::guarded_render`] enters the real-time core.
 #![deny(missing_docs)]
 
+pub mod background;
+pub mod decode;
 pub mod driver;
 pub mod ingest;
 pub mod pump;
@@ -16,8 +18,8 @@ pub mod supervisor;
 pub use ingest::{FormatError, Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
 pub use quiesce::{Quiescence, SettleTimeout};
 pub use session::{
-    Input, PushOutcome, SessionClosed, SessionConfig, SessionEvent, SessionEventKind, SessionMsg,
-    SessionShared,
+    Duck, Input, PushOutcome, SessionClosed, SessionConfig, SessionEvent, SessionEventKind,
+    SessionMsg, SessionShared,
 };
 pub use sink::{AudioSink, Recorder, RecorderLog, SinkError};
 pub use supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};

@@ -11,14 +11,61 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use sotto_rt::{
-    DuckConfig, Event, EventKind, SampleTime, Saturation, SessionId, VoiceCommand, VoiceControl,
-    VoiceTelemetry,
+    ClipCommand, DuckConfig, Event, EventKind, SampleTime, Saturation, SessionId, VoiceCommand,
+    VoiceControl, VoiceTelemetry,
 };
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ingest::{Ingest, InputFormat};
 use crate::quiesce::{HandledGuard, Quiescence};
 use crate::sink::AudioSink;
+
+/// Background ducking under speech: the background drops by `depth_db`
+/// while the session speaks, through ramps.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Duck {
+    /// Gain change while speaking, in dB (negative; default −12).
+    pub depth_db: f32,
+    /// Ramp down when speech starts (default 50 ms).
+    pub down: Duration,
+    /// Ramp back up after speech stops (default 250 ms).
+    pub up: Duration,
+}
+
+impl Default for Duck {
+    fn default() -> Self {
+        Self {
+            depth_db: -12.0,
+            down: Duration::from_millis(50),
+            up: Duration::from_millis(250),
+        }
+    }
+}
+
+impl Duck {
+    fn validate(&self) -> Result<(), String> {
+        if !(-120.0..=0.0).contains(&self.depth_db) {
+            return Err(format!(
+                "duck depth {} dB must be within -120..=0",
+                self.depth_db
+            ));
+        }
+        if self.down > Duration::from_secs(10) || self.up > Duration::from_secs(10) {
+            return Err("duck ramps must be at most 10 s".into());
+        }
+        Ok(())
+    }
+
+    /// The voice's form of it at `rate`.
+    fn voice(&self, rate: u32) -> DuckConfig {
+        let frames = |d: Duration| frames_of(d, rate).clamp(1, u64::from(u32::MAX)) as u32;
+        DuckConfig {
+            gain: 10f32.powf(self.depth_db / 20.0),
+            down_frames: frames(self.down),
+            up_frames: frames(self.up),
+        }
+    }
+}
 
 /// How a session is set up. Durations convert to frames at the output rate.
 #[derive(Debug, Clone)]
@@ -37,10 +84,12 @@ pub struct SessionConfig {
     pub grace: Duration,
     /// Pause and resume ramps (SPEC O6); default 5 ms.
     pub pause_ramp: Duration,
-    /// Background ducking under speech: gain in dB (e.g. −12) and ramp.
-    pub duck: Option<(f32, Duration)>,
+    /// Background ducking under speech; off by default.
+    pub duck: Option<Duck>,
     /// Linear background gain.
     pub background_gain: f32,
+    /// Ramp of every background volume change; default 20 ms.
+    pub gain_ramp: Duration,
     /// How speech + background is kept inside full scale.
     pub saturation: Saturation,
 }
@@ -61,6 +110,7 @@ impl Default for SessionConfig {
             pause_ramp: Duration::from_millis(5),
             duck: None,
             background_gain: 1.0,
+            gain_ramp: Duration::from_millis(20),
             saturation: Saturation::Hard,
         }
     }
@@ -92,10 +142,11 @@ impl SessionConfig {
                 self.background_gain
             ));
         }
-        if let Some((db, _)) = self.duck {
-            if !(-120.0..=0.0).contains(&db) {
-                return Err(format!("duck gain {db} dB must be within -120..=0"));
-            }
+        if let Some(duck) = &self.duck {
+            duck.validate()?;
+        }
+        if self.gain_ramp > Duration::from_secs(10) {
+            return Err("gain ramp must be at most 10 s".into());
         }
         Ok(())
     }
@@ -131,11 +182,9 @@ pub fn voice_config(
         fade_frames: frames(c.fade).min(u64::from(u32::MAX)) as u32,
         grace_frames: frames(c.grace).min(u64::from(u32::MAX)) as u32,
         pause_ramp_frames: frames(c.pause_ramp).clamp(1, u64::from(u32::MAX)) as u32,
-        duck: c.duck.map(|(db, ramp)| DuckConfig {
-            gain: 10f32.powf(db / 20.0),
-            ramp_frames: frames(ramp).clamp(1, u64::from(u32::MAX)) as u32,
-        }),
+        duck: c.duck.map(|d| d.voice(rate)),
         background_gain: c.background_gain,
+        gain_ramp_frames: frames(c.gain_ramp).clamp(1, u64::from(u32::MAX)) as u32,
         saturation: c.saturation,
         doorbells: Some(doorbells.clone()),
     }
@@ -199,6 +248,40 @@ pub enum SessionEventKind {
         /// What.
         message: String,
     },
+    /// A background source started playing (SPEC B6).
+    BackgroundStarted {
+        /// The source.
+        source: u32,
+    },
+    /// A looping background source wrapped round to its start (SPEC B4).
+    BackgroundLoopWrapped {
+        /// The source.
+        source: u32,
+        /// Passes started so far (2 at the first wrap).
+        pass: u32,
+    },
+    /// A background source ended: it ran out or was stopped.
+    BackgroundEnded {
+        /// The source.
+        source: u32,
+        /// Whether a stop ended it.
+        stopped: bool,
+    },
+    /// A background source failed (SPEC B7); everything else plays on.
+    BackgroundError {
+        /// The source.
+        source: u32,
+        /// What.
+        message: String,
+    },
+    /// A background source hit a decode error mid-file and ended that pass
+    /// with what it had decoded (SPEC B7).
+    BackgroundWarning {
+        /// The source.
+        source: u32,
+        /// What.
+        message: String,
+    },
 }
 
 /// Result of a push that completed or was cut.
@@ -259,14 +342,54 @@ pub enum SessionMsg {
     WaitPlayout(oneshot::Sender<()>),
     /// Attach a tee sink.
     AddSink(Box<dyn AudioSink>),
-    /// Background ducking: gain in dB and ramp; `None` turns it off.
-    SetDuck(Option<(f32, Duration)>),
+    /// Background ducking; `None` turns it off.
+    SetDuck(Option<Duck>),
     /// A renderer event for this session.
     Rendered(Event),
     /// Playback made room: continue waiting pushes and check waiters.
     Tick,
     /// Fault injection for supervision tests.
     Panic,
+    /// Frames already at the output format from a background feed, into
+    /// `input`, with backpressure like [`SessionMsg::Push`]. The sender
+    /// counts as busy for quiescence once the reply is sent; it must call
+    /// [`Quiescence::handled`] once per reply it receives, when idle again.
+    PushFrames {
+        /// Speech or background.
+        input: Input,
+        /// Interleaved samples at the output rate and channels.
+        frames: Vec<f32>,
+        /// Resolved when every frame is queued.
+        reply: oneshot::Sender<PushOutcome>,
+    },
+    /// Play a decoded clip from memory under the speech.
+    PlayClip {
+        /// Names the clip in events.
+        id: u32,
+        /// Interleaved samples at the output format.
+        clip: Arc<[f32]>,
+        /// Linear gain.
+        gain: f32,
+        /// Wrap round at the end.
+        looping: bool,
+    },
+    /// Ramp a clip to a new gain.
+    ClipGain {
+        /// The clip.
+        id: u32,
+        /// Linear gain.
+        gain: f32,
+    },
+    /// Ramp a clip down and release it.
+    StopClip {
+        /// The clip.
+        id: u32,
+    },
+    /// Drop everything queued in the background input; replies with the
+    /// frames dropped that were still waiting for room.
+    ClearBackground(oneshot::Sender<u64>),
+    /// Ramp the background input's gain.
+    SetBackgroundGain(f32),
 }
 
 impl std::fmt::Debug for SessionMsg {
@@ -289,6 +412,12 @@ impl std::fmt::Debug for SessionMsg {
                 Self::WaitPlayout(_) => "WaitPlayout",
                 Self::SetDuck(_) => "SetDuck",
                 Self::Tick => "Tick",
+                Self::PushFrames { .. } => "PushFrames",
+                Self::PlayClip { .. } => "PlayClip",
+                Self::ClipGain { .. } => "ClipGain",
+                Self::StopClip { .. } => "StopClip",
+                Self::ClearBackground(_) => "ClearBackground",
+                Self::SetBackgroundGain(_) => "SetBackgroundGain",
                 _ => "Panic",
             }),
         }
@@ -322,6 +451,8 @@ pub struct SessionShared {
     pub inflight: AtomicI64,
     /// The engine-wide in-flight count.
     pub quiesce: Arc<Quiescence>,
+    /// Renderer-wide telemetry: the output sample clock.
+    pub renderer: Arc<sotto_rt::Telemetry>,
     subscribers: Mutex<Vec<mpsc::UnboundedSender<SessionEvent>>>,
     callback: Mutex<Option<EventCallback>>,
     closed: AtomicBool,
@@ -349,6 +480,7 @@ impl SessionShared {
         config: SessionConfig,
         sample_rate: u32,
         quiesce: Arc<Quiescence>,
+        renderer: Arc<sotto_rt::Telemetry>,
     ) -> Arc<Self> {
         Arc::new(Self {
             id,
@@ -362,10 +494,17 @@ impl SessionShared {
             wants_tick: AtomicBool::new(false),
             inflight: AtomicI64::new(0),
             quiesce,
+            renderer,
             subscribers: Mutex::new(Vec::new()),
             callback: Mutex::new(None),
             closed: AtomicBool::new(false),
         })
+    }
+
+    /// Now, on the output sample clock.
+    #[must_use]
+    pub fn clock(&self) -> SampleTime {
+        self.renderer.clock()
     }
 
     /// Sends a message to the live actor, counted for quiescence.
@@ -459,13 +598,34 @@ pub struct SessionArgs {
     pub clock: Arc<sotto_rt::Telemetry>,
 }
 
+/// Where a push's outcome goes. A background feed blocked on it counts as
+/// busy for quiescence from the moment it is woken, so the offline clock
+/// never renders past audio the feed was about to queue.
+struct PushReply {
+    tx: oneshot::Sender<PushOutcome>,
+    feed: Option<Arc<Quiescence>>,
+}
+
+impl PushReply {
+    fn send(self, outcome: PushOutcome) {
+        if let Some(q) = &self.feed {
+            q.sent(1);
+        }
+        if self.tx.send(outcome).is_err() {
+            if let Some(q) = &self.feed {
+                q.handled(1);
+            }
+        }
+    }
+}
+
 /// A push waiting for room in the queue, or a mark queued behind one.
 enum Pending {
     Frames {
         frames: Vec<f32>,
         offset: usize,
         accepted: u64,
-        reply: oneshot::Sender<PushOutcome>,
+        reply: PushReply,
     },
     Begin,
     Complete,
@@ -490,7 +650,9 @@ pub struct SessionState {
     /// Decoded frames of the push being handled; kept for its capacity.
     decoded: Vec<f32>,
     command_backlog: VecDeque<VoiceCommand>,
+    clip_backlog: VecDeque<ClipCommand>,
     pushed: u64,
+    background_pushed: u64,
     turn_start: u64,
     accepting: bool,
     manual: bool,
@@ -529,7 +691,9 @@ impl Actor for Session {
             background_pending: VecDeque::new(),
             decoded: Vec::new(),
             command_backlog: VecDeque::new(),
+            clip_backlog: VecDeque::new(),
             pushed: 0,
+            background_pushed: 0,
             turn_start: 0,
             accepting: true,
             manual: false,
@@ -554,7 +718,14 @@ impl Actor for Session {
                 input,
                 bytes,
                 reply,
-            } => state.push(input, &bytes, reply),
+            } => state.push(
+                input,
+                &bytes,
+                PushReply {
+                    tx: reply,
+                    feed: None,
+                },
+            ),
             SessionMsg::BeginSynthesis => {
                 if state.pending.is_empty() {
                     state.begin_turn();
@@ -610,16 +781,51 @@ impl Actor for Session {
                 state.sinks.push(sink);
             }
             SessionMsg::SetDuck(duck) => {
-                let rate = state.sample_rate;
-                let cfg = duck.map(|(db, ramp)| DuckConfig {
-                    gain: 10f32.powf(db / 20.0),
-                    ramp_frames: frames_of(ramp, rate).clamp(1, u64::from(u32::MAX)) as u32,
-                });
+                let cfg = duck.map(|d| d.voice(state.sample_rate));
                 state.command(VoiceCommand::SetDuck(cfg));
             }
             SessionMsg::Rendered(event) => state.rendered(event),
             SessionMsg::Tick => {}
             SessionMsg::Panic => panic!("injected session fault"),
+            SessionMsg::PushFrames {
+                input,
+                frames,
+                reply,
+            } => {
+                let reply = PushReply {
+                    tx: reply,
+                    feed: Some(Arc::clone(&shared.quiesce)),
+                };
+                if input == Input::Speech && !state.accepting {
+                    let dropped = (frames.len() / state.channels) as u64;
+                    state.emit(state.now(), SessionEventKind::DroppedInput { bytes: 0 });
+                    reply.send(PushOutcome {
+                        dropped_frames: dropped,
+                        ..PushOutcome::default()
+                    });
+                } else {
+                    state.queue_frames(input, frames, reply);
+                }
+            }
+            SessionMsg::PlayClip {
+                id,
+                clip,
+                gain,
+                looping,
+            } => state.clip(ClipCommand::Play {
+                id,
+                clip,
+                gain,
+                looping,
+            }),
+            SessionMsg::ClipGain { id, gain } => state.clip(ClipCommand::SetGain { id, gain }),
+            SessionMsg::StopClip { id } => state.clip(ClipCommand::Stop { id }),
+            SessionMsg::ClearBackground(reply) => {
+                let _ = reply.send(state.clear_background());
+            }
+            SessionMsg::SetBackgroundGain(gain) => {
+                state.command(VoiceCommand::SetBackgroundGain(gain));
+            }
         }
         state.progress();
         Ok(())
@@ -654,7 +860,7 @@ impl SessionState {
         }
     }
 
-    fn push(&mut self, input: Input, bytes: &[u8], reply: oneshot::Sender<PushOutcome>) {
+    fn push(&mut self, input: Input, bytes: &[u8], reply: PushReply) {
         if !self.accepting && input == Input::Speech {
             tracing::debug!(session = %self.shared.config.name, bytes = bytes.len(), "input disabled, push dropped");
             self.emit(
@@ -663,7 +869,7 @@ impl SessionState {
                     bytes: bytes.len() as u64,
                 },
             );
-            let _ = reply.send(PushOutcome {
+            reply.send(PushOutcome {
                 dropped_bytes: bytes.len() as u64,
                 ..PushOutcome::default()
             });
@@ -675,6 +881,12 @@ impl SessionState {
             Input::Speech => self.ingest.push(bytes, &mut frames),
             Input::Background => self.background_ingest.push(bytes, &mut frames),
         }
+        self.queue_frames(input, frames, reply);
+    }
+
+    /// Queues converted frames: what fits goes straight into the ring (when
+    /// nothing waits ahead), the rest waits for room.
+    fn queue_frames(&mut self, input: Input, frames: Vec<f32>, reply: PushReply) {
         if input == Input::Speech {
             self.tee(&frames);
         }
@@ -690,11 +902,12 @@ impl SessionState {
         } else {
             0
         };
-        if input == Input::Speech {
-            self.pushed += written as u64;
+        match input {
+            Input::Speech => self.pushed += written as u64,
+            Input::Background => self.background_pushed += written as u64,
         }
         if written * ch == frames.len() {
-            let _ = reply.send(PushOutcome {
+            reply.send(PushOutcome {
                 accepted_frames: written as u64,
                 ..PushOutcome::default()
             });
@@ -750,12 +963,12 @@ impl SessionState {
         self.ingest.flush(&mut tail);
         if !tail.is_empty() {
             self.tee(&tail);
-            let (reply, _) = oneshot::channel();
+            let (tx, _) = oneshot::channel();
             self.pending.push_back(Pending::Frames {
                 frames: tail,
                 offset: 0,
                 accepted: 0,
-                reply,
+                reply: PushReply { tx, feed: None },
             });
         }
         for sink in &mut self.sinks {
@@ -794,7 +1007,7 @@ impl SessionState {
                 } => {
                     let left = ((frames.len() - offset) / self.channels) as u64;
                     dropped += left;
-                    let _ = reply.send(PushOutcome {
+                    reply.send(PushOutcome {
                         accepted_frames: accepted,
                         dropped_frames: left,
                         dropped_bytes: 0,
@@ -809,6 +1022,43 @@ impl SessionState {
             self.begin_turn();
         }
         dropped
+    }
+
+    /// Drops the background input: what waits for room and what is queued.
+    fn clear_background(&mut self) -> u64 {
+        let mut dropped = 0;
+        for item in self.background_pending.drain(..) {
+            if let Pending::Frames {
+                frames,
+                offset,
+                accepted,
+                reply,
+            } = item
+            {
+                let left = ((frames.len() - offset) / self.channels) as u64;
+                dropped += left;
+                reply.send(PushOutcome {
+                    accepted_frames: accepted,
+                    dropped_frames: left,
+                    dropped_bytes: 0,
+                });
+            }
+        }
+        self.background_ingest.reset();
+        self.command(VoiceCommand::ClearBackground {
+            fence: self.background_pushed,
+        });
+        dropped
+    }
+
+    fn clip(&mut self, cmd: ClipCommand) {
+        if !self.clip_backlog.is_empty() {
+            self.clip_backlog.push_back(cmd);
+            return;
+        }
+        if let Err(cmd) = self.voice.send_clip(cmd) {
+            self.clip_backlog.push_back(cmd);
+        }
     }
 
     fn interrupt(&mut self) {
@@ -880,6 +1130,14 @@ impl SessionState {
             EventKind::Paused => SessionEventKind::Paused,
             EventKind::Resumed => SessionEventKind::Resumed,
             EventKind::Retired => return,
+            EventKind::ClipStarted { id } => SessionEventKind::BackgroundStarted { source: id },
+            EventKind::ClipWrapped { id, pass } => {
+                SessionEventKind::BackgroundLoopWrapped { source: id, pass }
+            }
+            EventKind::ClipEnded { id, stopped } => SessionEventKind::BackgroundEnded {
+                source: id,
+                stopped,
+            },
         };
         self.emit(at, kind);
     }
@@ -892,13 +1150,26 @@ impl SessionState {
             }
             self.command_backlog.pop_front();
         }
+        while let Some(cmd) = self.clip_backlog.pop_front() {
+            if let Err(cmd) = self.voice.send_clip(cmd) {
+                self.clip_backlog.push_front(cmd);
+                break;
+            }
+        }
+        self.voice.collect_clips();
         self.drain_speech();
         let ch = self.channels;
-        while let (_, true) = advance_front(
-            &mut self.background_pending,
-            &mut self.voice.background_tx,
-            ch,
-        ) {}
+        loop {
+            let (written, done) = advance_front(
+                &mut self.background_pending,
+                &mut self.voice.background_tx,
+                ch,
+            );
+            self.background_pushed += written;
+            if !done {
+                break;
+            }
+        }
         if !self.waiters.is_empty() && self.queue_empty() {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
@@ -920,6 +1191,7 @@ impl SessionState {
             .store(self.pushed, Ordering::Relaxed);
         let wants = !self.pending.is_empty()
             || !self.background_pending.is_empty()
+            || !self.clip_backlog.is_empty()
             || !self.waiters.is_empty()
             || !self.command_backlog.is_empty();
         self.shared.wants_tick.store(wants, Ordering::Relaxed);
@@ -989,7 +1261,7 @@ fn advance_front(
         accepted, reply, ..
     }) = pending.pop_front()
     {
-        let _ = reply.send(PushOutcome {
+        reply.send(PushOutcome {
             accepted_frames: accepted,
             ..PushOutcome::default()
         });

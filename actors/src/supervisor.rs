@@ -199,6 +199,7 @@ impl SupervisorState {
             config,
             self.args.renderer.sample_rate,
             Arc::clone(&self.args.quiesce),
+            Arc::clone(&self.args.telemetry),
         );
         self.start(myself, &shared, 0).await?;
         Ok(shared)

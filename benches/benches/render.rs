@@ -41,6 +41,7 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
             pause_ramp_frames: rate / 200,
             duck: None,
             background_gain: 0.5,
+            gain_ramp_frames: 480,
             saturation: Saturation::Hard,
             doorbells: Some(control.doorbells.clone()),
         });

@@ -1,10 +1,12 @@
 //! The engine handle: starts the actors and a driver, creates sessions.
 
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use ractor::{Actor, ActorRef};
 use rtrb::{Consumer, RingBuffer};
+use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
 use sotto_actors::driver::offline::OfflineDriver;
 use sotto_actors::driver::virtual_clock::VirtualClock;
 use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
@@ -13,6 +15,7 @@ use sotto_actors::{Quiescence, SessionConfig, SettleTimeout};
 use sotto_rt::{Renderer, RendererConfig, SampleTime, Saturation, Telemetry};
 use tokio::sync::{oneshot, Mutex};
 
+use crate::background::BackgroundHandle;
 use crate::handle::SessionHandle;
 
 /// Who drives the renderer.
@@ -85,6 +88,9 @@ pub enum EngineError {
     /// The actors did not settle (a stuck actor).
     #[error(transparent)]
     Stuck(#[from] SettleTimeout),
+    /// A background source's config is out of range.
+    #[error("bad background source: {0}")]
+    Background(#[from] BackgroundError),
     /// The engine was shut down.
     #[error("engine is shut down")]
     Stopped,
@@ -123,6 +129,8 @@ struct Inner {
     quiesce: Arc<Quiescence>,
     telemetry: Arc<Telemetry>,
     driver: Mutex<Driver>,
+    /// Ids of background sources.
+    next_source: AtomicU32,
 }
 
 impl Engine {
@@ -223,6 +231,7 @@ impl Engine {
                 quiesce,
                 telemetry,
                 driver: Mutex::new(driver),
+                next_source: AtomicU32::new(1),
             }),
         })
     }
@@ -261,6 +270,40 @@ impl Engine {
             .map_err(|_| EngineError::Stopped)?;
         let shared = rx.await.map_err(|_| EngineError::Stopped)??;
         Ok(SessionHandle::new(shared))
+    }
+
+    /// A background source for `session` (SPEC B1–B7), stopped until
+    /// [`BackgroundHandle::start`]. Its loader actor is supervised by the
+    /// engine.
+    ///
+    /// # Errors
+    /// [`EngineError::Background`] for a bad config; [`EngineError::Stopped`].
+    pub async fn background(
+        &self,
+        session: &SessionHandle,
+        config: BackgroundConfig,
+    ) -> Result<BackgroundHandle, EngineError> {
+        config.validate()?;
+        let id = self.inner.next_source.fetch_add(1, Ordering::Relaxed);
+        let args = LoaderArgs {
+            config,
+            id,
+            session: Arc::clone(session.shared()),
+            sample_rate: self.inner.config.sample_rate,
+            channels: self.inner.config.channels,
+        };
+        let (loader, _) = Actor::spawn_linked(
+            None,
+            BackgroundLoader,
+            args,
+            self.inner.supervisor.get_cell(),
+        )
+        .await
+        .map_err(|e| EngineError::Start {
+            what: "background loader",
+            reason: e.to_string(),
+        })?;
+        Ok(BackgroundHandle::new(id, loader, session.clone()))
     }
 
     /// Closes a session; its voice leaves the renderer at the next block.

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_actors::session::{EventCallback, SessionMsg, SessionShared};
-use sotto_actors::{AudioSink, Input, PushOutcome, SessionEvent};
+use sotto_actors::{AudioSink, Duck, Input, PushOutcome, SessionEvent};
 use sotto_rt::SessionId;
 use tokio::sync::{mpsc, oneshot};
 
@@ -47,6 +47,10 @@ impl std::fmt::Debug for SessionHandle {
 impl SessionHandle {
     pub(crate) fn new(shared: Arc<SessionShared>) -> Self {
         Self { shared }
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<SessionShared> {
+        &self.shared
     }
 
     /// The session's slot.
@@ -179,11 +183,11 @@ impl SessionHandle {
         self.send(SessionMsg::SetFade(fade))
     }
 
-    /// Ducks the background under speech by `gain_db` with `ramp` ramps; `None` turns it off.
+    /// Ducks the background under speech (see [`Duck`]); `None` turns it off.
     ///
     /// # Errors
     /// [`SessionError::Closed`].
-    pub fn set_duck(&self, duck: Option<(f32, Duration)>) -> Result<(), SessionError> {
+    pub fn set_duck(&self, duck: Option<Duck>) -> Result<(), SessionError> {
         self.send(SessionMsg::SetDuck(duck))
     }
 

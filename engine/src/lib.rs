@@ -21,15 +21,19 @@
 //! ```
 #![deny(missing_docs)]
 
+mod background;
 mod engine;
 mod handle;
 pub mod plot;
 pub mod scenario;
 
+pub use background::BackgroundHandle;
 pub use engine::{Clock, Engine, EngineConfig, EngineError};
 pub use handle::{SessionError, SessionHandle};
+pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
+pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::{
-    AudioSink, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
+    AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
     SessionEvent, SessionEventKind, SinkError, SUPPORTED_RATES,
 };
 pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};

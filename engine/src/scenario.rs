@@ -8,9 +8,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use sotto_actors::decode::FileDecoder;
+
 use crate::{
-    Clock, Engine, EngineConfig, EngineError, SampleFormat, SessionConfig, SessionEventKind,
-    SessionHandle,
+    BackgroundConfig, BackgroundHandle, BackgroundMode, Clock, Duck, Engine, EngineConfig,
+    EngineError, SampleFormat, SessionConfig, SessionEventKind, SessionHandle,
 };
 
 /// Why a scenario cannot be rendered.
@@ -148,8 +150,12 @@ pub struct SessionSpec {
     pub queue: Option<Secs>,
     /// Grace period.
     pub grace: Option<Secs>,
-    /// Background ducking in dB, e.g. -12.
+    /// Background ducking in dB while speaking, e.g. -12; no ducking when absent.
     pub duck_db: Option<f32>,
+    /// Duck ramp down (default 50 ms).
+    pub duck_down: Option<Secs>,
+    /// Duck ramp up (default 250 ms).
+    pub duck_up: Option<Secs>,
     /// `"hard"` (default) or `"soft"`.
     pub saturation: Option<String>,
 }
@@ -176,9 +182,15 @@ pub struct Step {
     pub path: Option<String>,
     /// For `enable_input`.
     pub manual: Option<bool>,
+    /// For `background_start`: `"mixing"` or `"playback"` (default).
+    pub mode: Option<String>,
+    /// For `background_start` and `background_volume`: 0..=2.
+    pub volume: Option<f32>,
+    /// For `background_start`.
+    pub looping: Option<bool>,
 }
 
-const OPS: [&str; 14] = [
+const OPS: [&str; 17] = [
     "begin_synthesis",
     "end_synthesis",
     "push_tone",
@@ -193,6 +205,9 @@ const OPS: [&str; 14] = [
     "snapshot",
     "set_fade",
     "wait_playout",
+    "background_start",
+    "background_stop",
+    "background_volume",
 ];
 
 /// One line of the event log.
@@ -248,7 +263,9 @@ pub struct Rendered {
 pub struct Prepared {
     scenario: Scenario,
     sessions: Vec<SessionConfig>,
-    steps: Vec<(usize, Step, Option<Vec<u8>>)>,
+    steps: Vec<(usize, Step, Option<Vec<u8>>, usize)>,
+    /// Background sources by step index, with their paths resolved.
+    backgrounds: HashMap<usize, BackgroundConfig>,
     path: String,
 }
 
@@ -318,6 +335,7 @@ impl Scenario {
             sessions.push(session_config(s, self.sample_rate).map_err(|m| bad(place, m))?);
         }
         let mut steps = Vec::new();
+        let mut backgrounds = HashMap::new();
         for (i, step) in self.at.iter().enumerate() {
             let place = format!("at[{i}] (t = {}s, op = \"{}\")", step.t.0, step.op);
             if step.t.0.is_nan() || step.t.0 < 0.0 {
@@ -373,12 +391,33 @@ impl Scenario {
                     }
                     None
                 }
+                "background_start" => {
+                    let config = background_config(
+                        step,
+                        base,
+                        &sessions[si],
+                        self.sample_rate,
+                        self.channels,
+                    )
+                    .map_err(|m| bad(place.clone(), m))?;
+                    backgrounds.insert(i, config);
+                    None
+                }
+                "background_volume" => {
+                    let v = step
+                        .volume
+                        .ok_or_else(|| bad(place.clone(), "needs 'volume'".into()))?;
+                    if !(0.0..=2.0).contains(&v) {
+                        return Err(bad(place, format!("volume {v} must be within 0..=2")));
+                    }
+                    None
+                }
                 _ => None,
             };
             if step.chunk_bytes == Some(0) {
                 return Err(bad(place, "chunk_bytes must be at least 1".into()));
             }
-            steps.push((si, step.clone(), wav));
+            steps.push((si, step.clone(), wav, i));
         }
         // A stable sort keeps file order for steps at the same time.
         steps.sort_by(|a, b| a.1.t.0.total_cmp(&b.1.t.0));
@@ -386,6 +425,7 @@ impl Scenario {
             scenario: self,
             sessions,
             steps,
+            backgrounds,
             path: path.into(),
         })
     }
@@ -427,7 +467,16 @@ fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionConfig, Strin
     c.fade = dur(s.fade, "fade", c.fade)?;
     c.grace = dur(s.grace, "grace", c.grace)?;
     c.queue = dur(s.queue, "queue", c.queue)?;
-    c.duck = s.duck_db.map(|db| (db, Duration::from_millis(50)));
+    if let Some(db) = s.duck_db {
+        let d = Duck::default();
+        c.duck = Some(Duck {
+            depth_db: db,
+            down: dur(s.duck_down, "duck_down", d.down)?,
+            up: dur(s.duck_up, "duck_up", d.up)?,
+        });
+    } else if s.duck_down.is_some() || s.duck_up.is_some() {
+        return Err("duck_down and duck_up need duck_db".into());
+    }
     c.saturation = match s.saturation.as_deref().unwrap_or("hard") {
         "hard" => crate::Saturation::Hard,
         "soft" => crate::Saturation::Soft,
@@ -435,6 +484,34 @@ fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionConfig, Strin
     };
     c.validate()?;
     Ok(c)
+}
+
+/// A `background_start` step's source, checked up to opening the file.
+fn background_config(
+    step: &Step,
+    base: &Path,
+    _session: &SessionConfig,
+    rate: u32,
+    channels: usize,
+) -> Result<BackgroundConfig, String> {
+    let rel = step.path.as_ref().ok_or("needs 'path'")?;
+    let mode = match step.mode.as_deref().unwrap_or("playback") {
+        "playback" => BackgroundMode::Playback,
+        "mixing" => BackgroundMode::Mixing,
+        other => return Err(format!("mode '{other}' must be \"playback\" or \"mixing\"")),
+    };
+    let config = BackgroundConfig {
+        path: base.join(rel),
+        enabled: true,
+        mode,
+        volume: step.volume.unwrap_or(1.0),
+        looping: step.looping.unwrap_or(false),
+    };
+    config.validate().map_err(|e| e.to_string())?;
+    // Reads the headers only: a missing, empty or undecodable file is
+    // named here, before anything renders.
+    FileDecoder::open(&config.path, rate, channels).map_err(|e| e.to_string())?;
+    Ok(config)
 }
 
 /// Reads a WAV file and encodes it in the session's input format.
@@ -511,6 +588,8 @@ struct Run {
         usize,
         tokio::task::JoinHandle<Result<crate::PushOutcome, crate::SessionError>>,
     )>,
+    /// The background source of each session that has one.
+    backgrounds: HashMap<usize, BackgroundHandle>,
 }
 
 impl Prepared {
@@ -549,6 +628,7 @@ impl Prepared {
             streams: Vec::new(),
             log: Vec::new(),
             pushes: Vec::new(),
+            backgrounds: HashMap::new(),
         };
         for c in &self.sessions {
             let h = engine.create_session(c.clone()).await?;
@@ -559,7 +639,7 @@ impl Prepared {
         let mut samples = Vec::with_capacity(total as usize * sc.channels);
         let started = std::time::Instant::now();
         let mut clock_running = false;
-        for (si, step, wav) in &self.steps {
+        for (si, step, wav, index) in &self.steps {
             let frame = (step.t.0 * f64::from(rate)).ceil() as u64;
             let boundary = frame.div_ceil(block) * block;
             match clock {
@@ -579,7 +659,8 @@ impl Prepared {
                     tokio::time::sleep_until(due.into()).await;
                 }
             }
-            run.apply(*si, step, wav.as_deref(), &self.sessions[*si])
+            let background = self.backgrounds.get(index);
+            run.apply(*si, step, wav.as_deref(), &self.sessions[*si], background)
                 .await?;
         }
         let late_blocks;
@@ -635,6 +716,7 @@ impl Run {
         step: &Step,
         wav: Option<&[u8]>,
         config: &SessionConfig,
+        background: Option<&BackgroundConfig>,
     ) -> Result<(), ScenarioError> {
         let h = self.handles[si].clone();
         let closed =
@@ -676,6 +758,27 @@ impl Run {
                 .map_err(closed)?,
             "wait_playout" => {
                 drop(h.wait_for_playout());
+            }
+            "background_start" => {
+                if let Some(old) = self.backgrounds.remove(&si) {
+                    let _ = old.stop().await;
+                }
+                if let Some(bc) = background {
+                    let bg = self.engine.background(&h, bc.clone()).await?;
+                    // A failure is reported as a `background_error` event.
+                    let _ = bg.start().await;
+                    self.backgrounds.insert(si, bg);
+                }
+            }
+            "background_stop" => {
+                if let Some(bg) = self.backgrounds.remove(&si) {
+                    let _ = bg.stop().await;
+                }
+            }
+            "background_volume" => {
+                if let Some(bg) = self.backgrounds.get(&si) {
+                    let _ = bg.set_volume(step.volume.unwrap_or(1.0)).await;
+                }
             }
             "snapshot" => {
                 let snap = h.snapshot_playback();
@@ -766,6 +869,30 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
         SessionEventKind::Error { message } => {
             f.insert("message".into(), json!(message));
             "error"
+        }
+        SessionEventKind::BackgroundStarted { source } => {
+            f.insert("source".into(), json!(source));
+            "background_started"
+        }
+        SessionEventKind::BackgroundLoopWrapped { source, pass } => {
+            f.insert("source".into(), json!(source));
+            f.insert("pass".into(), json!(pass));
+            "background_loop_wrapped"
+        }
+        SessionEventKind::BackgroundEnded { source, stopped } => {
+            f.insert("source".into(), json!(source));
+            f.insert("stopped".into(), json!(stopped));
+            "background_ended"
+        }
+        SessionEventKind::BackgroundError { source, message } => {
+            f.insert("source".into(), json!(source));
+            f.insert("message".into(), json!(message));
+            "background_error"
+        }
+        SessionEventKind::BackgroundWarning { source, message } => {
+            f.insert("source".into(), json!(source));
+            f.insert("message".into(), json!(message));
+            "background_warning"
         }
         _ => "other",
     };

@@ -603,7 +603,7 @@ async fn o11_background_mixes_saturates_and_is_not_faded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn o11_background_ducks_under_speech() {
     let mut c = cfg();
-    c.duck = Some((-12.0, Duration::from_millis(50)));
+    c.duck = Some(sotto::Duck::default());
     let (engine, s, _) = setup(c).await;
     let _ = s.push_background(dc_s16(48_000, 8192)); // 0.25
     engine.render(480).await.unwrap();

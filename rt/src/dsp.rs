@@ -301,6 +301,80 @@ fn saturate_with_peak(buf: &mut [f32], curve: impl Fn(f32) -> f32) -> f32 {
     peaks.iter().fold(0.0f32, |m, &p| m.max(p))
 }
 
+/// A gain moving linearly towards a target at a fixed slope, a frame at a
+/// time, so that no gain change is ever a step (no zipper noise).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Ramp {
+    value: f32,
+    target: f32,
+    step: f32,
+}
+
+impl Ramp {
+    /// A ramp resting at `value`.
+    pub fn new(value: f32) -> Self {
+        Self {
+            value,
+            target: value,
+            step: 0.0,
+        }
+    }
+
+    /// Heads for `target`, covering the current distance in `frames` frames.
+    pub fn head(&mut self, target: f32, frames: u32) {
+        self.step = (target - self.value).abs() / frames.max(1) as f32;
+        self.target = target;
+    }
+
+    /// Heads for `target` at `step` per frame.
+    pub fn head_at(&mut self, target: f32, step: f32) {
+        self.step = step;
+        self.target = target;
+    }
+
+    /// The current gain.
+    pub fn value(&self) -> f32 {
+        self.value
+    }
+
+    /// Where the ramp is heading.
+    pub fn target(&self) -> f32 {
+        self.target
+    }
+
+    /// Whether the gain has reached its target.
+    pub fn steady(&self) -> bool {
+        self.value == self.target
+    }
+
+    /// Steps one frame; returns the gain of that frame.
+    #[inline]
+    pub fn next(&mut self) -> f32 {
+        self.value = approach(self.value, self.target, self.step);
+        self.value
+    }
+
+    /// Steps `frames` frames at once.
+    pub fn skip(&mut self, frames: usize) {
+        self.value = snap(approach(self.value, self.target, self.step * frames as f32));
+    }
+
+    /// Ends a run of [`Ramp::next`] calls: inaudible gains become exactly 0.
+    pub fn settle(&mut self) {
+        self.value = snap(self.value);
+    }
+}
+
+/// Moves `from` towards `to` by at most `step`.
+#[inline]
+pub(crate) fn approach(from: f32, to: f32, step: f32) -> f32 {
+    if from < to {
+        (from + step).min(to)
+    } else {
+        (from - step).max(to)
+    }
+}
+
 /// Snaps a gain that is inaudibly small to exactly zero.
 #[must_use]
 pub(crate) fn snap(g: f32) -> f32 {

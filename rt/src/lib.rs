@@ -20,7 +20,7 @@ mod voice;
 
 pub use doorbell::Doorbells;
 pub use dsp::{fade_gain, Saturation};
-pub use message::{Command, Event, EventKind, VoiceCommand};
+pub use message::{ClipCommand, Command, Event, EventKind, VoiceCommand};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};
 pub use telemetry::{Telemetry, VoiceTelemetry};
 pub use time::{SampleTime, SessionId};

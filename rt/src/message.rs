@@ -1,5 +1,7 @@
 //! What crosses between control and the audio thread.
 
+use std::sync::Arc;
+
 use crate::{SampleTime, Saturation, SessionId, Voice};
 
 /// Control → renderer, through the renderer's command ring.
@@ -52,10 +54,48 @@ pub enum VoiceCommand {
     SetDirectMuted(bool),
     /// Background ducking under speech; `None` turns it off.
     SetDuck(Option<crate::DuckConfig>),
-    /// Linear gain of the background input.
+    /// Drop the background input before `fence` (frames written into the
+    /// background ring since the voice was created).
+    ClearBackground {
+        /// Background frames pushed when the clear was issued.
+        fence: u64,
+    },
+    /// Linear gain of the background input, reached through a ramp.
     SetBackgroundGain(f32),
     /// How this voice's speech + background sum is kept inside full scale.
     SetSaturation(Saturation),
+}
+
+/// Control → one voice: a decoded clip played from memory under the speech,
+/// through the voice's clip ring. The clip is shared read-only with the
+/// audio thread; the voice hands it back through its return ring when it is
+/// done, so it is never freed there.
+#[derive(Debug)]
+pub enum ClipCommand {
+    /// Play `clip` (interleaved at the output format) from its start,
+    /// replacing any clip playing.
+    Play {
+        /// Names the clip in events.
+        id: u32,
+        /// The samples.
+        clip: Arc<[f32]>,
+        /// Linear gain.
+        gain: f32,
+        /// Wrap round at the end instead of ending.
+        looping: bool,
+    },
+    /// Ramp the clip `id` to a new gain.
+    SetGain {
+        /// The clip.
+        id: u32,
+        /// Linear gain.
+        gain: f32,
+    },
+    /// Ramp the clip `id` down and let it go.
+    Stop {
+        /// The clip.
+        id: u32,
+    },
 }
 
 /// Renderer → control: something that happened at an exact sample time.
@@ -106,4 +146,23 @@ pub enum EventKind {
     Resumed,
     /// The voice left the renderer.
     Retired,
+    /// A clip started playing.
+    ClipStarted {
+        /// The clip.
+        id: u32,
+    },
+    /// A looping clip wrapped round to its start.
+    ClipWrapped {
+        /// The clip.
+        id: u32,
+        /// Passes started so far (2 at the first wrap).
+        pass: u32,
+    },
+    /// A clip ended: it ran out, or a stop's ramp finished.
+    ClipEnded {
+        /// The clip.
+        id: u32,
+        /// Whether a stop ended it.
+        stopped: bool,
+    },
 }

@@ -211,7 +211,8 @@ impl Renderer {
             telemetry: Arc::clone(&telemetry),
             clock: SampleTime(0),
             saturation: config.saturation,
-            scratch: vec![0.0; config.max_block_frames * config.channels].into_boxed_slice(),
+            // Speech and background work space for one block.
+            scratch: vec![0.0; 2 * config.max_block_frames * config.channels].into_boxed_slice(),
             doorbells: doorbells.clone(),
             config: config.clone(),
         };

@@ -10,18 +10,37 @@ use std::sync::Arc;
 
 use rtrb::{Consumer, Producer, RingBuffer};
 
-use crate::dsp::{mix_sources, snap, PauseState, Saturation, Tail};
+use crate::dsp::{mix_sources, PauseState, Ramp, Saturation, Tail};
 use crate::renderer::EventOut;
-use crate::{Doorbells, EventKind, SampleTime, SessionId, VoiceCommand, VoiceTelemetry};
+use crate::{
+    ClipCommand, Doorbells, EventKind, SampleTime, SessionId, VoiceCommand, VoiceTelemetry,
+};
 
 /// Background ducking under speech (SPEC O11, beyond).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct DuckConfig {
     /// Background gain while the voice speaks (linear, e.g. 0.25 for −12 dB).
     pub gain: f32,
-    /// Length of the ramp between unity and `gain`, in frames.
-    pub ramp_frames: u32,
+    /// Length of the ramp from unity down to `gain`, in frames.
+    pub down_frames: u32,
+    /// Length of the ramp from `gain` back up to unity, in frames.
+    pub up_frames: u32,
 }
+
+impl DuckConfig {
+    /// Gain change per frame of the ramp towards `target` from `from`.
+    fn step(&self, from: f32, target: f32) -> f32 {
+        let frames = if target < from {
+            self.down_frames
+        } else {
+            self.up_frames
+        };
+        (1.0 - self.gain).abs() / frames.max(1) as f32
+    }
+}
+
+/// Clip ring and return ring size per voice.
+const CLIP_RING: usize = 8;
 
 /// Everything a voice needs, fixed at construction. Control side.
 #[derive(Debug, Clone)]
@@ -48,6 +67,8 @@ pub struct VoiceConfig {
     pub duck: Option<DuckConfig>,
     /// Linear gain of the background input.
     pub background_gain: f32,
+    /// Length of the ramp of a background or clip gain change, in frames.
+    pub gain_ramp_frames: u32,
     /// How speech + background is kept inside full scale.
     pub saturation: Saturation,
     /// The renderer's [`RendererControl::doorbells`](crate::RendererControl);
@@ -65,6 +86,8 @@ pub struct VoiceControl {
     /// What the voice reports.
     pub telemetry: Arc<VoiceTelemetry>,
     command_tx: Producer<VoiceCommand>,
+    clip_tx: Producer<ClipCommand>,
+    clip_returns: Consumer<Arc<[f32]>>,
     doorbells: Option<Doorbells>,
     session: SessionId,
 }
@@ -79,11 +102,49 @@ impl VoiceControl {
         self.command_tx
             .push(command)
             .map_err(|rtrb::PushError::Full(c)| c)?;
+        self.ring();
+        Ok(())
+    }
+
+    /// Queues a clip command for the voice.
+    ///
+    /// # Errors
+    /// Gives the command back when the voice's clip ring is full.
+    pub fn send_clip(&mut self, command: ClipCommand) -> Result<(), ClipCommand> {
+        self.clip_tx
+            .push(command)
+            .map_err(|rtrb::PushError::Full(c)| c)?;
+        self.ring();
+        Ok(())
+    }
+
+    /// Drops the clips the voice has handed back; returns how many.
+    pub fn collect_clips(&mut self) -> usize {
+        let mut n = 0;
+        while self.clip_returns.pop().is_ok() {
+            n += 1;
+        }
+        n
+    }
+
+    fn ring(&self) {
         if let Some(bells) = &self.doorbells {
             bells.ring(self.session);
         }
-        Ok(())
     }
+}
+
+/// A decoded clip playing from memory.
+#[derive(Debug)]
+struct ClipPlayer {
+    id: u32,
+    clip: Arc<[f32]>,
+    /// Next sample (not frame) to play.
+    pos: usize,
+    pass: u32,
+    looping: bool,
+    gain: Ramp,
+    stopping: bool,
 }
 
 /// A session's voice inside the renderer.
@@ -95,6 +156,11 @@ pub struct Voice {
     speech_rx: Consumer<f32>,
     background_rx: Consumer<f32>,
     command_rx: Consumer<VoiceCommand>,
+    clip_rx: Consumer<ClipCommand>,
+    clip_return_tx: Producer<Arc<[f32]>>,
+    /// A released clip the return ring had no room for; sent next block.
+    clip_parked: Option<Arc<[f32]>>,
+    clip: Option<ClipPlayer>,
     telemetry: Arc<VoiceTelemetry>,
     doorbells: Option<Doorbells>,
     /// Set by the renderer: its doorbells announce this voice's commands.
@@ -121,8 +187,9 @@ pub struct Voice {
 
     direct_muted: bool,
     duck: Option<DuckConfig>,
-    duck_gain: f32,
-    background_gain: f32,
+    duck_gain: Ramp,
+    background_gain: Ramp,
+    gain_ramp_frames: u32,
     saturation: Saturation,
 }
 
@@ -135,6 +202,9 @@ impl Voice {
         let (background_tx, background_rx) =
             RingBuffer::new(config.background_capacity_frames.max(1) * ch);
         let (command_tx, command_rx) = RingBuffer::new(config.command_capacity.max(1));
+        let (clip_tx, clip_rx) = RingBuffer::new(CLIP_RING);
+        // Every Play can displace one clip, and one more may be playing.
+        let (clip_return_tx, clip_returns) = RingBuffer::new(CLIP_RING + 1);
         let telemetry = Arc::new(VoiceTelemetry::default());
         telemetry.duck_gain.store(1.0, Ordering::Relaxed);
         let voice = Voice {
@@ -144,6 +214,10 @@ impl Voice {
             speech_rx,
             background_rx,
             command_rx,
+            clip_rx,
+            clip_return_tx,
+            clip_parked: None,
+            clip: None,
             telemetry: Arc::clone(&telemetry),
             doorbells: config.doorbells.clone(),
             belled: false,
@@ -165,14 +239,17 @@ impl Voice {
             drain_ok_at: 0,
             direct_muted: false,
             duck: config.duck,
-            duck_gain: 1.0,
-            background_gain: config.background_gain,
+            duck_gain: Ramp::new(1.0),
+            background_gain: Ramp::new(config.background_gain),
+            gain_ramp_frames: config.gain_ramp_frames.max(1),
             saturation: config.saturation,
         };
         let control = VoiceControl {
             speech_tx,
             background_tx,
             command_tx,
+            clip_tx,
+            clip_returns,
             telemetry,
             doorbells: config.doorbells.clone(),
             session: config.session,
@@ -271,8 +348,90 @@ impl Voice {
                 VoiceCommand::SetFade { frames } => self.fade_frames = frames,
                 VoiceCommand::SetDirectMuted(muted) => self.direct_muted = muted,
                 VoiceCommand::SetDuck(duck) => self.duck = duck,
-                VoiceCommand::SetBackgroundGain(gain) => self.background_gain = gain,
+                VoiceCommand::ClearBackground { fence } => {
+                    let ch = self.channels;
+                    let want = fence.saturating_sub(self.background_frames);
+                    let n = want.min((self.background_rx.slots() / ch) as u64) as usize;
+                    if let Ok(chunk) = self.background_rx.read_chunk(n * ch) {
+                        chunk.commit_all();
+                        self.background_frames += n as u64;
+                    }
+                }
+                VoiceCommand::SetBackgroundGain(gain) => {
+                    self.background_gain.head(gain, self.gain_ramp_frames);
+                }
                 VoiceCommand::SetSaturation(s) => self.saturation = s,
+            }
+        }
+        while let Ok(cmd) = self.clip_rx.pop() {
+            self.apply_clip(cmd, now, events);
+        }
+    }
+
+    fn apply_clip(&mut self, cmd: ClipCommand, now: SampleTime, events: &mut EventOut<'_>) {
+        match cmd {
+            ClipCommand::Play {
+                id,
+                clip,
+                gain,
+                looping,
+            } => {
+                if let Some(old) = self.clip.take() {
+                    self.event(
+                        events,
+                        now,
+                        EventKind::ClipEnded {
+                            id: old.id,
+                            stopped: true,
+                        },
+                    );
+                    self.release(old.clip);
+                }
+                if clip.len() < self.channels {
+                    // Nothing to play: it ends where it starts.
+                    self.event(events, now, EventKind::ClipStarted { id });
+                    let ended = EventKind::ClipEnded { id, stopped: false };
+                    self.event(events, now, ended);
+                    self.release(clip);
+                    return;
+                }
+                // Starts from silence, so the first sample is not a step.
+                let mut ramp = Ramp::new(0.0);
+                ramp.head(gain, self.gain_ramp_frames);
+                self.clip = Some(ClipPlayer {
+                    id,
+                    clip,
+                    pos: 0,
+                    pass: 1,
+                    looping,
+                    gain: ramp,
+                    stopping: false,
+                });
+                self.event(events, now, EventKind::ClipStarted { id });
+            }
+            ClipCommand::SetGain { id, gain } => {
+                if let Some(p) = self.clip.as_mut().filter(|p| p.id == id && !p.stopping) {
+                    p.gain.head(gain, self.gain_ramp_frames);
+                }
+            }
+            ClipCommand::Stop { id } => {
+                if let Some(p) = self.clip.as_mut().filter(|p| p.id == id) {
+                    p.stopping = true;
+                    p.gain.head(0.0, self.gain_ramp_frames);
+                }
+            }
+        }
+    }
+
+    /// Hands a clip back to the control side; never frees it here.
+    fn release(&mut self, clip: Arc<[f32]>) {
+        if let Err(rtrb::PushError::Full(clip)) = self.clip_return_tx.push(clip) {
+            if self.clip_parked.is_none() {
+                self.clip_parked = Some(clip);
+            } else {
+                // Unreachable with the ring sizes above; leaking beats freeing
+                // on the audio thread.
+                std::mem::forget(clip);
             }
         }
     }
@@ -329,8 +488,9 @@ impl Voice {
     }
 
     /// Renders this voice and adds it into `out` (interleaved). `scratch`
-    /// is the renderer's work buffer, shared by every voice so it stays in
-    /// cache; it must be at least as long as `out`. Runs on the audio thread.
+    /// is the renderer's work space, shared by every voice so it stays in
+    /// cache; it must be at least twice as long as `out`. Runs on the audio
+    /// thread.
     pub(crate) fn process(
         &mut self,
         out: &mut [f32],
@@ -338,14 +498,17 @@ impl Voice {
         now: SampleTime,
         events: &mut EventOut<'_>,
     ) {
+        if let Some(clip) = self.clip_parked.take() {
+            self.release(clip);
+        }
         let ch = self.channels;
-        let n = out.len().min(scratch.len()) / ch;
-        let scratch = &mut scratch[..n * ch];
+        let n = out.len().min(scratch.len() / 2) / ch;
+        let (scratch, bg) = scratch.split_at_mut(n * ch);
         let filled = if self.steady() {
             let filled = n.min(self.speech_rx.slots() / ch);
             self.account(0, filled, now, events);
             self.update_speaking(n, filled, now, events);
-            if self.duck_gain == self.duck_target() {
+            if self.duck_gain.steady() && self.duck_gain.value() == self.duck_target() {
                 self.mix_direct(out, n, filled);
                 self.publish();
                 return;
@@ -358,7 +521,7 @@ impl Voice {
             self.update_speaking(n, filled, now, events);
             filled
         };
-        let active = self.mix_background(scratch, n, filled);
+        let active = self.mix_background(scratch, bg, n, filled, now, events);
         if active > 0 && !self.direct_muted {
             let len = active * ch;
             self.saturation.add_into(&mut out[..len], &scratch[..len]);
@@ -460,6 +623,8 @@ impl Voice {
             && self.pause == PauseState::Playing
             && self.consumed >= self.skip_until
             && !self.direct_muted
+            && self.clip.is_none()
+            && self.background_gain.steady()
     }
 
     /// The background gain the duck is heading for.
@@ -493,7 +658,7 @@ impl Voice {
         ) else {
             return;
         };
-        let gain = self.background_gain * self.duck_gain;
+        let gain = self.background_gain.value() * self.duck_gain.value();
         let len = filled.max(take) * ch;
         mix_sources(
             &mut out[..len],
@@ -554,54 +719,150 @@ impl Voice {
         }
     }
 
-    /// Adds background under the speech in `scratch`; returns frames touched.
-    fn mix_background(&mut self, scratch: &mut [f32], n: usize, filled: usize) -> usize {
+    /// Adds the background (ring and clip, ducked) under the speech in
+    /// `scratch`; returns frames touched. `bg` is work space.
+    fn mix_background(
+        &mut self,
+        scratch: &mut [f32],
+        bg: &mut [f32],
+        n: usize,
+        filled: usize,
+        now: SampleTime,
+        events: &mut EventOut<'_>,
+    ) -> usize {
         let ch = self.channels;
         let target = self.duck_target();
-        let step = match self.duck {
-            Some(duck) => (1.0 - duck.gain).abs() / duck.ramp_frames.max(1) as f32,
-            None => 1.0,
-        };
-        let avail = self.background_rx.slots() / ch;
-        let take = n.min(avail);
-        if take == 0 {
-            self.duck_gain = approach(self.duck_gain, target, step * n as f32);
+        if target != self.duck_gain.target() {
+            let from = self.duck_gain.value();
+            let step = self.duck.map_or(1.0, |d| d.step(from, target));
+            self.duck_gain.head_at(target, step);
+        }
+        let ring = self.ring_background(bg, n);
+        let clip = self.clip_background(bg, n, ring, now, events);
+        let frames = ring.max(clip);
+        if frames == 0 {
+            self.duck_gain.skip(n);
             return filled;
         }
-        if take > filled {
-            scratch[filled * ch..take * ch].fill(0.0);
+        if frames > filled {
+            scratch[filled * ch..frames * ch].fill(0.0);
         }
-        let Ok(chunk) = self.background_rx.read_chunk(take * ch) else {
-            return filled;
-        };
-        let (a, b) = chunk.as_slices();
-        let gain = self.background_gain;
-        let dst = &mut scratch[..take * ch];
-        let mut duck_gain = self.duck_gain;
-        if duck_gain == target {
-            let g = gain * duck_gain;
-            // Two plain loops, one per ring slice, so both vectorise.
-            let (da, db) = dst.split_at_mut(a.len());
-            for (d, s) in da.iter_mut().zip(a) {
-                *d += s * g;
-            }
-            for (d, s) in db.iter_mut().zip(b) {
+        let dst = &mut scratch[..frames * ch];
+        let src = &bg[..frames * ch];
+        if self.duck_gain.steady() {
+            let g = self.duck_gain.value();
+            for (d, s) in dst.iter_mut().zip(src) {
                 *d += s * g;
             }
         } else {
-            for (frame, src) in dst.chunks_exact_mut(ch).zip(FramePairs::new(a, b, ch)) {
-                duck_gain = approach(duck_gain, target, step);
-                let g = gain * duck_gain;
-                for (d, s) in frame.iter_mut().zip(src) {
-                    *d += s * g;
-                }
+            for (d, s) in dst.chunks_exact_mut(ch).zip(src.chunks_exact(ch)) {
+                let g = self.duck_gain.next();
+                d.iter_mut().zip(s).for_each(|(d, s)| *d += s * g);
             }
-            duck_gain = approach(duck_gain, target, step * (n - take) as f32);
+            self.duck_gain.skip(n - frames);
+            self.duck_gain.settle();
         }
-        self.duck_gain = snap(duck_gain);
+        frames.max(filled)
+    }
+
+    /// Writes the background ring's next frames, at the background gain,
+    /// into `bg`; returns how many.
+    fn ring_background(&mut self, bg: &mut [f32], n: usize) -> usize {
+        let ch = self.channels;
+        let take = n.min(self.background_rx.slots() / ch);
+        let chunk = match self.background_rx.read_chunk(take * ch) {
+            Ok(chunk) if take > 0 => chunk,
+            _ => {
+                self.background_gain.skip(n);
+                return 0;
+            }
+        };
+        let (a, b) = chunk.as_slices();
+        let dst = &mut bg[..take * ch];
+        let gain = &mut self.background_gain;
+        if gain.steady() {
+            let g = gain.value();
+            // Two plain loops, one per ring slice, so both vectorise.
+            let (da, db) = dst.split_at_mut(a.len());
+            da.iter_mut().zip(a).for_each(|(d, s)| *d = s * g);
+            db.iter_mut().zip(b).for_each(|(d, s)| *d = s * g);
+        } else {
+            for (frame, src) in dst.chunks_exact_mut(ch).zip(FramePairs::new(a, b, ch)) {
+                let g = gain.next();
+                frame.iter_mut().zip(src).for_each(|(d, s)| *d = s * g);
+            }
+            gain.skip(n - take);
+            gain.settle();
+        }
         chunk.commit_all();
         self.background_frames += take as u64;
-        take.max(filled)
+        take
+    }
+
+    /// Adds the playing clip's next frames into `bg`, whose first `ring`
+    /// frames are already written; returns frames the clip produced.
+    fn clip_background(
+        &mut self,
+        bg: &mut [f32],
+        n: usize,
+        ring: usize,
+        now: SampleTime,
+        events: &mut EventOut<'_>,
+    ) -> usize {
+        let ch = self.channels;
+        let (session, generation) = (self.session, self.generation);
+        let Some(p) = self.clip.as_mut() else {
+            return 0;
+        };
+        if ring < n {
+            bg[ring * ch..n * ch].fill(0.0);
+        }
+        let len = p.clip.len() / ch * ch;
+        let mut k = 0;
+        let mut ended = None;
+        while k < n {
+            // Up to the clip's end, so the wrap is sample-contiguous.
+            let m = ((len - p.pos) / ch).min(n - k);
+            let src = &p.clip[p.pos..p.pos + m * ch];
+            let dst = &mut bg[k * ch..(k + m) * ch];
+            if p.gain.steady() {
+                let g = p.gain.value();
+                dst.iter_mut().zip(src).for_each(|(d, s)| *d += s * g);
+            } else {
+                for (d, s) in dst.chunks_exact_mut(ch).zip(src.chunks_exact(ch)) {
+                    let g = p.gain.next();
+                    d.iter_mut().zip(s).for_each(|(d, s)| *d += s * g);
+                }
+                p.gain.settle();
+            }
+            p.pos += m * ch;
+            k += m;
+            if p.stopping && p.gain.steady() {
+                ended = Some(true);
+                break;
+            }
+            if p.pos >= len {
+                if !p.looping {
+                    ended = Some(false);
+                    break;
+                }
+                p.pos = 0;
+                p.pass += 1;
+                let kind = EventKind::ClipWrapped {
+                    id: p.id,
+                    pass: p.pass,
+                };
+                events.push(session, generation, now.plus(k as u64), kind);
+            }
+        }
+        if let Some(stopped) = ended {
+            if let Some(p) = self.clip.take() {
+                let kind = EventKind::ClipEnded { id: p.id, stopped };
+                events.push(session, generation, now.plus(k as u64), kind);
+                self.release(p.clip);
+            }
+        }
+        k
     }
 
     fn publish(&self) {
@@ -616,16 +877,7 @@ impl Voice {
         let queued = self.speech_rx.slots() / self.channels;
         t.queued_frames.store(queued as u64, Ordering::Relaxed);
         t.speaking.store(self.speaking, Ordering::Relaxed);
-        t.duck_gain.store(self.duck_gain, Ordering::Relaxed);
-    }
-}
-
-/// Moves `from` towards `to` by at most `step`.
-fn approach(from: f32, to: f32, step: f32) -> f32 {
-    if from < to {
-        (from + step).min(to)
-    } else {
-        (from - step).max(to)
+        t.duck_gain.store(self.duck_gain.value(), Ordering::Relaxed);
     }
 }
 

@@ -6,8 +6,8 @@
 
 use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
 use sotto_rt::{
-    Command, Doorbells, DuckConfig, Renderer, RendererConfig, Saturation, SessionId, Voice,
-    VoiceCommand, VoiceConfig, VoiceControl,
+    ClipCommand, Command, Doorbells, DuckConfig, Renderer, RendererConfig, Saturation, SessionId,
+    Voice, VoiceCommand, VoiceConfig, VoiceControl,
 };
 
 #[global_allocator]
@@ -26,9 +26,11 @@ fn voice(session: u32, generation: u32, doorbells: Option<&Doorbells>) -> (Voice
         pause_ramp_frames: 240,
         duck: Some(DuckConfig {
             gain: 0.25,
-            ramp_frames: 2_400,
+            down_frames: 1_200,
+            up_frames: 4_800,
         }),
         background_gain: 1.0,
+        gain_ramp_frames: 960,
         saturation: Saturation::Soft,
         doorbells: doorbells.cloned(),
     })
@@ -95,6 +97,34 @@ fn every_render_path_is_allocation_free() {
     a.send(VoiceCommand::Interrupt { fence: 21_000 }).unwrap(); // during the tail
     render_guarded(&mut renderer, &mut out, 40);
     fill(&mut a, 1_000, 0.5);
+    // A looping clip shorter than a block, replaced by a longer one, with
+    // gain ramps, a background clear and a stop: built here, played there.
+    let short: std::sync::Arc<[f32]> = vec![0.25f32; 2 * 100].into();
+    let long: std::sync::Arc<[f32]> = vec![-0.25f32; 2 * 3_000].into();
+    b.send_clip(ClipCommand::Play {
+        id: 1,
+        clip: short,
+        gain: 1.0,
+        looping: true,
+    })
+    .unwrap();
+    render_guarded(&mut renderer, &mut out, 8);
+    b.send_clip(ClipCommand::Play {
+        id: 2,
+        clip: long,
+        gain: 0.5,
+        looping: true,
+    })
+    .unwrap();
+    b.send_clip(ClipCommand::SetGain { id: 2, gain: 2.0 })
+        .unwrap();
+    b.send(VoiceCommand::SetBackgroundGain(0.1)).unwrap();
+    b.send(VoiceCommand::ClearBackground { fence: 3_000 })
+        .unwrap();
+    render_guarded(&mut renderer, &mut out, 12);
+    b.send_clip(ClipCommand::Stop { id: 2 }).unwrap();
+    render_guarded(&mut renderer, &mut out, 8);
+    assert_eq!(b.collect_clips(), 2, "both clips came back");
     a.send(VoiceCommand::Clear { fence: 22_000 }).unwrap();
     a.send(VoiceCommand::SetDirectMuted(true)).unwrap();
     a.send(VoiceCommand::SetSaturation(Saturation::Hard))

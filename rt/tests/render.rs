@@ -20,6 +20,7 @@ fn config(channels: usize) -> VoiceConfig {
         pause_ramp_frames: 1,
         duck: None,
         background_gain: 1.0,
+        gain_ramp_frames: 480,
         saturation: sotto_rt::Saturation::Hard,
         doorbells: None,
     }
@@ -130,5 +131,52 @@ fn commands_arrive_with_and_without_doorbells() {
             vc.send(VoiceCommand::Resume).unwrap();
         }
         r.render(&mut out);
+    }
+}
+
+fn clip_voice(r: &mut sotto_rt::RendererControl) -> sotto_rt::VoiceControl {
+    let mut c = config(1);
+    c.background_capacity_frames = 1000;
+    c.gain_ramp_frames = 1;
+    let (vc, v) = Voice::new(&c);
+    r.add_voice(Box::new(v)).unwrap();
+    vc
+}
+
+/// A looping clip plays sample-contiguously across every wrap, for clips
+/// shorter and longer than a block, and reports each wrap at its sample.
+#[test]
+fn looping_clip_is_seamless() {
+    for len in [7usize, 64, 100, 1000] {
+        let (mut control, mut r) = Renderer::new(RendererConfig {
+            max_block_frames: 64,
+            ..RendererConfig::default()
+        })
+        .unwrap();
+        let mut vc = clip_voice(&mut control);
+        let clip: Vec<f32> = (0..len).map(|i| (i as f32 + 1.0) / 2000.0).collect();
+        vc.send_clip(sotto_rt::ClipCommand::Play {
+            id: 9,
+            clip: clip.clone().into(),
+            gain: 1.0,
+            looping: true,
+        })
+        .unwrap();
+        let mut out = vec![0.0f32; 64 * 50];
+        r.render(&mut out);
+        // The first frame ramps in from silence over one frame.
+        let want: Vec<f32> = clip.iter().cycle().take(out.len()).copied().collect();
+        assert_eq!(out, want, "clip of {len}");
+        let wraps: Vec<u64> = std::iter::from_fn(|| control.event_rx.pop().ok())
+            .filter_map(|e| match e.kind {
+                EventKind::ClipWrapped { id: 9, .. } => Some(e.at.0),
+                _ => None,
+            })
+            .collect();
+        let expected: Vec<u64> = (1..)
+            .map(|k| (k * len) as u64)
+            .take_while(|&t| t < out.len() as u64)
+            .collect();
+        assert_eq!(wraps[..expected.len().min(wraps.len())], expected[..]);
     }
 }

@@ -1,0 +1,535 @@
+//! Background sources (SPEC B1–B7): a supervised loader actor per source
+//! that decodes a file off the async runtime and feeds a session.
+//!
+//! - `mixing` + looping: the whole file is decoded once into a clip shared
+//!   read-only with the audio thread, which loops it sample-contiguously
+//!   with no decoding and no copy per pass.
+//! - `mixing`, not looping: decoded in chunks into the session's background
+//!   input, never further ahead than its bounded queue (B5).
+//! - `playback`: decoded in chunks into the session's speech input, so it
+//!   counts as speech and an interrupt fades it; when looping, later passes
+//!   are fed from the decoded cache without decoding again.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::Arc;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::sync::oneshot;
+
+use crate::decode::{DecodeError, FileDecoder, PassEnd};
+use crate::session::{Input, SessionEvent, SessionEventKind, SessionMsg, SessionShared};
+
+/// Frames decoded per chunk fed to a session (about 100 ms at 24 kHz).
+const CHUNK_FRAMES: usize = 2400;
+
+/// Where a background source plays (SPEC B3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BackgroundMode {
+    /// Into the speech input: counted as speech and interruptible.
+    #[default]
+    Playback,
+    /// Into the background input, under speech; interrupts leave it alone.
+    Mixing,
+}
+
+/// A background source (SPEC B1).
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackgroundConfig {
+    /// The audio file: WAV, FLAC, Ogg/Vorbis, MP3, AAC/M4A.
+    pub path: PathBuf,
+    /// When false, `start` does nothing.
+    pub enabled: bool,
+    /// Playback (speech input) or mixing (background input).
+    pub mode: BackgroundMode,
+    /// Linear volume, 0..=2; above 1 amplifies and saturates.
+    pub volume: f32,
+    /// Play again from the start at the end, seamlessly.
+    pub looping: bool,
+}
+
+impl BackgroundConfig {
+    /// A source playing `path` once at unity volume in playback mode.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        Self {
+            path: path.into(),
+            enabled: true,
+            mode: BackgroundMode::Playback,
+            volume: 1.0,
+            looping: false,
+        }
+    }
+
+    /// Checks the values a user chose.
+    ///
+    /// # Errors
+    /// [`BackgroundError::Volume`] or [`BackgroundError::Config`].
+    pub fn validate(&self) -> Result<(), BackgroundError> {
+        check_volume(self.volume)?;
+        if self.path.as_os_str().is_empty() {
+            return Err(BackgroundError::Config("the path is empty".into()));
+        }
+        Ok(())
+    }
+}
+
+fn check_volume(volume: f32) -> Result<(), BackgroundError> {
+    if volume.is_finite() && (0.0..=2.0).contains(&volume) {
+        Ok(())
+    } else {
+        Err(BackgroundError::Volume(volume))
+    }
+}
+
+/// Why a background operation failed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[non_exhaustive]
+pub enum BackgroundError {
+    /// The file cannot be decoded (SPEC B7).
+    #[error(transparent)]
+    Decode(#[from] DecodeError),
+    /// A volume outside 0..=2 or not a number.
+    #[error("volume {0} must be within 0..=2")]
+    Volume(f32),
+    /// Something else about the configuration is wrong.
+    #[error("{0}")]
+    Config(String),
+    /// The session or the loader is gone.
+    #[error("background source is closed")]
+    Closed,
+}
+
+/// Messages of a [`BackgroundLoader`].
+pub enum LoaderMsg {
+    /// Start playing; a no-op when already playing.
+    Start(oneshot::Sender<Result<(), BackgroundError>>),
+    /// Stop at once and release the decoder, the cache and the queue.
+    Stop(oneshot::Sender<()>),
+    /// Ramp to a new volume.
+    SetVolume(f32, oneshot::Sender<Result<(), BackgroundError>>),
+    /// Fault injection for supervision tests.
+    Panic,
+}
+
+impl std::fmt::Debug for LoaderMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Start(_) => "Start",
+            Self::Stop(_) => "Stop",
+            Self::SetVolume(..) => "SetVolume",
+            Self::Panic => "Panic",
+        })
+    }
+}
+
+/// Startup arguments of a loader.
+pub struct LoaderArgs {
+    /// The source.
+    pub config: BackgroundConfig,
+    /// Names the source in events.
+    pub id: u32,
+    /// The session it feeds.
+    pub session: Arc<SessionShared>,
+    /// Output rate.
+    pub sample_rate: u32,
+    /// Output channels.
+    pub channels: usize,
+}
+
+/// The loader actor of one background source.
+#[derive(Debug, Clone, Copy)]
+pub struct BackgroundLoader;
+
+/// A feed in progress.
+struct Running {
+    cancel: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    /// The clip id when the audio thread loops a clip.
+    clip: Option<u32>,
+}
+
+/// The loader's state.
+pub struct LoaderState {
+    args: LoaderArgs,
+    volume: Arc<AtomicU32>,
+    running: Option<Running>,
+}
+
+impl Actor for BackgroundLoader {
+    type Msg = LoaderMsg;
+    type State = LoaderState;
+    type Arguments = LoaderArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<LoaderMsg>,
+        args: LoaderArgs,
+    ) -> Result<LoaderState, ActorProcessingErr> {
+        let volume = Arc::new(AtomicU32::new(args.config.volume.to_bits()));
+        Ok(LoaderState {
+            args,
+            volume,
+            running: None,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<LoaderMsg>,
+        state: &mut LoaderState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.stop().await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<LoaderMsg>,
+        msg: LoaderMsg,
+        state: &mut LoaderState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            LoaderMsg::Start(reply) => {
+                let result = state.start().await;
+                if let Err(e) = &result {
+                    state.emit(SessionEventKind::BackgroundError {
+                        source: state.args.id,
+                        message: e.to_string(),
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            LoaderMsg::Stop(reply) => {
+                state.stop().await;
+                let _ = reply.send(());
+            }
+            LoaderMsg::SetVolume(volume, reply) => {
+                let _ = reply.send(state.set_volume(volume));
+            }
+            LoaderMsg::Panic => panic!("injected background loader fault"),
+        }
+        Ok(())
+    }
+}
+
+impl LoaderState {
+    fn emit(&self, kind: SessionEventKind) {
+        emit(&self.args.session, kind);
+    }
+
+    fn send(&self, msg: SessionMsg) -> Result<(), BackgroundError> {
+        self.args
+            .session
+            .send(msg)
+            .map_err(|_| BackgroundError::Closed)
+    }
+
+    async fn start(&mut self) -> Result<(), BackgroundError> {
+        if self
+            .running
+            .as_ref()
+            .is_some_and(|r| !r.done.load(Ordering::Acquire))
+        {
+            return Ok(());
+        }
+        self.stop().await;
+        let config = self.args.config.clone();
+        config.validate()?;
+        if !config.enabled {
+            return Ok(());
+        }
+        let (rate, ch) = (self.args.sample_rate, self.args.channels);
+        let path = config.path.clone();
+        // Opening reads headers from disk: off the async runtime.
+        let decoder = tokio::task::spawn_blocking(move || FileDecoder::open(&path, rate, ch))
+            .await
+            .map_err(|_| BackgroundError::Closed)??;
+        let cancel = Arc::new(AtomicBool::new(false));
+        let done = Arc::new(AtomicBool::new(false));
+        if config.mode == BackgroundMode::Mixing && !config.looping {
+            self.send(SessionMsg::SetBackgroundGain(config.volume))?;
+        }
+        // The feed is busy from here until it waits for room: the offline
+        // clock does not render past audio it is about to queue.
+        self.args.session.quiesce.sent(1);
+        let feed = Feed {
+            busy: true,
+            session: Arc::clone(&self.args.session),
+            id: self.args.id,
+            channels: ch,
+            volume: Arc::clone(&self.volume),
+            cancel: Arc::clone(&cancel),
+            done: Arc::clone(&done),
+        };
+        let clip =
+            (config.mode == BackgroundMode::Mixing && config.looping).then_some(self.args.id);
+        let task = match (config.mode, config.looping) {
+            (BackgroundMode::Mixing, true) => {
+                tokio::task::spawn_blocking(move || feed.clip(decoder))
+            }
+            (BackgroundMode::Mixing, false) => {
+                tokio::task::spawn_blocking(move || feed.stream(decoder, Input::Background, false))
+            }
+            (BackgroundMode::Playback, looping) => {
+                tokio::task::spawn_blocking(move || feed.stream(decoder, Input::Speech, looping))
+            }
+        };
+        self.running = Some(Running {
+            cancel,
+            done,
+            task,
+            clip,
+        });
+        Ok(())
+    }
+
+    async fn stop(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        running.cancel.store(true, Ordering::Release);
+        let finished = running.done.load(Ordering::Acquire);
+        if !finished {
+            // Cut what is queued so a feed waiting for room wakes at once.
+            let _ = match (self.args.config.mode, running.clip) {
+                (_, Some(id)) => self.send(SessionMsg::StopClip { id }),
+                (BackgroundMode::Mixing, None) => {
+                    let (tx, _rx) = oneshot::channel();
+                    self.send(SessionMsg::ClearBackground(tx))
+                }
+                (BackgroundMode::Playback, None) => self.send(SessionMsg::Interrupt),
+            };
+        }
+        let _ = running.task.await;
+        if !finished && running.clip.is_none() {
+            self.emit(SessionEventKind::BackgroundEnded {
+                source: self.args.id,
+                stopped: true,
+            });
+        }
+    }
+
+    fn set_volume(&mut self, volume: f32) -> Result<(), BackgroundError> {
+        check_volume(volume)?;
+        self.volume.store(volume.to_bits(), Ordering::Relaxed);
+        self.args.config.volume = volume;
+        match (&self.running, self.args.config.mode) {
+            (Some(Running { clip: Some(id), .. }), _) => self.send(SessionMsg::ClipGain {
+                id: *id,
+                gain: volume,
+            }),
+            (_, BackgroundMode::Mixing) => self.send(SessionMsg::SetBackgroundGain(volume)),
+            // Playback: the feed scales what it decodes from now on.
+            (_, BackgroundMode::Playback) => Ok(()),
+        }
+    }
+}
+
+fn emit(session: &SessionShared, kind: SessionEventKind) {
+    session.emit(SessionEvent {
+        session: session.id,
+        at: session.clock(),
+        kind,
+    });
+}
+
+/// What a feeding thread needs.
+struct Feed {
+    /// Counted in the session's quiescence (see [`SessionMsg::PushFrames`]).
+    busy: bool,
+    session: Arc<SessionShared>,
+    id: u32,
+    channels: usize,
+    volume: Arc<AtomicU32>,
+    cancel: Arc<AtomicBool>,
+    done: Arc<AtomicBool>,
+}
+
+impl Feed {
+    fn idle(&mut self) {
+        if std::mem::take(&mut self.busy) {
+            self.session.quiesce.handled(1);
+        }
+    }
+
+    fn cancelled(&self) -> bool {
+        self.cancel.load(Ordering::Acquire)
+    }
+
+    fn warn(&self, message: String) {
+        tracing::warn!(source = self.id, %message, "background pass ended early");
+        emit(
+            &self.session,
+            SessionEventKind::BackgroundWarning {
+                source: self.id,
+                message,
+            },
+        );
+    }
+
+    fn fail(&self, e: &DecodeError) {
+        emit(
+            &self.session,
+            SessionEventKind::BackgroundError {
+                source: self.id,
+                message: e.to_string(),
+            },
+        );
+    }
+
+    /// Decodes the whole file and hands it to the audio thread to loop.
+    fn clip(mut self, mut decoder: FileDecoder) {
+        match decoder.decode_all(|| self.cancelled()) {
+            Ok((samples, end)) if !self.cancelled() => {
+                if let PassEnd::Damaged(reason) = end {
+                    self.warn(reason);
+                }
+                let gain = f32::from_bits(self.volume.load(Ordering::Relaxed));
+                let msg = SessionMsg::PlayClip {
+                    id: self.id,
+                    clip: Arc::from(samples),
+                    gain,
+                    looping: true,
+                };
+                if self.session.send(msg).is_err() {
+                    self.done.store(true, Ordering::Release);
+                }
+            }
+            Ok(_) => self.done.store(true, Ordering::Release),
+            Err(e) => {
+                self.fail(&e);
+                self.done.store(true, Ordering::Release);
+            }
+        }
+        // Otherwise the audio thread reports started, wrapped and ended, and
+        // the source plays until stopped.
+        self.idle();
+    }
+
+    /// Pushes `frames` and waits until they are queued; false when cut or
+    /// the session is gone.
+    fn push(&mut self, input: Input, frames: Vec<f32>) -> bool {
+        let (tx, rx) = oneshot::channel();
+        let msg = SessionMsg::PushFrames {
+            input,
+            frames,
+            reply: tx,
+        };
+        if self.session.send(msg).is_err() {
+            return false;
+        }
+        self.idle();
+        // Backpressure: the next chunk is decoded only once this one fits.
+        match rx.blocking_recv() {
+            Ok(outcome) => {
+                // The session counted this thread busy when it replied.
+                self.busy = true;
+                outcome.dropped_frames == 0
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Decodes in chunks into `input`; with `looping`, replays the decoded
+    /// cache for every later pass.
+    fn stream(mut self, mut decoder: FileDecoder, input: Input, looping: bool) {
+        let ch = self.channels;
+        let scale = input == Input::Speech;
+        let mut cache: Vec<f32> = Vec::new();
+        let mut started = false;
+        let mut ok = true;
+        loop {
+            if self.cancelled() {
+                ok = false;
+                break;
+            }
+            let mut chunk = Vec::with_capacity(CHUNK_FRAMES * ch);
+            let end = match decoder.fill(&mut chunk, CHUNK_FRAMES) {
+                Ok(end) => end,
+                Err(e) => {
+                    self.fail(&e);
+                    ok = false;
+                    break;
+                }
+            };
+            if looping {
+                cache.extend_from_slice(&chunk);
+            }
+            if !chunk.is_empty() {
+                if !started {
+                    started = true;
+                    emit(
+                        &self.session,
+                        SessionEventKind::BackgroundStarted { source: self.id },
+                    );
+                }
+                if scale {
+                    self.scale(&mut chunk);
+                }
+                if !self.push(input, chunk) {
+                    ok = false;
+                    break;
+                }
+            }
+            match end {
+                None => {}
+                Some(PassEnd::Complete) => break,
+                Some(PassEnd::Damaged(reason)) => {
+                    self.warn(reason);
+                    break;
+                }
+            }
+        }
+        drop(decoder);
+        if ok && looping && !cache.is_empty() {
+            ok = self.replay(&cache, input, scale);
+        }
+        if ok {
+            emit(
+                &self.session,
+                SessionEventKind::BackgroundEnded {
+                    source: self.id,
+                    stopped: false,
+                },
+            );
+        }
+        self.done.store(true, Ordering::Release);
+        self.idle();
+    }
+
+    /// Later passes of a looping stream, from the cache; returns false when
+    /// stopped or cut.
+    fn replay(&mut self, cache: &[f32], input: Input, scale: bool) -> bool {
+        let step = CHUNK_FRAMES * self.channels;
+        for pass in 2u32.. {
+            emit(
+                &self.session,
+                SessionEventKind::BackgroundLoopWrapped {
+                    source: self.id,
+                    pass,
+                },
+            );
+            for piece in cache.chunks(step) {
+                if self.cancelled() {
+                    return false;
+                }
+                let mut chunk = piece.to_vec();
+                if scale {
+                    self.scale(&mut chunk);
+                }
+                if !self.push(input, chunk) {
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn scale(&self, chunk: &mut [f32]) {
+        let v = f32::from_bits(self.volume.load(Ordering::Relaxed));
+        if v != 1.0 {
+            chunk.iter_mut().for_each(|s| *s *= v);
+        }
+    }
+}

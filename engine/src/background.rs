@@ -1,0 +1,103 @@
+//! The background source handle (SPEC B1–B7).
+
+use ractor::ActorRef;
+use sotto_actors::background::{BackgroundError, LoaderMsg};
+use sotto_actors::SessionEvent;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::SessionHandle;
+
+/// Controls one background source of a session. Cheap to clone.
+///
+/// Its events ([`SessionEventKind::BackgroundStarted`] and the other
+/// `Background*` kinds) arrive on the session's event stream, named by
+/// [`BackgroundHandle::id`].
+///
+/// [`SessionEventKind::BackgroundStarted`]: crate::SessionEventKind::BackgroundStarted
+#[derive(Clone)]
+pub struct BackgroundHandle {
+    id: u32,
+    loader: ActorRef<LoaderMsg>,
+    session: SessionHandle,
+}
+
+impl std::fmt::Debug for BackgroundHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackgroundHandle")
+            .field("id", &self.id)
+            .field("session", &self.session.id())
+            .finish()
+    }
+}
+
+impl BackgroundHandle {
+    pub(crate) fn new(id: u32, loader: ActorRef<LoaderMsg>, session: SessionHandle) -> Self {
+        Self {
+            id,
+            loader,
+            session,
+        }
+    }
+
+    /// Names this source in session events.
+    #[must_use]
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    async fn request<T>(
+        &self,
+        msg: impl FnOnce(oneshot::Sender<T>) -> LoaderMsg,
+    ) -> Result<T, BackgroundError> {
+        let (tx, rx) = oneshot::channel();
+        self.loader
+            .cast(msg(tx))
+            .map_err(|_| BackgroundError::Closed)?;
+        rx.await.map_err(|_| BackgroundError::Closed)
+    }
+
+    /// Opens the file and starts playing it; a no-op while it plays.
+    /// Returns once the file's headers are read and the first audio is on
+    /// its way, or with the reason it cannot play (also sent as a
+    /// `BackgroundError` event).
+    ///
+    /// # Errors
+    /// [`BackgroundError`]: a missing, empty, unsupported or corrupt file,
+    /// or [`BackgroundError::Closed`].
+    pub async fn start(&self) -> Result<(), BackgroundError> {
+        self.request(LoaderMsg::Start).await?
+    }
+
+    /// Stops at once, releasing the decoder, the decoded cache and whatever
+    /// is queued. The audio ramps out in a few milliseconds, without a click.
+    ///
+    /// # Errors
+    /// [`BackgroundError::Closed`].
+    pub async fn stop(&self) -> Result<(), BackgroundError> {
+        self.request(LoaderMsg::Stop).await
+    }
+
+    /// Changes the volume (0..=2) through a ramp.
+    ///
+    /// # Errors
+    /// [`BackgroundError::Volume`] or [`BackgroundError::Closed`].
+    pub async fn set_volume(&self, volume: f32) -> Result<(), BackgroundError> {
+        self.request(|tx| LoaderMsg::SetVolume(volume, tx)).await?
+    }
+
+    /// The session's events; this source's carry its id.
+    #[must_use]
+    pub fn events(&self) -> mpsc::UnboundedReceiver<SessionEvent> {
+        self.session.events()
+    }
+
+    /// Fault injection for supervision tests: the loader panics.
+    ///
+    /// # Errors
+    /// [`BackgroundError::Closed`].
+    pub fn inject_fault(&self) -> Result<(), BackgroundError> {
+        self.loader
+            .cast(LoaderMsg::Panic)
+            .map_err(|_| BackgroundError::Closed)
+    }
+}
