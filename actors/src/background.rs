@@ -439,6 +439,7 @@ impl Feed {
         let mut cache: Vec<f32> = Vec::new();
         let mut started = false;
         let mut ok = true;
+        let mut cut = false;
         loop {
             if self.cancelled() {
                 ok = false;
@@ -469,6 +470,7 @@ impl Feed {
                 }
                 if !self.push(input, chunk) {
                     ok = false;
+                    cut = true;
                     break;
                 }
             }
@@ -484,13 +486,16 @@ impl Feed {
         drop(decoder);
         if ok && looping && !cache.is_empty() {
             ok = self.replay(&cache, input, scale);
+            cut = !ok;
         }
-        if ok {
+        // Ran out (ok), or cut by an interrupt or clear (not ok, not
+        // cancelled). A stop reports the end itself.
+        if ok || (cut && !self.cancelled()) {
             emit(
                 &self.session,
                 SessionEventKind::BackgroundEnded {
                     source: self.id,
-                    stopped: false,
+                    stopped: !ok,
                 },
             );
         }

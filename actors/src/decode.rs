@@ -82,6 +82,10 @@ pub struct FileDecoder {
     remixed: Vec<f32>,
     /// Frames produced at the output rate so far.
     produced: u64,
+    /// Frames the container says the track has, at the input rate.
+    expected: Option<u64>,
+    /// Frames decoded at the input rate.
+    decoded_frames: u64,
     ended: Option<PassEnd>,
 }
 
@@ -158,11 +162,7 @@ impl FileDecoder {
                 FormatOptions::default(),
                 MetadataOptions::default(),
             )
-            .map_err(|e| match classify(path, e) {
-                // The probe reports "no format found" as unsupported.
-                DecodeError::Corrupt { path, reason } => DecodeError::Unsupported { path, reason },
-                other => other,
-            })?;
+            .map_err(|e| classify(path, e))?;
         let track = reader
             .default_track(TrackType::Audio)
             .ok_or_else(|| DecodeError::NoAudioTrack(path.to_owned()))?;
@@ -170,6 +170,7 @@ impl FileDecoder {
             return Err(DecodeError::NoAudioTrack(path.to_owned()));
         };
         let track_id = track.id;
+        let expected = track.num_frames;
         let decoder = symphonia::default::get_codecs()
             .make_audio_decoder(params, &AudioDecoderOptions::default())
             .map_err(|e| classify(path, e))?;
@@ -209,6 +210,8 @@ impl FileDecoder {
             decoded: Vec::new(),
             remixed: Vec::new(),
             produced: 0,
+            expected,
+            decoded_frames: 0,
             ended: None,
         })
     }
@@ -251,7 +254,8 @@ impl FileDecoder {
             Ok(Some(p)) => p,
             Ok(None) => return self.finish(out, PassEnd::Complete),
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return self.finish(out, PassEnd::Complete);
+                let reason = "the file ends early (truncated)".to_owned();
+                return self.finish(out, PassEnd::Damaged(reason));
             }
             Err(e) => {
                 let reason = classify(&self.path, e).to_string();
@@ -263,8 +267,7 @@ impl FileDecoder {
         }
         let buf = match self.decoder.decode(&packet) {
             Ok(buf) => buf,
-            // A damaged packet: skip it, as a player would.
-            Err(SymphoniaError::DecodeError(_)) => return Ok(()),
+            // A damaged packet ends the pass; what came before it plays.
             Err(e) => {
                 let reason = classify(&self.path, e).to_string();
                 return self.finish(out, PassEnd::Damaged(reason));
@@ -276,6 +279,7 @@ impl FileDecoder {
             return self.finish(out, PassEnd::Damaged(reason));
         }
         buf.copy_to_vec_interleaved::<f32>(&mut self.decoded);
+        self.decoded_frames += (self.decoded.len() / in_ch) as u64;
         let start = out.len();
         match &mut self.resample {
             None => remix(&self.decoded, in_ch, self.out_channels, out),
@@ -289,7 +293,17 @@ impl FileDecoder {
         Ok(())
     }
 
-    fn finish(&mut self, out: &mut Vec<f32>, end: PassEnd) -> Result<(), DecodeError> {
+    fn finish(&mut self, out: &mut Vec<f32>, mut end: PassEnd) -> Result<(), DecodeError> {
+        // A demuxer that skipped damaged data to resynchronise ends
+        // "normally" short of what the container promised.
+        if let (PassEnd::Complete, Some(expected)) = (&end, self.expected) {
+            if self.decoded_frames + expected / 100 < expected {
+                end = PassEnd::Damaged(format!(
+                    "{} of {expected} frames could not be decoded",
+                    expected - self.decoded_frames
+                ));
+            }
+        }
         let start = out.len();
         if let Some(r) = &mut self.resample {
             r.flush(out);

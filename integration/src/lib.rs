@@ -38,3 +38,86 @@ pub fn times(events: &[SessionEvent], want: fn(&SessionEventKind) -> bool) -> Ve
         .map(|e| e.at.0)
         .collect()
 }
+
+/// Writes a 16-bit WAV of interleaved `samples` (−1..1).
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn write_wav_s16(path: &std::path::Path, samples: &[f32], rate: u32, channels: u16) {
+    let spec = hound::WavSpec {
+        channels,
+        sample_rate: rate,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("create wav");
+    for &s in samples {
+        w.write_sample(quantize(s)).expect("write wav");
+    }
+    w.finalize().expect("finalize wav");
+}
+
+/// The 16-bit value a sample is stored as.
+#[must_use]
+pub fn quantize(s: f32) -> i16 {
+    (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
+}
+
+/// A sine of `frames` frames at `freq` and `rate`, on every channel.
+#[must_use]
+pub fn sine(frames: usize, freq: f64, rate: u32, channels: usize, amplitude: f32) -> Vec<f32> {
+    (0..frames)
+        .flat_map(|i| {
+            let v = (std::f64::consts::TAU * freq * i as f64 / f64::from(rate)).sin() as f32;
+            std::iter::repeat_n(v * amplitude, channels)
+        })
+        .collect()
+}
+
+/// Encodes `wav` to `out` with ffmpeg (`codec` as ffmpeg names it).
+///
+/// # Panics
+/// When ffmpeg is missing or fails: `make test` installs it.
+pub fn ffmpeg(wav: &std::path::Path, out: &std::path::Path, args: &[&str]) {
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-i"])
+        .arg(wav)
+        .args(args)
+        .arg(out)
+        .status()
+        .expect("ffmpeg must be installed (make test installs it)");
+    assert!(status.success(), "ffmpeg failed for {}", out.display());
+}
+
+/// Frequency of a mono signal from its rising zero crossings.
+#[must_use]
+pub fn frequency(samples: &[f32], rate: u32) -> f64 {
+    let crossings: Vec<f64> = samples
+        .windows(2)
+        .enumerate()
+        .filter(|(_, w)| w[0] < 0.0 && w[1] >= 0.0)
+        .map(|(i, w)| i as f64 + f64::from(-w[0] / (w[1] - w[0])))
+        .collect();
+    let (Some(first), Some(last)) = (crossings.first(), crossings.last()) else {
+        return 0.0;
+    };
+    (crossings.len() - 1) as f64 * f64::from(rate) / (last - first)
+}
+
+/// Root mean square.
+#[must_use]
+pub fn rms(samples: &[f32]) -> f32 {
+    (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
+}
+
+/// A fresh scratch directory under the system's temporary directory.
+///
+/// # Panics
+/// When it cannot be created.
+#[must_use]
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("sotto-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}

@@ -188,6 +188,8 @@ pub struct Voice {
     direct_muted: bool,
     duck: Option<DuckConfig>,
     duck_gain: Ramp,
+    /// Frames of this block that keep the duck's previous target.
+    duck_hold: usize,
     background_gain: Ramp,
     gain_ramp_frames: u32,
     saturation: Saturation,
@@ -240,6 +242,7 @@ impl Voice {
             direct_muted: false,
             duck: config.duck,
             duck_gain: Ramp::new(1.0),
+            duck_hold: 0,
             background_gain: Ramp::new(config.background_gain),
             gain_ramp_frames: config.gain_ramp_frames.max(1),
             saturation: config.saturation,
@@ -509,6 +512,7 @@ impl Voice {
             self.account(0, filled, now, events);
             self.update_speaking(n, filled, now, events);
             if self.duck_gain.steady() && self.duck_gain.value() == self.duck_target() {
+                self.duck_hold = 0;
                 self.mix_direct(out, n, filled);
                 self.publish();
                 return;
@@ -707,6 +711,8 @@ impl Voice {
             let deadline = self.last_real_end.plus(u64::from(self.grace_frames));
             if block_end >= deadline {
                 self.speaking = false;
+                // The duck lets go at the deadline's own sample.
+                self.duck_hold = deadline.0.saturating_sub(now.0) as usize;
                 events.push(
                     self.session,
                     self.generation,
@@ -731,17 +737,17 @@ impl Voice {
         events: &mut EventOut<'_>,
     ) -> usize {
         let ch = self.channels;
-        let target = self.duck_target();
-        if target != self.duck_gain.target() {
-            let from = self.duck_gain.value();
-            let step = self.duck.map_or(1.0, |d| d.step(from, target));
-            self.duck_gain.head_at(target, step);
+        let hold = std::mem::take(&mut self.duck_hold).min(n);
+        if hold == 0 {
+            self.retarget_duck();
         }
         let ring = self.ring_background(bg, n);
         let clip = self.clip_background(bg, n, ring, now, events);
         let frames = ring.max(clip);
         if frames == 0 {
-            self.duck_gain.skip(n);
+            self.duck_gain.skip(hold);
+            self.retarget_duck();
+            self.duck_gain.skip(n - hold);
             return filled;
         }
         if frames > filled {
@@ -749,20 +755,43 @@ impl Voice {
         }
         let dst = &mut scratch[..frames * ch];
         let src = &bg[..frames * ch];
-        if self.duck_gain.steady() {
+        if hold == 0 && self.duck_gain.steady() {
             let g = self.duck_gain.value();
             for (d, s) in dst.iter_mut().zip(src) {
                 *d += s * g;
             }
         } else {
-            for (d, s) in dst.chunks_exact_mut(ch).zip(src.chunks_exact(ch)) {
+            for (k, (d, s)) in dst
+                .chunks_exact_mut(ch)
+                .zip(src.chunks_exact(ch))
+                .enumerate()
+            {
+                if k == hold {
+                    self.retarget_duck();
+                }
                 let g = self.duck_gain.next();
                 d.iter_mut().zip(s).for_each(|(d, s)| *d += s * g);
             }
-            self.duck_gain.skip(n - frames);
+            if hold >= frames {
+                self.duck_gain.skip(hold - frames);
+                self.retarget_duck();
+                self.duck_gain.skip(n - hold);
+            } else {
+                self.duck_gain.skip(n - frames);
+            }
             self.duck_gain.settle();
         }
         frames.max(filled)
+    }
+
+    /// Points the duck at the gain the speaking state calls for.
+    fn retarget_duck(&mut self) {
+        let target = self.duck_target();
+        if target != self.duck_gain.target() {
+            let from = self.duck_gain.value();
+            let step = self.duck.map_or(1.0, |d| d.step(from, target));
+            self.duck_gain.head_at(target, step);
+        }
     }
 
     /// Writes the background ring's next frames, at the background gain,
