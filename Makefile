@@ -2,14 +2,23 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 DEBIAN_PACKAGES := fonts-dejavu-core
+# The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg.
+TEST_PACKAGES := ffmpeg
 
-.PHONY: demo test deps lint bench
+.PHONY: demo test deps test-deps lint bench
 
 # Installs what the programs need at run time (a font for the picture's labels).
 deps:
 	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 		else echo "note: install $(DEBIAN_PACKAGES) for labelled pictures"; fi; \
+	fi
+
+# Installs what the tests need besides the programs' own.
+test-deps: deps
+	@if ! command -v ffmpeg >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
+		else echo "error: install $(TEST_PACKAGES) to run the tests"; exit 1; fi; \
 	fi
 
 demo: deps
@@ -26,7 +35,7 @@ lint:
 	@if $(CARGO) tree -p sotto-rt -e normal --prefix none | sed 's/ .*//' | sort -u | grep -vxE 'sotto-rt|rtrb|atomic_float|crossbeam-utils' ; then \
 		echo "sotto-rt has a normal dependency beyond rtrb and atomic_float"; exit 1; fi
 
-test: deps lint
+test: test-deps lint
 	$(CARGO) test --workspace --release
 	$(CARGO) test --benches --release -p sotto-benches
 	$(MAKE) demo

@@ -26,10 +26,22 @@ fn renders_wav_events_and_picture() {
     assert_eq!(wav.spec().sample_rate, 24_000);
     assert_eq!(wav.len(), 7 * 24_000);
     let events = std::fs::read_to_string(dir.join("o.jsonl")).unwrap();
-    let first: serde_json::Value = serde_json::from_str(events.lines().next().unwrap()).unwrap();
-    assert_eq!(first["event"], "first_audio");
+    let lines: Vec<serde_json::Value> = events
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let first = lines.iter().find(|e| e["event"] == "first_audio").unwrap();
     assert_eq!(first["session"], "agent");
     assert_eq!(first["sample"], 2400);
+    let bed = &lines[0];
+    assert_eq!(bed["event"], "background_started");
+    assert_eq!(bed["sample"], 0);
+    assert!(lines
+        .iter()
+        .any(|e| e["event"] == "background_loop_wrapped"));
+    assert!(lines
+        .iter()
+        .any(|e| e["event"] == "background_ended" && e["stopped"] == true));
     assert!(events.contains("\"event\":\"snapshot\"") && events.contains("\"played\""));
     assert!(std::fs::metadata(dir.join("o.png")).unwrap().len() > 1000);
     std::fs::remove_dir_all(&dir).ok();

@@ -23,6 +23,7 @@ async fn same_scenario_same_bytes() {
     assert_eq!(
         names,
         [
+            "background_started",
             "first_audio",
             "paused",
             "resumed",
@@ -30,12 +31,14 @@ async fn same_scenario_same_bytes() {
             "interrupted",
             "fade_done",
             "first_audio",
+            "background_loop_wrapped",
             "stopped_speaking",
             "last_audio",
-            "snapshot"
+            "snapshot",
+            "background_ended"
         ]
     );
-    let snap = &a.events[3];
+    let snap = &a.events[4];
     assert_eq!(
         snap.fields["played"], 36_120,
         "0.8 s + 5 ms ramp + 0.7 s heard before the barge-in"
@@ -122,4 +125,55 @@ async fn push_wav_plays_the_file() {
 fn engine_errors_are_not_bad_input() {
     let e = ScenarioError::Engine(sotto::EngineError::Stopped);
     assert!(!e.is_bad_input());
+}
+
+/// Background ops through `sotto render`'s scenario: bad sources are named
+/// before anything renders; a good one plays, loops and is logged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn background_ops_in_scenarios() {
+    let dir = sotto_integration::scratch_dir("scenario-bg");
+    let step = |extra: &str| {
+        format!("{HEAD}[[at]]\nt = \"0s\"\nsession = \"agent\"\nop = \"background_start\"\n{extra}")
+    };
+    let e = parse_err(&step("path = \"/nonexistent/bed.ogg\"\n"));
+    assert!(e.contains("at[0]") && e.contains("no such file"), "{e}");
+    std::fs::write(dir.join("empty.ogg"), b"").unwrap();
+    let text = step(&format!("path = \"{}\"\n", dir.join("empty.ogg").display()));
+    assert!(parse_err(&text).contains("empty"));
+    let bed = dir.join("bed.wav");
+    sotto_integration::write_wav_s16(&bed, &[0.25; 4_800], 24_000, 1);
+    let path = format!("path = \"{}\"\n", bed.display());
+    let e = parse_err(&step(&format!("{path}volume = 7.0\n")));
+    assert!(e.contains("volume"), "{e}");
+    let e = parse_err(&step(&format!("{path}mode = \"blend\"\n")));
+    assert!(e.contains("mode"), "{e}");
+    let e = parse_err(&format!("{HEAD}duck_up = \"1s\"\n"));
+    assert!(e.contains("duck_db"), "{e}");
+
+    let text = format!(
+        "{}{}",
+        step(&format!(
+            "{path}mode = \"mixing\"\nlooping = true\nvolume = 0.5\n"
+        )),
+        "[[at]]\nt = \"0.6s\"\nsession = \"agent\"\nop = \"background_volume\"\nvolume = 1.0\n\
+         [[at]]\nt = \"0.9s\"\nsession = \"agent\"\nop = \"background_stop\"\n"
+    );
+    let prepared = Scenario::parse(&text, "bg.toml", Path::new(".")).unwrap();
+    let r = prepared.render(RenderClock::Offline).await.unwrap();
+    assert_eq!(r.samples[4_800], 0.125, "volume 0.5");
+    assert_eq!(r.samples[20_000], 0.25, "volume 1.0 after its ramp");
+    assert_eq!(r.samples[23_999], 0.0, "stopped");
+    let names: Vec<&str> = r.events.iter().map(|e| e.event.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "background_started",
+            "background_loop_wrapped",
+            "background_loop_wrapped",
+            "background_loop_wrapped",
+            "background_loop_wrapped",
+            "background_ended"
+        ]
+    );
+    std::fs::remove_dir_all(&dir).ok();
 }
