@@ -5,7 +5,7 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
-use sotto::{Engine, EngineConfig, SessionConfig};
+use sotto::{BackgroundConfig, BackgroundMode, Engine, EngineConfig, SessionConfig};
 
 struct Counting;
 
@@ -57,5 +57,59 @@ fn main() {
         );
         assert!(per < 300.0 * 1024.0, "over the 300 KiB target");
         engine.shutdown().await;
+        looping_source().await;
     });
+}
+
+/// A looping 60 s source: the decoded clip plus what else stays live.
+async fn looping_source() {
+    let path = std::env::temp_dir().join(format!("sotto-mem-{}.wav", std::process::id()));
+    let frames = 60 * 24_000u32;
+    let mut wav = Vec::with_capacity(44 + 2 * frames as usize);
+    for chunk in [
+        &b"RIFF"[..],
+        &(36 + 2 * frames).to_le_bytes(),
+        b"WAVEfmt ",
+        &16u32.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &1u16.to_le_bytes(),
+        &24_000u32.to_le_bytes(),
+        &48_000u32.to_le_bytes(),
+        &2u16.to_le_bytes(),
+        &16u16.to_le_bytes(),
+        b"data",
+        &(2 * frames).to_le_bytes(),
+    ] {
+        wav.extend_from_slice(chunk);
+    }
+    for i in 0..frames {
+        wav.extend_from_slice(&((i % 200) as i16 * 100).to_le_bytes());
+    }
+    std::fs::write(&path, wav).unwrap();
+    let engine = Engine::start(EngineConfig::default()).await.unwrap();
+    let session = engine
+        .create_session(SessionConfig::default())
+        .await
+        .unwrap();
+    engine.render(480).await.unwrap();
+    let before = LIVE.load(Ordering::Relaxed);
+    let config = BackgroundConfig {
+        mode: BackgroundMode::Mixing,
+        looping: true,
+        ..BackgroundConfig::new(&path)
+    };
+    let bed = engine.background(&session, config).await.unwrap();
+    bed.start().await.unwrap();
+    engine.render(24_000).await.unwrap();
+    let after = LIVE.load(Ordering::Relaxed);
+    let clip = frames as isize * 4;
+    let extra = (after - before - clip) as f64 / 1024.0;
+    println!(
+        "looping 60 s source: decoded clip {:.1} KiB + {extra:.1} KiB",
+        clip as f64 / 1024.0
+    );
+    assert!(extra < 64.0, "over the 64 KiB target");
+    bed.stop().await.unwrap();
+    engine.shutdown().await;
+    std::fs::remove_file(&path).ok();
 }

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sotto_rt::{
-    Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig, VoiceControl,
+    ClipCommand, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig,
+    VoiceControl,
 };
 
 struct Fed {
@@ -160,5 +161,64 @@ fn bench_floor(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_render, bench_floor);
+/// A looping background clip against a plain speech voice, 64 voices at
+/// 24 kHz: the clip is played from memory, the speech from its ring.
+fn bench_loop(c: &mut Criterion) {
+    let mut group = c.benchmark_group("loop_vs_speech_10ms");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    let sessions = 64;
+    let rate = 24_000u32;
+    for looping in [false, true] {
+        let (mut renderer, mut control, block) = setup(sessions, rate);
+        let audio: Vec<f32> = (0..block * 8)
+            .map(|i| (i as f32 * 0.05).sin() * 0.3)
+            .collect();
+        for f in &mut control {
+            f.fading = false;
+            if looping {
+                // As long as the speech ring, so both read the same amount
+                // of memory per pass and the comparison is of the paths.
+                let clip: Vec<f32> = (0..block * 8)
+                    .map(|i| (i as f32 * 0.01).sin() * 0.2)
+                    .collect();
+                f.control
+                    .send_clip(ClipCommand::Play {
+                        id: 1,
+                        clip: clip.into(),
+                        gain: 1.0,
+                        looping: true,
+                    })
+                    .unwrap();
+            }
+        }
+        let mut out = vec![0.0f32; block];
+        renderer.render(&mut out); // applies the clips
+        let name = if looping { "looping_clip" } else { "speech" };
+        group.bench_function(BenchmarkId::new(name, sessions), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for _ in 0..iters {
+                    if !looping {
+                        for f in &mut control {
+                            let room = f.control.speech_tx.slots();
+                            let _ = f
+                                .control
+                                .speech_tx
+                                .push_partial_slice(&audio[..room.min(audio.len())]);
+                        }
+                    }
+                    let t = Instant::now();
+                    renderer.render(&mut out);
+                    total += t.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench_render, bench_floor, bench_loop);
 criterion_main!(benches);

@@ -507,13 +507,13 @@ impl Voice {
         let ch = self.channels;
         let n = out.len().min(scratch.len() / 2) / ch;
         let (scratch, bg) = scratch.split_at_mut(n * ch);
-        let filled = if self.steady() {
+        let filled = if self.steady() && self.clip_is_direct(n) {
             let filled = n.min(self.speech_rx.slots() / ch);
             self.account(0, filled, now, events);
             self.update_speaking(n, filled, now, events);
             if self.duck_gain.steady() && self.duck_gain.value() == self.duck_target() {
                 self.duck_hold = 0;
-                self.mix_direct(out, n, filled);
+                self.mix_direct(out, n, filled, now, events);
                 self.publish();
                 return;
             }
@@ -627,7 +627,6 @@ impl Voice {
             && self.pause == PauseState::Playing
             && self.consumed >= self.skip_until
             && !self.direct_muted
-            && self.clip.is_none()
             && self.background_gain.steady()
     }
 
@@ -653,7 +652,18 @@ impl Voice {
     /// The steady case in one pass: `filled` speech frames and whatever
     /// background there is go straight from the rings into `out`, saturated,
     /// with no copy in between.
-    fn mix_direct(&mut self, out: &mut [f32], n: usize, filled: usize) {
+    fn mix_direct(
+        &mut self,
+        out: &mut [f32],
+        n: usize,
+        filled: usize,
+        now: SampleTime,
+        events: &mut EventOut<'_>,
+    ) {
+        if self.clip.is_some() {
+            self.mix_direct_clip(out, n, filled, now, events);
+            return;
+        }
         let ch = self.channels;
         let take = n.min(self.background_rx.slots() / ch);
         let (Ok(speech), Ok(background)) = (
@@ -674,6 +684,60 @@ impl Voice {
         speech.commit_all();
         background.commit_all();
         self.background_frames += take as u64;
+    }
+
+    /// [`Voice::mix_direct`] with the background from a clip at least a
+    /// block long, at a steady gain, and nothing in the background ring.
+    fn mix_direct_clip(
+        &mut self,
+        out: &mut [f32],
+        n: usize,
+        filled: usize,
+        now: SampleTime,
+        events: &mut EventOut<'_>,
+    ) {
+        let ch = self.channels;
+        let (session, generation) = (self.session, self.generation);
+        let duck = self.duck_gain.value();
+        let Some(p) = self.clip.as_mut() else {
+            return;
+        };
+        let Ok(speech) = self.speech_rx.read_chunk(filled * ch) else {
+            return;
+        };
+        let len = p.clip.len() / ch * ch;
+        let first = (len - p.pos).min(n * ch);
+        let second = n * ch - first;
+        let clip = (&p.clip[p.pos..p.pos + first], &p.clip[..second]);
+        mix_sources(
+            &mut out[..n * ch],
+            speech.as_slices(),
+            clip,
+            p.gain.value() * duck,
+            self.saturation,
+        );
+        speech.commit_all();
+        p.pos += first;
+        if p.pos == len {
+            p.pos = second;
+            p.pass += 1;
+            let kind = EventKind::ClipWrapped {
+                id: p.id,
+                pass: p.pass,
+            };
+            events.push(session, generation, now.plus((first / ch) as u64), kind);
+        }
+    }
+
+    /// Whether the playing clip, if any, can be mixed in one pass: steady
+    /// gain, at least a block long, and no ring background beside it.
+    fn clip_is_direct(&self, n: usize) -> bool {
+        self.clip.as_ref().is_none_or(|p| {
+            p.gain.steady()
+                && !p.stopping
+                && p.clip.len() / self.channels >= n
+                && self.background_rx.slots() < self.channels
+        })
     }
 
     fn update_speaking(
