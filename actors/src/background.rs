@@ -326,6 +326,32 @@ impl LoaderState {
     }
 }
 
+impl Drop for LoaderState {
+    /// A loader that ends without a stop (it failed) still silences and
+    /// releases its source, and says so.
+    fn drop(&mut self) {
+        let Some(running) = self.running.take() else {
+            return;
+        };
+        running.cancel.store(true, Ordering::Release);
+        if running.done.load(Ordering::Acquire) {
+            return;
+        }
+        let _ = match (self.args.config.mode, running.clip) {
+            (_, Some(id)) => self.send(SessionMsg::StopClip { id }),
+            (BackgroundMode::Mixing, None) => {
+                let (tx, _rx) = oneshot::channel();
+                self.send(SessionMsg::ClearBackground(tx))
+            }
+            (BackgroundMode::Playback, None) => self.send(SessionMsg::Interrupt),
+        };
+        self.emit(SessionEventKind::BackgroundError {
+            source: self.args.id,
+            message: "the background loader stopped unexpectedly; its source was stopped".into(),
+        });
+    }
+}
+
 fn emit(session: &SessionShared, kind: SessionEventKind) {
     session.emit(SessionEvent {
         session: session.id,
