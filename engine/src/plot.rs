@@ -93,12 +93,16 @@ pub fn plot(r: &Rendered, path: &Path) -> Result<(), String> {
         if labels {
             let y = 4 + (i as i32 % 3) * 12;
             let style = ("sans-serif", 12).into_font().color(&c);
-            root.draw(&Text::new(
-                format!("{}:{}", e.session, e.event),
-                (x + 2, y),
-                style,
-            ))
-            .map_err(|er| err(&er))?;
+            let text = format!("{}:{}", e.session, e.event);
+            // Near the right edge the label goes to the left of its line.
+            let width = style.font.box_size(&text).map_or(0, |(w, _)| w as i32);
+            let lx = if x + 2 + width > WIDTH as i32 {
+                x - 2 - width
+            } else {
+                x + 2
+            };
+            root.draw(&Text::new(text, (lx, y), style))
+                .map_err(|er| err(&er))?;
         }
     }
     if labels {
