@@ -292,14 +292,7 @@ impl LoaderState {
         let finished = running.done.load(Ordering::Acquire);
         if !finished {
             // Cut what is queued so a feed waiting for room wakes at once.
-            let _ = match (self.args.config.mode, running.clip) {
-                (_, Some(id)) => self.send(SessionMsg::StopClip { id }),
-                (BackgroundMode::Mixing, None) => {
-                    let (tx, _rx) = oneshot::channel();
-                    self.send(SessionMsg::ClearBackground(tx))
-                }
-                (BackgroundMode::Playback, None) => self.send(SessionMsg::Interrupt),
-            };
+            self.silence(running.clip);
         }
         let _ = running.task.await;
         if !finished && running.clip.is_none() {
@@ -308,6 +301,19 @@ impl LoaderState {
                 stopped: true,
             });
         }
+    }
+
+    /// Takes the source's audio out of the session: the clip ramps out, or
+    /// its queue is cleared (mixing) or interrupted with a fade (playback).
+    fn silence(&self, clip: Option<u32>) {
+        let _ = match (self.args.config.mode, clip) {
+            (_, Some(id)) => self.send(SessionMsg::StopClip { id }),
+            (BackgroundMode::Mixing, None) => {
+                let (tx, _rx) = oneshot::channel();
+                self.send(SessionMsg::ClearBackground(tx))
+            }
+            (BackgroundMode::Playback, None) => self.send(SessionMsg::Interrupt),
+        };
     }
 
     fn set_volume(&mut self, volume: f32) -> Result<(), BackgroundError> {
@@ -337,14 +343,7 @@ impl Drop for LoaderState {
         if running.done.load(Ordering::Acquire) {
             return;
         }
-        let _ = match (self.args.config.mode, running.clip) {
-            (_, Some(id)) => self.send(SessionMsg::StopClip { id }),
-            (BackgroundMode::Mixing, None) => {
-                let (tx, _rx) = oneshot::channel();
-                self.send(SessionMsg::ClearBackground(tx))
-            }
-            (BackgroundMode::Playback, None) => self.send(SessionMsg::Interrupt),
-        };
+        self.silence(running.clip);
         self.emit(SessionEventKind::BackgroundError {
             source: self.args.id,
             message: "the background loader stopped unexpectedly; its source was stopped".into(),

@@ -995,28 +995,7 @@ impl SessionState {
     /// Cuts every waiting push; returns frames dropped. Turn marks queued
     /// behind them are applied (`Begin`) or discarded (`Complete`).
     fn cut_pending(&mut self) -> u64 {
-        let mut dropped = 0;
-        let mut begin = false;
-        for item in self.pending.drain(..) {
-            match item {
-                Pending::Frames {
-                    frames,
-                    offset,
-                    accepted,
-                    reply,
-                } => {
-                    let left = ((frames.len() - offset) / self.channels) as u64;
-                    dropped += left;
-                    reply.send(PushOutcome {
-                        accepted_frames: accepted,
-                        dropped_frames: left,
-                        dropped_bytes: 0,
-                    });
-                }
-                Pending::Begin => begin = true,
-                Pending::Complete => {}
-            }
-        }
+        let (dropped, begin) = cut(&mut self.pending, self.channels);
         self.ingest.reset();
         if begin {
             self.begin_turn();
@@ -1026,24 +1005,7 @@ impl SessionState {
 
     /// Drops the background input: what waits for room and what is queued.
     fn clear_background(&mut self) -> u64 {
-        let mut dropped = 0;
-        for item in self.background_pending.drain(..) {
-            if let Pending::Frames {
-                frames,
-                offset,
-                accepted,
-                reply,
-            } = item
-            {
-                let left = ((frames.len() - offset) / self.channels) as u64;
-                dropped += left;
-                reply.send(PushOutcome {
-                    accepted_frames: accepted,
-                    dropped_frames: left,
-                    dropped_bytes: 0,
-                });
-            }
-        }
+        let (dropped, _) = cut(&mut self.background_pending, self.channels);
         self.background_ingest.reset();
         self.command(VoiceCommand::ClearBackground {
             fence: self.background_pushed,
@@ -1221,6 +1183,34 @@ impl SessionState {
             }
         }
     }
+}
+
+/// Empties a queue of waiting pushes, telling each how much was dropped;
+/// returns the frames dropped and whether a turn start was among them.
+fn cut(queue: &mut VecDeque<Pending>, ch: usize) -> (u64, bool) {
+    let mut dropped = 0;
+    let mut begin = false;
+    for item in queue.drain(..) {
+        match item {
+            Pending::Frames {
+                frames,
+                offset,
+                accepted,
+                reply,
+            } => {
+                let left = ((frames.len() - offset) / ch) as u64;
+                dropped += left;
+                reply.send(PushOutcome {
+                    accepted_frames: accepted,
+                    dropped_frames: left,
+                    dropped_bytes: 0,
+                });
+            }
+            Pending::Begin => begin = true,
+            Pending::Complete => {}
+        }
+    }
+    (dropped, begin)
 }
 
 /// Writes as many whole frames as fit; returns frames written.
