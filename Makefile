@@ -1,17 +1,18 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
-DEBIAN_PACKAGES := fonts-dejavu-core
+# ALSA headers for cpal, pkg-config to find them, a font for picture labels.
+DEBIAN_PACKAGES := libasound2-dev pkg-config fonts-dejavu-core
 # The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg.
 TEST_PACKAGES := ffmpeg
 
 .PHONY: demo test deps test-deps lint bench
 
-# Installs what the programs need at run time (a font for the picture's labels).
+# Installs what building and running the programs needs.
 deps:
 	@if ! dpkg -s $(DEBIAN_PACKAGES) >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
-		else echo "note: install $(DEBIAN_PACKAGES) for labelled pictures"; fi; \
+		else echo "note: install $(DEBIAN_PACKAGES) (as root) if the build or the picture's labels fail"; fi; \
 	fi
 
 # Installs what the tests need besides the programs' own.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use rtrb::{Consumer, RingBuffer};
 use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
+use sotto_actors::driver::device::DeviceOutput;
 use sotto_actors::driver::offline::OfflineDriver;
 use sotto_actors::driver::virtual_clock::VirtualClock;
 use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
@@ -19,7 +20,7 @@ use crate::background::BackgroundHandle;
 use crate::handle::SessionHandle;
 
 /// Who drives the renderer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Clock {
     /// Rendered on request by [`Engine::render`], as fast as possible; deterministic.
     #[default]
@@ -30,6 +31,15 @@ pub enum Clock {
         /// How much output to keep (`None`: discard).
         capture: Option<Duration>,
         /// Wait for [`Engine::run_clock`] before rendering the first block.
+        deferred: bool,
+    },
+    /// A sound card: the renderer runs in the device's callback (SPEC D2).
+    /// When the device cannot be opened the engine runs on the virtual
+    /// clock instead and says why ([`Engine::device_fallback`]).
+    Device {
+        /// The device's name (see `sotto devices`); `None`: the default.
+        name: Option<String>,
+        /// Play silence until [`Engine::run_clock`].
         deferred: bool,
     },
 }
@@ -105,6 +115,10 @@ enum Driver {
         capture: Option<Consumer<f32>>,
         ticker: tokio::task::JoinHandle<()>,
     },
+    Device {
+        output: DeviceOutput,
+        ticker: tokio::task::JoinHandle<()>,
+    },
     Stopped,
 }
 
@@ -131,6 +145,8 @@ struct Inner {
     driver: Mutex<Driver>,
     /// Ids of background sources.
     next_source: AtomicU32,
+    /// Why a requested device is not in use.
+    fallback: Option<String>,
 }
 
 impl Engine {
@@ -186,15 +202,47 @@ impl Engine {
             what: "supervisor",
             reason: e.to_string(),
         })?;
-        let driver = match config.clock {
-            Clock::Offline => Driver::Offline(Box::new(OfflineDriver::new(
+        let mut renderer = renderer;
+        let mut fallback = None;
+        let virtual_clock = match config.clock.clone() {
+            Clock::Offline => None,
+            Clock::Virtual { capture, deferred } => Some((capture, deferred)),
+            Clock::Device { name, deferred } => {
+                let t = Arc::clone(&telemetry);
+                match DeviceOutput::open(renderer, t, name.as_deref(), deferred) {
+                    Ok(output) => {
+                        let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
+                        return Ok(Self::assemble(
+                            config,
+                            (supervisor, pump, quiesce, telemetry),
+                            Driver::Device { output, ticker },
+                            None,
+                        ));
+                    }
+                    Err((e, Some(r))) => {
+                        tracing::warn!(error = %e, "no output device; running on the virtual clock");
+                        fallback = Some(e.to_string());
+                        renderer = *r;
+                        Some((None, deferred))
+                    }
+                    Err((e, None)) => {
+                        return Err(EngineError::Start {
+                            what: "output device",
+                            reason: e.to_string(),
+                        })
+                    }
+                }
+            }
+        };
+        let driver = match virtual_clock {
+            None => Driver::Offline(Box::new(OfflineDriver::new(
                 renderer,
                 Arc::clone(&telemetry),
                 pump.clone(),
                 Arc::clone(&quiesce),
                 config.block_frames,
             ))),
-            Clock::Virtual { capture, deferred } => {
+            Some((capture, deferred)) => {
                 let (tx, rx) = match capture {
                     Some(d) => {
                         let frames =
@@ -223,7 +271,26 @@ impl Engine {
                 }
             }
         };
-        Ok(Engine {
+        Ok(Self::assemble(
+            config,
+            (supervisor, pump, quiesce, telemetry),
+            driver,
+            fallback,
+        ))
+    }
+
+    fn assemble(
+        config: EngineConfig,
+        (supervisor, pump, quiesce, telemetry): (
+            ActorRef<SupervisorMsg>,
+            ActorRef<PumpMsg>,
+            Arc<Quiescence>,
+            Arc<Telemetry>,
+        ),
+        driver: Driver,
+        fallback: Option<String>,
+    ) -> Engine {
+        Engine {
             inner: Arc::new(Inner {
                 config,
                 supervisor,
@@ -232,8 +299,16 @@ impl Engine {
                 telemetry,
                 driver: Mutex::new(driver),
                 next_source: AtomicU32::new(1),
+                fallback,
             }),
-        })
+        }
+    }
+
+    /// Why the engine runs on the virtual clock although a device was
+    /// asked for, if it does.
+    #[must_use]
+    pub fn device_fallback(&self) -> Option<&str> {
+        self.inner.fallback.as_deref()
     }
 
     /// The engine's config.
@@ -338,7 +413,9 @@ impl Engine {
         let mut driver = self.inner.driver.lock().await;
         match &mut *driver {
             Driver::Offline(d) => Ok(d.render(frames, out).await?),
-            Driver::Virtual { .. } => Err(EngineError::WrongClock("offline")),
+            Driver::Virtual { .. } | Driver::Device { .. } => {
+                Err(EngineError::WrongClock("offline"))
+            }
             Driver::Stopped => Err(EngineError::Stopped),
         }
     }
@@ -377,6 +454,10 @@ impl Engine {
                 clock.run();
                 Ok(())
             }
+            Driver::Device { output, .. } => {
+                output.run();
+                Ok(())
+            }
             Driver::Offline(_) => Err(EngineError::WrongClock("virtual")),
             Driver::Stopped => Err(EngineError::Stopped),
         }
@@ -402,7 +483,7 @@ impl Engine {
                 }
                 Ok(out)
             }
-            Driver::Offline(_) => Err(EngineError::WrongClock("virtual")),
+            Driver::Offline(_) | Driver::Device { .. } => Err(EngineError::WrongClock("virtual")),
             Driver::Stopped => Err(EngineError::Stopped),
         }
     }
@@ -410,9 +491,16 @@ impl Engine {
     /// Stops the driver and every actor.
     pub async fn shutdown(&self) {
         let driver = std::mem::replace(&mut *self.inner.driver.lock().await, Driver::Stopped);
-        if let Driver::Virtual { clock, ticker, .. } = driver {
-            ticker.abort();
-            drop(clock.stop());
+        match driver {
+            Driver::Virtual { clock, ticker, .. } => {
+                ticker.abort();
+                drop(clock.stop());
+            }
+            Driver::Device { output, ticker } => {
+                ticker.abort();
+                drop(output.stop());
+            }
+            Driver::Offline(_) | Driver::Stopped => {}
         }
         self.inner.supervisor.stop(None);
         self.inner.pump.stop(None);

@@ -40,6 +40,18 @@ enum Command {
         #[arg(long, value_enum, default_value_t = FormatArg::S16)]
         format: FormatArg,
     },
+    /// List the audio devices: index, name, channels, rates, defaults.
+    Devices,
+    /// Play a scenario in real time on a sound card (the virtual clock, with
+    /// a notice, when there is none).
+    Play {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The output device's name (see `sotto devices`); default: the
+        /// system's default output.
+        #[arg(long)]
+        device: Option<String>,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -82,7 +94,91 @@ fn main() -> ExitCode {
             clock,
             format,
         } => runtime.block_on(render(scenario, out, events, plot, clock, format)),
+        Command::Devices => devices(),
+        Command::Play { scenario, device } => runtime.block_on(play(scenario, device)),
     }
+}
+
+fn devices() -> ExitCode {
+    let list = match sotto::devices() {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sotto: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    if list.is_empty() {
+        println!("no audio devices");
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "{:>3}  {:<24} {:<8} {:<8} {:<14} {:<15} description",
+        "#", "name", "out ch", "in ch", "rates (Hz)", "default"
+    );
+    let channels = |c: &[u16]| match (c.first(), c.last()) {
+        (Some(lo), Some(hi)) if lo == hi => lo.to_string(),
+        (Some(lo), Some(hi)) if usize::from(hi - lo) + 1 == c.len() => format!("{lo}-{hi}"),
+        (Some(_), Some(_)) => c.iter().map(u16::to_string).collect::<Vec<_>>().join(","),
+        _ => "-".to_owned(),
+    };
+    for d in list {
+        let rates = d.rates.map_or("-".to_owned(), |(lo, hi)| {
+            // ALSA plugins report "anything" as 1..=u32::MAX.
+            if hi == u32::MAX {
+                format!("{lo}+")
+            } else {
+                format!("{lo}-{hi}")
+            }
+        });
+        let default = match (d.default_output, d.default_input) {
+            (true, true) => "output, input",
+            (true, false) => "output",
+            (false, true) => "input",
+            (false, false) => "",
+        };
+        let description = d.description.lines().next().unwrap_or("");
+        println!(
+            "{:>3}  {:<24} {:<8} {:<8} {:<14} {default:<15} {description}",
+            d.index,
+            d.name,
+            channels(&d.output_channels),
+            channels(&d.input_channels),
+            rates
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+async fn play(scenario: PathBuf, device: Option<String>) -> ExitCode {
+    let prepared = match Scenario::load(&scenario) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("sotto: {e}");
+            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
+        }
+    };
+    let rendered = match prepared.render(RenderClock::Device(device)).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sotto: {e}");
+            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
+        }
+    };
+    if let Some(why) = &rendered.device_fallback {
+        eprintln!("sotto: notice: {why}; played on the virtual clock instead");
+    }
+    println!("played {:.2} s", prepared.scenario().duration.0);
+    for e in &rendered.events {
+        let extra: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        println!(
+            "  {:>8.3}s  {:<8} {:<17} {}",
+            e.sample as f64 / f64::from(rendered.sample_rate),
+            e.session,
+            e.event,
+            extra.join(" ")
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 async fn render(

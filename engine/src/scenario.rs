@@ -256,6 +256,8 @@ pub struct Rendered {
     pub events: Vec<LogEvent>,
     /// Late blocks on the virtual clock (0 offline).
     pub late_blocks: u64,
+    /// Why a requested device was not used (the virtual clock ran instead).
+    pub device_fallback: Option<String>,
 }
 
 /// A validated scenario, with its WAV files loaded.
@@ -570,13 +572,16 @@ fn tone(step: &Step, input: crate::InputFormat) -> Vec<u8> {
 }
 
 /// Which clock renders the scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum RenderClock {
     /// As fast as possible, deterministic.
     #[default]
     Offline,
     /// In real time on the `sotto-audio` thread.
     Virtual,
+    /// In real time to a sound card (the default one when `None`), or on
+    /// the virtual clock when it cannot be opened. Nothing is captured.
+    Device(Option<String>),
 }
 
 struct Run {
@@ -612,10 +617,14 @@ impl Prepared {
             channels: sc.channels,
             block_frames: sc.block,
             max_sessions: self.sessions.len().max(1),
-            clock: match clock {
+            clock: match &clock {
                 RenderClock::Offline => Clock::Offline,
                 RenderClock::Virtual => Clock::Virtual {
                     capture: Some(Duration::from_secs_f64(sc.duration.0 + 1.0)),
+                    deferred: true,
+                },
+                RenderClock::Device(name) => Clock::Device {
+                    name: name.clone(),
                     deferred: true,
                 },
             },
@@ -649,7 +658,7 @@ impl Prepared {
                         engine.render_into(boundary - now, &mut samples).await?;
                     }
                 }
-                RenderClock::Virtual => {
+                RenderClock::Virtual | RenderClock::Device(_) => {
                     if boundary > 0 && !clock_running {
                         engine.settle().await?;
                         engine.run_clock().await?;
@@ -673,7 +682,7 @@ impl Prepared {
                 samples.truncate(total as usize * sc.channels);
                 late_blocks = 0;
             }
-            RenderClock::Virtual => {
+            RenderClock::Virtual | RenderClock::Device(_) => {
                 engine.settle().await?;
                 if !clock_running {
                     engine.run_clock().await?;
@@ -681,7 +690,10 @@ impl Prepared {
                 while engine.clock().0 < total {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                samples = engine.take_captured().await?;
+                samples = match clock {
+                    RenderClock::Virtual => engine.take_captured().await?,
+                    _ => Vec::new(),
+                };
                 samples.truncate(total as usize * sc.channels);
                 late_blocks = engine
                     .telemetry()
@@ -699,6 +711,7 @@ impl Prepared {
             channels: sc.channels,
             events,
             late_blocks,
+            device_fallback: engine.device_fallback().map(str::to_owned),
         })
     }
 

@@ -2,6 +2,7 @@
 //! [`guarded_render`], the one place with the panic boundary and the
 //! allocation audit.
 
+pub mod device;
 pub mod offline;
 pub mod virtual_clock;
 

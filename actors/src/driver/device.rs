@@ -1,0 +1,334 @@
+//! The device driver (SPEC D1, D2): a cpal output stream whose callback runs
+//! the one renderer, for any buffer size the device asks for.
+//!
+//! The renderer lives inside the callback. It comes back whole when the
+//! stream is dropped — after an error, a stop or a move to another device —
+//! because the callback's owner hands it to a return ring as it is dropped,
+//! on the thread that drops the stream, never on the audio thread.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
+use rtrb::{Consumer, Producer, RingBuffer};
+use sotto_rt::{Renderer, Telemetry};
+
+use super::guarded_render;
+
+/// Largest device buffer converted in one piece for integer devices.
+const CONVERT_FRAMES: usize = 4096;
+
+/// Why a device cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DeviceError {
+    /// No such device, or no default device (no sound card).
+    #[error("no output device {0}")]
+    NotFound(String),
+    /// The device cannot play the renderer's format.
+    #[error("device {device} cannot play {channels} channels at {rate} Hz as f32 or i16")]
+    Unsupported {
+        /// The device.
+        device: String,
+        /// Output rate.
+        rate: u32,
+        /// Output channels.
+        channels: usize,
+    },
+    /// The host refused the stream.
+    #[error("device {device}: {reason}")]
+    Stream {
+        /// The device.
+        device: String,
+        /// What the host said.
+        reason: String,
+    },
+}
+
+/// One audio device as the host reports it (SPEC D1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceInfo {
+    /// Position in the list.
+    pub index: usize,
+    /// The name to open it by (the host's id, e.g. ALSA's `default`).
+    pub name: String,
+    /// What the host calls it.
+    pub description: String,
+    /// Channel counts it offers for output (empty: not an output).
+    pub output_channels: Vec<u16>,
+    /// Channel counts it offers for input (empty: not an input).
+    pub input_channels: Vec<u16>,
+    /// Lowest and highest sample rate offered, if any.
+    pub rates: Option<(u32, u32)>,
+    /// The host's default output.
+    pub default_output: bool,
+    /// The host's default input.
+    pub default_input: bool,
+}
+
+/// Every device of the default host, with the defaults marked.
+///
+/// # Errors
+/// [`DeviceError::Stream`] when the host cannot enumerate.
+pub fn devices() -> Result<Vec<DeviceInfo>, DeviceError> {
+    let host = cpal::default_host();
+    let default_out = host.default_output_device().map(|d| name_of(&d));
+    let default_in = host.default_input_device().map(|d| name_of(&d));
+    let list = host.devices().map_err(|e| DeviceError::Stream {
+        device: "host".into(),
+        reason: e.to_string(),
+    })?;
+    let mut out = Vec::new();
+    for (index, d) in list.enumerate() {
+        let name = name_of(&d);
+        let description = d.to_string();
+        let mut rates: Option<(u32, u32)> = None;
+        let mut widen = |lo: u32, hi: u32| {
+            rates = Some(rates.map_or((lo, hi), |(a, b)| (a.min(lo), b.max(hi))));
+        };
+        let mut output_channels = Vec::new();
+        if let Ok(configs) = d.supported_output_configs() {
+            for c in configs {
+                widen(c.min_sample_rate(), c.max_sample_rate());
+                output_channels.push(c.channels());
+            }
+        }
+        let mut input_channels = Vec::new();
+        if let Ok(configs) = d.supported_input_configs() {
+            for c in configs {
+                widen(c.min_sample_rate(), c.max_sample_rate());
+                input_channels.push(c.channels());
+            }
+        }
+        for list in [&mut output_channels, &mut input_channels] {
+            list.sort_unstable();
+            list.dedup();
+        }
+        out.push(DeviceInfo {
+            index,
+            default_output: default_out.as_deref() == Some(name.as_str()),
+            default_input: default_in.as_deref() == Some(name.as_str()),
+            name,
+            description,
+            output_channels,
+            input_channels,
+            rates,
+        });
+    }
+    Ok(out)
+}
+
+/// The id a device is opened by.
+fn name_of(d: &cpal::Device) -> String {
+    d.id()
+        .map_or_else(|_| d.to_string(), |id| id.id().to_owned())
+}
+
+/// Owns the renderer inside the callback; gives it back when dropped.
+struct Holder {
+    renderer: Option<Renderer>,
+    back: Producer<Renderer>,
+    telemetry: Arc<Telemetry>,
+    running: Arc<AtomicBool>,
+    scratch: Box<[f32]>,
+}
+
+impl Holder {
+    fn render(&mut self, out: &mut [f32]) {
+        match self.renderer.as_mut() {
+            Some(r) if self.running.load(Ordering::Acquire) => {
+                guarded_render(r, out, &self.telemetry);
+            }
+            _ => out.fill(0.0),
+        }
+    }
+
+    fn render_i16(&mut self, out: &mut [i16]) {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        for piece in out.chunks_mut(scratch.len()) {
+            let buf = &mut scratch[..piece.len()];
+            self.render(buf);
+            for (o, s) in piece.iter_mut().zip(buf.iter()) {
+                *o = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            }
+        }
+        self.scratch = scratch;
+    }
+}
+
+impl Drop for Holder {
+    fn drop(&mut self) {
+        if let Some(r) = self.renderer.take() {
+            // The ring has room for exactly this one renderer.
+            let _ = self.back.push(r);
+        }
+    }
+}
+
+/// A running output stream on a device.
+pub struct DeviceOutput {
+    stream: Option<cpal::Stream>,
+    back: Consumer<Renderer>,
+    running: Arc<AtomicBool>,
+    errors: Arc<AtomicU64>,
+    name: String,
+    rate: u32,
+}
+
+impl std::fmt::Debug for DeviceOutput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceOutput")
+            .field("name", &self.name)
+            .field("rate", &self.rate)
+            .field("errors", &self.errors.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceOutput {
+    /// Opens `device` (the default output when `None`) at the renderer's
+    /// rate and channels and runs the renderer in its callback. With
+    /// `deferred`, the callback plays silence until [`DeviceOutput::run`].
+    ///
+    /// # Errors
+    /// The reason, with the renderer given back untouched (`None` only if
+    /// the host kept the callback it refused, which no host does).
+    pub fn open(
+        renderer: Renderer,
+        telemetry: Arc<Telemetry>,
+        device: Option<&str>,
+        deferred: bool,
+    ) -> Result<Self, (DeviceError, Option<Box<Renderer>>)> {
+        let host = cpal::default_host();
+        let found = match device {
+            None => host.default_output_device(),
+            Some(name) => host
+                .output_devices()
+                .ok()
+                .and_then(|mut list| list.find(|d| name_of(d) == name)),
+        };
+        let Some(dev) = found else {
+            let what = device.unwrap_or("(default)").to_owned();
+            return Err((DeviceError::NotFound(what), Some(Box::new(renderer))));
+        };
+        let name = name_of(&dev);
+        let rate = renderer.config().sample_rate;
+        let channels = renderer.config().channels;
+        let format = match pick_format(&dev, rate, channels) {
+            Some(f) => f,
+            None => {
+                let e = DeviceError::Unsupported {
+                    device: name,
+                    rate,
+                    channels,
+                };
+                return Err((e, Some(Box::new(renderer))));
+            }
+        };
+        let config = cpal::StreamConfig {
+            channels: channels as u16,
+            sample_rate: rate,
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let (back_tx, back) = RingBuffer::new(1);
+        let running = Arc::new(AtomicBool::new(!deferred));
+        let errors = Arc::new(AtomicU64::new(0));
+        let mut holder = Holder {
+            renderer: Some(renderer),
+            back: back_tx,
+            telemetry,
+            running: Arc::clone(&running),
+            scratch: vec![0.0; CONVERT_FRAMES * channels].into_boxed_slice(),
+        };
+        let error_count = Arc::clone(&errors);
+        // Runs on the host's thread, not the audio callback: counting only.
+        let on_error = move |_e: cpal::Error| {
+            error_count.fetch_add(1, Ordering::Relaxed);
+        };
+        let built = match format {
+            cpal::SampleFormat::F32 => dev.build_output_stream::<f32, _, _>(
+                config,
+                move |data, _| holder.render(data),
+                on_error,
+                None,
+            ),
+            _ => dev.build_output_stream::<i16, _, _>(
+                config,
+                move |data, _| holder.render_i16(data),
+                on_error,
+                None,
+            ),
+        };
+        let mut out = Self {
+            stream: None,
+            back,
+            running,
+            errors,
+            name: name.clone(),
+            rate,
+        };
+        let stream = match built {
+            Ok(s) => s,
+            Err(e) => {
+                let err = DeviceError::Stream {
+                    device: name,
+                    reason: e.to_string(),
+                };
+                // The failed build dropped the callback: the renderer is back.
+                return Err((err, out.back.pop().ok().map(Box::new)));
+            }
+        };
+        if let Err(e) = stream.play() {
+            let err = DeviceError::Stream {
+                device: name,
+                reason: e.to_string(),
+            };
+            drop(stream);
+            return Err((err, out.back.pop().ok().map(Box::new)));
+        }
+        out.stream = Some(stream);
+        Ok(out)
+    }
+
+    /// Starts a deferred stream's rendering; the sample clock starts here.
+    pub fn run(&self) {
+        self.running.store(true, Ordering::Release);
+    }
+
+    /// The device's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Errors the host reported on this stream.
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Closes the stream and gives the renderer back, with everything it
+    /// had queued.
+    #[must_use]
+    pub fn stop(mut self) -> Option<Renderer> {
+        self.stream.take();
+        self.back.pop().ok()
+    }
+}
+
+/// The sample format to open the device with: f32 if it takes the
+/// renderer's rate and channels that way, else i16.
+fn pick_format(dev: &cpal::Device, rate: u32, channels: usize) -> Option<cpal::SampleFormat> {
+    let configs: Vec<_> = dev.supported_output_configs().ok()?.collect();
+    let fits = |f: cpal::SampleFormat| {
+        configs.iter().any(|c| {
+            usize::from(c.channels()) == channels
+                && c.min_sample_rate() <= rate
+                && rate <= c.max_sample_rate()
+                && c.sample_format() == f
+        })
+    };
+    [cpal::SampleFormat::F32, cpal::SampleFormat::I16]
+        .into_iter()
+        .find(|&f| fits(f))
+}

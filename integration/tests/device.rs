@@ -1,0 +1,117 @@
+//! A real cpal output stream (SPEC D1, D2) on an ALSA `file` PCM over
+//! `null`, selected by a test ALSA configuration: no sound card needed.
+//! One test per process: the configuration is chosen through the
+//! environment before ALSA first reads it.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+// Session methods send at once; dropping the returned future only skips its outcome.
+#![allow(clippy::let_underscore_future)]
+
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use sotto::{Clock, Engine, EngineConfig, SessionConfig};
+use sotto_integration::{scratch_dir, tone_s16};
+
+async fn wait_for_clock(engine: &Engine, frames: u64) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while engine.clock().0 < frames {
+        assert!(Instant::now() < deadline, "the device clock stalled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[test]
+fn a_file_device_plays_exactly_what_offline_renders() {
+    let dir = scratch_dir("alsa-file");
+    let raw = dir.join("out.raw");
+    let conf = dir.join("asound.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "</usr/share/alsa/alsa.conf>\n\
+             pcm.sotto_file {{\n type file\n slave.pcm \"null\"\n file \"{}\"\n format \"raw\"\n\
+             hint {{ show on description \"writes to a file\" }}\n}}\n",
+            raw.display()
+        ),
+    )
+    .unwrap();
+    // The only thread yet: ALSA reads this when cpal first asks for devices.
+    std::env::set_var("ALSA_CONFIG_PATH", &conf);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let speech = tone_s16(12_000, 440.0, 24_000, 8000.0);
+    let reference = runtime.block_on(async {
+        let engine = Engine::start(EngineConfig::default()).await.unwrap();
+        let s = engine
+            .create_session(SessionConfig::default())
+            .await
+            .unwrap();
+        let _ = s.push(speech.clone());
+        let out = engine.render(24_000).await.unwrap();
+        engine.shutdown().await;
+        out
+    });
+    runtime.block_on(async {
+        let list = sotto::devices().unwrap();
+        assert!(list.iter().any(|d| d.name == "sotto_file"), "{list:?}");
+
+        let engine = Engine::start(EngineConfig {
+            clock: Clock::Device {
+                name: Some("sotto_file".into()),
+                deferred: true,
+            },
+            ..EngineConfig::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(engine.device_fallback(), None);
+        let s = engine
+            .create_session(SessionConfig::default())
+            .await
+            .unwrap();
+        let _ = s.push(speech.clone());
+        engine.settle().await.unwrap();
+        engine.run_clock().await.unwrap();
+        wait_for_clock(&engine, 24_000).await;
+        let t = engine.telemetry();
+        assert_eq!(
+            t.alloc_violations.load(Ordering::Relaxed),
+            0,
+            "the callback allocated"
+        );
+        assert!(!t.poisoned.load(Ordering::Relaxed));
+        engine.shutdown().await;
+
+        // A device that is not there: the virtual clock runs instead, and
+        // the engine says why.
+        let engine = Engine::start(EngineConfig {
+            clock: Clock::Device {
+                name: Some("no-such-device".into()),
+                deferred: false,
+            },
+            ..EngineConfig::default()
+        })
+        .await
+        .unwrap();
+        let why = engine.device_fallback().unwrap().to_owned();
+        assert!(why.contains("no-such-device"), "{why}");
+        wait_for_clock(&engine, 2_400).await;
+        engine.shutdown().await;
+    });
+    // The file holds the stream's start-up silence, then the render.
+    let bytes = std::fs::read(&raw).unwrap();
+    let played: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let start = played.iter().position(|&v| v != 0.0).unwrap();
+    let ref_start = reference.iter().position(|&v| v != 0.0).unwrap();
+    let n = reference.len() - ref_start;
+    assert!(played.len() >= start + n, "the file is short");
+    assert_eq!(&played[start..start + n], &reference[ref_start..]);
+    std::fs::remove_dir_all(&dir).ok();
+}
