@@ -32,7 +32,9 @@ pub use engine::{Clock, Engine, EngineConfig, EngineError};
 pub use handle::{SessionError, SessionHandle};
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::decode::DecodeError;
-pub use sotto_actors::driver::device::{devices, DeviceError, DeviceInfo};
+pub use sotto_actors::driver::device::{
+    devices, DeviceError, DeviceInfo, DeviceInput, InputConfig, InputFrame,
+};
 pub use sotto_actors::{
     AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
     SessionEvent, SessionEventKind, SinkError, SUPPORTED_RATES,

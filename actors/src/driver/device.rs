@@ -332,3 +332,227 @@ fn pick_format(dev: &cpal::Device, rate: u32, channels: usize) -> Option<cpal::S
         .into_iter()
         .find(|&f| fits(f))
 }
+
+/// How an input stream is opened (SPEC D3).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputConfig {
+    /// The device's name; `None`: the default input.
+    pub device: Option<String>,
+    /// Capture rate in Hz.
+    pub sample_rate: u32,
+    /// Capture channels.
+    pub channels: usize,
+    /// Frames of 10 ms the queue holds before the newest are dropped.
+    pub queue_frames: usize,
+}
+
+impl Default for InputConfig {
+    fn default() -> Self {
+        Self {
+            device: None,
+            sample_rate: 48_000,
+            channels: 1,
+            queue_frames: 50,
+        }
+    }
+}
+
+/// 10 ms of captured audio.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InputFrame {
+    /// Position among the frames delivered (drops are counted apart, in
+    /// [`DeviceInput::dropped_frames`]).
+    pub index: u64,
+    /// Interleaved samples, `rate / 100 * channels` of them.
+    pub samples: Vec<f32>,
+}
+
+/// A running input stream: 10 ms frames through a bounded queue.
+pub struct DeviceInput {
+    _stream: cpal::Stream,
+    rx: Consumer<f32>,
+    frame_len: usize,
+    next: u64,
+    state: Arc<InputState>,
+    name: String,
+}
+
+/// What the capture callback shares with the reader.
+#[derive(Debug, Default)]
+struct InputState {
+    /// Samples captured so far, including dropped ones.
+    captured: AtomicU64,
+    /// Samples dropped because the queue was full.
+    dropped: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl std::fmt::Debug for DeviceInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeviceInput")
+            .field("name", &self.name)
+            .field("dropped_frames", &self.dropped_frames())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DeviceInput {
+    /// Opens an input stream.
+    ///
+    /// # Errors
+    /// [`DeviceError`] naming the device and the reason.
+    pub fn open(config: &InputConfig) -> Result<Self, DeviceError> {
+        let host = cpal::default_host();
+        let found = match &config.device {
+            None => host.default_input_device(),
+            Some(name) => host
+                .input_devices()
+                .ok()
+                .and_then(|mut list| list.find(|d| &name_of(d) == name)),
+        };
+        let Some(dev) = found else {
+            let what = config.device.clone().unwrap_or_else(|| "(default)".into());
+            return Err(DeviceError::NotFound(what));
+        };
+        let name = name_of(&dev);
+        let (rate, channels) = (config.sample_rate, config.channels.max(1));
+        let frame_len = (rate as usize / 100) * channels;
+        if frame_len == 0 {
+            return Err(DeviceError::Unsupported {
+                device: name,
+                rate,
+                channels,
+            });
+        }
+        let configs: Vec<_> = dev
+            .supported_input_configs()
+            .map(Iterator::collect)
+            .unwrap_or_default();
+        let fits = |f: cpal::SampleFormat| {
+            configs.iter().any(|c: &cpal::SupportedStreamConfigRange| {
+                usize::from(c.channels()) == channels
+                    && c.min_sample_rate() <= rate
+                    && rate <= c.max_sample_rate()
+                    && c.sample_format() == f
+            })
+        };
+        let Some(format) = [cpal::SampleFormat::F32, cpal::SampleFormat::I16]
+            .into_iter()
+            .find(|&f| fits(f))
+        else {
+            return Err(DeviceError::Unsupported {
+                device: name,
+                rate,
+                channels,
+            });
+        };
+        let (mut tx, rx) = RingBuffer::new(frame_len * config.queue_frames.max(1));
+        let state = Arc::new(InputState::default());
+        let stream_config = cpal::StreamConfig {
+            channels: channels as u16,
+            sample_rate: rate,
+            buffer_size: cpal::BufferSize::Default,
+        };
+        let shared = Arc::clone(&state);
+        let on_error = {
+            let state = Arc::clone(&state);
+            move |_e: cpal::Error| {
+                state.errors.fetch_add(1, Ordering::Relaxed);
+            }
+        };
+        // Both callbacks only move samples into the ring: when it is full,
+        // the newest samples are dropped and counted.
+        let built = match format {
+            cpal::SampleFormat::F32 => dev.build_input_stream::<f32, _, _>(
+                stream_config,
+                move |data: &[f32], _| {
+                    let (_, rest) = tx.push_partial_slice(data);
+                    shared
+                        .captured
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    shared
+                        .dropped
+                        .fetch_add(rest.len() as u64, Ordering::Relaxed);
+                },
+                on_error,
+                None,
+            ),
+            _ => dev.build_input_stream::<i16, _, _>(
+                stream_config,
+                move |data: &[i16], _| {
+                    let n = data.len().min(tx.slots());
+                    if let Ok(chunk) = tx.write_chunk_uninit(n) {
+                        chunk.fill_from_iter(data.iter().map(|&s| f32::from(s) / 32768.0));
+                    }
+                    shared
+                        .captured
+                        .fetch_add(data.len() as u64, Ordering::Relaxed);
+                    shared
+                        .dropped
+                        .fetch_add((data.len() - n) as u64, Ordering::Relaxed);
+                },
+                on_error,
+                None,
+            ),
+        };
+        let stream = built.map_err(|e| DeviceError::Stream {
+            device: name.clone(),
+            reason: e.to_string(),
+        })?;
+        stream.play().map_err(|e| DeviceError::Stream {
+            device: name.clone(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            _stream: stream,
+            rx,
+            frame_len,
+            next: 0,
+            state,
+            name,
+        })
+    }
+
+    /// The next 10 ms frame, waiting for it.
+    pub async fn next_frame(&mut self) -> InputFrame {
+        loop {
+            if let Some(f) = self.try_frame() {
+                return f;
+            }
+            // The callback cannot wake a task (SPEC R1): poll at a fifth
+            // of a frame.
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+
+    /// The next 10 ms frame if one is queued.
+    pub fn try_frame(&mut self) -> Option<InputFrame> {
+        let chunk = self.rx.read_chunk(self.frame_len).ok()?;
+        let (a, b) = chunk.as_slices();
+        let mut samples = Vec::with_capacity(self.frame_len);
+        samples.extend_from_slice(a);
+        samples.extend_from_slice(b);
+        chunk.commit_all();
+        let index = self.next;
+        self.next += 1;
+        Some(InputFrame { index, samples })
+    }
+
+    /// 10 ms frames dropped because the consumer lagged.
+    #[must_use]
+    pub fn dropped_frames(&self) -> u64 {
+        self.state.dropped.load(Ordering::Relaxed) / self.frame_len as u64
+    }
+
+    /// Errors the host reported on this stream.
+    #[must_use]
+    pub fn errors(&self) -> u64 {
+        self.state.errors.load(Ordering::Relaxed)
+    }
+
+    /// The device's name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
