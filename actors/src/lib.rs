@@ -8,6 +8,7 @@
 pub mod background;
 pub mod decode;
 pub mod driver;
+pub mod echo;
 pub mod ingest;
 pub mod pump;
 pub mod quiesce;

@@ -35,6 +35,8 @@ pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::driver::device::{
     devices, DeviceError, DeviceInfo, DeviceInput, InputConfig, InputFrame,
 };
+pub use sotto_actors::echo::{EchoConfig, EchoError, EchoPath};
+pub use sotto_actors::{decode, echo};
 pub use sotto_actors::{
     AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
     SessionEvent, SessionEventKind, SinkError, SUPPORTED_RATES,

@@ -73,3 +73,87 @@ fn a_bad_scenario_exits_with_code_2() {
     assert_eq!(missing.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// `sotto echo-cancel` runs a recorded pair through the live processing
+/// path and reports the echo return loss enhancement.
+#[test]
+fn echo_cancel_reports_its_erle() {
+    let dir = std::env::temp_dir().join(format!("sotto-cli-aec-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 48_000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let n = 48_000 * 4;
+    let mut seed = 1u32;
+    let far: Vec<f32> = (0..n)
+        .map(|i| {
+            seed = seed.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+            let noise = (seed >> 8) as f32 / (1 << 24) as f32 - 0.5;
+            let t = i as f32 / 48_000.0;
+            ((std::f32::consts::TAU * 180.0 * t).sin() * 0.3 + noise * 0.2)
+                * if (i / 9_600) % 3 == 2 { 0.1 } else { 1.0 }
+        })
+        .collect();
+    let delay = 1_920; // 40 ms
+    let mic: Vec<f32> = (0..n)
+        .map(|i| {
+            if i >= delay {
+                far[i - delay] * 0.4
+            } else {
+                0.0
+            }
+        })
+        .collect();
+    for (name, s) in [("far.wav", &far), ("mic.wav", &mic)] {
+        let mut w = hound::WavWriter::create(dir.join(name), spec).unwrap();
+        for &v in s {
+            w.write_sample((v * 32767.0) as i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+    let out = sotto()
+        .args([
+            "echo-cancel",
+            "--delay-ms",
+            "40",
+            "--no-ns",
+            "--no-agc",
+            "--far",
+        ])
+        .arg(dir.join("far.wav"))
+        .arg("--mic")
+        .arg(dir.join("mic.wav"))
+        .arg("--out")
+        .arg(dir.join("clean.wav"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let erle: f64 = text
+        .split("enhancement: ")
+        .nth(1)
+        .and_then(|r| r.split(" dB").next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no ERLE in {text}"));
+    assert!(erle > 15.0, "{text}");
+    assert_eq!(
+        hound::WavReader::open(dir.join("clean.wav")).unwrap().len(),
+        n as u32
+    );
+    let missing = sotto()
+        .args(["echo-cancel", "--far", "/nonexistent.wav", "--mic"])
+        .arg(dir.join("mic.wav"))
+        .arg("--out")
+        .arg(dir.join("x.wav"))
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    std::fs::remove_dir_all(&dir).ok();
+}
