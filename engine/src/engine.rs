@@ -14,7 +14,7 @@ use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
 use sotto_actors::supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};
 use sotto_actors::{Quiescence, SessionConfig, SettleTimeout};
 use sotto_rt::{Renderer, RendererConfig, SampleTime, Saturation, Telemetry};
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{mpsc, oneshot, Mutex};
 
 use crate::background::BackgroundHandle;
 use crate::handle::SessionHandle;
@@ -147,6 +147,8 @@ struct Inner {
     next_source: AtomicU32,
     /// Why a requested device is not in use.
     fallback: Option<String>,
+    /// Listeners to device moves.
+    device_events: std::sync::Mutex<Vec<mpsc::UnboundedSender<DeviceEvent>>>,
 }
 
 impl Engine {
@@ -212,12 +214,14 @@ impl Engine {
                 match DeviceOutput::open(renderer, t, name.as_deref(), deferred) {
                     Ok(output) => {
                         let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
-                        return Ok(Self::assemble(
+                        let engine = Self::assemble(
                             config,
                             (supervisor, pump, quiesce, telemetry),
                             Driver::Device { output, ticker },
                             None,
-                        ));
+                        );
+                        spawn_device_watch(Arc::downgrade(&engine.inner), name);
+                        return Ok(engine);
                     }
                     Err((e, Some(r))) => {
                         tracing::warn!(error = %e, "no output device; running on the virtual clock");
@@ -300,7 +304,35 @@ impl Engine {
                 driver: Mutex::new(driver),
                 next_source: AtomicU32::new(1),
                 fallback,
+                device_events: std::sync::Mutex::new(Vec::new()),
             }),
+        }
+    }
+
+    /// Moves of the renderer between the device and the virtual clock
+    /// (SPEC D6), from now on.
+    #[must_use]
+    pub fn device_events(&self) -> mpsc::UnboundedReceiver<DeviceEvent> {
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut list) = self.inner.device_events.lock() {
+            list.push(tx);
+        }
+        rx
+    }
+
+    /// Fault injection for tests: the device stream reports an underrun
+    /// (`underrun`, counted, nothing moves) or a failure, through the path
+    /// the host's error callback takes.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongClock`] when no device is playing.
+    pub async fn inject_device_fault(&self, underrun: bool) -> Result<(), EngineError> {
+        match &*self.inner.driver.lock().await {
+            Driver::Device { output, .. } => {
+                output.inject_error(underrun);
+                Ok(())
+            }
+            _ => Err(EngineError::WrongClock("device")),
         }
     }
 
@@ -505,6 +537,120 @@ impl Engine {
         self.inner.supervisor.stop(None);
         self.inner.pump.stop(None);
     }
+}
+
+/// A move of the renderer between a device and the virtual clock.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeviceEvent {
+    /// The device stream failed; the renderer, with everything queued,
+    /// now runs on the virtual clock.
+    FellBack {
+        /// What failed.
+        reason: String,
+    },
+    /// The renderer is back on a device.
+    Opened {
+        /// The device.
+        device: String,
+    },
+}
+
+/// How often the watch looks at the device, and retries a lost one.
+const WATCH_PERIOD: Duration = Duration::from_millis(10);
+const REOPEN_PERIOD: Duration = Duration::from_millis(200);
+
+/// Watches the device stream (SPEC D6): when it fails, hands the renderer
+/// to the virtual clock, then keeps trying to reopen the device and moves
+/// the renderer back. No queued audio is lost: it lives in the renderer.
+fn spawn_device_watch(inner: std::sync::Weak<Inner>, name: Option<String>) {
+    tokio::spawn(async move {
+        let mut last_try = std::time::Instant::now();
+        loop {
+            tokio::time::sleep(WATCH_PERIOD).await;
+            let Some(inner) = inner.upgrade() else {
+                return;
+            };
+            let mut driver = inner.driver.lock().await;
+            let (event, next) = match std::mem::replace(&mut *driver, Driver::Stopped) {
+                Driver::Device { output, ticker } if output.failed() => {
+                    let reason = format!("output device {} failed", output.name());
+                    last_try = std::time::Instant::now();
+                    match output.stop() {
+                        Some(r) => match on_virtual(r, &inner, ticker) {
+                            Ok(d) => (Some(DeviceEvent::FellBack { reason }), d),
+                            Err(e) => (Some(DeviceEvent::FellBack { reason: e }), Driver::Stopped),
+                        },
+                        None => (Some(DeviceEvent::FellBack { reason }), Driver::Stopped),
+                    }
+                }
+                Driver::Virtual {
+                    clock,
+                    capture,
+                    ticker,
+                } if last_try.elapsed() >= REOPEN_PERIOD => {
+                    last_try = std::time::Instant::now();
+                    let Some(r) = clock.stop() else {
+                        return;
+                    };
+                    let t = Arc::clone(&inner.telemetry);
+                    match DeviceOutput::open(r, t, name.as_deref(), false) {
+                        Ok(output) => {
+                            let device = output.name().to_owned();
+                            (
+                                Some(DeviceEvent::Opened { device }),
+                                Driver::Device { output, ticker },
+                            )
+                        }
+                        Err((_, Some(r))) => match on_virtual(*r, &inner, ticker) {
+                            Ok(Driver::Virtual { clock, ticker, .. }) => (
+                                None,
+                                Driver::Virtual {
+                                    clock,
+                                    capture,
+                                    ticker,
+                                },
+                            ),
+                            Ok(d) => (None, d),
+                            Err(_) => (None, Driver::Stopped),
+                        },
+                        Err((_, None)) => (None, Driver::Stopped),
+                    }
+                }
+                Driver::Stopped => return,
+                other => (None, other),
+            };
+            *driver = next;
+            drop(driver);
+            if let Some(event) = event {
+                tracing::warn!(?event, "device move");
+                if let Ok(mut list) = inner.device_events.lock() {
+                    list.retain(|tx| tx.send(event.clone()).is_ok());
+                }
+            }
+        }
+    });
+}
+
+/// The renderer on a fresh virtual clock, keeping the pump ticker.
+fn on_virtual(
+    renderer: Renderer,
+    inner: &Inner,
+    ticker: tokio::task::JoinHandle<()>,
+) -> Result<Driver, String> {
+    let clock = VirtualClock::start(
+        renderer,
+        Arc::clone(&inner.telemetry),
+        inner.config.block_frames,
+        None,
+        false,
+    )
+    .map_err(|e| format!("cannot start the virtual clock: {e}"))?;
+    Ok(Driver::Virtual {
+        clock,
+        capture: None,
+        ticker,
+    })
 }
 
 fn spawn_ticker(

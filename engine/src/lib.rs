@@ -28,7 +28,7 @@ pub mod plot;
 pub mod scenario;
 
 pub use background::BackgroundHandle;
-pub use engine::{Clock, Engine, EngineConfig, EngineError};
+pub use engine::{Clock, DeviceEvent, Engine, EngineConfig, EngineError};
 pub use handle::{SessionError, SessionHandle};
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::decode::DecodeError;

@@ -85,6 +85,80 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         );
         assert!(!t.poisoned.load(Ordering::Relaxed));
         engine.shutdown().await;
+        // The file holds the stream's start-up silence, then the render.
+        let bytes = std::fs::read(&raw).unwrap();
+        let played: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let start = played.iter().position(|&v| v != 0.0).unwrap();
+        let ref_start = reference.iter().position(|&v| v != 0.0).unwrap();
+        let n = reference.len() - ref_start;
+        assert!(played.len() >= start + n, "the file is short");
+        assert!(
+            played[start..start + n] == reference[ref_start..],
+            "the device output differs from the offline render"
+        );
+
+        // A failing stream (SPEC D6): the renderer moves to the virtual
+        // clock and back to the device, and no frame of queued speech is
+        // lost on the way. An underrun only counts.
+        let engine = Engine::start(EngineConfig {
+            clock: Clock::Device {
+                name: Some("sotto_file".into()),
+                deferred: true,
+            },
+            ..EngineConfig::default()
+        })
+        .await
+        .unwrap();
+        let mut moves = engine.device_events();
+        let s = engine
+            .create_session(SessionConfig {
+                queue: Duration::from_secs(120),
+                ..SessionConfig::default()
+            })
+            .await
+            .unwrap();
+        let minute = 60 * 24_000;
+        s.mark_synthesis_start().unwrap();
+        let _ = s.push(tone_s16(minute, 300.0, 24_000, 8000.0));
+        s.mark_synthesis_complete().unwrap();
+        engine.settle().await.unwrap();
+        engine.run_clock().await.unwrap();
+        engine.inject_device_fault(true).await.unwrap();
+        engine.inject_device_fault(false).await.unwrap();
+        let next = |moves: &mut tokio::sync::mpsc::UnboundedReceiver<sotto::DeviceEvent>| {
+            let got = moves.try_recv();
+            got.ok()
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while seen.len() < 2 {
+            assert!(Instant::now() < deadline, "moves so far: {seen:?}");
+            match next(&mut moves) {
+                Some(e) => seen.push(e),
+                None => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        assert!(
+            matches!(&seen[0], sotto::DeviceEvent::FellBack { reason } if reason.contains("sotto_file")),
+            "{seen:?}"
+        );
+        assert_eq!(
+            seen[1],
+            sotto::DeviceEvent::Opened {
+                device: "sotto_file".into()
+            }
+        );
+        let telemetry = s.telemetry();
+        while telemetry.played_frames.load(Ordering::Relaxed) < minute as u64 {
+            assert!(Instant::now() < deadline, "speech stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(telemetry.played_frames.load(Ordering::Relaxed), minute as u64);
+        assert_eq!(telemetry.underruns.load(Ordering::Relaxed), 0);
+        engine.shutdown().await;
 
         // A device that is not there: the virtual clock runs instead, and
         // the engine says why.
@@ -102,16 +176,5 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         wait_for_clock(&engine, 2_400).await;
         engine.shutdown().await;
     });
-    // The file holds the stream's start-up silence, then the render.
-    let bytes = std::fs::read(&raw).unwrap();
-    let played: Vec<f32> = bytes
-        .chunks_exact(4)
-        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-        .collect();
-    let start = played.iter().position(|&v| v != 0.0).unwrap();
-    let ref_start = reference.iter().position(|&v| v != 0.0).unwrap();
-    let n = reference.len() - ref_start;
-    assert!(played.len() >= start + n, "the file is short");
-    assert_eq!(&played[start..start + n], &reference[ref_start..]);
     std::fs::remove_dir_all(&dir).ok();
 }

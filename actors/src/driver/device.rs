@@ -171,8 +171,30 @@ pub struct DeviceOutput {
     back: Consumer<Renderer>,
     running: Arc<AtomicBool>,
     errors: Arc<AtomicU64>,
+    faults: Faults,
     name: String,
     rate: u32,
+}
+
+/// Where a stream's errors go (SPEC D6): an underrun is counted and the
+/// stream goes on; anything else marks the stream failed, for its owner
+/// to move the renderer elsewhere.
+#[derive(Clone)]
+struct Faults {
+    errors: Arc<AtomicU64>,
+    failed: Arc<AtomicBool>,
+}
+
+impl Faults {
+    fn report(&self, e: &cpal::Error) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        if !matches!(
+            e.kind(),
+            cpal::ErrorKind::Xrun | cpal::ErrorKind::DeviceChanged
+        ) {
+            self.failed.store(true, Ordering::Release);
+        }
+    }
 }
 
 impl std::fmt::Debug for DeviceOutput {
@@ -233,6 +255,7 @@ impl DeviceOutput {
         let (back_tx, back) = RingBuffer::new(1);
         let running = Arc::new(AtomicBool::new(!deferred));
         let errors = Arc::new(AtomicU64::new(0));
+        let failed = Arc::new(AtomicBool::new(false));
         let mut holder = Holder {
             renderer: Some(renderer),
             back: back_tx,
@@ -240,10 +263,14 @@ impl DeviceOutput {
             running: Arc::clone(&running),
             scratch: vec![0.0; CONVERT_FRAMES * channels].into_boxed_slice(),
         };
-        let error_count = Arc::clone(&errors);
-        // Runs on the host's thread, not the audio callback: counting only.
-        let on_error = move |_e: cpal::Error| {
-            error_count.fetch_add(1, Ordering::Relaxed);
+        let faults = Faults {
+            errors: Arc::clone(&errors),
+            failed: Arc::clone(&failed),
+        };
+        let on_error = {
+            let faults = faults.clone();
+            // Runs on the host's thread, not the audio callback.
+            move |e: cpal::Error| faults.report(&e)
         };
         let built = match format {
             cpal::SampleFormat::F32 => dev.build_output_stream::<f32, _, _>(
@@ -264,6 +291,7 @@ impl DeviceOutput {
             back,
             running,
             errors,
+            faults,
             name: name.clone(),
             rate,
         };
@@ -305,6 +333,25 @@ impl DeviceOutput {
     #[must_use]
     pub fn errors(&self) -> u64 {
         self.errors.load(Ordering::Relaxed)
+    }
+
+    /// Whether the stream failed (an error other than an underrun): its
+    /// renderer should move to another stream or the virtual clock.
+    #[must_use]
+    pub fn failed(&self) -> bool {
+        self.faults.failed.load(Ordering::Acquire)
+    }
+
+    /// Fault injection for tests: reports an underrun (`underrun`) or a
+    /// stream that stopped working through the same path as the host's
+    /// error callback.
+    pub fn inject_error(&self, underrun: bool) {
+        let kind = if underrun {
+            cpal::ErrorKind::Xrun
+        } else {
+            cpal::ErrorKind::StreamInvalidated
+        };
+        self.faults.report(&cpal::Error::new(kind));
     }
 
     /// Closes the stream and gives the renderer back, with everything it
