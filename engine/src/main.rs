@@ -264,16 +264,7 @@ async fn play(scenario: PathBuf, device: Option<String>) -> ExitCode {
         eprintln!("sotto: notice: {why}; played on the virtual clock instead");
     }
     println!("played {:.2} s", prepared.scenario().duration.0);
-    for e in &rendered.events {
-        let extra: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "  {:>8.3}s  {:<8} {:<17} {}",
-            e.sample as f64 / f64::from(rendered.sample_rate),
-            e.session,
-            e.event,
-            extra.join(" ")
-        );
-    }
+    print_events(&rendered);
     ExitCode::SUCCESS
 }
 
@@ -337,6 +328,15 @@ async fn render(
         secs / elapsed.as_secs_f64().max(1e-9),
         out.display()
     );
+    print_events(&rendered);
+    if rendered.late_blocks > 0 {
+        println!("  late blocks: {}", rendered.late_blocks);
+    }
+    ExitCode::SUCCESS
+}
+
+/// The event log, a line each.
+fn print_events(rendered: &sotto::scenario::Rendered) {
     for e in &rendered.events {
         let extra: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
@@ -347,8 +347,4 @@ async fn render(
             extra.join(" ")
         );
     }
-    if rendered.late_blocks > 0 {
-        println!("  late blocks: {}", rendered.late_blocks);
-    }
-    ExitCode::SUCCESS
 }

@@ -121,3 +121,16 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).expect("scratch dir");
     dir
 }
+
+/// Writes an ALSA configuration that loads the system's and adds `pcm`
+/// (a `pcm.NAME { ... }` definition), and selects it for this process.
+/// Call it before anything opens a device: ALSA reads its configuration
+/// once.
+///
+/// # Panics
+/// When the file cannot be written.
+pub fn use_alsa_config(dir: &std::path::Path, pcm: &str) {
+    let conf = dir.join("asound.conf");
+    std::fs::write(&conf, format!("</usr/share/alsa/alsa.conf>\n{pcm}\n")).expect("alsa conf");
+    std::env::set_var("ALSA_CONFIG_PATH", &conf);
+}

@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sotto::{Clock, Engine, EngineConfig, SessionConfig};
-use sotto_integration::{scratch_dir, tone_s16};
+use sotto_integration::{scratch_dir, tone_s16, use_alsa_config};
 
 async fn wait_for_clock(engine: &Engine, frames: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -25,19 +25,15 @@ async fn wait_for_clock(engine: &Engine, frames: u64) {
 fn a_file_device_plays_exactly_what_offline_renders() {
     let dir = scratch_dir("alsa-file");
     let raw = dir.join("out.raw");
-    let conf = dir.join("asound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "</usr/share/alsa/alsa.conf>\n\
-             pcm.sotto_file {{\n type file\n slave.pcm \"null\"\n file \"{}\"\n format \"raw\"\n\
-             hint {{ show on description \"writes to a file\" }}\n}}\n",
+    // The only thread yet: ALSA reads this when cpal first asks for devices.
+    use_alsa_config(
+        &dir,
+        &format!(
+            "pcm.sotto_file {{\n type file\n slave.pcm \"null\"\n file \"{}\"\n format \"raw\"\n\
+             hint {{ show on description \"writes to a file\" }}\n}}",
             raw.display()
         ),
-    )
-    .unwrap();
-    // The only thread yet: ALSA reads this when cpal first asks for devices.
-    std::env::set_var("ALSA_CONFIG_PATH", &conf);
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use sotto::{DeviceInput, InputConfig};
-use sotto_integration::scratch_dir;
+use sotto_integration::{scratch_dir, use_alsa_config};
 
 #[test]
 fn input_frames_arrive_in_order_and_drops_are_counted() {
@@ -20,19 +20,15 @@ fn input_frames_arrive_in_order_and_drops_are_counted() {
         .collect();
     let bytes: Vec<u8> = mic.iter().flat_map(|v| v.to_le_bytes()).collect();
     std::fs::write(&infile, bytes).unwrap();
-    let conf = dir.join("asound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "</usr/share/alsa/alsa.conf>\n\
-             pcm.sotto_mic {{\n type file\n slave.pcm \"null\"\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n\
-             hint {{ show on description \"reads a file\" }}\n}}\n",
+    // The only thread yet: ALSA reads this when cpal first asks for devices.
+    use_alsa_config(
+        &dir,
+        &format!(
+            "pcm.sotto_mic {{\n type file\n slave.pcm \"null\"\n file \"/dev/null\"\n infile \"{}\"\n format \"raw\"\n\
+             hint {{ show on description \"reads a file\" }}\n}}",
             infile.display()
         ),
-    )
-    .unwrap();
-    // The only thread yet: ALSA reads this when cpal first asks for devices.
-    std::env::set_var("ALSA_CONFIG_PATH", &conf);
+    );
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
