@@ -24,12 +24,14 @@
 mod background;
 mod engine;
 mod handle;
+mod player;
 pub mod plot;
 pub mod scenario;
 
 pub use background::BackgroundHandle;
 pub use engine::{Clock, DeviceEvent, Engine, EngineConfig, EngineError};
 pub use handle::{SessionError, SessionHandle};
+pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::driver::device::{
