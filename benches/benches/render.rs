@@ -5,6 +5,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sotto_actors::driver::device::render_i16;
 use sotto_rt::{
     ClipCommand, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig,
     VoiceControl,
@@ -220,5 +221,46 @@ fn bench_loop(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_render, bench_floor, bench_loop);
+/// The device callback's cost (SPEC D2): the panic boundary, the render and
+/// the conversion for an i16 device, 10 ms at 48 kHz, with every voice
+/// speaking over background.
+fn bench_callback(c: &mut Criterion) {
+    let mut group = c.benchmark_group("device_callback_10ms_48k_i16");
+    group
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for sessions in [1usize, 64] {
+        let (mut renderer, mut fed, block) = setup(sessions, 48_000);
+        for f in &mut fed {
+            f.fading = false;
+        }
+        let audio: Vec<f32> = (0..block * 8)
+            .map(|i| (i as f32 * 0.05).sin() * 0.3)
+            .collect();
+        let telemetry = sotto_rt::Telemetry::default();
+        let mut scratch = vec![0.0f32; 4096];
+        let mut out = vec![0i16; block];
+        group.bench_function(BenchmarkId::from_parameter(sessions), |b| {
+            b.iter_custom(|iters| {
+                let mut total = Duration::ZERO;
+                for round in 0..iters {
+                    refill(&mut fed, &audio, round);
+                    let t = Instant::now();
+                    render_i16(&mut renderer, &telemetry, &mut scratch, &mut out);
+                    total += t.elapsed();
+                }
+                total
+            });
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_render,
+    bench_floor,
+    bench_loop,
+    bench_callback
+);
 criterion_main!(benches);

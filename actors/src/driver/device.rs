@@ -144,16 +144,40 @@ impl Holder {
     }
 
     fn render_i16(&mut self, out: &mut [i16]) {
-        let mut scratch = std::mem::take(&mut self.scratch);
-        for piece in out.chunks_mut(scratch.len()) {
-            let buf = &mut scratch[..piece.len()];
-            self.render(buf);
-            for (o, s) in piece.iter_mut().zip(buf.iter()) {
-                *o = (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+        match self.renderer.as_mut() {
+            Some(r) if self.running.load(Ordering::Acquire) => {
+                render_i16(r, &self.telemetry, &mut self.scratch, out);
             }
+            _ => out.fill(0),
         }
-        self.scratch = scratch;
     }
+}
+
+/// What the callback of an i16 device does: renders through `scratch`
+/// (preallocated, any length) and converts. Runs on the audio thread.
+pub fn render_i16(
+    renderer: &mut Renderer,
+    telemetry: &Telemetry,
+    scratch: &mut [f32],
+    out: &mut [i16],
+) {
+    for piece in out.chunks_mut(scratch.len().max(1)) {
+        let buf = &mut scratch[..piece.len()];
+        guarded_render(renderer, buf, telemetry);
+        for (o, s) in piece.iter_mut().zip(buf.iter()) {
+            *o = to_i16(*s);
+        }
+    }
+}
+
+/// A sample in 16 bits, rounded to nearest (ties to even). Adding and
+/// taking away 1.5 * 2^23 rounds in the FPU's own mode, so the loop
+/// vectorises where `f32::round` would be a library call per sample.
+#[inline]
+fn to_i16(s: f32) -> i16 {
+    const MAGIC: f32 = 12_582_912.0;
+    let x = (s * 32768.0).clamp(-32768.0, 32767.0);
+    ((x + MAGIC) - MAGIC) as i16
 }
 
 impl Drop for Holder {
@@ -601,5 +625,25 @@ impl DeviceInput {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_i16;
+
+    #[test]
+    fn samples_round_to_nearest_16_bit_values() {
+        assert_eq!(to_i16(0.0), 0);
+        assert_eq!(to_i16(1.0), 32767);
+        assert_eq!(to_i16(-1.0), -32768);
+        assert_eq!(to_i16(2.0), 32767);
+        assert_eq!(to_i16(f32::NAN), 0);
+        for k in -32768i32..=32767 {
+            let v = k as f32 / 32768.0;
+            assert_eq!(i32::from(to_i16(v)), k);
+            // Just off a step rounds back to it.
+            assert_eq!(i32::from(to_i16(v + 0.3 / 32768.0)), k);
+        }
     }
 }
