@@ -13,7 +13,7 @@ use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 
-use crate::ingest::Resample;
+use crate::ingest::{remix_with, Resample};
 
 /// Largest reduced input:output rate ratio term accepted; beyond it the FFT
 /// resampler's tables grow absurdly (e.g. 44 101 Hz).
@@ -282,10 +282,11 @@ impl FileDecoder {
         self.decoded_frames += (self.decoded.len() / in_ch) as u64;
         let start = out.len();
         match &mut self.resample {
-            None => remix(&self.decoded, in_ch, self.out_channels, out),
+            None => remix_with(&self.decoded, in_ch, self.out_channels, out, |&s| s),
             Some(r) => {
                 self.remixed.clear();
-                remix(&self.decoded, in_ch, self.out_channels, &mut self.remixed);
+                let ch = self.out_channels;
+                remix_with(&self.decoded, in_ch, ch, &mut self.remixed, |&s| s);
                 r.push(&self.remixed, out);
             }
         }
@@ -338,28 +339,6 @@ impl FileDecoder {
             if let Some(end) = self.fill(&mut out, 4096)? {
                 return Ok((out, end));
             }
-        }
-    }
-}
-
-/// Remixes interleaved `src` from `in_ch` to `out_ch` channels, appending
-/// to `out`: mono is copied to every channel, anything to mono is averaged,
-/// otherwise channels are taken in turn.
-pub(crate) fn remix(src: &[f32], in_ch: usize, out_ch: usize, out: &mut Vec<f32>) {
-    out.reserve(src.len() / in_ch * out_ch);
-    if in_ch == out_ch {
-        out.extend_from_slice(src);
-    } else if out_ch == 1 {
-        for frame in src.chunks_exact(in_ch) {
-            out.push(frame.iter().sum::<f32>() / in_ch as f32);
-        }
-    } else if in_ch == 1 {
-        for &s in src {
-            out.extend(std::iter::repeat_n(s, out_ch));
-        }
-    } else {
-        for frame in src.chunks_exact(in_ch) {
-            out.extend((0..out_ch).map(|c| frame[c % in_ch]));
         }
     }
 }

@@ -208,20 +208,34 @@ fn decode_with<const BYTES: usize>(
     sample: impl Fn(&[u8; BYTES]) -> f32,
 ) {
     let (samples, _) = bytes.as_chunks::<BYTES>();
-    out.reserve(samples.len() / in_ch * out_ch);
+    remix_with(samples, in_ch, out_ch, out, sample);
+}
+
+/// Converts interleaved `src` with `sample` and remixes it from `in_ch` to
+/// `out_ch` channels, appending to `out`: mono is copied to every channel,
+/// anything to mono is averaged, otherwise channels are taken in turn.
+/// One loop per case, so the common ones vectorise.
+pub(crate) fn remix_with<T>(
+    src: &[T],
+    in_ch: usize,
+    out_ch: usize,
+    out: &mut Vec<f32>,
+    sample: impl Fn(&T) -> f32,
+) {
+    out.reserve(src.len() / in_ch * out_ch);
     if in_ch == out_ch {
-        out.extend(samples.iter().map(sample));
+        out.extend(src.iter().map(sample));
     } else if out_ch == 1 {
-        for frame in samples.chunks_exact(in_ch) {
+        for frame in src.chunks_exact(in_ch) {
             let sum: f32 = frame.iter().map(&sample).sum();
             out.push(sum / in_ch as f32);
         }
     } else if in_ch == 1 {
-        for s in samples {
+        for s in src {
             out.extend(std::iter::repeat_n(sample(s), out_ch));
         }
     } else {
-        for frame in samples.chunks_exact(in_ch) {
+        for frame in src.chunks_exact(in_ch) {
             out.extend((0..out_ch).map(|c| sample(&frame[c % in_ch])));
         }
     }

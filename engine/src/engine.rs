@@ -576,13 +576,13 @@ fn spawn_device_watch(inner: std::sync::Weak<Inner>, name: Option<String>) {
                 Driver::Device { output, ticker } if output.failed() => {
                     let reason = format!("output device {} failed", output.name());
                     last_try = std::time::Instant::now();
-                    match output.stop() {
-                        Some(r) => match on_virtual(r, &inner, ticker) {
-                            Ok(d) => (Some(DeviceEvent::FellBack { reason }), d),
-                            Err(e) => (Some(DeviceEvent::FellBack { reason: e }), Driver::Stopped),
-                        },
-                        None => (Some(DeviceEvent::FellBack { reason }), Driver::Stopped),
-                    }
+                    let next = output
+                        .stop()
+                        .and_then(|r| on_virtual(r, &inner, None, ticker));
+                    (
+                        Some(DeviceEvent::FellBack { reason }),
+                        next.unwrap_or(Driver::Stopped),
+                    )
                 }
                 Driver::Virtual {
                     clock,
@@ -602,19 +602,11 @@ fn spawn_device_watch(inner: std::sync::Weak<Inner>, name: Option<String>) {
                                 Driver::Device { output, ticker },
                             )
                         }
-                        Err((_, Some(r))) => match on_virtual(*r, &inner, ticker) {
-                            Ok(Driver::Virtual { clock, ticker, .. }) => (
-                                None,
-                                Driver::Virtual {
-                                    clock,
-                                    capture,
-                                    ticker,
-                                },
-                            ),
-                            Ok(d) => (None, d),
-                            Err(_) => (None, Driver::Stopped),
-                        },
-                        Err((_, None)) => (None, Driver::Stopped),
+                        Err((_, r)) => (
+                            None,
+                            r.and_then(|r| on_virtual(*r, &inner, capture, ticker))
+                                .unwrap_or(Driver::Stopped),
+                        ),
                     }
                 }
                 Driver::Stopped => return,
@@ -632,25 +624,32 @@ fn spawn_device_watch(inner: std::sync::Weak<Inner>, name: Option<String>) {
     });
 }
 
-/// The renderer on a fresh virtual clock, keeping the pump ticker.
+/// The renderer on a fresh virtual clock, keeping the pump ticker; `None`
+/// (and a logged error) if the clock's thread cannot start.
 fn on_virtual(
     renderer: Renderer,
     inner: &Inner,
+    capture: Option<Consumer<f32>>,
     ticker: tokio::task::JoinHandle<()>,
-) -> Result<Driver, String> {
-    let clock = VirtualClock::start(
+) -> Option<Driver> {
+    let started = VirtualClock::start(
         renderer,
         Arc::clone(&inner.telemetry),
         inner.config.block_frames,
         None,
         false,
-    )
-    .map_err(|e| format!("cannot start the virtual clock: {e}"))?;
-    Ok(Driver::Virtual {
-        clock,
-        capture: None,
-        ticker,
-    })
+    );
+    match started {
+        Ok(clock) => Some(Driver::Virtual {
+            clock,
+            capture,
+            ticker,
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the virtual clock");
+            None
+        }
+    }
 }
 
 fn spawn_ticker(

@@ -140,6 +140,9 @@ async fn background_ops_in_scenarios() {
     std::fs::write(dir.join("empty.ogg"), b"").unwrap();
     let text = step(&format!("path = \"{}\"\n", dir.join("empty.ogg").display()));
     assert!(parse_err(&text).contains("empty"));
+    std::fs::write(dir.join("noise.wav"), [0x5a; 4096]).unwrap();
+    let text = step(&format!("path = \"{}\"\n", dir.join("noise.wav").display()));
+    assert!(parse_err(&text).contains("unsupported"));
     let bed = dir.join("bed.wav");
     sotto_integration::write_wav_s16(&bed, &[0.25; 4_800], 24_000, 1);
     let path = format!("path = \"{}\"\n", bed.display());

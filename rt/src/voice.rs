@@ -147,6 +147,18 @@ struct ClipPlayer {
     stopping: bool,
 }
 
+impl ClipPlayer {
+    /// Starts the next pass at sample `pos`; returns its event.
+    fn wrap(&mut self, pos: usize) -> EventKind {
+        self.pos = pos;
+        self.pass += 1;
+        EventKind::ClipWrapped {
+            id: self.id,
+            pass: self.pass,
+        }
+    }
+}
+
 /// A session's voice inside the renderer.
 #[derive(Debug)]
 pub struct Voice {
@@ -650,8 +662,9 @@ impl Voice {
     }
 
     /// The steady case in one pass: `filled` speech frames and whatever
-    /// background there is go straight from the rings into `out`, saturated,
-    /// with no copy in between.
+    /// background there is — the ring's, or a clip at least a block long
+    /// at a steady gain (see [`Voice::clip_is_direct`]) — go straight from
+    /// memory into `out`, saturated, with no copy in between.
     fn mix_direct(
         &mut self,
         out: &mut [f32],
@@ -660,73 +673,44 @@ impl Voice {
         now: SampleTime,
         events: &mut EventOut<'_>,
     ) {
-        if self.clip.is_some() {
-            self.mix_direct_clip(out, n, filled, now, events);
-            return;
-        }
         let ch = self.channels;
-        let take = n.min(self.background_rx.slots() / ch);
-        let (Ok(speech), Ok(background)) = (
-            self.speech_rx.read_chunk(filled * ch),
-            self.background_rx.read_chunk(take * ch),
-        ) else {
-            return;
-        };
-        let gain = self.background_gain.value() * self.duck_gain.value();
-        let len = filled.max(take) * ch;
-        mix_sources(
-            &mut out[..len],
-            speech.as_slices(),
-            background.as_slices(),
-            gain,
-            self.saturation,
-        );
-        speech.commit_all();
-        background.commit_all();
-        self.background_frames += take as u64;
-    }
-
-    /// [`Voice::mix_direct`] with the background from a clip at least a
-    /// block long, at a steady gain, and nothing in the background ring.
-    fn mix_direct_clip(
-        &mut self,
-        out: &mut [f32],
-        n: usize,
-        filled: usize,
-        now: SampleTime,
-        events: &mut EventOut<'_>,
-    ) {
-        let ch = self.channels;
-        let (session, generation) = (self.session, self.generation);
-        let duck = self.duck_gain.value();
-        let Some(p) = self.clip.as_mut() else {
-            return;
-        };
         let Ok(speech) = self.speech_rx.read_chunk(filled * ch) else {
             return;
         };
-        let len = p.clip.len() / ch * ch;
-        let first = (len - p.pos).min(n * ch);
-        let second = n * ch - first;
-        let clip = (&p.clip[p.pos..p.pos + first], &p.clip[..second]);
-        mix_sources(
-            &mut out[..n * ch],
-            speech.as_slices(),
-            clip,
-            p.gain.value() * duck,
-            self.saturation,
-        );
-        speech.commit_all();
-        p.pos += first;
-        if p.pos == len {
-            p.pos = second;
-            p.pass += 1;
-            let kind = EventKind::ClipWrapped {
-                id: p.id,
-                pass: p.pass,
+        let duck = self.duck_gain.value();
+        if let Some(p) = self.clip.as_mut() {
+            let len = p.clip.len() / ch * ch;
+            let first = (len - p.pos).min(n * ch);
+            let second = n * ch - first;
+            mix_sources(
+                &mut out[..n * ch],
+                speech.as_slices(),
+                (&p.clip[p.pos..p.pos + first], &p.clip[..second]),
+                p.gain.value() * duck,
+                self.saturation,
+            );
+            p.pos += first;
+            if p.pos == len {
+                let kind = p.wrap(second);
+                let at = now.plus((first / ch) as u64);
+                events.push(self.session, self.generation, at, kind);
+            }
+        } else {
+            let take = n.min(self.background_rx.slots() / ch);
+            let Ok(background) = self.background_rx.read_chunk(take * ch) else {
+                return;
             };
-            events.push(session, generation, now.plus((first / ch) as u64), kind);
+            mix_sources(
+                &mut out[..filled.max(take) * ch],
+                speech.as_slices(),
+                background.as_slices(),
+                self.background_gain.value() * duck,
+                self.saturation,
+            );
+            background.commit_all();
+            self.background_frames += take as u64;
         }
+        speech.commit_all();
     }
 
     /// Whether the playing clip, if any, can be mixed in one pass: steady
@@ -939,12 +923,7 @@ impl Voice {
                     ended = Some(false);
                     break;
                 }
-                p.pos = 0;
-                p.pass += 1;
-                let kind = EventKind::ClipWrapped {
-                    id: p.id,
-                    pass: p.pass,
-                };
+                let kind = p.wrap(0);
                 events.push(session, generation, now.plus(k as u64), kind);
             }
         }
