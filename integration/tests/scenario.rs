@@ -212,3 +212,54 @@ async fn streamed_background_is_deterministic() {
         .any(|e| e.event == "background_ended" && e.fields["stopped"] == true));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// The rest of the bad background inputs through a scenario: an
+/// unsupported codec and a file with no audio track are named before
+/// rendering; a truncated file plays what it holds and logs a warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_backgrounds_in_scenarios() {
+    let dir = sotto_integration::scratch_dir("scenario-bad-bg");
+    let wav = dir.join("tone.wav");
+    let tone = sotto_integration::sine(24_000, 300.0, 24_000, 1, 0.3);
+    sotto_integration::write_wav_s16(&wav, &tone, 24_000, 1);
+    let opus = dir.join("voice.opus");
+    sotto_integration::ffmpeg(&wav, &opus, &["-c:a", "libopus"]);
+    let video = dir.join("video.mp4");
+    let status = std::process::Command::new("ffmpeg")
+        .args(["-y", "-loglevel", "error", "-f", "lavfi", "-i"])
+        .args(["color=c=black:s=16x16:d=0.2", "-c:v", "mpeg4", "-an"])
+        .arg(&video)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let step = |path: &Path| {
+        format!(
+            "{HEAD}[[at]]\nt = \"0s\"\nsession = \"agent\"\nop = \"background_start\"\npath = \"{}\"\nmode = \"mixing\"\n",
+            path.display()
+        )
+    };
+    let e = parse_err(&step(&opus));
+    assert!(e.contains("at[0]") && e.contains("unsupported"), "{e}");
+    let e = parse_err(&step(&video));
+    assert!(
+        e.contains("at[0]") && (e.contains("no audio track") || e.contains("unsupported")),
+        "{e}"
+    );
+    let bytes = std::fs::read(&wav).unwrap();
+    let truncated = dir.join("truncated.wav");
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    let prepared = Scenario::parse(&step(&truncated), "t.toml", Path::new(".")).unwrap();
+    let r = prepared.render(RenderClock::Offline).await.unwrap();
+    let warning = r
+        .events
+        .iter()
+        .find(|e| e.event == "background_warning")
+        .expect("a warning");
+    assert!(warning.fields["message"]
+        .as_str()
+        .unwrap()
+        .contains("truncated"));
+    let played = r.samples.iter().filter(|&&v| v != 0.0).count();
+    assert!((10_000..13_000).contains(&played), "played {played}");
+    std::fs::remove_dir_all(&dir).ok();
+}
