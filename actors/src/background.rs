@@ -1,11 +1,11 @@
 //! Background sources (SPEC B1–B7): a supervised loader actor per source
 //! that decodes a file off the async runtime and feeds a session.
 //!
-//! - `mixing` + looping: the whole file is decoded once into a clip shared
-//!   read-only with the audio thread, which loops it sample-contiguously
-//!   with no decoding and no copy per pass.
-//! - `mixing`, not looping: decoded in chunks into the session's background
-//!   input, never further ahead than its bounded queue (B5).
+//! - `mixing`: decoded in chunks into the session's background input,
+//!   never further ahead than its bounded queue (B5). When looping, the
+//!   decoded first pass is kept and handed to the audio thread as a clip
+//!   shared read-only; it takes over at the sample the first pass ends and
+//!   loops with no decoding and no copy per pass.
 //! - `playback`: decoded in chunks into the session's speech input, so it
 //!   counts as speech and an interrupt fades it; when looping, later passes
 //!   are fed from the decoded cache without decoding again.
@@ -144,6 +144,8 @@ pub struct BackgroundLoader;
 struct Running {
     cancel: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
+    /// The clip is on the audio thread, which reports its end.
+    handed: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
     /// The clip id when the audio thread loops a clip.
     clip: Option<u32>,
@@ -247,7 +249,8 @@ impl LoaderState {
             .map_err(|_| BackgroundError::Closed)??;
         let cancel = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicBool::new(false));
-        if config.mode == BackgroundMode::Mixing && !config.looping {
+        let handed = Arc::new(AtomicBool::new(false));
+        if config.mode == BackgroundMode::Mixing {
             self.send(SessionMsg::SetBackgroundGain(config.volume))?;
         }
         // The feed is busy from here until it waits for room: the offline
@@ -261,16 +264,14 @@ impl LoaderState {
             volume: Arc::clone(&self.volume),
             cancel: Arc::clone(&cancel),
             done: Arc::clone(&done),
+            handed: Arc::clone(&handed),
         };
         let clip =
             (config.mode == BackgroundMode::Mixing && config.looping).then_some(self.args.id);
         let task = match (config.mode, config.looping) {
-            (BackgroundMode::Mixing, true) => {
-                tokio::task::spawn_blocking(move || feed.clip(decoder))
-            }
-            (BackgroundMode::Mixing, false) => {
-                tokio::task::spawn_blocking(move || feed.stream(decoder, Input::Background, false))
-            }
+            (BackgroundMode::Mixing, looping) => tokio::task::spawn_blocking(move || {
+                feed.stream(decoder, Input::Background, looping)
+            }),
             (BackgroundMode::Playback, looping) => {
                 tokio::task::spawn_blocking(move || feed.stream(decoder, Input::Speech, looping))
             }
@@ -278,6 +279,7 @@ impl LoaderState {
         self.running = Some(Running {
             cancel,
             done,
+            handed,
             task,
             clip,
         });
@@ -295,7 +297,7 @@ impl LoaderState {
             self.silence(running.clip);
         }
         let _ = running.task.await;
-        if !finished && running.clip.is_none() {
+        if !finished && !running.handed.load(Ordering::Acquire) {
             self.emit(SessionEventKind::BackgroundEnded {
                 source: self.args.id,
                 stopped: true,
@@ -306,13 +308,17 @@ impl LoaderState {
     /// Takes the source's audio out of the session: the clip ramps out, or
     /// its queue is cleared (mixing) or interrupted with a fade (playback).
     fn silence(&self, clip: Option<u32>) {
-        let _ = match (self.args.config.mode, clip) {
-            (_, Some(id)) => self.send(SessionMsg::StopClip { id }),
-            (BackgroundMode::Mixing, None) => {
+        // A looping mixed source may still be in its first pass, in the
+        // background input, with its clip waiting behind it: both go.
+        if let Some(id) = clip {
+            let _ = self.send(SessionMsg::StopClip { id });
+        }
+        let _ = match self.args.config.mode {
+            BackgroundMode::Mixing => {
                 let (tx, _rx) = oneshot::channel();
                 self.send(SessionMsg::ClearBackground(tx))
             }
-            (BackgroundMode::Playback, None) => self.send(SessionMsg::Interrupt),
+            BackgroundMode::Playback => self.send(SessionMsg::Interrupt),
         };
     }
 
@@ -320,14 +326,16 @@ impl LoaderState {
         check_volume(volume)?;
         self.volume.store(volume.to_bits(), Ordering::Relaxed);
         self.args.config.volume = volume;
-        match (&self.running, self.args.config.mode) {
-            (Some(Running { clip: Some(id), .. }), _) => self.send(SessionMsg::ClipGain {
+        if let Some(Running { clip: Some(id), .. }) = &self.running {
+            self.send(SessionMsg::ClipGain {
                 id: *id,
                 gain: volume,
-            }),
-            (_, BackgroundMode::Mixing) => self.send(SessionMsg::SetBackgroundGain(volume)),
+            })?;
+        }
+        match self.args.config.mode {
+            BackgroundMode::Mixing => self.send(SessionMsg::SetBackgroundGain(volume)),
             // Playback: the feed scales what it decodes from now on.
-            (_, BackgroundMode::Playback) => Ok(()),
+            BackgroundMode::Playback => Ok(()),
         }
     }
 }
@@ -369,6 +377,8 @@ struct Feed {
     volume: Arc<AtomicU32>,
     cancel: Arc<AtomicBool>,
     done: Arc<AtomicBool>,
+    /// Set once the audio thread loops the clip and reports its end.
+    handed: Arc<AtomicBool>,
 }
 
 impl Feed {
@@ -401,35 +411,6 @@ impl Feed {
                 message: e.to_string(),
             },
         );
-    }
-
-    /// Decodes the whole file and hands it to the audio thread to loop.
-    fn clip(mut self, mut decoder: FileDecoder) {
-        match decoder.decode_all(|| self.cancelled()) {
-            Ok((samples, end)) if !self.cancelled() => {
-                if let PassEnd::Damaged(reason) = end {
-                    self.warn(reason);
-                }
-                let gain = f32::from_bits(self.volume.load(Ordering::Relaxed));
-                let msg = SessionMsg::PlayClip {
-                    id: self.id,
-                    clip: Arc::from(samples),
-                    gain,
-                    looping: true,
-                };
-                if self.session.send(msg).is_err() {
-                    self.done.store(true, Ordering::Release);
-                }
-            }
-            Ok(_) => self.done.store(true, Ordering::Release),
-            Err(e) => {
-                self.fail(&e);
-                self.done.store(true, Ordering::Release);
-            }
-        }
-        // Otherwise the audio thread reports started, wrapped and ended, and
-        // the source plays until stopped.
-        self.idle();
     }
 
     /// Pushes `frames` and waits until they are queued; false when cut or
@@ -509,7 +490,23 @@ impl Feed {
             }
         }
         drop(decoder);
-        if ok && looping && !cache.is_empty() {
+        if ok && looping && !cache.is_empty() && input == Input::Background {
+            // The audio thread loops the decoded cache from where the first
+            // pass ends in the background input, and reports the wraps.
+            let msg = SessionMsg::PlayClip {
+                id: self.id,
+                clip: Arc::from(cache),
+                gain: f32::from_bits(self.volume.load(Ordering::Relaxed)),
+                looping: true,
+                after_ring: true,
+            };
+            if self.session.send(msg).is_ok() {
+                self.handed.store(true, Ordering::Release);
+                self.idle();
+                return;
+            }
+            ok = false;
+        } else if ok && looping && !cache.is_empty() {
             ok = self.replay(&cache, input, scale);
             cut = !ok;
         }

@@ -372,6 +372,9 @@ pub enum SessionMsg {
         gain: f32,
         /// Wrap round at the end.
         looping: bool,
+        /// The clip's first pass is what the background input still holds;
+        /// it takes over where that runs dry.
+        after_ring: bool,
     },
     /// Ramp a clip to a new gain.
     ClipGain {
@@ -812,11 +815,13 @@ impl Actor for Session {
                 clip,
                 gain,
                 looping,
+                after_ring,
             } => state.clip(ClipCommand::Play {
                 id,
                 clip,
                 gain,
                 looping,
+                after_ring,
             }),
             SessionMsg::ClipGain { id, gain } => state.clip(ClipCommand::SetGain { id, gain }),
             SessionMsg::StopClip { id } => state.clip(ClipCommand::Stop { id }),

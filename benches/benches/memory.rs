@@ -100,7 +100,8 @@ async fn looping_source() {
     };
     let bed = engine.background(&session, config).await.unwrap();
     bed.start().await.unwrap();
-    engine.render(24_000).await.unwrap();
+    // Past the first pass, which streams through the background queue.
+    engine.render(62 * 24_000).await.unwrap();
     let after = LIVE.load(Ordering::Relaxed);
     let clip = frames as isize * 4;
     let extra = (after - before - clip) as f64 / 1024.0;

@@ -190,6 +190,7 @@ fn bench_loop(c: &mut Criterion) {
                         clip: clip.into(),
                         gain: 1.0,
                         looping: true,
+                        after_ring: false,
                     })
                     .unwrap();
             }

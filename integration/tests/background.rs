@@ -283,6 +283,10 @@ async fn stop_and_end() {
     looped.stop().await.unwrap();
     let out = engine.render(4_800).await.unwrap();
     assert!(out[..480].windows(2).all(|w| w[1] <= w[0]), "ramps out");
+    assert!(
+        out[0] > 0.24 && (0.1..0.15).contains(&out[240]),
+        "a ramp, not a cut"
+    );
     assert!(out[480..].iter().all(|&v| v == 0.0), "then silent");
     let once = engine.background(&s, mixing(&path, false)).await.unwrap();
     once.start().await.unwrap();

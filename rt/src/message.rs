@@ -83,6 +83,10 @@ pub enum ClipCommand {
         gain: f32,
         /// Wrap round at the end instead of ending.
         looping: bool,
+        /// The clip's first pass is what the background ring still holds:
+        /// the clip takes over at the sample the ring runs dry, as its
+        /// second pass.
+        after_ring: bool,
     },
     /// Ramp the clip `id` to a new gain.
     SetGain {

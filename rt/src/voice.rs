@@ -145,6 +145,8 @@ struct ClipPlayer {
     looping: bool,
     gain: Ramp,
     stopping: bool,
+    /// Waiting for the background ring to run dry.
+    armed: bool,
 }
 
 impl ClipPlayer {
@@ -200,6 +202,8 @@ pub struct Voice {
     direct_muted: bool,
     duck: Option<DuckConfig>,
     duck_gain: Ramp,
+    /// A background clear ramping out: its fence and the gain to return to.
+    clearing: Option<(u64, f32)>,
     /// Frames of this block that keep the duck's previous target.
     duck_hold: usize,
     background_gain: Ramp,
@@ -255,6 +259,7 @@ impl Voice {
             duck: config.duck,
             duck_gain: Ramp::new(1.0),
             duck_hold: 0,
+            clearing: None,
             background_gain: Ramp::new(config.background_gain),
             gain_ramp_frames: config.gain_ramp_frames.max(1),
             saturation: config.saturation,
@@ -364,17 +369,19 @@ impl Voice {
                 VoiceCommand::SetDirectMuted(muted) => self.direct_muted = muted,
                 VoiceCommand::SetDuck(duck) => self.duck = duck,
                 VoiceCommand::ClearBackground { fence } => {
-                    let ch = self.channels;
-                    let want = fence.saturating_sub(self.background_frames);
-                    let n = want.min((self.background_rx.slots() / ch) as u64) as usize;
-                    if let Ok(chunk) = self.background_rx.read_chunk(n * ch) {
-                        chunk.commit_all();
-                        self.background_frames += n as u64;
-                    }
+                    // Ramps out what plays now, then drops the rest up to the
+                    // fence and comes back at the gain it had.
+                    let restore = match self.clearing {
+                        Some((_, restore)) => restore,
+                        None => self.background_gain.target(),
+                    };
+                    self.clearing = Some((fence, restore));
+                    self.background_gain.head(0.0, self.gain_ramp_frames);
                 }
-                VoiceCommand::SetBackgroundGain(gain) => {
-                    self.background_gain.head(gain, self.gain_ramp_frames);
-                }
+                VoiceCommand::SetBackgroundGain(gain) => match &mut self.clearing {
+                    Some((_, restore)) => *restore = gain,
+                    None => self.background_gain.head(gain, self.gain_ramp_frames),
+                },
                 VoiceCommand::SetSaturation(s) => self.saturation = s,
             }
         }
@@ -390,6 +397,7 @@ impl Voice {
                 clip,
                 gain,
                 looping,
+                after_ring,
             } => {
                 if let Some(old) = self.clip.take() {
                     self.event(
@@ -410,8 +418,9 @@ impl Voice {
                     self.release(clip);
                     return;
                 }
-                // Starts from silence, so the first sample is not a step.
-                let mut ramp = Ramp::new(0.0);
+                // Starts from silence, so the first sample is not a step;
+                // taking over from the ring, it goes on at the ring's level.
+                let mut ramp = Ramp::new(if after_ring { gain } else { 0.0 });
                 ramp.head(gain, self.gain_ramp_frames);
                 self.clip = Some(ClipPlayer {
                     id,
@@ -421,8 +430,11 @@ impl Voice {
                     looping,
                     gain: ramp,
                     stopping: false,
+                    armed: after_ring,
                 });
-                self.event(events, now, EventKind::ClipStarted { id });
+                if !after_ring {
+                    self.event(events, now, EventKind::ClipStarted { id });
+                }
             }
             ClipCommand::SetGain { id, gain } => {
                 if let Some(p) = self.clip.as_mut().filter(|p| p.id == id && !p.stopping) {
@@ -640,6 +652,7 @@ impl Voice {
             && self.consumed >= self.skip_until
             && !self.direct_muted
             && self.background_gain.steady()
+            && self.clearing.is_none()
     }
 
     /// The background gain the duck is heading for.
@@ -719,6 +732,7 @@ impl Voice {
         self.clip.as_ref().is_none_or(|p| {
             p.gain.steady()
                 && !p.stopping
+                && !p.armed
                 && p.clip.len() / self.channels >= n
                 && self.background_rx.slots() < self.channels
         })
@@ -846,7 +860,24 @@ impl Voice {
     /// into `bg`; returns how many.
     fn ring_background(&mut self, bg: &mut [f32], n: usize) -> usize {
         let ch = self.channels;
-        let take = n.min(self.background_rx.slots() / ch);
+        if let Some((fence, restore)) = self.clearing {
+            if self.background_gain.value() == 0.0 {
+                // Ramped out: drop what is left before the fence.
+                let want = fence.saturating_sub(self.background_frames);
+                let k = want.min((self.background_rx.slots() / ch) as u64) as usize;
+                if let Ok(chunk) = self.background_rx.read_chunk(k * ch) {
+                    chunk.commit_all();
+                    self.background_frames += k as u64;
+                }
+                self.background_gain = Ramp::new(restore);
+                self.clearing = None;
+            }
+        }
+        let mut take = n.min(self.background_rx.slots() / ch);
+        if let Some((fence, _)) = self.clearing {
+            // Audio pushed after the clear waits for the ramp to end.
+            take = take.min(fence.saturating_sub(self.background_frames) as usize);
+        }
         let chunk = match self.background_rx.read_chunk(take * ch) {
             Ok(chunk) if take > 0 => chunk,
             _ => {
@@ -891,13 +922,27 @@ impl Voice {
         let Some(p) = self.clip.as_mut() else {
             return 0;
         };
+        let mut k = 0;
+        let mut ended = None;
+        if p.armed {
+            if p.stopping {
+                ended = Some(true);
+            } else if ring == n {
+                // The ring still plays the first pass.
+                return 0;
+            } else {
+                // The ring ran dry at frame `ring`: the second pass starts there.
+                p.armed = false;
+                k = ring;
+                let kind = p.wrap(0);
+                events.push(session, generation, now.plus(k as u64), kind);
+            }
+        }
         if ring < n {
             bg[ring * ch..n * ch].fill(0.0);
         }
         let len = p.clip.len() / ch * ch;
-        let mut k = 0;
-        let mut ended = None;
-        while k < n {
+        while k < n && ended.is_none() {
             // Up to the clip's end, so the wrap is sample-contiguous.
             let m = ((len - p.pos) / ch).min(n - k);
             let src = &p.clip[p.pos..p.pos + m * ch];

@@ -106,6 +106,7 @@ fn every_render_path_is_allocation_free() {
         clip: short,
         gain: 1.0,
         looping: true,
+        after_ring: false,
     })
     .unwrap();
     render_guarded(&mut renderer, &mut out, 8);
@@ -114,6 +115,7 @@ fn every_render_path_is_allocation_free() {
         clip: long,
         gain: 0.5,
         looping: true,
+        after_ring: false,
     })
     .unwrap();
     b.send_clip(ClipCommand::SetGain { id: 2, gain: 2.0 })

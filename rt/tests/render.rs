@@ -160,6 +160,7 @@ fn looping_clip_is_seamless() {
             clip: clip.clone().into(),
             gain: 1.0,
             looping: true,
+            after_ring: false,
         })
         .unwrap();
         let mut out = vec![0.0f32; 64 * 50];
