@@ -49,6 +49,12 @@ impl Default for EchoConfig {
 #[error("echo processing failed: {0}")]
 pub struct EchoError(String);
 
+impl EchoError {
+    pub(crate) fn new(reason: String) -> Self {
+        Self(reason)
+    }
+}
+
 /// Mono 48 kHz far-end (what was rendered) and microphone frames in, the
 /// cleaned microphone out.
 pub struct EchoPath {
@@ -118,21 +124,40 @@ impl EchoPath {
     /// # Errors
     /// [`EchoError`] when a frame is not [`FRAME`] samples or the module fails.
     pub fn process(&mut self, far: &[f32], mic: &mut [f32]) -> Result<(), EchoError> {
-        if far.len() != FRAME || mic.len() != FRAME {
-            return Err(EchoError(format!(
-                "frames must be {FRAME} samples, got {} and {}",
-                far.len(),
-                mic.len()
-            )));
-        }
+        self.process_render(far)?;
+        self.process_capture(mic)
+    }
+
+    /// Gives the module 10 ms of what the output rendered (the reverse
+    /// stream), at the time the output rendered it.
+    ///
+    /// # Errors
+    /// [`EchoError`] when the frame is not [`FRAME`] samples or the module fails.
+    pub fn process_render(&mut self, far: &[f32]) -> Result<(), EchoError> {
+        check_len(far.len())?;
+        // The module filters its input in place; the caller's copy stays.
         let mut render = [0.0f32; FRAME];
         render.copy_from_slice(far);
         self.processor
             .process_render_frame(&mut render)
-            .map_err(|e| EchoError(e.to_string()))?;
+            .map_err(|e| EchoError(e.to_string()))
+    }
+
+    /// Cleans 10 ms of microphone audio in place.
+    ///
+    /// # Errors
+    /// [`EchoError`] when the frame is not [`FRAME`] samples or the module fails.
+    pub fn process_capture(&mut self, mic: &mut [f32]) -> Result<(), EchoError> {
+        check_len(mic.len())?;
         self.processor
             .process_capture_frame(mic)
             .map_err(|e| EchoError(e.to_string()))
+    }
+
+    /// The stream delay in use, in ms.
+    #[must_use]
+    pub fn delay_ms(&self) -> u32 {
+        self.config.delay_ms
     }
 
     /// Runs whole recordings through the path, 10 ms at a time; the
@@ -157,6 +182,16 @@ impl EchoPath {
             out.extend_from_slice(&m[..chunk.len()]);
         }
         Ok(out)
+    }
+}
+
+fn check_len(n: usize) -> Result<(), EchoError> {
+    if n == FRAME {
+        Ok(())
+    } else {
+        Err(EchoError(format!(
+            "frames must be {FRAME} samples, got {n}"
+        )))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod background;
 pub mod decode;
 pub mod driver;
 pub mod echo;
+pub mod echo_link;
 pub mod ingest;
 pub mod pump;
 pub mod quiesce;

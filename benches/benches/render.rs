@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use sotto_actors::driver::device::render_i16;
+use sotto_actors::driver::tap::tap;
 use sotto_rt::{
     ClipCommand, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig,
     VoiceControl,
@@ -222,9 +223,9 @@ fn bench_loop(c: &mut Criterion) {
     group.finish();
 }
 
-/// The device callback's cost (SPEC D2): the panic boundary, the render and
-/// the conversion for an i16 device, 10 ms at 48 kHz, with every voice
-/// speaking over background.
+/// The device callback's cost (SPEC D2): the panic boundary, the render,
+/// the reverse stream for echo cancellation and the conversion for an i16
+/// device, 10 ms at 48 kHz, with every voice speaking over background.
 fn bench_callback(c: &mut Criterion) {
     let mut group = c.benchmark_group("device_callback_10ms_48k_i16");
     group
@@ -241,14 +242,24 @@ fn bench_callback(c: &mut Criterion) {
         let telemetry = sotto_rt::Telemetry::default();
         let mut scratch = vec![0.0f32; 4096];
         let mut out = vec![0i16; block];
+        let (mut reverse, mut reader) = tap(48_000, 1, 48_000);
         group.bench_function(BenchmarkId::from_parameter(sessions), |b| {
             b.iter_custom(|iters| {
                 let mut total = Duration::ZERO;
+                let mut consumed = 0;
                 for round in 0..iters {
                     refill(&mut fed, &audio, round);
                     let t = Instant::now();
-                    render_i16(&mut renderer, &telemetry, &mut scratch, &mut out);
+                    render_i16(
+                        &mut renderer,
+                        &telemetry,
+                        &mut scratch,
+                        &mut out,
+                        Some((&mut reverse, 1)),
+                    );
                     total += t.elapsed();
+                    // The echo thread's side, off the clock.
+                    reader.discard(&mut consumed);
                 }
                 total
             });

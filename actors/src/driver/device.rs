@@ -14,9 +14,16 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use sotto_rt::{Renderer, Telemetry};
 
 use super::guarded_render;
+use super::tap::{tap, TapReader, TapWriter};
+use crate::echo::{EchoConfig, FRAME as ECHO_FRAME, RATE as ECHO_RATE};
+use crate::echo_link::{EchoStats, EchoThread, ReverseSlot};
 
 /// Largest device buffer converted in one piece for integer devices.
 const CONVERT_FRAMES: usize = 4096;
+
+/// How much rendered audio the reverse stream holds for echo
+/// cancellation before the newest is dropped (nobody reading it).
+const REVERSE_SECONDS: usize = 1;
 
 /// Why a device cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -35,6 +42,9 @@ pub enum DeviceError {
         /// Output channels.
         channels: usize,
     },
+    /// Echo processing cannot run as asked.
+    #[error("echo processing: {0}")]
+    Echo(String),
     /// The host refused the stream.
     #[error("device {device}: {reason}")]
     Stream {
@@ -131,39 +141,64 @@ struct Holder {
     telemetry: Arc<Telemetry>,
     running: Arc<AtomicBool>,
     scratch: Box<[f32]>,
+    /// What was rendered, in mono, for echo cancellation (SPEC D4).
+    reverse: TapWriter,
+    channels: usize,
 }
 
 impl Holder {
-    fn render(&mut self, out: &mut [f32]) {
+    fn render(&mut self, out: &mut [f32], info: &cpal::OutputCallbackInfo) {
         match self.renderer.as_mut() {
             Some(r) if self.running.load(Ordering::Acquire) => {
                 guarded_render(r, out, &self.telemetry);
             }
             _ => out.fill(0.0),
         }
+        self.reverse.push_mono(out, self.channels);
+        self.reverse.set_latency(output_latency(info));
     }
 
-    fn render_i16(&mut self, out: &mut [i16]) {
+    fn render_i16(&mut self, out: &mut [i16], info: &cpal::OutputCallbackInfo) {
+        let running = self.running.load(Ordering::Acquire);
         match self.renderer.as_mut() {
-            Some(r) if self.running.load(Ordering::Acquire) => {
-                render_i16(r, &self.telemetry, &mut self.scratch, out);
+            Some(r) if running => render_i16(
+                r,
+                &self.telemetry,
+                &mut self.scratch,
+                out,
+                Some((&mut self.reverse, self.channels)),
+            ),
+            _ => {
+                out.fill(0);
+                self.reverse.push(&[]);
             }
-            _ => out.fill(0),
         }
+        self.reverse.set_latency(output_latency(info));
     }
 }
 
+/// Time from this callback to its audio reaching the speaker.
+fn output_latency(info: &cpal::OutputCallbackInfo) -> Option<std::time::Duration> {
+    let t = info.timestamp();
+    t.playback.checked_duration_since(t.callback)
+}
+
 /// What the callback of an i16 device does: renders through `scratch`
-/// (preallocated, any length) and converts. Runs on the audio thread.
+/// (preallocated, any length), copies the mono mix to `reverse` and
+/// converts. Runs on the audio thread.
 pub fn render_i16(
     renderer: &mut Renderer,
     telemetry: &Telemetry,
     scratch: &mut [f32],
     out: &mut [i16],
+    mut reverse: Option<(&mut TapWriter, usize)>,
 ) {
     for piece in out.chunks_mut(scratch.len().max(1)) {
         let buf = &mut scratch[..piece.len()];
         guarded_render(renderer, buf, telemetry);
+        if let Some((tap, channels)) = reverse.as_mut() {
+            tap.push_mono(buf, *channels);
+        }
         for (o, s) in piece.iter_mut().zip(buf.iter()) {
             *o = to_i16(*s);
         }
@@ -193,6 +228,7 @@ impl Drop for Holder {
 pub struct DeviceOutput {
     stream: Option<cpal::Stream>,
     back: Consumer<Renderer>,
+    reverse: Option<TapReader>,
     running: Arc<AtomicBool>,
     errors: Arc<AtomicU64>,
     faults: Faults,
@@ -277,6 +313,7 @@ impl DeviceOutput {
             buffer_size: cpal::BufferSize::Default,
         };
         let (back_tx, back) = RingBuffer::new(1);
+        let (reverse_tx, reverse) = tap(rate, 1, rate as usize * REVERSE_SECONDS);
         let running = Arc::new(AtomicBool::new(!deferred));
         let errors = Arc::new(AtomicU64::new(0));
         let failed = Arc::new(AtomicBool::new(false));
@@ -286,6 +323,8 @@ impl DeviceOutput {
             telemetry,
             running: Arc::clone(&running),
             scratch: vec![0.0; CONVERT_FRAMES * channels].into_boxed_slice(),
+            reverse: reverse_tx,
+            channels,
         };
         let faults = Faults {
             errors: Arc::clone(&errors),
@@ -299,13 +338,13 @@ impl DeviceOutput {
         let built = match format {
             cpal::SampleFormat::F32 => dev.build_output_stream::<f32, _, _>(
                 config,
-                move |data, _| holder.render(data),
+                move |data, info| holder.render(data, info),
                 on_error,
                 None,
             ),
             _ => dev.build_output_stream::<i16, _, _>(
                 config,
-                move |data, _| holder.render_i16(data),
+                move |data, info| holder.render_i16(data, info),
                 on_error,
                 None,
             ),
@@ -313,6 +352,7 @@ impl DeviceOutput {
         let mut out = Self {
             stream: None,
             back,
+            reverse: Some(reverse),
             running,
             errors,
             faults,
@@ -351,6 +391,13 @@ impl DeviceOutput {
     #[must_use]
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The reverse stream: exactly what this stream rendered, mixed to
+    /// mono at the output rate, with callback times and the output
+    /// latency (SPEC D4). Once; `None` afterwards.
+    pub fn take_reverse(&mut self) -> Option<TapReader> {
+        self.reverse.take()
     }
 
     /// Errors the host reported on this stream.
@@ -434,152 +481,87 @@ pub struct InputFrame {
     /// Position among the frames delivered (drops are counted apart, in
     /// [`DeviceInput::dropped_frames`]).
     pub index: u64,
-    /// Interleaved samples, `rate / 100 * channels` of them.
+    /// Interleaved samples, `rate / 100 * channels` of them (mono at
+    /// 48 kHz after echo processing).
     pub samples: Vec<f32>,
 }
 
-/// A running input stream: 10 ms frames through a bounded queue.
+/// A running input stream: 10 ms frames through a bounded queue, cleaned
+/// by the echo processing path when opened with one.
 pub struct DeviceInput {
     _stream: cpal::Stream,
-    rx: Consumer<f32>,
+    source: Source,
     frame_len: usize,
     next: u64,
-    state: Arc<InputState>,
+    errors: Arc<AtomicU64>,
     name: String,
 }
 
-/// What the capture callback shares with the reader.
-#[derive(Debug, Default)]
-struct InputState {
-    /// Samples captured so far, including dropped ones.
-    captured: AtomicU64,
-    /// Samples dropped because the queue was full.
-    dropped: AtomicU64,
-    errors: AtomicU64,
+/// Where the frames come from.
+enum Source {
+    /// Straight from the capture callback's ring.
+    Raw(TapReader),
+    /// From the echo thread, which reads the capture ring.
+    Echo(Consumer<f32>, EchoThread),
 }
 
 impl std::fmt::Debug for DeviceInput {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("DeviceInput")
             .field("name", &self.name)
+            .field("echo", &matches!(self.source, Source::Echo(..)))
             .field("dropped_frames", &self.dropped_frames())
             .finish_non_exhaustive()
     }
 }
 
 impl DeviceInput {
-    /// Opens an input stream.
+    /// Opens an input stream delivering the device's frames as they are.
     ///
     /// # Errors
     /// [`DeviceError`] naming the device and the reason.
     pub fn open(config: &InputConfig) -> Result<Self, DeviceError> {
-        let host = cpal::default_host();
-        let found = match &config.device {
-            None => host.default_input_device(),
-            Some(name) => host
-                .input_devices()
-                .ok()
-                .and_then(|mut list| list.find(|d| &name_of(d) == name)),
-        };
-        let Some(dev) = found else {
-            let what = config.device.clone().unwrap_or_else(|| "(default)".into());
-            return Err(DeviceError::NotFound(what));
-        };
-        let name = name_of(&dev);
-        let (rate, channels) = (config.sample_rate, config.channels.max(1));
-        let frame_len = (rate as usize / 100) * channels;
-        if frame_len == 0 {
-            return Err(DeviceError::Unsupported {
-                device: name,
-                rate,
-                channels,
-            });
-        }
-        let configs: Vec<_> = dev
-            .supported_input_configs()
-            .map(Iterator::collect)
-            .unwrap_or_default();
-        let fits = |f: cpal::SampleFormat| {
-            configs.iter().any(|c: &cpal::SupportedStreamConfigRange| {
-                usize::from(c.channels()) == channels
-                    && c.min_sample_rate() <= rate
-                    && rate <= c.max_sample_rate()
-                    && c.sample_format() == f
-            })
-        };
-        let Some(format) = [cpal::SampleFormat::F32, cpal::SampleFormat::I16]
-            .into_iter()
-            .find(|&f| fits(f))
-        else {
-            return Err(DeviceError::Unsupported {
-                device: name,
-                rate,
-                channels,
-            });
-        };
-        let (mut tx, rx) = RingBuffer::new(frame_len * config.queue_frames.max(1));
-        let state = Arc::new(InputState::default());
-        let stream_config = cpal::StreamConfig {
-            channels: channels as u16,
-            sample_rate: rate,
-            buffer_size: cpal::BufferSize::Default,
-        };
-        let shared = Arc::clone(&state);
-        let on_error = {
-            let state = Arc::clone(&state);
-            move |_e: cpal::Error| {
-                state.errors.fetch_add(1, Ordering::Relaxed);
-            }
-        };
-        // Both callbacks only move samples into the ring: when it is full,
-        // the newest samples are dropped and counted.
-        let built = match format {
-            cpal::SampleFormat::F32 => dev.build_input_stream::<f32, _, _>(
-                stream_config,
-                move |data: &[f32], _| {
-                    let (_, rest) = tx.push_partial_slice(data);
-                    shared
-                        .captured
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    shared
-                        .dropped
-                        .fetch_add(rest.len() as u64, Ordering::Relaxed);
-                },
-                on_error,
-                None,
-            ),
-            _ => dev.build_input_stream::<i16, _, _>(
-                stream_config,
-                move |data: &[i16], _| {
-                    let n = data.len().min(tx.slots());
-                    if let Ok(chunk) = tx.write_chunk_uninit(n) {
-                        chunk.fill_from_iter(data.iter().map(|&s| f32::from(s) / 32768.0));
-                    }
-                    shared
-                        .captured
-                        .fetch_add(data.len() as u64, Ordering::Relaxed);
-                    shared
-                        .dropped
-                        .fetch_add((data.len() - n) as u64, Ordering::Relaxed);
-                },
-                on_error,
-                None,
-            ),
-        };
-        let stream = built.map_err(|e| DeviceError::Stream {
-            device: name.clone(),
-            reason: e.to_string(),
-        })?;
-        stream.play().map_err(|e| DeviceError::Stream {
-            device: name.clone(),
-            reason: e.to_string(),
-        })?;
+        let (stream, reader, name, errors) = open_capture(config)?;
+        let frame_len = (config.sample_rate as usize / 100) * config.channels.max(1);
         Ok(Self {
             _stream: stream,
-            rx,
+            source: Source::Raw(reader),
             frame_len,
             next: 0,
-            state,
+            errors,
+            name,
+        })
+    }
+
+    /// Opens an input stream whose frames go through echo cancellation
+    /// and the other stages of `echo` (SPEC D4) on a processing thread,
+    /// against the reverse stream of whichever output `reverse` holds.
+    /// Frames come out mono at 48 kHz; the capture must run at 48 kHz.
+    ///
+    /// # Errors
+    /// [`DeviceError`] naming the device and the reason, or
+    /// [`DeviceError::Echo`] when the processing cannot start.
+    pub fn open_with_echo(
+        config: &InputConfig,
+        echo: EchoConfig,
+        reverse: Arc<ReverseSlot>,
+    ) -> Result<Self, DeviceError> {
+        if config.sample_rate != ECHO_RATE {
+            return Err(DeviceError::Echo(format!(
+                "echo processing runs at {ECHO_RATE} Hz; the input asks for {} Hz",
+                config.sample_rate
+            )));
+        }
+        let (stream, reader, name, errors) = open_capture(config)?;
+        let (tx, rx) = RingBuffer::new(ECHO_FRAME * config.queue_frames.max(1));
+        let thread = EchoThread::spawn(reader, echo, reverse, tx)
+            .map_err(|e| DeviceError::Echo(e.to_string()))?;
+        Ok(Self {
+            _stream: stream,
+            source: Source::Echo(rx, thread),
+            frame_len: ECHO_FRAME,
+            next: 0,
+            errors,
             name,
         })
     }
@@ -598,7 +580,11 @@ impl DeviceInput {
 
     /// The next 10 ms frame if one is queued.
     pub fn try_frame(&mut self) -> Option<InputFrame> {
-        let chunk = self.rx.read_chunk(self.frame_len).ok()?;
+        let rx = match &mut self.source {
+            Source::Raw(reader) => &mut reader.samples,
+            Source::Echo(rx, _) => rx,
+        };
+        let chunk = rx.read_chunk(self.frame_len).ok()?;
         let (a, b) = chunk.as_slices();
         let mut samples = Vec::with_capacity(self.frame_len);
         samples.extend_from_slice(a);
@@ -612,13 +598,25 @@ impl DeviceInput {
     /// 10 ms frames dropped because the consumer lagged.
     #[must_use]
     pub fn dropped_frames(&self) -> u64 {
-        self.state.dropped.load(Ordering::Relaxed) / self.frame_len as u64
+        match &self.source {
+            Source::Raw(reader) => reader.dropped() / self.frame_len as u64,
+            Source::Echo(_, thread) => thread.stats().dropped_frames(),
+        }
+    }
+
+    /// What the echo processing has done so far, when it runs.
+    #[must_use]
+    pub fn echo_stats(&self) -> Option<&EchoStats> {
+        match &self.source {
+            Source::Raw(_) => None,
+            Source::Echo(_, thread) => Some(thread.stats()),
+        }
     }
 
     /// Errors the host reported on this stream.
     #[must_use]
     pub fn errors(&self) -> u64 {
-        self.state.errors.load(Ordering::Relaxed)
+        self.errors.load(Ordering::Relaxed)
     }
 
     /// The device's name.
@@ -626,6 +624,104 @@ impl DeviceInput {
     pub fn name(&self) -> &str {
         &self.name
     }
+}
+
+/// A capture stream whose callback writes into a tap: samples, callback
+/// times and the input latency.
+fn open_capture(
+    config: &InputConfig,
+) -> Result<(cpal::Stream, TapReader, String, Arc<AtomicU64>), DeviceError> {
+    let host = cpal::default_host();
+    let found = match &config.device {
+        None => host.default_input_device(),
+        Some(name) => host
+            .input_devices()
+            .ok()
+            .and_then(|mut list| list.find(|d| &name_of(d) == name)),
+    };
+    let Some(dev) = found else {
+        let what = config.device.clone().unwrap_or_else(|| "(default)".into());
+        return Err(DeviceError::NotFound(what));
+    };
+    let name = name_of(&dev);
+    let (rate, channels) = (config.sample_rate, config.channels.max(1));
+    let frame_len = (rate as usize / 100) * channels;
+    let unsupported = || DeviceError::Unsupported {
+        device: name.clone(),
+        rate,
+        channels,
+    };
+    if frame_len == 0 {
+        return Err(unsupported());
+    }
+    let configs: Vec<_> = dev
+        .supported_input_configs()
+        .map(Iterator::collect)
+        .unwrap_or_default();
+    let fits = |f: cpal::SampleFormat| {
+        configs.iter().any(|c: &cpal::SupportedStreamConfigRange| {
+            usize::from(c.channels()) == channels
+                && c.min_sample_rate() <= rate
+                && rate <= c.max_sample_rate()
+                && c.sample_format() == f
+        })
+    };
+    let Some(format) = [cpal::SampleFormat::F32, cpal::SampleFormat::I16]
+        .into_iter()
+        .find(|&f| fits(f))
+    else {
+        return Err(unsupported());
+    };
+    let (mut tx, reader) = tap(rate, channels, frame_len * config.queue_frames.max(1));
+    let stream_config = cpal::StreamConfig {
+        channels: channels as u16,
+        sample_rate: rate,
+        buffer_size: cpal::BufferSize::Default,
+    };
+    let errors = Arc::new(AtomicU64::new(0));
+    let on_error = {
+        let errors = Arc::clone(&errors);
+        move |_e: cpal::Error| {
+            errors.fetch_add(1, Ordering::Relaxed);
+        }
+    };
+    // Both callbacks only move samples and times into the tap: when it is
+    // full, the newest samples are dropped and counted.
+    let built = match format {
+        cpal::SampleFormat::F32 => dev.build_input_stream::<f32, _, _>(
+            stream_config,
+            move |data: &[f32], info| {
+                tx.push(data);
+                tx.set_latency(input_latency(info));
+            },
+            on_error,
+            None,
+        ),
+        _ => dev.build_input_stream::<i16, _, _>(
+            stream_config,
+            move |data: &[i16], info| {
+                tx.push_i16(data);
+                tx.set_latency(input_latency(info));
+            },
+            on_error,
+            None,
+        ),
+    };
+    let stream = built.map_err(|e| DeviceError::Stream {
+        device: name.clone(),
+        reason: e.to_string(),
+    })?;
+    stream.play().map_err(|e| DeviceError::Stream {
+        device: name.clone(),
+        reason: e.to_string(),
+    })?;
+    Ok((stream, reader, name, errors))
+}
+
+/// Time from the audio reaching the microphone to this callback.
+fn input_latency(info: &cpal::InputCallbackInfo) -> Option<std::time::Duration> {
+    let t = info.timestamp();
+    t.callback.checked_duration_since(t.capture)
 }
 
 #[cfg(test)]
