@@ -7,6 +7,7 @@
 
 pub mod background;
 pub mod decode;
+pub mod device_manager;
 pub mod driver;
 pub mod echo;
 pub mod echo_link;

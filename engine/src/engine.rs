@@ -7,9 +7,12 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use rtrb::{Consumer, RingBuffer};
 use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
-use sotto_actors::driver::device::DeviceOutput;
+use sotto_actors::device_manager::{DeviceEvent, DeviceManager, DeviceManagerArgs, DeviceMsg};
+use sotto_actors::driver::device::{DeviceError, DeviceInput, DeviceOutput, InputConfig};
 use sotto_actors::driver::offline::OfflineDriver;
 use sotto_actors::driver::virtual_clock::VirtualClock;
+use sotto_actors::echo::EchoConfig;
+use sotto_actors::echo_link::ReverseSlot;
 use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
 use sotto_actors::supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};
 use sotto_actors::{Quiescence, SessionConfig, SettleTimeout};
@@ -101,6 +104,9 @@ pub enum EngineError {
     /// A background source's config is out of range.
     #[error("bad background source: {0}")]
     Background(#[from] BackgroundError),
+    /// A device cannot be used as asked.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
     /// The engine was shut down.
     #[error("engine is shut down")]
     Stopped,
@@ -116,10 +122,18 @@ enum Driver {
         ticker: tokio::task::JoinHandle<()>,
     },
     Device {
-        output: DeviceOutput,
+        manager: ActorRef<DeviceMsg>,
         ticker: tokio::task::JoinHandle<()>,
     },
     Stopped,
+}
+
+/// What plays the renderer's output to a listener.
+enum Outputs {
+    /// A device, through its manager.
+    Device(ActorRef<DeviceMsg>, Arc<ReverseSlot>),
+    /// A clock; `fallback` says why when a device was asked for.
+    Clock { fallback: Option<String> },
 }
 
 /// The running engine. Cheap to clone; every clone drives the same engine.
@@ -147,8 +161,11 @@ struct Inner {
     next_source: AtomicU32,
     /// Why a requested device is not in use.
     fallback: Option<String>,
-    /// Listeners to device moves.
-    device_events: std::sync::Mutex<Vec<mpsc::UnboundedSender<DeviceEvent>>>,
+    /// The device manager, when the engine plays through a device.
+    device: Option<ActorRef<DeviceMsg>>,
+    /// Where the playing output's reverse stream is published for echo
+    /// cancellation.
+    reverse: Arc<ReverseSlot>,
 }
 
 impl Engine {
@@ -213,15 +230,33 @@ impl Engine {
                 let t = Arc::clone(&telemetry);
                 match DeviceOutput::open(renderer, t, name.as_deref(), deferred) {
                     Ok(output) => {
+                        let reverse = ReverseSlot::new();
+                        let (manager, _) = Actor::spawn(
+                            None,
+                            DeviceManager,
+                            DeviceManagerArgs {
+                                output,
+                                name,
+                                telemetry: Arc::clone(&telemetry),
+                                block_frames: config.block_frames,
+                                reverse: Arc::clone(&reverse),
+                            },
+                        )
+                        .await
+                        .map_err(|e| EngineError::Start {
+                            what: "device manager",
+                            reason: e.to_string(),
+                        })?;
                         let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
-                        let engine = Self::assemble(
+                        return Ok(Self::assemble(
                             config,
                             (supervisor, pump, quiesce, telemetry),
-                            Driver::Device { output, ticker },
-                            None,
-                        );
-                        spawn_device_watch(Arc::downgrade(&engine.inner), name);
-                        return Ok(engine);
+                            Driver::Device {
+                                manager: manager.clone(),
+                                ticker,
+                            },
+                            Outputs::Device(manager, reverse),
+                        ));
                     }
                     Err((e, Some(r))) => {
                         tracing::warn!(error = %e, "no output device; running on the virtual clock");
@@ -279,7 +314,7 @@ impl Engine {
             config,
             (supervisor, pump, quiesce, telemetry),
             driver,
-            fallback,
+            Outputs::Clock { fallback },
         ))
     }
 
@@ -292,8 +327,12 @@ impl Engine {
             Arc<Telemetry>,
         ),
         driver: Driver,
-        fallback: Option<String>,
+        outputs: Outputs,
     ) -> Engine {
+        let (fallback, device, reverse) = match outputs {
+            Outputs::Device(manager, reverse) => (None, Some(manager), reverse),
+            Outputs::Clock { fallback } => (fallback, None, ReverseSlot::new()),
+        };
         Engine {
             inner: Arc::new(Inner {
                 config,
@@ -304,20 +343,33 @@ impl Engine {
                 driver: Mutex::new(driver),
                 next_source: AtomicU32::new(1),
                 fallback,
-                device_events: std::sync::Mutex::new(Vec::new()),
+                device,
+                reverse,
             }),
         }
     }
 
-    /// Moves of the renderer between the device and the virtual clock
-    /// (SPEC D6), from now on.
+    /// Moves of the renderer between outputs (SPEC D6), from now on. The
+    /// stream ends at once when the engine plays no device.
     #[must_use]
     pub fn device_events(&self) -> mpsc::UnboundedReceiver<DeviceEvent> {
         let (tx, rx) = mpsc::unbounded_channel();
-        if let Ok(mut list) = self.inner.device_events.lock() {
-            list.push(tx);
+        if let Some(manager) = &self.inner.device {
+            let _ = manager.send_message(DeviceMsg::Subscribe(tx));
         }
         rx
+    }
+
+    /// The device the renderer plays through now; `None` when it runs on
+    /// a clock (from the start or after a device failed).
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`] after shutdown.
+    pub async fn playing_device(&self) -> Result<Option<String>, EngineError> {
+        let Some(manager) = &self.inner.device else {
+            return Ok(None);
+        };
+        ractor::call!(manager, DeviceMsg::Playing).map_err(|_| EngineError::Stopped)
     }
 
     /// Fault injection for tests: the device stream reports an underrun
@@ -327,13 +379,50 @@ impl Engine {
     /// # Errors
     /// [`EngineError::WrongClock`] when no device is playing.
     pub async fn inject_device_fault(&self, underrun: bool) -> Result<(), EngineError> {
-        match &*self.inner.driver.lock().await {
-            Driver::Device { output, .. } => {
-                output.inject_error(underrun);
-                Ok(())
-            }
-            _ => Err(EngineError::WrongClock("device")),
+        let Some(manager) = &self.inner.device else {
+            return Err(EngineError::WrongClock("device"));
+        };
+        match ractor::call!(manager, DeviceMsg::InjectFault, underrun) {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(EngineError::WrongClock("device")),
+            Err(_) => Err(EngineError::Stopped),
         }
+    }
+
+    /// Fault injection for tests: from now on the host's default output
+    /// is `device` (`None`: what the host says). An engine that follows
+    /// the default ([`Clock::Device`] with no name) moves to it.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongClock`] when no device is playing.
+    pub fn inject_default_device(&self, device: Option<String>) -> Result<(), EngineError> {
+        let Some(manager) = &self.inner.device else {
+            return Err(EngineError::WrongClock("device"));
+        };
+        manager
+            .send_message(DeviceMsg::InjectDefault(device))
+            .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Opens a microphone (SPEC D3). With `echo`, its frames go through
+    /// echo cancellation against exactly what this engine's output plays
+    /// (SPEC D4), re-bound whenever the output moves; frames are then mono
+    /// at 48 kHz.
+    ///
+    /// # Errors
+    /// [`EngineError::Device`] naming the device and the reason.
+    pub fn open_input(
+        &self,
+        config: &InputConfig,
+        echo: Option<EchoConfig>,
+    ) -> Result<DeviceInput, EngineError> {
+        let input = match echo {
+            None => DeviceInput::open(config),
+            Some(echo) => {
+                DeviceInput::open_with_echo(config, echo, Arc::clone(&self.inner.reverse))
+            }
+        };
+        Ok(input?)
     }
 
     /// Why the engine runs on the virtual clock although a device was
@@ -486,9 +575,8 @@ impl Engine {
                 clock.run();
                 Ok(())
             }
-            Driver::Device { output, .. } => {
-                output.run();
-                Ok(())
+            Driver::Device { manager, .. } => {
+                ractor::call!(manager, DeviceMsg::Run).map_err(|_| EngineError::Stopped)
             }
             Driver::Offline(_) => Err(EngineError::WrongClock("virtual")),
             Driver::Stopped => Err(EngineError::Stopped),
@@ -528,127 +616,15 @@ impl Engine {
                 ticker.abort();
                 drop(clock.stop());
             }
-            Driver::Device { output, ticker } => {
+            Driver::Device { manager, ticker } => {
                 ticker.abort();
-                drop(output.stop());
+                let _ = ractor::call!(manager, DeviceMsg::Stop);
+                manager.stop(None);
             }
             Driver::Offline(_) | Driver::Stopped => {}
         }
         self.inner.supervisor.stop(None);
         self.inner.pump.stop(None);
-    }
-}
-
-/// A move of the renderer between a device and the virtual clock.
-#[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum DeviceEvent {
-    /// The device stream failed; the renderer, with everything queued,
-    /// now runs on the virtual clock.
-    FellBack {
-        /// What failed.
-        reason: String,
-    },
-    /// The renderer is back on a device.
-    Opened {
-        /// The device.
-        device: String,
-    },
-}
-
-/// How often the watch looks at the device, and retries a lost one.
-const WATCH_PERIOD: Duration = Duration::from_millis(10);
-const REOPEN_PERIOD: Duration = Duration::from_millis(200);
-
-/// Watches the device stream (SPEC D6): when it fails, hands the renderer
-/// to the virtual clock, then keeps trying to reopen the device and moves
-/// the renderer back. No queued audio is lost: it lives in the renderer.
-fn spawn_device_watch(inner: std::sync::Weak<Inner>, name: Option<String>) {
-    tokio::spawn(async move {
-        let mut last_try = std::time::Instant::now();
-        loop {
-            tokio::time::sleep(WATCH_PERIOD).await;
-            let Some(inner) = inner.upgrade() else {
-                return;
-            };
-            let mut driver = inner.driver.lock().await;
-            let (event, next) = match std::mem::replace(&mut *driver, Driver::Stopped) {
-                Driver::Device { output, ticker } if output.failed() => {
-                    let reason = format!("output device {} failed", output.name());
-                    last_try = std::time::Instant::now();
-                    let next = output
-                        .stop()
-                        .and_then(|r| on_virtual(r, &inner, None, ticker));
-                    (
-                        Some(DeviceEvent::FellBack { reason }),
-                        next.unwrap_or(Driver::Stopped),
-                    )
-                }
-                Driver::Virtual {
-                    clock,
-                    capture,
-                    ticker,
-                } if last_try.elapsed() >= REOPEN_PERIOD => {
-                    last_try = std::time::Instant::now();
-                    let Some(r) = clock.stop() else {
-                        return;
-                    };
-                    let t = Arc::clone(&inner.telemetry);
-                    match DeviceOutput::open(r, t, name.as_deref(), false) {
-                        Ok(output) => {
-                            let device = output.name().to_owned();
-                            (
-                                Some(DeviceEvent::Opened { device }),
-                                Driver::Device { output, ticker },
-                            )
-                        }
-                        Err((_, r)) => (
-                            None,
-                            r.and_then(|r| on_virtual(*r, &inner, capture, ticker))
-                                .unwrap_or(Driver::Stopped),
-                        ),
-                    }
-                }
-                Driver::Stopped => return,
-                other => (None, other),
-            };
-            *driver = next;
-            drop(driver);
-            if let Some(event) = event {
-                tracing::warn!(?event, "device move");
-                if let Ok(mut list) = inner.device_events.lock() {
-                    list.retain(|tx| tx.send(event.clone()).is_ok());
-                }
-            }
-        }
-    });
-}
-
-/// The renderer on a fresh virtual clock, keeping the pump ticker; `None`
-/// (and a logged error) if the clock's thread cannot start.
-fn on_virtual(
-    renderer: Renderer,
-    inner: &Inner,
-    capture: Option<Consumer<f32>>,
-    ticker: tokio::task::JoinHandle<()>,
-) -> Option<Driver> {
-    let started = VirtualClock::start(
-        renderer,
-        Arc::clone(&inner.telemetry),
-        inner.config.block_frames,
-        None,
-        false,
-    );
-    match started {
-        Ok(clock) => Some(Driver::Virtual {
-            clock,
-            capture,
-            ticker,
-        }),
-        Err(e) => {
-            tracing::error!(error = %e, "cannot start the virtual clock");
-            None
-        }
     }
 }
 

@@ -29,15 +29,17 @@ pub mod plot;
 pub mod scenario;
 
 pub use background::BackgroundHandle;
-pub use engine::{Clock, DeviceEvent, Engine, EngineConfig, EngineError};
+pub use engine::{Clock, Engine, EngineConfig, EngineError};
 pub use handle::{SessionError, SessionHandle};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::decode::DecodeError;
+pub use sotto_actors::device_manager::DeviceEvent;
 pub use sotto_actors::driver::device::{
     devices, DeviceError, DeviceInfo, DeviceInput, InputConfig, InputFrame,
 };
 pub use sotto_actors::echo::{EchoConfig, EchoError, EchoPath};
+pub use sotto_actors::echo_link::EchoStats;
 pub use sotto_actors::{decode, echo};
 pub use sotto_actors::{
     AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,

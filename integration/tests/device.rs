@@ -10,8 +10,13 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use assert_no_alloc::AllocDisabler;
 use sotto::{Clock, Engine, EngineConfig, SessionConfig};
 use sotto_integration::{scratch_dir, tone_s16, use_alsa_config};
+
+/// Counts allocations on threads that forbid them: the audio callbacks.
+#[global_allocator]
+static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 async fn wait_for_clock(engine: &Engine, frames: u64) {
     let deadline = Instant::now() + Duration::from_secs(20);

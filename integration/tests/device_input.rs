@@ -6,8 +6,13 @@
 
 use std::time::Duration;
 
+use assert_no_alloc::AllocDisabler;
 use sotto::{DeviceInput, InputConfig};
 use sotto_integration::{scratch_dir, use_alsa_config};
+
+/// Counts allocations on threads that forbid them: the capture callback.
+#[global_allocator]
+static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 #[test]
 fn input_frames_arrive_in_order_and_drops_are_counted() {
@@ -54,6 +59,11 @@ fn input_frames_arrive_in_order_and_drops_are_counted() {
                 "frame {k}"
             );
         }
+        assert_eq!(
+            input.alloc_violations(),
+            0,
+            "the capture callback allocated"
+        );
         drop(input);
 
         // A consumer that lags behind a 5-frame queue: the oldest frames

@@ -13,8 +13,8 @@ use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use rtrb::{Consumer, Producer, RingBuffer};
 use sotto_rt::{Renderer, Telemetry};
 
-use super::guarded_render;
 use super::tap::{tap, TapReader, TapWriter};
+use super::{audit, guarded_render};
 use crate::echo::{EchoConfig, FRAME as ECHO_FRAME, RATE as ECHO_RATE};
 use crate::echo_link::{EchoStats, EchoThread, ReverseSlot};
 
@@ -128,6 +128,14 @@ pub fn devices() -> Result<Vec<DeviceInfo>, DeviceError> {
     Ok(out)
 }
 
+/// The name of the host's default output device, if there is one.
+#[must_use]
+pub fn default_output_name() -> Option<String> {
+    cpal::default_host()
+        .default_output_device()
+        .map(|d| name_of(&d))
+}
+
 /// The id a device is opened by.
 fn name_of(d: &cpal::Device) -> String {
     d.id()
@@ -147,7 +155,21 @@ struct Holder {
 }
 
 impl Holder {
-    fn render(&mut self, out: &mut [f32], info: &cpal::OutputCallbackInfo) {
+    /// The whole f32 callback, audited.
+    fn callback(&mut self, out: &mut [f32], latency: Option<std::time::Duration>) {
+        let telemetry = Arc::clone(&self.telemetry);
+        audit(&telemetry.alloc_violations, || self.render(out, latency));
+    }
+
+    /// The whole i16 callback, audited.
+    fn callback_i16(&mut self, out: &mut [i16], latency: Option<std::time::Duration>) {
+        let telemetry = Arc::clone(&self.telemetry);
+        audit(&telemetry.alloc_violations, || {
+            self.render_i16(out, latency)
+        });
+    }
+
+    fn render(&mut self, out: &mut [f32], latency: Option<std::time::Duration>) {
         match self.renderer.as_mut() {
             Some(r) if self.running.load(Ordering::Acquire) => {
                 guarded_render(r, out, &self.telemetry);
@@ -155,10 +177,10 @@ impl Holder {
             _ => out.fill(0.0),
         }
         self.reverse.push_mono(out, self.channels);
-        self.reverse.set_latency(output_latency(info));
+        self.reverse.set_latency(latency);
     }
 
-    fn render_i16(&mut self, out: &mut [i16], info: &cpal::OutputCallbackInfo) {
+    fn render_i16(&mut self, out: &mut [i16], latency: Option<std::time::Duration>) {
         let running = self.running.load(Ordering::Acquire);
         match self.renderer.as_mut() {
             Some(r) if running => render_i16(
@@ -170,10 +192,14 @@ impl Holder {
             ),
             _ => {
                 out.fill(0);
-                self.reverse.push(&[]);
+                // Silence reached the speaker too.
+                let silence = [0.0; 256];
+                for piece in out.chunks(silence.len() * self.channels) {
+                    self.reverse.push(&silence[..piece.len() / self.channels]);
+                }
             }
         }
-        self.reverse.set_latency(output_latency(info));
+        self.reverse.set_latency(latency);
     }
 }
 
@@ -338,13 +364,13 @@ impl DeviceOutput {
         let built = match format {
             cpal::SampleFormat::F32 => dev.build_output_stream::<f32, _, _>(
                 config,
-                move |data, info| holder.render(data, info),
+                move |data, info| holder.callback(data, output_latency(info)),
                 on_error,
                 None,
             ),
             _ => dev.build_output_stream::<i16, _, _>(
                 config,
-                move |data, info| holder.render_i16(data, info),
+                move |data, info| holder.callback_i16(data, output_latency(info)),
                 on_error,
                 None,
             ),
@@ -493,7 +519,7 @@ pub struct DeviceInput {
     source: Source,
     frame_len: usize,
     next: u64,
-    errors: Arc<AtomicU64>,
+    counters: Counters,
     name: String,
 }
 
@@ -521,14 +547,14 @@ impl DeviceInput {
     /// # Errors
     /// [`DeviceError`] naming the device and the reason.
     pub fn open(config: &InputConfig) -> Result<Self, DeviceError> {
-        let (stream, reader, name, errors) = open_capture(config)?;
+        let (stream, reader, name, counters) = open_capture(config)?;
         let frame_len = (config.sample_rate as usize / 100) * config.channels.max(1);
         Ok(Self {
             _stream: stream,
             source: Source::Raw(reader),
             frame_len,
             next: 0,
-            errors,
+            counters,
             name,
         })
     }
@@ -552,7 +578,7 @@ impl DeviceInput {
                 config.sample_rate
             )));
         }
-        let (stream, reader, name, errors) = open_capture(config)?;
+        let (stream, reader, name, counters) = open_capture(config)?;
         let (tx, rx) = RingBuffer::new(ECHO_FRAME * config.queue_frames.max(1));
         let thread = EchoThread::spawn(reader, echo, reverse, tx)
             .map_err(|e| DeviceError::Echo(e.to_string()))?;
@@ -561,7 +587,7 @@ impl DeviceInput {
             source: Source::Echo(rx, thread),
             frame_len: ECHO_FRAME,
             next: 0,
-            errors,
+            counters,
             name,
         })
     }
@@ -616,7 +642,14 @@ impl DeviceInput {
     /// Errors the host reported on this stream.
     #[must_use]
     pub fn errors(&self) -> u64 {
-        self.errors.load(Ordering::Relaxed)
+        self.counters.errors.load(Ordering::Relaxed)
+    }
+
+    /// Allocations or frees inside the capture callback (counted with
+    /// feature `rt-audit`; SPEC R1 says zero).
+    #[must_use]
+    pub fn alloc_violations(&self) -> u64 {
+        self.counters.violations.load(Ordering::Relaxed)
     }
 
     /// The device's name.
@@ -630,7 +663,7 @@ impl DeviceInput {
 /// times and the input latency.
 fn open_capture(
     config: &InputConfig,
-) -> Result<(cpal::Stream, TapReader, String, Arc<AtomicU64>), DeviceError> {
+) -> Result<(cpal::Stream, TapReader, String, Counters), DeviceError> {
     let host = cpal::default_host();
     let found = match &config.device {
         None => host.default_input_device(),
@@ -679,6 +712,8 @@ fn open_capture(
         buffer_size: cpal::BufferSize::Default,
     };
     let errors = Arc::new(AtomicU64::new(0));
+    let violations = Arc::new(AtomicU64::new(0));
+    let audited = Arc::clone(&violations);
     let on_error = {
         let errors = Arc::clone(&errors);
         move |_e: cpal::Error| {
@@ -691,8 +726,10 @@ fn open_capture(
         cpal::SampleFormat::F32 => dev.build_input_stream::<f32, _, _>(
             stream_config,
             move |data: &[f32], info| {
-                tx.push(data);
-                tx.set_latency(input_latency(info));
+                audit(&audited, || {
+                    tx.push(data);
+                    tx.set_latency(input_latency(info));
+                });
             },
             on_error,
             None,
@@ -700,8 +737,10 @@ fn open_capture(
         _ => dev.build_input_stream::<i16, _, _>(
             stream_config,
             move |data: &[i16], info| {
-                tx.push_i16(data);
-                tx.set_latency(input_latency(info));
+                audit(&audited, || {
+                    tx.push_i16(data);
+                    tx.set_latency(input_latency(info));
+                });
             },
             on_error,
             None,
@@ -715,7 +754,13 @@ fn open_capture(
         device: name.clone(),
         reason: e.to_string(),
     })?;
-    Ok((stream, reader, name, errors))
+    Ok((stream, reader, name, Counters { errors, violations }))
+}
+
+/// What an input stream's callbacks count.
+struct Counters {
+    errors: Arc<AtomicU64>,
+    violations: Arc<AtomicU64>,
 }
 
 /// Time from the audio reaching the microphone to this callback.
@@ -726,7 +771,90 @@ fn input_latency(info: &cpal::InputCallbackInfo) -> Option<std::time::Duration> 
 
 #[cfg(test)]
 mod tests {
-    use super::to_i16;
+    use std::sync::atomic::AtomicBool;
+    use std::sync::Arc;
+
+    use rtrb::RingBuffer;
+    use sotto_rt::{Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceConfig};
+
+    use super::{tap, to_i16, Holder};
+
+    /// The reverse stream is exactly what the callback rendered, mixed to
+    /// mono (SPEC D4), for f32 and i16 devices, whatever the buffer size.
+    #[test]
+    fn the_reverse_stream_is_what_was_rendered() {
+        let (mut control, renderer) = Renderer::new(RendererConfig {
+            sample_rate: 48_000,
+            channels: 2,
+            max_block_frames: 480,
+            max_sessions: 1,
+            command_capacity: 8,
+            event_capacity: 64,
+            saturation: Saturation::Hard,
+        })
+        .unwrap();
+        let (mut voice_control, voice) = Voice::new(&VoiceConfig {
+            session: SessionId(0),
+            generation: 0,
+            channels: 2,
+            speech_capacity_frames: 48_000,
+            background_capacity_frames: 480,
+            command_capacity: 8,
+            fade_frames: 480,
+            grace_frames: 4_800,
+            pause_ramp_frames: 48,
+            duck: None,
+            background_gain: 1.0,
+            gain_ramp_frames: 48,
+            saturation: Saturation::Hard,
+            doorbells: Some(control.doorbells.clone()),
+        });
+        control.add_voice(Box::new(voice)).unwrap();
+        let speech: Vec<f32> = (0..40_000)
+            .map(|i| ((i as f32) * 0.01).sin() * 0.5 * if i % 2 == 0 { 1.0 } else { 0.3 })
+            .collect();
+        let _ = voice_control.speech_tx.push_partial_slice(&speech);
+        let (back, _back_rx) = RingBuffer::new(1);
+        let (reverse, mut reader) = tap(48_000, 1, 48_000);
+        let mut holder = Holder {
+            renderer: Some(renderer),
+            back,
+            telemetry: Arc::clone(&control.telemetry),
+            running: Arc::new(AtomicBool::new(true)),
+            scratch: vec![0.0; 512].into_boxed_slice(),
+            reverse,
+            channels: 2,
+        };
+        // What the device got, with how far the tap may differ from it:
+        // nothing for f32, the 16-bit rounding for i16.
+        let mut rendered = Vec::new();
+        let mut tolerance = Vec::new();
+        for (k, frames) in [441usize, 1024, 37, 2048, 600].into_iter().enumerate() {
+            if k % 2 == 0 {
+                let mut out = vec![0.0f32; frames * 2];
+                holder.callback(&mut out, None);
+                rendered.extend_from_slice(&out);
+                tolerance.extend(std::iter::repeat_n(0.0, frames));
+            } else {
+                let mut out = vec![0i16; frames * 2];
+                holder.callback_i16(&mut out, None);
+                rendered.extend(out.iter().map(|&v| f32::from(v) / 32768.0));
+                tolerance.extend(std::iter::repeat_n(1.0 / 32768.0, frames));
+            }
+        }
+        let mut tapped = Vec::new();
+        let mut consumed = 0;
+        reader.drain(&mut consumed, |s, _| tapped.extend_from_slice(s));
+        assert_eq!(tapped.len(), rendered.len() / 2);
+        for (i, (t, f)) in tapped.iter().zip(rendered.chunks_exact(2)).enumerate() {
+            let mono = (f[0] + f[1]) * 0.5;
+            assert!((t - mono).abs() <= tolerance[i], "frame {i}: {t} vs {mono}");
+        }
+        assert!(
+            tapped.iter().any(|&v| v.abs() > 0.1),
+            "nothing was rendered"
+        );
+    }
 
     #[test]
     fn samples_round_to_nearest_16_bit_values() {

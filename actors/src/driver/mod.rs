@@ -8,7 +8,7 @@ pub mod tap;
 pub mod virtual_clock;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use sotto_rt::{Renderer, Telemetry};
 
@@ -23,7 +23,7 @@ pub fn guarded_render(renderer: &mut Renderer, out: &mut [f32], telemetry: &Tele
         out.fill(0.0);
         return;
     }
-    let ok = audit(telemetry, || {
+    let ok = audit(&telemetry.alloc_violations, || {
         catch_unwind(AssertUnwindSafe(|| renderer.render(out))).is_ok()
     });
     if !ok {
@@ -32,20 +32,22 @@ pub fn guarded_render(renderer: &mut Renderer, out: &mut [f32], telemetry: &Tele
     }
 }
 
+/// Runs `f`, with feature `rt-audit` inside an allocation guard that adds
+/// any allocation or free to `violations`. Wraps everything a device
+/// callback does.
 #[cfg(feature = "rt-audit")]
-fn audit<T>(telemetry: &Telemetry, f: impl FnOnce() -> T) -> T {
+pub fn audit<T>(violations: &AtomicU64, f: impl FnOnce() -> T) -> T {
     let before = assert_no_alloc::violation_count();
     let result = assert_no_alloc::assert_no_alloc(f);
     let after = assert_no_alloc::violation_count();
     if after > before {
-        telemetry
-            .alloc_violations
-            .fetch_add(u64::from(after - before), Ordering::Relaxed);
+        violations.fetch_add(u64::from(after - before), Ordering::Relaxed);
     }
     result
 }
 
+/// Runs `f` (the allocation guard needs feature `rt-audit`).
 #[cfg(not(feature = "rt-audit"))]
-fn audit<T>(_: &Telemetry, f: impl FnOnce() -> T) -> T {
+pub fn audit<T>(_: &AtomicU64, f: impl FnOnce() -> T) -> T {
     f()
 }
