@@ -243,6 +243,31 @@ pub enum SessionEventKind {
         /// Why.
         reason: String,
     },
+    /// The avatar link is up (SPEC O12, A2).
+    AvatarConnected {
+        /// The avatar's participant id.
+        participant: String,
+    },
+    /// The avatar acknowledged a segment (SPEC A4).
+    AvatarSegmentEnded {
+        /// The segment, numbered from 1 per link.
+        segment: u64,
+        /// Seconds of it the avatar played, counted in samples.
+        playback_position: f64,
+        /// Whether an interrupt cut it.
+        interrupted: bool,
+    },
+    /// A segment's acknowledgement did not come in time; its end was sent
+    /// again once.
+    AvatarAckTimeout {
+        /// The segment.
+        segment: u64,
+    },
+    /// The avatar link dropped; the session's own output plays again.
+    AvatarDisconnected {
+        /// Why.
+        reason: String,
+    },
     /// Something went wrong; playback of everything else continues.
     Error {
         /// What.
@@ -342,6 +367,13 @@ pub enum SessionMsg {
     WaitPlayout(oneshot::Sender<()>),
     /// Attach a tee sink.
     AddSink(Box<dyn AudioSink>),
+    /// Detach the sinks of this name; with a reason, say so in an event.
+    RemoveSink {
+        /// The sink's name.
+        name: String,
+        /// Why, when it failed rather than was taken off.
+        reason: Option<String>,
+    },
     /// Background ducking; `None` turns it off.
     SetDuck(Option<Duck>),
     /// A renderer event for this session.
@@ -401,6 +433,7 @@ impl std::fmt::Debug for SessionMsg {
             Self::Push { input, bytes, .. } => write!(f, "Push({input:?}, {} bytes)", bytes.len()),
             Self::Rendered(e) => write!(f, "Rendered({e:?})"),
             Self::AddSink(s) => write!(f, "AddSink({})", s.name()),
+            Self::RemoveSink { name, .. } => write!(f, "RemoveSink({name})"),
             other => f.write_str(match other {
                 Self::BeginSynthesis => "BeginSynthesis",
                 Self::EndSynthesis => "EndSynthesis",
@@ -783,6 +816,7 @@ impl Actor for Session {
                 }
                 state.sinks.push(sink);
             }
+            SessionMsg::RemoveSink { name, reason } => state.remove_sink(&name, reason),
             SessionMsg::SetDuck(duck) => {
                 let cfg = duck.map(|d| d.voice(state.sample_rate));
                 state.command(VoiceCommand::SetDuck(cfg));
@@ -943,17 +977,37 @@ impl SessionState {
         }
         for (i, err) in failed.into_iter().rev() {
             let sink = self.sinks.remove(i);
-            tracing::warn!(session = %self.shared.config.name, sink = sink.name(), error = %err, "sink failed, detached");
+            self.detached(&*sink, Some(err.0));
+        }
+    }
+
+    fn remove_sink(&mut self, name: &str, reason: Option<String>) {
+        let mut i = 0;
+        while i < self.sinks.len() {
+            if self.sinks[i].name() == name {
+                let sink = self.sinks.remove(i);
+                self.detached(&*sink, reason.clone());
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// A sink is gone: say why if it failed, and unmute the direct output
+    /// when no other sink publishes the voice.
+    fn detached(&mut self, sink: &dyn AudioSink, reason: Option<String>) {
+        if let Some(reason) = reason {
+            tracing::warn!(session = %self.shared.config.name, sink = sink.name(), error = %reason, "sink failed, detached");
             self.emit(
                 self.now(),
                 SessionEventKind::SinkDetached {
                     sink: sink.name().to_owned(),
-                    reason: err.0,
+                    reason,
                 },
             );
-            if sink.publishes_voice() && !self.sinks.iter().any(|s| s.publishes_voice()) {
-                self.command(VoiceCommand::SetDirectMuted(false));
-            }
+        }
+        if sink.publishes_voice() && !self.sinks.iter().any(|s| s.publishes_voice()) {
+            self.command(VoiceCommand::SetDirectMuted(false));
         }
     }
 

@@ -107,6 +107,9 @@ pub enum EngineError {
     /// A device cannot be used as asked.
     #[error(transparent)]
     Device(#[from] DeviceError),
+    /// The avatar link could not be made (a 401 for a bad token is here).
+    #[error("avatar link: {0}")]
+    Avatar(#[from] sotto_actors::avatar::link::LinkError),
     /// The engine was shut down.
     #[error("engine is shut down")]
     Stopped,
@@ -402,6 +405,27 @@ impl Engine {
         manager
             .send_message(DeviceMsg::InjectDefault(device))
             .map_err(|_| EngineError::Stopped)
+    }
+
+    /// Connects `session` to an avatar (SPEC O12, A2): its speech streams
+    /// to the avatar, which publishes the voice, and the session's own
+    /// output is silent until the link is detached or drops.
+    ///
+    /// # Errors
+    /// [`EngineError::Avatar`] when the dispatcher refuses (an HTTP error,
+    /// e.g. 401 for a bad token) or the connection cannot be made.
+    pub async fn attach_avatar(
+        &self,
+        session: &SessionHandle,
+        config: sotto_actors::avatar::link::LinkConfig,
+    ) -> Result<crate::AvatarHandle, EngineError> {
+        crate::AvatarHandle::attach(
+            session,
+            config,
+            self.inner.config.sample_rate,
+            self.inner.config.channels,
+        )
+        .await
     }
 
     /// Opens a microphone (SPEC D3). With `echo`, its frames go through

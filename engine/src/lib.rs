@@ -21,6 +21,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod avatar_handle;
 mod background;
 mod engine;
 mod handle;
@@ -28,10 +29,12 @@ mod player;
 pub mod plot;
 pub mod scenario;
 
+pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;
 pub use engine::{Clock, Engine, EngineConfig, EngineError};
 pub use handle::{SessionError, SessionHandle};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};
+pub use sotto_actors::avatar;
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::device_manager::DeviceEvent;

@@ -883,6 +883,28 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
             f.insert("message".into(), json!(message));
             "error"
         }
+        SessionEventKind::AvatarConnected { participant } => {
+            f.insert("participant".into(), json!(participant));
+            "avatar_connected"
+        }
+        SessionEventKind::AvatarSegmentEnded {
+            segment,
+            playback_position,
+            interrupted,
+        } => {
+            f.insert("segment".into(), json!(segment));
+            f.insert("playback_position".into(), json!(playback_position));
+            f.insert("interrupted".into(), json!(interrupted));
+            "avatar_segment_ended"
+        }
+        SessionEventKind::AvatarAckTimeout { segment } => {
+            f.insert("segment".into(), json!(segment));
+            "avatar_ack_timeout"
+        }
+        SessionEventKind::AvatarDisconnected { reason } => {
+            f.insert("message".into(), json!(reason));
+            "avatar_disconnected"
+        }
         SessionEventKind::BackgroundStarted { source } => {
             f.insert("source".into(), json!(source));
             "background_started"

@@ -1,0 +1,275 @@
+//! The built-in renderer: a face whose mouth opens with the voice's level,
+//! so lip sync can be checked by eye; and sinks that keep the avatar's
+//! output in memory or write it to a WAV and a Y4M video.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use super::playout::{AvatarRenderer, AvatarSink, VideoFrame, PTS_RATE};
+
+/// A face drawn in YUV, mouth opening with the audio level (SPEC A6).
+#[derive(Debug, Clone)]
+pub struct FaceRenderer {
+    width: u32,
+    height: u32,
+    /// Smoothed level, 0..1.
+    level: f32,
+}
+
+impl FaceRenderer {
+    /// A face of `width` × `height` pixels (rounded down to even).
+    #[must_use]
+    pub fn new(width: u32, height: u32) -> Self {
+        Self {
+            width: (width & !1).max(16),
+            height: (height & !1).max(16),
+            level: 0.0,
+        }
+    }
+
+    /// How open the mouth is, 0..1.
+    #[must_use]
+    pub fn mouth(&self) -> f32 {
+        self.level
+    }
+}
+
+impl Default for FaceRenderer {
+    fn default() -> Self {
+        Self::new(640, 480)
+    }
+}
+
+/// Fills the ellipse centred at `(cx, cy)` with radii `(rx, ry)` in a plane
+/// `w` wide, with `value`.
+fn ellipse(plane: &mut [u8], w: usize, (cx, cy): (f32, f32), (rx, ry): (f32, f32), value: u8) {
+    let h = plane.len() / w.max(1);
+    let y0 = (cy - ry).max(0.0) as usize;
+    let y1 = ((cy + ry) as usize + 1).min(h);
+    for y in y0..y1 {
+        let dy = (y as f32 + 0.5 - cy) / ry;
+        let half = rx * (1.0 - dy * dy).max(0.0).sqrt();
+        let x0 = (cx - half).max(0.0) as usize;
+        let x1 = ((cx + half) as usize).min(w);
+        if x0 < x1 {
+            plane[y * w + x0..y * w + x1].fill(value);
+        }
+    }
+}
+
+impl AvatarRenderer for FaceRenderer {
+    fn push_audio(&mut self, samples: &[i16], _channels: usize) {
+        let n = samples.len().max(1) as f32;
+        let rms = (samples
+            .iter()
+            .map(|&s| (f32::from(s) / 32768.0).powi(2))
+            .sum::<f32>()
+            / n)
+            .sqrt();
+        // Opens at once, closes over about 100 ms.
+        let target = (rms * 6.0).min(1.0);
+        self.level = if target > self.level {
+            target
+        } else {
+            self.level * 0.8 + target * 0.2
+        };
+    }
+
+    fn reset(&mut self) {
+        self.level = 0.0;
+    }
+
+    fn render(&mut self, _pts: u64, frame: &mut VideoFrame) {
+        let (w, h) = (self.width as usize, self.height as usize);
+        frame.width = self.width;
+        frame.height = self.height;
+        frame.y.resize(w * h, 0);
+        frame.u.resize(w * h / 4, 128);
+        frame.v.resize(w * h / 4, 128);
+        let (wf, hf) = (w as f32, h as f32);
+        frame.y.fill(40);
+        frame.u.fill(128);
+        frame.v.fill(128);
+        // Face, eyes, mouth.
+        ellipse(
+            &mut frame.y,
+            w,
+            (wf / 2.0, hf / 2.0),
+            (wf * 0.22, hf * 0.38),
+            170,
+        );
+        let (cw, ch) = (w / 2, (wf / 4.0, hf / 4.0));
+        ellipse(&mut frame.u, cw, (ch.0, ch.1), (wf * 0.11, hf * 0.19), 110);
+        ellipse(&mut frame.v, cw, (ch.0, ch.1), (wf * 0.11, hf * 0.19), 150);
+        for side in [-1.0f32, 1.0] {
+            let eye = (wf / 2.0 + side * wf * 0.08, hf * 0.4);
+            ellipse(&mut frame.y, w, eye, (wf * 0.03, hf * 0.03), 20);
+        }
+        let open = 2.0 + self.level * hf * 0.08;
+        ellipse(
+            &mut frame.y,
+            w,
+            (wf / 2.0, hf * 0.66),
+            (wf * 0.08, open),
+            25,
+        );
+    }
+
+    fn size(&self) -> (u32, u32) {
+        (self.width, self.height)
+    }
+}
+
+/// What a [`MemorySink`] kept.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MemoryLog {
+    /// Every voice sample, interleaved.
+    pub voice: Vec<i16>,
+    /// Each video frame's pts and the voice samples (per channel) emitted
+    /// when it was shown.
+    pub video: Vec<(u64, u64)>,
+    /// Voice samples emitted when each interrupt arrived.
+    pub resets: Vec<usize>,
+    /// Whether the connection finished.
+    pub finished: bool,
+}
+
+/// Keeps the voice and the video timing in memory, shared with clones.
+#[derive(Debug, Clone)]
+pub struct MemorySink {
+    log: Arc<Mutex<MemoryLog>>,
+    channels: usize,
+    clock: u64,
+}
+
+impl MemorySink {
+    /// An empty sink for `channels`-channel voice.
+    #[must_use]
+    pub fn new(channels: usize) -> Self {
+        Self {
+            log: Arc::default(),
+            channels: channels.max(1),
+            clock: 0,
+        }
+    }
+
+    /// A copy of what was kept.
+    #[must_use]
+    pub fn log(&self) -> MemoryLog {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+}
+
+impl AvatarSink for MemorySink {
+    fn voice(&mut self, samples: &[i16]) {
+        self.clock += (samples.len() / self.channels) as u64;
+        if let Ok(mut l) = self.log.lock() {
+            l.voice.extend_from_slice(samples);
+        }
+    }
+
+    fn video(&mut self, _frame: &VideoFrame, pts: u64) {
+        if let Ok(mut l) = self.log.lock() {
+            l.video.push((pts, self.clock));
+        }
+    }
+
+    fn reset(&mut self) {
+        if let Ok(mut l) = self.log.lock() {
+            let at = l.voice.len();
+            l.resets.push(at);
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Ok(mut l) = self.log.lock() {
+            l.finished = true;
+        }
+    }
+}
+
+/// Writes the voice to `voice.wav` and the video to `video.y4m` in a
+/// folder, for a person to check lip sync.
+pub struct FileSink {
+    wav: Option<hound::WavWriter<BufWriter<File>>>,
+    y4m: BufWriter<File>,
+    header: Option<u32>,
+}
+
+impl std::fmt::Debug for FileSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileSink").finish_non_exhaustive()
+    }
+}
+
+impl FileSink {
+    /// Creates both files in `dir`.
+    ///
+    /// # Errors
+    /// When a file cannot be created.
+    pub fn create(dir: &Path, sample_rate: u32, channels: u16, fps: u32) -> std::io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let wav = hound::WavWriter::create(dir.join("voice.wav"), spec)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let y4m = BufWriter::new(File::create(dir.join("video.y4m"))?);
+        Ok(Self {
+            wav: Some(wav),
+            y4m,
+            header: Some(fps.max(1)),
+        })
+    }
+}
+
+impl AvatarSink for FileSink {
+    fn voice(&mut self, samples: &[i16]) {
+        if let Some(w) = &mut self.wav {
+            for &s in samples {
+                if w.write_sample(s).is_err() {
+                    self.wav = None;
+                    break;
+                }
+            }
+        }
+    }
+
+    fn video(&mut self, frame: &VideoFrame, _pts: u64) {
+        if let Some(fps) = self.header.take() {
+            let _ = writeln!(
+                self.y4m,
+                "YUV4MPEG2 W{} H{} F{fps}:1 Ip A1:1 C420jpeg",
+                frame.width, frame.height
+            );
+        }
+        let _ = self.y4m.write_all(b"FRAME\n");
+        let _ = self.y4m.write_all(&frame.y);
+        let _ = self.y4m.write_all(&frame.u);
+        let _ = self.y4m.write_all(&frame.v);
+    }
+
+    fn finish(&mut self) {
+        if let Some(w) = self.wav.take() {
+            let _ = w.finalize();
+        }
+        let _ = self.y4m.flush();
+    }
+}
+
+impl Drop for FileSink {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+/// Seconds of a pts.
+#[must_use]
+pub fn pts_seconds(pts: u64) -> f64 {
+    pts as f64 / PTS_RATE as f64
+}

@@ -1,0 +1,579 @@
+//! The agent side (SPEC A2–A4, O12): the `AvatarLink` actor connects to an
+//! avatar through its dispatcher, streams the session's ingested speech as
+//! PCM on an unreliable data channel and segment ends and interrupts on a
+//! reliable one, and turns the avatar's acknowledgements into session
+//! events. [`AvatarTee`] is the session sink that feeds it.
+//!
+//! Beyond the reference: segments are numbered, a missing acknowledgement
+//! times out with an event (and the segment end is sent once more, which
+//! recovers a lost one) instead of hanging the link, and a dropped
+//! connection detaches the sink so the session's own output plays again.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
+use webrtc::peer_connection::RTCSessionDescription;
+
+use super::net::{complete_local, connected, loopback_peer, NetError, Peer};
+use super::proto::{
+    chunks, Control, JoinRequest, JoinResponse, StreamEnded, AUDIO_LABEL, CONTROL_LABEL, INTERRUPT,
+};
+use crate::session::{SessionEvent, SessionEventKind, SessionMsg, SessionShared};
+use crate::sink::{AudioSink, SinkError};
+
+/// How the agent reaches its avatar.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkConfig {
+    /// The dispatcher's join URL (`http://127.0.0.1:PORT/join`).
+    pub dispatcher_url: String,
+    /// The room.
+    pub room_name: String,
+    /// Signed credentials (SPEC A1).
+    pub token: String,
+    /// The avatar's participant id.
+    pub participant_id: String,
+    /// Where the avatar would signal; passed through.
+    pub signaling_base_url: Option<String>,
+    /// How long a segment's acknowledgement may take.
+    pub ack_timeout: Duration,
+    /// How long connecting may take.
+    pub connect_timeout: Duration,
+}
+
+impl LinkConfig {
+    /// A config with the default timeouts (2 s for acks, 10 s to connect).
+    #[must_use]
+    pub fn new(dispatcher_url: &str, room_name: &str, token: &str, participant_id: &str) -> Self {
+        Self {
+            dispatcher_url: dispatcher_url.to_owned(),
+            room_name: room_name.to_owned(),
+            token: token.to_owned(),
+            participant_id: participant_id.to_owned(),
+            signaling_base_url: None,
+            ack_timeout: Duration::from_secs(2),
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why the link could not be made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LinkError {
+    /// No dispatcher URL: nothing to spin up (SPEC A2).
+    #[error("no dispatcher URL")]
+    NoDispatcher,
+    /// A room is required (SPEC A2).
+    #[error("no room name")]
+    NoRoom,
+    /// The dispatcher answered with an HTTP error (401 for a bad token).
+    #[error("dispatcher answered {status}: {body}")]
+    Http {
+        /// The status code.
+        status: u16,
+        /// What it said.
+        body: String,
+    },
+    /// The dispatcher could not be reached.
+    #[error("dispatcher unreachable: {0}")]
+    Unreachable(String),
+    /// The WebRTC side failed.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// Counters of one link.
+#[derive(Debug, Default)]
+pub struct LinkStats {
+    /// PCM bytes sent.
+    pub bytes_sent: AtomicU64,
+    /// PCM chunks sent.
+    pub chunks_sent: AtomicU64,
+    /// Sends that failed.
+    pub send_errors: AtomicU64,
+    /// Acknowledgements received.
+    pub acks: AtomicU64,
+    /// Acknowledgements that timed out.
+    pub ack_timeouts: AtomicU64,
+}
+
+/// Messages of the link actor.
+#[derive(Debug)]
+pub enum LinkMsg {
+    /// Ingested speech, interleaved at the session's format.
+    Audio(Vec<f32>),
+    /// The turn's synthesis is complete.
+    SegmentEnd,
+    /// Barge-in.
+    Interrupt,
+    /// An acknowledgement arrived.
+    Ack(StreamEnded),
+    /// Time to check that segment `0` was acknowledged (`1`: retries so far).
+    CheckAck(u64, u32),
+    /// The connection is gone.
+    Closed(String),
+}
+
+/// What the link actor starts with.
+pub struct LinkArgs {
+    /// Where to connect.
+    pub config: LinkConfig,
+    /// The session it serves.
+    pub session: Arc<SessionShared>,
+    /// The sink's name in the session.
+    pub sink_name: String,
+    /// PCM format sent.
+    pub sample_rate: u32,
+    /// PCM channels sent.
+    pub channels: usize,
+    /// Whether the link is up; the sink fails writes once it is not.
+    pub alive: Arc<AtomicBool>,
+    /// Its counters.
+    pub stats: Arc<LinkStats>,
+}
+
+/// The link's state.
+pub struct LinkState {
+    args: LinkArgs,
+    pc: Peer,
+    audio: Arc<dyn DataChannel>,
+    control: Arc<dyn DataChannel>,
+    /// The segment being streamed.
+    current: u64,
+    /// Segments whose end was sent and not yet acknowledged, with their
+    /// sample counts.
+    pending: Vec<u64>,
+    counts: Vec<(u64, u64)>,
+    /// Samples sent in the current segment.
+    segment_samples: u64,
+    pcm: Vec<u8>,
+}
+
+/// The agent-side avatar link actor.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AvatarLink;
+
+impl Actor for AvatarLink {
+    type Msg = LinkMsg;
+    type State = LinkState;
+    type Arguments = LinkArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<LinkMsg>,
+        args: LinkArgs,
+    ) -> Result<LinkState, ActorProcessingErr> {
+        let (pc, audio, control) = connect(&args, &myself).await?;
+        args.alive.store(true, Ordering::Release);
+        emit(
+            &args.session,
+            SessionEventKind::AvatarConnected {
+                participant: args.config.participant_id.clone(),
+            },
+        );
+        Ok(LinkState {
+            args,
+            pc,
+            audio,
+            control,
+            current: 1,
+            pending: Vec::new(),
+            counts: Vec::new(),
+            segment_samples: 0,
+            pcm: Vec::new(),
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<LinkMsg>,
+        state: &mut LinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        state.args.alive.store(false, Ordering::Release);
+        let _ = state.control.close().await;
+        let _ = state.pc.close().await;
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<LinkMsg>,
+        msg: LinkMsg,
+        state: &mut LinkState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            LinkMsg::Audio(frames) => state.send_audio(&frames).await,
+            LinkMsg::SegmentEnd => {
+                let id = state.current;
+                state.current += 1;
+                state.pending.push(id);
+                state
+                    .counts
+                    .push((id, std::mem::take(&mut state.segment_samples)));
+                state.send_segment_end(id).await;
+                myself.send_after(state.args.config.ack_timeout, move || {
+                    LinkMsg::CheckAck(id, 0)
+                });
+            }
+            LinkMsg::Interrupt => {
+                state.segment_samples = 0;
+                if state.control.send_text(INTERRUPT).await.is_err() {
+                    state.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            LinkMsg::Ack(ack) => state.acked(&ack),
+            LinkMsg::CheckAck(id, tries) => {
+                if state.pending.contains(&id) {
+                    state
+                        .args
+                        .stats
+                        .ack_timeouts
+                        .fetch_add(1, Ordering::Relaxed);
+                    emit(
+                        &state.args.session,
+                        SessionEventKind::AvatarAckTimeout { segment: id },
+                    );
+                    if tries == 0 {
+                        // The end may have been lost: say it again, once.
+                        state.send_segment_end(id).await;
+                        myself.send_after(state.args.config.ack_timeout, move || {
+                            LinkMsg::CheckAck(id, 1)
+                        });
+                    } else {
+                        state.forget(id);
+                    }
+                }
+            }
+            LinkMsg::Closed(reason) => {
+                if state.args.alive.swap(false, Ordering::AcqRel) {
+                    emit(
+                        &state.args.session,
+                        SessionEventKind::AvatarDisconnected {
+                            reason: reason.clone(),
+                        },
+                    );
+                    let _ = state.args.session.send(SessionMsg::RemoveSink {
+                        name: state.args.sink_name.clone(),
+                        reason: Some(format!("avatar link dropped: {reason}")),
+                    });
+                }
+                myself.stop(None);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl LinkState {
+    fn forget(&mut self, id: u64) {
+        self.pending.retain(|&p| p != id);
+        self.counts.retain(|&(p, _)| p != id);
+    }
+
+    async fn send_audio(&mut self, frames: &[f32]) {
+        self.segment_samples += frames.len() as u64;
+        self.pcm.clear();
+        self.pcm.extend(
+            frames.iter().flat_map(|&s| {
+                ((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()
+            }),
+        );
+        for chunk in chunks(&self.pcm) {
+            match self.audio.send(BytesMut::from(chunk)).await {
+                Ok(()) => {
+                    self.args
+                        .stats
+                        .bytes_sent
+                        .fetch_add(chunk.len() as u64, Ordering::Relaxed);
+                    self.args.stats.chunks_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                // A closed channel stops sending without a storm (SPEC A3):
+                // the connection watch reports it once.
+                Err(_) => {
+                    self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    break;
+                }
+            }
+        }
+    }
+
+    async fn send_segment_end(&mut self, id: u64) {
+        let samples = self.counts.iter().find(|&&(p, _)| p == id).map(|&(_, n)| n);
+        let text = serde_json::to_string(&Control::SegmentEnd {
+            id: Some(id),
+            samples,
+        });
+        let sent = match text {
+            Ok(t) => self.control.send_text(&t).await.is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn acked(&mut self, ack: &StreamEnded) {
+        self.args.stats.acks.fetch_add(1, Ordering::Relaxed);
+        let segment = if ack.interrupted {
+            // An interrupt ends the segment being played and every one
+            // queued behind it; the turn being streamed is cut too.
+            let cut = ack
+                .segment_id
+                .or_else(|| self.pending.first().copied())
+                .unwrap_or(self.current);
+            self.pending.clear();
+            self.counts.clear();
+            if cut >= self.current {
+                self.current = cut + 1;
+            }
+            cut
+        } else {
+            let Some(id) = ack.segment_id else {
+                // An avatar without ids: the oldest segment ended.
+                if self.pending.is_empty() {
+                    return;
+                }
+                let id = self.pending[0];
+                self.forget(id);
+                self.emit_ack(id, ack);
+                return;
+            };
+            if !self.pending.contains(&id) {
+                // Acknowledged again after a resend: said already.
+                return;
+            }
+            self.forget(id);
+            id
+        };
+        self.emit_ack(segment, ack);
+    }
+
+    fn emit_ack(&self, segment: u64, ack: &StreamEnded) {
+        emit(
+            &self.args.session,
+            SessionEventKind::AvatarSegmentEnded {
+                segment,
+                playback_position: ack.playback_position,
+                interrupted: ack.interrupted,
+            },
+        );
+    }
+}
+
+fn emit(session: &SessionShared, kind: SessionEventKind) {
+    session.emit(SessionEvent {
+        session: session.id,
+        at: session.clock(),
+        kind,
+    });
+}
+
+/// Offers, posts the join, takes the answer, and waits for both channels.
+async fn connect(
+    args: &LinkArgs,
+    myself: &ActorRef<LinkMsg>,
+) -> Result<(Peer, Arc<dyn DataChannel>, Arc<dyn DataChannel>), LinkError> {
+    let c = &args.config;
+    if c.dispatcher_url.is_empty() {
+        return Err(LinkError::NoDispatcher);
+    }
+    if c.room_name.is_empty() {
+        return Err(LinkError::NoRoom);
+    }
+    let (pc, mut events) = loopback_peer().await?;
+    let made = async {
+        let audio = pc
+            .create_data_channel(
+                AUDIO_LABEL,
+                Some(RTCDataChannelInit {
+                    ordered: false,
+                    max_retransmits: Some(0),
+                    ..Default::default()
+                }),
+            )
+            .await
+            .map_err(NetError::from)?;
+        let control = pc
+            .create_data_channel(CONTROL_LABEL, None)
+            .await
+            .map_err(NetError::from)?;
+        let (audio_open_tx, audio_open) = tokio::sync::oneshot::channel();
+        let (control_open_tx, control_open) = tokio::sync::oneshot::channel();
+        tokio::spawn(watch_audio(
+            Arc::clone(&audio),
+            audio_open_tx,
+            myself.clone(),
+        ));
+        tokio::spawn(watch_control(
+            Arc::clone(&control),
+            control_open_tx,
+            myself.clone(),
+        ));
+        let offer = pc.create_offer(None).await.map_err(NetError::from)?;
+        let offer = complete_local(&pc, &mut events, offer).await?;
+        let request = JoinRequest {
+            room_name: c.room_name.clone(),
+            token: c.token.clone(),
+            participant_id: c.participant_id.clone(),
+            signaling_base_url: c.signaling_base_url.clone(),
+            offer,
+            sample_rate: args.sample_rate,
+            channels: u16::try_from(args.channels).unwrap_or(1),
+        };
+        let response = reqwest::Client::new()
+            .post(&c.dispatcher_url)
+            .timeout(c.connect_timeout)
+            .json(&request)
+            .send()
+            .await
+            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let body = response.text().await.unwrap_or_default();
+            return Err(LinkError::Http {
+                status: status.as_u16(),
+                body,
+            });
+        }
+        let answer: JoinResponse = response
+            .json()
+            .await
+            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
+        let answer = RTCSessionDescription::answer(answer.answer).map_err(NetError::from)?;
+        pc.set_remote_description(answer)
+            .await
+            .map_err(NetError::from)?;
+        connected(&mut events, c.connect_timeout).await?;
+        let opened = async {
+            audio_open.await.ok();
+            control_open.await.ok();
+        };
+        tokio::time::timeout(c.connect_timeout, opened)
+            .await
+            .map_err(|_| NetError("data channels did not open".into()))?;
+        tokio::spawn(watch_peer(events, myself.clone()));
+        Ok((audio, control))
+    }
+    .await;
+    match made {
+        Ok((audio, control)) => Ok((pc, audio, control)),
+        Err(e) => {
+            let _ = pc.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Drains the audio channel's events: only its opening matters.
+async fn watch_audio(
+    channel: Arc<dyn DataChannel>,
+    open: tokio::sync::oneshot::Sender<()>,
+    link: ActorRef<LinkMsg>,
+) {
+    let mut open = Some(open);
+    while let Some(event) = channel.poll().await {
+        match event {
+            DataChannelEvent::OnOpen => {
+                if let Some(o) = open.take() {
+                    let _ = o.send(());
+                }
+            }
+            DataChannelEvent::OnClose => {
+                let _ = link.send_message(LinkMsg::Closed("audio channel closed".into()));
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reads acknowledgements from the control channel.
+async fn watch_control(
+    channel: Arc<dyn DataChannel>,
+    open: tokio::sync::oneshot::Sender<()>,
+    link: ActorRef<LinkMsg>,
+) {
+    let mut open = Some(open);
+    while let Some(event) = channel.poll().await {
+        match event {
+            DataChannelEvent::OnOpen => {
+                if let Some(o) = open.take() {
+                    let _ = o.send(());
+                }
+            }
+            DataChannelEvent::OnMessage(m) => {
+                let ack = std::str::from_utf8(&m.data)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Control>(t).ok());
+                if let Some(Control::StreamEnded { data }) = ack {
+                    if link.send_message(LinkMsg::Ack(data)).is_err() {
+                        return;
+                    }
+                }
+            }
+            DataChannelEvent::OnClose => {
+                let _ = link.send_message(LinkMsg::Closed("control channel closed".into()));
+                return;
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Reports the connection failing or closing.
+async fn watch_peer(mut events: super::net::PeerEvents, link: ActorRef<LinkMsg>) {
+    use webrtc::peer_connection::RTCPeerConnectionState as S;
+    while let Some(state) = events.state.recv().await {
+        if matches!(state, S::Failed | S::Closed | S::Disconnected) {
+            let _ = link.send_message(LinkMsg::Closed(format!("connection {state}")));
+            return;
+        }
+    }
+}
+
+/// The session sink feeding an [`AvatarLink`] (SPEC O12): the session's
+/// direct output is silent while it is attached.
+pub struct AvatarTee {
+    name: String,
+    link: ActorRef<LinkMsg>,
+    alive: Arc<AtomicBool>,
+}
+
+impl AvatarTee {
+    /// A sink named `name` feeding `link` while `alive`.
+    #[must_use]
+    pub fn new(name: String, link: ActorRef<LinkMsg>, alive: Arc<AtomicBool>) -> Self {
+        Self { name, link, alive }
+    }
+}
+
+impl AudioSink for AvatarTee {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn publishes_voice(&self) -> bool {
+        true
+    }
+
+    fn write(&mut self, frames: &[f32], _: u32, _: usize) -> Result<(), SinkError> {
+        if !self.alive.load(Ordering::Acquire) {
+            return Err(SinkError("avatar link closed".into()));
+        }
+        self.link
+            .send_message(LinkMsg::Audio(frames.to_vec()))
+            .map_err(|_| SinkError("avatar link stopped".into()))
+    }
+
+    fn interrupt(&mut self) {
+        let _ = self.link.send_message(LinkMsg::Interrupt);
+    }
+
+    fn segment_end(&mut self) {
+        let _ = self.link.send_message(LinkMsg::SegmentEnd);
+    }
+}

@@ -1,0 +1,142 @@
+//! WebRTC peers that stay on loopback (DESIGN.md "Network"): sockets bound
+//! to 127.0.0.1 only, no STUN or TURN servers, multicast DNS off, and the
+//! whole offer or answer (every candidate in it) exchanged at once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rtc::ice::mdns::MulticastDnsMode;
+use tokio::sync::mpsc;
+use webrtc::data_channel::DataChannel;
+use webrtc::peer_connection::{
+    PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
+    RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
+};
+
+/// How long candidate gathering may take on loopback.
+const GATHER_LIMIT: Duration = Duration::from_secs(5);
+
+/// Why a peer connection could not be set up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("webrtc: {0}")]
+pub struct NetError(pub String);
+
+impl NetError {
+    pub(crate) fn from(e: impl std::fmt::Display) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A peer connection, shareable.
+pub type Peer = Arc<dyn PeerConnection>;
+
+/// What a peer connection reports, as channels.
+#[derive(Debug)]
+pub struct PeerEvents {
+    /// Candidate gathering finished.
+    pub gathered: mpsc::UnboundedReceiver<()>,
+    /// Connection state changes.
+    pub state: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    /// Channels the remote side opened.
+    pub channels: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+}
+
+struct Handler {
+    gathered: mpsc::UnboundedSender<()>,
+    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
+    channels: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
+}
+
+#[async_trait::async_trait]
+impl PeerConnectionEventHandler for Handler {
+    async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
+        if state == RTCIceGatheringState::Complete {
+            let _ = self.gathered.send(());
+        }
+    }
+
+    async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
+        let _ = self.state.send(state);
+    }
+
+    async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
+        let _ = self.channels.send(channel);
+    }
+}
+
+/// A peer connection whose only candidates are on 127.0.0.1.
+///
+/// # Errors
+/// [`NetError`] when the connection cannot be built.
+pub async fn loopback_peer() -> Result<(Peer, PeerEvents), NetError> {
+    let (gathered_tx, gathered) = mpsc::unbounded_channel();
+    let (state_tx, state) = mpsc::unbounded_channel();
+    let (channels_tx, channels) = mpsc::unbounded_channel();
+    let setting_engine = SettingEngineBuilder::new()
+        .with_multicast_dns_mode(MulticastDnsMode::Disabled)
+        .with_include_loopback_candidate(true)
+        .build();
+    let pc = PeerConnectionBuilder::new()
+        .with_setting_engine(setting_engine)
+        .with_handler(Arc::new(Handler {
+            gathered: gathered_tx,
+            state: state_tx,
+            channels: channels_tx,
+        }))
+        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .build()
+        .await
+        .map_err(NetError::from)?;
+    Ok((
+        Arc::new(pc),
+        PeerEvents {
+            gathered,
+            state,
+            channels,
+        },
+    ))
+}
+
+/// Sets `desc` as the local description and waits for every candidate,
+/// so the returned SDP is complete.
+///
+/// # Errors
+/// [`NetError`] when the description is refused or gathering stalls.
+pub async fn complete_local(
+    pc: &Peer,
+    events: &mut PeerEvents,
+    desc: RTCSessionDescription,
+) -> Result<String, NetError> {
+    pc.set_local_description(desc)
+        .await
+        .map_err(NetError::from)?;
+    tokio::time::timeout(GATHER_LIMIT, events.gathered.recv())
+        .await
+        .map_err(|_| NetError("candidate gathering timed out".into()))?;
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| NetError("no local description".into()))
+}
+
+/// Waits until the connection is up.
+///
+/// # Errors
+/// [`NetError`] when it fails, closes or takes longer than `limit`.
+pub async fn connected(events: &mut PeerEvents, limit: Duration) -> Result<(), NetError> {
+    let wait = async {
+        while let Some(s) = events.state.recv().await {
+            match s {
+                RTCPeerConnectionState::Connected => return Ok(()),
+                RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed => {
+                    return Err(NetError(format!("connection {s}")));
+                }
+                _ => {}
+            }
+        }
+        Err(NetError("connection dropped".into()))
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .map_err(|_| NetError("connection timed out".into()))?
+}

@@ -1,0 +1,125 @@
+//! The wire protocol between an agent and an avatar (SPEC A2–A4): the join
+//! request the dispatcher takes, PCM chunks on the unreliable channel,
+//! control messages and acknowledgements on the reliable one.
+
+use serde::{Deserialize, Serialize};
+
+/// Largest PCM chunk on the unreliable channel, in bytes.
+pub const MAX_CHUNK: usize = 15_000;
+/// The interrupt message, as text on the reliable channel.
+pub const INTERRUPT: &str = "INTERRUPT";
+/// Label of the unreliable PCM channel.
+pub const AUDIO_LABEL: &str = "audio";
+/// Label of the reliable control channel.
+pub const CONTROL_LABEL: &str = "control";
+
+/// What the agent posts to the dispatcher (SPEC A2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinRequest {
+    /// The room the avatar joins.
+    pub room_name: String,
+    /// Signed credentials (SPEC A1).
+    pub token: String,
+    /// The avatar's participant id.
+    pub participant_id: String,
+    /// Where the avatar would signal; unused on loopback.
+    #[serde(default)]
+    pub signaling_base_url: Option<String>,
+    /// The agent's WebRTC offer (SDP, all candidates included).
+    pub offer: String,
+    /// PCM sample rate of the audio chunks.
+    #[serde(default = "default_rate")]
+    pub sample_rate: u32,
+    /// PCM channels of the audio chunks.
+    #[serde(default = "default_channels")]
+    pub channels: u16,
+}
+
+fn default_rate() -> u32 {
+    24_000
+}
+
+fn default_channels() -> u16 {
+    1
+}
+
+/// The dispatcher's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinResponse {
+    /// The avatar's WebRTC answer (SDP).
+    pub answer: String,
+}
+
+/// JSON messages on the reliable channel.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Control {
+    /// Agent → avatar: the segment's audio is all sent (SPEC A3). The id
+    /// is Sotto's; a peer without ids sends none.
+    SegmentEnd {
+        /// Which segment.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<u64>,
+        /// PCM samples (interleaved) the segment sent. The two channels
+        /// are not ordered with each other, so the end can overtake the
+        /// segment's last chunks; with the count the avatar waits for
+        /// them. Sotto's; a peer without it sends none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        samples: Option<u64>,
+    },
+    /// Avatar → agent: a segment finished playing or was cut (SPEC A4).
+    StreamEnded {
+        /// What happened.
+        data: StreamEnded,
+    },
+}
+
+/// The acknowledgement's payload (SPEC A4).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StreamEnded {
+    /// Seconds of the segment played, counted in samples.
+    pub playback_position: f64,
+    /// Whether an interrupt cut it.
+    pub interrupted: bool,
+    /// The segment, when the agent named it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<u64>,
+}
+
+/// Splits s16 PCM bytes into chunks of at most [`MAX_CHUNK`] bytes, each
+/// of even length (SPEC A3).
+pub fn chunks(pcm: &[u8]) -> impl Iterator<Item = &[u8]> {
+    pcm.chunks(MAX_CHUNK & !1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_round_trip_and_chunks_stay_small_and_even() {
+        let end = serde_json::to_string(&Control::SegmentEnd {
+            id: None,
+            samples: None,
+        })
+        .unwrap();
+        assert_eq!(end, r#"{"type":"segment_end"}"#);
+        let ack: Control = serde_json::from_str(
+            r#"{"type":"stream_ended","data":{"playback_position":1.5,"interrupted":true}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            ack,
+            Control::StreamEnded {
+                data: StreamEnded {
+                    playback_position: 1.5,
+                    interrupted: true,
+                    segment_id: None
+                }
+            }
+        );
+        let pcm = vec![0u8; 40_002];
+        let sizes: Vec<usize> = chunks(&pcm).map(<[u8]>::len).collect();
+        assert_eq!(sizes, vec![15_000, 15_000, 10_002]);
+    }
+}

@@ -1,0 +1,315 @@
+//! The avatar server (SPEC A2, A5–A7): an HTTP dispatcher that verifies the
+//! agent's token and answers its WebRTC offer, then, per connection, a
+//! task that turns data-channel messages into [`Playout`] input, ticks it
+//! every 20 ms and sends the acknowledgements back.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::{Json, Router};
+use tokio::sync::{mpsc, oneshot};
+use webrtc::data_channel::{DataChannel, DataChannelEvent};
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+use super::net::{complete_local, loopback_peer, Peer, PeerEvents};
+use super::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
+use super::proto::{Control, JoinRequest, JoinResponse, CONTROL_LABEL, MAX_CHUNK};
+use super::token;
+
+/// The voice track's frame period (SPEC A7).
+const TICK: Duration = Duration::from_millis(20);
+/// Messages waiting between the data channels and the playout.
+const INBOX: usize = 4096;
+
+/// Makes a renderer for each connection.
+pub type RendererFactory = Arc<dyn Fn() -> Box<dyn AvatarRenderer> + Send + Sync>;
+/// Makes a sink for each connection.
+pub type SinkFactory = Arc<dyn Fn(&JoinRequest) -> Box<dyn AvatarSink> + Send + Sync>;
+
+/// How the avatar server runs.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// The secret tokens are signed with.
+    pub secret: String,
+    /// Video frames per second.
+    pub fps: u32,
+    /// Audio dropped after an interrupt (SPEC A5).
+    pub cooldown: Duration,
+    /// A renderer per connection.
+    pub renderer: RendererFactory,
+    /// A sink per connection.
+    pub sink: SinkFactory,
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("fps", &self.fps)
+            .field("cooldown", &self.cooldown)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the server counted, readable while it runs.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Joins refused for a bad token (no peer connection made).
+    pub refused: AtomicU64,
+    /// Peer connections made.
+    pub peers: AtomicU64,
+    /// Connections whose task has ended.
+    pub ended: AtomicU64,
+    /// Messages ignored: malformed, oversized or on the wrong channel.
+    pub malformed: AtomicU64,
+    /// Interrupts handled.
+    pub resets: AtomicU64,
+    /// Samples dropped in an interrupt's cooldown.
+    pub cooldown_dropped: AtomicU64,
+}
+
+/// A running avatar server.
+#[derive(Debug)]
+pub struct AvatarServer {
+    addr: SocketAddr,
+    stats: Arc<ServerStats>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+struct Shared {
+    config: ServerConfig,
+    stats: Arc<ServerStats>,
+}
+
+impl AvatarServer {
+    /// Listens on `addr` (port 0: any free port) and serves `POST /join`.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(ServerStats::default());
+        let shared = Arc::new(Shared {
+            config,
+            stats: Arc::clone(&stats),
+        });
+        let app = Router::new().route("/join", post(join)).with_state(shared);
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Ok(Self {
+            addr,
+            stats,
+            stop: Some(stop),
+        })
+    }
+
+    /// Where it listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The dispatcher URL agents post to.
+    #[must_use]
+    pub fn join_url(&self) -> String {
+        format!("http://{}/join", self.addr)
+    }
+
+    /// Its counters.
+    #[must_use]
+    pub fn stats(&self) -> Arc<ServerStats> {
+        Arc::clone(&self.stats)
+    }
+}
+
+impl Drop for AvatarServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// `POST /join` (SPEC A2): 401 for a bad token before anything is made.
+async fn join(
+    State(shared): State<Arc<Shared>>,
+    Json(req): Json<JoinRequest>,
+) -> Result<Json<JoinResponse>, (StatusCode, String)> {
+    if let Err(e) = token::verify(&req.token, &shared.config.secret) {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return Err((StatusCode::UNAUTHORIZED, e.to_string()));
+    }
+    let bad = |code: StatusCode| move |e: String| (code, e);
+    let offer = RTCSessionDescription::offer(req.offer.clone())
+        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad offer: {e}")))?;
+    let (pc, mut events) = loopback_peer()
+        .await
+        .map_err(|e| e.0)
+        .map_err(bad(StatusCode::INTERNAL_SERVER_ERROR))?;
+    shared.stats.peers.fetch_add(1, Ordering::Relaxed);
+    let answer = async {
+        pc.set_remote_description(offer)
+            .await
+            .map_err(|e| format!("bad offer: {e}"))?;
+        let answer = pc.create_answer(None).await.map_err(|e| e.to_string())?;
+        complete_local(&pc, &mut events, answer)
+            .await
+            .map_err(|e| e.0)
+    }
+    .await;
+    let answer = match answer {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = pc.close().await;
+            shared.stats.ended.fetch_add(1, Ordering::Relaxed);
+            return Err((StatusCode::BAD_REQUEST, e));
+        }
+    };
+    let config = PlayoutConfig {
+        sample_rate: req.sample_rate,
+        channels: usize::from(req.channels.max(1)),
+        fps: shared.config.fps,
+        cooldown: shared.config.cooldown,
+        ..PlayoutConfig::default()
+    };
+    let playout = Playout::new(
+        config,
+        (shared.config.renderer)(),
+        (shared.config.sink)(&req),
+    );
+    tokio::spawn(connection(pc, events, playout, Arc::clone(&shared.stats)));
+    Ok(Json(JoinResponse { answer }))
+}
+
+/// A data-channel message, tagged with its channel.
+enum Inbound {
+    Message {
+        control: bool,
+        text: bool,
+        data: bytes::BytesMut,
+    },
+    Closed {
+        control: bool,
+    },
+}
+
+/// Reads one channel into the inbox until it closes.
+async fn read_channel(channel: Arc<dyn DataChannel>, control: bool, inbox: mpsc::Sender<Inbound>) {
+    while let Some(event) = channel.poll().await {
+        match event {
+            DataChannelEvent::OnMessage(m) => {
+                let msg = Inbound::Message {
+                    control,
+                    text: m.is_string,
+                    data: m.data,
+                };
+                if inbox.send(msg).await.is_err() {
+                    return;
+                }
+            }
+            DataChannelEvent::OnClose => break,
+            _ => {}
+        }
+    }
+    let _ = inbox.send(Inbound::Closed { control }).await;
+}
+
+/// One agent's connection: plays until the agent goes away.
+async fn connection(
+    pc: Peer,
+    mut events: PeerEvents,
+    mut playout: Playout,
+    stats: Arc<ServerStats>,
+) {
+    let (inbox_tx, mut inbox) = mpsc::channel(INBOX);
+    let mut control: Option<Arc<dyn DataChannel>> = None;
+    let mut tick = tokio::time::interval(TICK);
+    let mut acks = Vec::new();
+    let mut counted = playout.stats();
+    loop {
+        tokio::select! {
+            Some(channel) = events.channels.recv() => {
+                let is_control = channel.label().await.is_ok_and(|l| l == CONTROL_LABEL);
+                if is_control {
+                    control = Some(Arc::clone(&channel));
+                }
+                tokio::spawn(read_channel(channel, is_control, inbox_tx.clone()));
+            }
+            Some(inbound) = inbox.recv() => match inbound {
+                Inbound::Message { control: on_control, text, data } => {
+                    let now = Instant::now();
+                    match (on_control, text) {
+                        (false, false) if data.len() <= MAX_CHUNK => playout.on_pcm(&data, now),
+                        (true, true) => {
+                            let ack = std::str::from_utf8(&data)
+                                .ok()
+                                .and_then(|t| playout.on_text(t, now));
+                            if std::str::from_utf8(&data).is_err() {
+                                playout.on_malformed();
+                            }
+                            if let (Some(ack), Some(c)) = (ack, &control) {
+                                send_ack(c, ack).await;
+                            }
+                        }
+                        _ => playout.on_malformed(),
+                    }
+                }
+                // The agent closed its control channel: it is gone.
+                Inbound::Closed { control: true } => break,
+                Inbound::Closed { control: false } => {}
+            },
+            _ = tick.tick() => {
+                playout.tick(&mut acks);
+                if let Some(c) = &control {
+                    for ack in acks.drain(..) {
+                        send_ack(c, ack).await;
+                    }
+                }
+                acks.clear();
+            }
+            Some(state) = events.state.recv() => {
+                if matches!(
+                    state,
+                    RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed
+                        | RTCPeerConnectionState::Disconnected
+                ) {
+                    break;
+                }
+            }
+        }
+        let now = playout.stats();
+        stats
+            .malformed
+            .fetch_add(now.malformed - counted.malformed, Ordering::Relaxed);
+        stats
+            .resets
+            .fetch_add(now.resets - counted.resets, Ordering::Relaxed);
+        stats.cooldown_dropped.fetch_add(
+            now.cooldown_dropped - counted.cooldown_dropped,
+            Ordering::Relaxed,
+        );
+        counted = now;
+    }
+    playout.finish();
+    let _ = pc.close().await;
+    stats.ended.fetch_add(1, Ordering::Relaxed);
+}
+
+async fn send_ack(channel: &Arc<dyn DataChannel>, data: super::proto::StreamEnded) {
+    if let Ok(text) = serde_json::to_string(&Control::StreamEnded { data }) {
+        // A gone agent is noticed by the connection state; nothing to do here.
+        let _ = channel.send_text(&text).await;
+    }
+}

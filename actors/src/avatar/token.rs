@@ -1,0 +1,177 @@
+//! Avatar credentials (SPEC A1): an HS256 JWT naming the participant, with
+//! the `allow_join` permission, protocol version 2 and an expiry.
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// The protocol version a token must carry.
+pub const VERSION: u32 = 2;
+/// The permission a token must grant.
+pub const ALLOW_JOIN: &str = "allow_join";
+/// How long a token is valid unless asked otherwise.
+pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+
+/// What a token says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The account's API key.
+    pub apikey: String,
+    /// What the bearer may do; must contain [`ALLOW_JOIN`].
+    pub permissions: Vec<String>,
+    /// Must be [`VERSION`].
+    pub version: u32,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the epoch.
+    pub exp: u64,
+    /// The avatar's participant id.
+    #[serde(rename = "participantId")]
+    pub participant_id: String,
+}
+
+/// A signed token and the participant it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// The avatar's participant id.
+    pub participant_id: String,
+    /// The signed token.
+    pub token: String,
+}
+
+/// Why a token is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum TokenError {
+    /// Not a token, a bad signature, or expired.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The token does not grant `allow_join`.
+    #[error("token lacks the allow_join permission")]
+    NoPermission,
+    /// The token is for another protocol version.
+    #[error("token version {0}, expected 2")]
+    Version(u32),
+    /// The token could not be signed.
+    #[error("cannot sign token: {0}")]
+    Sign(String),
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Signs credentials for an avatar participant: `participant_id` or
+/// `avatar_` and 8 hex digits, valid for `ttl`.
+///
+/// # Errors
+/// [`TokenError::Sign`] if signing fails.
+pub fn create(
+    api_key: &str,
+    secret: &str,
+    participant_id: Option<&str>,
+    ttl: Duration,
+) -> Result<Credentials, TokenError> {
+    let now = now_secs();
+    let participant_id = participant_id.map_or_else(random_participant, str::to_owned);
+    let claims = Claims {
+        apikey: api_key.to_owned(),
+        permissions: vec![ALLOW_JOIN.to_owned()],
+        version: VERSION,
+        iat: now,
+        exp: now + ttl.as_secs(),
+        participant_id: participant_id.clone(),
+    };
+    sign(&claims, secret).map(|token| Credentials {
+        participant_id,
+        token,
+    })
+}
+
+/// Signs any claims (tests make bad tokens with it).
+///
+/// # Errors
+/// [`TokenError::Sign`] if signing fails.
+pub fn sign(claims: &Claims, secret: &str) -> Result<String, TokenError> {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .map_err(|e| TokenError::Sign(e.to_string()))
+}
+
+/// Checks a token's signature, expiry, permission and version.
+///
+/// # Errors
+/// The [`TokenError`] saying which check failed.
+pub fn verify(token: &str, secret: &str) -> Result<Claims, TokenError> {
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.leeway = 0;
+    validation.set_required_spec_claims(&["exp"]);
+    let data = decode::<Claims>(
+        token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .map_err(|e| TokenError::Invalid(e.to_string()))?;
+    let claims = data.claims;
+    if !claims.permissions.iter().any(|p| p == ALLOW_JOIN) {
+        return Err(TokenError::NoPermission);
+    }
+    if claims.version != VERSION {
+        return Err(TokenError::Version(claims.version));
+    }
+    Ok(claims)
+}
+
+/// `avatar_` and 8 hex digits, from the clock and a per-process counter.
+fn random_participant() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("avatar_{:08x}", h.finish() as u32)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_verify_and_bad_ones_are_refused() {
+        let c = create("key", "secret", None, DEFAULT_TTL).unwrap();
+        assert!(c.participant_id.starts_with("avatar_"));
+        assert_eq!(c.participant_id.len(), "avatar_".len() + 8);
+        let claims = verify(&c.token, "secret").unwrap();
+        assert_eq!(claims.participant_id, c.participant_id);
+        assert_eq!(claims.exp - claims.iat, 3600);
+
+        assert!(matches!(
+            verify(&c.token, "other"),
+            Err(TokenError::Invalid(_))
+        ));
+        assert!(matches!(
+            verify("garbage", "secret"),
+            Err(TokenError::Invalid(_))
+        ));
+        let mut expired = claims.clone();
+        expired.exp = expired.iat - 10;
+        let t = sign(&expired, "secret").unwrap();
+        assert!(matches!(verify(&t, "secret"), Err(TokenError::Invalid(_))));
+        let mut no_join = claims.clone();
+        no_join.permissions = vec!["allow_mod".into()];
+        let t = sign(&no_join, "secret").unwrap();
+        assert_eq!(verify(&t, "secret"), Err(TokenError::NoPermission));
+        let mut v1 = claims;
+        v1.version = 1;
+        let t = sign(&v1, "secret").unwrap();
+        assert_eq!(verify(&t, "secret"), Err(TokenError::Version(1)));
+    }
+}
