@@ -68,7 +68,12 @@ impl AvatarHandle {
                     reason: other.to_string(),
                 },
             })?;
-        let tee = AvatarTee::new(name.clone(), link.clone(), Arc::clone(&alive));
+        let tee = AvatarTee::new(
+            name.clone(),
+            link.clone(),
+            Arc::clone(&alive),
+            Arc::clone(&stats),
+        );
         if shared.send(SessionMsg::AddSink(Box::new(tee))).is_err() {
             link.stop(None);
             return Err(EngineError::Stopped);
@@ -92,6 +97,15 @@ impl AvatarHandle {
     #[must_use]
     pub fn stats(&self) -> &LinkStats {
         &self.stats
+    }
+
+    /// Waits until every segment ended so far is acknowledged, cut or
+    /// given up on, for at most `limit`.
+    pub async fn wait_idle(&self, limit: std::time::Duration) {
+        let deadline = tokio::time::Instant::now() + limit;
+        while !self.stats.idle() && self.is_connected() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 
     /// Takes the avatar off: the session's own output plays again. A new

@@ -78,6 +78,27 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Run the avatar side: a dispatcher at `POST /join` on loopback that
+    /// checks each agent's token, answers its WebRTC offer, and plays its
+    /// voice with a face locked to it.
+    AvatarServer {
+        /// Where to listen (loopback only).
+        #[arg(long, default_value = "127.0.0.1:8089")]
+        listen: std::net::SocketAddr,
+        /// The secret agents' tokens are signed with.
+        #[arg(long)]
+        secret: String,
+        /// Where to write each connection's `voice.wav` and `video.y4m`
+        /// (a folder per connection); nothing is written without it.
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Video frames per second.
+        #[arg(long, default_value_t = 25)]
+        fps: u32,
+        /// Picture width and height.
+        #[arg(long, default_value = "640x480")]
+        size: String,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -121,6 +142,13 @@ fn main() -> ExitCode {
             format,
         } => runtime.block_on(render(scenario, out, events, plot, clock, format)),
         Command::Devices => devices(),
+        Command::AvatarServer {
+            listen,
+            secret,
+            out,
+            fps,
+            size,
+        } => runtime.block_on(avatar_server(listen, secret, out, fps, &size)),
         Command::EchoCancel {
             far,
             mic,
@@ -242,6 +270,82 @@ fn devices() -> ExitCode {
             rates
         );
     }
+    ExitCode::SUCCESS
+}
+
+async fn avatar_server(
+    listen: std::net::SocketAddr,
+    secret: String,
+    out: Option<PathBuf>,
+    fps: u32,
+    size: &str,
+) -> ExitCode {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    use sotto::avatar::face::{FaceRenderer, FileSink, MemorySink};
+    use sotto::avatar::playout::{AvatarRenderer, AvatarSink};
+    use sotto::avatar::server::{AvatarServer, ServerConfig};
+
+    if !listen.ip().is_loopback() {
+        eprintln!("sotto: the avatar server listens on loopback only, not {listen}");
+        return ExitCode::from(2);
+    }
+    let Some((w, h)) = size
+        .split_once('x')
+        .and_then(|(w, h)| Some((w.parse::<u32>().ok()?, h.parse::<u32>().ok()?)))
+        .filter(|&(w, h)| (16..=3840).contains(&w) && (16..=2160).contains(&h))
+    else {
+        eprintln!("sotto: --size must be WIDTHxHEIGHT within 16x16..=3840x2160, not '{size}'");
+        return ExitCode::from(2);
+    };
+    if !(1..=60).contains(&fps) {
+        eprintln!("sotto: --fps must be within 1..=60");
+        return ExitCode::from(2);
+    }
+    let connections = Arc::new(AtomicU64::new(0));
+    let config = ServerConfig {
+        secret,
+        fps,
+        cooldown: std::time::Duration::from_millis(300),
+        renderer: Arc::new(move || Box::new(FaceRenderer::new(w, h)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(move |req| {
+            let n = connections.fetch_add(1, Ordering::Relaxed) + 1;
+            let channels = usize::from(req.channels.max(1));
+            match &out {
+                Some(dir) => {
+                    let dir = dir.join(format!("{n:04}-{}", req.participant_id));
+                    match FileSink::create(&dir, req.sample_rate, req.channels.max(1), fps) {
+                        Ok(f) => {
+                            eprintln!("avatar: connection {n} writes to {}", dir.display());
+                            Box::new(f) as Box<dyn AvatarSink>
+                        }
+                        Err(e) => {
+                            eprintln!("avatar: cannot write {}: {e}", dir.display());
+                            Box::new(MemorySink::new(channels))
+                        }
+                    }
+                }
+                None => Box::new(MemorySink::new(channels)),
+            }
+        }),
+    };
+    let server = match AvatarServer::start(listen, config).await {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sotto: cannot listen on {listen}: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    eprintln!("avatar server: POST {} (Ctrl-C to stop)", server.join_url());
+    let _ = tokio::signal::ctrl_c().await;
+    let stats = server.stats();
+    eprintln!(
+        "avatar server: {} connections, {} refused, {} malformed messages",
+        stats.peers.load(Ordering::Relaxed),
+        stats.refused.load(Ordering::Relaxed),
+        stats.malformed.load(Ordering::Relaxed)
+    );
     ExitCode::SUCCESS
 }
 

@@ -8,7 +8,17 @@ use std::time::Duration;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+use std::sync::Arc;
+
+use sotto_actors::avatar::face::{FaceRenderer, FileSink, MemorySink};
+use sotto_actors::avatar::link::LinkConfig;
+use sotto_actors::avatar::playout::{AvatarRenderer, AvatarSink};
+use sotto_actors::avatar::server::{AvatarServer, ServerConfig};
+use sotto_actors::avatar::token;
 use sotto_actors::decode::FileDecoder;
+
+/// Longest wait for an avatar's segments to be acknowledged.
+const AVATAR_SETTLE: Duration = Duration::from_secs(60);
 
 use crate::{
     BackgroundConfig, BackgroundHandle, BackgroundMode, Clock, Duck, Engine, EngineConfig,
@@ -190,7 +200,7 @@ pub struct Step {
     pub looping: Option<bool>,
 }
 
-const OPS: [&str; 17] = [
+const OPS: [&str; 19] = [
     "begin_synthesis",
     "end_synthesis",
     "push_tone",
@@ -208,6 +218,8 @@ const OPS: [&str; 17] = [
     "background_start",
     "background_stop",
     "background_volume",
+    "avatar_attach",
+    "avatar_detach",
 ];
 
 /// One line of the event log.
@@ -595,6 +607,10 @@ struct Run {
     )>,
     /// The background source of each session that has one.
     backgrounds: HashMap<usize, BackgroundHandle>,
+    /// The in-process avatar server, once a session attached one.
+    avatar_server: Option<(AvatarServer, String)>,
+    /// The avatar link of each session that has one.
+    avatars: HashMap<usize, crate::AvatarHandle>,
 }
 
 impl Prepared {
@@ -638,6 +654,8 @@ impl Prepared {
             log: Vec::new(),
             pushes: Vec::new(),
             backgrounds: HashMap::new(),
+            avatar_server: None,
+            avatars: HashMap::new(),
         };
         for c in &self.sessions {
             let h = engine.create_session(c.clone()).await?;
@@ -793,6 +811,20 @@ impl Run {
                     let _ = bg.set_volume(step.volume.unwrap_or(1.0)).await;
                 }
             }
+            "avatar_attach" => {
+                if let Some(old) = self.avatars.remove(&si) {
+                    old.detach();
+                }
+                let link = self.avatar_link(step).await?;
+                let avatar = self.engine.attach_avatar(&h, link).await?;
+                self.avatars.insert(si, avatar);
+            }
+            "avatar_detach" => {
+                if let Some(avatar) = self.avatars.remove(&si) {
+                    avatar.wait_idle(AVATAR_SETTLE).await;
+                    avatar.detach();
+                }
+            }
             "snapshot" => {
                 let snap = h.snapshot_playback();
                 self.engine.settle().await?;
@@ -813,7 +845,62 @@ impl Run {
         Ok(())
     }
 
+    /// A link to the in-process avatar server on loopback, started at the
+    /// first attach; the avatar writes `voice.wav` and `video.y4m` into
+    /// the step's `path` when it has one.
+    async fn avatar_link(&mut self, step: &Step) -> Result<LinkConfig, ScenarioError> {
+        let out = step.path.clone().map(PathBuf::from);
+        if self.avatar_server.is_none() {
+            let secret = format!("scenario-{}", std::process::id());
+            let rate = self.engine.config().sample_rate;
+            let channels = self.engine.config().channels;
+            let config = ServerConfig {
+                secret: secret.clone(),
+                fps: 25,
+                cooldown: Duration::from_millis(300),
+                renderer: Arc::new(|| Box::new(FaceRenderer::default()) as Box<dyn AvatarRenderer>),
+                sink: Arc::new(move |_| match &out {
+                    Some(dir) => match FileSink::create(dir, rate, channels as u16, 25) {
+                        Ok(f) => Box::new(f) as Box<dyn AvatarSink>,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "avatar output folder; keeping nothing");
+                            Box::new(MemorySink::new(channels))
+                        }
+                    },
+                    None => Box::new(MemorySink::new(channels)),
+                }),
+            };
+            let server = AvatarServer::start(([127, 0, 0, 1], 0).into(), config)
+                .await
+                .map_err(|e| {
+                    ScenarioError::Engine(EngineError::Start {
+                        what: "avatar server",
+                        reason: e.to_string(),
+                    })
+                })?;
+            self.avatar_server = Some((server, secret));
+        }
+        let Some((server, secret)) = &self.avatar_server else {
+            unreachable!("started above");
+        };
+        let creds = token::create("sotto", secret, None, token::DEFAULT_TTL)
+            .map_err(|e| ScenarioError::Engine(EngineError::Config(e.to_string())))?;
+        Ok(LinkConfig::new(
+            &server.join_url(),
+            "scenario",
+            &creds.token,
+            &creds.participant_id,
+        ))
+    }
+
     async fn finish(mut self) -> Vec<LogEvent> {
+        // The avatar plays in real time: let its segments finish playing
+        // and be acknowledged before the log is read.
+        for (_, avatar) in self.avatars.drain() {
+            avatar.wait_idle(AVATAR_SETTLE).await;
+            avatar.detach();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
         for (i, rx) in self.streams.iter_mut().enumerate() {
             let name = self.handles[i].name().to_owned();
             let mut seq = 1;

@@ -486,3 +486,60 @@ fn video_stays_within_a_frame_of_the_voice_over_a_minute() {
         assert!(drift.abs() <= frame, "frame {k}: {drift:+.4} s");
     }
 }
+
+/// A lost `segment_end` times out with an event and is recovered by the
+/// resend; a dropped connection is an event, the sink is detached, and
+/// the session's own output plays again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_segment_end_is_recovered_and_a_dropped_link_falls_back_to_the_output() {
+    let (server, _) = server().await;
+    let engine = Engine::start(EngineConfig::default()).await.unwrap();
+    let s = engine
+        .create_session(SessionConfig::default())
+        .await
+        .unwrap();
+    let mut events = s.events();
+    let mut config = link_config(&server, &good_token());
+    config.ack_timeout = Duration::from_millis(500);
+    let avatar = engine.attach_avatar(&s, config).await.unwrap();
+    server.inject_lost_segment_ends(1);
+    let (bytes, _) = speech(RATE / 5, 0.0);
+    s.mark_synthesis_start().unwrap();
+    let _ = s.push(bytes.clone());
+    s.mark_synthesis_complete().unwrap();
+    let first = next_avatar_event(&mut events, Duration::from_secs(5)).await;
+    assert_eq!(first, SessionEventKind::AvatarAckTimeout { segment: 1 });
+    let second = next_avatar_event(&mut events, Duration::from_secs(5)).await;
+    let SessionEventKind::AvatarSegmentEnded {
+        segment,
+        playback_position,
+        interrupted,
+    } = second
+    else {
+        panic!("{second:?}");
+    };
+    assert_eq!((segment, interrupted), (1, false));
+    assert!(
+        (playback_position - 0.2).abs() <= 0.02,
+        "{playback_position}"
+    );
+    assert_eq!(avatar.stats().ack_timeouts.load(Ordering::Relaxed), 1);
+
+    // The avatar vanishes.
+    server.disconnect_all().await;
+    let gone = next_avatar_event(&mut events, Duration::from_secs(20)).await;
+    assert!(
+        matches!(gone, SessionEventKind::AvatarDisconnected { .. }),
+        "{gone:?}"
+    );
+    wait_until("the link down", || !avatar.is_connected()).await;
+    engine.settle().await.unwrap();
+    let _ = s.push(bytes);
+    engine.settle().await.unwrap();
+    let out = engine.render(RATE as u64).await.unwrap();
+    assert!(
+        out.iter().any(|&v| v != 0.0),
+        "the session's own output did not come back"
+    );
+    engine.shutdown().await;
+}

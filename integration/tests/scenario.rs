@@ -263,3 +263,45 @@ async fn damaged_backgrounds_in_scenarios() {
     assert!((10_000..13_000).contains(&played), "played {played}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An avatar end to end in one process (SPEC O12, A2–A7): the session's
+/// own output is silent while the avatar speaks, the avatar writes its
+/// voice and video, and its acknowledgements are in the event log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scenario_runs_an_avatar_end_to_end() {
+    let dir = sotto_integration::scratch_dir("avatar-scenario");
+    let text = format!(
+        "sample_rate = 24000\nduration = \"1s\"\n[[session]]\nname = \"agent\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"avatar_attach\"\npath = \"{}\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"begin_synthesis\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 0.5\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"end_synthesis\"\n",
+        dir.join("avatar").display()
+    );
+    let p = Scenario::parse(&text, "avatar.toml", Path::new(".")).unwrap();
+    let r = p.render(RenderClock::Offline).await.unwrap();
+    assert!(
+        r.samples.iter().all(|&v| v == 0.0),
+        "direct output while the avatar speaks"
+    );
+    let names: Vec<&str> = r.events.iter().map(|e| e.event.as_str()).collect();
+    assert!(names.contains(&"avatar_connected"), "{names:?}");
+    assert!(names.contains(&"first_audio"), "{names:?}");
+    let ended = r
+        .events
+        .iter()
+        .find(|e| e.event == "avatar_segment_ended")
+        .unwrap_or_else(|| panic!("{names:?}"));
+    assert_eq!(ended.fields["interrupted"], false);
+    let pos = ended.fields["playback_position"].as_f64().unwrap();
+    assert!((pos - 0.5).abs() <= 0.02, "{pos}");
+    let voice = hound::WavReader::open(dir.join("avatar/voice.wav")).unwrap();
+    assert!(
+        voice.len() >= 12_000,
+        "the avatar's voice is {} samples",
+        voice.len()
+    );
+    let video = std::fs::read(dir.join("avatar/video.y4m")).unwrap();
+    assert!(video.starts_with(b"YUV4MPEG2 W640 H480 F25:1"));
+    std::fs::remove_dir_all(&dir).ok();
+}

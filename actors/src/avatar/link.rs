@@ -99,6 +99,19 @@ pub struct LinkStats {
     pub acks: AtomicU64,
     /// Acknowledgements that timed out.
     pub ack_timeouts: AtomicU64,
+    /// Segments ended (their end sent).
+    pub segments: AtomicU64,
+    /// Segments settled: acknowledged, cut by an interrupt, or given up
+    /// on after a resend.
+    pub settled: AtomicU64,
+}
+
+impl LinkStats {
+    /// Whether every segment ended so far has settled.
+    #[must_use]
+    pub fn idle(&self) -> bool {
+        self.settled.load(Ordering::Acquire) >= self.segments.load(Ordering::Acquire)
+    }
 }
 
 /// Messages of the link actor.
@@ -270,6 +283,9 @@ impl Actor for AvatarLink {
 
 impl LinkState {
     fn forget(&mut self, id: u64) {
+        if self.pending.contains(&id) {
+            self.args.stats.settled.fetch_add(1, Ordering::AcqRel);
+        }
         self.pending.retain(|&p| p != id);
         self.counts.retain(|&(p, _)| p != id);
     }
@@ -325,6 +341,11 @@ impl LinkState {
                 .segment_id
                 .or_else(|| self.pending.first().copied())
                 .unwrap_or(self.current);
+            let cut_pending = self.pending.len() as u64;
+            self.args
+                .stats
+                .settled
+                .fetch_add(cut_pending, Ordering::AcqRel);
             self.pending.clear();
             self.counts.clear();
             if cut >= self.current {
@@ -541,13 +562,25 @@ pub struct AvatarTee {
     name: String,
     link: ActorRef<LinkMsg>,
     alive: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
 }
 
 impl AvatarTee {
-    /// A sink named `name` feeding `link` while `alive`.
+    /// A sink named `name` feeding `link` while `alive`, counting
+    /// segments in the link's `stats`.
     #[must_use]
-    pub fn new(name: String, link: ActorRef<LinkMsg>, alive: Arc<AtomicBool>) -> Self {
-        Self { name, link, alive }
+    pub fn new(
+        name: String,
+        link: ActorRef<LinkMsg>,
+        alive: Arc<AtomicBool>,
+        stats: Arc<LinkStats>,
+    ) -> Self {
+        Self {
+            name,
+            link,
+            alive,
+            stats,
+        }
     }
 }
 
@@ -574,6 +607,10 @@ impl AudioSink for AvatarTee {
     }
 
     fn segment_end(&mut self) {
-        let _ = self.link.send_message(LinkMsg::SegmentEnd);
+        // Counted here, in the session, so whoever waits for the link to
+        // settle sees the segment before the link does.
+        if self.link.send_message(LinkMsg::SegmentEnd).is_ok() {
+            self.stats.segments.fetch_add(1, Ordering::AcqRel);
+        }
     }
 }

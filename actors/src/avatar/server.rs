@@ -77,12 +77,29 @@ pub struct ServerStats {
 pub struct AvatarServer {
     addr: SocketAddr,
     stats: Arc<ServerStats>,
+    shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
 }
 
 struct Shared {
     config: ServerConfig,
     stats: Arc<ServerStats>,
+    faults: Faults,
+}
+
+/// Faults the tests inject.
+#[derive(Default)]
+struct Faults {
+    /// Segment ends still to ignore, as if lost.
+    lose_segment_ends: std::sync::atomic::AtomicU32,
+    /// Every live connection, to drop them all.
+    peers: std::sync::Mutex<Vec<Peer>>,
 }
 
 impl AvatarServer {
@@ -97,8 +114,11 @@ impl AvatarServer {
         let shared = Arc::new(Shared {
             config,
             stats: Arc::clone(&stats),
+            faults: Faults::default(),
         });
-        let app = Router::new().route("/join", post(join)).with_state(shared);
+        let app = Router::new()
+            .route("/join", post(join))
+            .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = axum::serve(listener, app)
@@ -110,8 +130,31 @@ impl AvatarServer {
         Ok(Self {
             addr,
             stats,
+            shared,
             stop: Some(stop),
         })
+    }
+
+    /// Fault injection: the next `n` segment ends are ignored, as if lost.
+    pub fn inject_lost_segment_ends(&self, n: u32) {
+        self.shared
+            .faults
+            .lose_segment_ends
+            .store(n, Ordering::Relaxed);
+    }
+
+    /// Fault injection: every connection drops, as if the avatar vanished.
+    pub async fn disconnect_all(&self) {
+        let peers = self
+            .shared
+            .faults
+            .peers
+            .lock()
+            .map(|mut p| std::mem::take(&mut *p))
+            .unwrap_or_default();
+        for pc in peers {
+            let _ = pc.close().await;
+        }
     }
 
     /// Where it listens.
@@ -188,7 +231,10 @@ async fn join(
         (shared.config.renderer)(),
         (shared.config.sink)(&req),
     );
-    tokio::spawn(connection(pc, events, playout, Arc::clone(&shared.stats)));
+    if let Ok(mut peers) = shared.faults.peers.lock() {
+        peers.push(Arc::clone(&pc));
+    }
+    tokio::spawn(connection(pc, events, playout, Arc::clone(&shared)));
     Ok(Json(JoinResponse { answer }))
 }
 
@@ -226,12 +272,8 @@ async fn read_channel(channel: Arc<dyn DataChannel>, control: bool, inbox: mpsc:
 }
 
 /// One agent's connection: plays until the agent goes away.
-async fn connection(
-    pc: Peer,
-    mut events: PeerEvents,
-    mut playout: Playout,
-    stats: Arc<ServerStats>,
-) {
+async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shared: Arc<Shared>) {
+    let stats = Arc::clone(&shared.stats);
     let (inbox_tx, mut inbox) = mpsc::channel(INBOX);
     let mut control: Option<Arc<dyn DataChannel>> = None;
     let mut tick = tokio::time::interval(TICK);
@@ -251,6 +293,7 @@ async fn connection(
                     let now = Instant::now();
                     match (on_control, text) {
                         (false, false) if data.len() <= MAX_CHUNK => playout.on_pcm(&data, now),
+                        (true, true) if lost_segment_end(&shared, &data) => {}
                         (true, true) => {
                             let ack = std::str::from_utf8(&data)
                                 .ok()
@@ -304,7 +347,26 @@ async fn connection(
     }
     playout.finish();
     let _ = pc.close().await;
+    if let Ok(mut peers) = shared.faults.peers.lock() {
+        peers.retain(|p| !Arc::ptr_eq(p, &pc));
+    }
     stats.ended.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Whether this message is a segment end a test asked to lose.
+fn lost_segment_end(shared: &Shared, data: &[u8]) -> bool {
+    let lose = &shared.faults.lose_segment_ends;
+    if lose.load(Ordering::Relaxed) == 0 {
+        return false;
+    }
+    let is_end = std::str::from_utf8(data)
+        .ok()
+        .and_then(|t| serde_json::from_str::<Control>(t).ok())
+        .is_some_and(|c| matches!(c, Control::SegmentEnd { .. }));
+    is_end
+        && lose
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_ok()
 }
 
 async fn send_ack(channel: &Arc<dyn DataChannel>, data: super::proto::StreamEnded) {
