@@ -98,6 +98,9 @@ enum Command {
         /// Picture width and height.
         #[arg(long, default_value = "640x480")]
         size: String,
+        /// Play mono voices as stereo.
+        #[arg(long)]
+        stereo: bool,
     },
 }
 
@@ -148,7 +151,8 @@ fn main() -> ExitCode {
             out,
             fps,
             size,
-        } => runtime.block_on(avatar_server(listen, secret, out, fps, &size)),
+            stereo,
+        } => runtime.block_on(avatar_server(listen, secret, out, fps, &size, stereo)),
         Command::EchoCancel {
             far,
             mic,
@@ -279,6 +283,7 @@ async fn avatar_server(
     out: Option<PathBuf>,
     fps: u32,
     size: &str,
+    stereo: bool,
 ) -> ExitCode {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
@@ -308,25 +313,29 @@ async fn avatar_server(
         secret,
         fps,
         cooldown: std::time::Duration::from_millis(300),
+        stereo,
         renderer: Arc::new(move || Box::new(FaceRenderer::new(w, h)) as Box<dyn AvatarRenderer>),
         sink: Arc::new(move |req| {
             let n = connections.fetch_add(1, Ordering::Relaxed) + 1;
-            let channels = usize::from(req.channels.max(1));
+            let channels = match req.channels.max(1) {
+                1 if stereo => 2,
+                c => c,
+            };
             match &out {
                 Some(dir) => {
                     let dir = dir.join(format!("{n:04}-{}", req.participant_id));
-                    match FileSink::create(&dir, req.sample_rate, req.channels.max(1), fps) {
+                    match FileSink::create(&dir, req.sample_rate, channels, fps) {
                         Ok(f) => {
                             eprintln!("avatar: connection {n} writes to {}", dir.display());
                             Box::new(f) as Box<dyn AvatarSink>
                         }
                         Err(e) => {
                             eprintln!("avatar: cannot write {}: {e}", dir.display());
-                            Box::new(MemorySink::new(channels))
+                            Box::new(MemorySink::new(usize::from(channels)))
                         }
                     }
                 }
-                None => Box::new(MemorySink::new(channels)),
+                None => Box::new(MemorySink::new(usize::from(channels))),
             }
         }),
     };

@@ -858,6 +858,7 @@ impl Run {
                 secret: secret.clone(),
                 fps: 25,
                 cooldown: Duration::from_millis(300),
+                stereo: false,
                 renderer: Arc::new(|| Box::new(FaceRenderer::default()) as Box<dyn AvatarRenderer>),
                 sink: Arc::new(move |_| match &out {
                     Some(dir) => match FileSink::create(dir, rate, channels as u16, 25) {

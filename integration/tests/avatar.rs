@@ -29,6 +29,7 @@ async fn server() -> (AvatarServer, Arc<Mutex<Vec<MemorySink>>>) {
         secret: SECRET.into(),
         fps: 25,
         cooldown: Duration::from_millis(300),
+        stereo: false,
         // Small pictures: the tests look at timing, not faces.
         renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
         sink: Arc::new(move |req| {
@@ -542,4 +543,32 @@ async fn a_lost_segment_end_is_recovered_and_a_dropped_link_falls_back_to_the_ou
         "the session's own output did not come back"
     );
     engine.shutdown().await;
+}
+
+/// Mono asked for as stereo (SPEC A5): each sample on both channels, the
+/// position still counted in the agent's frames; an odd chunk's last byte
+/// waits for the next chunk.
+#[test]
+fn mono_plays_as_stereo_when_asked_and_odd_chunks_join() {
+    let sink = MemorySink::new(2);
+    let mut playout = Playout::new(
+        PlayoutConfig {
+            stereo: true,
+            ..PlayoutConfig::default()
+        },
+        Box::new(FaceRenderer::new(32, 32)),
+        Box::new(sink.clone()),
+    );
+    let now = Instant::now();
+    let (bytes, samples) = speech(480, 0.0);
+    playout.on_pcm(&bytes[..301], now);
+    playout.on_pcm(&bytes[301..], now);
+    playout.on_text(r#"{"type":"segment_end","id":1,"samples":480}"#, now);
+    let mut acks = Vec::new();
+    playout.tick(&mut acks);
+    assert_eq!(acks.len(), 1);
+    assert!((acks[0].playback_position - 0.02).abs() < 1e-9);
+    let log = sink.log();
+    let doubled: Vec<i16> = samples.iter().flat_map(|&v| [v, v]).collect();
+    assert_eq!(log.voice, doubled);
 }

@@ -63,6 +63,8 @@ pub struct PlayoutConfig {
     pub sample_rate: u32,
     /// PCM channels of the agent's audio.
     pub channels: usize,
+    /// Play mono audio as stereo (each sample on both channels).
+    pub stereo: bool,
     /// Video frames per second.
     pub fps: u32,
     /// Audio arriving this soon after an interrupt is dropped (SPEC A5).
@@ -78,6 +80,7 @@ impl Default for PlayoutConfig {
         Self {
             sample_rate: 24_000,
             channels: 1,
+            stereo: false,
             fps: 25,
             cooldown: Duration::from_millis(300),
             queue: Duration::from_secs(120),
@@ -161,7 +164,11 @@ pub struct Playout {
     boundary: u64,
     voice: VoiceTrack,
     frame: Vec<i16>,
+    /// Input samples per 20 ms, and output samples per voice frame.
     frame_len: usize,
+    out_frame_len: usize,
+    /// Voice channels out.
+    out_channels: usize,
     /// Frames (per channel) the voice track has emitted: the A/V clock.
     clock: u64,
     /// Where the current segment began, in samples taken.
@@ -192,6 +199,11 @@ impl Playout {
         sink: Box<dyn AvatarSink>,
     ) -> Self {
         let channels = config.channels.max(1);
+        let out_channels = if config.stereo && channels == 1 {
+            2
+        } else {
+            channels
+        };
         let per_second = config.sample_rate as usize * channels;
         let samples_of = |d: Duration| (d.as_secs_f64() * per_second as f64) as usize;
         let (width, height) = renderer.size();
@@ -205,10 +217,12 @@ impl Playout {
             boundary: 0,
             voice: VoiceTrack {
                 buf: VecDeque::new(),
-                cap: samples_of(config.voice_cap),
+                cap: samples_of(config.voice_cap) * out_channels / channels,
             },
             frame: Vec::new(),
             frame_len: config.sample_rate as usize / 50 * channels,
+            out_frame_len: config.sample_rate as usize / 50 * out_channels,
+            out_channels,
             clock: 0,
             segment_start: 0,
             cooldown_until: None,
@@ -337,15 +351,19 @@ impl Playout {
         // What the voice track emits this tick is what it was given: the
         // queue moves at playback speed.
         let n = self.frame_len.min(self.queue.len());
-        let dropped = self.voice.push(self.queue.drain(..n));
+        let dropped = if self.out_channels == self.config.channels.max(1) {
+            self.voice.push(self.queue.drain(..n))
+        } else {
+            // Mono asked for as stereo (SPEC A5).
+            self.voice.push(self.queue.drain(..n).flat_map(|v| [v, v]))
+        };
         self.stats.voice_dropped += dropped as u64;
         self.taken += n as u64;
-        self.voice.frame(&mut self.frame, self.frame_len);
-        self.renderer
-            .push_audio(&self.frame, self.config.channels.max(1));
+        self.voice.frame(&mut self.frame, self.out_frame_len);
+        self.renderer.push_audio(&self.frame, self.out_channels);
         self.sink.voice(&self.frame);
         self.stats.voice_frames += 1;
-        self.clock += (self.frame_len / self.config.channels.max(1)) as u64;
+        self.clock += (self.out_frame_len / self.out_channels) as u64;
         // Video frame k shows at k / fps seconds of voice.
         let (rate, fps) = (
             u64::from(self.config.sample_rate),

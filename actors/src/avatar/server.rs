@@ -40,6 +40,9 @@ pub struct ServerConfig {
     pub fps: u32,
     /// Audio dropped after an interrupt (SPEC A5).
     pub cooldown: Duration,
+    /// Play mono agents' voices as stereo (SPEC A5); sinks then get two
+    /// channels.
+    pub stereo: bool,
     /// A renderer per connection.
     pub renderer: RendererFactory,
     /// A sink per connection.
@@ -224,6 +227,7 @@ async fn join(
         channels: usize::from(req.channels.max(1)),
         fps: shared.config.fps,
         cooldown: shared.config.cooldown,
+        stereo: shared.config.stereo,
         ..PlayoutConfig::default()
     };
     let playout = Playout::new(
