@@ -16,7 +16,7 @@ use sotto_rt::{Renderer, Telemetry};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::driver::device::{default_output_name, DeviceOutput};
+use crate::driver::device::{default_output_name, DeviceError, DeviceOutput};
 use crate::driver::virtual_clock::VirtualClock;
 use crate::echo_link::ReverseSlot;
 
@@ -239,44 +239,35 @@ impl DeviceManagerState {
     fn follow(&mut self, output: DeviceOutput) -> Option<DeviceEvent> {
         let from = output.name().to_owned();
         let renderer = output.stop()?;
+        Some(match self.open_target(renderer) {
+            Ok(to) => DeviceEvent::Followed { from, to },
+            Err(e) => DeviceEvent::FellBack {
+                reason: format!("the default output changed and cannot be opened: {e}"),
+            },
+        })
+    }
+
+    fn reopen(&mut self, renderer: Renderer) -> Option<DeviceEvent> {
+        self.open_target(renderer)
+            .ok()
+            .map(|device| DeviceEvent::Opened { device })
+    }
+
+    /// Opens the target device with `renderer` and plays through it, or
+    /// falls back to the virtual clock. Returns the device's name.
+    fn open_target(&mut self, renderer: Renderer) -> Result<String, DeviceError> {
         let target = self.target();
-        match DeviceOutput::open(
-            renderer,
-            Arc::clone(&self.telemetry),
-            target.as_deref(),
-            false,
-        ) {
+        let t = Arc::clone(&self.telemetry);
+        match DeviceOutput::open(renderer, t, target.as_deref(), false) {
             Ok(output) => {
-                let to = output.name().to_owned();
+                let name = output.name().to_owned();
                 self.on_device(output);
-                Some(DeviceEvent::Followed { from, to })
+                Ok(name)
             }
             Err((e, renderer)) => {
                 self.last_try = Instant::now();
                 self.fall_back(renderer.map(|r| *r));
-                Some(DeviceEvent::FellBack {
-                    reason: format!("the default output changed and cannot be opened: {e}"),
-                })
-            }
-        }
-    }
-
-    fn reopen(&mut self, renderer: Renderer) -> Option<DeviceEvent> {
-        let target = self.target();
-        match DeviceOutput::open(
-            renderer,
-            Arc::clone(&self.telemetry),
-            target.as_deref(),
-            false,
-        ) {
-            Ok(output) => {
-                let device = output.name().to_owned();
-                self.on_device(output);
-                Some(DeviceEvent::Opened { device })
-            }
-            Err((_, renderer)) => {
-                self.fall_back(renderer.map(|r| *r));
-                None
+                Err(e)
             }
         }
     }

@@ -424,15 +424,17 @@ async fn connect(
             .map_err(NetError::from)?;
         let (audio_open_tx, audio_open) = tokio::sync::oneshot::channel();
         let (control_open_tx, control_open) = tokio::sync::oneshot::channel();
-        tokio::spawn(watch_audio(
+        tokio::spawn(watch_channel(
             Arc::clone(&audio),
             audio_open_tx,
             myself.clone(),
+            false,
         ));
-        tokio::spawn(watch_control(
+        tokio::spawn(watch_channel(
             Arc::clone(&control),
             control_open_tx,
             myself.clone(),
+            true,
         ));
         let offer = pc.create_offer(None).await.map_err(NetError::from)?;
         let offer = complete_local(&pc, &mut events, offer).await?;
@@ -489,11 +491,13 @@ async fn connect(
     }
 }
 
-/// Drains the audio channel's events: only its opening matters.
-async fn watch_audio(
+/// Follows a channel's events: its opening, its closing (the link is
+/// then gone) and, on the control channel, the acknowledgements.
+async fn watch_channel(
     channel: Arc<dyn DataChannel>,
     open: tokio::sync::oneshot::Sender<()>,
     link: ActorRef<LinkMsg>,
+    control: bool,
 ) {
     let mut open = Some(open);
     while let Some(event) = channel.poll().await {
@@ -503,30 +507,7 @@ async fn watch_audio(
                     let _ = o.send(());
                 }
             }
-            DataChannelEvent::OnClose => {
-                let _ = link.send_message(LinkMsg::Closed("audio channel closed".into()));
-                return;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Reads acknowledgements from the control channel.
-async fn watch_control(
-    channel: Arc<dyn DataChannel>,
-    open: tokio::sync::oneshot::Sender<()>,
-    link: ActorRef<LinkMsg>,
-) {
-    let mut open = Some(open);
-    while let Some(event) = channel.poll().await {
-        match event {
-            DataChannelEvent::OnOpen => {
-                if let Some(o) = open.take() {
-                    let _ = o.send(());
-                }
-            }
-            DataChannelEvent::OnMessage(m) => {
+            DataChannelEvent::OnMessage(m) if control => {
                 let ack = std::str::from_utf8(&m.data)
                     .ok()
                     .and_then(|t| serde_json::from_str::<Control>(t).ok());
@@ -537,7 +518,8 @@ async fn watch_control(
                 }
             }
             DataChannelEvent::OnClose => {
-                let _ = link.send_message(LinkMsg::Closed("control channel closed".into()));
+                let which = if control { CONTROL_LABEL } else { AUDIO_LABEL };
+                let _ = link.send_message(LinkMsg::Closed(format!("{which} channel closed")));
                 return;
             }
             _ => {}
