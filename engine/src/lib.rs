@@ -28,6 +28,7 @@ mod handle;
 mod player;
 pub mod plot;
 pub mod scenario;
+pub mod soak;
 
 pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;

@@ -78,6 +78,29 @@ enum Command {
         #[arg(long)]
         device: Option<String>,
     },
+    /// Run many sessions speaking in bursts, with interrupts, pauses and
+    /// snapshots, and report what held: late blocks, underruns, block
+    /// render times, interrupt-to-fade latency, CPU and memory.
+    Soak {
+        /// Concurrent sessions.
+        #[arg(long, default_value_t = 100)]
+        sessions: usize,
+        /// Length of the run in seconds.
+        #[arg(long, default_value_t = 60.0)]
+        seconds: f64,
+        /// A background bed under every session.
+        #[arg(long)]
+        background: bool,
+        /// Mean seconds between a session's interrupts.
+        #[arg(long)]
+        interrupt_every: Option<f64>,
+        /// Which clock drives the renderer.
+        #[arg(long, value_enum, default_value_t = SoakClockArg::Virtual)]
+        clock: SoakClockArg,
+        /// Where to write the report as JSON.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
     /// Run the avatar side: a dispatcher at `POST /join` on loopback that
     /// checks each agent's token, answers its WebRTC offer, and plays its
     /// voice with a face locked to it.
@@ -108,6 +131,12 @@ enum Command {
 enum ClockArg {
     Offline,
     Virtual,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SoakClockArg {
+    Virtual,
+    Offline,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -145,6 +174,27 @@ fn main() -> ExitCode {
             format,
         } => runtime.block_on(render(scenario, out, events, plot, clock, format)),
         Command::Devices => devices(),
+        Command::Soak {
+            sessions,
+            seconds,
+            background,
+            interrupt_every,
+            clock,
+            report,
+        } => runtime.block_on(soak(
+            sotto::soak::SoakConfig {
+                sessions,
+                seconds,
+                background,
+                interrupt_every,
+                clock: match clock {
+                    SoakClockArg::Virtual => sotto::soak::SoakClock::Virtual,
+                    SoakClockArg::Offline => sotto::soak::SoakClock::Offline,
+                },
+                seed: 1,
+            },
+            report,
+        )),
         Command::AvatarServer {
             listen,
             secret,
@@ -273,6 +323,44 @@ fn devices() -> ExitCode {
             channels(&d.input_channels),
             rates
         );
+    }
+    ExitCode::SUCCESS
+}
+
+async fn soak(config: sotto::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
+    let result = sotto::soak::run(&config, |t, r| {
+        eprint!(
+            "\r{t:6.1}/{:.0} s  {} sessions  {} turns  late {}  underruns {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
+            config.seconds,
+            r.sessions,
+            r.turns,
+            r.late_blocks,
+            r.underruns,
+            r.block_render_us.p99,
+            r.cpu_percent,
+            r.rss_final_kib / 1024
+        );
+    })
+    .await;
+    eprintln!();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("sotto: {e}");
+            return ExitCode::from(if matches!(e, sotto::EngineError::Config(_)) {
+                2
+            } else {
+                1
+            });
+        }
+    };
+    let json = serde_json::to_string_pretty(&report).unwrap_or_default();
+    println!("{json}");
+    if let Some(path) = out {
+        if let Err(e) = std::fs::write(&path, json + "\n") {
+            eprintln!("sotto: cannot write {}: {e}", path.display());
+            return ExitCode::from(1);
+        }
     }
     ExitCode::SUCCESS
 }

@@ -1,6 +1,7 @@
 //! SPEC R4 / shutdown: `Engine::shutdown` stops everything in order within
 //! a second, and every handle afterwards says so with a clear error.
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
@@ -40,7 +41,11 @@ async fn after_shutdown_every_handle_gives_a_clear_error() {
             .await;
         let t = Instant::now();
         engine.shutdown().await;
-        assert!(t.elapsed() < Duration::from_secs(1), "shutdown took {:?}", t.elapsed());
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "shutdown took {:?}",
+            t.elapsed()
+        );
         // A second shutdown is harmless.
         engine.shutdown().await;
 
@@ -48,8 +53,14 @@ async fn after_shutdown_every_handle_gives_a_clear_error() {
             engine.create_session(SessionConfig::default()).await,
             Err(EngineError::Stopped)
         ));
-        assert!(matches!(engine.render(480).await, Err(EngineError::Stopped)));
-        assert!(matches!(engine.settle().await, Ok(()) | Err(EngineError::Stopped)));
+        assert!(matches!(
+            engine.render(480).await,
+            Err(EngineError::Stopped)
+        ));
+        assert!(matches!(
+            engine.settle().await,
+            Ok(()) | Err(EngineError::Stopped)
+        ));
         for s in &sessions {
             let pushed = tokio::time::timeout(Duration::from_secs(1), s.push(vec![0; 480]))
                 .await

@@ -22,6 +22,6 @@ pub use doorbell::Doorbells;
 pub use dsp::{fade_gain, Saturation};
 pub use message::{ClipCommand, Command, Event, EventKind, VoiceCommand};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};
-pub use telemetry::{Telemetry, VoiceTelemetry};
+pub use telemetry::{RenderTimes, Telemetry, VoiceTelemetry};
 pub use time::{SampleTime, SessionId};
 pub use voice::{DuckConfig, Voice, VoiceConfig, VoiceControl};

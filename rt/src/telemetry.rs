@@ -27,6 +27,74 @@ pub struct Telemetry {
     pub poisoned: AtomicBool,
     /// Peak absolute sample of the last block, after saturation.
     pub peak: AtomicF32,
+    /// How long each block took to render, as a real-time driver timed it.
+    pub render_times: RenderTimes,
+}
+
+/// Buckets of [`RenderTimes`], each this many ns wide.
+const BUCKET_NS: u64 = 2_000;
+/// Buckets: 0 to 2 ms in 2 µs steps, the last one holding everything above.
+const BUCKETS: usize = 1_000;
+
+/// A histogram of block render times: fixed buckets, filled without a
+/// lock or an allocation, read while it fills.
+#[derive(Debug)]
+pub struct RenderTimes {
+    buckets: Box<[AtomicU64]>,
+    max_ns: AtomicU64,
+}
+
+impl Default for RenderTimes {
+    fn default() -> Self {
+        Self {
+            buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            max_ns: AtomicU64::new(0),
+        }
+    }
+}
+
+impl RenderTimes {
+    /// Counts one block that took `ns`. Runs on the audio thread.
+    pub fn record(&self, ns: u64) {
+        let i = usize::try_from(ns / BUCKET_NS).map_or(BUCKETS - 1, |i| i.min(BUCKETS - 1));
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.max_ns.fetch_max(ns, Ordering::Relaxed);
+    }
+
+    /// Blocks counted.
+    #[must_use]
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
+    }
+
+    /// The `q` quantile (0..=1) in ns, to the bucket's upper edge; `None`
+    /// before the first block. Above the last bucket it is the maximum.
+    #[must_use]
+    pub fn quantile_ns(&self, q: f64) -> Option<u64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let want = ((total as f64) * q.clamp(0.0, 1.0)).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (i, b) in self.buckets.iter().enumerate() {
+            seen += b.load(Ordering::Relaxed);
+            if seen >= want {
+                return Some(if i == BUCKETS - 1 {
+                    self.max_ns()
+                } else {
+                    (i as u64 + 1) * BUCKET_NS
+                });
+            }
+        }
+        Some(self.max_ns())
+    }
+
+    /// The longest block, in ns.
+    #[must_use]
+    pub fn max_ns(&self) -> u64 {
+        self.max_ns.load(Ordering::Relaxed)
+    }
 }
 
 impl Telemetry {

@@ -52,7 +52,10 @@ impl VirtualClock {
                 let start = Instant::now();
                 let mut k: u32 = 0;
                 while !stop_flag.load(Ordering::Relaxed) {
+                    let began = Instant::now();
                     guarded_render(&mut renderer, &mut block, &telemetry);
+                    let took = u64::try_from(began.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    telemetry.render_times.record(took);
                     if let Some(tx) = capture.as_mut() {
                         let (_, rest) = tx.push_partial_slice(&block);
                         if !rest.is_empty() {

@@ -1,0 +1,434 @@
+//! Soak runs (`sotto soak`): many sessions speaking generated TTS in
+//! realistic bursts — chunks faster than real time, then pauses — with
+//! background beds, random interrupts, pause/resume and snapshots, on the
+//! virtual clock in real time (or offline), ending in a report of what
+//! held: late blocks, underruns, dropped input, block render times,
+//! interrupt-to-fade latency, CPU and memory.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::{
+    Clock, Engine, EngineConfig, EngineError, SessionConfig, SessionEventKind, SessionHandle,
+};
+
+/// Output rate of a soak.
+const RATE: u32 = 24_000;
+/// 100 ms of speech per pushed chunk.
+const CHUNK_FRAMES: usize = 2_400;
+
+/// Which clock drives a soak.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoakClock {
+    /// Real time on the `sotto-audio` thread.
+    Virtual,
+    /// As fast as possible (nothing can be late).
+    Offline,
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoakConfig {
+    /// Concurrent sessions.
+    pub sessions: usize,
+    /// Length of the run.
+    pub seconds: f64,
+    /// A background bed under every session.
+    pub background: bool,
+    /// Mean seconds between a session's interrupts; `None`: never.
+    pub interrupt_every: Option<f64>,
+    /// The clock.
+    pub clock: SoakClock,
+    /// Seed of the sessions' random choices.
+    pub seed: u64,
+}
+
+/// Percentiles of a distribution.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Spread {
+    /// Median.
+    pub p50: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// Largest.
+    pub max: f64,
+}
+
+/// What a soak measured.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SoakReport {
+    /// Sessions run.
+    pub sessions: usize,
+    /// Seconds run (wall time).
+    pub seconds: f64,
+    /// Blocks rendered.
+    pub blocks: u64,
+    /// Blocks rendered after their deadline.
+    pub late_blocks: u64,
+    /// Times a speech queue ran dry in the middle of a turn.
+    pub underruns: u64,
+    /// Bytes of input dropped (pushed while input was off).
+    pub dropped_input_bytes: u64,
+    /// Events lost because the event ring was full.
+    pub events_dropped: u64,
+    /// Block render time in µs.
+    pub block_render_us: Spread,
+    /// Samples from an interrupt being sent to its fade starting.
+    pub interrupt_to_fade_samples: Spread,
+    /// Interrupts measured.
+    pub interrupts: u64,
+    /// Turns completed.
+    pub turns: u64,
+    /// CPU used, in percent of one core, over the run.
+    pub cpu_percent: f64,
+    /// Largest resident set, KiB.
+    pub rss_peak_kib: u64,
+    /// Resident set at the end, KiB.
+    pub rss_final_kib: u64,
+    /// Resident set growth after the first tenth of the run, KiB per
+    /// minute (least squares).
+    pub rss_slope_kib_per_min: f64,
+}
+
+/// A small deterministic generator for the sessions' choices.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    fn between(&mut self, lo: f64, hi: f64) -> f64 {
+        lo + (hi - lo) * self.next()
+    }
+}
+
+/// What the session tasks share with the run.
+#[derive(Default)]
+struct Shared {
+    stop: AtomicBool,
+    turns: AtomicU64,
+    dropped_input: AtomicU64,
+    latencies: Mutex<Vec<u64>>,
+}
+
+/// Runs a soak; `progress` is called about once a second with the seconds
+/// elapsed and the report so far.
+///
+/// # Errors
+/// [`EngineError`] when the engine or a session cannot start.
+pub async fn run(
+    config: &SoakConfig,
+    mut progress: impl FnMut(f64, &SoakReport),
+) -> Result<SoakReport, EngineError> {
+    if config.sessions == 0
+        || config.sessions > 65_536
+        || config.seconds.is_nan()
+        || config.seconds <= 0.0
+    {
+        return Err(EngineError::Config(
+            "a soak needs 1..=65536 sessions and a positive length".into(),
+        ));
+    }
+    let engine = Engine::start(EngineConfig {
+        sample_rate: RATE,
+        max_sessions: config.sessions,
+        clock: match config.clock {
+            SoakClock::Virtual => Clock::Virtual {
+                capture: None,
+                deferred: false,
+            },
+            SoakClock::Offline => Clock::Offline,
+        },
+        ..EngineConfig::default()
+    })
+    .await?;
+    let shared = Arc::new(Shared::default());
+    let speech = speech_chunk(220.0);
+    let bed = speech_chunk(90.0);
+    let mut tasks = Vec::new();
+    let mut handles = Vec::new();
+    for i in 0..config.sessions {
+        let s = engine
+            .create_session(SessionConfig {
+                name: format!("s{i}"),
+                queue: Duration::from_secs(5),
+                ..SessionConfig::default()
+            })
+            .await?;
+        handles.push(s.clone());
+        let rng = Rng(config.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)) | 1);
+        tasks.push(tokio::spawn(session_loop(
+            s,
+            engine.clone(),
+            Arc::clone(&shared),
+            rng,
+            config.clone(),
+            Arc::clone(&speech),
+            config.background.then(|| Arc::clone(&bed)),
+        )));
+    }
+    let started = Instant::now();
+    let cpu0 = cpu_seconds();
+    let mut rss = Vec::new();
+    let mut report = SoakReport {
+        sessions: config.sessions,
+        ..SoakReport::default()
+    };
+    let mut offline_out = Vec::new();
+    loop {
+        let elapsed = started.elapsed().as_secs_f64();
+        if elapsed >= config.seconds {
+            break;
+        }
+        match config.clock {
+            SoakClock::Virtual => tokio::time::sleep(Duration::from_secs(1)).await,
+            SoakClock::Offline => {
+                // One second of audio per step, as fast as it renders.
+                offline_out.clear();
+                engine
+                    .render_into(u64::from(RATE), &mut offline_out)
+                    .await?;
+            }
+        }
+        rss.push((started.elapsed().as_secs_f64(), rss_kib().0));
+        fill(
+            &mut report,
+            (&engine, &handles),
+            &shared,
+            (started, cpu0),
+            &rss,
+        );
+        progress(started.elapsed().as_secs_f64(), &report);
+    }
+    shared.stop.store(true, Ordering::Release);
+    // The tasks only make input; what they were waiting for no longer matters.
+    for t in &tasks {
+        t.abort();
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    fill(
+        &mut report,
+        (&engine, &handles),
+        &shared,
+        (started, cpu0),
+        &rss,
+    );
+    engine.shutdown().await;
+    Ok(report)
+}
+
+/// 100 ms of a voice-like tone as s16 bytes.
+fn speech_chunk(f0: f32) -> Arc<Vec<u8>> {
+    let bytes = (0..CHUNK_FRAMES)
+        .flat_map(|i| {
+            let t = i as f32 / RATE as f32;
+            let v = (std::f32::consts::TAU * f0 * t).sin() * 5000.0
+                + (std::f32::consts::TAU * f0 * 3.1 * t).sin() * 1500.0;
+            (v as i16).to_le_bytes()
+        })
+        .collect();
+    Arc::new(bytes)
+}
+
+/// One session: turns of 1–4 s of speech pushed at five times real time,
+/// 0.5–3 s apart, with interrupts, pauses and snapshots.
+async fn session_loop(
+    s: SessionHandle,
+    engine: Engine,
+    shared: Arc<Shared>,
+    mut rng: Rng,
+    config: SoakConfig,
+    speech: Arc<Vec<u8>>,
+    bed: Option<Arc<Vec<u8>>>,
+) {
+    let mut events = s.events();
+    let mut sent_at: Vec<u64> = Vec::new();
+    let drain = |events: &mut tokio::sync::mpsc::UnboundedReceiver<crate::SessionEvent>,
+                 sent_at: &mut Vec<u64>| {
+        while let Ok(e) = events.try_recv() {
+            match e.kind {
+                SessionEventKind::Interrupted { .. } if !sent_at.is_empty() => {
+                    let sent = sent_at.remove(0);
+                    if let Ok(mut l) = shared.latencies.lock() {
+                        l.push(e.at.0.saturating_sub(sent));
+                    }
+                }
+                SessionEventKind::DroppedInput { bytes } => {
+                    shared.dropped_input.fetch_add(bytes, Ordering::Relaxed);
+                }
+                _ => {}
+            }
+        }
+    };
+    // Stagger the starts over the first second.
+    tokio::time::sleep(Duration::from_secs_f64(rng.between(0.0, 1.0))).await;
+    if let Some(bed) = bed {
+        tokio::spawn(bed_loop(s.clone(), Arc::clone(&shared), bed));
+    }
+    while !shared.stop.load(Ordering::Acquire) {
+        let chunks = rng.between(10.0, 40.0) as usize;
+        let interrupt_at = config
+            .interrupt_every
+            .filter(|&every| rng.next() < 2.5 / every.max(0.1))
+            .map(|_| rng.between(2.0, chunks as f64 - 1.0).max(1.0) as usize);
+        let pause_at = (rng.next() < 0.1).then(|| rng.between(1.0, chunks as f64) as usize);
+        if s.mark_synthesis_start().is_err() {
+            return;
+        }
+        for k in 0..chunks {
+            if shared.stop.load(Ordering::Acquire) {
+                return;
+            }
+            // Sent at once; the outcome is not needed.
+            drop(s.push(speech.to_vec()));
+            if Some(k) == pause_at {
+                let _ = s.pause();
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                let _ = s.resume();
+            }
+            if Some(k) == interrupt_at {
+                sent_at.push(engine.clock().0);
+                let _ = s.interrupt();
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            drain(&mut events, &mut sent_at);
+        }
+        let _ = s.mark_synthesis_complete();
+        if rng.next() < 0.3 {
+            let _ = s.snapshot_playback().await;
+        }
+        shared.turns.fetch_add(1, Ordering::Relaxed);
+        let gap = rng.between(0.5, 3.0) + chunks as f64 * 0.1;
+        tokio::time::sleep(Duration::from_secs_f64(gap)).await;
+        drain(&mut events, &mut sent_at);
+    }
+}
+
+/// A bed streamed like a live source: kept half a second ahead of what
+/// the background input has played, so it never holds up speech behind
+/// backpressure.
+async fn bed_loop(s: SessionHandle, shared: Arc<Shared>, bed: Arc<Vec<u8>>) {
+    let telemetry = s.telemetry();
+    let mut pushed = 0u64;
+    let mut tick = tokio::time::interval(Duration::from_millis(50));
+    while !shared.stop.load(Ordering::Acquire) {
+        tick.tick().await;
+        let played = telemetry.background_frames.load(Ordering::Relaxed);
+        if pushed.saturating_sub(played) < (RATE / 2).into() {
+            drop(s.push_background(bed.to_vec()));
+            pushed += CHUNK_FRAMES as u64;
+        }
+    }
+}
+
+fn fill(
+    report: &mut SoakReport,
+    (engine, handles): (&Engine, &[SessionHandle]),
+    shared: &Shared,
+    (started, cpu0): (Instant, f64),
+    rss: &[(f64, u64)],
+) {
+    let t = engine.telemetry();
+    let secs = started.elapsed().as_secs_f64();
+    report.seconds = secs;
+    report.blocks = t.blocks.load(Ordering::Relaxed);
+    report.late_blocks = t.late_blocks.load(Ordering::Relaxed);
+    report.events_dropped = t.events_dropped.load(Ordering::Relaxed);
+    let times = &t.render_times;
+    let us = |ns: Option<u64>| ns.map_or(0.0, |n| n as f64 / 1e3);
+    report.block_render_us = Spread {
+        p50: us(times.quantile_ns(0.5)),
+        p99: us(times.quantile_ns(0.99)),
+        max: times.max_ns() as f64 / 1e3,
+    };
+    report.underruns = handles
+        .iter()
+        .map(|h| h.telemetry().underruns.load(Ordering::Relaxed))
+        .sum();
+    report.dropped_input_bytes = shared.dropped_input.load(Ordering::Relaxed);
+    report.turns = shared.turns.load(Ordering::Relaxed);
+    if let Ok(l) = shared.latencies.lock() {
+        let mut v: Vec<f64> = l.iter().map(|&x| x as f64).collect();
+        v.sort_by(f64::total_cmp);
+        report.interrupts = v.len() as u64;
+        report.interrupt_to_fade_samples = spread(&v);
+    }
+    report.cpu_percent = (cpu_seconds() - cpu0) / secs.max(1e-9) * 100.0;
+    let (now, peak) = rss_kib();
+    report.rss_final_kib = now;
+    report.rss_peak_kib = peak;
+    report.rss_slope_kib_per_min = slope(rss, secs / 10.0) * 60.0;
+}
+
+fn spread(sorted: &[f64]) -> Spread {
+    let at = |q: f64| {
+        sorted
+            .get(((sorted.len() as f64 * q).ceil() as usize).saturating_sub(1))
+            .copied()
+            .unwrap_or(0.0)
+    };
+    Spread {
+        p50: at(0.5),
+        p99: at(0.99),
+        max: sorted.last().copied().unwrap_or(0.0),
+    }
+}
+
+/// Least-squares slope of `(t, kib)` after `skip` seconds, in KiB/s.
+fn slope(points: &[(f64, u64)], skip: f64) -> f64 {
+    let pts: Vec<(f64, f64)> = points
+        .iter()
+        .filter(|p| p.0 >= skip)
+        .map(|&(t, k)| (t, k as f64))
+        .collect();
+    if pts.len() < 2 {
+        return 0.0;
+    }
+    let n = pts.len() as f64;
+    let (mx, my) = (
+        pts.iter().map(|p| p.0).sum::<f64>() / n,
+        pts.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let num: f64 = pts.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let den: f64 = pts.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if den > 0.0 {
+        num / den
+    } else {
+        0.0
+    }
+}
+
+/// Resident set now and at its peak, KiB (0 where /proc is missing).
+fn rss_kib() -> (u64, u64) {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// CPU seconds this process used (user and system).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name, which is in parentheses.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    (ticks(11) + ticks(12)) / 100.0
+}

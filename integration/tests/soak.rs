@@ -1,0 +1,37 @@
+//! A short soak (SPEC R3): sessions speaking in bursts with beds,
+//! interrupts, pauses and snapshots on the virtual clock; the report holds.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use sotto::soak::{run, SoakClock, SoakConfig};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_keeps_time_and_reports() {
+    let config = SoakConfig {
+        sessions: 24,
+        seconds: 4.0,
+        background: true,
+        interrupt_every: Some(2.0),
+        clock: SoakClock::Virtual,
+        seed: 7,
+    };
+    let mut ticks = 0;
+    let r = run(&config, |_, _| ticks += 1).await.unwrap();
+    assert!(ticks >= 3, "progress was reported {ticks} times");
+    assert_eq!(r.sessions, 24);
+    assert!(r.blocks >= 150, "{r:?}");
+    assert!(r.turns > 0 && r.interrupts > 0, "{r:?}");
+    assert_eq!(r.underruns, 0, "{r:?}");
+    assert_eq!(r.events_dropped, 0, "{r:?}");
+    assert_eq!(r.dropped_input_bytes, 0, "{r:?}");
+    // An interrupt's fade starts within a block of it being sent.
+    assert!(r.interrupt_to_fade_samples.max <= 480.0, "{r:?}");
+    assert!(r.block_render_us.p50 > 0.0 && r.block_render_us.max >= r.block_render_us.p99);
+    assert!(r.rss_peak_kib >= r.rss_final_kib && r.rss_final_kib > 0);
+    assert!(r.cpu_percent > 0.0);
+
+    let bad = SoakConfig {
+        sessions: 0,
+        ..config
+    };
+    assert!(run(&bad, |_, _| ()).await.is_err());
+}
