@@ -489,7 +489,9 @@ pub struct SessionShared {
     pub quiesce: Arc<Quiescence>,
     /// Renderer-wide telemetry: the output sample clock.
     pub renderer: Arc<sotto_rt::Telemetry>,
-    subscribers: Mutex<Vec<mpsc::UnboundedSender<SessionEvent>>>,
+    subscribers: Mutex<Vec<mpsc::Sender<SessionEvent>>>,
+    /// Events a subscriber that did not read lost (its queue was full).
+    pub events_dropped: AtomicU64,
     callback: Mutex<Option<EventCallback>>,
     closed: AtomicBool,
 }
@@ -532,6 +534,7 @@ impl SessionShared {
             quiesce,
             renderer,
             subscribers: Mutex::new(Vec::new()),
+            events_dropped: AtomicU64::new(0),
             callback: Mutex::new(None),
             closed: AtomicBool::new(false),
         })
@@ -588,10 +591,11 @@ impl SessionShared {
             .unwrap_or_default()
     }
 
-    /// A new event stream.
+    /// A new event stream, holding at most [`EVENT_QUEUE`] unread events
+    /// (newer ones are dropped and counted in `events_dropped`).
     #[must_use]
-    pub fn subscribe(&self) -> mpsc::UnboundedReceiver<SessionEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn subscribe(&self) -> mpsc::Receiver<SessionEvent> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
         if let Ok(mut s) = self.subscribers.lock() {
             s.push(tx);
         }
@@ -609,7 +613,15 @@ impl SessionShared {
     pub fn emit(&self, event: SessionEvent) {
         tracing::debug!(session = %self.config.name, ?event.kind, at = event.at.0, "session event");
         if let Ok(mut subs) = self.subscribers.lock() {
-            subs.retain(|tx| tx.send(event.clone()).is_ok());
+            // A reader that stopped reading must not grow memory.
+            subs.retain(|tx| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
         }
         let cb = self.callback.lock().ok().and_then(|c| c.clone());
         if let Some(cb) = cb {
@@ -617,6 +629,9 @@ impl SessionShared {
         }
     }
 }
+
+/// Unread events an event stream holds before newer ones are dropped.
+pub const EVENT_QUEUE: usize = 4096;
 
 /// Startup arguments of a session actor.
 pub struct SessionArgs {

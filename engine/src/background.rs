@@ -87,7 +87,7 @@ impl BackgroundHandle {
 
     /// The session's events; this source's carry its id.
     #[must_use]
-    pub fn events(&self) -> mpsc::UnboundedReceiver<SessionEvent> {
+    pub fn events(&self) -> mpsc::Receiver<SessionEvent> {
         self.session.events()
     }
 

@@ -239,10 +239,21 @@ impl SessionHandle {
             || t.is_speaking()
     }
 
-    /// A stream of this session's events from now on.
+    /// A stream of this session's events from now on. It holds at most
+    /// 4096 unread events; newer ones are dropped and counted in
+    /// [`SessionHandle::events_dropped`], so a stream nobody reads costs
+    /// nothing more.
     #[must_use]
-    pub fn events(&self) -> mpsc::UnboundedReceiver<SessionEvent> {
+    pub fn events(&self) -> mpsc::Receiver<SessionEvent> {
         self.shared.subscribe()
+    }
+
+    /// Events lost by streams that were not read.
+    #[must_use]
+    pub fn events_dropped(&self) -> u64 {
+        self.shared
+            .events_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Calls `callback` with every event (on an actor task; keep it short).

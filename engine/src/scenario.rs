@@ -599,7 +599,7 @@ pub enum RenderClock {
 struct Run {
     engine: Engine,
     handles: Vec<SessionHandle>,
-    streams: Vec<tokio::sync::mpsc::UnboundedReceiver<crate::SessionEvent>>,
+    streams: Vec<tokio::sync::mpsc::Receiver<crate::SessionEvent>>,
     log: Vec<LogEvent>,
     pushes: Vec<(
         usize,

@@ -252,7 +252,7 @@ async fn session_loop(
 ) {
     let mut events = s.events();
     let mut sent_at: Vec<u64> = Vec::new();
-    let drain = |events: &mut tokio::sync::mpsc::UnboundedReceiver<crate::SessionEvent>,
+    let drain = |events: &mut tokio::sync::mpsc::Receiver<crate::SessionEvent>,
                  sent_at: &mut Vec<u64>| {
         while let Ok(e) = events.try_recv() {
             match e.kind {

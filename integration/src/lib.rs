@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests: generated audio and event capture.
 
 use sotto::{SessionEvent, SessionEventKind};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 /// `n` frames of a mono s16 sine at `freq` Hz and `rate`, amplitude in s16 units.
 #[must_use]
@@ -21,7 +21,7 @@ pub fn dc_s16(n: usize, value: i16) -> Vec<u8> {
 }
 
 /// Every event received so far.
-pub fn drain(rx: &mut UnboundedReceiver<SessionEvent>) -> Vec<SessionEvent> {
+pub fn drain(rx: &mut Receiver<SessionEvent>) -> Vec<SessionEvent> {
     let mut out = Vec::new();
     while let Ok(e) = rx.try_recv() {
         out.push(e);

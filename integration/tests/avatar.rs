@@ -16,7 +16,7 @@ use sotto::avatar::playout::{AvatarRenderer, Playout, PlayoutConfig, PTS_RATE};
 use sotto::avatar::server::{AvatarServer, ServerConfig, ServerStats};
 use sotto::avatar::token::{self, Claims};
 use sotto::{Engine, EngineConfig, EngineError, SessionConfig, SessionEvent, SessionEventKind};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 const SECRET: &str = "test-secret";
 const RATE: usize = 24_000;
@@ -70,7 +70,7 @@ fn speech(frames: usize, seed: f32) -> (Vec<u8>, Vec<i16>) {
 }
 
 async fn next_avatar_event(
-    events: &mut UnboundedReceiver<SessionEvent>,
+    events: &mut Receiver<SessionEvent>,
     limit: Duration,
 ) -> SessionEventKind {
     let deadline = Instant::now() + limit;

@@ -14,9 +14,9 @@ use sotto::{
 };
 use sotto_actors::decode::{FileDecoder, PassEnd};
 use sotto_integration::*;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
-type Events = UnboundedReceiver<SessionEvent>;
+type Events = Receiver<SessionEvent>;
 
 fn decode(path: &Path, rate: u32, channels: usize) -> (Vec<f32>, PassEnd) {
     FileDecoder::open(path, rate, channels)

@@ -14,9 +14,9 @@ use sotto::{
 };
 use sotto_integration::*;
 use sotto_rt::fade_gain;
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
-type Events = UnboundedReceiver<SessionEvent>;
+type Events = Receiver<SessionEvent>;
 
 async fn setup(config: SessionConfig) -> (Engine, SessionHandle, Events) {
     let engine = Engine::start(EngineConfig::default()).await.unwrap();
@@ -760,4 +760,30 @@ fn engine_and_handle_work_from_spawned_tasks() {
     });
     assert!(out[..480].iter().all(|&v| v == 0.5));
     assert!(out[480..].iter().all(|&v| v == 0.0));
+}
+
+/// SPEC R4: an event stream nobody reads holds at most its bound; newer
+/// events are dropped and counted, and other streams still get them all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unread_event_stream_stays_bounded() {
+    let engine = Engine::start(EngineConfig::default()).await.unwrap();
+    let s = engine
+        .create_session(SessionConfig::default())
+        .await
+        .unwrap();
+    let unread = s.events();
+    let mut read = s.events();
+    let mut seen = 0usize;
+    for _ in 0..2_200 {
+        s.pause().unwrap();
+        s.resume().unwrap();
+        engine.settle().await.unwrap();
+        engine.render(480).await.unwrap();
+        engine.settle().await.unwrap();
+        seen += drain(&mut read).len();
+    }
+    assert_eq!(seen, 4_400);
+    assert_eq!(unread.len(), sotto_actors::session::EVENT_QUEUE);
+    assert_eq!(s.events_dropped(), 4_400 - 4_096);
+    engine.shutdown().await;
 }
