@@ -32,9 +32,10 @@ pub struct Telemetry {
 }
 
 /// Buckets of [`RenderTimes`], each this many ns wide.
-const BUCKET_NS: u64 = 2_000;
-/// Buckets: 0 to 2 ms in 2 µs steps, the last one holding everything above.
-const BUCKETS: usize = 1_000;
+const BUCKET_NS: u64 = 4_000;
+/// Buckets: 0 to 16 ms in 4 µs steps, the last one holding everything
+/// above (32 KiB per renderer).
+const BUCKETS: usize = 4_096;
 
 /// A histogram of block render times: fixed buckets, filled without a
 /// lock or an allocation, read while it fills.
