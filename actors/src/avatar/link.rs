@@ -95,6 +95,9 @@ pub struct LinkStats {
     pub chunks_sent: AtomicU64,
     /// Sends that failed.
     pub send_errors: AtomicU64,
+    /// PCM chunks dropped because the peer stalled and the send buffer
+    /// was full.
+    pub chunks_dropped: AtomicU64,
     /// Acknowledgements received.
     pub acks: AtomicU64,
     /// Acknowledgements that timed out.
@@ -299,13 +302,21 @@ impl LinkState {
             }),
         );
         for chunk in chunks(&self.pcm) {
-            match self.audio.send(BytesMut::from(chunk)).await {
+            match self.audio.try_send(BytesMut::from(chunk)).await {
                 Ok(()) => {
                     self.args
                         .stats
                         .bytes_sent
                         .fetch_add(chunk.len() as u64, Ordering::Relaxed);
                     self.args.stats.chunks_sent.fetch_add(1, Ordering::Relaxed);
+                }
+                // The channel is unreliable anyway: a stalled peer loses
+                // audio rather than growing memory.
+                Err(webrtc::error::Error::ErrSendBufferFull) => {
+                    self.args
+                        .stats
+                        .chunks_dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
                 // A closed channel stops sending without a storm (SPEC A3):
                 // the connection watch reports it once.

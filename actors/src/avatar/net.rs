@@ -13,6 +13,9 @@ use webrtc::peer_connection::{
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
 };
 
+/// Bytes a data channel may hold unsent: 20 s of 24 kHz mono s16.
+pub const SEND_BUFFER: usize = 1 << 20;
+
 /// How long candidate gathering may take on loopback.
 const GATHER_LIMIT: Duration = Duration::from_secs(5);
 
@@ -84,6 +87,8 @@ pub async fn loopback_peer() -> Result<(Peer, PeerEvents), NetError> {
             channels: channels_tx,
         }))
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        // A stalled peer cannot grow a sender's memory past this.
+        .with_data_channel_send_buffer_limit(SEND_BUFFER)
         .build()
         .await
         .map_err(NetError::from)?;
