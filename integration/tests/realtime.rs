@@ -129,7 +129,9 @@ seconds = 0.9
     let p = Scenario::parse(text, "race-free.toml", std::path::Path::new(".")).unwrap();
     let offline = p.render(RenderClock::Offline).await.unwrap();
     let live = p.render(RenderClock::Virtual).await.unwrap();
-    assert_eq!(live.late_blocks, 0);
+    // Every step is applied before the clock starts, so a block finished
+    // late (this binary's other tests share the two cores) changes when
+    // samples are made, not which: lateness is the keep-up test's subject.
     assert_eq!(offline.samples.len(), live.samples.len());
     assert!(offline
         .samples
