@@ -157,49 +157,50 @@ struct Holder {
 impl Holder {
     /// The whole f32 callback, audited.
     fn callback(&mut self, out: &mut [f32], latency: Option<std::time::Duration>) {
-        let telemetry = Arc::clone(&self.telemetry);
-        audit(&telemetry.alloc_violations, || self.render(out, latency));
+        // Borrowed field by field: the audit reads the counters while the
+        // body renders, with no reference count touched on the audio thread.
+        let Self {
+            renderer,
+            telemetry,
+            running,
+            reverse,
+            channels,
+            ..
+        } = self;
+        audit(&telemetry.alloc_violations, || {
+            match renderer.as_mut() {
+                Some(r) if running.load(Ordering::Acquire) => guarded_render(r, out, telemetry),
+                _ => out.fill(0.0),
+            }
+            reverse.push_mono(out, *channels);
+            reverse.set_latency(latency);
+        });
     }
 
     /// The whole i16 callback, audited.
     fn callback_i16(&mut self, out: &mut [i16], latency: Option<std::time::Duration>) {
-        let telemetry = Arc::clone(&self.telemetry);
+        let Self {
+            renderer,
+            telemetry,
+            running,
+            scratch,
+            reverse,
+            channels,
+            ..
+        } = self;
         audit(&telemetry.alloc_violations, || {
-            self.render_i16(out, latency)
-        });
-    }
-
-    fn render(&mut self, out: &mut [f32], latency: Option<std::time::Duration>) {
-        match self.renderer.as_mut() {
-            Some(r) if self.running.load(Ordering::Acquire) => {
-                guarded_render(r, out, &self.telemetry);
-            }
-            _ => out.fill(0.0),
-        }
-        self.reverse.push_mono(out, self.channels);
-        self.reverse.set_latency(latency);
-    }
-
-    fn render_i16(&mut self, out: &mut [i16], latency: Option<std::time::Duration>) {
-        let running = self.running.load(Ordering::Acquire);
-        match self.renderer.as_mut() {
-            Some(r) if running => render_i16(
-                r,
-                &self.telemetry,
-                &mut self.scratch,
-                out,
-                Some((&mut self.reverse, self.channels)),
-            ),
-            _ => {
-                out.fill(0);
-                // Silence reached the speaker too.
-                let silence = [0.0; 256];
-                for piece in out.chunks(silence.len() * self.channels) {
-                    self.reverse.push(&silence[..piece.len() / self.channels]);
+            match renderer.as_mut() {
+                Some(r) if running.load(Ordering::Acquire) => {
+                    render_i16(r, telemetry, scratch, out, Some((reverse, *channels)));
+                }
+                _ => {
+                    out.fill(0);
+                    // Silence reached the speaker too.
+                    reverse.push_silence(out.len() / (*channels).max(1));
                 }
             }
-        }
-        self.reverse.set_latency(latency);
+            reverse.set_latency(latency);
+        });
     }
 }
 

@@ -124,6 +124,15 @@ impl TapWriter {
         self.account(data.len(), data.len() - n);
     }
 
+    /// Pushes `n` samples of silence. Runs on the audio thread.
+    pub fn push_silence(&mut self, n: usize) {
+        let fit = n.min(self.samples.slots());
+        if let Ok(chunk) = self.samples.write_chunk_uninit(fit) {
+            chunk.fill_from_iter(std::iter::repeat(0.0));
+        }
+        self.account(n, n - fit);
+    }
+
     /// Pushes the mono mix of `channels`-channel frames. Runs on the audio
     /// thread.
     pub fn push_mono(&mut self, data: &[f32], channels: usize) {
