@@ -18,6 +18,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::decode::{DecodeError, FileDecoder, PassEnd};
+use crate::restart::contain;
 use crate::session::{Input, SessionEvent, SessionEventKind, SessionMsg, SessionShared};
 
 /// Frames decoded per chunk fed to a session (about 100 ms at 24 kHz).
@@ -191,31 +192,49 @@ impl Actor for BackgroundLoader {
         msg: LoaderMsg,
         state: &mut LoaderState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            LoaderMsg::Start(reply) => {
-                let result = state.start().await;
-                if let Err(e) = &result {
-                    state.emit(SessionEventKind::BackgroundError {
-                        source: state.args.id,
-                        message: e.to_string(),
-                    });
-                }
-                let _ = reply.send(result);
-            }
-            LoaderMsg::Stop(reply) => {
-                state.stop().await;
-                let _ = reply.send(());
-            }
-            LoaderMsg::SetVolume(volume, reply) => {
-                let _ = reply.send(state.set_volume(volume));
-            }
-            LoaderMsg::Panic => panic!("injected background loader fault"),
+        // The feed runs on its own threads and the config is kept: a fault
+        // while handling one message leaves both, so the loader restarts in
+        // place and the bed plays on.
+        if let Err(why) = contain(state.handle(msg)).await {
+            state
+                .args
+                .session
+                .renderer
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+            state.emit(SessionEventKind::BackgroundError {
+                source: state.args.id,
+                message: format!("background loader restarted after a fault: {why}"),
+            });
         }
         Ok(())
     }
 }
 
 impl LoaderState {
+    async fn handle(&mut self, msg: LoaderMsg) {
+        match msg {
+            LoaderMsg::Start(reply) => {
+                let result = self.start().await;
+                if let Err(e) = &result {
+                    self.emit(SessionEventKind::BackgroundError {
+                        source: self.args.id,
+                        message: e.to_string(),
+                    });
+                }
+                let _ = reply.send(result);
+            }
+            LoaderMsg::Stop(reply) => {
+                self.stop().await;
+                let _ = reply.send(());
+            }
+            LoaderMsg::SetVolume(volume, reply) => {
+                let _ = reply.send(self.set_volume(volume));
+            }
+            LoaderMsg::Panic => panic!("injected background loader fault"),
+        }
+    }
+
     fn emit(&self, kind: SessionEventKind) {
         emit(&self.args.session, kind);
     }

@@ -10,7 +10,7 @@ use symphonia::core::codecs::CodecParameters;
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::probe::Hint;
 use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
-use symphonia::core::io::{MediaSourceStream, MediaSourceStreamOptions};
+use symphonia::core::io::{MediaSource, MediaSourceStream, MediaSourceStreamOptions};
 use symphonia::core::meta::MetadataOptions;
 
 use crate::ingest::{remix_with, Resample};
@@ -150,7 +150,40 @@ impl FileDecoder {
         if len == 0 {
             return Err(DecodeError::Empty(path.to_owned()));
         }
-        let mss = MediaSourceStream::new(Box::new(file), MediaSourceStreamOptions::default());
+        Self::from_source(path, Box::new(file), out_rate, out_channels)
+    }
+
+    /// Decodes `bytes` held in memory as if they were the file `name` (its
+    /// extension is a hint to the prober) at `out_rate` and `out_channels`.
+    ///
+    /// # Errors
+    /// As [`FileDecoder::open`], naming `name`.
+    pub fn from_bytes(
+        name: &Path,
+        bytes: Vec<u8>,
+        out_rate: u32,
+        out_channels: usize,
+    ) -> Result<Self, DecodeError> {
+        if bytes.is_empty() {
+            return Err(DecodeError::Empty(name.to_owned()));
+        }
+        let source = Box::new(std::io::Cursor::new(bytes));
+        Self::from_source(name, source, out_rate, out_channels)
+    }
+
+    fn from_source(
+        path: &Path,
+        source: Box<dyn MediaSource>,
+        out_rate: u32,
+        out_channels: usize,
+    ) -> Result<Self, DecodeError> {
+        if out_channels == 0 {
+            return Err(DecodeError::Unsupported {
+                path: path.to_owned(),
+                reason: "zero output channels".into(),
+            });
+        }
+        let mss = MediaSourceStream::new(source, MediaSourceStreamOptions::default());
         let mut hint = Hint::new();
         if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
             hint.with_extension(ext);
@@ -279,6 +312,15 @@ impl FileDecoder {
             return self.finish(out, PassEnd::Damaged(reason));
         }
         buf.copy_to_vec_interleaved::<f32>(&mut self.decoded);
+        // A float file can hold NaN, infinities or values far past full
+        // scale; they must not reach the resampler or the mix.
+        for s in &mut self.decoded {
+            *s = if s.is_finite() {
+                s.clamp(-1.0, 1.0)
+            } else {
+                0.0
+            };
+        }
         self.decoded_frames += (self.decoded.len() / in_ch) as u64;
         let start = out.len();
         match &mut self.resample {

@@ -8,6 +8,7 @@
 //! and move nothing. Every output the manager opens publishes its reverse
 //! stream for echo cancellation, so an echo path re-binds by itself.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,6 +20,7 @@ use tokio::task::JoinHandle;
 use crate::driver::device::{default_output_name, DeviceError, DeviceOutput};
 use crate::driver::virtual_clock::VirtualClock;
 use crate::echo_link::ReverseSlot;
+use crate::restart::contain;
 
 /// How often the manager looks at the stream.
 const WATCH_PERIOD: Duration = Duration::from_millis(10);
@@ -65,13 +67,16 @@ pub struct DeviceManagerArgs {
     pub reverse: Arc<ReverseSlot>,
 }
 
+/// Device moves a listener may leave unread before newer ones are dropped.
+pub const DEVICE_EVENT_QUEUE: usize = 256;
+
 /// Messages to the device manager.
 #[derive(Debug)]
 pub enum DeviceMsg {
     /// Look at the stream (sent by the manager's own timer).
     Watch,
     /// Send every later move to this listener.
-    Subscribe(mpsc::UnboundedSender<DeviceEvent>),
+    Subscribe(mpsc::Sender<DeviceEvent>),
     /// Start a deferred stream's rendering.
     Run(RpcReplyPort<()>),
     /// Fault injection: the stream reports an underrun (`true`) or a
@@ -84,6 +89,8 @@ pub enum DeviceMsg {
     Playing(RpcReplyPort<Option<String>>),
     /// Close everything; the renderer is dropped.
     Stop(RpcReplyPort<()>),
+    /// Fault injection for supervision tests: handling it panics.
+    Panic,
 }
 
 /// Where the renderer is.
@@ -100,7 +107,7 @@ pub struct DeviceManagerState {
     telemetry: Arc<Telemetry>,
     block_frames: usize,
     reverse: Arc<ReverseSlot>,
-    listeners: Vec<mpsc::UnboundedSender<DeviceEvent>>,
+    listeners: Vec<mpsc::Sender<DeviceEvent>>,
     default_override: Option<String>,
     last_try: Instant,
     last_default: Instant,
@@ -152,11 +159,26 @@ impl Actor for DeviceManager {
         msg: DeviceMsg,
         state: &mut DeviceManagerState,
     ) -> Result<(), ActorProcessingErr> {
+        // The stream, the renderer inside it and the listeners outlive a
+        // fault: restarting in place keeps the audio thread running.
+        if let Err(why) = contain(async { state.handle(msg) }).await {
+            state
+                .telemetry
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %why, "device manager fault; restarted in place");
+        }
+        Ok(())
+    }
+}
+
+impl DeviceManagerState {
+    fn handle(&mut self, msg: DeviceMsg) {
         match msg {
-            DeviceMsg::Watch => state.watch(),
-            DeviceMsg::Subscribe(tx) => state.listeners.push(tx),
+            DeviceMsg::Watch => self.watch(),
+            DeviceMsg::Subscribe(tx) => self.listeners.push(tx),
             DeviceMsg::Run(reply) => {
-                match &state.playing {
+                match &self.playing {
                     Playing::Device(output) => output.run(),
                     Playing::Virtual(clock) => clock.run(),
                     Playing::Stopped => {}
@@ -164,7 +186,7 @@ impl Actor for DeviceManager {
                 let _ = reply.send(());
             }
             DeviceMsg::InjectFault(underrun, reply) => {
-                let playing = match &state.playing {
+                let playing = match &self.playing {
                     Playing::Device(output) => {
                         output.inject_error(underrun);
                         true
@@ -174,23 +196,23 @@ impl Actor for DeviceManager {
                 let _ = reply.send(playing);
             }
             DeviceMsg::InjectDefault(name) => {
-                state.default_override = name;
+                self.default_override = name;
                 // Look at once rather than at the next period.
-                state.last_default = Instant::now() - DEFAULT_PERIOD;
+                self.last_default = Instant::now() - DEFAULT_PERIOD;
             }
             DeviceMsg::Playing(reply) => {
-                let name = match &state.playing {
+                let name = match &self.playing {
                     Playing::Device(output) => Some(output.name().to_owned()),
                     _ => None,
                 };
                 let _ = reply.send(name);
             }
             DeviceMsg::Stop(reply) => {
-                state.stop();
+                self.stop();
                 let _ = reply.send(());
             }
+            DeviceMsg::Panic => panic!("injected device manager fault"),
         }
-        Ok(())
     }
 }
 
@@ -215,7 +237,17 @@ impl DeviceManagerState {
         };
         if let Some(event) = event {
             tracing::warn!(?event, "device move");
-            self.listeners.retain(|tx| tx.send(event.clone()).is_ok());
+            // A listener that stopped reading loses moves rather than
+            // growing memory; one that went away is forgotten.
+            self.listeners
+                .retain(|tx| match tx.try_send(event.clone()) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        tracing::warn!("device event listener full; event dropped");
+                        true
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                });
         }
     }
 

@@ -190,9 +190,10 @@ fn decode(input: &InputFormat, out_ch: usize, bytes: &[u8], out: &mut Vec<f32>) 
         SampleFormat::F32 => decode_with::<4>(input.channels, out_ch, bytes, out, |b| {
             let v = f32::from_le_bytes(*b);
             // NaN or infinity from a broken synthesiser becomes silence, not
-            // a poisoned mix.
+            // a poisoned mix; beyond full scale is clipped here, so no
+            // resampler or mixer arithmetic downstream can overflow.
             if v.is_finite() {
-                v
+                v.clamp(-1.0, 1.0)
             } else {
                 0.0
             }

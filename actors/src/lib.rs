@@ -15,6 +15,7 @@ pub mod echo_link;
 pub mod ingest;
 pub mod pump;
 pub mod quiesce;
+pub mod restart;
 pub mod session;
 pub mod sink;
 pub mod supervisor;

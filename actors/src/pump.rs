@@ -7,10 +7,11 @@ use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use rtrb::Consumer;
-use sotto_rt::{Event, SessionId, Voice};
+use sotto_rt::{Event, SessionId, Telemetry, Voice};
 use tokio::sync::oneshot;
 
 use crate::quiesce::{HandledGuard, Quiescence};
+use crate::restart::contain;
 use crate::session::{SessionMsg, SessionShared};
 
 /// Messages of the event pump.
@@ -21,6 +22,8 @@ pub enum PumpMsg {
     Route(Arc<SessionShared>),
     /// Stop routing a session.
     Unroute(SessionId),
+    /// Fault injection for supervision tests: handling it panics.
+    Panic,
 }
 
 impl std::fmt::Debug for PumpMsg {
@@ -29,6 +32,7 @@ impl std::fmt::Debug for PumpMsg {
             Self::Pump(_) => f.write_str("Pump"),
             Self::Route(s) => write!(f, "Route({:?})", s.id),
             Self::Unroute(id) => write!(f, "Unroute({id:?})"),
+            Self::Panic => f.write_str("Panic"),
         }
     }
 }
@@ -43,6 +47,8 @@ pub struct PumpArgs {
     pub max_sessions: usize,
     /// The engine-wide in-flight count.
     pub quiesce: Arc<Quiescence>,
+    /// Where a recovered fault is counted.
+    pub telemetry: Arc<Telemetry>,
 }
 
 /// The event pump actor.
@@ -55,6 +61,7 @@ pub struct PumpState {
     retired_rx: Consumer<Box<Voice>>,
     routes: Vec<Option<Arc<SessionShared>>>,
     quiesce: Arc<Quiescence>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// Sends a message to the pump, counted for quiescence.
@@ -82,6 +89,7 @@ impl Actor for EventPump {
             retired_rx: args.retired_rx,
             routes: (0..args.max_sessions).map(|_| None).collect(),
             quiesce: args.quiesce,
+            telemetry: args.telemetry,
         })
     }
 
@@ -93,29 +101,42 @@ impl Actor for EventPump {
     ) -> Result<(), ActorProcessingErr> {
         let q = Arc::clone(&state.quiesce);
         let _handled = HandledGuard::new(&q, None);
-        match msg {
-            PumpMsg::Pump(reply) => {
-                state.pump();
-                if let Some(reply) = reply {
-                    let _ = reply.send(());
-                }
-            }
-            PumpMsg::Route(shared) => {
-                if let Some(slot) = state.routes.get_mut(shared.id.index()) {
-                    *slot = Some(shared);
-                }
-            }
-            PumpMsg::Unroute(id) => {
-                if let Some(slot) = state.routes.get_mut(id.index()) {
-                    *slot = None;
-                }
-            }
+        // The rings and routes are all the pump has, and a panic leaves
+        // both usable: restarting in place is going on with them.
+        if let Err(why) = contain(async { state.handle(msg) }).await {
+            state
+                .telemetry
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::error!(error = %why, "event pump fault; restarted in place");
         }
         Ok(())
     }
 }
 
 impl PumpState {
+    fn handle(&mut self, msg: PumpMsg) {
+        match msg {
+            PumpMsg::Pump(reply) => {
+                self.pump();
+                if let Some(reply) = reply {
+                    let _ = reply.send(());
+                }
+            }
+            PumpMsg::Route(shared) => {
+                if let Some(slot) = self.routes.get_mut(shared.id.index()) {
+                    *slot = Some(shared);
+                }
+            }
+            PumpMsg::Unroute(id) => {
+                if let Some(slot) = self.routes.get_mut(id.index()) {
+                    *slot = None;
+                }
+            }
+            PumpMsg::Panic => panic!("injected event pump fault"),
+        }
+    }
+
     fn pump(&mut self) {
         while let Ok(event) = self.event_rx.pop() {
             let Some(Some(shared)) = self.routes.get(event.session.index()) else {

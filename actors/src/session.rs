@@ -382,6 +382,9 @@ pub enum SessionMsg {
     Tick,
     /// Fault injection for supervision tests.
     Panic,
+    /// Fault injection for supervision tests: the next push panics while
+    /// its bytes are being converted.
+    PanicInIngest,
     /// Frames already at the output format from a background feed, into
     /// `input`, with backpressure like [`SessionMsg::Push`]. The sender
     /// counts as busy for quiescence once the reply is sent; it must call
@@ -696,6 +699,8 @@ pub struct SessionState {
     clock: Arc<sotto_rt::Telemetry>,
     ingest: Ingest,
     background_ingest: Ingest,
+    /// Fault injection: the next conversion panics.
+    ingest_fault: bool,
     pending: VecDeque<Pending>,
     background_pending: VecDeque<Pending>,
     /// Decoded frames of the push being handled; kept for its capacity.
@@ -738,6 +743,7 @@ impl Actor for Session {
             clock: args.clock,
             ingest,
             background_ingest,
+            ingest_fault: false,
             pending: VecDeque::new(),
             background_pending: VecDeque::new(),
             decoded: Vec::new(),
@@ -839,6 +845,7 @@ impl Actor for Session {
             SessionMsg::Rendered(event) => state.rendered(event),
             SessionMsg::Tick => {}
             SessionMsg::Panic => panic!("injected session fault"),
+            SessionMsg::PanicInIngest => state.ingest_fault = true,
             SessionMsg::PushFrames {
                 input,
                 frames,
@@ -931,6 +938,10 @@ impl SessionState {
         }
         let mut frames = std::mem::take(&mut self.decoded);
         frames.clear();
+        assert!(
+            !std::mem::take(&mut self.ingest_fault),
+            "injected ingest fault"
+        );
         match input {
             Input::Speech => self.ingest.push(bytes, &mut frames),
             Input::Background => self.background_ingest.push(bytes, &mut frames),

@@ -87,6 +87,18 @@ impl AvatarHandle {
         })
     }
 
+    /// Fault injection for supervision tests: the link actor panics while
+    /// handling a message.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`] when the link is gone.
+    #[doc(hidden)]
+    pub fn inject_fault(&self) -> Result<(), EngineError> {
+        self.link
+            .send_message(LinkMsg::Panic)
+            .map_err(|_| EngineError::Stopped)
+    }
+
     /// Whether the link is up.
     #[must_use]
     pub fn is_connected(&self) -> bool {

@@ -7,7 +7,9 @@ use std::time::Duration;
 use ractor::{Actor, ActorRef};
 use rtrb::{Consumer, RingBuffer};
 use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
-use sotto_actors::device_manager::{DeviceEvent, DeviceManager, DeviceManagerArgs, DeviceMsg};
+use sotto_actors::device_manager::{
+    DeviceEvent, DeviceManager, DeviceManagerArgs, DeviceMsg, DEVICE_EVENT_QUEUE,
+};
 use sotto_actors::driver::device::{DeviceError, DeviceInput, DeviceOutput, InputConfig};
 use sotto_actors::driver::offline::OfflineDriver;
 use sotto_actors::driver::virtual_clock::VirtualClock;
@@ -200,6 +202,7 @@ impl Engine {
                 retired_rx: control.retired_rx,
                 max_sessions: config.max_sessions,
                 quiesce: Arc::clone(&quiesce),
+                telemetry: Arc::clone(&telemetry),
             },
         )
         .await
@@ -353,10 +356,11 @@ impl Engine {
     }
 
     /// Moves of the renderer between outputs (SPEC D6), from now on. The
-    /// stream ends at once when the engine plays no device.
+    /// stream ends at once when the engine plays no device. At most
+    /// [`DEVICE_EVENT_QUEUE`] unread moves are kept; later ones are dropped.
     #[must_use]
-    pub fn device_events(&self) -> mpsc::UnboundedReceiver<DeviceEvent> {
-        let (tx, rx) = mpsc::unbounded_channel();
+    pub fn device_events(&self) -> mpsc::Receiver<DeviceEvent> {
+        let (tx, rx) = mpsc::channel(DEVICE_EVENT_QUEUE);
         if let Some(manager) = &self.inner.device {
             let _ = manager.send_message(DeviceMsg::Subscribe(tx));
         }
@@ -373,6 +377,34 @@ impl Engine {
             return Ok(None);
         };
         ractor::call!(manager, DeviceMsg::Playing).map_err(|_| EngineError::Stopped)
+    }
+
+    /// Fault injection for supervision tests: the event pump panics while
+    /// handling a message.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`] after shutdown.
+    #[doc(hidden)]
+    pub fn inject_pump_fault(&self) -> Result<(), EngineError> {
+        send_pump(&self.inner.pump, &self.inner.quiesce, PumpMsg::Panic)
+            .then_some(())
+            .ok_or(EngineError::Stopped)
+    }
+
+    /// Fault injection for supervision tests: the device manager panics
+    /// while handling a message.
+    ///
+    /// # Errors
+    /// [`EngineError::WrongClock`] when no device manager runs;
+    /// [`EngineError::Stopped`] after shutdown.
+    #[doc(hidden)]
+    pub fn inject_device_manager_fault(&self) -> Result<(), EngineError> {
+        let Some(manager) = &self.inner.device else {
+            return Err(EngineError::WrongClock("device"));
+        };
+        manager
+            .send_message(DeviceMsg::Panic)
+            .map_err(|_| EngineError::Stopped)
     }
 
     /// Fault injection for tests: the device stream reports an underrun

@@ -284,4 +284,14 @@ impl SessionHandle {
     pub fn inject_fault(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::Panic)
     }
+
+    /// Makes the session's next push panic while its bytes are converted,
+    /// to exercise supervision of the ingest path.
+    ///
+    /// # Errors
+    /// [`SessionError::Closed`].
+    #[doc(hidden)]
+    pub fn inject_ingest_fault(&self) -> Result<(), SessionError> {
+        self.send(SessionMsg::PanicInIngest)
+    }
 }

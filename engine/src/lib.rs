@@ -38,7 +38,7 @@ pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::avatar;
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::decode::DecodeError;
-pub use sotto_actors::device_manager::DeviceEvent;
+pub use sotto_actors::device_manager::{DeviceEvent, DEVICE_EVENT_QUEUE};
 pub use sotto_actors::driver::device::{
     devices, DeviceError, DeviceInfo, DeviceInput, InputConfig, InputFrame,
 };

@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: generated audio and event capture.
 
+pub mod fuzz;
+
 use sotto::{SessionEvent, SessionEventKind};
 use tokio::sync::mpsc::Receiver;
 

@@ -101,6 +101,49 @@ fn a_file_device_plays_exactly_what_offline_renders() {
             "the device output differs from the offline render"
         );
 
+        // The device manager fails 100 times while the device plays (SPEC
+        // R2): it restarts in place each time, the audio thread never stops
+        // and the file is again exactly the offline render.
+        let engine = Engine::start(EngineConfig {
+            clock: Clock::Device {
+                name: Some("sotto_file".into()),
+                deferred: true,
+            },
+            ..EngineConfig::default()
+        })
+        .await
+        .unwrap();
+        let s = engine
+            .create_session(SessionConfig::default())
+            .await
+            .unwrap();
+        let _ = s.push(speech.clone());
+        engine.settle().await.unwrap();
+        engine.run_clock().await.unwrap();
+        let t = engine.telemetry();
+        for i in 0..100 {
+            engine.inject_device_manager_fault().unwrap();
+            // It answers again once restarted; the stream is the same one.
+            let playing = engine.playing_device().await.unwrap();
+            assert_eq!(playing.as_deref(), Some("sotto_file"), "after fault {i}");
+        }
+        assert_eq!(t.actor_restarts.load(Ordering::Relaxed), 100);
+        wait_for_clock(&engine, 24_000).await;
+        assert!(!t.poisoned.load(Ordering::Relaxed));
+        assert_eq!(t.alloc_violations.load(Ordering::Relaxed), 0);
+        engine.shutdown().await;
+        let bytes = std::fs::read(&raw).unwrap();
+        let played: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect();
+        let start = played.iter().position(|&v| v != 0.0).unwrap();
+        assert!(played.len() >= start + n, "the file is short");
+        assert!(
+            played[start..start + n] == reference[ref_start..],
+            "faults in the device manager changed what the device played"
+        );
+
         // A failing stream (SPEC D6): the renderer moves to the virtual
         // clock and back to the device, and no frame of queued speech is
         // lost on the way. An underrun only counts.
@@ -129,7 +172,7 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         engine.run_clock().await.unwrap();
         engine.inject_device_fault(true).await.unwrap();
         engine.inject_device_fault(false).await.unwrap();
-        let next = |moves: &mut tokio::sync::mpsc::UnboundedReceiver<sotto::DeviceEvent>| {
+        let next = |moves: &mut tokio::sync::mpsc::Receiver<sotto::DeviceEvent>| {
             let got = moves.try_recv();
             got.ok()
         };

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use assert_no_alloc::AllocDisabler;
 use sotto::{Clock, DeviceEvent, EchoConfig, Engine, EngineConfig, InputConfig, SessionConfig};
 use sotto_integration::{scratch_dir, tone_s16, use_alsa_config};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 
 /// Counts allocations on threads that forbid them: the audio callbacks.
 #[global_allocator]
@@ -29,7 +29,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-async fn next_move(moves: &mut UnboundedReceiver<DeviceEvent>) -> DeviceEvent {
+async fn next_move(moves: &mut Receiver<DeviceEvent>) -> DeviceEvent {
     tokio::time::timeout(Duration::from_secs(20), moves.recv())
         .await
         .expect("a device move")

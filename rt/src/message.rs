@@ -13,6 +13,10 @@ pub enum Command {
     RemoveVoice(SessionId),
     /// Choose how the master sum is kept inside full scale.
     SetMasterSaturation(Saturation),
+    /// Fault injection (feature `fault-injection`, test builds only): the
+    /// render call that sees it panics.
+    #[cfg(feature = "fault-injection")]
+    Panic,
 }
 
 /// Control → one voice, through that voice's own command ring.

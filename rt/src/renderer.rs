@@ -281,6 +281,8 @@ impl Renderer {
                     }
                 }
                 Command::SetMasterSaturation(s) => self.saturation = s,
+                #[cfg(feature = "fault-injection")]
+                Command::Panic => panic!("injected renderer fault"),
             }
         }
     }

@@ -25,6 +25,8 @@ pub struct Telemetry {
     pub alloc_violations: AtomicU64,
     /// Set when a render call panicked; the driver outputs silence after it.
     pub poisoned: AtomicBool,
+    /// Faults (panics) the control actors recovered from by restarting.
+    pub actor_restarts: AtomicU64,
     /// Peak absolute sample of the last block, after saturation.
     pub peak: AtomicF32,
     /// How long each block took to render, as a real-time driver timed it.

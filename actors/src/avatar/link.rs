@@ -22,6 +22,7 @@ use super::net::{complete_local, connected, loopback_peer, NetError, Peer};
 use super::proto::{
     chunks, Control, JoinRequest, JoinResponse, StreamEnded, AUDIO_LABEL, CONTROL_LABEL, INTERRUPT,
 };
+use crate::restart::contain;
 use crate::session::{SessionEvent, SessionEventKind, SessionMsg, SessionShared};
 use crate::sink::{AudioSink, SinkError};
 
@@ -132,6 +133,8 @@ pub enum LinkMsg {
     CheckAck(u64, u32),
     /// The connection is gone.
     Closed(String),
+    /// Fault injection for supervision tests: handling it panics.
+    Panic,
 }
 
 /// What the link actor starts with.
@@ -221,70 +224,85 @@ impl Actor for AvatarLink {
         msg: LinkMsg,
         state: &mut LinkState,
     ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            LinkMsg::Audio(frames) => state.send_audio(&frames).await,
-            LinkMsg::SegmentEnd => {
-                let id = state.current;
-                state.current += 1;
-                state.pending.push(id);
-                state
-                    .counts
-                    .push((id, std::mem::take(&mut state.segment_samples)));
-                state.send_segment_end(id).await;
-                myself.send_after(state.args.config.ack_timeout, move || {
-                    LinkMsg::CheckAck(id, 0)
-                });
-            }
-            LinkMsg::Interrupt => {
-                state.segment_samples = 0;
-                if state.control.send_text(INTERRUPT).await.is_err() {
-                    state.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            LinkMsg::Ack(ack) => state.acked(&ack),
-            LinkMsg::CheckAck(id, tries) => {
-                if state.pending.contains(&id) {
-                    state
-                        .args
-                        .stats
-                        .ack_timeouts
-                        .fetch_add(1, Ordering::Relaxed);
-                    emit(
-                        &state.args.session,
-                        SessionEventKind::AvatarAckTimeout { segment: id },
-                    );
-                    if tries == 0 {
-                        // The end may have been lost: say it again, once.
-                        state.send_segment_end(id).await;
-                        myself.send_after(state.args.config.ack_timeout, move || {
-                            LinkMsg::CheckAck(id, 1)
-                        });
-                    } else {
-                        state.forget(id);
-                    }
-                }
-            }
-            LinkMsg::Closed(reason) => {
-                if state.args.alive.swap(false, Ordering::AcqRel) {
-                    emit(
-                        &state.args.session,
-                        SessionEventKind::AvatarDisconnected {
-                            reason: reason.clone(),
-                        },
-                    );
-                    let _ = state.args.session.send(SessionMsg::RemoveSink {
-                        name: state.args.sink_name.clone(),
-                        reason: Some(format!("avatar link dropped: {reason}")),
-                    });
-                }
-                myself.stop(None);
-            }
+        // The peer, its channels and the pending acks are kept: a fault
+        // while handling one message restarts the link in place, still
+        // connected, and the session hears about it.
+        if let Err(why) = contain(state.handle(&myself, msg)).await {
+            let session = &state.args.session;
+            session
+                .renderer
+                .actor_restarts
+                .fetch_add(1, Ordering::Relaxed);
+            emit(
+                session,
+                SessionEventKind::Error {
+                    message: format!("avatar link restarted after a fault: {why}"),
+                },
+            );
         }
         Ok(())
     }
 }
 
 impl LinkState {
+    async fn handle(&mut self, myself: &ActorRef<LinkMsg>, msg: LinkMsg) {
+        match msg {
+            LinkMsg::Audio(frames) => self.send_audio(&frames).await,
+            LinkMsg::SegmentEnd => {
+                let id = self.current;
+                self.current += 1;
+                self.pending.push(id);
+                self.counts
+                    .push((id, std::mem::take(&mut self.segment_samples)));
+                self.send_segment_end(id).await;
+                myself.send_after(self.args.config.ack_timeout, move || {
+                    LinkMsg::CheckAck(id, 0)
+                });
+            }
+            LinkMsg::Interrupt => {
+                self.segment_samples = 0;
+                if self.control.send_text(INTERRUPT).await.is_err() {
+                    self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            LinkMsg::Ack(ack) => self.acked(&ack),
+            LinkMsg::CheckAck(id, tries) => {
+                if self.pending.contains(&id) {
+                    self.args.stats.ack_timeouts.fetch_add(1, Ordering::Relaxed);
+                    emit(
+                        &self.args.session,
+                        SessionEventKind::AvatarAckTimeout { segment: id },
+                    );
+                    if tries == 0 {
+                        // The end may have been lost: say it again, once.
+                        self.send_segment_end(id).await;
+                        myself.send_after(self.args.config.ack_timeout, move || {
+                            LinkMsg::CheckAck(id, 1)
+                        });
+                    } else {
+                        self.forget(id);
+                    }
+                }
+            }
+            LinkMsg::Closed(reason) => {
+                if self.args.alive.swap(false, Ordering::AcqRel) {
+                    emit(
+                        &self.args.session,
+                        SessionEventKind::AvatarDisconnected {
+                            reason: reason.clone(),
+                        },
+                    );
+                    let _ = self.args.session.send(SessionMsg::RemoveSink {
+                        name: self.args.sink_name.clone(),
+                        reason: Some(format!("avatar link dropped: {reason}")),
+                    });
+                }
+                myself.stop(None);
+            }
+            LinkMsg::Panic => panic!("injected avatar link fault"),
+        }
+    }
+
     fn forget(&mut self, id: u64) {
         if self.pending.contains(&id) {
             self.args.stats.settled.fetch_add(1, Ordering::AcqRel);

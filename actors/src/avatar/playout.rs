@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::proto::{Control, StreamEnded, INTERRUPT};
+use super::proto::{Control, StreamEnded, INTERRUPT, MAX_CHUNK};
 
 /// The video clock's rate (SPEC A7).
 pub const PTS_RATE: u64 = 90_000;
@@ -149,6 +149,9 @@ struct Marker {
 
 /// Ticks a segment end waits for audio that may have been lost.
 const LOST_AUDIO_TICKS: u32 = 25;
+
+/// Segments awaiting their end at once; more is a misbehaving peer.
+const MAX_MARKERS: usize = 1024;
 
 /// The avatar's playback of one connection.
 pub struct Playout {
@@ -297,13 +300,48 @@ impl Playout {
                     self.queue.push_back(i16::from_le_bytes([lo, 0]));
                     self.queued += 1;
                 }
-                let at = samples.map_or(self.queued, |n| self.boundary + n);
+                if self.markers.len() >= MAX_MARKERS {
+                    // A peer flooding segment ends must not grow memory.
+                    self.stats.malformed += 1;
+                    return None;
+                }
+                let at = samples.map_or(self.queued, |n| self.boundary.saturating_add(n));
                 self.boundary = at;
                 self.markers.push_back(Marker { at, id, starved: 0 });
                 None
             }
             _ => {
                 self.stats.malformed += 1;
+                None
+            }
+        }
+    }
+
+    /// One data-channel message as it arrived: binary PCM on the audio
+    /// channel, text on the control channel; anything else (text on the
+    /// audio channel, binary control, an oversized chunk, invalid UTF-8)
+    /// is counted as malformed. Returns the acknowledgement to send at once.
+    pub fn on_message(
+        &mut self,
+        control: bool,
+        text: bool,
+        data: &[u8],
+        now: Instant,
+    ) -> Option<StreamEnded> {
+        match (control, text) {
+            (false, false) if data.len() <= MAX_CHUNK => {
+                self.on_pcm(data, now);
+                None
+            }
+            (true, true) => match std::str::from_utf8(data) {
+                Ok(text) => self.on_text(text, now),
+                Err(_) => {
+                    self.on_malformed();
+                    None
+                }
+            },
+            _ => {
+                self.on_malformed();
                 None
             }
         }

@@ -18,7 +18,7 @@ use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 use super::net::{complete_local, loopback_peer, Peer, PeerEvents};
 use super::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
-use super::proto::{Control, JoinRequest, JoinResponse, CONTROL_LABEL, MAX_CHUNK};
+use super::proto::{Control, JoinRequest, JoinResponse, CONTROL_LABEL};
 use super::token;
 
 /// The voice track's frame period (SPEC A7).
@@ -295,21 +295,11 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
             Some(inbound) = inbox.recv() => match inbound {
                 Inbound::Message { control: on_control, text, data } => {
                     let now = Instant::now();
-                    match (on_control, text) {
-                        (false, false) if data.len() <= MAX_CHUNK => playout.on_pcm(&data, now),
-                        (true, true) if lost_segment_end(&shared, &data) => {}
-                        (true, true) => {
-                            let ack = std::str::from_utf8(&data)
-                                .ok()
-                                .and_then(|t| playout.on_text(t, now));
-                            if std::str::from_utf8(&data).is_err() {
-                                playout.on_malformed();
-                            }
-                            if let (Some(ack), Some(c)) = (ack, &control) {
-                                send_ack(c, ack).await;
-                            }
-                        }
-                        _ => playout.on_malformed(),
+                    if on_control && text && lost_segment_end(&shared, &data) {
+                        continue;
+                    }
+                    if let (Some(ack), Some(c)) = (playout.on_message(on_control, text, &data, now), &control) {
+                        send_ack(c, ack).await;
                     }
                 }
                 // The agent closed its control channel: it is gone.
