@@ -7,7 +7,7 @@ DEBIAN_PACKAGES := libasound2-dev pkg-config autoconf automake libtool libclang-
 # The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg.
 TEST_PACKAGES := ffmpeg
 
-.PHONY: demo test deps test-deps lint bench
+.PHONY: demo test deps test-deps lint bench fuzz fuzz-deps
 
 # Installs what building and running the programs needs.
 deps:
@@ -44,3 +44,23 @@ test: test-deps lint
 
 bench:
 	$(CARGO) bench -p sotto-benches
+
+# Fuzzing needs a nightly toolchain and cargo-fuzz; both are installed here
+# when missing. Each target runs FUZZ_SECONDS from its seeds and its corpus;
+# a crash stops the run and its input is left in fuzz/artifacts/TARGET/.
+FUZZ_SECONDS ?= 600
+FUZZ_TARGETS ?= ingest scenario avatar_messages token decode
+
+fuzz-deps: test-deps
+	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null 2>&1 || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-deps
+	cd fuzz && $(CARGO) +nightly fuzz build -O
+	@for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		echo "fuzzing $$t for $(FUZZ_SECONDS) s"; \
+		(cd fuzz && $(CARGO) +nightly fuzz run -O $$t corpus/$$t seeds/$$t -- \
+			-max_total_time=$(FUZZ_SECONDS) -timeout=20 -rss_limit_mb=4096 -print_final_stats=1) \
+			|| exit 1; \
+	done

@@ -73,6 +73,7 @@ impl AvatarHandle {
             link.clone(),
             Arc::clone(&alive),
             Arc::clone(&stats),
+            u64::from(sample_rate) * channels as u64,
         );
         if shared.send(SessionMsg::AddSink(Box::new(tee))).is_err() {
             link.stop(None);

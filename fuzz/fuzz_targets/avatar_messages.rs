@@ -1,4 +1,10 @@
 //! `cargo fuzz run avatar_messages`: the property is in `sotto_integration::fuzz::avatar_messages`.
-#![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| sotto_integration::fuzz::avatar_messages(data));
+
+#[path = "driver.rs"]
+mod driver;
+
+fn main() {
+    driver::run()
+}

@@ -136,3 +136,16 @@ pub fn use_alsa_config(dir: &std::path::Path, pcm: &str) {
     std::fs::write(&conf, format!("</usr/share/alsa/alsa.conf>\n{pcm}\n")).expect("alsa conf");
     std::env::set_var("ALSA_CONFIG_PATH", &conf);
 }
+
+/// This process's resident set size in KiB (Linux), 0 where unknown.
+#[must_use]
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}

@@ -108,7 +108,15 @@ pub struct LinkStats {
     /// Segments settled: acknowledged, cut by an interrupt, or given up
     /// on after a resend.
     pub settled: AtomicU64,
+    /// Samples handed to the link and not yet sent.
+    pub backlog: AtomicU64,
+    /// Samples dropped because the link was [`LINK_BACKLOG`] behind.
+    pub backlog_dropped: AtomicU64,
 }
+
+/// Audio the link may fall behind the session before newer audio is
+/// dropped: the mailbox between them is bounded by this.
+pub const LINK_BACKLOG: Duration = Duration::from_secs(5);
 
 impl LinkStats {
     /// Whether every segment ended so far has settled.
@@ -247,7 +255,11 @@ impl Actor for AvatarLink {
 impl LinkState {
     async fn handle(&mut self, myself: &ActorRef<LinkMsg>, msg: LinkMsg) {
         match msg {
-            LinkMsg::Audio(frames) => self.send_audio(&frames).await,
+            LinkMsg::Audio(frames) => {
+                let n = frames.len() as u64;
+                self.args.stats.backlog.fetch_sub(n, Ordering::AcqRel);
+                self.send_audio(&frames).await;
+            }
             LinkMsg::SegmentEnd => {
                 let id = self.current;
                 self.current += 1;
@@ -574,23 +586,27 @@ pub struct AvatarTee {
     link: ActorRef<LinkMsg>,
     alive: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
+    backlog_cap: u64,
 }
 
 impl AvatarTee {
     /// A sink named `name` feeding `link` while `alive`, counting
-    /// segments in the link's `stats`.
+    /// segments in the link's `stats`; `samples_per_second` (rate times
+    /// channels) sizes its [`LINK_BACKLOG`].
     #[must_use]
     pub fn new(
         name: String,
         link: ActorRef<LinkMsg>,
         alive: Arc<AtomicBool>,
         stats: Arc<LinkStats>,
+        samples_per_second: u64,
     ) -> Self {
         Self {
             name,
             link,
             alive,
             stats,
+            backlog_cap: (LINK_BACKLOG.as_secs_f64() * samples_per_second as f64) as u64,
         }
     }
 }
@@ -608,6 +624,13 @@ impl AudioSink for AvatarTee {
         if !self.alive.load(Ordering::Acquire) {
             return Err(SinkError("avatar link closed".into()));
         }
+        let n = frames.len() as u64;
+        if self.stats.backlog.load(Ordering::Acquire) + n > self.backlog_cap {
+            // The link cannot keep up: drop rather than grow its mailbox.
+            self.stats.backlog_dropped.fetch_add(n, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.stats.backlog.fetch_add(n, Ordering::AcqRel);
         self.link
             .send_message(LinkMsg::Audio(frames.to_vec()))
             .map_err(|_| SinkError("avatar link stopped".into()))

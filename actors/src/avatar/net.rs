@@ -16,6 +16,10 @@ use webrtc::peer_connection::{
 /// Bytes a data channel may hold unsent: 20 s of 24 kHz mono s16.
 pub const SEND_BUFFER: usize = 1 << 20;
 
+/// Peer events (gathering done, state changes, opened channels) held unread;
+/// a peer makes a handful in its life.
+const PEER_EVENTS: usize = 16;
+
 /// How long candidate gathering may take on loopback.
 const GATHER_LIMIT: Duration = Duration::from_secs(5);
 
@@ -37,33 +41,34 @@ pub type Peer = Arc<dyn PeerConnection>;
 #[derive(Debug)]
 pub struct PeerEvents {
     /// Candidate gathering finished.
-    pub gathered: mpsc::UnboundedReceiver<()>,
+    pub gathered: mpsc::Receiver<()>,
     /// Connection state changes.
-    pub state: mpsc::UnboundedReceiver<RTCPeerConnectionState>,
+    pub state: mpsc::Receiver<RTCPeerConnectionState>,
     /// Channels the remote side opened.
-    pub channels: mpsc::UnboundedReceiver<Arc<dyn DataChannel>>,
+    pub channels: mpsc::Receiver<Arc<dyn DataChannel>>,
 }
 
 struct Handler {
-    gathered: mpsc::UnboundedSender<()>,
-    state: mpsc::UnboundedSender<RTCPeerConnectionState>,
-    channels: mpsc::UnboundedSender<Arc<dyn DataChannel>>,
+    gathered: mpsc::Sender<()>,
+    state: mpsc::Sender<RTCPeerConnectionState>,
+    channels: mpsc::Sender<Arc<dyn DataChannel>>,
 }
 
 #[async_trait::async_trait]
 impl PeerConnectionEventHandler for Handler {
     async fn on_ice_gathering_state_change(&self, state: RTCIceGatheringState) {
         if state == RTCIceGatheringState::Complete {
-            let _ = self.gathered.send(());
+            let _ = self.gathered.try_send(());
         }
     }
 
     async fn on_connection_state_change(&self, state: RTCPeerConnectionState) {
-        let _ = self.state.send(state);
+        let _ = self.state.try_send(state);
     }
 
     async fn on_data_channel(&self, channel: Arc<dyn DataChannel>) {
-        let _ = self.channels.send(channel);
+        // A peer opening channels without end loses the extra ones.
+        let _ = self.channels.try_send(channel);
     }
 }
 
@@ -72,9 +77,9 @@ impl PeerConnectionEventHandler for Handler {
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn loopback_peer() -> Result<(Peer, PeerEvents), NetError> {
-    let (gathered_tx, gathered) = mpsc::unbounded_channel();
-    let (state_tx, state) = mpsc::unbounded_channel();
-    let (channels_tx, channels) = mpsc::unbounded_channel();
+    let (gathered_tx, gathered) = mpsc::channel(PEER_EVENTS);
+    let (state_tx, state) = mpsc::channel(PEER_EVENTS);
+    let (channels_tx, channels) = mpsc::channel(PEER_EVENTS);
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)

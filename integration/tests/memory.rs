@@ -1,0 +1,151 @@
+//! SPEC R4: nothing grows. Ten minutes of simulated audio on the offline
+//! clock — eight sessions in quick turns with interrupts, pauses and
+//! snapshots, looping beds, an avatar link the offline clock leaves far
+//! behind — while every event stream is held and never read. Memory must
+//! stay flat: the streams drop and count what nobody reads, the link drops
+//! and counts what it cannot send.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+// Session methods send at once; dropping the returned future only skips its outcome.
+#![allow(clippy::let_underscore_future)]
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto::avatar::face::FaceRenderer;
+use sotto::avatar::link::LinkConfig;
+use sotto::avatar::playout::{AvatarRenderer, AvatarSink, VideoFrame};
+use sotto::avatar::server::{AvatarServer, ServerConfig};
+use sotto::avatar::token;
+use sotto::{BackgroundConfig, BackgroundMode, Engine, EngineConfig, SessionConfig};
+use sotto_integration::{rss_kib, scratch_dir, tone_s16, write_wav_s16};
+
+const SESSIONS: usize = 8;
+const MINUTES: u64 = 1;
+const RATE: u64 = 24_000;
+
+/// An avatar sink that keeps nothing: the memory under test is Sotto's.
+struct Discard;
+
+impl AvatarSink for Discard {
+    fn voice(&mut self, _: &[i16]) {}
+    fn video(&mut self, _: &VideoFrame, _: u64) {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_minutes_with_nothing_read_keeps_memory_flat() {
+    let dir = scratch_dir("memory");
+    let bed = dir.join("bed.wav");
+    let samples: Vec<f32> = (0..RATE as usize)
+        .map(|i| (i as f32 * 0.02).sin() * 0.1)
+        .collect();
+    write_wav_s16(&bed, &samples, RATE as u32, 1);
+    let server = AvatarServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        ServerConfig {
+            secret: "memory".into(),
+            fps: 25,
+            cooldown: Duration::from_millis(300),
+            stereo: false,
+            renderer: Arc::new(|| Box::new(FaceRenderer::new(32, 24)) as Box<dyn AvatarRenderer>),
+            sink: Arc::new(|_| Box::new(Discard) as Box<dyn AvatarSink>),
+        },
+    )
+    .await
+    .unwrap();
+
+    let engine = Engine::start(EngineConfig {
+        channels: 1,
+        max_sessions: SESSIONS,
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut sessions = Vec::new();
+    // Held for the whole run and never read.
+    let mut unread = Vec::new();
+    for i in 0..SESSIONS {
+        let s = engine
+            .create_session(SessionConfig {
+                name: format!("s{i}"),
+                ..SessionConfig::default()
+            })
+            .await
+            .unwrap();
+        unread.push(s.events());
+        unread.push(s.events());
+        let bg = engine
+            .background(
+                &s,
+                BackgroundConfig {
+                    path: bed.clone(),
+                    enabled: true,
+                    mode: BackgroundMode::Mixing,
+                    volume: 0.3,
+                    looping: true,
+                },
+            )
+            .await
+            .unwrap();
+        bg.start().await.unwrap();
+        sessions.push((s, bg));
+    }
+    let token = token::create("key", "memory", Some("avatar_m"), token::DEFAULT_TTL)
+        .unwrap()
+        .token;
+    let avatar = engine
+        .attach_avatar(
+            &sessions[0].0,
+            LinkConfig::new(&server.join_url(), "room", &token, "avatar_m"),
+        )
+        .await
+        .unwrap();
+
+    // Quarter-second turns: 0.4 s of speech each, every other one cut by
+    // an interrupt, every third paused and resumed.
+    let speech = tone_s16(9_600, 300.0, RATE as u32, 6000.0);
+    let mut rss = Vec::new();
+    let turns_per_minute = 24;
+    for minute in 0..MINUTES {
+        for turn in 0..turns_per_minute {
+            for (i, (s, _)) in sessions.iter().enumerate() {
+                if (turn + i) % 2 == 0 {
+                    s.interrupt().unwrap();
+                }
+                s.mark_synthesis_start().unwrap();
+                let _ = s.push(speech.clone());
+                s.mark_synthesis_complete().unwrap();
+                if (turn + i) % 3 == 0 {
+                    s.pause().unwrap();
+                    s.resume().unwrap();
+                }
+                if turn % 20 == 0 {
+                    let _ = s.snapshot_playback();
+                }
+            }
+            engine.render(RATE / 4).await.unwrap();
+        }
+        rss.push(rss_kib());
+        eprintln!("minute {}: RSS {} KiB", minute + 1, rss[rss.len() - 1]);
+    }
+    let dropped: u64 = sessions.iter().map(|(s, _)| s.events_dropped()).sum();
+    assert!(dropped > 0, "the unread streams never filled: the test proves nothing");
+    let stats = avatar.stats();
+    let behind = stats.backlog_dropped.load(Ordering::Relaxed)
+        + stats.chunks_dropped.load(Ordering::Relaxed);
+    eprintln!(
+        "avatar link: {} samples sent, {behind} dropped behind",
+        stats.bytes_sent.load(Ordering::Relaxed) / 2
+    );
+    // Flat after the first two minutes (allocator and caches warm): an
+    // unbounded stream here would grow by megabytes a minute.
+    let settled = rss[1];
+    let last = rss[rss.len() - 1];
+    assert!(
+        last <= settled + 4 * 1024,
+        "RSS grew from {settled} KiB to {last} KiB: {rss:?}"
+    );
+    engine.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
