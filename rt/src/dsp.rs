@@ -145,6 +145,36 @@ impl PauseState {
         }
     }
 
+    /// The state after a pause request: a ramp down from the current gain
+    /// (a ramp up reverses where it is; one that has not started is
+    /// already silent).
+    pub fn pause(self, len: u32) -> Self {
+        let len = len.max(1);
+        match self {
+            Self::Playing => Self::RampDown { k: 0 },
+            // Gain k/len going up is gain 1 - (len-k)/len going down.
+            Self::RampUp { k } if k == 0 => Self::Paused,
+            Self::RampUp { k } => Self::RampDown {
+                k: len.saturating_sub(k),
+            },
+            other => other,
+        }
+    }
+
+    /// The state after a resume request, mirroring [`PauseState::pause`]:
+    /// a pause that has not started ramping is simply undone.
+    pub fn resume(self, len: u32) -> Self {
+        let len = len.max(1);
+        match self {
+            Self::Paused => Self::RampUp { k: 0 },
+            Self::RampDown { k } if k == 0 => Self::Playing,
+            Self::RampDown { k } => Self::RampUp {
+                k: len.saturating_sub(k),
+            },
+            other => other,
+        }
+    }
+
     /// Frames left in a ramp, or `None` when steady.
     pub fn ramp_left(self, len: u32) -> Option<u32> {
         match self {
@@ -429,6 +459,34 @@ mod tests {
         }
         assert_eq!(gains, vec![0.25, 0.5, 0.75, 1.0]);
         assert_eq!(s, PauseState::Playing);
+    }
+
+    /// A pause and a resume in any order, at any point of a ramp, leave a
+    /// state that moves: a ramp with frames left, or a steady one. (A
+    /// resume right after a pause once produced a ramp with none left,
+    /// and the render loop spun on it.)
+    #[test]
+    fn pause_and_resume_never_leave_an_empty_ramp() {
+        for len in [1u32, 2, 5, 240] {
+            let mut states = vec![PauseState::Playing, PauseState::Paused];
+            states.extend((0..len).map(|k| PauseState::RampDown { k }));
+            states.extend((0..len).map(|k| PauseState::RampUp { k }));
+            for s in states {
+                for next in [s.pause(len), s.resume(len), s.pause(len).resume(len)] {
+                    assert_ne!(next.ramp_left(len), Some(0), "len {len}: {s:?} -> {next:?}");
+                }
+            }
+            // Gain carries over where a ramp reverses.
+            for k in 1..len {
+                let down = PauseState::RampDown { k };
+                let up = down.resume(len);
+                let PauseState::RampUp { k: u } = up else {
+                    panic!("{up:?}")
+                };
+                assert_eq!(u, len - k);
+            }
+            assert_eq!(PauseState::Playing.pause(len).resume(len), PauseState::Playing);
+        }
     }
 
     proptest! {

@@ -333,23 +333,11 @@ impl Voice {
                     self.event(events, now, EventKind::Cleared { skipped_frames });
                 }
                 VoiceCommand::Pause => {
-                    self.pause = match self.pause {
-                        PauseState::Playing => PauseState::RampDown { k: 0 },
-                        PauseState::RampUp { k } => PauseState::RampDown {
-                            k: self.pause_ramp_frames.saturating_sub(k),
-                        },
-                        other => other,
-                    };
+                    self.pause = self.pause.pause(self.pause_ramp_frames);
                     self.event(events, now, EventKind::Paused);
                 }
                 VoiceCommand::Resume => {
-                    self.pause = match self.pause {
-                        PauseState::Paused => PauseState::RampUp { k: 0 },
-                        PauseState::RampDown { k } => PauseState::RampUp {
-                            k: self.pause_ramp_frames.saturating_sub(k),
-                        },
-                        other => other,
-                    };
+                    self.pause = self.pause.resume(self.pause_ramp_frames);
                     self.event(events, now, EventKind::Resumed);
                 }
                 VoiceCommand::BeginTurn { start } => {
@@ -588,6 +576,10 @@ impl Voice {
             }
             if let Some(left) = self.pause.ramp_left(self.pause_ramp_frames) {
                 take = take.min(left as usize);
+            }
+            if take == 0 {
+                // No state may stall the loop: silence beats a hung thread.
+                break;
             }
             let dst = &mut scratch[filled * ch..(filled + take) * ch];
             let Ok(chunk) = self.speech_rx.read_chunk(take * ch) else {

@@ -181,3 +181,32 @@ fn looping_clip_is_seamless() {
         assert_eq!(wraps[..expected.len().min(wraps.len())], expected[..]);
     }
 }
+
+/// A pause and a resume arriving before the same block (a false
+/// interruption caught at once) leave the speech playing at full gain; the
+/// render once spun forever on the empty ramp they left.
+#[test]
+fn a_pause_undone_before_the_next_block_keeps_playing() {
+    let (mut control, mut r) = Renderer::new(RendererConfig {
+        channels: 1,
+        ..RendererConfig::default()
+    })
+    .unwrap();
+    let (mut vc, v) = Voice::new(&config(1));
+    let _ = vc.speech_tx.push_partial_slice(&[0.5; 4_000]);
+    control.add_voice(Box::new(v)).unwrap();
+    let mut out = [0.0f32; 256];
+    r.render(&mut out);
+    vc.send(VoiceCommand::Pause).unwrap();
+    vc.send(VoiceCommand::Resume).unwrap();
+    r.render(&mut out);
+    assert!(out.iter().all(|&v| v == 0.5), "{:?}", &out[..8]);
+    // Resume, then pause again at once: the ramp up is undone, silent.
+    vc.send(VoiceCommand::Pause).unwrap();
+    r.render(&mut out);
+    r.render(&mut out);
+    vc.send(VoiceCommand::Resume).unwrap();
+    vc.send(VoiceCommand::Pause).unwrap();
+    r.render(&mut out);
+    assert!(out.iter().all(|&v| v == 0.0));
+}
