@@ -361,5 +361,10 @@ pub fn decode(data: &[u8]) {
     // (2.15 from a garbled MP3 at ±1); the mix saturates at the end, so
     // the promise here is finite and bounded, not within ±1.
     let bad = out.iter().position(|s| !(s.is_finite() && s.abs() <= 16.0));
-    assert!(bad.is_none(), "sample {bad:?} of {}: {:?}", out.len(), bad.map(|i| out[i]));
+    assert!(
+        bad.is_none(),
+        "sample {bad:?} of {}: {:?}",
+        out.len(),
+        bad.map(|i| out[i])
+    );
 }

@@ -485,7 +485,10 @@ mod tests {
                 };
                 assert_eq!(u, len - k);
             }
-            assert_eq!(PauseState::Playing.pause(len).resume(len), PauseState::Playing);
+            assert_eq!(
+                PauseState::Playing.pause(len).resume(len),
+                PauseState::Playing
+            );
         }
     }
 
