@@ -917,7 +917,28 @@ impl Run {
                 seq += 1;
             }
         }
-        for (si, p) in self.pushes.drain(..) {
+        for (si, mut p) in self.pushes.drain(..) {
+            // On a real-time clock a push may be a moment from done.
+            let _ = tokio::time::timeout(Duration::from_millis(100), &mut p).await;
+            if !p.is_finished() {
+                // Audio still waiting for room when the scenario ends (more
+                // was pushed than its duration plays): said, not waited for
+                // — the clock has stopped and would never make room.
+                p.abort();
+                let mut fields = Map::new();
+                fields.insert(
+                    "message".into(),
+                    json!("a push was still waiting for room when the scenario ended"),
+                );
+                self.log.push(LogEvent {
+                    sample: self.engine.clock().0,
+                    session: self.handles[si].name().to_owned(),
+                    event: "push_unfinished".into(),
+                    fields,
+                    order: (si, u64::MAX),
+                });
+                continue;
+            }
             if let Ok(Err(e)) = p.await {
                 let mut fields = Map::new();
                 fields.insert("message".into(), json!(e.to_string()));
