@@ -919,8 +919,8 @@ impl Run {
         }
         for (si, mut p) in self.pushes.drain(..) {
             // On a real-time clock a push may be a moment from done.
-            let _ = tokio::time::timeout(Duration::from_millis(100), &mut p).await;
-            if !p.is_finished() {
+            let outcome = tokio::time::timeout(Duration::from_millis(100), &mut p).await;
+            let Ok(outcome) = outcome else {
                 // Audio still waiting for room when the scenario ends (more
                 // was pushed than its duration plays): said, not waited for
                 // — the clock has stopped and would never make room.
@@ -938,8 +938,8 @@ impl Run {
                     order: (si, u64::MAX),
                 });
                 continue;
-            }
-            if let Ok(Err(e)) = p.await {
+            };
+            if let Ok(Err(e)) = outcome {
                 let mut fields = Map::new();
                 fields.insert("message".into(), json!(e.to_string()));
                 self.log.push(LogEvent {
