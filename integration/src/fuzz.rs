@@ -15,8 +15,11 @@ use sotto_actors::avatar::token;
 use sotto_actors::decode::FileDecoder;
 use sotto_actors::{Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
 
+/// One target's check.
+pub type Check = fn(&[u8]);
+
 /// The fuzz targets, by the name `cargo fuzz` and the seed folders use.
-pub const TARGETS: [(&str, fn(&[u8])); 5] = [
+pub const TARGETS: [(&str, Check); 5] = [
     ("ingest", ingest),
     ("scenario", scenario),
     ("avatar_messages", avatar_messages),

@@ -13,7 +13,7 @@ fn inputs(folder: &str, target: &str) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
         .unwrap_or_default();
-    files.retain(|p| !p.file_name().is_some_and(|n| n == ".keep"));
+    files.retain(|p| p.file_name().is_none_or(|n| n != ".keep"));
     files.sort();
     files
 }

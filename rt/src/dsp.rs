@@ -153,7 +153,7 @@ impl PauseState {
         match self {
             Self::Playing => Self::RampDown { k: 0 },
             // Gain k/len going up is gain 1 - (len-k)/len going down.
-            Self::RampUp { k } if k == 0 => Self::Paused,
+            Self::RampUp { k: 0 } => Self::Paused,
             Self::RampUp { k } => Self::RampDown {
                 k: len.saturating_sub(k),
             },
@@ -167,7 +167,7 @@ impl PauseState {
         let len = len.max(1);
         match self {
             Self::Paused => Self::RampUp { k: 0 },
-            Self::RampDown { k } if k == 0 => Self::Playing,
+            Self::RampDown { k: 0 } => Self::Playing,
             Self::RampDown { k } => Self::RampUp {
                 k: len.saturating_sub(k),
             },
