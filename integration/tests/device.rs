@@ -26,6 +26,33 @@ async fn wait_for_clock(engine: &Engine, frames: u64) {
     }
 }
 
+/// An engine on the file device, its clock not yet running.
+async fn file_engine() -> Engine {
+    Engine::start(EngineConfig {
+        clock: Clock::Device {
+            name: Some("sotto_file".into()),
+            deferred: true,
+        },
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Whether the file device's output holds `reference` exactly, after the
+/// stream's start-up silence.
+fn plays_the_reference(raw: &std::path::Path, reference: &[f32]) -> bool {
+    let bytes = std::fs::read(raw).unwrap();
+    let played: Vec<f32> = bytes
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    let start = played.iter().position(|&v| v != 0.0).unwrap();
+    let ref_start = reference.iter().position(|&v| v != 0.0).unwrap();
+    let n = reference.len() - ref_start;
+    played.len() >= start + n && played[start..start + n] == reference[ref_start..]
+}
+
 #[test]
 fn a_file_device_plays_exactly_what_offline_renders() {
     let dir = scratch_dir("alsa-file");
@@ -60,15 +87,7 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         let list = sotto::devices().unwrap();
         assert!(list.iter().any(|d| d.name == "sotto_file"), "{list:?}");
 
-        let engine = Engine::start(EngineConfig {
-            clock: Clock::Device {
-                name: Some("sotto_file".into()),
-                deferred: true,
-            },
-            ..EngineConfig::default()
-        })
-        .await
-        .unwrap();
+        let engine = file_engine().await;
         assert_eq!(engine.device_fallback(), None);
         let s = engine
             .create_session(SessionConfig::default())
@@ -86,33 +105,15 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         );
         assert!(!t.poisoned.load(Ordering::Relaxed));
         engine.shutdown().await;
-        // The file holds the stream's start-up silence, then the render.
-        let bytes = std::fs::read(&raw).unwrap();
-        let played: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let start = played.iter().position(|&v| v != 0.0).unwrap();
-        let ref_start = reference.iter().position(|&v| v != 0.0).unwrap();
-        let n = reference.len() - ref_start;
-        assert!(played.len() >= start + n, "the file is short");
         assert!(
-            played[start..start + n] == reference[ref_start..],
+            plays_the_reference(&raw, &reference),
             "the device output differs from the offline render"
         );
 
         // The device manager fails 100 times while the device plays (SPEC
         // R2): it restarts in place each time, the audio thread never stops
         // and the file is again exactly the offline render.
-        let engine = Engine::start(EngineConfig {
-            clock: Clock::Device {
-                name: Some("sotto_file".into()),
-                deferred: true,
-            },
-            ..EngineConfig::default()
-        })
-        .await
-        .unwrap();
+        let engine = file_engine().await;
         let s = engine
             .create_session(SessionConfig::default())
             .await
@@ -132,30 +133,15 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         assert!(!t.poisoned.load(Ordering::Relaxed));
         assert_eq!(t.alloc_violations.load(Ordering::Relaxed), 0);
         engine.shutdown().await;
-        let bytes = std::fs::read(&raw).unwrap();
-        let played: Vec<f32> = bytes
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect();
-        let start = played.iter().position(|&v| v != 0.0).unwrap();
-        assert!(played.len() >= start + n, "the file is short");
         assert!(
-            played[start..start + n] == reference[ref_start..],
+            plays_the_reference(&raw, &reference),
             "faults in the device manager changed what the device played"
         );
 
         // A failing stream (SPEC D6): the renderer moves to the virtual
         // clock and back to the device, and no frame of queued speech is
         // lost on the way. An underrun only counts.
-        let engine = Engine::start(EngineConfig {
-            clock: Clock::Device {
-                name: Some("sotto_file".into()),
-                deferred: true,
-            },
-            ..EngineConfig::default()
-        })
-        .await
-        .unwrap();
+        let engine = file_engine().await;
         let mut moves = engine.device_events();
         let s = engine
             .create_session(SessionConfig {
