@@ -13,6 +13,7 @@
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
@@ -99,6 +100,9 @@ pub enum BackgroundError {
     #[error("background source is closed")]
     Closed,
 }
+
+/// How long a stop waits for the feed before cutting its queue again.
+const STOP_RETRY: Duration = Duration::from_millis(20);
 
 /// Messages of a [`BackgroundLoader`].
 pub enum LoaderMsg {
@@ -311,11 +315,19 @@ impl LoaderState {
         };
         running.cancel.store(true, Ordering::Release);
         let finished = running.done.load(Ordering::Acquire);
-        if !finished {
-            // Cut what is queued so a feed waiting for room wakes at once.
-            self.silence(running.clip);
+        let mut task = running.task;
+        loop {
+            if !finished {
+                // Cut what is queued so a feed waiting for room wakes at once.
+                self.silence(running.clip);
+            }
+            // A push that crossed the cut in flight waits for room again,
+            // which the offline clock never makes while its caller waits
+            // here: cut again until the feed has seen the cancel.
+            if tokio::time::timeout(STOP_RETRY, &mut task).await.is_ok() {
+                break;
+            }
         }
-        let _ = running.task.await;
         if !finished && !running.handed.load(Ordering::Acquire) {
             self.emit(SessionEventKind::BackgroundEnded {
                 source: self.args.id,
@@ -435,6 +447,9 @@ impl Feed {
     /// Pushes `frames` and waits until they are queued; false when cut or
     /// the session is gone.
     fn push(&mut self, input: Input, frames: Vec<f32>) -> bool {
+        if self.cancelled() {
+            return false;
+        }
         let (tx, rx) = oneshot::channel();
         let msg = SessionMsg::PushFrames {
             input,

@@ -32,6 +32,41 @@ pub fn guarded_render(renderer: &mut Renderer, out: &mut [f32], telemetry: &Tele
     }
 }
 
+/// Asks the OS to run the calling thread under real-time (FIFO)
+/// scheduling, so the control actors' threads cannot delay a block. Called
+/// once by an audio thread before it renders; without the privilege the
+/// thread stays a normal one, which is said here, once. Returns whether it
+/// took.
+pub fn promote_to_realtime() -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::unix::{
+            set_thread_priority_and_policy, thread_native_id, RealtimeThreadSchedulePolicy,
+            ThreadSchedulePolicy,
+        };
+        use thread_priority::{ThreadPriority, ThreadPriorityValue};
+        // High, not the top: the kernel's own real-time work stays above.
+        let Ok(value) = ThreadPriorityValue::try_from(80u8) else {
+            return false;
+        };
+        match set_thread_priority_and_policy(
+            thread_native_id(),
+            ThreadPriority::Crossplatform(value),
+            ThreadSchedulePolicy::Realtime(RealtimeThreadSchedulePolicy::Fifo),
+        ) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = ?e, "no real-time scheduling for the audio thread; it runs as a normal thread");
+                false
+            }
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        false
+    }
+}
+
 /// Runs `f`, with feature `rt-audit` inside an allocation guard that adds
 /// any allocation or free to `violations`. Wraps everything a device
 /// callback does.

@@ -44,6 +44,7 @@ impl VirtualClock {
         let thread = std::thread::Builder::new()
             .name("sotto-audio".into())
             .spawn(move || {
+                super::promote_to_realtime();
                 let period = Duration::from_secs_f64(block_frames as f64 / f64::from(rate));
                 let mut block = vec![0.0f32; block_frames * channels];
                 while !go_flag.load(Ordering::Acquire) && !stop_flag.load(Ordering::Relaxed) {
