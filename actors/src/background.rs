@@ -19,7 +19,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use tokio::sync::oneshot;
 
 use crate::decode::{DecodeError, FileDecoder, PassEnd};
-use crate::restart::contain;
+use crate::restart::{contain, restarted};
 use crate::session::{Input, SessionEvent, SessionEventKind, SessionMsg, SessionShared};
 
 /// Frames decoded per chunk fed to a session (about 100 ms at 24 kHz).
@@ -200,12 +200,7 @@ impl Actor for BackgroundLoader {
         // while handling one message leaves both, so the loader restarts in
         // place and the bed plays on.
         if let Err(why) = contain(state.handle(msg)).await {
-            state
-                .args
-                .session
-                .renderer
-                .actor_restarts
-                .fetch_add(1, Ordering::Relaxed);
+            restarted(&state.args.session.renderer, "background loader", &why);
             state.emit(SessionEventKind::BackgroundError {
                 source: state.args.id,
                 message: format!("background loader restarted after a fault: {why}"),

@@ -8,7 +8,6 @@
 //! and move nothing. Every output the manager opens publishes its reverse
 //! stream for echo cancellation, so an echo path re-binds by itself.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,7 +19,7 @@ use tokio::task::JoinHandle;
 use crate::driver::device::{default_output_name, DeviceError, DeviceOutput};
 use crate::driver::virtual_clock::VirtualClock;
 use crate::echo_link::ReverseSlot;
-use crate::restart::contain;
+use crate::restart::{contain, restarted};
 
 /// How often the manager looks at the stream.
 const WATCH_PERIOD: Duration = Duration::from_millis(10);
@@ -162,11 +161,7 @@ impl Actor for DeviceManager {
         // The stream, the renderer inside it and the listeners outlive a
         // fault: restarting in place keeps the audio thread running.
         if let Err(why) = contain(async { state.handle(msg) }).await {
-            state
-                .telemetry
-                .actor_restarts
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %why, "device manager fault; restarted in place");
+            restarted(&state.telemetry, "device manager", &why);
         }
         Ok(())
     }

@@ -11,7 +11,7 @@ use sotto_rt::{Event, SessionId, Telemetry, Voice};
 use tokio::sync::oneshot;
 
 use crate::quiesce::{HandledGuard, Quiescence};
-use crate::restart::contain;
+use crate::restart::{contain, restarted};
 use crate::session::{SessionMsg, SessionShared};
 
 /// Messages of the event pump.
@@ -104,11 +104,7 @@ impl Actor for EventPump {
         // The rings and routes are all the pump has, and a panic leaves
         // both usable: restarting in place is going on with them.
         if let Err(why) = contain(async { state.handle(msg) }).await {
-            state
-                .telemetry
-                .actor_restarts
-                .fetch_add(1, Ordering::Relaxed);
-            tracing::error!(error = %why, "event pump fault; restarted in place");
+            restarted(&state.telemetry, "event pump", &why);
         }
         Ok(())
     }

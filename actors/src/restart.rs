@@ -37,6 +37,15 @@ pub async fn contain<F: Future>(f: F) -> Result<F::Output, String> {
     Contained(Box::pin(f)).await
 }
 
+/// Books a restart in place: counted in `actor_restarts` and logged, with
+/// the actor's name and the panic's message.
+pub fn restarted(telemetry: &sotto_rt::Telemetry, actor: &str, why: &str) {
+    telemetry
+        .actor_restarts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    tracing::error!(actor, error = %why, "fault; restarted in place");
+}
+
 /// The text of a panic payload.
 #[must_use]
 pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {

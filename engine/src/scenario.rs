@@ -917,7 +917,7 @@ impl Run {
                 seq += 1;
             }
         }
-        for (si, mut p) in self.pushes.drain(..) {
+        for (si, mut p) in std::mem::take(&mut self.pushes) {
             // On a real-time clock a push may be a moment from done.
             let outcome = tokio::time::timeout(Duration::from_millis(100), &mut p).await;
             let Ok(outcome) = outcome else {
@@ -925,33 +925,31 @@ impl Run {
                 // was pushed than its duration plays): said, not waited for
                 // — the clock has stopped and would never make room.
                 p.abort();
-                let mut fields = Map::new();
-                fields.insert(
-                    "message".into(),
-                    json!("a push was still waiting for room when the scenario ended"),
+                self.log_end(
+                    si,
+                    "push_unfinished",
+                    "a push was still waiting for room when the scenario ended".into(),
                 );
-                self.log.push(LogEvent {
-                    sample: self.engine.clock().0,
-                    session: self.handles[si].name().to_owned(),
-                    event: "push_unfinished".into(),
-                    fields,
-                    order: (si, u64::MAX),
-                });
                 continue;
             };
             if let Ok(Err(e)) = outcome {
-                let mut fields = Map::new();
-                fields.insert("message".into(), json!(e.to_string()));
-                self.log.push(LogEvent {
-                    sample: self.engine.clock().0,
-                    session: self.handles[si].name().to_owned(),
-                    event: "error".into(),
-                    fields,
-                    order: (si, u64::MAX),
-                });
+                self.log_end(si, "error", e.to_string());
             }
         }
         self.log
+    }
+
+    /// Logs `event` with `message` for session `si` at the end of the run.
+    fn log_end(&mut self, si: usize, event: &str, message: String) {
+        let mut fields = Map::new();
+        fields.insert("message".into(), json!(message));
+        self.log.push(LogEvent {
+            sample: self.engine.clock().0,
+            session: self.handles[si].name().to_owned(),
+            event: event.into(),
+            fields,
+            order: (si, u64::MAX),
+        });
     }
 }
 

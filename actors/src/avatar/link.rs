@@ -22,7 +22,7 @@ use super::net::{complete_local, connected, loopback_peer, NetError, Peer};
 use super::proto::{
     chunks, Control, JoinRequest, JoinResponse, StreamEnded, AUDIO_LABEL, CONTROL_LABEL, INTERRUPT,
 };
-use crate::restart::contain;
+use crate::restart::{contain, restarted};
 use crate::session::{SessionEvent, SessionEventKind, SessionMsg, SessionShared};
 use crate::sink::{AudioSink, SinkError};
 
@@ -237,10 +237,7 @@ impl Actor for AvatarLink {
         // connected, and the session hears about it.
         if let Err(why) = contain(state.handle(&myself, msg)).await {
             let session = &state.args.session;
-            session
-                .renderer
-                .actor_restarts
-                .fetch_add(1, Ordering::Relaxed);
+            restarted(&session.renderer, "avatar link", &why);
             emit(
                 session,
                 SessionEventKind::Error {
