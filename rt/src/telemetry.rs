@@ -70,8 +70,8 @@ impl RenderTimes {
         self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
-    /// The `q` quantile (0..=1) in ns, to the bucket's upper edge; `None`
-    /// before the first block. Above the last bucket it is the maximum.
+    /// The `q` quantile (0..=1) in ns, to the bucket's upper edge but never
+    /// above the maximum; `None` before the first block.
     #[must_use]
     pub fn quantile_ns(&self, q: f64) -> Option<u64> {
         let total = self.count();
@@ -83,11 +83,15 @@ impl RenderTimes {
         for (i, b) in self.buckets.iter().enumerate() {
             seen += b.load(Ordering::Relaxed);
             if seen >= want {
-                return Some(if i == BUCKETS - 1 {
-                    self.max_ns()
+                // The last bucket is open above; any other bucket's upper
+                // edge can lie above every block in it. No quantile passes
+                // the longest block seen.
+                let edge = if i == BUCKETS - 1 {
+                    u64::MAX
                 } else {
                     (i as u64 + 1) * BUCKET_NS
-                });
+                };
+                return Some(edge.min(self.max_ns()));
             }
         }
         Some(self.max_ns())
@@ -148,5 +152,30 @@ impl VoiceTelemetry {
     #[must_use]
     pub fn is_speaking(&self) -> bool {
         self.speaking.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::RenderTimes;
+
+    #[test]
+    fn quantiles_follow_the_buckets_and_never_pass_the_maximum() {
+        let t = RenderTimes::default();
+        assert_eq!(t.quantile_ns(0.5), None);
+        // Fast blocks all in the first bucket: its edge (4 µs) lies above
+        // every one of them.
+        for ns in [900, 1_000, 1_100, 1_200] {
+            t.record(ns);
+        }
+        assert_eq!(t.quantile_ns(0.5), Some(1_200));
+        assert_eq!(t.quantile_ns(0.99), Some(1_200));
+        t.record(10_000);
+        t.record(40_000_000); // beyond the last bucket
+        assert_eq!(t.count(), 6);
+        assert_eq!(t.quantile_ns(0.5), Some(4_000));
+        assert_eq!(t.quantile_ns(0.8), Some(12_000));
+        assert_eq!(t.quantile_ns(1.0), Some(40_000_000));
+        assert_eq!(t.max_ns(), 40_000_000);
     }
 }
