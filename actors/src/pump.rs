@@ -100,7 +100,7 @@ impl Actor for EventPump {
         state: &mut PumpState,
     ) -> Result<(), ActorProcessingErr> {
         let q = Arc::clone(&state.quiesce);
-        let _handled = HandledGuard::new(&q, None);
+        let _handled = HandledGuard::new(&q);
         // The rings and routes are all the pump has, and a panic leaves
         // both usable: restarting in place is going on with them.
         if let Err(why) = contain(async { state.handle(msg) }).await {

@@ -69,24 +69,40 @@ impl Quiescence {
 
 /// Decrements on drop, so a message counts as handled even if its handler fails.
 #[derive(Debug)]
-pub struct HandledGuard<'a> {
-    q: &'a Quiescence,
-    session: Option<&'a AtomicI64>,
-}
+pub struct HandledGuard<'a>(&'a Quiescence);
 
 impl<'a> HandledGuard<'a> {
-    /// Guards one message of the engine-wide count and, if given, a session's own count.
+    /// Guards one message of the engine-wide count.
     #[must_use]
-    pub fn new(q: &'a Quiescence, session: Option<&'a AtomicI64>) -> Self {
-        Self { q, session }
+    pub fn new(q: &'a Quiescence) -> Self {
+        Self(q)
     }
 }
 
 impl Drop for HandledGuard<'_> {
     fn drop(&mut self) {
-        if let Some(s) = self.session {
-            s.fetch_sub(1, Ordering::AcqRel);
-        }
-        self.q.handled(1);
+        self.0.handled(1);
+    }
+}
+
+/// One message in flight, travelling with it: counted when taken, handled
+/// when dropped. However the message ends (handled, its handler panicking,
+/// lost in a dead actor's mailbox, refused by a closed one) it is
+/// uncounted exactly once, so a restart never has to guess what was lost.
+#[derive(Debug)]
+pub struct Ticket(Arc<Quiescence>);
+
+impl Ticket {
+    /// Counts one message in flight on `q`.
+    #[must_use]
+    pub fn new(q: &Arc<Quiescence>) -> Self {
+        q.sent(1);
+        Self(Arc::clone(q))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.0.handled(1);
     }
 }

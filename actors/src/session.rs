@@ -5,7 +5,7 @@
 //! events. One mailbox keeps pushes, interrupts and turn marks in order.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use sotto_rt::{
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ingest::{Ingest, InputFormat};
-use crate::quiesce::{HandledGuard, Quiescence};
+use crate::quiesce::{Quiescence, Ticket};
 use crate::sink::AudioSink;
 
 /// Background ducking under speech: the background drops by `depth_db`
@@ -475,7 +475,7 @@ pub struct SessionShared {
     /// Output rate.
     pub sample_rate: u32,
     /// The live actor (replaced on restart).
-    pub actor: Mutex<Option<ActorRef<SessionMsg>>>,
+    pub actor: Mutex<Option<ActorRef<Envelope>>>,
     /// The live voice's telemetry (replaced on restart).
     pub telemetry: Mutex<Arc<VoiceTelemetry>>,
     /// The live voice's generation.
@@ -486,8 +486,6 @@ pub struct SessionShared {
     pub pending_frames: AtomicU64,
     /// The session wants a `Tick` after the next render.
     pub wants_tick: AtomicBool,
-    /// Messages sent to this session not yet handled.
-    pub inflight: AtomicI64,
     /// The engine-wide in-flight count.
     pub quiesce: Arc<Quiescence>,
     /// Renderer-wide telemetry: the output sample clock.
@@ -533,7 +531,6 @@ impl SessionShared {
             pushed_frames: AtomicU64::new(0),
             pending_frames: AtomicU64::new(0),
             wants_tick: AtomicBool::new(false),
-            inflight: AtomicI64::new(0),
             quiesce,
             renderer,
             subscribers: Mutex::new(Vec::new()),
@@ -559,14 +556,14 @@ impl SessionShared {
         }
         let actor = self.actor.lock().map_err(|_| SessionClosed)?.clone();
         let actor = actor.ok_or(SessionClosed)?;
-        self.inflight.fetch_add(1, Ordering::AcqRel);
-        self.quiesce.sent(1);
-        if actor.cast(msg).is_err() {
-            self.inflight.fetch_sub(1, Ordering::AcqRel);
-            self.quiesce.handled(1);
-            return Err(SessionClosed);
-        }
-        Ok(())
+        let ticket = Ticket::new(&self.quiesce);
+        // A refused message comes back and is dropped with its ticket.
+        actor
+            .cast(Envelope {
+                msg,
+                _ticket: ticket,
+            })
+            .map_err(|_| SessionClosed)
     }
 
     /// Marks the session closed; later sends fail.
@@ -574,14 +571,6 @@ impl SessionShared {
         self.closed.store(true, Ordering::Release);
         if let Ok(mut s) = self.subscribers.lock() {
             s.clear();
-        }
-    }
-
-    /// Forgets messages lost with a dead actor.
-    pub fn forget_inflight(&self) {
-        let lost = self.inflight.swap(0, Ordering::AcqRel);
-        if lost > 0 {
-            self.quiesce.handled(lost);
         }
     }
 
@@ -719,14 +708,21 @@ pub struct SessionState {
     sinks: Vec<Box<dyn AudioSink>>,
 }
 
+/// A [`SessionMsg`] on its way, with its place in the engine's in-flight
+/// count: the count drops when the envelope does, wherever that is.
+pub struct Envelope {
+    msg: SessionMsg,
+    _ticket: Ticket,
+}
+
 impl Actor for Session {
-    type Msg = SessionMsg;
+    type Msg = Envelope;
     type State = SessionState;
     type Arguments = SessionArgs;
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<SessionMsg>,
+        _myself: ActorRef<Envelope>,
         args: SessionArgs,
     ) -> Result<SessionState, ActorProcessingErr> {
         let input = args.shared.config.input;
@@ -764,12 +760,13 @@ impl Actor for Session {
 
     async fn handle(
         &self,
-        _myself: ActorRef<SessionMsg>,
-        msg: SessionMsg,
+        _myself: ActorRef<Envelope>,
+        envelope: Envelope,
         state: &mut SessionState,
     ) -> Result<(), ActorProcessingErr> {
         let shared = Arc::clone(&state.shared);
-        let _handled = HandledGuard::new(&shared.quiesce, Some(&shared.inflight));
+        // The ticket lives to the end of the handler, even through a panic.
+        let Envelope { msg, _ticket } = envelope;
         match msg {
             SessionMsg::Push {
                 input,

@@ -123,7 +123,6 @@ impl Actor for EngineSupervisor {
                     if let Some(actor) = actor {
                         actor.stop(None);
                     }
-                    slot.shared.forget_inflight();
                     if state
                         .args
                         .command_tx
@@ -158,7 +157,6 @@ impl Actor for EngineSupervisor {
                 .map(|s| Arc::clone(&s.shared));
             if let Some(shared) = found {
                 tracing::error!(session = %shared.config.name, error = %err, "session actor failed; restarting");
-                shared.forget_inflight();
                 let generation = shared.generation.load(Ordering::Relaxed).wrapping_add(1);
                 shared.emit(SessionEvent {
                     session: shared.id,
