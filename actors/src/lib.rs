@@ -26,5 +26,5 @@ pub use session::{
     Duck, Input, PushOutcome, SessionClosed, SessionConfig, SessionEvent, SessionEventKind,
     SessionMsg, SessionShared,
 };
-pub use sink::{AudioSink, Recorder, RecorderLog, SinkError};
+pub use sink::{AudioSink, Recorder, RecorderLog, SinkError, WavSink};
 pub use supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};

@@ -758,6 +758,27 @@ impl Actor for Session {
         })
     }
 
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Envelope>,
+        state: &mut SessionState,
+    ) -> Result<(), ActorProcessingErr> {
+        // Removed or shut down: every sink is finished, so what it writes
+        // is complete.
+        for mut sink in std::mem::take(&mut state.sinks) {
+            if let Err(e) = sink.finish() {
+                tracing::warn!(session = %state.shared.config.name, sink = sink.name(), error = %e, "sink did not finish");
+            }
+        }
+        // The stopped state travels on to the supervisor, which may be busy
+        // waiting for this very stop: pushes and waiters still queued are
+        // answered (closed) here, not when it gets round to the state.
+        state.pending.clear();
+        state.background_pending.clear();
+        state.waiters.clear();
+        Ok(())
+    }
+
     async fn handle(
         &self,
         _myself: ActorRef<Envelope>,
@@ -1000,7 +1021,7 @@ impl SessionState {
         }
         for (i, err) in failed.into_iter().rev() {
             let sink = self.sinks.remove(i);
-            self.detached(&*sink, Some(err.0));
+            self.detached(sink, Some(err.0));
         }
     }
 
@@ -1009,17 +1030,18 @@ impl SessionState {
         while i < self.sinks.len() {
             if self.sinks[i].name() == name {
                 let sink = self.sinks.remove(i);
-                self.detached(&*sink, reason.clone());
+                self.detached(sink, reason.clone());
             } else {
                 i += 1;
             }
         }
     }
 
-    /// A sink is gone: say why if it failed, and unmute the direct output
-    /// when no other sink publishes the voice.
-    fn detached(&mut self, sink: &dyn AudioSink, reason: Option<String>) {
-        if let Some(reason) = reason {
+    /// A sink is gone: finish it, say why if it failed, and unmute the
+    /// direct output when no other sink publishes the voice.
+    fn detached(&mut self, mut sink: Box<dyn AudioSink>, reason: Option<String>) {
+        let finished = sink.finish().err().map(|e| e.0);
+        if let Some(reason) = reason.or(finished) {
             tracing::warn!(session = %self.shared.config.name, sink = sink.name(), error = %reason, "sink failed, detached");
             self.emit(
                 self.now(),

@@ -2,6 +2,9 @@
 //! handed to its sinks as it is ingested. Runs in the session actor.
 
 use std::fmt;
+use std::fs::File;
+use std::io::BufWriter;
+use std::path::{Path, PathBuf};
 
 /// Why a sink gave up; the session detaches it and plays on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -31,6 +34,17 @@ pub trait AudioSink: Send + 'static {
 
     /// The synthesis of the turn is complete.
     fn segment_end(&mut self) {}
+
+    /// Called once, last: the sink was taken off, or its session is closing
+    /// (removed, or the engine shutting down). Write out what is buffered
+    /// and close, so nothing is left half-written.
+    ///
+    /// # Errors
+    /// A [`SinkError`] is logged, and reported as an event while the
+    /// session still has listeners.
+    fn finish(&mut self) -> Result<(), SinkError> {
+        Ok(())
+    }
 }
 
 impl fmt::Debug for dyn AudioSink {
@@ -58,6 +72,9 @@ pub struct RecorderLog {
     pub interrupts: usize,
     /// Segment ends seen.
     pub segment_ends: usize,
+    /// Times the sink was finished (once, when it is taken off or its
+    /// session closes).
+    pub finished: usize,
 }
 
 impl Recorder {
@@ -106,5 +123,148 @@ impl AudioSink for Recorder {
         if let Ok(mut log) = self.inner.lock() {
             log.segment_ends += 1;
         }
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        let mut log = self
+            .inner
+            .lock()
+            .map_err(|_| SinkError("recorder poisoned".into()))?;
+        log.finished += 1;
+        Ok(())
+    }
+}
+
+/// A sink recording a session's speech to a 16-bit PCM WAV file at the
+/// engine's output format. The file is complete (its header says how much
+/// audio follows) once the sink is finished: when it is taken off, or its
+/// session is removed or the engine shuts down.
+pub struct WavSink {
+    name: String,
+    path: PathBuf,
+    sample_rate: u32,
+    channels: usize,
+    writer: Option<hound::WavWriter<BufWriter<File>>>,
+}
+
+impl fmt::Debug for WavSink {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WavSink")
+            .field("name", &self.name)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl WavSink {
+    /// Creates (or truncates) `path` for audio at `sample_rate` Hz and
+    /// `channels` channels: the engine's output format.
+    ///
+    /// # Errors
+    /// [`SinkError`] naming the path when the file cannot be created or the
+    /// format cannot be written.
+    pub fn create(path: &Path, sample_rate: u32, channels: usize) -> Result<Self, SinkError> {
+        let spec = hound::WavSpec {
+            channels: u16::try_from(channels)
+                .ok()
+                .filter(|&c| c > 0)
+                .ok_or_else(|| SinkError(format!("{channels} channels cannot be written")))?,
+            sample_rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let writer = hound::WavWriter::create(path, spec)
+            .map_err(|e| SinkError(format!("{}: {e}", path.display())))?;
+        Ok(Self {
+            name: format!("wav:{}", path.display()),
+            path: path.to_owned(),
+            sample_rate,
+            channels,
+            writer: Some(writer),
+        })
+    }
+
+    /// The file being written.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl AudioSink for WavSink {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn write(
+        &mut self,
+        frames: &[f32],
+        sample_rate: u32,
+        channels: usize,
+    ) -> Result<(), SinkError> {
+        if (sample_rate, channels) != (self.sample_rate, self.channels) {
+            return Err(SinkError(format!(
+                "{}: made for {} Hz x{}, given {sample_rate} Hz x{channels}",
+                self.path.display(),
+                self.sample_rate,
+                self.channels
+            )));
+        }
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| SinkError(format!("{}: already finished", self.path.display())))?;
+        for &v in frames {
+            // The inverse of 16-bit ingest (x / 32768), so 16-bit input at
+            // the output rate is written back bit for bit.
+            let q = (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            writer
+                .write_sample(q)
+                .map_err(|e| SinkError(format!("{}: {e}", self.path.display())))?;
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self) -> Result<(), SinkError> {
+        match self.writer.take() {
+            Some(w) => w
+                .finalize()
+                .map_err(|e| SinkError(format!("{}: {e}", self.path.display()))),
+            None => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AudioSink, WavSink};
+
+    #[test]
+    fn a_wav_sink_writes_sixteen_bit_input_back_exactly_and_refuses_misuse() {
+        let dir = std::env::temp_dir().join(format!("sotto-wavsink-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("tee.wav");
+        let missing = dir.join("no/such/dir.wav");
+        let err = WavSink::create(&missing, 24_000, 1).unwrap_err();
+        assert!(err.0.contains("no/such/dir.wav"), "{err}");
+        assert!(WavSink::create(&path, 24_000, 0).is_err());
+
+        let mut sink = WavSink::create(&path, 24_000, 2).unwrap();
+        let original: Vec<i16> = vec![i16::MIN, -1, 0, 1, 12_345, i16::MAX];
+        let frames: Vec<f32> = original.iter().map(|&s| f32::from(s) / 32768.0).collect();
+        sink.write(&frames, 24_000, 2).unwrap();
+        assert!(sink.write(&frames, 48_000, 2).is_err(), "wrong rate");
+        assert!(sink.write(&frames, 24_000, 1).is_err(), "wrong channels");
+        sink.write(&[2.0, f32::NAN], 24_000, 2).unwrap();
+        sink.finish().unwrap();
+        assert!(sink.write(&frames, 24_000, 2).is_err(), "after finish");
+        sink.finish().unwrap();
+
+        let mut reader = hound::WavReader::open(&path).unwrap();
+        let back: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+        let mut want = original;
+        want.extend([i16::MAX, 0]);
+        assert_eq!(back, want);
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -4,6 +4,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
 use rtrb::Producer;
@@ -48,6 +49,9 @@ pub enum SupervisorMsg {
     ),
     /// Remove a session and retire its voice.
     Remove(SessionId, oneshot::Sender<()>),
+    /// Close every session and stop every session actor and background
+    /// loader, waiting at most the given time for them to finish.
+    Shutdown(Duration, oneshot::Sender<()>),
 }
 
 impl std::fmt::Debug for SupervisorMsg {
@@ -55,6 +59,7 @@ impl std::fmt::Debug for SupervisorMsg {
         match self {
             Self::Create(c, _) => write!(f, "Create({})", c.name),
             Self::Remove(id, _) => write!(f, "Remove({id:?})"),
+            Self::Shutdown(limit, _) => write!(f, "Shutdown({limit:?})"),
         }
     }
 }
@@ -135,6 +140,15 @@ impl Actor for EngineSupervisor {
                         );
                     }
                 }
+                let _ = reply.send(());
+            }
+            SupervisorMsg::Shutdown(limit, reply) => {
+                // Closed first: nothing new is accepted while the actors
+                // finish what they hold (sinks closed, waiting pushes told).
+                for slot in state.slots.iter_mut().filter_map(Option::take) {
+                    slot.shared.close();
+                }
+                myself.stop_children_and_wait(None, Some(limit)).await;
                 let _ = reply.send(());
             }
         }

@@ -100,6 +100,11 @@ impl AvatarHandle {
             .map_err(|_| EngineError::Stopped)
     }
 
+    /// The link actor.
+    pub(crate) fn link(&self) -> &ActorRef<LinkMsg> {
+        &self.link
+    }
+
     /// Whether the link is up.
     #[must_use]
     pub fn is_connected(&self) -> bool {

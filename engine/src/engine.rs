@@ -1,11 +1,12 @@
 //! The engine handle: starts the actors and a driver, creates sessions.
 
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef};
+use ractor::{Actor, ActorRef, ActorStatus};
 use rtrb::{Consumer, RingBuffer};
+use sotto_actors::avatar::link::LinkMsg;
 use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
 use sotto_actors::device_manager::{
     DeviceEvent, DeviceManager, DeviceManagerArgs, DeviceMsg, DEVICE_EVENT_QUEUE,
@@ -171,6 +172,11 @@ struct Inner {
     /// Where the playing output's reverse stream is published for echo
     /// cancellation.
     reverse: Arc<ReverseSlot>,
+    /// Avatar links attached so far (dead ones pruned on attach), stopped
+    /// by shutdown.
+    links: std::sync::Mutex<Vec<ActorRef<LinkMsg>>>,
+    /// Set when shutdown begins: nothing new is started afterwards.
+    stopped: AtomicBool,
 }
 
 impl Engine {
@@ -351,6 +357,8 @@ impl Engine {
                 fallback,
                 device,
                 reverse,
+                links: std::sync::Mutex::new(Vec::new()),
+                stopped: AtomicBool::new(false),
             }),
         }
     }
@@ -451,13 +459,35 @@ impl Engine {
         session: &SessionHandle,
         config: sotto_actors::avatar::link::LinkConfig,
     ) -> Result<crate::AvatarHandle, EngineError> {
-        crate::AvatarHandle::attach(
+        self.running()?;
+        let handle = crate::AvatarHandle::attach(
             session,
             config,
             self.inner.config.sample_rate,
             self.inner.config.channels,
         )
-        .await
+        .await?;
+        let link = handle.link().clone();
+        if let Ok(mut links) = self.inner.links.lock() {
+            links.retain(|l| {
+                !matches!(l.get_status(), ActorStatus::Stopping | ActorStatus::Stopped)
+            });
+            links.push(link.clone());
+        }
+        // Shutdown may have taken the list between the check and the push.
+        if self.inner.stopped.load(Ordering::Acquire) {
+            link.stop(None);
+            return Err(EngineError::Stopped);
+        }
+        Ok(handle)
+    }
+
+    fn running(&self) -> Result<(), EngineError> {
+        if self.inner.stopped.load(Ordering::Acquire) {
+            Err(EngineError::Stopped)
+        } else {
+            Ok(())
+        }
     }
 
     /// Opens a microphone (SPEC D3). With `echo`, its frames go through
@@ -535,6 +565,7 @@ impl Engine {
         session: &SessionHandle,
         config: BackgroundConfig,
     ) -> Result<BackgroundHandle, EngineError> {
+        self.running()?;
         config.validate()?;
         let id = self.inner.next_source.fetch_add(1, Ordering::Relaxed);
         let args = LoaderArgs {
@@ -664,8 +695,21 @@ impl Engine {
         }
     }
 
-    /// Stops the driver and every actor.
+    /// Stops everything, in order, within [`SHUTDOWN_LIMIT`]: the driver
+    /// (no more audio), the avatar links (their peers closed), the sessions
+    /// and background loaders (sinks finished, so a file they write is
+    /// complete; a push still waiting is answered
+    /// [`SessionError::Closed`](crate::SessionError::Closed)), then the
+    /// supervisor and the event pump. Every handle afterwards returns a
+    /// clear error. A second call does nothing.
     pub async fn shutdown(&self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_LIMIT;
+        let left = || {
+            deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .max(Duration::from_millis(1))
+        };
+        self.inner.stopped.store(true, Ordering::Release);
         let driver = std::mem::replace(&mut *self.inner.driver.lock().await, Driver::Stopped);
         match driver {
             Driver::Virtual { clock, ticker, .. } => {
@@ -675,14 +719,42 @@ impl Engine {
             Driver::Device { manager, ticker } => {
                 ticker.abort();
                 let _ = ractor::call!(manager, DeviceMsg::Stop);
-                manager.stop(None);
+                let _ = manager.stop_and_wait(None, Some(left())).await;
             }
             Driver::Offline(_) | Driver::Stopped => {}
         }
-        self.inner.supervisor.stop(None);
-        self.inner.pump.stop(None);
+        let links = self
+            .inner
+            .links
+            .lock()
+            .map(|mut l| std::mem::take(&mut *l))
+            .unwrap_or_default();
+        for link in &links {
+            link.stop(None);
+        }
+        for link in &links {
+            let _ = link.wait(Some(left())).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        if self
+            .inner
+            .supervisor
+            .cast(SupervisorMsg::Shutdown(left(), tx))
+            .is_ok()
+        {
+            let _ = tokio::time::timeout(left(), rx).await;
+        }
+        let _ = self
+            .inner
+            .supervisor
+            .stop_and_wait(None, Some(left()))
+            .await;
+        let _ = self.inner.pump.stop_and_wait(None, Some(left())).await;
     }
 }
+
+/// How long [`Engine::shutdown`] may take.
+pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
 
 fn spawn_ticker(
     pump: ActorRef<PumpMsg>,

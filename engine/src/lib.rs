@@ -32,7 +32,7 @@ pub mod soak;
 
 pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;
-pub use engine::{Clock, Engine, EngineConfig, EngineError};
+pub use engine::{Clock, Engine, EngineConfig, EngineError, SHUTDOWN_LIMIT};
 pub use handle::{SessionError, SessionHandle};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::avatar;
@@ -47,6 +47,6 @@ pub use sotto_actors::echo_link::EchoStats;
 pub use sotto_actors::{decode, echo};
 pub use sotto_actors::{
     AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
-    SessionEvent, SessionEventKind, SinkError, SUPPORTED_RATES,
+    SessionEvent, SessionEventKind, SinkError, WavSink, SUPPORTED_RATES,
 };
 pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};
