@@ -24,7 +24,7 @@ pub use ingest::{FormatError, Ingest, InputFormat, SampleFormat, SUPPORTED_RATES
 pub use quiesce::{Quiescence, SettleTimeout};
 pub use session::{
     Duck, Input, PushOutcome, SessionClosed, SessionConfig, SessionEvent, SessionEventKind,
-    SessionMsg, SessionShared,
+    SessionMsg, SessionShared, MAX_WAITING,
 };
 pub use sink::{AudioSink, Recorder, RecorderLog, SinkError, WavSink};
 pub use supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};

@@ -161,6 +161,11 @@ pub fn frames_of(d: Duration, rate: u32) -> u64 {
 /// Largest decode buffer a session keeps between pushes (256 KiB).
 const MAX_KEPT_DECODE_SAMPLES: usize = 64 * 1024;
 
+/// How much audio may wait for room in a session's queue, per input,
+/// beyond the ring. A caller that awaits its pushes never gets near it; one
+/// that never awaits cannot grow memory past it.
+pub const MAX_WAITING: std::time::Duration = std::time::Duration::from_secs(300);
+
 /// Converts a session's config to its voice's config.
 #[must_use]
 pub fn voice_config(
@@ -236,6 +241,15 @@ pub enum SessionEventKind {
     },
     /// The speech queue ran dry in the middle of a turn.
     Underrun,
+    /// A push found [`MAX_WAITING`] of audio already waiting for room (its
+    /// caller did not wait for earlier pushes): what did not fit in the
+    /// ring was dropped, and the push says so too.
+    QueueOverflow {
+        /// Output frames dropped.
+        dropped_frames: u64,
+        /// Whether it was the background input.
+        background: bool,
+    },
     /// A sink failed and was detached (SPEC O12).
     SinkDetached {
         /// The sink's name.
@@ -692,6 +706,8 @@ pub struct SessionState {
     ingest_fault: bool,
     pending: VecDeque<Pending>,
     background_pending: VecDeque<Pending>,
+    /// Samples waiting in `pending` and `background_pending`.
+    waiting: [usize; 2],
     /// Decoded frames of the push being handled; kept for its capacity.
     decoded: Vec<f32>,
     command_backlog: VecDeque<VoiceCommand>,
@@ -742,6 +758,7 @@ impl Actor for Session {
             ingest_fault: false,
             pending: VecDeque::new(),
             background_pending: VecDeque::new(),
+            waiting: [0; 2],
             decoded: Vec::new(),
             command_backlog: VecDeque::new(),
             clip_backlog: VecDeque::new(),
@@ -775,6 +792,7 @@ impl Actor for Session {
         // answered (closed) here, not when it gets round to the state.
         state.pending.clear();
         state.background_pending.clear();
+        state.waiting = [0; 2];
         state.waiters.clear();
         Ok(())
     }
@@ -970,10 +988,8 @@ impl SessionState {
     /// Queues converted frames: what fits goes straight into the ring (when
     /// nothing waits ahead), the rest waits for room.
     fn queue_frames(&mut self, input: Input, frames: Vec<f32>, reply: PushReply) {
-        if input == Input::Speech {
-            self.tee(&frames);
-        }
         let ch = self.channels;
+        let slot = input as usize;
         let (queue, tx) = match input {
             Input::Speech => (&mut self.pending, &mut self.voice.speech_tx),
             Input::Background => (&mut self.background_pending, &mut self.voice.background_tx),
@@ -985,11 +1001,16 @@ impl SessionState {
         } else {
             0
         };
-        match input {
-            Input::Speech => self.pushed += written as u64,
-            Input::Background => self.background_pushed += written as u64,
-        }
-        if written * ch == frames.len() {
+        let rest = frames.len() - written * ch;
+        let limit = MAX_WAITING.as_secs() as usize * self.sample_rate as usize * ch;
+        let overflow = rest > 0 && self.waiting[slot] + rest > limit;
+        if overflow {
+            reply.send(PushOutcome {
+                accepted_frames: written as u64,
+                dropped_frames: (rest / ch) as u64,
+                ..PushOutcome::default()
+            });
+        } else if rest == 0 {
             reply.send(PushOutcome {
                 accepted_frames: written as u64,
                 ..PushOutcome::default()
@@ -1001,6 +1022,26 @@ impl SessionState {
                 accepted: written as u64,
                 reply,
             });
+            self.waiting[slot] += rest;
+        }
+        match input {
+            Input::Speech => {
+                self.pushed += written as u64;
+                // The tee sees exactly what the queue took.
+                let kept = if overflow { written * ch } else { frames.len() };
+                self.tee(&frames[..kept]);
+            }
+            Input::Background => self.background_pushed += written as u64,
+        }
+        if overflow {
+            tracing::warn!(session = %self.shared.config.name, frames = rest / ch, ?input, "queue overflow, push dropped");
+            self.emit(
+                self.now(),
+                SessionEventKind::QueueOverflow {
+                    dropped_frames: (rest / ch) as u64,
+                    background: input == Input::Background,
+                },
+            );
         }
         // A one-off huge push does not pin its buffer for the session's life.
         if frames.capacity() <= MAX_KEPT_DECODE_SAMPLES {
@@ -1067,6 +1108,7 @@ impl SessionState {
         self.ingest.flush(&mut tail);
         if !tail.is_empty() {
             self.tee(&tail);
+            self.waiting[Input::Speech as usize] += tail.len();
             let (tx, _) = oneshot::channel();
             self.pending.push_back(Pending::Frames {
                 frames: tail,
@@ -1100,6 +1142,7 @@ impl SessionState {
     /// behind them are applied (`Begin`) or discarded (`Complete`).
     fn cut_pending(&mut self) -> u64 {
         let (dropped, begin) = cut(&mut self.pending, self.channels);
+        self.waiting[Input::Speech as usize] = 0;
         self.ingest.reset();
         if begin {
             self.begin_turn();
@@ -1110,6 +1153,7 @@ impl SessionState {
     /// Drops the background input: what waits for room and what is queued.
     fn clear_background(&mut self) -> u64 {
         let (dropped, _) = cut(&mut self.background_pending, self.channels);
+        self.waiting[Input::Background as usize] = 0;
         self.background_ingest.reset();
         self.command(VoiceCommand::ClearBackground {
             fence: self.background_pushed,
@@ -1232,6 +1276,8 @@ impl SessionState {
                 ch,
             );
             self.background_pushed += written;
+            let left = &mut self.waiting[Input::Background as usize];
+            *left = left.saturating_sub(written as usize * ch);
             if !done {
                 break;
             }
@@ -1271,6 +1317,8 @@ impl SessionState {
                     let (written, done) =
                         advance_front(&mut self.pending, &mut self.voice.speech_tx, ch);
                     self.pushed += written;
+                    let left = &mut self.waiting[Input::Speech as usize];
+                    *left = left.saturating_sub(written as usize * ch);
                     if !done {
                         return;
                     }

@@ -770,9 +770,13 @@ fn spawn_ticker(
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            if !send_pump(&pump, &quiesce, PumpMsg::Pump(None)) {
+            // One tick in the pump's mailbox at a time: a stalled pump
+            // delays the ticks instead of piling them up.
+            let (tx, rx) = oneshot::channel();
+            if !send_pump(&pump, &quiesce, PumpMsg::Pump(Some(tx))) {
                 break;
             }
+            let _ = rx.await;
         }
     })
 }

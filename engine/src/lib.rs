@@ -47,6 +47,6 @@ pub use sotto_actors::echo_link::EchoStats;
 pub use sotto_actors::{decode, echo};
 pub use sotto_actors::{
     AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
-    SessionEvent, SessionEventKind, SinkError, WavSink, SUPPORTED_RATES,
+    SessionEvent, SessionEventKind, SinkError, WavSink, MAX_WAITING, SUPPORTED_RATES,
 };
 pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};

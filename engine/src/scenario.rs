@@ -981,6 +981,14 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
             "dropped_input"
         }
         SessionEventKind::Underrun => "underrun",
+        SessionEventKind::QueueOverflow {
+            dropped_frames,
+            background,
+        } => {
+            f.insert("dropped_frames".into(), json!(dropped_frames));
+            f.insert("background".into(), json!(background));
+            "queue_overflow"
+        }
         SessionEventKind::SinkDetached { sink, reason } => {
             f.insert("sink".into(), json!(sink));
             f.insert("message".into(), json!(reason));

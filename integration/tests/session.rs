@@ -10,7 +10,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sotto::{
     Engine, EngineConfig, PushOutcome, Recorder, SampleFormat, SessionConfig, SessionEvent,
-    SessionEventKind as K, SessionHandle,
+    SessionEventKind as K, SessionHandle, MAX_WAITING,
 };
 use sotto_integration::*;
 use sotto_rt::fade_gain;
@@ -157,6 +157,65 @@ async fn o2_backpressure_waits_then_completes_in_order() {
             .load(std::sync::atomic::Ordering::Relaxed),
         0
     );
+}
+
+/// A caller that never awaits its pushes cannot grow the queue without
+/// bound: past `MAX_WAITING` waiting for room, a push's rest is dropped,
+/// counted in its outcome and reported; what was queued plays unharmed,
+/// and once the queue drains pushes are taken again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o2_pushes_never_awaited_are_bounded() {
+    let mut c = cfg();
+    c.queue = Duration::from_millis(100); // 2400 frames in the ring
+    let (engine, s, mut ev) = setup(c).await;
+    let second = 24_000;
+    let limit = MAX_WAITING.as_secs() as usize;
+    let mut pushes = Vec::new();
+    for k in 0..limit + 3 {
+        pushes.push(tokio::spawn(s.push(counting(second, k as i16))));
+    }
+    engine.settle().await.unwrap();
+    let events = drain(&mut ev);
+    let overflows: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            K::QueueOverflow {
+                dropped_frames,
+                background: false,
+            } => Some(dropped_frames),
+            _ => None,
+        })
+        .collect();
+    // The ring takes 2400 frames and the first 300 pushes wait (just under
+    // 300 s); each push after that would pass the bound, and is refused whole.
+    assert_eq!(overflows, vec![second as u64; 3]);
+    let refused = 3 * second;
+    let refused_pushes = overflows.len();
+    let mut dropped = 0;
+    for p in pushes.drain(pushes.len() - refused_pushes..) {
+        let outcome = p.await.unwrap().unwrap();
+        assert_eq!(outcome.accepted_frames, 0);
+        dropped += outcome.dropped_frames;
+    }
+    assert_eq!(dropped, refused as u64);
+    // The first ten seconds play exactly as pushed.
+    let out = engine.render(10 * second as u64).await.unwrap();
+    for (k, second_out) in out.chunks(second).enumerate() {
+        for (i, v) in second_out.iter().enumerate() {
+            let want = (k as i16).wrapping_add(i as i16);
+            assert_eq!(*v, f32::from(want) / 32768.0, "second {k}, frame {i}");
+        }
+    }
+    // Ten seconds played: there is room to wait again.
+    let _ = s.push(counting(second, 0));
+    engine.settle().await.unwrap();
+    assert!(
+        !drain(&mut ev)
+            .iter()
+            .any(|e| matches!(e.kind, K::QueueOverflow { .. })),
+        "with room again, a push waits instead of being refused"
+    );
+    engine.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
