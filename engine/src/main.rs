@@ -330,11 +330,12 @@ fn devices() -> ExitCode {
 async fn soak(config: sotto::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
     let result = sotto::soak::run(&config, |t, r| {
         eprint!(
-            "\r{t:6.1}/{:.0} s  {} sessions  {} turns  late {}  underruns {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
+            "\r{t:6.1}/{:.0} s  {} sessions  {} turns  late {} ({} while the host stole)  underruns {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
             config.seconds,
             r.sessions,
             r.turns,
             r.late_blocks,
+            r.late_blocks_while_stolen,
             r.underruns,
             r.block_render_us.p99,
             r.cpu_percent,

@@ -91,6 +91,16 @@ pub struct SoakReport {
     /// Resident set growth after the first tenth of the run, KiB per
     /// minute (least squares).
     pub rss_slope_kib_per_min: f64,
+    /// Time the host (hypervisor) ran something else while this machine's
+    /// CPUs wanted to run, in percent of all CPUs over the run: the
+    /// machine's own steal counter. No scheduling inside the guest can
+    /// keep a deadline through it.
+    pub host_steal_percent: f64,
+    /// Seconds of the run in which the host took more than 5% of a CPU.
+    pub stolen_seconds: u64,
+    /// Of `late_blocks`, those in a second in which the host took more
+    /// than 5% of a CPU.
+    pub late_blocks_while_stolen: u64,
 }
 
 /// A small deterministic generator for the sessions' choices.
@@ -176,6 +186,8 @@ pub async fn run(
     }
     let started = Instant::now();
     let cpu0 = cpu_seconds();
+    let steal0 = steal_ticks();
+    let (mut steal_then, mut late_then) = (steal0, 0);
     let mut rss = Vec::new();
     let mut report = SoakReport {
         sessions: config.sessions,
@@ -205,6 +217,17 @@ pub async fn run(
             (started, cpu0),
             &rss,
         );
+        let steal = steal_ticks();
+        // Ticks are hundredths of a second: over 5 in a second is over 5%
+        // of a CPU.
+        if steal.saturating_sub(steal_then) > 5 {
+            report.stolen_seconds += 1;
+            report.late_blocks_while_stolen += report.late_blocks - late_then;
+        }
+        (steal_then, late_then) = (steal, report.late_blocks);
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        report.host_steal_percent =
+            steal.saturating_sub(steal0) as f64 / (report.seconds * cpus).max(1e-9);
         progress(started.elapsed().as_secs_f64(), &report);
     }
     shared.stop.store(true, Ordering::Release);
@@ -420,6 +443,18 @@ fn rss_kib() -> (u64, u64) {
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// The machine's steal counter (all CPUs, in hundredths of a second);
+/// zero where there is none.
+fn steal_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    // "cpu  user nice system idle iowait irq softirq steal ..."
+    stat.lines()
+        .next()
+        .and_then(|l| l.split_whitespace().nth(8))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// CPU seconds this process used (user and system).
