@@ -275,9 +275,13 @@ struct Faults {
 impl Faults {
     fn report(&self, e: &cpal::Error) {
         self.errors.fetch_add(1, Ordering::Relaxed);
+        // A glitch, a move, or no real-time scheduling for the host's audio
+        // thread: the stream plays on.
         if !matches!(
             e.kind(),
-            cpal::ErrorKind::Xrun | cpal::ErrorKind::DeviceChanged
+            cpal::ErrorKind::Xrun
+                | cpal::ErrorKind::DeviceChanged
+                | cpal::ErrorKind::RealtimeDenied
         ) {
             self.failed.store(true, Ordering::Release);
         }
