@@ -509,6 +509,9 @@ pub struct SessionShared {
     pub events_dropped: AtomicU64,
     callback: Mutex<Option<EventCallback>>,
     closed: AtomicBool,
+    /// Sinks of an actor that failed, waiting for its successor.
+    orphans: Mutex<Vec<Box<dyn AudioSink>>>,
+    has_orphans: AtomicBool,
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -551,6 +554,8 @@ impl SessionShared {
             events_dropped: AtomicU64::new(0),
             callback: Mutex::new(None),
             closed: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+            has_orphans: AtomicBool::new(false),
         })
     }
 
@@ -724,6 +729,23 @@ pub struct SessionState {
     sinks: Vec<Box<dyn AudioSink>>,
 }
 
+impl Drop for SessionState {
+    fn drop(&mut self) {
+        // Only a failed actor still holds sinks here (a stopped one finished
+        // them): they go on with the session's next actor.
+        if self.sinks.is_empty() {
+            return;
+        }
+        let sinks = std::mem::take(&mut self.sinks);
+        let mut orphans = match self.shared.orphans.lock() {
+            Ok(o) => o,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        orphans.extend(sinks);
+        self.shared.has_orphans.store(true, Ordering::Release);
+    }
+}
+
 /// A [`SessionMsg`] on its way, with its place in the engine's in-flight
 /// count: the count drops when the envelope does, wherever that is.
 pub struct Envelope {
@@ -746,7 +768,7 @@ impl Actor for Session {
         let background_ingest = Ingest::new(input, args.sample_rate, args.channels)?;
         args.shared.pushed_frames.store(0, Ordering::Relaxed);
         args.shared.pending_frames.store(0, Ordering::Relaxed);
-        Ok(SessionState {
+        let mut state = SessionState {
             shared: args.shared,
             voice: args.voice,
             generation: args.generation,
@@ -772,7 +794,9 @@ impl Actor for Session {
             cut_by_interrupt: 0,
             waiters: Vec::new(),
             sinks: Vec::new(),
-        })
+        };
+        state.adopt_orphans();
+        Ok(state)
     }
 
     async fn post_stop(
@@ -806,6 +830,7 @@ impl Actor for Session {
         let shared = Arc::clone(&state.shared);
         // The ticket lives to the end of the handler, even through a panic.
         let Envelope { msg, _ticket } = envelope;
+        state.adopt_orphans();
         match msg {
             SessionMsg::Push {
                 input,
@@ -1046,6 +1071,26 @@ impl SessionState {
         // A one-off huge push does not pin its buffer for the session's life.
         if frames.capacity() <= MAX_KEPT_DECODE_SAMPLES {
             self.decoded = frames;
+        }
+    }
+
+    /// Takes over the sinks of a failed predecessor. Its state may be
+    /// dropped after this actor started (the supervisor hears of the
+    /// failure first), so this is checked on every message, not only at
+    /// start.
+    fn adopt_orphans(&mut self) {
+        if !self.shared.has_orphans.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        let orphans = match self.shared.orphans.lock() {
+            Ok(mut o) => std::mem::take(&mut *o),
+            Err(poisoned) => std::mem::take(&mut *poisoned.into_inner()),
+        };
+        for sink in orphans {
+            if sink.publishes_voice() {
+                self.command(VoiceCommand::SetDirectMuted(true));
+            }
+            self.sinks.push(sink);
         }
     }
 

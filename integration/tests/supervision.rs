@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use sotto::{Engine, EngineConfig, SessionConfig, SessionEventKind, SessionHandle};
+use sotto::{Engine, EngineConfig, Recorder, SessionConfig, SessionEventKind, SessionHandle};
 use sotto_integration::{dc_s16, drain};
 
 fn assert_send_sync<T: Send + Sync>() {}
@@ -69,4 +69,47 @@ async fn a_panicking_session_is_restarted_and_others_play_on() {
         |e| matches!(&e.kind, SessionEventKind::Error { message } if message.contains("restarted"))
     ));
     engine.shutdown().await;
+}
+
+/// A restarted session keeps its sinks: a tee goes on receiving what is
+/// pushed, and a sink that publishes the voice (an avatar) keeps the direct
+/// output silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_session_keeps_its_sinks() {
+    let engine = Engine::start(EngineConfig {
+        channels: 1,
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    let s = engine
+        .create_session(SessionConfig::default())
+        .await
+        .unwrap();
+    let tee = Recorder::new("tee", false);
+    let avatar = Recorder::new("avatar", true);
+    s.add_sink(Box::new(tee.clone())).unwrap();
+    s.add_sink(Box::new(avatar.clone())).unwrap();
+    for round in 0..20 {
+        let _ = s.push(dc_s16(480, 2000));
+        let out = engine.render(480).await.unwrap();
+        assert!(out.iter().all(|&v| v == 0.0), "round {round}: muted");
+        s.inject_fault().unwrap();
+        for _ in 0..1000 {
+            if s.push(Vec::<u8>::new()).await.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    let _ = s.push(dc_s16(480, 2000));
+    let out = engine.render(480).await.unwrap();
+    assert!(out.iter().all(|&v| v == 0.0), "still muted after restarts");
+    engine.settle().await.unwrap();
+    for log in [tee.log(), avatar.log()] {
+        assert_eq!(log.frames.len(), 21 * 480, "every push reached the sink");
+        assert_eq!(log.finished, 0);
+    }
+    engine.shutdown().await;
+    assert_eq!(tee.log().finished, 1, "finished once, at shutdown");
 }
