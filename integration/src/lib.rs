@@ -2,8 +2,48 @@
 
 pub mod fuzz;
 
-use sotto::{SessionEvent, SessionEventKind};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto::avatar::face::{FaceRenderer, MemorySink};
+use sotto::avatar::playout::{AvatarRenderer, AvatarSink};
+use sotto::avatar::server::{AvatarServer, ServerConfig};
+use sotto::{Engine, EngineConfig, SessionEvent, SessionEventKind};
 use tokio::sync::mpsc::Receiver;
+
+/// A mono engine at the default rate on the offline clock.
+///
+/// # Panics
+/// If it does not start (a test failure).
+pub async fn mono_engine() -> Engine {
+    Engine::start(EngineConfig {
+        channels: 1,
+        ..EngineConfig::default()
+    })
+    .await
+    .expect("a default mono engine starts")
+}
+
+/// An avatar server on loopback accepting tokens signed with `secret`,
+/// drawing small faces (32x24, 25 fps) into memory.
+///
+/// # Panics
+/// If it cannot listen (a test failure).
+pub async fn face_avatar_server(secret: &str) -> AvatarServer {
+    let config = ServerConfig {
+        secret: secret.into(),
+        fps: 25,
+        cooldown: Duration::from_millis(300),
+        stereo: false,
+        renderer: Arc::new(|| Box::new(FaceRenderer::new(32, 24)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(|req| {
+            Box::new(MemorySink::new(usize::from(req.channels))) as Box<dyn AvatarSink>
+        }),
+    };
+    AvatarServer::start("127.0.0.1:0".parse().expect("a loopback address"), config)
+        .await
+        .expect("the avatar server listens on loopback")
+}
 
 /// `n` frames of a mono s16 sine at `freq` Hz and `rate`, amplitude in s16 units.
 #[must_use]

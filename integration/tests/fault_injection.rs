@@ -15,16 +15,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sotto::avatar::face::{FaceRenderer, MemorySink};
 use sotto::avatar::link::LinkConfig;
-use sotto::avatar::playout::{AvatarRenderer, AvatarSink};
-use sotto::avatar::server::{AvatarServer, ServerConfig};
+use sotto::avatar::server::AvatarServer;
 use sotto::avatar::token;
 use sotto::{
-    AvatarHandle, BackgroundConfig, BackgroundHandle, BackgroundMode, Engine, EngineConfig,
-    SessionConfig, SessionEvent, SessionEventKind, SessionHandle,
+    AvatarHandle, BackgroundConfig, BackgroundHandle, BackgroundMode, SessionConfig, SessionEvent,
+    SessionEventKind, SessionHandle,
 };
-use sotto_integration::{dc_s16, drain, scratch_dir, tone_s16, write_wav_s16};
+use sotto_integration::{
+    dc_s16, drain, face_avatar_server, mono_engine, scratch_dir, tone_s16, write_wav_s16,
+};
 
 const FAULTS: usize = 100;
 const BLOCK: u64 = 480;
@@ -61,12 +61,7 @@ async fn settle_restart(faulty: &SessionHandle) {
 /// One run: the calm sessions speak in 20 ms pieces, one block rendered
 /// per round; with `inject`, `actor` fails once per round.
 async fn run(actor: Actor, inject: bool, bed: &Path, server: Option<&AvatarServer>) -> Run {
-    let engine = Engine::start(EngineConfig {
-        channels: 1,
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
+    let engine = mono_engine().await;
     let mut calm = Vec::new();
     for name in ["a", "b", "c"] {
         let s = engine
@@ -229,22 +224,6 @@ fn restart_events(events: &[SessionEvent]) -> usize {
         .count()
 }
 
-async fn avatar_server() -> AvatarServer {
-    let config = ServerConfig {
-        secret: SECRET.into(),
-        fps: 25,
-        cooldown: Duration::from_millis(300),
-        stereo: false,
-        renderer: Arc::new(|| Box::new(FaceRenderer::new(32, 24)) as Box<dyn AvatarRenderer>),
-        sink: Arc::new(|req| {
-            Box::new(MemorySink::new(usize::from(req.channels))) as Box<dyn AvatarSink>
-        }),
-    };
-    AvatarServer::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap()
-}
-
 async fn check(actor: Actor) {
     let dir = scratch_dir(&format!("faults-{actor:?}"));
     let bed = dir.join("bed.wav");
@@ -254,7 +233,7 @@ async fn check(actor: Actor) {
         .collect();
     write_wav_s16(&bed, &samples, 24_000, 1);
     let server = match actor {
-        Actor::Avatar => Some(avatar_server().await),
+        Actor::Avatar => Some(face_avatar_server(SECRET).await),
         _ => None,
     };
     let reference = run(actor, false, &bed, server.as_ref()).await;
@@ -329,12 +308,7 @@ enum Ending {
 /// a task keeps sending to it; then the calm session pushes and a block
 /// renders.
 async fn racing_run(ending: Ending) -> Vec<f32> {
-    let engine = Engine::start(EngineConfig {
-        channels: 1,
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
+    let engine = mono_engine().await;
     let calm = engine
         .create_session(SessionConfig::default())
         .await

@@ -7,19 +7,15 @@
 #![allow(clippy::let_underscore_future)]
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sotto::avatar::face::{FaceRenderer, MemorySink};
 use sotto::avatar::link::LinkConfig;
-use sotto::avatar::playout::{AvatarRenderer, AvatarSink};
-use sotto::avatar::server::{AvatarServer, ServerConfig};
 use sotto::avatar::token;
 use sotto::{
     BackgroundConfig, BackgroundMode, Clock, Engine, EngineConfig, EngineError, Recorder,
     SessionConfig, SessionError, WavSink, SHUTDOWN_LIMIT,
 };
-use sotto_integration::{quantize, scratch_dir, tone_s16, write_wav_s16};
+use sotto_integration::{face_avatar_server, quantize, scratch_dir, tone_s16, write_wav_s16};
 
 const SECRET: &str = "shutdown-secret";
 
@@ -104,21 +100,7 @@ async fn shutdown_in_flight_leaves_nothing_half_written() {
     let wav = dir.join("tee.wav");
     let samples: Vec<f32> = (0..24_000).map(|i| (i as f32 * 0.02).sin() * 0.1).collect();
     write_wav_s16(&bed, &samples, 24_000, 1);
-    let server = AvatarServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig {
-            secret: SECRET.into(),
-            fps: 25,
-            cooldown: Duration::from_millis(300),
-            stereo: false,
-            renderer: Arc::new(|| Box::new(FaceRenderer::new(32, 24)) as Box<dyn AvatarRenderer>),
-            sink: Arc::new(|req| {
-                Box::new(MemorySink::new(usize::from(req.channels))) as Box<dyn AvatarSink>
-            }),
-        },
-    )
-    .await
-    .unwrap();
+    let server = face_avatar_server(SECRET).await;
     let engine = Engine::start(EngineConfig {
         channels: 1,
         clock: Clock::Virtual {

@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use sotto::{Engine, EngineConfig, Recorder, SessionConfig, SessionEventKind, SessionHandle};
-use sotto_integration::{dc_s16, drain};
+use sotto::{Engine, Recorder, SessionConfig, SessionEventKind, SessionHandle};
+use sotto_integration::{dc_s16, drain, mono_engine};
 
 fn assert_send_sync<T: Send + Sync>() {}
 
@@ -20,12 +20,7 @@ fn handles_are_send_and_sync() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_session_is_restarted_and_others_play_on() {
-    let engine = Engine::start(EngineConfig {
-        channels: 1,
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
+    let engine = mono_engine().await;
     let calm = engine
         .create_session(SessionConfig {
             name: "calm".into(),
@@ -76,12 +71,7 @@ async fn a_panicking_session_is_restarted_and_others_play_on() {
 /// output silent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_session_keeps_its_sinks() {
-    let engine = Engine::start(EngineConfig {
-        channels: 1,
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
+    let engine = mono_engine().await;
     let s = engine
         .create_session(SessionConfig::default())
         .await
