@@ -1079,7 +1079,10 @@ impl SessionState {
     /// failure first), so this is checked on every message, not only at
     /// start.
     fn adopt_orphans(&mut self) {
-        if !self.shared.has_orphans.swap(false, Ordering::AcqRel) {
+        // A plain load on every message; the swap only when there is work.
+        if !self.shared.has_orphans.load(Ordering::Acquire)
+            || !self.shared.has_orphans.swap(false, Ordering::AcqRel)
+        {
             return;
         }
         let orphans = match self.shared.orphans.lock() {
@@ -1332,14 +1335,8 @@ impl SessionState {
                 let _ = w.send(());
             }
         }
-        let pending_frames: u64 = self
-            .pending
-            .iter()
-            .map(|p| match p {
-                Pending::Frames { frames, offset, .. } => ((frames.len() - offset) / ch) as u64,
-                _ => 0,
-            })
-            .sum();
+        // Kept as pushes queue and drain, not summed over the queue here.
+        let pending_frames = (self.waiting[Input::Speech as usize] / ch) as u64;
         self.shared
             .pending_frames
             .store(pending_frames, Ordering::Relaxed);
