@@ -5,7 +5,7 @@
 //! [`driver::guarded_render`] enters the real-time core.
 #![deny(missing_docs)]
 
-pub mod avatar;
+pub mod avatar_link;
 pub mod background;
 pub mod decode;
 pub mod device_manager;

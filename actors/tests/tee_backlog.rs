@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use sotto_actors::avatar::link::{AvatarTee, LinkMsg, LinkStats, LINK_BACKLOG};
+use sotto_actors::avatar_link::{AvatarTee, LinkMsg, LinkStats, LINK_BACKLOG};
 use sotto_actors::AudioSink;
 
 /// A link that never gets to its mailbox: its first message blocks it.

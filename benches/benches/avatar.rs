@@ -12,12 +12,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sotto::avatar::face::{FaceRenderer, MemorySink};
-use sotto::avatar::link::LinkConfig;
-use sotto::avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig, VideoFrame};
-use sotto::avatar::server::{AvatarServer, ServerConfig};
-use sotto::avatar::token;
+use sotto::avatar::LinkConfig;
 use sotto::{Engine, EngineConfig, SessionConfig};
+use sotto_avatar::face::{FaceRenderer, MemorySink};
+use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig, VideoFrame};
+use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::token;
 use sotto_benches::tone_s16;
 
 const SECRET: &str = "bench";

@@ -4,7 +4,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use ractor::{Actor, ActorRef, SpawnErr};
-use sotto_actors::avatar::link::{
+use sotto_actors::avatar_link::{
     AvatarLink, AvatarTee, LinkArgs, LinkConfig, LinkError, LinkMsg, LinkStats,
 };
 use sotto_actors::session::{SessionMsg, SessionShared};

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorRef, ActorStatus};
 use rtrb::{Consumer, RingBuffer};
-use sotto_actors::avatar::link::LinkMsg;
+use sotto_actors::avatar_link::LinkMsg;
 use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
 use sotto_actors::device_manager::{
     DeviceEvent, DeviceManager, DeviceManagerArgs, DeviceMsg, DEVICE_EVENT_QUEUE,
@@ -112,7 +112,7 @@ pub enum EngineError {
     Device(#[from] DeviceError),
     /// The avatar link could not be made (a 401 for a bad token is here).
     #[error("avatar link: {0}")]
-    Avatar(#[from] sotto_actors::avatar::link::LinkError),
+    Avatar(#[from] sotto_actors::avatar_link::LinkError),
     /// The engine was shut down.
     #[error("engine is shut down")]
     Stopped,
@@ -457,7 +457,7 @@ impl Engine {
     pub async fn attach_avatar(
         &self,
         session: &SessionHandle,
-        config: sotto_actors::avatar::link::LinkConfig,
+        config: sotto_actors::avatar_link::LinkConfig,
     ) -> Result<crate::AvatarHandle, EngineError> {
         self.running()?;
         let handle = crate::AvatarHandle::attach(

@@ -26,16 +26,18 @@ mod background;
 mod engine;
 mod handle;
 mod player;
-pub mod plot;
-pub mod scenario;
-pub mod soak;
 
 pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;
 pub use engine::{Clock, Engine, EngineConfig, EngineError, SHUTDOWN_LIMIT};
 pub use handle::{SessionError, SessionHandle};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};
-pub use sotto_actors::avatar;
+/// The agent side of the avatar link (SPEC A1–A7): what
+/// [`Engine::attach_avatar`] takes and reports. The avatar side itself
+/// (dispatcher, playout, tokens) is the `sotto-avatar` crate.
+pub mod avatar {
+    pub use sotto_actors::avatar_link::{LinkConfig, LinkError, LinkStats, LINK_BACKLOG};
+}
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::device_manager::{DeviceEvent, DEVICE_EVENT_QUEUE};

@@ -8,12 +8,12 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use sotto::scenario::{RenderClock, Scenario};
-use sotto_actors::avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
-use sotto_actors::avatar::proto::{StreamEnded, INTERRUPT};
-use sotto_actors::avatar::token;
 use sotto_actors::decode::FileDecoder;
 use sotto_actors::{Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
+use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
+use sotto_avatar::token;
+use sotto_cli::scenario::{RenderClock, Scenario};
+use sotto_net::avatar::{StreamEnded, INTERRUPT};
 
 /// One target's check.
 pub type Check = fn(&[u8]);
@@ -178,7 +178,7 @@ impl AvatarSink for CheckSink {
         );
     }
 
-    fn video(&mut self, _frame: &sotto_actors::avatar::playout::VideoFrame, pts: u64) {
+    fn video(&mut self, _frame: &sotto_avatar::playout::VideoFrame, pts: u64) {
         assert!(self.last_pts.is_none_or(|p| pts > p), "video pts went back");
         self.last_pts = Some(pts);
     }
@@ -190,7 +190,7 @@ struct Blank;
 impl AvatarRenderer for Blank {
     fn push_audio(&mut self, _samples: &[i16], _channels: usize) {}
     fn reset(&mut self) {}
-    fn render(&mut self, _pts: u64, _frame: &mut sotto_actors::avatar::playout::VideoFrame) {}
+    fn render(&mut self, _pts: u64, _frame: &mut sotto_avatar::playout::VideoFrame) {}
     fn size(&self) -> (u32, u32) {
         (16, 16)
     }

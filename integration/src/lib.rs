@@ -5,10 +5,10 @@ pub mod fuzz;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto::avatar::face::{FaceRenderer, MemorySink};
-use sotto::avatar::playout::{AvatarRenderer, AvatarSink};
-use sotto::avatar::server::{AvatarServer, ServerConfig};
 use sotto::{Engine, EngineConfig, SessionEvent, SessionEventKind};
+use sotto_avatar::face::{FaceRenderer, MemorySink};
+use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
+use sotto_avatar::server::{AvatarServer, ServerConfig};
 use tokio::sync::mpsc::Receiver;
 
 /// A mono engine at the default rate on the offline clock.

@@ -10,12 +10,12 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sotto::avatar::face::{FaceRenderer, MemorySink};
-use sotto::avatar::link::{LinkConfig, LinkError};
-use sotto::avatar::playout::{AvatarRenderer, Playout, PlayoutConfig, PTS_RATE};
-use sotto::avatar::server::{AvatarServer, ServerConfig, ServerStats};
-use sotto::avatar::token::{self, Claims};
+use sotto::avatar::{LinkConfig, LinkError};
 use sotto::{Engine, EngineConfig, EngineError, SessionConfig, SessionEvent, SessionEventKind};
+use sotto_avatar::face::{FaceRenderer, MemorySink};
+use sotto_avatar::playout::{AvatarRenderer, Playout, PlayoutConfig, PTS_RATE};
+use sotto_avatar::server::{AvatarServer, ServerConfig, ServerStats};
+use sotto_avatar::token::{self, Claims};
 use tokio::sync::mpsc::Receiver;
 
 const SECRET: &str = "test-secret";
@@ -97,7 +97,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn first_voice(log: &sotto::avatar::face::MemoryLog, from: usize) -> Option<usize> {
+fn first_voice(log: &sotto_avatar::face::MemoryLog, from: usize) -> Option<usize> {
     log.voice[from..]
         .iter()
         .position(|&v| v != 0)
@@ -339,8 +339,8 @@ async fn bad_tokens_are_refused_before_any_peer_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_are_counted_and_a_vanished_client_leaves_the_server_serving() {
     use bytes::BytesMut;
-    use sotto::avatar::net::{complete_local, connected, loopback_peer};
-    use sotto::avatar::proto::{JoinRequest, JoinResponse, AUDIO_LABEL, CONTROL_LABEL};
+    use sotto_net::avatar::{JoinRequest, JoinResponse, AUDIO_LABEL, CONTROL_LABEL};
+    use sotto_net::peer::{complete_local, connected, loopback_peer};
     use webrtc::data_channel::{DataChannelEvent, RTCDataChannelInit};
     use webrtc::peer_connection::RTCSessionDescription;
 

@@ -15,13 +15,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sotto::avatar::link::LinkConfig;
-use sotto::avatar::server::AvatarServer;
-use sotto::avatar::token;
+use sotto::avatar::LinkConfig;
 use sotto::{
     AvatarHandle, BackgroundConfig, BackgroundHandle, BackgroundMode, SessionConfig, SessionEvent,
     SessionEventKind, SessionHandle,
 };
+use sotto_avatar::server::AvatarServer;
+use sotto_avatar::token;
 use sotto_integration::{
     dc_s16, drain, face_avatar_server, mono_engine, scratch_dir, tone_s16, write_wav_s16,
 };

@@ -13,12 +13,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto::avatar::face::FaceRenderer;
-use sotto::avatar::link::LinkConfig;
-use sotto::avatar::playout::{AvatarRenderer, AvatarSink, VideoFrame};
-use sotto::avatar::server::{AvatarServer, ServerConfig};
-use sotto::avatar::token;
+use sotto::avatar::LinkConfig;
 use sotto::{BackgroundConfig, BackgroundMode, Engine, EngineConfig, SessionConfig};
+use sotto_avatar::face::FaceRenderer;
+use sotto_avatar::playout::{AvatarRenderer, AvatarSink, VideoFrame};
+use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::token;
 use sotto_integration::{rss_kib, scratch_dir, tone_s16, write_wav_s16};
 
 const SESSIONS: usize = 8;

@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
-use sotto::scenario::{RenderClock, Scenario};
 use sotto::{Clock, Engine, EngineConfig, SessionConfig};
+use sotto_cli::scenario::{RenderClock, Scenario};
 use sotto_integration::tone_s16;
 
 #[global_allocator]

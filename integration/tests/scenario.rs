@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sotto::scenario::{RenderClock, Scenario, ScenarioError};
+use sotto_cli::scenario::{RenderClock, Scenario, ScenarioError};
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -15,8 +15,9 @@ async fn same_scenario_same_bytes() {
     let a = p.render(RenderClock::Offline).await.unwrap();
     let b = p.render(RenderClock::Offline).await.unwrap();
     assert_eq!(a.samples.len(), 7 * 24_000);
-    let bits =
-        |r: &sotto::scenario::Rendered| r.samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>();
+    let bits = |r: &sotto_cli::scenario::Rendered| {
+        r.samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
+    };
     assert_eq!(bits(&a), bits(&b));
     assert_eq!(a.events, b.events);
     let names: Vec<&str> = a.events.iter().map(|e| e.event.as_str()).collect();

@@ -9,12 +9,12 @@
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sotto::avatar::link::LinkConfig;
-use sotto::avatar::token;
+use sotto::avatar::LinkConfig;
 use sotto::{
     BackgroundConfig, BackgroundMode, Clock, Engine, EngineConfig, EngineError, Recorder,
     SessionConfig, SessionError, WavSink, SHUTDOWN_LIMIT,
 };
+use sotto_avatar::token;
 use sotto_integration::{face_avatar_server, quantize, scratch_dir, tone_s16, write_wav_s16};
 
 const SECRET: &str = "shutdown-secret";

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sotto::scenario::{write_wav, RenderClock, Scenario};
+use sotto_cli::scenario::{write_wav, RenderClock, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -182,14 +182,14 @@ fn main() -> ExitCode {
             clock,
             report,
         } => runtime.block_on(soak(
-            sotto::soak::SoakConfig {
+            sotto_cli::soak::SoakConfig {
                 sessions,
                 seconds,
                 background,
                 interrupt_every,
                 clock: match clock {
-                    SoakClockArg::Virtual => sotto::soak::SoakClock::Virtual,
-                    SoakClockArg::Offline => sotto::soak::SoakClock::Offline,
+                    SoakClockArg::Virtual => sotto_cli::soak::SoakClock::Virtual,
+                    SoakClockArg::Offline => sotto_cli::soak::SoakClock::Offline,
                 },
                 seed: 1,
             },
@@ -327,8 +327,8 @@ fn devices() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn soak(config: sotto::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
-    let result = sotto::soak::run(&config, |t, r| {
+async fn soak(config: sotto_cli::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
+    let result = sotto_cli::soak::run(&config, |t, r| {
         eprint!(
             "\r{t:6.1}/{:.0} s  {} sessions  {} turns  late {} ({} while the host stole)  underruns {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
             config.seconds,
@@ -377,9 +377,9 @@ async fn avatar_server(
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use sotto::avatar::face::{FaceRenderer, FileSink, MemorySink};
-    use sotto::avatar::playout::{AvatarRenderer, AvatarSink};
-    use sotto::avatar::server::{AvatarServer, ServerConfig};
+    use sotto_avatar::face::{FaceRenderer, FileSink, MemorySink};
+    use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
+    use sotto_avatar::server::{AvatarServer, ServerConfig};
 
     if !listen.ip().is_loopback() {
         eprintln!("sotto: the avatar server listens on loopback only, not {listen}");
@@ -516,7 +516,7 @@ async fn render(
         }
     }
     if let Some(path) = &plot {
-        if let Err(e) = sotto::plot::plot(&rendered, path) {
+        if let Err(e) = sotto_cli::plot::plot(&rendered, path) {
             eprintln!("sotto: {e}");
             return ExitCode::from(1);
         }
@@ -538,7 +538,7 @@ async fn render(
 }
 
 /// The event log, a line each.
-fn print_events(rendered: &sotto::scenario::Rendered) {
+fn print_events(rendered: &sotto_cli::scenario::Rendered) {
     for e in &rendered.events {
         let extra: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(

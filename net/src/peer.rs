@@ -29,7 +29,8 @@ const GATHER_LIMIT: Duration = Duration::from_secs(5);
 pub struct NetError(pub String);
 
 impl NetError {
-    pub(crate) fn from(e: impl std::fmt::Display) -> Self {
+    /// Wraps any displayable error.
+    pub fn from(e: impl std::fmt::Display) -> Self {
         Self(e.to_string())
     }
 }

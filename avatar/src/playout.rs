@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use super::proto::{Control, StreamEnded, INTERRUPT, MAX_CHUNK};
+use sotto_net::avatar::{Control, StreamEnded, INTERRUPT, MAX_CHUNK};
 
 /// The video clock's rate (SPEC A7).
 pub const PTS_RATE: u64 = 90_000;

@@ -10,17 +10,17 @@ use serde_json::{json, Map, Value};
 
 use std::sync::Arc;
 
-use sotto_actors::avatar::face::{FaceRenderer, FileSink, MemorySink};
-use sotto_actors::avatar::link::LinkConfig;
-use sotto_actors::avatar::playout::{AvatarRenderer, AvatarSink};
-use sotto_actors::avatar::server::{AvatarServer, ServerConfig};
-use sotto_actors::avatar::token;
-use sotto_actors::decode::FileDecoder;
+use sotto::avatar::LinkConfig;
+use sotto::decode::FileDecoder;
+use sotto_avatar::face::{FaceRenderer, FileSink, MemorySink};
+use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
+use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::token;
 
 /// Longest wait for an avatar's segments to be acknowledged.
 const AVATAR_SETTLE: Duration = Duration::from_secs(60);
 
-use crate::{
+use sotto::{
     BackgroundConfig, BackgroundHandle, BackgroundMode, Clock, Duck, Engine, EngineConfig,
     EngineError, SampleFormat, SessionConfig, SessionEventKind, SessionHandle,
 };
@@ -451,7 +451,7 @@ fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionConfig, Strin
         ..SessionConfig::default()
     };
     c.input.sample_rate = s.input_rate.unwrap_or(out_rate);
-    if !crate::SUPPORTED_RATES.contains(&c.input.sample_rate) {
+    if !sotto::SUPPORTED_RATES.contains(&c.input.sample_rate) {
         return Err(format!(
             "input_rate {} Hz is not one of 8000, 16000, 22050, 24000, 44100, 48000",
             c.input.sample_rate
@@ -492,8 +492,8 @@ fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionConfig, Strin
         return Err("duck_down and duck_up need duck_db".into());
     }
     c.saturation = match s.saturation.as_deref().unwrap_or("hard") {
-        "hard" => crate::Saturation::Hard,
-        "soft" => crate::Saturation::Soft,
+        "hard" => sotto::Saturation::Hard,
+        "soft" => sotto::Saturation::Soft,
         other => return Err(format!("saturation '{other}' must be \"hard\" or \"soft\"")),
     };
     c.validate()?;
@@ -529,7 +529,7 @@ fn background_config(
 }
 
 /// Reads a WAV file and encodes it in the session's input format.
-fn load_wav(path: &Path, input: crate::InputFormat) -> Result<Vec<u8>, String> {
+fn load_wav(path: &Path, input: sotto::InputFormat) -> Result<Vec<u8>, String> {
     let shown = path.display();
     let reader =
         hound::WavReader::open(path).map_err(|e| format!("cannot read WAV '{shown}': {e}"))?;
@@ -568,7 +568,7 @@ fn encode(samples: &[f32], format: SampleFormat) -> Vec<u8> {
 }
 
 /// A tone in the session's input format.
-fn tone(step: &Step, input: crate::InputFormat) -> Vec<u8> {
+fn tone(step: &Step, input: sotto::InputFormat) -> Vec<u8> {
     let rate = input.sample_rate as f32;
     let n = (step.seconds.unwrap_or(0.0) * f64::from(input.sample_rate)).round() as usize;
     let freq = step.freq.unwrap_or(440.0);
@@ -599,18 +599,18 @@ pub enum RenderClock {
 struct Run {
     engine: Engine,
     handles: Vec<SessionHandle>,
-    streams: Vec<tokio::sync::mpsc::Receiver<crate::SessionEvent>>,
+    streams: Vec<tokio::sync::mpsc::Receiver<sotto::SessionEvent>>,
     log: Vec<LogEvent>,
     pushes: Vec<(
         usize,
-        tokio::task::JoinHandle<Result<crate::PushOutcome, crate::SessionError>>,
+        tokio::task::JoinHandle<Result<sotto::PushOutcome, sotto::SessionError>>,
     )>,
     /// The background source of each session that has one.
     backgrounds: HashMap<usize, BackgroundHandle>,
     /// The in-process avatar server, once a session attached one.
     avatar_server: Option<(AvatarServer, String)>,
     /// The avatar link of each session that has one.
-    avatars: HashMap<usize, crate::AvatarHandle>,
+    avatars: HashMap<usize, sotto::AvatarHandle>,
 }
 
 impl Prepared {
@@ -644,7 +644,7 @@ impl Prepared {
                     deferred: true,
                 },
             },
-            saturation: crate::Saturation::Hard,
+            saturation: sotto::Saturation::Hard,
         })
         .await?;
         let mut run = Run {
@@ -751,7 +751,7 @@ impl Run {
     ) -> Result<(), ScenarioError> {
         let h = self.handles[si].clone();
         let closed =
-            |e: crate::SessionError| ScenarioError::Engine(EngineError::Config(e.to_string()));
+            |e: sotto::SessionError| ScenarioError::Engine(EngineError::Config(e.to_string()));
         let chunked = |bytes: Vec<u8>| -> Vec<Vec<u8>> {
             let size = step.chunk_bytes.unwrap_or(4800);
             bytes.chunks(size).map(<[u8]>::to_vec).collect()

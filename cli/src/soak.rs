@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::{
+use sotto::{
     Clock, Engine, EngineConfig, EngineError, SessionConfig, SessionEventKind, SessionHandle,
 };
 
@@ -275,7 +275,7 @@ async fn session_loop(
 ) {
     let mut events = s.events();
     let mut sent_at: Vec<u64> = Vec::new();
-    let drain = |events: &mut tokio::sync::mpsc::Receiver<crate::SessionEvent>,
+    let drain = |events: &mut tokio::sync::mpsc::Receiver<sotto::SessionEvent>,
                  sent_at: &mut Vec<u64>| {
         while let Ok(e) = events.try_recv() {
             match e.kind {

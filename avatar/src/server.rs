@@ -16,10 +16,10 @@ use tokio::sync::{mpsc, oneshot};
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
-use super::net::{complete_local, loopback_peer, Peer, PeerEvents};
-use super::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
-use super::proto::{Control, JoinRequest, JoinResponse, CONTROL_LABEL};
-use super::token;
+use crate::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
+use crate::token;
+use sotto_net::avatar::{Control, JoinRequest, JoinResponse, CONTROL_LABEL};
+use sotto_net::peer::{complete_local, loopback_peer, Peer, PeerEvents};
 
 /// The voice track's frame period (SPEC A7).
 const TICK: Duration = Duration::from_millis(20);
@@ -363,7 +363,7 @@ fn lost_segment_end(shared: &Shared, data: &[u8]) -> bool {
             .is_ok()
 }
 
-async fn send_ack(channel: &Arc<dyn DataChannel>, data: super::proto::StreamEnded) {
+async fn send_ack(channel: &Arc<dyn DataChannel>, data: sotto_net::avatar::StreamEnded) {
     if let Ok(text) = serde_json::to_string(&Control::StreamEnded { data }) {
         // A gone agent is noticed by the connection state; nothing to do here.
         let _ = channel.send_text(&text).await;

@@ -7,7 +7,7 @@ use std::io::{BufWriter, Write};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use super::playout::{AvatarRenderer, AvatarSink, VideoFrame, PTS_RATE};
+use crate::playout::{AvatarRenderer, AvatarSink, VideoFrame, PTS_RATE};
 
 /// A face drawn in YUV, mouth opening with the audio level (SPEC A6).
 #[derive(Debug, Clone)]

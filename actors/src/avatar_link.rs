@@ -18,13 +18,13 @@ use ractor::{Actor, ActorProcessingErr, ActorRef};
 use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
 use webrtc::peer_connection::RTCSessionDescription;
 
-use super::net::{complete_local, connected, loopback_peer, NetError, Peer};
-use super::proto::{
-    chunks, Control, JoinRequest, JoinResponse, StreamEnded, AUDIO_LABEL, CONTROL_LABEL, INTERRUPT,
-};
 use crate::restart::{contain, restarted};
 use crate::session::{SessionEvent, SessionEventKind, SessionMsg, SessionShared};
 use crate::sink::{AudioSink, SinkError};
+use sotto_net::avatar::{
+    chunks, Control, JoinRequest, JoinResponse, StreamEnded, AUDIO_LABEL, CONTROL_LABEL, INTERRUPT,
+};
+use sotto_net::peer::{complete_local, connected, loopback_peer, NetError, Peer};
 
 /// How the agent reaches its avatar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -566,7 +566,7 @@ async fn watch_channel(
 }
 
 /// Reports the connection failing or closing.
-async fn watch_peer(mut events: super::net::PeerEvents, link: ActorRef<LinkMsg>) {
+async fn watch_peer(mut events: sotto_net::peer::PeerEvents, link: ActorRef<LinkMsg>) {
     use webrtc::peer_connection::RTCPeerConnectionState as S;
     while let Some(state) = events.state.recv().await {
         if matches!(state, S::Failed | S::Closed | S::Disconnected) {

@@ -1,0 +1,162 @@
+//! The session actor's messages, and the envelope that carries each with
+//! its place in the engine's in-flight count.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto_rt::Event;
+use tokio::sync::oneshot;
+
+use super::*;
+use crate::quiesce::Ticket;
+use crate::sink::AudioSink;
+
+/// Which input of a session a push feeds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Input {
+    /// The speech queue: interruptible and counted.
+    Speech,
+    /// The background input mixed under speech (SPEC O11).
+    Background,
+}
+
+/// Messages of the session actor.
+pub enum SessionMsg {
+    /// Bytes in the input format.
+    Push {
+        /// Which input.
+        input: Input,
+        /// The bytes.
+        bytes: Vec<u8>,
+        /// Resolved once every frame is queued, or cut.
+        reply: oneshot::Sender<PushOutcome>,
+    },
+    /// `mark_synthesis_start`.
+    BeginSynthesis,
+    /// `mark_synthesis_complete`.
+    EndSynthesis,
+    /// Barge-in.
+    Interrupt,
+    /// Freeze playback.
+    Pause,
+    /// Continue playback.
+    Resume,
+    /// Accept input again; `manual` makes every interrupt disable it.
+    EnableInput {
+        /// Manual control.
+        manual: bool,
+    },
+    /// Drop pushed audio until enabled.
+    DisableInput,
+    /// Drop all queued speech now.
+    Clear(oneshot::Sender<u64>),
+    /// New fade limit.
+    SetFade(Duration),
+    /// `(played, pushed)` frames since the turn anchor.
+    Snapshot(oneshot::Sender<(u64, u64)>),
+    /// Resolves when the speech queue is empty.
+    WaitPlayout(oneshot::Sender<()>),
+    /// Attach a tee sink.
+    AddSink(Box<dyn AudioSink>),
+    /// Detach the sinks of this name; with a reason, say so in an event.
+    RemoveSink {
+        /// The sink's name.
+        name: String,
+        /// Why, when it failed rather than was taken off.
+        reason: Option<String>,
+    },
+    /// Background ducking; `None` turns it off.
+    SetDuck(Option<Duck>),
+    /// A renderer event for this session.
+    Rendered(Event),
+    /// Playback made room: continue waiting pushes and check waiters.
+    Tick,
+    /// Fault injection for supervision tests.
+    Panic,
+    /// Fault injection for supervision tests: the next push panics while
+    /// its bytes are being converted.
+    PanicInIngest,
+    /// Frames already at the output format from a background feed, into
+    /// `input`, with backpressure like [`SessionMsg::Push`]. The sender
+    /// counts as busy for quiescence once the reply is sent; it must call
+    /// [`Quiescence::handled`] once per reply it receives, when idle again.
+    PushFrames {
+        /// Speech or background.
+        input: Input,
+        /// Interleaved samples at the output rate and channels.
+        frames: Vec<f32>,
+        /// Resolved when every frame is queued.
+        reply: oneshot::Sender<PushOutcome>,
+    },
+    /// Play a decoded clip from memory under the speech.
+    PlayClip {
+        /// Names the clip in events.
+        id: u32,
+        /// Interleaved samples at the output format.
+        clip: Arc<[f32]>,
+        /// Linear gain.
+        gain: f32,
+        /// Wrap round at the end.
+        looping: bool,
+        /// The clip's first pass is what the background input still holds;
+        /// it takes over where that runs dry.
+        after_ring: bool,
+    },
+    /// Ramp a clip to a new gain.
+    ClipGain {
+        /// The clip.
+        id: u32,
+        /// Linear gain.
+        gain: f32,
+    },
+    /// Ramp a clip down and release it.
+    StopClip {
+        /// The clip.
+        id: u32,
+    },
+    /// Drop everything queued in the background input; replies with the
+    /// frames dropped that were still waiting for room.
+    ClearBackground(oneshot::Sender<u64>),
+    /// Ramp the background input's gain.
+    SetBackgroundGain(f32),
+}
+
+impl std::fmt::Debug for SessionMsg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Push { input, bytes, .. } => write!(f, "Push({input:?}, {} bytes)", bytes.len()),
+            Self::Rendered(e) => write!(f, "Rendered({e:?})"),
+            Self::AddSink(s) => write!(f, "AddSink({})", s.name()),
+            Self::RemoveSink { name, .. } => write!(f, "RemoveSink({name})"),
+            other => f.write_str(match other {
+                Self::BeginSynthesis => "BeginSynthesis",
+                Self::EndSynthesis => "EndSynthesis",
+                Self::Interrupt => "Interrupt",
+                Self::Pause => "Pause",
+                Self::Resume => "Resume",
+                Self::EnableInput { .. } => "EnableInput",
+                Self::DisableInput => "DisableInput",
+                Self::Clear(_) => "Clear",
+                Self::SetFade(_) => "SetFade",
+                Self::Snapshot(_) => "Snapshot",
+                Self::WaitPlayout(_) => "WaitPlayout",
+                Self::SetDuck(_) => "SetDuck",
+                Self::Tick => "Tick",
+                Self::PushFrames { .. } => "PushFrames",
+                Self::PlayClip { .. } => "PlayClip",
+                Self::ClipGain { .. } => "ClipGain",
+                Self::StopClip { .. } => "StopClip",
+                Self::ClearBackground(_) => "ClearBackground",
+                Self::SetBackgroundGain(_) => "SetBackgroundGain",
+                _ => "Panic",
+            }),
+        }
+    }
+}
+
+/// A [`SessionMsg`] on its way, with its place in the engine's in-flight
+/// count: the count drops when the envelope does, wherever that is.
+pub struct Envelope {
+    pub(super) msg: SessionMsg,
+    pub(super) _ticket: Ticket,
+}

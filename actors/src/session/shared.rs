@@ -1,0 +1,180 @@
+//! What a session's handle, actor, supervisor and event pump share: the
+//! mailbox, counters, listeners and sinks orphaned by a failed actor.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use ractor::ActorRef;
+use sotto_rt::{SampleTime, SessionId, VoiceTelemetry};
+use tokio::sync::mpsc;
+
+use super::*;
+use crate::quiesce::{Quiescence, Ticket};
+use crate::sink::AudioSink;
+
+/// A listener callback for session events.
+pub type EventCallback = Arc<dyn Fn(&SessionEvent) + Send + Sync>;
+
+/// What the session's handle, actor, supervisor and event pump share.
+pub struct SessionShared {
+    /// The session's slot.
+    pub id: SessionId,
+    /// Its config.
+    pub config: SessionConfig,
+    /// Output rate.
+    pub sample_rate: u32,
+    /// The live actor (replaced on restart).
+    pub actor: Mutex<Option<ActorRef<Envelope>>>,
+    /// The live voice's telemetry (replaced on restart).
+    pub telemetry: Mutex<Arc<VoiceTelemetry>>,
+    /// The live voice's generation.
+    pub generation: AtomicU32,
+    /// Speech frames written into the ring.
+    pub pushed_frames: AtomicU64,
+    /// Speech frames waiting for room.
+    pub pending_frames: AtomicU64,
+    /// The session wants a `Tick` after the next render.
+    pub wants_tick: AtomicBool,
+    /// The engine-wide in-flight count.
+    pub quiesce: Arc<Quiescence>,
+    /// Renderer-wide telemetry: the output sample clock.
+    pub renderer: Arc<sotto_rt::Telemetry>,
+    subscribers: Mutex<Vec<mpsc::Sender<SessionEvent>>>,
+    /// Events a subscriber that did not read lost (its queue was full).
+    pub events_dropped: AtomicU64,
+    callback: Mutex<Option<EventCallback>>,
+    closed: AtomicBool,
+    /// Sinks of an actor that failed, waiting for its successor.
+    pub(super) orphans: Mutex<Vec<Box<dyn AudioSink>>>,
+    pub(super) has_orphans: AtomicBool,
+}
+
+impl std::fmt::Debug for SessionShared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionShared")
+            .field("id", &self.id)
+            .field("name", &self.config.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The session is gone (removed or the engine stopped).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("session is closed")]
+pub struct SessionClosed;
+
+impl SessionShared {
+    /// Shared state for a new session.
+    #[must_use]
+    pub fn new(
+        id: SessionId,
+        config: SessionConfig,
+        sample_rate: u32,
+        quiesce: Arc<Quiescence>,
+        renderer: Arc<sotto_rt::Telemetry>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            id,
+            config,
+            sample_rate,
+            actor: Mutex::new(None),
+            telemetry: Mutex::new(Arc::new(VoiceTelemetry::default())),
+            generation: AtomicU32::new(0),
+            pushed_frames: AtomicU64::new(0),
+            pending_frames: AtomicU64::new(0),
+            wants_tick: AtomicBool::new(false),
+            quiesce,
+            renderer,
+            subscribers: Mutex::new(Vec::new()),
+            events_dropped: AtomicU64::new(0),
+            callback: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            orphans: Mutex::new(Vec::new()),
+            has_orphans: AtomicBool::new(false),
+        })
+    }
+
+    /// Now, on the output sample clock.
+    #[must_use]
+    pub fn clock(&self) -> SampleTime {
+        self.renderer.clock()
+    }
+
+    /// Sends a message to the live actor, counted for quiescence.
+    ///
+    /// # Errors
+    /// [`SessionClosed`] if the session has no live actor.
+    pub fn send(&self, msg: SessionMsg) -> Result<(), SessionClosed> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(SessionClosed);
+        }
+        let actor = self.actor.lock().map_err(|_| SessionClosed)?.clone();
+        let actor = actor.ok_or(SessionClosed)?;
+        let ticket = Ticket::new(&self.quiesce);
+        // A refused message comes back and is dropped with its ticket.
+        actor
+            .cast(Envelope {
+                msg,
+                _ticket: ticket,
+            })
+            .map_err(|_| SessionClosed)
+    }
+
+    /// Marks the session closed; later sends fail.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        if let Ok(mut s) = self.subscribers.lock() {
+            s.clear();
+        }
+    }
+
+    /// The live voice's telemetry.
+    #[must_use]
+    pub fn voice_telemetry(&self) -> Arc<VoiceTelemetry> {
+        self.telemetry
+            .lock()
+            .map(|t| Arc::clone(&t))
+            .unwrap_or_default()
+    }
+
+    /// A new event stream, holding at most [`EVENT_QUEUE`] unread events
+    /// (newer ones are dropped and counted in `events_dropped`).
+    #[must_use]
+    pub fn subscribe(&self) -> mpsc::Receiver<SessionEvent> {
+        let (tx, rx) = mpsc::channel(EVENT_QUEUE);
+        if let Ok(mut s) = self.subscribers.lock() {
+            s.push(tx);
+        }
+        rx
+    }
+
+    /// Sets (or clears) the event callback.
+    pub fn set_callback(&self, cb: Option<EventCallback>) {
+        if let Ok(mut c) = self.callback.lock() {
+            *c = cb;
+        }
+    }
+
+    /// Delivers an event to every subscriber and the callback.
+    pub fn emit(&self, event: SessionEvent) {
+        tracing::debug!(session = %self.config.name, ?event.kind, at = event.at.0, "session event");
+        if let Ok(mut subs) = self.subscribers.lock() {
+            // A reader that stopped reading must not grow memory.
+            subs.retain(|tx| match tx.try_send(event.clone()) {
+                Ok(()) => true,
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    self.events_dropped.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
+                Err(mpsc::error::TrySendError::Closed(_)) => false,
+            });
+        }
+        let cb = self.callback.lock().ok().and_then(|c| c.clone());
+        if let Some(cb) = cb {
+            cb(&event);
+        }
+    }
+}
+
+/// Unread events an event stream holds before newer ones are dropped.
+pub const EVENT_QUEUE: usize = 4096;

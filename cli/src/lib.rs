@@ -1,0 +1,9 @@
+//! The `sotto` program's library: scenarios (a TOML timeline of engine
+//! messages rendered through the full engine), the soak run, and the
+//! picture of a render. The binary in `main.rs` is a thin command line
+//! over these; the integration tests use them directly.
+#![deny(missing_docs)]
+
+pub mod plot;
+pub mod scenario;
+pub mod soak;

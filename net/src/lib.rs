@@ -1,0 +1,12 @@
+//! What crosses the network between Sotto's processes, shared by the agent
+//! side (`sotto-actors`) and the avatar side (`sotto-avatar`) so that
+//! neither needs the other: WebRTC peers kept on loopback, and the avatar
+//! link's wire protocol.
+//!
+//! Everything here runs on the tokio runtime; nothing is on an audio thread.
+#![deny(missing_docs)]
+
+pub mod avatar;
+pub mod peer;
+
+pub use peer::{complete_local, connected, loopback_peer, NetError, Peer, PeerEvents};
