@@ -24,7 +24,7 @@ test-deps: deps
 	fi
 
 demo: deps
-	$(CARGO) build --release -p sotto --bin sotto
+	$(CARGO) build --release -p sotto-cli --bin sotto
 	@mkdir -p out
 	./target/release/sotto render examples/barge-in.toml \
 		--out out/barge-in.wav --events out/barge-in.jsonl --plot out/barge-in.png
@@ -36,6 +36,8 @@ lint:
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
 	@if $(CARGO) tree -p sotto-rt -e normal --prefix none | sed 's/ .*//' | sort -u | grep -vxE 'sotto-rt|rtrb|atomic_float|crossbeam-utils' ; then \
 		echo "sotto-rt has a normal dependency beyond rtrb and atomic_float"; exit 1; fi
+	@if $(CARGO) tree -p sotto -e normal --prefix none | sed 's/ .*//' | sort -u | grep -xE 'clap|plotters|tracing-subscriber|axum|jsonwebtoken' ; then \
+		echo "the sotto library depends on a program's, server's or signer's crate (above)"; exit 1; fi
 
 test: test-deps lint
 	$(CARGO) test --workspace --release

@@ -139,7 +139,13 @@ pub(crate) struct EventOut<'a> {
     dropped: &'a AtomicU64,
 }
 
-impl EventOut<'_> {
+impl<'a> EventOut<'a> {
+    /// An event output over `tx`, counting what does not fit in `dropped`.
+    #[cfg(test)]
+    pub(crate) fn new(tx: &'a mut Producer<Event>, dropped: &'a AtomicU64) -> Self {
+        Self { tx, dropped }
+    }
+
     pub(crate) fn push(
         &mut self,
         session: SessionId,
