@@ -16,9 +16,10 @@ use sotto_rt::{Renderer, Telemetry};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
-use crate::driver::device::{default_output_name, DeviceError, DeviceOutput};
+use crate::capture::echo_link::ReverseSlot;
+use crate::devices::{default_output_name, DeviceError};
+use crate::driver::device::DeviceOutput;
 use crate::driver::virtual_clock::VirtualClock;
-use crate::echo_link::ReverseSlot;
 use crate::restart::{contain, restarted};
 
 /// How often the manager looks at the stream.

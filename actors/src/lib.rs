@@ -7,11 +7,11 @@
 
 pub mod avatar_link;
 pub mod background;
+pub mod capture;
 pub mod decode;
 pub mod device_manager;
+pub mod devices;
 pub mod driver;
-pub mod echo;
-pub mod echo_link;
 pub mod ingest;
 pub mod pump;
 pub mod quiesce;

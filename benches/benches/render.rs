@@ -5,8 +5,8 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use sotto_actors::capture::tap::tap;
 use sotto_actors::driver::device::render_i16;
-use sotto_actors::driver::tap::tap;
 use sotto_rt::{
     ClipCommand, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig,
     VoiceControl,

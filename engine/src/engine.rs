@@ -8,14 +8,16 @@ use ractor::{Actor, ActorRef, ActorStatus};
 use rtrb::{Consumer, RingBuffer};
 use sotto_actors::avatar_link::LinkMsg;
 use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
+use sotto_actors::capture::echo::EchoConfig;
+use sotto_actors::capture::echo_link::ReverseSlot;
+use sotto_actors::capture::input::{DeviceInput, InputConfig};
 use sotto_actors::device_manager::{
     DeviceEvent, DeviceManager, DeviceManagerArgs, DeviceMsg, DEVICE_EVENT_QUEUE,
 };
-use sotto_actors::driver::device::{DeviceError, DeviceInput, DeviceOutput, InputConfig};
+use sotto_actors::devices::DeviceError;
+use sotto_actors::driver::device::DeviceOutput;
 use sotto_actors::driver::offline::OfflineDriver;
 use sotto_actors::driver::virtual_clock::VirtualClock;
-use sotto_actors::echo::EchoConfig;
-use sotto_actors::echo_link::ReverseSlot;
 use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
 use sotto_actors::supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};
 use sotto_actors::{Quiescence, SessionConfig, SettleTimeout};

@@ -39,14 +39,14 @@ pub mod avatar {
     pub use sotto_actors::avatar_link::{LinkConfig, LinkError, LinkStats, LINK_BACKLOG};
 }
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
+pub use sotto_actors::capture::echo;
+pub use sotto_actors::capture::echo::{EchoConfig, EchoError, EchoPath};
+pub use sotto_actors::capture::echo_link::EchoStats;
+pub use sotto_actors::capture::input::{DeviceInput, InputConfig, InputFrame};
+pub use sotto_actors::decode;
 pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::device_manager::{DeviceEvent, DEVICE_EVENT_QUEUE};
-pub use sotto_actors::driver::device::{
-    devices, DeviceError, DeviceInfo, DeviceInput, InputConfig, InputFrame,
-};
-pub use sotto_actors::echo::{EchoConfig, EchoError, EchoPath};
-pub use sotto_actors::echo_link::EchoStats;
-pub use sotto_actors::{decode, echo};
+pub use sotto_actors::devices::{devices, DeviceError, DeviceInfo};
 pub use sotto_actors::{
     AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
     SessionEvent, SessionEventKind, SinkError, WavSink, MAX_WAITING, SUPPORTED_RATES,

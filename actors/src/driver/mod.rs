@@ -4,7 +4,7 @@
 
 pub mod device;
 pub mod offline;
-pub mod tap;
+
 pub mod virtual_clock;
 
 use std::panic::{catch_unwind, AssertUnwindSafe};

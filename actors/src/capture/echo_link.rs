@@ -18,8 +18,8 @@ use std::time::Duration;
 
 use rtrb::Producer;
 
-use crate::driver::tap::{now_ns, TapReader};
-use crate::echo::{EchoConfig, EchoError, EchoPath, FRAME, RATE};
+use crate::capture::echo::{EchoConfig, EchoError, EchoPath, FRAME, RATE};
+use crate::capture::tap::{now_ns, TapReader};
 use crate::ingest::Resample;
 
 /// How long a frame waits for the other stream to catch up before it is
