@@ -142,6 +142,7 @@ pub enum LinkMsg {
     /// The connection is gone.
     Closed(String),
     /// Fault injection for supervision tests: handling it panics.
+    #[cfg(feature = "fault-injection")]
     Panic,
 }
 
@@ -308,6 +309,7 @@ impl LinkState {
                 }
                 myself.stop(None);
             }
+            #[cfg(feature = "fault-injection")]
             LinkMsg::Panic => panic!("injected avatar link fault"),
         }
     }

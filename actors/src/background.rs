@@ -113,6 +113,7 @@ pub enum LoaderMsg {
     /// Ramp to a new volume.
     SetVolume(f32, oneshot::Sender<Result<(), BackgroundError>>),
     /// Fault injection for supervision tests.
+    #[cfg(feature = "fault-injection")]
     Panic,
 }
 
@@ -122,6 +123,7 @@ impl std::fmt::Debug for LoaderMsg {
             Self::Start(_) => "Start",
             Self::Stop(_) => "Stop",
             Self::SetVolume(..) => "SetVolume",
+            #[cfg(feature = "fault-injection")]
             Self::Panic => "Panic",
         })
     }
@@ -230,6 +232,7 @@ impl LoaderState {
             LoaderMsg::SetVolume(volume, reply) => {
                 let _ = reply.send(self.set_volume(volume));
             }
+            #[cfg(feature = "fault-injection")]
             LoaderMsg::Panic => panic!("injected background loader fault"),
         }
     }

@@ -81,15 +81,18 @@ pub enum DeviceMsg {
     Run(RpcReplyPort<()>),
     /// Fault injection: the stream reports an underrun (`true`) or a
     /// failure through its error path. Replies whether a device plays.
+    #[cfg(feature = "fault-injection")]
     InjectFault(bool, RpcReplyPort<bool>),
     /// Fault injection: the host's default output is this device from now
     /// on (`None`: whatever the host says again).
+    #[cfg(feature = "fault-injection")]
     InjectDefault(Option<String>),
     /// The device playing, `None` on the virtual clock.
     Playing(RpcReplyPort<Option<String>>),
     /// Close everything; the renderer is dropped.
     Stop(RpcReplyPort<()>),
     /// Fault injection for supervision tests: handling it panics.
+    #[cfg(feature = "fault-injection")]
     Panic,
 }
 
@@ -181,6 +184,7 @@ impl DeviceManagerState {
                 }
                 let _ = reply.send(());
             }
+            #[cfg(feature = "fault-injection")]
             DeviceMsg::InjectFault(underrun, reply) => {
                 let playing = match &self.playing {
                     Playing::Device(output) => {
@@ -191,6 +195,7 @@ impl DeviceManagerState {
                 };
                 let _ = reply.send(playing);
             }
+            #[cfg(feature = "fault-injection")]
             DeviceMsg::InjectDefault(name) => {
                 self.default_override = name;
                 // Look at once rather than at the next period.
@@ -207,6 +212,7 @@ impl DeviceManagerState {
                 self.stop();
                 let _ = reply.send(());
             }
+            #[cfg(feature = "fault-injection")]
             DeviceMsg::Panic => panic!("injected device manager fault"),
         }
     }

@@ -23,6 +23,7 @@ pub enum PumpMsg {
     /// Stop routing a session.
     Unroute(SessionId),
     /// Fault injection for supervision tests: handling it panics.
+    #[cfg(feature = "fault-injection")]
     Panic,
 }
 
@@ -32,6 +33,7 @@ impl std::fmt::Debug for PumpMsg {
             Self::Pump(_) => f.write_str("Pump"),
             Self::Route(s) => write!(f, "Route({:?})", s.id),
             Self::Unroute(id) => write!(f, "Unroute({id:?})"),
+            #[cfg(feature = "fault-injection")]
             Self::Panic => f.write_str("Panic"),
         }
     }
@@ -129,6 +131,7 @@ impl PumpState {
                     *slot = None;
                 }
             }
+            #[cfg(feature = "fault-injection")]
             PumpMsg::Panic => panic!("injected event pump fault"),
         }
     }

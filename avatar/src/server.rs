@@ -139,6 +139,7 @@ impl AvatarServer {
     }
 
     /// Fault injection: the next `n` segment ends are ignored, as if lost.
+    #[cfg(feature = "fault-injection")]
     pub fn inject_lost_segment_ends(&self, n: u32) {
         self.shared
             .faults

@@ -94,6 +94,7 @@ impl AvatarHandle {
     /// # Errors
     /// [`EngineError::Stopped`] when the link is gone.
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&self) -> Result<(), EngineError> {
         self.link
             .send_message(LinkMsg::Panic)

@@ -95,6 +95,7 @@ impl BackgroundHandle {
     ///
     /// # Errors
     /// [`BackgroundError::Closed`].
+    #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&self) -> Result<(), BackgroundError> {
         self.loader
             .cast(LoaderMsg::Panic)

@@ -281,6 +281,7 @@ impl SessionHandle {
     /// # Errors
     /// [`SessionError::Closed`].
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::Panic)
     }
@@ -291,6 +292,7 @@ impl SessionHandle {
     /// # Errors
     /// [`SessionError::Closed`].
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn inject_ingest_fault(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::PanicInIngest)
     }

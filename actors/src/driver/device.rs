@@ -329,6 +329,7 @@ impl DeviceOutput {
     /// Fault injection for tests: reports an underrun (`underrun`) or a
     /// stream that stopped working through the same path as the host's
     /// error callback.
+    #[cfg(feature = "fault-injection")]
     pub fn inject_error(&self, underrun: bool) {
         let kind = if underrun {
             cpal::ErrorKind::Xrun

@@ -72,9 +72,11 @@ pub enum SessionMsg {
     /// Playback made room: continue waiting pushes and check waiters.
     Tick,
     /// Fault injection for supervision tests.
+    #[cfg(feature = "fault-injection")]
     Panic,
     /// Fault injection for supervision tests: the next push panics while
     /// its bytes are being converted.
+    #[cfg(feature = "fault-injection")]
     PanicInIngest,
     /// Frames already at the output format from a background feed, into
     /// `input`, with backpressure like [`SessionMsg::Push`]. The sender
@@ -128,28 +130,29 @@ impl std::fmt::Debug for SessionMsg {
             Self::Rendered(e) => write!(f, "Rendered({e:?})"),
             Self::AddSink(s) => write!(f, "AddSink({})", s.name()),
             Self::RemoveSink { name, .. } => write!(f, "RemoveSink({name})"),
-            other => f.write_str(match other {
-                Self::BeginSynthesis => "BeginSynthesis",
-                Self::EndSynthesis => "EndSynthesis",
-                Self::Interrupt => "Interrupt",
-                Self::Pause => "Pause",
-                Self::Resume => "Resume",
-                Self::EnableInput { .. } => "EnableInput",
-                Self::DisableInput => "DisableInput",
-                Self::Clear(_) => "Clear",
-                Self::SetFade(_) => "SetFade",
-                Self::Snapshot(_) => "Snapshot",
-                Self::WaitPlayout(_) => "WaitPlayout",
-                Self::SetDuck(_) => "SetDuck",
-                Self::Tick => "Tick",
-                Self::PushFrames { .. } => "PushFrames",
-                Self::PlayClip { .. } => "PlayClip",
-                Self::ClipGain { .. } => "ClipGain",
-                Self::StopClip { .. } => "StopClip",
-                Self::ClearBackground(_) => "ClearBackground",
-                Self::SetBackgroundGain(_) => "SetBackgroundGain",
-                _ => "Panic",
-            }),
+            Self::BeginSynthesis => f.write_str("BeginSynthesis"),
+            Self::EndSynthesis => f.write_str("EndSynthesis"),
+            Self::Interrupt => f.write_str("Interrupt"),
+            Self::Pause => f.write_str("Pause"),
+            Self::Resume => f.write_str("Resume"),
+            Self::EnableInput { .. } => f.write_str("EnableInput"),
+            Self::DisableInput => f.write_str("DisableInput"),
+            Self::Clear(_) => f.write_str("Clear"),
+            Self::SetFade(_) => f.write_str("SetFade"),
+            Self::Snapshot(_) => f.write_str("Snapshot"),
+            Self::WaitPlayout(_) => f.write_str("WaitPlayout"),
+            Self::SetDuck(_) => f.write_str("SetDuck"),
+            Self::Tick => f.write_str("Tick"),
+            Self::PushFrames { .. } => f.write_str("PushFrames"),
+            Self::PlayClip { .. } => f.write_str("PlayClip"),
+            Self::ClipGain { .. } => f.write_str("ClipGain"),
+            Self::StopClip { .. } => f.write_str("StopClip"),
+            Self::ClearBackground(_) => f.write_str("ClearBackground"),
+            Self::SetBackgroundGain(_) => f.write_str("SetBackgroundGain"),
+            #[cfg(feature = "fault-injection")]
+            Self::Panic => f.write_str("Panic"),
+            #[cfg(feature = "fault-injection")]
+            Self::PanicInIngest => f.write_str("PanicInIngest"),
         }
     }
 }

@@ -56,6 +56,7 @@ impl Actor for Session {
             clock: args.clock,
             ingest,
             background_ingest,
+            #[cfg(feature = "fault-injection")]
             ingest_fault: false,
             pending: VecDeque::new(),
             background_pending: VecDeque::new(),
@@ -184,7 +185,9 @@ impl Actor for Session {
             }
             SessionMsg::Rendered(event) => state.rendered(event),
             SessionMsg::Tick => {}
+            #[cfg(feature = "fault-injection")]
             SessionMsg::Panic => panic!("injected session fault"),
+            #[cfg(feature = "fault-injection")]
             SessionMsg::PanicInIngest => state.ingest_fault = true,
             SessionMsg::PushFrames {
                 input,

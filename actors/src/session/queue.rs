@@ -63,6 +63,7 @@ impl SessionState {
         }
         let mut frames = std::mem::take(&mut self.decoded);
         frames.clear();
+        #[cfg(feature = "fault-injection")]
         assert!(
             !std::mem::take(&mut self.ingest_fault),
             "injected ingest fault"

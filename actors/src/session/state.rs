@@ -41,6 +41,7 @@ pub struct SessionState {
     pub(super) ingest: Ingest,
     pub(super) background_ingest: Ingest,
     /// Fault injection: the next conversion panics.
+    #[cfg(feature = "fault-injection")]
     pub(super) ingest_fault: bool,
     pub(super) pending: VecDeque<Pending>,
     pub(super) background_pending: VecDeque<Pending>,

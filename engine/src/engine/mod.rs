@@ -4,121 +4,35 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorRef, ActorStatus};
+use ractor::{Actor, ActorRef};
 use rtrb::{Consumer, RingBuffer};
 use sotto_actors::avatar_link::LinkMsg;
-use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundLoader, LoaderArgs};
-use sotto_actors::capture::echo::EchoConfig;
+use sotto_actors::background::{BackgroundConfig, BackgroundLoader, LoaderArgs};
 use sotto_actors::capture::echo_link::ReverseSlot;
-use sotto_actors::capture::input::{DeviceInput, InputConfig};
-use sotto_actors::device_manager::{
-    DeviceEvent, DeviceManager, DeviceManagerArgs, DeviceMsg, DEVICE_EVENT_QUEUE,
-};
-use sotto_actors::devices::DeviceError;
+use sotto_actors::device_manager::{DeviceManager, DeviceManagerArgs, DeviceMsg};
 use sotto_actors::driver::device::DeviceOutput;
 use sotto_actors::driver::offline::OfflineDriver;
 use sotto_actors::driver::virtual_clock::VirtualClock;
 use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
-use sotto_actors::supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};
-use sotto_actors::{Quiescence, SessionConfig, SettleTimeout};
-use sotto_rt::{Renderer, RendererConfig, SampleTime, Saturation, Telemetry};
-use tokio::sync::{mpsc, oneshot, Mutex};
+use sotto_actors::supervisor::{EngineSupervisor, SupervisorArgs, SupervisorMsg};
+use sotto_actors::{Quiescence, SessionConfig};
+use sotto_rt::{Renderer, RendererConfig, SampleTime, Telemetry};
+use tokio::sync::{oneshot, Mutex};
 
 use crate::background::BackgroundHandle;
 use crate::handle::SessionHandle;
 
-/// Who drives the renderer.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Clock {
-    /// Rendered on request by [`Engine::render`], as fast as possible; deterministic.
-    #[default]
-    Offline,
-    /// A real-time thread named `sotto-audio`; keeps up to `capture` of the
-    /// output for [`Engine::take_captured`].
-    Virtual {
-        /// How much output to keep (`None`: discard).
-        capture: Option<Duration>,
-        /// Wait for [`Engine::run_clock`] before rendering the first block.
-        deferred: bool,
-    },
-    /// A sound card: the renderer runs in the device's callback (SPEC D2).
-    /// When the device cannot be opened the engine runs on the virtual
-    /// clock instead and says why ([`Engine::device_fallback`]).
-    Device {
-        /// The device's name (see `sotto devices`); `None`: the default.
-        name: Option<String>,
-        /// Play silence until [`Engine::run_clock`].
-        deferred: bool,
-    },
-}
+mod avatar;
+mod config;
+mod device;
+mod error;
+#[cfg(feature = "fault-injection")]
+mod faults;
+mod render;
 
-/// How an engine is set up.
-#[derive(Debug, Clone)]
-pub struct EngineConfig {
-    /// Output rate in Hz (8 kHz to 192 kHz).
-    pub sample_rate: u32,
-    /// Output channels (1 to 8).
-    pub channels: usize,
-    /// Frames per render block.
-    pub block_frames: usize,
-    /// Most sessions at once.
-    pub max_sessions: usize,
-    /// The driver.
-    pub clock: Clock,
-    /// How the master sum is kept inside full scale.
-    pub saturation: Saturation,
-}
-
-impl Default for EngineConfig {
-    fn default() -> Self {
-        Self {
-            sample_rate: 24_000,
-            channels: 1,
-            block_frames: 480,
-            max_sessions: 64,
-            clock: Clock::Offline,
-            saturation: Saturation::Hard,
-        }
-    }
-}
-
-/// Engine-level failures.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum EngineError {
-    /// The config is out of range.
-    #[error("bad engine config: {0}")]
-    Config(String),
-    /// An actor could not be started.
-    #[error("could not start {what}: {reason}")]
-    Start {
-        /// Which actor or thread.
-        what: &'static str,
-        /// Why.
-        reason: String,
-    },
-    /// A session could not be created.
-    #[error("could not create session: {0}")]
-    Create(#[from] CreateError),
-    /// The operation needs the other clock.
-    #[error("operation needs the {0} clock")]
-    WrongClock(&'static str),
-    /// The actors did not settle (a stuck actor).
-    #[error(transparent)]
-    Stuck(#[from] SettleTimeout),
-    /// A background source's config is out of range.
-    #[error("bad background source: {0}")]
-    Background(#[from] BackgroundError),
-    /// A device cannot be used as asked.
-    #[error(transparent)]
-    Device(#[from] DeviceError),
-    /// The avatar link could not be made (a 401 for a bad token is here).
-    #[error("avatar link: {0}")]
-    Avatar(#[from] sotto_actors::avatar_link::LinkError),
-    /// The engine was shut down.
-    #[error("engine is shut down")]
-    Stopped,
-}
+use config::validate;
+pub use config::{Clock, EngineConfig, SHUTDOWN_LIMIT};
+pub use error::EngineError;
 
 enum Driver {
     // Boxed: it holds the renderer, which the virtual variant has moved to
@@ -365,159 +279,12 @@ impl Engine {
         }
     }
 
-    /// Moves of the renderer between outputs (SPEC D6), from now on. The
-    /// stream ends at once when the engine plays no device. At most
-    /// [`DEVICE_EVENT_QUEUE`] unread moves are kept; later ones are dropped.
-    #[must_use]
-    pub fn device_events(&self) -> mpsc::Receiver<DeviceEvent> {
-        let (tx, rx) = mpsc::channel(DEVICE_EVENT_QUEUE);
-        if let Some(manager) = &self.inner.device {
-            let _ = manager.send_message(DeviceMsg::Subscribe(tx));
-        }
-        rx
-    }
-
-    /// The device the renderer plays through now; `None` when it runs on
-    /// a clock (from the start or after a device failed).
-    ///
-    /// # Errors
-    /// [`EngineError::Stopped`] after shutdown.
-    pub async fn playing_device(&self) -> Result<Option<String>, EngineError> {
-        let Some(manager) = &self.inner.device else {
-            return Ok(None);
-        };
-        ractor::call!(manager, DeviceMsg::Playing).map_err(|_| EngineError::Stopped)
-    }
-
-    /// Fault injection for supervision tests: the event pump panics while
-    /// handling a message.
-    ///
-    /// # Errors
-    /// [`EngineError::Stopped`] after shutdown.
-    #[doc(hidden)]
-    pub fn inject_pump_fault(&self) -> Result<(), EngineError> {
-        send_pump(&self.inner.pump, &self.inner.quiesce, PumpMsg::Panic)
-            .then_some(())
-            .ok_or(EngineError::Stopped)
-    }
-
-    /// Fault injection for supervision tests: the device manager panics
-    /// while handling a message.
-    ///
-    /// # Errors
-    /// [`EngineError::WrongClock`] when no device manager runs;
-    /// [`EngineError::Stopped`] after shutdown.
-    #[doc(hidden)]
-    pub fn inject_device_manager_fault(&self) -> Result<(), EngineError> {
-        let Some(manager) = &self.inner.device else {
-            return Err(EngineError::WrongClock("device"));
-        };
-        manager
-            .send_message(DeviceMsg::Panic)
-            .map_err(|_| EngineError::Stopped)
-    }
-
-    /// Fault injection for tests: the device stream reports an underrun
-    /// (`underrun`, counted, nothing moves) or a failure, through the path
-    /// the host's error callback takes.
-    ///
-    /// # Errors
-    /// [`EngineError::WrongClock`] when no device is playing.
-    pub async fn inject_device_fault(&self, underrun: bool) -> Result<(), EngineError> {
-        let Some(manager) = &self.inner.device else {
-            return Err(EngineError::WrongClock("device"));
-        };
-        match ractor::call!(manager, DeviceMsg::InjectFault, underrun) {
-            Ok(true) => Ok(()),
-            Ok(false) => Err(EngineError::WrongClock("device")),
-            Err(_) => Err(EngineError::Stopped),
-        }
-    }
-
-    /// Fault injection for tests: from now on the host's default output
-    /// is `device` (`None`: what the host says). An engine that follows
-    /// the default ([`Clock::Device`] with no name) moves to it.
-    ///
-    /// # Errors
-    /// [`EngineError::WrongClock`] when no device is playing.
-    pub fn inject_default_device(&self, device: Option<String>) -> Result<(), EngineError> {
-        let Some(manager) = &self.inner.device else {
-            return Err(EngineError::WrongClock("device"));
-        };
-        manager
-            .send_message(DeviceMsg::InjectDefault(device))
-            .map_err(|_| EngineError::Stopped)
-    }
-
-    /// Connects `session` to an avatar (SPEC O12, A2): its speech streams
-    /// to the avatar, which publishes the voice, and the session's own
-    /// output is silent until the link is detached or drops.
-    ///
-    /// # Errors
-    /// [`EngineError::Avatar`] when the dispatcher refuses (an HTTP error,
-    /// e.g. 401 for a bad token) or the connection cannot be made.
-    pub async fn attach_avatar(
-        &self,
-        session: &SessionHandle,
-        config: sotto_actors::avatar_link::LinkConfig,
-    ) -> Result<crate::AvatarHandle, EngineError> {
-        self.running()?;
-        let handle = crate::AvatarHandle::attach(
-            session,
-            config,
-            self.inner.config.sample_rate,
-            self.inner.config.channels,
-        )
-        .await?;
-        let link = handle.link().clone();
-        if let Ok(mut links) = self.inner.links.lock() {
-            links.retain(|l| {
-                !matches!(l.get_status(), ActorStatus::Stopping | ActorStatus::Stopped)
-            });
-            links.push(link.clone());
-        }
-        // Shutdown may have taken the list between the check and the push.
-        if self.inner.stopped.load(Ordering::Acquire) {
-            link.stop(None);
-            return Err(EngineError::Stopped);
-        }
-        Ok(handle)
-    }
-
     fn running(&self) -> Result<(), EngineError> {
         if self.inner.stopped.load(Ordering::Acquire) {
             Err(EngineError::Stopped)
         } else {
             Ok(())
         }
-    }
-
-    /// Opens a microphone (SPEC D3). With `echo`, its frames go through
-    /// echo cancellation against exactly what this engine's output plays
-    /// (SPEC D4), re-bound whenever the output moves; frames are then mono
-    /// at 48 kHz.
-    ///
-    /// # Errors
-    /// [`EngineError::Device`] naming the device and the reason.
-    pub fn open_input(
-        &self,
-        config: &InputConfig,
-        echo: Option<EchoConfig>,
-    ) -> Result<DeviceInput, EngineError> {
-        let input = match echo {
-            None => DeviceInput::open(config),
-            Some(echo) => {
-                DeviceInput::open_with_echo(config, echo, Arc::clone(&self.inner.reverse))
-            }
-        };
-        Ok(input?)
-    }
-
-    /// Why the engine runs on the virtual clock although a device was
-    /// asked for, if it does.
-    #[must_use]
-    pub fn device_fallback(&self) -> Option<&str> {
-        self.inner.fallback.as_deref()
     }
 
     /// The engine's config.
@@ -604,99 +371,6 @@ impl Engine {
         rx.await.map_err(|_| EngineError::Stopped)
     }
 
-    /// Renders `frames` frames on the offline clock and returns them
-    /// (interleaved). Every message sent before the call is applied first.
-    ///
-    /// # Errors
-    /// [`EngineError::WrongClock`] on the virtual clock; [`EngineError::Stuck`].
-    pub async fn render(&self, frames: u64) -> Result<Vec<f32>, EngineError> {
-        let mut out = Vec::with_capacity(frames as usize * self.inner.config.channels);
-        self.render_into(frames, &mut out).await?;
-        Ok(out)
-    }
-
-    /// Like [`Engine::render`], appending to `out`.
-    ///
-    /// # Errors
-    /// As [`Engine::render`].
-    pub async fn render_into(&self, frames: u64, out: &mut Vec<f32>) -> Result<(), EngineError> {
-        let mut driver = self.inner.driver.lock().await;
-        match &mut *driver {
-            Driver::Offline(d) => Ok(d.render(frames, out).await?),
-            Driver::Virtual { .. } | Driver::Device { .. } => {
-                Err(EngineError::WrongClock("offline"))
-            }
-            Driver::Stopped => Err(EngineError::Stopped),
-        }
-    }
-
-    /// Renders `d` of output on the offline clock.
-    ///
-    /// # Errors
-    /// As [`Engine::render`].
-    pub async fn render_for(&self, d: Duration) -> Result<Vec<f32>, EngineError> {
-        self.render(sotto_actors::session::frames_of(
-            d,
-            self.inner.config.sample_rate,
-        ))
-        .await
-    }
-
-    /// Waits until every actor has handled every message sent so far.
-    ///
-    /// # Errors
-    /// [`EngineError::Stuck`].
-    pub async fn settle(&self) -> Result<(), EngineError> {
-        Ok(self
-            .inner
-            .quiesce
-            .settle(sotto_actors::driver::offline::SETTLE_LIMIT)
-            .await?)
-    }
-
-    /// Starts a deferred virtual clock (see [`Clock::Virtual`]).
-    ///
-    /// # Errors
-    /// [`EngineError::WrongClock`] on the offline clock.
-    pub async fn run_clock(&self) -> Result<(), EngineError> {
-        match &*self.inner.driver.lock().await {
-            Driver::Virtual { clock, .. } => {
-                clock.run();
-                Ok(())
-            }
-            Driver::Device { manager, .. } => {
-                ractor::call!(manager, DeviceMsg::Run).map_err(|_| EngineError::Stopped)
-            }
-            Driver::Offline(_) => Err(EngineError::WrongClock("virtual")),
-            Driver::Stopped => Err(EngineError::Stopped),
-        }
-    }
-
-    /// Takes the output captured so far on the virtual clock.
-    ///
-    /// # Errors
-    /// [`EngineError::WrongClock`] on the offline clock.
-    pub async fn take_captured(&self) -> Result<Vec<f32>, EngineError> {
-        let mut driver = self.inner.driver.lock().await;
-        match &mut *driver {
-            Driver::Virtual { capture, .. } => {
-                let mut out = Vec::new();
-                if let Some(rx) = capture {
-                    let n = rx.slots();
-                    if let Ok(chunk) = rx.read_chunk(n) {
-                        let (a, b) = chunk.as_slices();
-                        out.extend_from_slice(a);
-                        out.extend_from_slice(b);
-                        chunk.commit_all();
-                    }
-                }
-                Ok(out)
-            }
-            Driver::Offline(_) | Driver::Device { .. } => Err(EngineError::WrongClock("virtual")),
-            Driver::Stopped => Err(EngineError::Stopped),
-        }
-    }
-
     /// Stops everything, in order, within [`SHUTDOWN_LIMIT`]: the driver
     /// (no more audio), the avatar links (their peers closed), the sessions
     /// and background loaders (sinks finished, so a file they write is
@@ -755,9 +429,6 @@ impl Engine {
     }
 }
 
-/// How long [`Engine::shutdown`] may take.
-pub const SHUTDOWN_LIMIT: Duration = Duration::from_secs(1);
-
 fn spawn_ticker(
     pump: ActorRef<PumpMsg>,
     quiesce: Arc<Quiescence>,
@@ -781,32 +452,4 @@ fn spawn_ticker(
             let _ = rx.await;
         }
     })
-}
-
-fn validate(c: &EngineConfig) -> Result<(), EngineError> {
-    if !(8_000..=192_000).contains(&c.sample_rate) {
-        return Err(EngineError::Config(format!(
-            "sample rate {} Hz is outside 8000..=192000",
-            c.sample_rate
-        )));
-    }
-    if !(1..=8).contains(&c.channels) {
-        return Err(EngineError::Config(format!(
-            "{} channels is outside 1..=8",
-            c.channels
-        )));
-    }
-    if c.block_frames == 0 || c.block_frames > c.sample_rate as usize {
-        return Err(EngineError::Config(format!(
-            "block of {} frames must be within 1..=1 s",
-            c.block_frames
-        )));
-    }
-    if c.max_sessions == 0 || c.max_sessions > 65_536 {
-        return Err(EngineError::Config(format!(
-            "max_sessions {} is outside 1..=65536",
-            c.max_sessions
-        )));
-    }
-    Ok(())
 }

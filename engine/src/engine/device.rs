@@ -1,0 +1,65 @@
+//! The sound card side of an engine: device events, the playing device,
+//! microphone input with echo cancellation, and why a device was not used.
+
+use std::sync::Arc;
+
+use sotto_actors::capture::echo::EchoConfig;
+use sotto_actors::capture::input::{DeviceInput, InputConfig};
+use sotto_actors::device_manager::{DeviceEvent, DeviceMsg, DEVICE_EVENT_QUEUE};
+use tokio::sync::mpsc;
+
+use super::*;
+
+impl Engine {
+    /// Moves of the renderer between outputs (SPEC D6), from now on. The
+    /// stream ends at once when the engine plays no device. At most
+    /// [`DEVICE_EVENT_QUEUE`] unread moves are kept; later ones are dropped.
+    #[must_use]
+    pub fn device_events(&self) -> mpsc::Receiver<DeviceEvent> {
+        let (tx, rx) = mpsc::channel(DEVICE_EVENT_QUEUE);
+        if let Some(manager) = &self.inner.device {
+            let _ = manager.send_message(DeviceMsg::Subscribe(tx));
+        }
+        rx
+    }
+
+    /// The device the renderer plays through now; `None` when it runs on
+    /// a clock (from the start or after a device failed).
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`] after shutdown.
+    pub async fn playing_device(&self) -> Result<Option<String>, EngineError> {
+        let Some(manager) = &self.inner.device else {
+            return Ok(None);
+        };
+        ractor::call!(manager, DeviceMsg::Playing).map_err(|_| EngineError::Stopped)
+    }
+
+    /// Opens a microphone (SPEC D3). With `echo`, its frames go through
+    /// echo cancellation against exactly what this engine's output plays
+    /// (SPEC D4), re-bound whenever the output moves; frames are then mono
+    /// at 48 kHz.
+    ///
+    /// # Errors
+    /// [`EngineError::Device`] naming the device and the reason.
+    pub fn open_input(
+        &self,
+        config: &InputConfig,
+        echo: Option<EchoConfig>,
+    ) -> Result<DeviceInput, EngineError> {
+        let input = match echo {
+            None => DeviceInput::open(config),
+            Some(echo) => {
+                DeviceInput::open_with_echo(config, echo, Arc::clone(&self.inner.reverse))
+            }
+        };
+        Ok(input?)
+    }
+
+    /// Why the engine runs on the virtual clock although a device was
+    /// asked for, if it does.
+    #[must_use]
+    pub fn device_fallback(&self) -> Option<&str> {
+        self.inner.fallback.as_deref()
+    }
+}
