@@ -140,12 +140,12 @@ pub fn scenario(data: &[u8]) {
         return;
     };
     let sc = prepared.scenario();
-    let pushed: f64 = sc.at.iter().filter_map(|s| s.seconds).sum();
+    let pushed: f64 = sc.at.iter().filter_map(|s| s.op.tone_seconds()).sum();
     let small = sc.duration.0 <= 2.0
         && sc.sessions.len() <= 4
         && sc.at.len() <= 64
         && pushed <= 10.0
-        && sc.at.iter().all(|s| !s.op.starts_with("avatar"));
+        && sc.at.iter().all(|s| !s.op.is_avatar());
     if !small {
         return;
     }

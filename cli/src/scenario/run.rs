@@ -1,0 +1,387 @@
+//! Running a prepared scenario through a fresh engine: each step applied
+//! before the first block at or after its time, then the log gathered.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Map};
+use sotto::avatar::LinkConfig;
+use sotto::{
+    BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, SessionConfig,
+    SessionHandle,
+};
+use sotto_avatar::face::{FaceRenderer, FileSink, MemorySink};
+use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
+use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::token;
+
+use super::audio::tone;
+use super::{describe, LogEvent, Op, Prepared, Ready, Rendered, ScenarioError, Step};
+
+/// Longest wait for an avatar's segments to be acknowledged.
+const AVATAR_SETTLE: Duration = Duration::from_secs(60);
+
+/// Which clock renders the scenario.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RenderClock {
+    /// As fast as possible, deterministic.
+    #[default]
+    Offline,
+    /// In real time on the `sotto-audio` thread.
+    Virtual,
+    /// In real time to a sound card (the default one when `None`), or on
+    /// the virtual clock when it cannot be opened. Nothing is captured.
+    Device(Option<String>),
+}
+
+struct Run {
+    engine: Engine,
+    handles: Vec<SessionHandle>,
+    streams: Vec<tokio::sync::mpsc::Receiver<sotto::SessionEvent>>,
+    log: Vec<LogEvent>,
+    pushes: Vec<(
+        usize,
+        tokio::task::JoinHandle<Result<sotto::PushOutcome, sotto::SessionError>>,
+    )>,
+    /// The background source of each session that has one.
+    backgrounds: HashMap<usize, BackgroundHandle>,
+    /// The in-process avatar server, once a session attached one.
+    avatar_server: Option<(AvatarServer, String)>,
+    /// The avatar link of each session that has one.
+    avatars: HashMap<usize, sotto::AvatarHandle>,
+}
+
+impl Prepared {
+    /// Renders the scenario through a fresh engine.
+    ///
+    /// # Errors
+    /// [`ScenarioError::Engine`] if the engine fails.
+    pub async fn render(&self, clock: RenderClock) -> Result<Rendered, ScenarioError> {
+        let sc = &self.scenario;
+        let rate = sc.sample_rate;
+        let total = (sc.duration.0 * f64::from(rate)).round() as u64;
+        let engine = Engine::start(EngineConfig {
+            sample_rate: rate,
+            channels: sc.channels,
+            block_frames: sc.block,
+            max_sessions: self.sessions.len().max(1),
+            clock: match &clock {
+                RenderClock::Offline => Clock::Offline,
+                RenderClock::Virtual => Clock::Virtual {
+                    capture: Some(Duration::from_secs_f64(sc.duration.0 + 1.0)),
+                    deferred: true,
+                },
+                RenderClock::Device(name) => Clock::Device {
+                    name: name.clone(),
+                    deferred: true,
+                },
+            },
+            saturation: sotto::Saturation::Hard,
+        })
+        .await?;
+        let mut run = Run {
+            engine: engine.clone(),
+            handles: Vec::new(),
+            streams: Vec::new(),
+            log: Vec::new(),
+            pushes: Vec::new(),
+            backgrounds: HashMap::new(),
+            avatar_server: None,
+            avatars: HashMap::new(),
+        };
+        for c in &self.sessions {
+            let h = engine.create_session(c.clone()).await?;
+            run.streams.push(h.events());
+            run.handles.push(h);
+        }
+        let block = sc.block as u64;
+        let mut samples = Vec::with_capacity(total as usize * sc.channels);
+        let started = std::time::Instant::now();
+        let mut clock_running = false;
+        for Ready {
+            session: si,
+            step,
+            wav,
+            index,
+        } in &self.steps
+        {
+            let frame = (step.t.0 * f64::from(rate)).ceil() as u64;
+            let boundary = frame.div_ceil(block) * block;
+            match clock {
+                RenderClock::Offline => {
+                    let now = engine.clock().0;
+                    if boundary > now {
+                        engine.render_into(boundary - now, &mut samples).await?;
+                    }
+                }
+                RenderClock::Virtual | RenderClock::Device(_) => {
+                    if boundary > 0 && !clock_running {
+                        engine.settle().await?;
+                        engine.run_clock().await?;
+                        clock_running = true;
+                    }
+                    let due = started + Duration::from_secs_f64(boundary as f64 / f64::from(rate));
+                    tokio::time::sleep_until(due.into()).await;
+                }
+            }
+            let background = self.backgrounds.get(index);
+            run.apply(*si, step, wav.as_deref(), &self.sessions[*si], background)
+                .await?;
+        }
+        let late_blocks;
+        match clock {
+            RenderClock::Offline => {
+                let now = engine.clock().0;
+                if total > now {
+                    engine.render_into(total - now, &mut samples).await?;
+                }
+                samples.truncate(total as usize * sc.channels);
+                late_blocks = 0;
+            }
+            RenderClock::Virtual | RenderClock::Device(_) => {
+                engine.settle().await?;
+                if !clock_running {
+                    engine.run_clock().await?;
+                }
+                while engine.clock().0 < total {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+                samples = match clock {
+                    RenderClock::Virtual => engine.take_captured().await?,
+                    _ => Vec::new(),
+                };
+                samples.truncate(total as usize * sc.channels);
+                late_blocks = engine
+                    .telemetry()
+                    .late_blocks
+                    .load(std::sync::atomic::Ordering::Relaxed);
+            }
+        }
+        engine.settle().await?;
+        let mut events = run.finish().await;
+        events.sort_by_key(|e| (e.sample, e.order));
+        engine.shutdown().await;
+        Ok(Rendered {
+            samples,
+            sample_rate: rate,
+            channels: sc.channels,
+            events,
+            late_blocks,
+            device_fallback: engine.device_fallback().map(str::to_owned),
+        })
+    }
+}
+
+impl Run {
+    async fn apply(
+        &mut self,
+        si: usize,
+        step: &Step,
+        wav: Option<&[u8]>,
+        config: &SessionConfig,
+        background: Option<&BackgroundConfig>,
+    ) -> Result<(), ScenarioError> {
+        let h = self.handles[si].clone();
+        let closed =
+            |e: sotto::SessionError| ScenarioError::Engine(EngineError::Config(e.to_string()));
+        let chunked = |bytes: Vec<u8>| -> Vec<Vec<u8>> {
+            let size = step.op.chunk_bytes().unwrap_or(4800);
+            bytes.chunks(size).map(<[u8]>::to_vec).collect()
+        };
+        match &step.op {
+            Op::BeginSynthesis {} => h.mark_synthesis_start().map_err(closed)?,
+            Op::EndSynthesis {} => h.mark_synthesis_complete().map_err(closed)?,
+            Op::PushTone(_) | Op::PushWav { .. } | Op::PushBackgroundTone(_) => {
+                let bytes = match (wav, &step.op) {
+                    (Some(w), _) => w.to_vec(),
+                    (None, Op::PushTone(t) | Op::PushBackgroundTone(t)) => tone(t, config.input),
+                    (None, _) => Vec::new(),
+                };
+                let background = matches!(step.op, Op::PushBackgroundTone(_));
+                for chunk in chunked(bytes) {
+                    let fut = if background {
+                        tokio::spawn(h.push_background(chunk))
+                    } else {
+                        tokio::spawn(h.push(chunk))
+                    };
+                    self.pushes.push((si, fut));
+                }
+            }
+            Op::Interrupt {} => h.interrupt().map_err(closed)?,
+            Op::Pause {} => h.pause().map_err(closed)?,
+            Op::Resume {} => h.resume().map_err(closed)?,
+            Op::EnableInput { manual } => h.enable_audio_input(*manual).map_err(closed)?,
+            Op::DisableInput {} => h.disable_audio_input().map_err(closed)?,
+            Op::Clear {} => {
+                // Sent at once; the outcome shows up as a `cleared` event.
+                drop(h.clear_queue());
+            }
+            Op::SetFade { seconds } => h
+                .set_fade(Duration::from_secs_f64(*seconds))
+                .map_err(closed)?,
+            Op::WaitPlayout {} => {
+                drop(h.wait_for_playout());
+            }
+            Op::BackgroundStart { .. } => {
+                if let Some(old) = self.backgrounds.remove(&si) {
+                    let _ = old.stop().await;
+                }
+                if let Some(bc) = background {
+                    let bg = self.engine.background(&h, bc.clone()).await?;
+                    // A failure is reported as a `background_error` event.
+                    let _ = bg.start().await;
+                    self.backgrounds.insert(si, bg);
+                }
+            }
+            Op::BackgroundStop {} => {
+                if let Some(bg) = self.backgrounds.remove(&si) {
+                    let _ = bg.stop().await;
+                }
+            }
+            Op::BackgroundVolume { volume } => {
+                if let Some(bg) = self.backgrounds.get(&si) {
+                    let _ = bg.set_volume(*volume).await;
+                }
+            }
+            Op::AvatarAttach { path } => {
+                if let Some(old) = self.avatars.remove(&si) {
+                    old.detach();
+                }
+                let link = self.avatar_link(path.as_deref()).await?;
+                let avatar = self.engine.attach_avatar(&h, link).await?;
+                self.avatars.insert(si, avatar);
+            }
+            Op::AvatarDetach {} => {
+                if let Some(avatar) = self.avatars.remove(&si) {
+                    avatar.wait_idle(AVATAR_SETTLE).await;
+                    avatar.detach();
+                }
+            }
+            Op::Snapshot {} => {
+                let snap = h.snapshot_playback();
+                self.engine.settle().await?;
+                let (played, pushed) = snap.await.map_err(closed)?;
+                let mut fields = Map::new();
+                fields.insert("played".into(), json!(played));
+                fields.insert("pushed".into(), json!(pushed));
+                self.log.push(LogEvent {
+                    sample: self.engine.clock().0,
+                    session: config.name.clone(),
+                    event: "snapshot".into(),
+                    fields,
+                    order: (si, 0),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// A link to the in-process avatar server on loopback, started at the
+    /// first attach; the avatar writes `voice.wav` and `video.y4m` into
+    /// the step's `path` when it has one.
+    async fn avatar_link(&mut self, path: Option<&str>) -> Result<LinkConfig, ScenarioError> {
+        let out = path.map(PathBuf::from);
+        if self.avatar_server.is_none() {
+            let secret = format!("scenario-{}", std::process::id());
+            let rate = self.engine.config().sample_rate;
+            let channels = self.engine.config().channels;
+            let config = ServerConfig {
+                secret: secret.clone(),
+                fps: 25,
+                cooldown: Duration::from_millis(300),
+                stereo: false,
+                renderer: Arc::new(|| Box::new(FaceRenderer::default()) as Box<dyn AvatarRenderer>),
+                sink: Arc::new(move |_| match &out {
+                    Some(dir) => match FileSink::create(dir, rate, channels as u16, 25) {
+                        Ok(f) => Box::new(f) as Box<dyn AvatarSink>,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "avatar output folder; keeping nothing");
+                            Box::new(MemorySink::new(channels))
+                        }
+                    },
+                    None => Box::new(MemorySink::new(channels)),
+                }),
+            };
+            let server = AvatarServer::start(([127, 0, 0, 1], 0).into(), config)
+                .await
+                .map_err(|e| {
+                    ScenarioError::Engine(EngineError::Start {
+                        what: "avatar server",
+                        reason: e.to_string(),
+                    })
+                })?;
+            self.avatar_server = Some((server, secret));
+        }
+        let Some((server, secret)) = &self.avatar_server else {
+            unreachable!("started above");
+        };
+        let creds = token::create("sotto", secret, None, token::DEFAULT_TTL)
+            .map_err(|e| ScenarioError::Engine(EngineError::Config(e.to_string())))?;
+        Ok(LinkConfig::new(
+            &server.join_url(),
+            "scenario",
+            &creds.token,
+            &creds.participant_id,
+        ))
+    }
+
+    async fn finish(mut self) -> Vec<LogEvent> {
+        // The avatar plays in real time: let its segments finish playing
+        // and be acknowledged before the log is read.
+        for (_, avatar) in self.avatars.drain() {
+            avatar.wait_idle(AVATAR_SETTLE).await;
+            avatar.detach();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for (i, rx) in self.streams.iter_mut().enumerate() {
+            let name = self.handles[i].name().to_owned();
+            let mut seq = 1;
+            while let Ok(e) = rx.try_recv() {
+                let (event, fields) = describe(&e.kind);
+                self.log.push(LogEvent {
+                    sample: e.at.0,
+                    session: name.clone(),
+                    event: event.into(),
+                    fields,
+                    order: (i, seq),
+                });
+                seq += 1;
+            }
+        }
+        for (si, mut p) in std::mem::take(&mut self.pushes) {
+            // On a real-time clock a push may be a moment from done.
+            let outcome = tokio::time::timeout(Duration::from_millis(100), &mut p).await;
+            let Ok(outcome) = outcome else {
+                // Audio still waiting for room when the scenario ends (more
+                // was pushed than its duration plays): said, not waited for
+                // — the clock has stopped and would never make room.
+                p.abort();
+                self.log_end(
+                    si,
+                    "push_unfinished",
+                    "a push was still waiting for room when the scenario ended".into(),
+                );
+                continue;
+            };
+            if let Ok(Err(e)) = outcome {
+                self.log_end(si, "error", e.to_string());
+            }
+        }
+        self.log
+    }
+
+    /// Logs `event` with `message` for session `si` at the end of the run.
+    fn log_end(&mut self, si: usize, event: &str, message: String) {
+        let mut fields = Map::new();
+        fields.insert("message".into(), json!(message));
+        self.log.push(LogEvent {
+            sample: self.engine.clock().0,
+            session: self.handles[si].name().to_owned(),
+            event: event.into(),
+            fields,
+            order: (si, u64::MAX),
+        });
+    }
+}
