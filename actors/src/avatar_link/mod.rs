@@ -9,22 +9,24 @@
 //! recovers a lost one) instead of hanging the link, and a dropped
 //! connection detaches the sink so the session's own output plays again.
 
+mod connect;
+mod tee;
+
+use connect::connect;
+pub use tee::AvatarTee;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use webrtc::data_channel::{DataChannel, DataChannelEvent, RTCDataChannelInit};
-use webrtc::peer_connection::RTCSessionDescription;
+use webrtc::data_channel::DataChannel;
 
 use crate::restart::{contain, restarted};
 use crate::session::{SessionEvent, SessionEventKind, SessionMsg, SessionShared};
-use crate::sink::{AudioSink, SinkError};
-use sotto_net::avatar::{
-    chunks, Control, JoinRequest, JoinResponse, StreamEnded, AUDIO_LABEL, CONTROL_LABEL, INTERRUPT,
-};
-use sotto_net::peer::{complete_local, connected, loopback_peer, NetError, Peer};
+use sotto_net::avatar::{chunks, Control, StreamEnded, INTERRUPT};
+use sotto_net::peer::{NetError, Peer};
 
 /// How the agent reaches its avatar.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -431,219 +433,4 @@ fn emit(session: &SessionShared, kind: SessionEventKind) {
         at: session.clock(),
         kind,
     });
-}
-
-/// Offers, posts the join, takes the answer, and waits for both channels.
-async fn connect(
-    args: &LinkArgs,
-    myself: &ActorRef<LinkMsg>,
-) -> Result<(Peer, Arc<dyn DataChannel>, Arc<dyn DataChannel>), LinkError> {
-    let c = &args.config;
-    if c.dispatcher_url.is_empty() {
-        return Err(LinkError::NoDispatcher);
-    }
-    if c.room_name.is_empty() {
-        return Err(LinkError::NoRoom);
-    }
-    let (pc, mut events) = loopback_peer().await?;
-    let made = async {
-        let audio = pc
-            .create_data_channel(
-                AUDIO_LABEL,
-                Some(RTCDataChannelInit {
-                    ordered: false,
-                    max_retransmits: Some(0),
-                    ..Default::default()
-                }),
-            )
-            .await
-            .map_err(NetError::from)?;
-        let control = pc
-            .create_data_channel(CONTROL_LABEL, None)
-            .await
-            .map_err(NetError::from)?;
-        let (audio_open_tx, audio_open) = tokio::sync::oneshot::channel();
-        let (control_open_tx, control_open) = tokio::sync::oneshot::channel();
-        tokio::spawn(watch_channel(
-            Arc::clone(&audio),
-            audio_open_tx,
-            myself.clone(),
-            false,
-        ));
-        tokio::spawn(watch_channel(
-            Arc::clone(&control),
-            control_open_tx,
-            myself.clone(),
-            true,
-        ));
-        let offer = pc.create_offer(None).await.map_err(NetError::from)?;
-        let offer = complete_local(&pc, &mut events, offer).await?;
-        let request = JoinRequest {
-            room_name: c.room_name.clone(),
-            token: c.token.clone(),
-            participant_id: c.participant_id.clone(),
-            signaling_base_url: c.signaling_base_url.clone(),
-            offer,
-            sample_rate: args.sample_rate,
-            channels: u16::try_from(args.channels).unwrap_or(1),
-        };
-        let response = reqwest::Client::new()
-            .post(&c.dispatcher_url)
-            .timeout(c.connect_timeout)
-            .json(&request)
-            .send()
-            .await
-            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
-        let status = response.status();
-        if !status.is_success() {
-            let body = response.text().await.unwrap_or_default();
-            return Err(LinkError::Http {
-                status: status.as_u16(),
-                body,
-            });
-        }
-        let answer: JoinResponse = response
-            .json()
-            .await
-            .map_err(|e| LinkError::Unreachable(e.to_string()))?;
-        let answer = RTCSessionDescription::answer(answer.answer).map_err(NetError::from)?;
-        pc.set_remote_description(answer)
-            .await
-            .map_err(NetError::from)?;
-        connected(&mut events, c.connect_timeout).await?;
-        let opened = async {
-            audio_open.await.ok();
-            control_open.await.ok();
-        };
-        tokio::time::timeout(c.connect_timeout, opened)
-            .await
-            .map_err(|_| NetError("data channels did not open".into()))?;
-        tokio::spawn(watch_peer(events, myself.clone()));
-        Ok((audio, control))
-    }
-    .await;
-    match made {
-        Ok((audio, control)) => Ok((pc, audio, control)),
-        Err(e) => {
-            let _ = pc.close().await;
-            Err(e)
-        }
-    }
-}
-
-/// Follows a channel's events: its opening, its closing (the link is
-/// then gone) and, on the control channel, the acknowledgements.
-async fn watch_channel(
-    channel: Arc<dyn DataChannel>,
-    open: tokio::sync::oneshot::Sender<()>,
-    link: ActorRef<LinkMsg>,
-    control: bool,
-) {
-    let mut open = Some(open);
-    while let Some(event) = channel.poll().await {
-        match event {
-            DataChannelEvent::OnOpen => {
-                if let Some(o) = open.take() {
-                    let _ = o.send(());
-                }
-            }
-            DataChannelEvent::OnMessage(m) if control => {
-                let ack = std::str::from_utf8(&m.data)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Control>(t).ok());
-                if let Some(Control::StreamEnded { data }) = ack {
-                    if link.send_message(LinkMsg::Ack(data)).is_err() {
-                        return;
-                    }
-                }
-            }
-            DataChannelEvent::OnClose => {
-                let which = if control { CONTROL_LABEL } else { AUDIO_LABEL };
-                let _ = link.send_message(LinkMsg::Closed(format!("{which} channel closed")));
-                return;
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Reports the connection failing or closing.
-async fn watch_peer(mut events: sotto_net::peer::PeerEvents, link: ActorRef<LinkMsg>) {
-    use webrtc::peer_connection::RTCPeerConnectionState as S;
-    while let Some(state) = events.state.recv().await {
-        if matches!(state, S::Failed | S::Closed | S::Disconnected) {
-            let _ = link.send_message(LinkMsg::Closed(format!("connection {state}")));
-            return;
-        }
-    }
-}
-
-/// The session sink feeding an [`AvatarLink`] (SPEC O12): the session's
-/// direct output is silent while it is attached.
-pub struct AvatarTee {
-    name: String,
-    link: ActorRef<LinkMsg>,
-    alive: Arc<AtomicBool>,
-    stats: Arc<LinkStats>,
-    backlog_cap: u64,
-}
-
-impl AvatarTee {
-    /// A sink named `name` feeding `link` while `alive`, counting
-    /// segments in the link's `stats`; `samples_per_second` (rate times
-    /// channels) sizes its [`LINK_BACKLOG`].
-    #[must_use]
-    pub fn new(
-        name: String,
-        link: ActorRef<LinkMsg>,
-        alive: Arc<AtomicBool>,
-        stats: Arc<LinkStats>,
-        samples_per_second: u64,
-    ) -> Self {
-        Self {
-            name,
-            link,
-            alive,
-            stats,
-            backlog_cap: (LINK_BACKLOG.as_secs_f64() * samples_per_second as f64) as u64,
-        }
-    }
-}
-
-impl AudioSink for AvatarTee {
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn publishes_voice(&self) -> bool {
-        true
-    }
-
-    fn write(&mut self, frames: &[f32], _: u32, _: usize) -> Result<(), SinkError> {
-        if !self.alive.load(Ordering::Acquire) {
-            return Err(SinkError("avatar link closed".into()));
-        }
-        let n = frames.len() as u64;
-        if self.stats.backlog.load(Ordering::Acquire) + n > self.backlog_cap {
-            // The link cannot keep up: drop rather than grow its mailbox.
-            self.stats.backlog_dropped.fetch_add(n, Ordering::Relaxed);
-            return Ok(());
-        }
-        self.stats.backlog.fetch_add(n, Ordering::AcqRel);
-        self.link
-            .send_message(LinkMsg::Audio(frames.to_vec()))
-            .map_err(|_| SinkError("avatar link stopped".into()))
-    }
-
-    fn interrupt(&mut self) {
-        let _ = self.link.send_message(LinkMsg::Interrupt);
-    }
-
-    fn segment_end(&mut self) {
-        // Counted here, in the session, so whoever waits for the link to
-        // settle sees the segment before the link does.
-        if self.link.send_message(LinkMsg::SegmentEnd).is_ok() {
-            self.stats.segments.fetch_add(1, Ordering::AcqRel);
-        }
-    }
 }

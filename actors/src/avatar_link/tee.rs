@@ -1,0 +1,80 @@
+//! The session sink that tees ingested speech to the link, bounded by
+//! the link's backlog (SPEC O12, S5).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use ractor::ActorRef;
+
+use super::*;
+use crate::sink::{AudioSink, SinkError};
+
+/// The session sink feeding an [`AvatarLink`] (SPEC O12): the session's
+/// direct output is silent while it is attached.
+pub struct AvatarTee {
+    name: String,
+    link: ActorRef<LinkMsg>,
+    alive: Arc<AtomicBool>,
+    stats: Arc<LinkStats>,
+    backlog_cap: u64,
+}
+
+impl AvatarTee {
+    /// A sink named `name` feeding `link` while `alive`, counting
+    /// segments in the link's `stats`; `samples_per_second` (rate times
+    /// channels) sizes its [`LINK_BACKLOG`].
+    #[must_use]
+    pub fn new(
+        name: String,
+        link: ActorRef<LinkMsg>,
+        alive: Arc<AtomicBool>,
+        stats: Arc<LinkStats>,
+        samples_per_second: u64,
+    ) -> Self {
+        Self {
+            name,
+            link,
+            alive,
+            stats,
+            backlog_cap: (LINK_BACKLOG.as_secs_f64() * samples_per_second as f64) as u64,
+        }
+    }
+}
+
+impl AudioSink for AvatarTee {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn publishes_voice(&self) -> bool {
+        true
+    }
+
+    fn write(&mut self, frames: &[f32], _: u32, _: usize) -> Result<(), SinkError> {
+        if !self.alive.load(Ordering::Acquire) {
+            return Err(SinkError("avatar link closed".into()));
+        }
+        let n = frames.len() as u64;
+        if self.stats.backlog.load(Ordering::Acquire) + n > self.backlog_cap {
+            // The link cannot keep up: drop rather than grow its mailbox.
+            self.stats.backlog_dropped.fetch_add(n, Ordering::Relaxed);
+            return Ok(());
+        }
+        self.stats.backlog.fetch_add(n, Ordering::AcqRel);
+        self.link
+            .send_message(LinkMsg::Audio(frames.to_vec()))
+            .map_err(|_| SinkError("avatar link stopped".into()))
+    }
+
+    fn interrupt(&mut self) {
+        let _ = self.link.send_message(LinkMsg::Interrupt);
+    }
+
+    fn segment_end(&mut self) {
+        // Counted here, in the session, so whoever waits for the link to
+        // settle sees the segment before the link does.
+        if self.link.send_message(LinkMsg::SegmentEnd).is_ok() {
+            self.stats.segments.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+}
