@@ -8,8 +8,8 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Through
 use sotto_actors::capture::tap::tap;
 use sotto_actors::driver::device::render_i16;
 use sotto_rt::{
-    ClipCommand, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceCommand, VoiceConfig,
-    VoiceControl,
+    ClipCommand, Renderer, RendererConfig, Saturation, SessionId, StreamPos, Voice, VoiceCommand,
+    VoiceConfig, VoiceControl,
 };
 
 struct Fed {
@@ -73,7 +73,9 @@ fn refill(fed: &mut [Fed], audio: &[f32], round: u64) {
             .push_partial_slice(&audio[..room.min(audio.len())]);
         // Keep a fade tail running on a quarter of the voices.
         if f.fading && round.is_multiple_of(4) {
-            let _ = f.control.send(VoiceCommand::Interrupt { fence: f.pushed });
+            let _ = f.control.send(VoiceCommand::Interrupt {
+                fence: StreamPos(f.pushed),
+            });
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{SampleTime, Saturation, SessionId, Voice};
+use crate::{SampleTime, Saturation, SessionId, StreamPos, Voice};
 
 /// Control → renderer, through the renderer's command ring.
 #[derive(Debug)]
@@ -28,12 +28,12 @@ pub enum VoiceCommand {
     /// Fade what is pending before `fence` (SPEC O5) and skip the rest of it.
     Interrupt {
         /// Frames pushed when the interrupt was issued.
-        fence: u64,
+        fence: StreamPos,
     },
     /// Drop everything before `fence` at once, including a fade tail.
     Clear {
         /// Frames pushed when the clear was issued.
-        fence: u64,
+        fence: StreamPos,
     },
     /// Ramp down and freeze the speech queue.
     Pause,
@@ -42,12 +42,12 @@ pub enum VoiceCommand {
     /// A new turn starts at speech position `start`: counters and first-audio anchor there.
     BeginTurn {
         /// First frame of the turn.
-        start: u64,
+        start: StreamPos,
     },
     /// The turn's input ends at `end`: running dry there is not an underrun.
     SynthesisComplete {
         /// Frames pushed when synthesis completed.
-        end: u64,
+        end: StreamPos,
     },
     /// Fade length for later interrupts, in frames.
     SetFade {
@@ -62,7 +62,7 @@ pub enum VoiceCommand {
     /// background ring since the voice was created).
     ClearBackground {
         /// Background frames pushed when the clear was issued.
-        fence: u64,
+        fence: StreamPos,
     },
     /// Linear gain of the background input, reached through a ramp.
     SetBackgroundGain(f32),
@@ -125,12 +125,12 @@ pub enum EventKind {
     /// The first frame of the turn (at or after its start) was played.
     FirstAudio {
         /// Speech position of that frame.
-        position: u64,
+        position: StreamPos,
     },
     /// The speech ring stayed empty for the grace period after the last real frame.
     StoppedSpeaking {
         /// Speech frames consumed at that moment.
-        position: u64,
+        position: StreamPos,
     },
     /// An interrupt was applied.
     Interrupted {

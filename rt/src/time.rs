@@ -21,6 +21,29 @@ impl SampleTime {
     }
 }
 
+/// A position in one of a voice's input streams (speech or background):
+/// frames written into it since the voice was built. Not a time: a queue
+/// that waits or a pause moves the clock but not the position.
+///
+/// Interrupt fences, turn starts and ends, and the positions events report
+/// are counted here; the control side keeps the writing end's count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct StreamPos(pub u64);
+
+impl StreamPos {
+    /// The position `frames` further on.
+    #[must_use]
+    pub fn plus(self, frames: u64) -> Self {
+        Self(self.0.saturating_add(frames))
+    }
+
+    /// Frames from `earlier` to here, 0 if `earlier` is ahead.
+    #[must_use]
+    pub fn since(self, earlier: StreamPos) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
 /// A session's slot in the renderer's fixed voice table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(pub u32);

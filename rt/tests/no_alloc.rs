@@ -7,7 +7,7 @@
 use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
 use sotto_rt::{
     ClipCommand, Command, Doorbells, DuckConfig, Renderer, RendererConfig, Saturation, SessionId,
-    Voice, VoiceCommand, VoiceConfig, VoiceControl,
+    StreamPos, Voice, VoiceCommand, VoiceConfig, VoiceControl,
 };
 
 #[global_allocator]
@@ -86,15 +86,24 @@ fn every_render_path_is_allocation_free() {
     let start = violation_count();
 
     render_guarded(&mut renderer, &mut out, 20); // play, mix, duck, limiter, underrun of b
-    a.send(VoiceCommand::BeginTurn { start: 0 }).unwrap();
+    a.send(VoiceCommand::BeginTurn {
+        start: StreamPos(0),
+    })
+    .unwrap();
     a.send(VoiceCommand::Pause).unwrap();
     render_guarded(&mut renderer, &mut out, 8);
     a.send(VoiceCommand::Resume).unwrap();
     render_guarded(&mut renderer, &mut out, 8);
-    a.send(VoiceCommand::Interrupt { fence: 20_000 }).unwrap();
+    a.send(VoiceCommand::Interrupt {
+        fence: StreamPos(20_000),
+    })
+    .unwrap();
     render_guarded(&mut renderer, &mut out, 4);
     fill(&mut a, 1_000, -0.5);
-    a.send(VoiceCommand::Interrupt { fence: 21_000 }).unwrap(); // during the tail
+    a.send(VoiceCommand::Interrupt {
+        fence: StreamPos(21_000),
+    })
+    .unwrap(); // during the tail
     render_guarded(&mut renderer, &mut out, 40);
     fill(&mut a, 1_000, 0.5);
     // A looping clip shorter than a block, replaced by a longer one, with
@@ -121,18 +130,25 @@ fn every_render_path_is_allocation_free() {
     b.send_clip(ClipCommand::SetGain { id: 2, gain: 2.0 })
         .unwrap();
     b.send(VoiceCommand::SetBackgroundGain(0.1)).unwrap();
-    b.send(VoiceCommand::ClearBackground { fence: 3_000 })
-        .unwrap();
+    b.send(VoiceCommand::ClearBackground {
+        fence: StreamPos(3_000),
+    })
+    .unwrap();
     render_guarded(&mut renderer, &mut out, 12);
     b.send_clip(ClipCommand::Stop { id: 2 }).unwrap();
     render_guarded(&mut renderer, &mut out, 8);
     assert_eq!(b.collect_clips(), 2, "both clips came back");
-    a.send(VoiceCommand::Clear { fence: 22_000 }).unwrap();
+    a.send(VoiceCommand::Clear {
+        fence: StreamPos(22_000),
+    })
+    .unwrap();
     a.send(VoiceCommand::SetDirectMuted(true)).unwrap();
     a.send(VoiceCommand::SetSaturation(Saturation::Hard))
         .unwrap();
-    a.send(VoiceCommand::SynthesisComplete { end: 22_000 })
-        .unwrap();
+    a.send(VoiceCommand::SynthesisComplete {
+        end: StreamPos(22_000),
+    })
+    .unwrap();
     control
         .send(Command::SetMasterSaturation(Saturation::Hard))
         .unwrap();

@@ -24,7 +24,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef};
-use sotto_rt::{ClipCommand, VoiceCommand};
+use sotto_rt::{ClipCommand, StreamPos, VoiceCommand};
 
 use crate::ingest::Ingest;
 
@@ -64,9 +64,9 @@ impl Actor for Session {
             decoded: Vec::new(),
             command_backlog: VecDeque::new(),
             clip_backlog: VecDeque::new(),
-            pushed: 0,
-            background_pushed: 0,
-            turn_start: 0,
+            pushed: StreamPos(0),
+            background_pushed: StreamPos(0),
+            turn_start: StreamPos(0),
             accepting: true,
             manual: false,
             paused: false,

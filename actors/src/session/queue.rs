@@ -116,12 +116,14 @@ impl SessionState {
         }
         match input {
             Input::Speech => {
-                self.pushed += written as u64;
+                self.pushed = self.pushed.plus(written as u64);
                 // The tee sees exactly what the queue took.
                 let kept = if overflow { written * ch } else { frames.len() };
                 self.tee(&frames[..kept]);
             }
-            Input::Background => self.background_pushed += written as u64,
+            Input::Background => {
+                self.background_pushed = self.background_pushed.plus(written as u64);
+            }
         }
         if overflow {
             tracing::warn!(session = %self.shared.config.name, frames = rest / ch, ?input, "queue overflow, push dropped");
@@ -164,7 +166,7 @@ impl SessionState {
 
     pub(super) fn clear(&mut self) -> u64 {
         let cut = self.cut_pending();
-        let queued = self.pushed.saturating_sub(self.telemetry().consumed());
+        let queued = self.pushed.0.saturating_sub(self.telemetry().consumed());
         self.cut_by_interrupt = cut;
         self.command(VoiceCommand::Clear { fence: self.pushed });
         for w in self.waiters.drain(..) {
@@ -174,7 +176,7 @@ impl SessionState {
     }
 
     pub(super) fn queue_empty(&self) -> bool {
-        self.pending.is_empty() && self.telemetry().consumed() >= self.pushed
+        self.pending.is_empty() && self.telemetry().consumed() >= self.pushed.0
     }
 
     /// Moves waiting work forward as far as the rings allow.
@@ -200,7 +202,7 @@ impl SessionState {
                 &mut self.voice.background_tx,
                 ch,
             );
-            self.background_pushed += written;
+            self.background_pushed = self.background_pushed.plus(written);
             let left = &mut self.waiting[Input::Background as usize];
             *left = left.saturating_sub(written as usize * ch);
             if !done {
@@ -219,7 +221,7 @@ impl SessionState {
             .store(pending_frames, Ordering::Relaxed);
         self.shared
             .pushed_frames
-            .store(self.pushed, Ordering::Relaxed);
+            .store(self.pushed.0, Ordering::Relaxed);
         let wants = !self.pending.is_empty()
             || !self.background_pending.is_empty()
             || !self.clip_backlog.is_empty()
@@ -235,7 +237,7 @@ impl SessionState {
                 Some(Pending::Frames { .. }) => {
                     let (written, done) =
                         advance_front(&mut self.pending, &mut self.voice.speech_tx, ch);
-                    self.pushed += written;
+                    self.pushed = self.pushed.plus(written);
                     let left = &mut self.waiting[Input::Speech as usize];
                     *left = left.saturating_sub(written as usize * ch);
                     if !done {

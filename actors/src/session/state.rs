@@ -6,7 +6,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sotto_rt::{
-    ClipCommand, Event, EventKind, SampleTime, VoiceCommand, VoiceControl, VoiceTelemetry,
+    ClipCommand, Event, EventKind, SampleTime, StreamPos, VoiceCommand, VoiceControl,
+    VoiceTelemetry,
 };
 use tokio::sync::oneshot;
 
@@ -51,9 +52,12 @@ pub struct SessionState {
     pub(super) decoded: Vec<f32>,
     pub(super) command_backlog: VecDeque<VoiceCommand>,
     pub(super) clip_backlog: VecDeque<ClipCommand>,
-    pub(super) pushed: u64,
-    pub(super) background_pushed: u64,
-    pub(super) turn_start: u64,
+    /// Speech frames written into the voice's ring so far.
+    pub(super) pushed: StreamPos,
+    /// Background frames written so far.
+    pub(super) background_pushed: StreamPos,
+    /// Where the current turn began (SPEC O9).
+    pub(super) turn_start: StreamPos,
     pub(super) accepting: bool,
     pub(super) manual: bool,
     pub(super) paused: bool,
@@ -209,7 +213,7 @@ impl SessionState {
         self.synthesis_complete = true;
         self.command(VoiceCommand::SynthesisComplete { end: self.pushed });
         let t = self.telemetry();
-        let speaking = self.pushed > t.consumed() || t.is_speaking();
+        let speaking = self.pushed.0 > t.consumed() || t.is_speaking();
         if !speaking {
             self.fire_last_audio(self.now());
         }
@@ -243,13 +247,13 @@ impl SessionState {
 
     pub(super) fn snapshot(&self) -> (u64, u64) {
         let t = self.telemetry();
-        let pushed = self.pushed - self.turn_start;
-        let played = if t.turn_start.load(Ordering::Relaxed) == self.turn_start {
+        let pushed = self.pushed.since(self.turn_start);
+        let played = if t.turn_start.load(Ordering::Relaxed) == self.turn_start.0 {
             t.turn_played()
         } else {
             // The renderer has not applied the new anchor yet; every frame at
             // or after it that was consumed was played.
-            t.consumed().saturating_sub(self.turn_start)
+            t.consumed().saturating_sub(self.turn_start.0)
         };
         (played.min(pushed), pushed)
     }

@@ -13,11 +13,11 @@ impl Voice {
     pub(crate) fn apply_commands(&mut self, now: SampleTime, events: &mut EventOut<'_>) {
         while let Ok(cmd) = self.command_rx.pop() {
             match cmd {
-                VoiceCommand::Interrupt { fence } => self.interrupt(fence, now, events),
+                VoiceCommand::Interrupt { fence } => self.interrupt(fence.0, now, events),
                 VoiceCommand::Clear { fence } => {
                     let before = self.consumed;
                     self.tail = None;
-                    self.skip_until = self.skip_until.max(fence);
+                    self.skip_until = self.skip_until.max(fence.0);
                     self.discard_to(self.skip_until);
                     self.drain_ok_at = self.skip_until;
                     let skipped_frames = self.consumed - before;
@@ -32,18 +32,18 @@ impl Voice {
                     self.event(events, now, EventKind::Resumed);
                 }
                 VoiceCommand::BeginTurn { start } => {
-                    self.turn_start = start;
+                    self.turn_start = start.0;
                     // Frames at or after `start` consumed before this command arrived
                     // were all played: a skip before it cannot reach past `start`.
-                    self.turn_played = self.consumed.saturating_sub(start);
+                    self.turn_played = self.consumed.saturating_sub(start.0);
                     if self.turn_played > 0 {
                         self.first_audio_from = None;
                         self.event(events, now, EventKind::FirstAudio { position: start });
                     } else {
-                        self.first_audio_from = Some(start);
+                        self.first_audio_from = Some(start.0);
                     }
                 }
-                VoiceCommand::SynthesisComplete { end } => self.drain_ok_at = end,
+                VoiceCommand::SynthesisComplete { end } => self.drain_ok_at = end.0,
                 VoiceCommand::SetFade { frames } => self.fade_frames = frames,
                 VoiceCommand::SetDirectMuted(muted) => self.direct_muted = muted,
                 VoiceCommand::SetDuck(duck) => self.duck = duck,
@@ -54,7 +54,7 @@ impl Voice {
                         Some((_, restore)) => restore,
                         None => self.background_gain.target(),
                     };
-                    self.clearing = Some((fence, restore));
+                    self.clearing = Some((fence.0, restore));
                     self.background_gain.head(0.0, self.gain_ramp_frames);
                 }
                 VoiceCommand::SetBackgroundGain(gain) => match &mut self.clearing {

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use super::*;
 use crate::dsp::PauseState;
 use crate::renderer::EventOut;
-use crate::{EventKind, SampleTime};
+use crate::{EventKind, SampleTime, StreamPos};
 
 impl Voice {
     /// Updates the speaking state after a block of `n` frames whose first
@@ -57,7 +57,7 @@ impl Voice {
                     self.generation,
                     deadline,
                     EventKind::StoppedSpeaking {
-                        position: self.consumed,
+                        position: StreamPos(self.consumed),
                     },
                 );
             }

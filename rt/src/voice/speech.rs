@@ -5,7 +5,7 @@
 use super::*;
 use crate::dsp::{PauseState, Tail};
 use crate::renderer::EventOut;
-use crate::{EventKind, SampleTime};
+use crate::{EventKind, SampleTime, StreamPos};
 
 impl Voice {
     /// Drops queued speech up to position `target` (as far as it has arrived).
@@ -161,7 +161,9 @@ impl Voice {
                     self.session,
                     self.generation,
                     at,
-                    EventKind::FirstAudio { position },
+                    EventKind::FirstAudio {
+                        position: StreamPos(position),
+                    },
                 );
             }
         }

@@ -9,7 +9,9 @@ use rtrb::{Consumer, Producer, RingBuffer};
 
 use super::{DuckConfig, Voice, VoiceConfig, VoiceControl};
 use crate::renderer::EventOut;
-use crate::{fade_gain, ClipCommand, Event, EventKind, SampleTime, Saturation, SessionId};
+use crate::{
+    fade_gain, ClipCommand, Event, EventKind, SampleTime, Saturation, SessionId, StreamPos,
+};
 use crate::{VoiceCommand as V, VoiceCommand};
 
 const EPS: f32 = 1e-6;
@@ -125,7 +127,9 @@ fn interrupt_fades_up_to_the_fence_and_plays_what_follows_after_the_tail() {
     });
     rig.speech(&[0.5; 1000]);
     assert_eq!(rig.block(64), vec![0.5; 64]);
-    rig.send(V::Interrupt { fence: 1000 });
+    rig.send(V::Interrupt {
+        fence: StreamPos(1000),
+    });
     // Pushed after the interrupt: beyond the fence, so it follows the tail.
     rig.speech(&[-0.25; 50]);
     let out = rig.run(256, 64);
@@ -153,7 +157,9 @@ fn a_short_queue_fades_over_its_own_length_and_zero_fade_cuts() {
             ..config()
         });
         rig.speech(&vec![1.0; pending as usize]);
-        rig.send(V::Interrupt { fence: pending });
+        rig.send(V::Interrupt {
+            fence: StreamPos(pending),
+        });
         let out = rig.run(600, 128);
         let tail = pending.min(u64::from(fade));
         let want: Vec<f32> = (0..600)
@@ -170,10 +176,14 @@ fn a_second_interrupt_keeps_the_tail_that_is_playing() {
         ..config()
     });
     rig.speech(&[0.5; 1000]);
-    rig.send(V::Interrupt { fence: 1000 });
+    rig.send(V::Interrupt {
+        fence: StreamPos(1000),
+    });
     let first = rig.block(50);
     rig.speech(&[0.25; 100]);
-    rig.send(V::Interrupt { fence: 1100 });
+    rig.send(V::Interrupt {
+        fence: StreamPos(1100),
+    });
     let rest = rig.run(250, 50);
     let out: Vec<f32> = first.into_iter().chain(rest).collect();
     let tail: Vec<f32> = (0..200).map(|k| 0.5 * fade_gain(k, 200)).collect();
@@ -220,14 +230,27 @@ fn speaking_lasts_the_grace_period_after_the_last_real_sample() {
     rig.speech(&[0.5; 100]);
     rig.run(320, 32);
     let events = rig.events();
-    assert_eq!(events[0], (0, EventKind::FirstAudio { position: 0 }));
+    assert_eq!(
+        events[0],
+        (
+            0,
+            EventKind::FirstAudio {
+                position: StreamPos(0)
+            }
+        )
+    );
     let stopped: Vec<_> = events
         .iter()
         .filter(|e| matches!(e.1, EventKind::StoppedSpeaking { .. }))
         .collect();
     assert_eq!(
         stopped,
-        vec![&(148, EventKind::StoppedSpeaking { position: 100 })],
+        vec![&(
+            148,
+            EventKind::StoppedSpeaking {
+                position: StreamPos(100)
+            }
+        )],
         "once, at the last real sample plus the grace"
     );
 }
@@ -264,7 +287,12 @@ fn the_duck_envelope_switches_at_the_exact_samples_speech_starts_and_stops() {
     assert_eq!(out[39], 0.125, "fully ducked by the end of speech");
     assert_eq!(out[95], 0.5, "back to unity 20 frames after");
     let events = rig.events();
-    assert!(events.contains(&(72, EventKind::StoppedSpeaking { position: 40 })));
+    assert!(events.contains(&(
+        72,
+        EventKind::StoppedSpeaking {
+            position: StreamPos(40)
+        }
+    )));
     assert!(events.contains(&(72, EventKind::Underrun)), "{events:?}");
 }
 
