@@ -5,14 +5,14 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sotto_actors::capture::echo::{EchoConfig, EchoPath, FRAME};
+use sotto_actors::capture::echo::{EchoConfig, EchoPath, CHUNK};
 
 fn bench_echo(c: &mut Criterion) {
     let mut g = c.benchmark_group("echo_frame_10ms_48k");
     g.warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3));
     // Two seconds of far end and its echo, cycled, so the filters stay busy.
-    let n = FRAME * 200;
+    let n = CHUNK * 200;
     let far: Vec<f32> = (0..n)
         .map(|i| ((i as f32 * 0.031).sin() + (i as f32 * 0.0173).sin()) * 0.2)
         .collect();
@@ -38,13 +38,13 @@ fn bench_echo(c: &mut Criterion) {
     };
     for (name, config) in [("full_chain", full), ("echo_cancellation_alone", alone)] {
         let mut path = EchoPath::new(config).unwrap();
-        let mut frame = [0.0f32; FRAME];
+        let mut frame = [0.0f32; CHUNK];
         let mut k = 0usize;
         g.bench_function(name, |b| {
             b.iter(|| {
-                let at = (k % 200) * FRAME;
-                frame.copy_from_slice(&mic[at..at + FRAME]);
-                path.process(&far[at..at + FRAME], &mut frame).unwrap();
+                let at = (k % 200) * CHUNK;
+                frame.copy_from_slice(&mic[at..at + CHUNK]);
+                path.process(&far[at..at + CHUNK], &mut frame).unwrap();
                 k += 1;
                 frame[0]
             });

@@ -42,7 +42,7 @@ pub use sotto_actors::background::{BackgroundConfig, BackgroundError, Background
 pub use sotto_actors::capture::echo;
 pub use sotto_actors::capture::echo::{EchoConfig, EchoError, EchoPath};
 pub use sotto_actors::capture::echo_link::EchoStats;
-pub use sotto_actors::capture::input::{DeviceInput, InputConfig, InputFrame};
+pub use sotto_actors::capture::input::{CaptureChunk, DeviceInput, InputConfig};
 pub use sotto_actors::decode;
 pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::device_manager::{DeviceEvent, DEVICE_EVENT_QUEUE};

@@ -122,7 +122,7 @@ fn echo_cancellation_follows_the_output_across_moves() {
             )
             .unwrap();
         for k in 0..20u64 {
-            let f = tokio::time::timeout(Duration::from_secs(20), input.next_frame())
+            let f = tokio::time::timeout(Duration::from_secs(20), input.next_chunk())
                 .await
                 .unwrap();
             assert_eq!(f.index, k);

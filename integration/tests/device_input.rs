@@ -44,12 +44,12 @@ fn input_frames_arrive_in_order_and_drops_are_counted() {
             device: Some("sotto_mic".into()),
             sample_rate: 48_000,
             channels: 1,
-            queue_frames: 50,
+            queue_chunks: 50,
         };
         // The whole file fits the queue: every frame arrives, in order.
         let mut input = DeviceInput::open(&config).unwrap();
         for k in 0..frames {
-            let f = tokio::time::timeout(Duration::from_secs(10), input.next_frame())
+            let f = tokio::time::timeout(Duration::from_secs(10), input.next_chunk())
                 .await
                 .unwrap();
             assert_eq!(f.index, k as u64);
@@ -69,14 +69,14 @@ fn input_frames_arrive_in_order_and_drops_are_counted() {
         // A consumer that lags behind a 5-frame queue: the oldest frames
         // are kept, the newest dropped and counted.
         let mut input = DeviceInput::open(&InputConfig {
-            queue_frames: 5,
+            queue_chunks: 5,
             ..config
         })
         .unwrap();
         tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(input.dropped_frames() > 0);
+        assert!(input.dropped_chunks() > 0);
         for k in 0..5 {
-            let f = input.try_frame().unwrap();
+            let f = input.try_chunk().unwrap();
             assert_eq!(
                 f.samples,
                 &mic[k * frame_len..(k + 1) * frame_len],

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_actors::capture::echo::{erle_db, EchoConfig, EchoPath, FRAME, RATE};
+use sotto_actors::capture::echo::{erle_db, EchoConfig, EchoPath, CHUNK, RATE};
 use sotto_actors::capture::echo_link::{EchoLink, ReverseSlot};
 use sotto_actors::capture::tap::tap_with_clock;
 
@@ -102,7 +102,7 @@ fn echo_cancellation_on_a_synthetic_room() {
     println!("ERLE over the last 5 s: {erle:.1} dB; near end in double talk: {kept:+.1} dB");
     assert!(erle >= 25.0, "ERLE {erle:.1} dB");
     assert!(kept.abs() <= 6.0, "near end changed by {kept:.1} dB");
-    assert!(out.len() % FRAME == mic.len() % FRAME);
+    assert!(out.len() % CHUNK == mic.len() % CHUNK);
 }
 
 /// The simulated time the taps' marks read.
@@ -202,14 +202,14 @@ fn the_live_link_pairs_callbacks_by_time_and_survives_a_reopen() {
     link.step(u64::MAX / 2);
 
     let cleaned: Vec<f32> = std::iter::from_fn(|| out_rx.pop().ok()).collect();
-    let frames = mic.len() / FRAME;
+    let frames = mic.len() / CHUNK;
     assert_eq!(stats.capture_frames(), frames as u64);
-    assert_eq!(stats.render_frames(), (far.len() / FRAME) as u64 - 1);
-    assert_eq!(stats.dropped_frames(), 0);
+    assert_eq!(stats.render_frames(), (far.len() / CHUNK) as u64 - 1);
+    assert_eq!(stats.dropped_chunks(), 0);
     assert_eq!(stats.errors(), 0);
     assert_eq!(stats.rebinds(), 2);
     assert_eq!(stats.delay_ms(), 40);
-    assert_eq!(cleaned.len(), frames * FRAME);
+    assert_eq!(cleaned.len(), frames * CHUNK);
     let last5 = cleaned.len() - 5 * rate;
     let erle = erle_db(&mic[last5..cleaned.len()], &cleaned[last5..]);
     println!("live link: ERLE over the last 5 s after a reopen: {erle:.1} dB");

@@ -1,6 +1,6 @@
 //! Echo cancellation (SPEC D4) with the WebRTC audio processing module:
 //! echo cancellation, noise suppression, high-pass filter and automatic
-//! gain control, each switchable, on 10 ms frames at 48 kHz.
+//! gain control, each switchable, on 10 ms chunks at 48 kHz.
 //!
 //! The module takes locks inside, so it never runs in a device callback:
 //! the live path feeds it from a processing thread, and `sotto
@@ -13,8 +13,8 @@ use webrtc_audio_processing::{
 
 /// The module's rate.
 pub const RATE: u32 = 48_000;
-/// Samples in one 10 ms mono frame at [`RATE`].
-pub const FRAME: usize = 480;
+/// Samples in one 10 ms mono chunk at [`RATE`].
+pub const CHUNK: usize = 480;
 
 /// Which stages run (all on by default) and the stream delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -122,7 +122,7 @@ impl EchoPath {
     /// what was captured at the same time; `mic` is cleaned in place.
     ///
     /// # Errors
-    /// [`EchoError`] when a frame is not [`FRAME`] samples or the module fails.
+    /// [`EchoError`] when a chunk is not [`CHUNK`] samples or the module fails.
     pub fn process(&mut self, far: &[f32], mic: &mut [f32]) -> Result<(), EchoError> {
         self.process_render(far)?;
         self.process_capture(mic)
@@ -132,11 +132,11 @@ impl EchoPath {
     /// stream), at the time the output rendered it.
     ///
     /// # Errors
-    /// [`EchoError`] when the frame is not [`FRAME`] samples or the module fails.
+    /// [`EchoError`] when the chunk is not [`CHUNK`] samples or the module fails.
     pub fn process_render(&mut self, far: &[f32]) -> Result<(), EchoError> {
         check_len(far.len())?;
         // The module filters its input in place; the caller's copy stays.
-        let mut render = [0.0f32; FRAME];
+        let mut render = [0.0f32; CHUNK];
         render.copy_from_slice(far);
         self.processor
             .process_render_frame(&mut render)
@@ -146,7 +146,7 @@ impl EchoPath {
     /// Cleans 10 ms of microphone audio in place.
     ///
     /// # Errors
-    /// [`EchoError`] when the frame is not [`FRAME`] samples or the module fails.
+    /// [`EchoError`] when the chunk is not [`CHUNK`] samples or the module fails.
     pub fn process_capture(&mut self, mic: &mut [f32]) -> Result<(), EchoError> {
         check_len(mic.len())?;
         self.processor
@@ -166,14 +166,14 @@ impl EchoPath {
     /// # Errors
     /// As [`EchoPath::process`].
     pub fn process_all(&mut self, far: &[f32], mic: &[f32]) -> Result<Vec<f32>, EchoError> {
-        let mut out = Vec::with_capacity(mic.len() + FRAME);
-        let mut f = [0.0f32; FRAME];
-        let mut m = [0.0f32; FRAME];
-        for (k, chunk) in mic.chunks(FRAME).enumerate() {
+        let mut out = Vec::with_capacity(mic.len() + CHUNK);
+        let mut f = [0.0f32; CHUNK];
+        let mut m = [0.0f32; CHUNK];
+        for (k, chunk) in mic.chunks(CHUNK).enumerate() {
             f.fill(0.0);
-            let at = k * FRAME;
+            let at = k * CHUNK;
             if at < far.len() {
-                let n = (far.len() - at).min(FRAME);
+                let n = (far.len() - at).min(CHUNK);
                 f[..n].copy_from_slice(&far[at..at + n]);
             }
             m.fill(0.0);
@@ -186,11 +186,11 @@ impl EchoPath {
 }
 
 fn check_len(n: usize) -> Result<(), EchoError> {
-    if n == FRAME {
+    if n == CHUNK {
         Ok(())
     } else {
         Err(EchoError(format!(
-            "frames must be {FRAME} samples, got {n}"
+            "chunks must be {CHUNK} samples, got {n}"
         )))
     }
 }

@@ -3,7 +3,7 @@
 //! in a callback — the processing module takes locks inside.
 //!
 //! Both callbacks stamp what they deliver with one monotonic clock. The
-//! processing thread cuts each stream into 10 ms frames and hands them to
+//! processing thread cuts each stream into 10 ms chunks and hands them to
 //! the module in the order they were delivered, as a device module calling
 //! it from the callbacks would, with the stream delay set from the two
 //! devices' latencies as the callbacks last measured them. When the output
@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use rtrb::Producer;
 
-use crate::capture::echo::{EchoConfig, EchoError, EchoPath, FRAME, RATE};
+use crate::capture::echo::{EchoConfig, EchoError, EchoPath, CHUNK, RATE};
 use crate::capture::tap::{now_ns, TapReader};
 use crate::ingest::Resample;
 
@@ -70,14 +70,14 @@ impl ReverseSlot {
 pub struct EchoStats {
     render_frames: AtomicU64,
     capture_frames: AtomicU64,
-    dropped_frames: AtomicU64,
+    dropped_chunks: AtomicU64,
     delay_ms: AtomicU64,
     rebinds: AtomicU64,
     errors: AtomicU64,
 }
 
 impl EchoStats {
-    /// 10 ms frames of the reverse stream given to the module.
+    /// 10 ms chunks of the reverse stream given to the module.
     #[must_use]
     pub fn render_frames(&self) -> u64 {
         self.render_frames.load(Ordering::Relaxed)
@@ -91,8 +91,8 @@ impl EchoStats {
 
     /// Cleaned frames dropped because the consumer lagged.
     #[must_use]
-    pub fn dropped_frames(&self) -> u64 {
-        self.dropped_frames.load(Ordering::Relaxed)
+    pub fn dropped_chunks(&self) -> u64 {
+        self.dropped_chunks.load(Ordering::Relaxed)
     }
 
     /// The stream delay in use: output plus input latency, in ms.
@@ -195,8 +195,8 @@ impl Side {
                 Some(rs) => rs.push(mono, acc),
                 None => acc.extend_from_slice(mono),
             }
-            let whole = acc.len() / FRAME * FRAME;
-            for piece in acc[..whole].chunks_exact(FRAME) {
+            let whole = acc.len() / CHUNK * CHUNK;
+            for piece in acc[..whole].chunks_exact(CHUNK) {
                 frames.push_back(Frame {
                     at_ns: at,
                     samples: piece.into(),
@@ -340,10 +340,10 @@ impl EchoLink {
             return;
         }
         self.stats.capture_frames.fetch_add(1, Ordering::Relaxed);
-        if self.out.slots() >= FRAME {
+        if self.out.slots() >= CHUNK {
             let _ = self.out.push_partial_slice(&frame.samples);
         } else {
-            self.stats.dropped_frames.fetch_add(1, Ordering::Relaxed);
+            self.stats.dropped_chunks.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -1,5 +1,5 @@
 //! Microphone capture (SPEC D3): a cpal input stream cut into 10 ms
-//! frames behind a bounded queue, optionally through the live echo path.
+//! chunks behind a bounded queue, optionally through the live echo path.
 //! The stream's callback only writes into a ring (the tap); everything
 //! else runs off it.
 
@@ -9,7 +9,7 @@ use std::sync::Arc;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use rtrb::{Consumer, RingBuffer};
 
-use crate::capture::echo::{EchoConfig, FRAME as ECHO_FRAME, RATE as ECHO_RATE};
+use crate::capture::echo::{EchoConfig, CHUNK as ECHO_CHUNK, RATE as ECHO_RATE};
 use crate::capture::echo_link::{EchoStats, EchoThread, ReverseSlot};
 use crate::capture::tap::{tap, TapReader};
 use crate::devices::{name_of, DeviceError};
@@ -24,8 +24,8 @@ pub struct InputConfig {
     pub sample_rate: u32,
     /// Capture channels.
     pub channels: usize,
-    /// Frames of 10 ms the queue holds before the newest are dropped.
-    pub queue_frames: usize,
+    /// Chunks of 10 ms the queue holds before the newest are dropped.
+    pub queue_chunks: usize,
 }
 
 impl Default for InputConfig {
@@ -34,34 +34,34 @@ impl Default for InputConfig {
             device: None,
             sample_rate: 48_000,
             channels: 1,
-            queue_frames: 50,
+            queue_chunks: 50,
         }
     }
 }
 
 /// 10 ms of captured audio.
 #[derive(Debug, Clone, PartialEq)]
-pub struct InputFrame {
-    /// Position among the frames delivered (drops are counted apart, in
-    /// [`DeviceInput::dropped_frames`]).
+pub struct CaptureChunk {
+    /// Position among the chunks delivered (drops are counted apart, in
+    /// [`DeviceInput::dropped_chunks`]).
     pub index: u64,
     /// Interleaved samples, `rate / 100 * channels` of them (mono at
     /// 48 kHz after echo processing).
     pub samples: Vec<f32>,
 }
 
-/// A running input stream: 10 ms frames through a bounded queue, cleaned
+/// A running input stream: 10 ms chunks through a bounded queue, cleaned
 /// by the echo processing path when opened with one.
 pub struct DeviceInput {
     _stream: cpal::Stream,
     source: Source,
-    frame_len: usize,
+    chunk_len: usize,
     next: u64,
     counters: Counters,
     name: String,
 }
 
-/// Where the frames come from.
+/// Where the chunks come from.
 enum Source {
     /// Straight from the capture callback's ring.
     Raw(TapReader),
@@ -74,33 +74,33 @@ impl std::fmt::Debug for DeviceInput {
         f.debug_struct("DeviceInput")
             .field("name", &self.name)
             .field("echo", &matches!(self.source, Source::Echo(..)))
-            .field("dropped_frames", &self.dropped_frames())
+            .field("dropped_chunks", &self.dropped_chunks())
             .finish_non_exhaustive()
     }
 }
 
 impl DeviceInput {
-    /// Opens an input stream delivering the device's frames as they are.
+    /// Opens an input stream delivering the device's chunks as they are.
     ///
     /// # Errors
     /// [`DeviceError`] naming the device and the reason.
     pub fn open(config: &InputConfig) -> Result<Self, DeviceError> {
         let (stream, reader, name, counters) = open_capture(config)?;
-        let frame_len = (config.sample_rate as usize / 100) * config.channels.max(1);
+        let chunk_len = (config.sample_rate as usize / 100) * config.channels.max(1);
         Ok(Self {
             _stream: stream,
             source: Source::Raw(reader),
-            frame_len,
+            chunk_len,
             next: 0,
             counters,
             name,
         })
     }
 
-    /// Opens an input stream whose frames go through echo cancellation
+    /// Opens an input stream whose chunks go through echo cancellation
     /// and the other stages of `echo` (SPEC D4) on a processing thread,
     /// against the reverse stream of whichever output `reverse` holds.
-    /// Frames come out mono at 48 kHz; the capture must run at 48 kHz.
+    /// Chunks come out mono at 48 kHz; the capture must run at 48 kHz.
     ///
     /// # Errors
     /// [`DeviceError`] naming the device and the reason, or
@@ -117,54 +117,54 @@ impl DeviceInput {
             )));
         }
         let (stream, reader, name, counters) = open_capture(config)?;
-        let (tx, rx) = RingBuffer::new(ECHO_FRAME * config.queue_frames.max(1));
+        let (tx, rx) = RingBuffer::new(ECHO_CHUNK * config.queue_chunks.max(1));
         let thread = EchoThread::spawn(reader, echo, reverse, tx)
             .map_err(|e| DeviceError::Echo(e.to_string()))?;
         Ok(Self {
             _stream: stream,
             source: Source::Echo(rx, thread),
-            frame_len: ECHO_FRAME,
+            chunk_len: ECHO_CHUNK,
             next: 0,
             counters,
             name,
         })
     }
 
-    /// The next 10 ms frame, waiting for it.
-    pub async fn next_frame(&mut self) -> InputFrame {
+    /// The next 10 ms chunk, waiting for it.
+    pub async fn next_chunk(&mut self) -> CaptureChunk {
         loop {
-            if let Some(f) = self.try_frame() {
+            if let Some(f) = self.try_chunk() {
                 return f;
             }
             // The callback cannot wake a task (SPEC R1): poll at a fifth
-            // of a frame.
+            // of a chunk.
             tokio::time::sleep(std::time::Duration::from_millis(2)).await;
         }
     }
 
-    /// The next 10 ms frame if one is queued.
-    pub fn try_frame(&mut self) -> Option<InputFrame> {
+    /// The next 10 ms chunk if one is queued.
+    pub fn try_chunk(&mut self) -> Option<CaptureChunk> {
         let rx = match &mut self.source {
             Source::Raw(reader) => &mut reader.samples,
             Source::Echo(rx, _) => rx,
         };
-        let chunk = rx.read_chunk(self.frame_len).ok()?;
+        let chunk = rx.read_chunk(self.chunk_len).ok()?;
         let (a, b) = chunk.as_slices();
-        let mut samples = Vec::with_capacity(self.frame_len);
+        let mut samples = Vec::with_capacity(self.chunk_len);
         samples.extend_from_slice(a);
         samples.extend_from_slice(b);
         chunk.commit_all();
         let index = self.next;
         self.next += 1;
-        Some(InputFrame { index, samples })
+        Some(CaptureChunk { index, samples })
     }
 
-    /// 10 ms frames dropped because the consumer lagged.
+    /// 10 ms chunks dropped because the consumer lagged.
     #[must_use]
-    pub fn dropped_frames(&self) -> u64 {
+    pub fn dropped_chunks(&self) -> u64 {
         match &self.source {
-            Source::Raw(reader) => reader.dropped() / self.frame_len as u64,
-            Source::Echo(_, thread) => thread.stats().dropped_frames(),
+            Source::Raw(reader) => reader.dropped() / self.chunk_len as u64,
+            Source::Echo(_, thread) => thread.stats().dropped_chunks(),
         }
     }
 
@@ -216,13 +216,13 @@ fn open_capture(
     };
     let name = name_of(&dev);
     let (rate, channels) = (config.sample_rate, config.channels.max(1));
-    let frame_len = (rate as usize / 100) * channels;
+    let chunk_len = (rate as usize / 100) * channels;
     let unsupported = || DeviceError::Unsupported {
         device: name.clone(),
         rate,
         channels,
     };
-    if frame_len == 0 {
+    if chunk_len == 0 {
         return Err(unsupported());
     }
     let configs: Vec<_> = dev
@@ -243,7 +243,7 @@ fn open_capture(
     else {
         return Err(unsupported());
     };
-    let (mut tx, reader) = tap(rate, channels, frame_len * config.queue_frames.max(1));
+    let (mut tx, reader) = tap(rate, channels, chunk_len * config.queue_chunks.max(1));
     let stream_config = cpal::StreamConfig {
         channels: channels as u16,
         sample_rate: rate,
