@@ -5,10 +5,9 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rtrb::Consumer;
 use sotto_rt::{Event, SessionId, Telemetry, Voice};
-use tokio::sync::oneshot;
 
 use crate::quiesce::{HandledGuard, Quiescence};
 use crate::restart::{contain, restarted};
@@ -17,7 +16,7 @@ use crate::session::{SessionMsg, SessionShared};
 /// Messages of the event pump.
 pub enum PumpMsg {
     /// Drain the rings now; reply when routed.
-    Pump(Option<oneshot::Sender<()>>),
+    Pump(Option<RpcReplyPort<()>>),
     /// Route events of this session here.
     Route(Arc<SessionShared>),
     /// Stop routing a session.

@@ -6,10 +6,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef, SupervisionEvent};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rtrb::Producer;
 use sotto_rt::{Command, Doorbells, RendererConfig, SessionId, Telemetry, Voice};
-use tokio::sync::oneshot;
 
 use crate::ingest::{FormatError, Ingest};
 use crate::pump::{send_pump, PumpMsg};
@@ -45,13 +44,13 @@ pub enum SupervisorMsg {
     /// Create a session.
     Create(
         SessionConfig,
-        oneshot::Sender<Result<Arc<SessionShared>, CreateError>>,
+        RpcReplyPort<Result<Arc<SessionShared>, CreateError>>,
     ),
     /// Remove a session and retire its voice.
-    Remove(SessionId, oneshot::Sender<()>),
+    Remove(SessionId, RpcReplyPort<()>),
     /// Close every session and stop every session actor and background
     /// loader, waiting at most the given time for them to finish.
-    Shutdown(Duration, oneshot::Sender<()>),
+    Shutdown(Duration, RpcReplyPort<()>),
 }
 
 impl std::fmt::Debug for SupervisorMsg {

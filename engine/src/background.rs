@@ -1,6 +1,6 @@
 //! The background source handle (SPEC B1–B7).
 
-use ractor::ActorRef;
+use ractor::{ActorRef, RpcReplyPort};
 use sotto_actors::background::{BackgroundError, LoaderMsg};
 use sotto_actors::SessionEvent;
 use tokio::sync::{mpsc, oneshot};
@@ -47,11 +47,11 @@ impl BackgroundHandle {
 
     async fn request<T>(
         &self,
-        msg: impl FnOnce(oneshot::Sender<T>) -> LoaderMsg,
+        msg: impl FnOnce(RpcReplyPort<T>) -> LoaderMsg,
     ) -> Result<T, BackgroundError> {
         let (tx, rx) = oneshot::channel();
         self.loader
-            .cast(msg(tx))
+            .cast(msg(tx.into()))
             .map_err(|_| BackgroundError::Closed)?;
         rx.await.map_err(|_| BackgroundError::Closed)
     }

@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ractor::RpcReplyPort;
 use sotto_actors::session::{EventCallback, SessionMsg, SessionShared};
 use sotto_actors::{AudioSink, Duck, Input, PushOutcome, SessionEvent};
 use sotto_rt::SessionId;
@@ -71,10 +72,10 @@ impl SessionHandle {
 
     fn request<T: Send + 'static>(
         &self,
-        msg: impl FnOnce(oneshot::Sender<T>) -> SessionMsg,
+        msg: impl FnOnce(RpcReplyPort<T>) -> SessionMsg,
     ) -> impl Future<Output = Result<T, SessionError>> + Send + 'static {
         let (tx, rx) = oneshot::channel();
-        let sent = self.send(msg(tx));
+        let sent = self.send(msg(tx.into()));
         async move {
             sent?;
             rx.await.map_err(|_| SessionError::Closed)

@@ -67,7 +67,7 @@ impl Feed {
         let msg = SessionMsg::PushFrames {
             input,
             frames,
-            reply: tx,
+            reply: tx.into(),
         };
         if self.session.send(msg).is_err() {
             return false;

@@ -19,7 +19,7 @@ use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::oneshot;
 
 use crate::decode::{DecodeError, FileDecoder};
@@ -111,11 +111,11 @@ const STOP_RETRY: Duration = Duration::from_millis(20);
 /// Messages of a [`BackgroundLoader`].
 pub enum LoaderMsg {
     /// Start playing; a no-op when already playing.
-    Start(oneshot::Sender<Result<(), BackgroundError>>),
+    Start(RpcReplyPort<Result<(), BackgroundError>>),
     /// Stop at once and release the decoder, the cache and the queue.
-    Stop(oneshot::Sender<()>),
+    Stop(RpcReplyPort<()>),
     /// Ramp to a new volume.
-    SetVolume(f32, oneshot::Sender<Result<(), BackgroundError>>),
+    SetVolume(f32, RpcReplyPort<Result<(), BackgroundError>>),
     /// Fault injection for supervision tests.
     #[cfg(feature = "fault-injection")]
     Panic,
@@ -349,7 +349,7 @@ impl LoaderState {
         let _ = match self.args.config.mode {
             BackgroundMode::Mixing => {
                 let (tx, _rx) = oneshot::channel();
-                self.send(SessionMsg::ClearBackground(tx))
+                self.send(SessionMsg::ClearBackground(tx.into()))
             }
             BackgroundMode::Playback => self.send(SessionMsg::Interrupt),
         };

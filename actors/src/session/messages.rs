@@ -1,11 +1,11 @@
 //! The session actor's messages, and the envelope that carries each with
 //! its place in the engine's in-flight count.
 
+use ractor::RpcReplyPort;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_rt::Event;
-use tokio::sync::oneshot;
 
 use super::*;
 use crate::quiesce::Ticket;
@@ -29,7 +29,7 @@ pub enum SessionMsg {
         /// The bytes.
         bytes: Vec<u8>,
         /// Resolved once every frame is queued, or cut.
-        reply: oneshot::Sender<PushOutcome>,
+        reply: RpcReplyPort<PushOutcome>,
     },
     /// `mark_synthesis_start`.
     BeginSynthesis,
@@ -49,13 +49,13 @@ pub enum SessionMsg {
     /// Drop pushed audio until enabled.
     DisableInput,
     /// Drop all queued speech now.
-    Clear(oneshot::Sender<u64>),
+    Clear(RpcReplyPort<u64>),
     /// New fade limit.
     SetFade(Duration),
     /// `(played, pushed)` frames since the turn anchor.
-    Snapshot(oneshot::Sender<(u64, u64)>),
+    Snapshot(RpcReplyPort<(u64, u64)>),
     /// Resolves when the speech queue is empty.
-    WaitPlayout(oneshot::Sender<()>),
+    WaitPlayout(RpcReplyPort<()>),
     /// Attach a tee sink.
     AddSink(Box<dyn AudioSink>),
     /// Detach the sinks of this name; with a reason, say so in an event.
@@ -88,7 +88,7 @@ pub enum SessionMsg {
         /// Interleaved samples at the output rate and channels.
         frames: Vec<f32>,
         /// Resolved when every frame is queued.
-        reply: oneshot::Sender<PushOutcome>,
+        reply: RpcReplyPort<PushOutcome>,
     },
     /// Play a decoded clip from memory under the speech.
     PlayClip {
@@ -118,7 +118,7 @@ pub enum SessionMsg {
     },
     /// Drop everything queued in the background input; replies with the
     /// frames dropped that were still waiting for room.
-    ClearBackground(oneshot::Sender<u64>),
+    ClearBackground(RpcReplyPort<u64>),
     /// Ramp the background input's gain.
     SetBackgroundGain(f32),
 }

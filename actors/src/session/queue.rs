@@ -2,12 +2,12 @@
 //! written into the voice's rings, pushes waiting for room, and what an
 //! interrupt or a clear cuts from them.
 
+use ractor::RpcReplyPort;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sotto_rt::VoiceCommand;
-use tokio::sync::oneshot;
 
 use super::*;
 use crate::quiesce::Quiescence;
@@ -16,7 +16,7 @@ use crate::quiesce::Quiescence;
 /// busy for quiescence from the moment it is woken, so the offline clock
 /// never renders past audio the feed was about to queue.
 pub(super) struct PushReply {
-    pub(super) tx: oneshot::Sender<PushOutcome>,
+    pub(super) tx: RpcReplyPort<PushOutcome>,
     pub(super) feed: Option<Arc<Quiescence>>,
 }
 

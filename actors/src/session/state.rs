@@ -1,6 +1,7 @@
 //! The session actor's state: turn marks, interrupts, sinks and the
 //! renderer's events turned into session events.
 
+use ractor::RpcReplyPort;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -63,7 +64,7 @@ pub struct SessionState {
     pub(super) paused: bool,
     pub(super) synthesis_complete: bool,
     pub(super) cut_by_interrupt: u64,
-    pub(super) waiters: Vec<oneshot::Sender<()>>,
+    pub(super) waiters: Vec<RpcReplyPort<()>>,
     pub(super) sinks: Vec<Box<dyn AudioSink>>,
 }
 
@@ -200,7 +201,10 @@ impl SessionState {
                 frames: tail,
                 offset: 0,
                 accepted: 0,
-                reply: PushReply { tx, feed: None },
+                reply: PushReply {
+                    tx: tx.into(),
+                    feed: None,
+                },
             });
         }
         for sink in &mut self.sinks {

@@ -317,7 +317,7 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         self.inner
             .supervisor
-            .cast(SupervisorMsg::Create(config, tx))
+            .cast(SupervisorMsg::Create(config, tx.into()))
             .map_err(|_| EngineError::Stopped)?;
         let shared = rx.await.map_err(|_| EngineError::Stopped)??;
         Ok(SessionHandle::new(shared))
@@ -366,7 +366,7 @@ impl Engine {
         let (tx, rx) = oneshot::channel();
         self.inner
             .supervisor
-            .cast(SupervisorMsg::Remove(session.id(), tx))
+            .cast(SupervisorMsg::Remove(session.id(), tx.into()))
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
@@ -415,7 +415,7 @@ impl Engine {
         if self
             .inner
             .supervisor
-            .cast(SupervisorMsg::Shutdown(left(), tx))
+            .cast(SupervisorMsg::Shutdown(left(), tx.into()))
             .is_ok()
         {
             let _ = tokio::time::timeout(left(), rx).await;
@@ -446,7 +446,7 @@ fn spawn_ticker(
             // One tick in the pump's mailbox at a time: a stalled pump
             // delays the ticks instead of piling them up.
             let (tx, rx) = oneshot::channel();
-            if !send_pump(&pump, &quiesce, PumpMsg::Pump(Some(tx))) {
+            if !send_pump(&pump, &quiesce, PumpMsg::Pump(Some(tx.into()))) {
                 break;
             }
             let _ = rx.await;

@@ -1,6 +1,7 @@
 //! Sample-exact tests of one voice, driven block by block the way the
 //! renderer drives it, with no renderer, actor or clock around it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+#![allow(clippy::disallowed_macros)] // test code, not on the audio thread
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
