@@ -207,8 +207,8 @@ impl Playout {
         } else {
             channels
         };
-        let per_second = config.sample_rate as usize * channels;
-        let samples_of = |d: Duration| (d.as_secs_f64() * per_second as f64) as usize;
+        let samples_of =
+            |d: Duration| sotto_rt::frames_of(d, config.sample_rate) as usize * channels;
         let (width, height) = renderer.size();
         let luma = (width * height) as usize;
         Self {

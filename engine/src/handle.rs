@@ -228,7 +228,7 @@ impl SessionHandle {
         let pushed = self.shared.pushed_frames.load(Ordering::Relaxed);
         let consumed = self.shared.voice_telemetry().consumed();
         let frames = pushed.saturating_sub(consumed);
-        Duration::from_secs_f64(frames as f64 / f64::from(self.shared.sample_rate))
+        sotto_rt::duration_of(frames, self.shared.sample_rate)
     }
 
     /// True while audio is queued or playing, and for the grace period after (SPEC O7).

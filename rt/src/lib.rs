@@ -23,5 +23,5 @@ pub use dsp::{fade_gain, Saturation};
 pub use message::{ClipCommand, Command, Event, EventKind, VoiceCommand};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};
 pub use telemetry::{RenderTimes, Telemetry, VoiceTelemetry};
-pub use time::{SampleTime, SessionId, StreamPos};
+pub use time::{duration_of, frames_of, SampleTime, SessionId, StreamPos};
 pub use voice::{DuckConfig, Voice, VoiceConfig, VoiceControl};

@@ -1,4 +1,25 @@
 //! Sample-clock time and ids. Shared by both sides; plain `Copy` data.
+//!
+//! [`frames_of`] and [`duration_of`] are the engine's one conversion
+//! between durations and frames: everything given as a `Duration` at the
+//! control edge becomes frames here, rounded the same way everywhere.
+
+use std::time::Duration;
+
+/// Frames in `d` at `rate`, rounded to the nearest frame.
+#[must_use]
+pub fn frames_of(d: Duration, rate: u32) -> u64 {
+    (d.as_secs_f64() * f64::from(rate)).round() as u64
+}
+
+/// How long `frames` last at `rate` (zero for a zero rate).
+#[must_use]
+pub fn duration_of(frames: u64, rate: u32) -> Duration {
+    if rate == 0 {
+        return Duration::ZERO;
+    }
+    Duration::from_secs_f64(frames as f64 / f64::from(rate))
+}
 
 /// A point on the renderer's sample clock: frames rendered since start.
 ///

@@ -36,7 +36,8 @@ impl AvatarTee {
             link,
             alive,
             stats,
-            backlog_cap: (LINK_BACKLOG.as_secs_f64() * samples_per_second as f64) as u64,
+            backlog_cap: (LINK_BACKLOG.as_millis() as u64).saturating_mul(samples_per_second)
+                / 1000,
         }
     }
 }

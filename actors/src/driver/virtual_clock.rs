@@ -45,7 +45,7 @@ impl VirtualClock {
             .name("sotto-audio".into())
             .spawn(move || {
                 super::promote_to_realtime();
-                let period = Duration::from_secs_f64(block_frames as f64 / f64::from(rate));
+                let period = sotto_rt::duration_of(block_frames as u64, rate);
                 let mut block = vec![0.0f32; block_frames * channels];
                 while !go_flag.load(Ordering::Acquire) && !stop_flag.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_micros(200));

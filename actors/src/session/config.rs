@@ -139,11 +139,7 @@ impl SessionConfig {
     }
 }
 
-/// Frames in `d` at `rate`, rounded to nearest.
-#[must_use]
-pub fn frames_of(d: Duration, rate: u32) -> u64 {
-    (d.as_secs_f64() * f64::from(rate)).round() as u64
-}
+pub use sotto_rt::frames_of;
 
 /// Largest decode buffer a session keeps between pushes (256 KiB).
 pub(super) const MAX_KEPT_DECODE_SAMPLES: usize = 64 * 1024;

@@ -122,7 +122,7 @@ impl Prepared {
                         engine.run_clock().await?;
                         clock_running = true;
                     }
-                    let due = started + Duration::from_secs_f64(boundary as f64 / f64::from(rate));
+                    let due = started + sotto_rt::duration_of(boundary, rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
             }

@@ -435,9 +435,8 @@ fn spawn_ticker(
     config: &EngineConfig,
 ) -> tokio::task::JoinHandle<()> {
     // Half a block: events reach sessions within a block of being raised.
-    let half_block =
-        Duration::from_secs_f64(config.block_frames as f64 / f64::from(config.sample_rate) / 2.0)
-            .max(Duration::from_millis(1));
+    let half_block = (sotto_rt::duration_of(config.block_frames as u64, config.sample_rate) / 2)
+        .max(Duration::from_millis(1));
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(half_block);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
