@@ -1,12 +1,8 @@
-//! Shared setup for Sotto's benchmarks: generated audio only.
+//! Shared setup for Sotto's benchmarks: generated audio only, from the
+//! tone generator the tests and the soak run use.
 
-/// `n` frames of a mono s16 sine, as bytes.
+/// `n` frames of a mono s16 sine at amplitude 8000, as bytes.
 #[must_use]
 pub fn tone_s16(n: usize, freq: f32, rate: u32) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| {
-            let v = (std::f32::consts::TAU * freq * i as f32 / rate as f32).sin() * 8000.0;
-            (v as i16).to_le_bytes()
-        })
-        .collect()
+    sotto_cli::signal::tone_s16(n, freq, rate, 8000.0)
 }

@@ -185,8 +185,8 @@ pub async fn run(
         )));
     }
     let started = Instant::now();
-    let cpu0 = cpu_seconds();
-    let steal0 = steal_ticks();
+    let cpu0 = crate::measure::cpu_seconds();
+    let steal0 = crate::measure::steal_ticks();
     let (mut steal_then, mut late_then) = (steal0, 0);
     let mut rss = Vec::new();
     let mut report = SoakReport {
@@ -209,7 +209,10 @@ pub async fn run(
                     .await?;
             }
         }
-        rss.push((started.elapsed().as_secs_f64(), rss_kib().0));
+        rss.push((
+            started.elapsed().as_secs_f64(),
+            crate::measure::rss().current_kib,
+        ));
         fill(
             &mut report,
             (&engine, &handles),
@@ -217,7 +220,7 @@ pub async fn run(
             (started, cpu0),
             &rss,
         );
-        let steal = steal_ticks();
+        let steal = crate::measure::steal_ticks();
         // Ticks are hundredths of a second: over 5 in a second is over 5%
         // of a CPU.
         if steal.saturating_sub(steal_then) > 5 {
@@ -249,17 +252,13 @@ pub async fn run(
     Ok(report)
 }
 
-/// 100 ms of a voice-like tone as s16 bytes.
+/// 100 ms of a voice-like tone (a fundamental and a partial) as s16 bytes.
 fn speech_chunk(f0: f32) -> Arc<Vec<u8>> {
-    let bytes = (0..CHUNK_FRAMES)
-        .flat_map(|i| {
-            let t = i as f32 / RATE as f32;
-            let v = (std::f32::consts::TAU * f0 * t).sin() * 5000.0
-                + (std::f32::consts::TAU * f0 * 3.1 * t).sin() * 1500.0;
-            (v as i16).to_le_bytes()
-        })
-        .collect();
-    Arc::new(bytes)
+    let f0 = f64::from(f0);
+    let low = crate::signal::sine(CHUNK_FRAMES, f0, RATE, 1, 5000.0 / 32768.0);
+    let high = crate::signal::sine(CHUNK_FRAMES, f0 * 3.1, RATE, 1, 1500.0 / 32768.0);
+    let voice: Vec<f32> = low.iter().zip(&high).map(|(a, b)| a + b).collect();
+    Arc::new(crate::signal::s16_bytes(&voice))
 }
 
 /// One session: turns of 1–4 s of speech pushed at five times real time,
@@ -386,8 +385,11 @@ fn fill(
         report.interrupts = v.len() as u64;
         report.interrupt_to_fade_samples = spread(&v);
     }
-    report.cpu_percent = (cpu_seconds() - cpu0) / secs.max(1e-9) * 100.0;
-    let (now, peak) = rss_kib();
+    report.cpu_percent = (crate::measure::cpu_seconds() - cpu0) / secs.max(1e-9) * 100.0;
+    let crate::measure::Rss {
+        current_kib: now,
+        peak_kib: peak,
+    } = crate::measure::rss();
     report.rss_final_kib = now;
     report.rss_peak_kib = peak;
     report.rss_slope_kib_per_min = slope(rss, secs / 10.0) * 60.0;
@@ -429,41 +431,4 @@ fn slope(points: &[(f64, u64)], skip: f64) -> f64 {
     } else {
         0.0
     }
-}
-
-/// Resident set now and at its peak, KiB (0 where /proc is missing).
-fn rss_kib() -> (u64, u64) {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let field = |name: &str| {
-        status
-            .lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
-    };
-    (field("VmRSS:"), field("VmHWM:"))
-}
-
-/// The machine's steal counter (all CPUs, in hundredths of a second);
-/// zero where there is none.
-fn steal_ticks() -> u64 {
-    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-    // "cpu  user nice system idle iowait irq softirq steal ..."
-    stat.lines()
-        .next()
-        .and_then(|l| l.split_whitespace().nth(8))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
-/// CPU seconds this process used (user and system).
-fn cpu_seconds() -> f64 {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
-    // Fields after the command name, which is in parentheses.
-    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    (ticks(11) + ticks(12)) / 100.0
 }

@@ -2,6 +2,14 @@
 
 pub mod fuzz;
 
+pub use sotto_cli::signal::{quantize, sine, tone_s16};
+
+/// This process's resident set size in KiB (Linux), 0 where unknown.
+#[must_use]
+pub fn rss_kib() -> u64 {
+    sotto_cli::measure::rss().current_kib
+}
+
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -45,17 +53,6 @@ pub async fn face_avatar_server(secret: &str) -> AvatarServer {
         .expect("the avatar server listens on loopback")
 }
 
-/// `n` frames of a mono s16 sine at `freq` Hz and `rate`, amplitude in s16 units.
-#[must_use]
-pub fn tone_s16(n: usize, freq: f32, rate: u32, amplitude: f32) -> Vec<u8> {
-    (0..n)
-        .flat_map(|i| {
-            let v = (std::f32::consts::TAU * freq * i as f32 / rate as f32).sin() * amplitude;
-            (v.round() as i16).to_le_bytes()
-        })
-        .collect()
-}
-
 /// `n` frames of a constant mono s16 value.
 #[must_use]
 pub fn dc_s16(n: usize, value: i16) -> Vec<u8> {
@@ -97,23 +94,6 @@ pub fn write_wav_s16(path: &std::path::Path, samples: &[f32], rate: u32, channel
         w.write_sample(quantize(s)).expect("write wav");
     }
     w.finalize().expect("finalize wav");
-}
-
-/// The 16-bit value a sample is stored as.
-#[must_use]
-pub fn quantize(s: f32) -> i16 {
-    (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
-}
-
-/// A sine of `frames` frames at `freq` and `rate`, on every channel.
-#[must_use]
-pub fn sine(frames: usize, freq: f64, rate: u32, channels: usize, amplitude: f32) -> Vec<f32> {
-    (0..frames)
-        .flat_map(|i| {
-            let v = (std::f64::consts::TAU * freq * i as f64 / f64::from(rate)).sin() as f32;
-            std::iter::repeat_n(v * amplitude, channels)
-        })
-        .collect()
 }
 
 /// Encodes `wav` to `out` with ffmpeg (`codec` as ffmpeg names it).
@@ -175,17 +155,4 @@ pub fn use_alsa_config(dir: &std::path::Path, pcm: &str) {
     let conf = dir.join("asound.conf");
     std::fs::write(&conf, format!("</usr/share/alsa/alsa.conf>\n{pcm}\n")).expect("alsa conf");
     std::env::set_var("ALSA_CONFIG_PATH", &conf);
-}
-
-/// This process's resident set size in KiB (Linux), 0 where unknown.
-#[must_use]
-pub fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
 }

@@ -119,25 +119,19 @@ pub(super) fn load_wav(path: &Path, input: sotto::InputFormat) -> Result<Vec<u8>
 
 fn encode(samples: &[f32], format: SampleFormat) -> Vec<u8> {
     match format {
-        SampleFormat::S16 => samples
-            .iter()
-            .flat_map(|v| ((v * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes())
-            .collect(),
-        SampleFormat::F32 => samples.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        SampleFormat::S16 => crate::signal::s16_bytes(samples),
+        SampleFormat::F32 => crate::signal::f32_bytes(samples),
     }
 }
 /// A tone in the session's input format.
 pub(super) fn tone(tone: &Tone, input: sotto::InputFormat) -> Vec<u8> {
-    let rate = input.sample_rate as f32;
-    let n = (tone.seconds * f64::from(input.sample_rate)).round() as usize;
-    let freq = tone.freq;
-    let amp = tone.amplitude / 32768.0;
-    let mut samples = Vec::with_capacity(n * input.channels);
-    for i in 0..n {
-        // Phase from the frame index in f64 keeps long tones exact.
-        let phase = (f64::from(freq) * i as f64 / f64::from(rate)).fract();
-        let v = (std::f64::consts::TAU * phase).sin() as f32 * amp;
-        samples.extend(std::iter::repeat_n(v, input.channels));
-    }
+    let frames = (tone.seconds * f64::from(input.sample_rate)).round() as usize;
+    let samples = crate::signal::sine(
+        frames,
+        f64::from(tone.freq),
+        input.sample_rate,
+        input.channels,
+        tone.amplitude / 32768.0,
+    );
     encode(&samples, input.sample_format)
 }
