@@ -5,7 +5,13 @@
 //! [`SessionHandle`] and controls playback with messages: interrupt with a
 //! fade, pause and resume, turn marks, counters of what the user heard. All
 //! audio comes out of one real-time renderer, driven by the offline clock
-//! (deterministic, as fast as possible) or the virtual real-time clock.
+//! (deterministic, as fast as possible), the virtual real-time clock or a
+//! sound card.
+//!
+//! This crate is the library an application embeds: it has no command
+//! line, HTTP server, plotting or token-signing dependencies. The avatar
+//! side of the avatar link is `sotto-avatar`; the `sotto` program is
+//! `sotto-cli`. `docs/ARCHITECTURE.md` in the repository maps the whole.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -52,3 +58,9 @@ pub use sotto_actors::{
     SessionEvent, SessionEventKind, SinkError, WavSink, MAX_WAITING, SUPPORTED_RATES,
 };
 pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};
+
+/// The README's Rust examples, compiled (and the first one run) as doctests
+/// so the text a reader pastes is the text the test suite builds.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;

@@ -49,7 +49,7 @@ pub enum SessionEventKind {
     },
     /// The speech queue ran dry in the middle of a turn.
     Underrun,
-    /// A push found [`MAX_WAITING`] of audio already waiting for room (its
+    /// A push found [`MAX_WAITING`](super::MAX_WAITING) of audio already waiting for room (its
     /// caller did not wait for earlier pushes): what did not fit in the
     /// ring was dropped, and the push says so too.
     QueueOverflow {

@@ -81,7 +81,7 @@ pub enum SessionMsg {
     /// Frames already at the output format from a background feed, into
     /// `input`, with backpressure like [`SessionMsg::Push`]. The sender
     /// counts as busy for quiescence once the reply is sent; it must call
-    /// [`Quiescence::handled`] once per reply it receives, when idle again.
+    /// [`Quiescence::handled`](crate::quiesce::Quiescence::handled) once per reply it receives, when idle again.
     PushFrames {
         /// Speech or background.
         input: Input,
