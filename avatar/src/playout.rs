@@ -278,13 +278,25 @@ impl Playout {
         samples.extend(pairs.map(|p| i16::from_le_bytes([p[0], p[1]])));
         self.stats.received += samples.len() as u64;
         self.queued += samples.len() as u64;
-        self.queue.extend(samples);
-        let over = self.queue.len().saturating_sub(self.queue_cap);
+        // The oldest go first, before the new ones are added, so the queue
+        // never holds more than its cap and its allocation never outgrows
+        // it: a ring with room beyond the cap would touch fresh pages on
+        // every lap and the resident set would creep up to the slack.
+        let over = (self.queue.len() + samples.len()).saturating_sub(self.queue_cap);
         if over > 0 {
-            self.queue.drain(..over);
+            let old = over.min(self.queue.len());
+            self.queue.drain(..old);
+            samples.drain(..over - old);
             self.taken += over as u64;
             self.stats.queue_dropped += over as u64;
         }
+        let need = self.queue.len() + samples.len();
+        if need > self.queue.capacity() {
+            // Doubling, as `extend` would, but never past the cap.
+            let grown = (self.queue.capacity() * 2).max(need).min(self.queue_cap);
+            self.queue.reserve_exact(grown - self.queue.len());
+        }
+        self.queue.extend(samples);
     }
 
     /// A text message from the reliable channel. Returns the
