@@ -14,6 +14,7 @@
 pub mod face;
 pub mod playout;
 pub mod server;
+pub mod sink;
 pub mod token;
 
 /// The wire protocol shared with the agent side.

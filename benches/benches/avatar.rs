@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, Criterion};
 use sotto::avatar::LinkConfig;
 use sotto::{Engine, EngineConfig, SessionConfig};
-use sotto_avatar::face::{FaceRenderer, MemorySink};
+use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig, VideoFrame};
 use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::sink::MemorySink;
 use sotto_avatar::token;
 use sotto_benches::tone_s16;
 

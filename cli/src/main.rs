@@ -377,9 +377,11 @@ async fn avatar_server(
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
 
-    use sotto_avatar::face::{FaceRenderer, FileSink, MemorySink};
+    use sotto_avatar::face::FaceRenderer;
+
     use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
     use sotto_avatar::server::{AvatarServer, ServerConfig};
+    use sotto_avatar::sink::{FileSink, MemorySink};
 
     if !listen.ip().is_loopback() {
         eprintln!("sotto: the avatar server listens on loopback only, not {listen}");

@@ -14,9 +14,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto::{Engine, EngineConfig, SessionEvent, SessionEventKind};
-use sotto_avatar::face::{FaceRenderer, MemorySink};
+use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
 use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::sink::MemorySink;
 use tokio::sync::mpsc::Receiver;
 
 /// A mono engine at the default rate on the offline clock.

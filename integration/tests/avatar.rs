@@ -12,9 +12,10 @@ use std::time::{Duration, Instant};
 
 use sotto::avatar::{LinkConfig, LinkError};
 use sotto::{Engine, EngineConfig, EngineError, SessionConfig, SessionEvent, SessionEventKind};
-use sotto_avatar::face::{FaceRenderer, MemorySink};
+use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, Playout, PlayoutConfig, PTS_RATE};
 use sotto_avatar::server::{AvatarServer, ServerConfig, ServerStats};
+use sotto_avatar::sink::MemorySink;
 use sotto_avatar::token::{self, Claims};
 use tokio::sync::mpsc::Receiver;
 
@@ -97,7 +98,7 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn first_voice(log: &sotto_avatar::face::MemoryLog, from: usize) -> Option<usize> {
+fn first_voice(log: &sotto_avatar::sink::MemoryLog, from: usize) -> Option<usize> {
     log.voice[from..]
         .iter()
         .position(|&v| v != 0)

@@ -12,9 +12,10 @@ use sotto::{
     BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, SessionConfig,
     SessionHandle,
 };
-use sotto_avatar::face::{FaceRenderer, FileSink, MemorySink};
+use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
 use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::sink::{FileSink, MemorySink};
 use sotto_avatar::token;
 
 use super::audio::tone;
