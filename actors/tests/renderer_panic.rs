@@ -29,6 +29,7 @@ fn a_renderer_panic_gives_silence_and_the_poisoned_flag() {
         gain_ramp_frames: 480,
         saturation: Saturation::Hard,
         doorbells: None,
+        output: None,
     });
     control.add_voice(Box::new(installed)).unwrap();
     let _ = voice.speech_tx.push_partial_slice(&[0.25; 4_800]);

@@ -25,6 +25,7 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
         channels: 1,
         max_block_frames: block,
         max_sessions: sessions,
+        max_outputs: 1,
         command_capacity: sessions + 16,
         event_capacity: sessions * 16,
         saturation: Saturation::Hard,
@@ -47,6 +48,7 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
             gain_ramp_frames: 480,
             saturation: Saturation::Hard,
             doorbells: Some(control.doorbells.clone()),
+            output: None,
         });
         control.add_voice(Box::new(voice)).unwrap();
         fed.push(Fed {

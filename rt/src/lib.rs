@@ -13,6 +13,7 @@
 mod doorbell;
 mod dsp;
 mod message;
+mod output;
 mod renderer;
 mod telemetry;
 mod time;
@@ -21,6 +22,7 @@ mod voice;
 pub use doorbell::Doorbells;
 pub use dsp::{fade_gain, Saturation};
 pub use message::{ClipCommand, Command, Event, EventKind, VoiceCommand};
+pub use output::{Output, OutputConfig, OutputId, OutputReader, OutputTelemetry};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};
 pub use telemetry::{RenderTimes, Telemetry, VoiceTelemetry};
 pub use time::{duration_of, frames_of, SampleTime, SessionId, StreamPos};

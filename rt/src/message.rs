@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::{SampleTime, Saturation, SessionId, StreamPos, Voice};
+use crate::{Output, OutputId, SampleTime, Saturation, SessionId, StreamPos, Voice};
 
 /// Control → renderer, through the renderer's command ring.
 #[derive(Debug)]
@@ -11,6 +11,11 @@ pub enum Command {
     AddVoice(Box<Voice>),
     /// Take a session's voice out and send it back through the return ring.
     RemoveVoice(SessionId),
+    /// Put an output in its slot (replacing and retiring any output there).
+    AddOutput(Box<Output>),
+    /// Take an output out and send it back through its return ring; its
+    /// voices render to nowhere until it returns.
+    RemoveOutput(OutputId),
     /// Choose how the master sum is kept inside full scale.
     SetMasterSaturation(Saturation),
     /// Fault injection (feature `fault-injection`, test builds only): the

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use rtrb::{Consumer, Producer, RingBuffer};
 
 use crate::{
-    Command, Doorbells, Event, EventKind, SampleTime, Saturation, SessionId, Telemetry, Voice,
+    Command, Doorbells, Event, EventKind, Output, OutputId, SampleTime, Saturation, SessionId,
+    Telemetry, Voice,
 };
 
 /// Capacities and format of a renderer, fixed at construction.
@@ -20,6 +21,8 @@ pub struct RendererConfig {
     pub max_block_frames: usize,
     /// Voice slots.
     pub max_sessions: usize,
+    /// Output slots (SPEC C1): one per call is typical.
+    pub max_outputs: usize,
     /// Renderer command ring size.
     pub command_capacity: usize,
     /// Event ring size.
@@ -35,6 +38,7 @@ impl Default for RendererConfig {
             channels: 1,
             max_block_frames: 480,
             max_sessions: 64,
+            max_outputs: 64,
             command_capacity: 256,
             event_capacity: 4096,
             saturation: Saturation::Hard,
@@ -50,6 +54,8 @@ pub enum RendererError {
     InvalidConfig,
     /// The session id is outside the voice table.
     NoSuchSlot(SessionId),
+    /// The output id is outside the output table.
+    NoSuchOutput(OutputId),
     /// The voice's channel count differs from the renderer's.
     ChannelMismatch {
         /// The renderer's channels.
@@ -66,6 +72,7 @@ impl std::fmt::Display for RendererError {
         match self {
             Self::InvalidConfig => f.write_str("invalid renderer configuration"),
             Self::NoSuchSlot(id) => write!(f, "session slot {} is out of range", id.0),
+            Self::NoSuchOutput(id) => write!(f, "output slot {} is out of range", id.0),
             Self::ChannelMismatch { renderer, voice } => {
                 write!(f, "voice has {voice} channels, renderer has {renderer}")
             }
@@ -87,6 +94,8 @@ pub struct RendererControl {
     pub event_rx: Consumer<Event>,
     /// Voices leaving the renderer, to be dropped here.
     pub retired_rx: Consumer<Box<Voice>>,
+    /// Outputs leaving the renderer, to be dropped here.
+    pub retired_outputs_rx: Consumer<Box<Output>>,
     /// Renderer-wide counters.
     pub telemetry: Arc<Telemetry>,
     /// Put these in each [`VoiceConfig`](crate::VoiceConfig) so the renderer
@@ -113,6 +122,24 @@ impl RendererControl {
         self.send(Command::AddVoice(voice))
     }
 
+    /// Sends `output` to its slot. Control side.
+    ///
+    /// # Errors
+    /// [`RendererError::NoSuchOutput`], [`RendererError::ChannelMismatch`]
+    /// or [`RendererError::CommandRingFull`].
+    pub fn add_output(&mut self, output: Box<Output>) -> Result<(), RendererError> {
+        if output.id().index() >= self.config.max_outputs {
+            return Err(RendererError::NoSuchOutput(output.id()));
+        }
+        if output.channels() != self.config.channels {
+            return Err(RendererError::ChannelMismatch {
+                renderer: self.config.channels,
+                voice: output.channels(),
+            });
+        }
+        self.send(Command::AddOutput(output))
+    }
+
     /// Sends a command. Control side.
     ///
     /// # Errors
@@ -127,6 +154,9 @@ impl RendererControl {
     pub fn collect_retired(&mut self) -> usize {
         let mut n = 0;
         while self.retired_rx.pop().is_ok() {
+            n += 1;
+        }
+        while self.retired_outputs_rx.pop().is_ok() {
             n += 1;
         }
         n
@@ -165,18 +195,64 @@ impl<'a> EventOut<'a> {
     }
 }
 
-/// Mixes every voice into one interleaved output.
+/// Returns heap objects to the control side through a ring; what does not
+/// fit waits in a backlog sized up front, so the audio thread neither frees
+/// nor allocates.
+#[derive(Debug)]
+struct Returns<T> {
+    tx: Producer<Box<T>>,
+    // Boxed on purpose: objects leave as the same allocation they came in.
+    #[allow(clippy::vec_box)]
+    backlog: Vec<Box<T>>,
+}
+
+impl<T> Returns<T> {
+    fn new(capacity: usize) -> (Self, Consumer<Box<T>>) {
+        let (tx, rx) = RingBuffer::new(capacity);
+        let returns = Self {
+            tx,
+            backlog: Vec::with_capacity(capacity),
+        };
+        (returns, rx)
+    }
+
+    /// Sends `item` back, or keeps it for the next flush. Runs on the audio thread.
+    fn send(&mut self, item: Box<T>) {
+        if let Err(rtrb::PushError::Full(item)) = self.tx.push(item) {
+            if self.backlog.len() < self.backlog.capacity() {
+                self.backlog.push(item);
+            } else {
+                // Unreachable with the capacities chosen by the renderer;
+                // leaking beats freeing on the audio thread.
+                std::mem::forget(item);
+            }
+        }
+    }
+
+    /// Sends what waits; returns how much still does. Runs on the audio thread.
+    fn flush(&mut self) -> usize {
+        while let Some(item) = self.backlog.pop() {
+            if let Err(rtrb::PushError::Full(item)) = self.tx.push(item) {
+                self.backlog.push(item);
+                break;
+            }
+        }
+        self.backlog.len()
+    }
+}
+
+/// Mixes every voice into the main output or its own output.
 #[derive(Debug)]
 pub struct Renderer {
     config: RendererConfig,
     command_rx: Consumer<Command>,
     event_tx: Producer<Event>,
-    retired_tx: Producer<Box<Voice>>,
+    retired: Returns<Voice>,
     voices: Vec<Option<Box<Voice>>>,
-    // Boxed on purpose: voices leave through the return ring as the same
-    // allocation they came in, so the audio thread never frees one.
-    #[allow(clippy::vec_box)]
-    retiring: Vec<Box<Voice>>,
+    retired_outputs: Returns<Output>,
+    outputs: Vec<Option<Box<Output>>>,
+    /// Where a voice whose output is missing renders, so its state goes on.
+    nowhere: Box<[f32]>,
     telemetry: Arc<Telemetry>,
     clock: SampleTime,
     saturation: Saturation,
@@ -196,6 +272,7 @@ impl Renderer {
             || config.channels > 32
             || config.max_block_frames == 0
             || config.max_sessions == 0
+            || config.max_outputs == 0
             || config.command_capacity == 0
             || config.event_capacity == 0
         {
@@ -205,15 +282,19 @@ impl Renderer {
         let (event_tx, event_rx) = RingBuffer::new(config.event_capacity);
         // Every command can retire at most one voice, and every slot can hold one.
         let retire_capacity = config.command_capacity + config.max_sessions;
-        let (retired_tx, retired_rx) = RingBuffer::new(retire_capacity);
+        let (retired, retired_rx) = Returns::new(retire_capacity);
+        let (retired_outputs, retired_outputs_rx) =
+            Returns::new(config.command_capacity + config.max_outputs);
         let telemetry = Arc::new(Telemetry::default());
         let doorbells = Doorbells::new(config.max_sessions);
         let renderer = Renderer {
             command_rx,
             event_tx,
-            retired_tx,
+            retired,
             voices: (0..config.max_sessions).map(|_| None).collect(),
-            retiring: Vec::with_capacity(retire_capacity),
+            retired_outputs,
+            outputs: (0..config.max_outputs).map(|_| None).collect(),
+            nowhere: vec![0.0; config.max_block_frames * config.channels].into_boxed_slice(),
             telemetry: Arc::clone(&telemetry),
             clock: SampleTime(0),
             saturation: config.saturation,
@@ -227,6 +308,7 @@ impl Renderer {
             command_tx,
             event_rx,
             retired_rx,
+            retired_outputs_rx,
             telemetry,
             doorbells,
         };
@@ -286,6 +368,21 @@ impl Renderer {
                         self.retire(old);
                     }
                 }
+                Command::AddOutput(output) => {
+                    let slot = output.id().index();
+                    if let Some(place) = self.outputs.get_mut(slot) {
+                        if let Some(old) = place.replace(output) {
+                            self.retired_outputs.send(old);
+                        }
+                    } else {
+                        self.retired_outputs.send(output);
+                    }
+                }
+                Command::RemoveOutput(id) => {
+                    if let Some(old) = self.outputs.get_mut(id.index()).and_then(Option::take) {
+                        self.retired_outputs.send(old);
+                    }
+                }
                 Command::SetMasterSaturation(s) => self.saturation = s,
                 #[cfg(feature = "fault-injection")]
                 Command::Panic => panic!("injected renderer fault"),
@@ -304,27 +401,14 @@ impl Renderer {
             self.clock,
             EventKind::Retired,
         );
-        if let Err(rtrb::PushError::Full(voice)) = self.retired_tx.push(voice) {
-            if self.retiring.len() < self.retiring.capacity() {
-                self.retiring.push(voice);
-            } else {
-                // Unreachable with the capacities chosen in `new`; leaking beats
-                // freeing on the audio thread.
-                std::mem::forget(voice);
-            }
-        }
+        self.retired.send(voice);
     }
 
     fn flush_retiring(&mut self) {
-        while let Some(voice) = self.retiring.pop() {
-            if let Err(rtrb::PushError::Full(voice)) = self.retired_tx.push(voice) {
-                self.retiring.push(voice);
-                break;
-            }
-        }
+        let backlog = self.retired.flush() + self.retired_outputs.flush();
         self.telemetry
             .retire_backlog
-            .store(self.retiring.len() as u64, Ordering::Relaxed);
+            .store(backlog as u64, Ordering::Relaxed);
     }
 
     /// Renders one internal block; returns its peak.
@@ -336,6 +420,10 @@ impl Renderer {
             tx: &mut self.event_tx,
             dropped: &self.telemetry.events_dropped,
         };
+        let frames = out.len() / ch;
+        for output in self.outputs.iter_mut().flatten() {
+            output.begin(frames);
+        }
         let mut bells = 0u64;
         for (i, slot) in self.voices.iter_mut().enumerate() {
             if i % 64 == 0 {
@@ -345,10 +433,26 @@ impl Renderer {
             if !voice.belled || (bells >> (i % 64)) & 1 == 1 {
                 voice.apply_commands(now, &mut events);
             }
-            voice.process(out, &mut self.scratch, now, &mut events);
+            let target: &mut [f32] = match voice.output() {
+                None => out,
+                Some(id) => match self.outputs.get_mut(id.index()) {
+                    Some(Some(output)) => output.block_mut(frames),
+                    // Its output is gone or not there yet: the voice plays
+                    // on, to nowhere (SPEC W6).
+                    _ => {
+                        let nowhere = &mut self.nowhere[..out.len()];
+                        nowhere.fill(0.0);
+                        nowhere
+                    }
+                },
+            };
+            voice.process(target, &mut self.scratch, now, &mut events);
+        }
+        for output in self.outputs.iter_mut().flatten() {
+            output.finish(now, frames);
         }
         let peak = self.saturation.apply_all(out);
-        self.clock = now.plus((out.len() / ch) as u64);
+        self.clock = now.plus(frames as u64);
         peak
     }
 }

@@ -1,19 +1,31 @@
 //! Every render path runs inside an allocation guard (SPEC R1): play,
 //! underrun, interrupt with fade and fence, pause/resume, mix, duck,
-//! limiter, add/retire voices and a full event ring.
+//! limiter, add/retire voices and a full event ring; and voices rendering
+//! into outputs of their own, full output rings, outputs added, replaced
+//! and removed under their voices.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
 use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
 use sotto_rt::{
-    ClipCommand, Command, Doorbells, DuckConfig, Renderer, RendererConfig, Saturation, SessionId,
-    StreamPos, Voice, VoiceCommand, VoiceConfig, VoiceControl,
+    ClipCommand, Command, Doorbells, DuckConfig, Output, OutputConfig, OutputId, Renderer,
+    RendererConfig, Saturation, SessionId, StreamPos, Voice, VoiceCommand, VoiceConfig,
+    VoiceControl,
 };
 
 #[global_allocator]
 static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 fn voice(session: u32, generation: u32, doorbells: Option<&Doorbells>) -> (VoiceControl, Voice) {
+    voice_into(session, generation, doorbells, None)
+}
+
+fn voice_into(
+    session: u32,
+    generation: u32,
+    doorbells: Option<&Doorbells>,
+    output: Option<OutputId>,
+) -> (VoiceControl, Voice) {
     Voice::new(&VoiceConfig {
         session: SessionId(session),
         generation,
@@ -33,6 +45,7 @@ fn voice(session: u32, generation: u32, doorbells: Option<&Doorbells>) -> (Voice
         gain_ramp_frames: 960,
         saturation: Saturation::Soft,
         doorbells: doorbells.cloned(),
+        output,
     })
 }
 
@@ -70,6 +83,7 @@ fn every_render_path_is_allocation_free() {
         channels: 2,
         max_block_frames: 256,
         max_sessions: 8,
+        max_outputs: 1,
         command_capacity: 16,
         event_capacity: 8, // small: the full-ring path runs too
         saturation: Saturation::Soft,
@@ -174,6 +188,81 @@ fn every_render_path_is_allocation_free() {
         "the full event ring was exercised"
     );
     assert_eq!(control.collect_retired(), 2);
+    assert!(!control
+        .telemetry
+        .poisoned
+        .load(std::sync::atomic::Ordering::Relaxed));
+}
+
+#[test]
+fn outputs_are_allocation_free() {
+    let (mut control, mut renderer) = Renderer::new(RendererConfig {
+        sample_rate: 48_000,
+        channels: 2,
+        max_block_frames: 256,
+        max_sessions: 8,
+        max_outputs: 4,
+        command_capacity: 16,
+        event_capacity: 64,
+        saturation: Saturation::Soft,
+    })
+    .unwrap();
+    let output = |id: u32, ring_frames: usize| {
+        Output::new(&OutputConfig {
+            id: OutputId(id),
+            channels: 2,
+            max_block_frames: 256,
+            ring_frames,
+            saturation: Saturation::Soft,
+        })
+    };
+    let mut out = vec![0.0f32; 2048];
+    // Two calls with outputs of their own, a room both of the others share
+    // (its ring small enough to overflow), and a voice on the main mix.
+    let (mut r0, o0) = output(0, 48_000);
+    let (_r1, o1) = output(1, 512);
+    control.add_output(Box::new(o0)).unwrap();
+    control.add_output(Box::new(o1)).unwrap();
+    let mut voices = Vec::new();
+    for (session, target) in [(0, Some(0)), (1, Some(1)), (2, Some(1)), (3, None)] {
+        let (mut c, v) = voice_into(session, 0, Some(&control.doorbells), target.map(OutputId));
+        fill(&mut c, 20_000, 0.6);
+        control.add_voice(Box::new(v)).unwrap();
+        voices.push(c);
+    }
+    let start = violation_count();
+
+    render_guarded(&mut renderer, &mut out, 20); // the room's ring fills and overruns
+    voices[0]
+        .send(VoiceCommand::Interrupt {
+            fence: StreamPos(20_000),
+        })
+        .unwrap();
+    render_guarded(&mut renderer, &mut out, 8);
+    // The room is taken away under its voices (they render to nowhere),
+    // then a new one takes its slot; call 0's output is replaced.
+    control.send(Command::RemoveOutput(OutputId(1))).unwrap();
+    render_guarded(&mut renderer, &mut out, 4);
+    let (_r1b, o1b) = output(1, 4_096);
+    let (_r0b, o0b) = output(0, 4_096);
+    control.add_output(Box::new(o1b)).unwrap();
+    control.add_output(Box::new(o0b)).unwrap();
+    render_guarded(&mut renderer, &mut out, 8);
+    assert_eq!(
+        violation_count(),
+        start,
+        "rendering into outputs allocated or freed"
+    );
+
+    let mut frames = vec![0.0f32; 2 * 4096];
+    let (pts, n) = r0.read(&mut frames).unwrap();
+    assert_eq!(pts.0, 0);
+    assert!(n > 0 && frames[..2 * n].iter().any(|&v| v != 0.0));
+    assert_eq!(
+        control.collect_retired(),
+        2,
+        "the room and call 0's first output"
+    );
     assert!(!control
         .telemetry
         .poisoned

@@ -23,6 +23,7 @@ fn config(channels: usize) -> VoiceConfig {
         gain_ramp_frames: 480,
         saturation: sotto_rt::Saturation::Hard,
         doorbells: None,
+        output: None,
     }
 }
 

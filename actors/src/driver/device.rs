@@ -367,6 +367,7 @@ mod tests {
             channels: 2,
             max_block_frames: 480,
             max_sessions: 1,
+            max_outputs: 1,
             command_capacity: 8,
             event_capacity: 64,
             saturation: Saturation::Hard,
@@ -387,6 +388,7 @@ mod tests {
             gain_ramp_frames: 48,
             saturation: Saturation::Hard,
             doorbells: Some(control.doorbells.clone()),
+            output: None,
         });
         control.add_voice(Box::new(voice)).unwrap();
         let speech: Vec<f32> = (0..40_000)

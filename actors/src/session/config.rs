@@ -175,5 +175,6 @@ pub fn voice_config(
         gain_ramp_frames: frames(c.gain_ramp).clamp(1, u64::from(u32::MAX)) as u32,
         saturation: c.saturation,
         doorbells: Some(doorbells.clone()),
+        output: None,
     }
 }

@@ -108,6 +108,7 @@ impl Engine {
             channels: config.channels,
             max_block_frames: config.block_frames,
             max_sessions: config.max_sessions,
+            max_outputs: config.max_sessions,
             command_capacity: config.max_sessions * 2 + 64,
             event_capacity: (config.max_sessions * 64).max(4096),
             saturation: config.saturation,

@@ -24,7 +24,8 @@ use rtrb::{Consumer, Producer, RingBuffer};
 use crate::dsp::{PauseState, Ramp, Saturation, Tail};
 use crate::renderer::EventOut;
 use crate::{
-    ClipCommand, Doorbells, EventKind, SampleTime, SessionId, VoiceCommand, VoiceTelemetry,
+    ClipCommand, Doorbells, EventKind, OutputId, SampleTime, SessionId, VoiceCommand,
+    VoiceTelemetry,
 };
 
 /// Everything a voice needs, fixed at construction. Control side.
@@ -59,6 +60,9 @@ pub struct VoiceConfig {
     /// The renderer's [`RendererControl::doorbells`](crate::RendererControl);
     /// without them the renderer polls this voice's commands every block.
     pub doorbells: Option<Doorbells>,
+    /// The output the voice renders into (SPEC C1); `None`: the renderer's
+    /// own buffer (the device or the offline mix).
+    pub output: Option<OutputId>,
 }
 
 /// The control side's ends of a voice.
@@ -135,6 +139,7 @@ pub struct Voice {
     clip: Option<ClipPlayer>,
     telemetry: Arc<VoiceTelemetry>,
     doorbells: Option<Doorbells>,
+    output: Option<OutputId>,
     /// Set by the renderer: its doorbells announce this voice's commands.
     pub(crate) belled: bool,
 
@@ -196,6 +201,7 @@ impl Voice {
             clip: None,
             telemetry: Arc::clone(&telemetry),
             doorbells: config.doorbells.clone(),
+            output: config.output,
             belled: false,
             consumed: 0,
             played: 0,
@@ -256,6 +262,12 @@ impl Voice {
     #[must_use]
     pub fn channels(&self) -> usize {
         self.channels
+    }
+
+    /// The output the voice renders into; `None` for the renderer's own.
+    #[must_use]
+    pub fn output(&self) -> Option<OutputId> {
+        self.output
     }
 
     fn event(&self, events: &mut EventOut<'_>, at: SampleTime, kind: EventKind) {

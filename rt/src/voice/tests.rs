@@ -33,6 +33,7 @@ fn config() -> VoiceConfig {
         gain_ramp_frames: 1,
         saturation: Saturation::Hard,
         doorbells: None,
+        output: None,
     }
 }
 
