@@ -12,6 +12,7 @@ pub mod decode;
 pub mod device_manager;
 pub mod devices;
 pub mod driver;
+pub mod frames;
 pub mod ingest;
 pub mod pump;
 pub mod quiesce;

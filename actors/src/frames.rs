@@ -1,0 +1,316 @@
+//! Output frames (SPEC C2, C3): an output's samples cut into frames of a
+//! fixed length (10, 20 or 40 ms), each with its presentation time on the
+//! engine's sample clock, the way a network sender or a recorder takes
+//! them. Control side; never on the audio thread.
+//!
+//! Frames follow each other exactly, pts rising by one frame each time,
+//! unless the reader fell behind: then the oldest audio beyond the bound is
+//! skipped (or the audio thread found the ring full and dropped a block),
+//! a partial frame that the loss cut is dropped with it, and the next frame
+//! starts where the audio resumes. The pts jump equals the frames lost, and
+//! the output's telemetry counts them.
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sotto_rt::{OutputReader, SampleTime};
+
+/// How long an output frame is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameLength {
+    /// 10 ms.
+    Ms10,
+    /// 20 ms, the usual packet of a voice call.
+    #[default]
+    Ms20,
+    /// 40 ms.
+    Ms40,
+}
+
+impl FrameLength {
+    /// The length as a duration.
+    #[must_use]
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(match self {
+            Self::Ms10 => 10,
+            Self::Ms20 => 20,
+            Self::Ms40 => 40,
+        })
+    }
+
+    /// Frames (samples per channel) in one output frame at `rate`.
+    #[must_use]
+    pub fn frames_at(self, rate: u32) -> usize {
+        sotto_rt::frames_of(self.duration(), rate) as usize
+    }
+}
+
+/// One output frame: interleaved f32 samples and the pts of the first.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Frame {
+    /// Where the frame starts on the sample clock.
+    pub pts: SampleTime,
+    /// Interleaved channels.
+    pub channels: usize,
+    /// The samples, `frames × channels` of them.
+    pub samples: Vec<f32>,
+}
+
+impl Frame {
+    /// Frames (samples per channel) in this frame.
+    #[must_use]
+    pub fn frames(&self) -> usize {
+        self.samples.len() / self.channels.max(1)
+    }
+
+    /// The samples as s16, rounded and clamped.
+    #[must_use]
+    pub fn to_s16(&self) -> Vec<i16> {
+        self.samples
+            .iter()
+            .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
+            .collect()
+    }
+}
+
+/// Cuts an output's samples into frames.
+#[derive(Debug)]
+pub struct Framer {
+    reader: OutputReader,
+    frame_frames: usize,
+    bound_frames: usize,
+    /// The frame being filled and the pts of its first sample.
+    partial: Vec<f32>,
+    partial_pts: Option<SampleTime>,
+    /// Frames dropped with a partial frame a loss cut.
+    cut_frames: u64,
+}
+
+impl Framer {
+    /// Frames of `length` at `rate` from `reader`; a reader more than
+    /// `bound` behind skips its oldest audio.
+    #[must_use]
+    pub fn new(reader: OutputReader, length: FrameLength, rate: u32, bound: Duration) -> Self {
+        let frame_frames = length.frames_at(rate).max(1);
+        let bound_frames = (sotto_rt::frames_of(bound, rate) as usize).max(frame_frames);
+        let channels = reader.channels();
+        Self {
+            reader,
+            frame_frames,
+            bound_frames,
+            partial: Vec::with_capacity(frame_frames * channels),
+            partial_pts: None,
+            cut_frames: 0,
+        }
+    }
+
+    /// Frames (samples per channel) in each output frame.
+    #[must_use]
+    pub fn frame_frames(&self) -> usize {
+        self.frame_frames
+    }
+
+    /// The output's reader (its telemetry counts rendered and lost frames).
+    #[must_use]
+    pub fn reader(&self) -> &OutputReader {
+        &self.reader
+    }
+
+    /// Every frame lost to lagging: skipped, overrun, or cut from a partial
+    /// frame.
+    #[must_use]
+    pub fn lost_frames(&self) -> u64 {
+        self.reader.telemetry.lost_frames() + self.cut_frames
+    }
+
+    /// The next whole frame, if one is written.
+    pub fn next_frame(&mut self) -> Option<Frame> {
+        let ch = self.reader.channels();
+        self.reader.keep_newest(self.bound_frames);
+        loop {
+            let have = self.partial.len() / ch;
+            if have == self.frame_frames {
+                let pts = self.partial_pts.take()?;
+                let samples = std::mem::replace(
+                    &mut self.partial,
+                    Vec::with_capacity(self.frame_frames * ch),
+                );
+                return Some(Frame {
+                    pts,
+                    channels: ch,
+                    samples,
+                });
+            }
+            let next = self.reader.next_pts()?;
+            if let Some(start) = self.partial_pts {
+                if start.plus(have as u64) != next {
+                    // A loss cut this frame: it goes with what was lost.
+                    self.cut_frames += have as u64;
+                    self.partial.clear();
+                    self.partial_pts = None;
+                    continue;
+                }
+            } else {
+                self.partial_pts = Some(next);
+            }
+            let want = self.frame_frames - have;
+            let start = self.partial.len();
+            self.partial.resize(start + want * ch, 0.0);
+            let got = self
+                .reader
+                .read(&mut self.partial[start..])
+                .map_or(0, |(_, n)| n);
+            self.partial.truncate(start + got * ch);
+            if got == 0 {
+                return None;
+            }
+        }
+    }
+
+    /// Frames rendered into the output so far.
+    #[must_use]
+    pub fn rendered_frames(&self) -> u64 {
+        self.reader
+            .telemetry
+            .rendered_frames
+            .load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sotto_rt::{
+        Output, OutputConfig, OutputId, Renderer, RendererConfig, Saturation, SessionId, Voice,
+        VoiceConfig, VoiceControl,
+    };
+
+    /// A renderer at 8 kHz (a 20 ms frame is 160 samples) whose one voice
+    /// plays into output 0, and the framer on that output. The voice's
+    /// speech at clock `t` is `t / 1e5`, so every sample says where it is.
+    fn setup(ring_frames: usize, bound_ms: u64) -> (Framer, Renderer, VoiceControl) {
+        let (mut control, renderer) = Renderer::new(RendererConfig {
+            sample_rate: 8_000,
+            max_block_frames: 100,
+            max_outputs: 1,
+            ..RendererConfig::default()
+        })
+        .unwrap();
+        let (reader, output) = Output::new(&OutputConfig {
+            id: OutputId(0),
+            channels: 1,
+            max_block_frames: 100,
+            ring_frames,
+            saturation: Saturation::Hard,
+        });
+        control.add_output(Box::new(output)).unwrap();
+        let (mut voice_control, voice) = Voice::new(&VoiceConfig {
+            session: SessionId(0),
+            generation: 0,
+            channels: 1,
+            speech_capacity_frames: 10_000,
+            background_capacity_frames: 1,
+            command_capacity: 4,
+            fade_frames: 0,
+            grace_frames: 0,
+            pause_ramp_frames: 1,
+            duck: None,
+            background_gain: 1.0,
+            gain_ramp_frames: 1,
+            saturation: Saturation::Hard,
+            doorbells: None,
+            output: Some(OutputId(0)),
+        });
+        let speech: Vec<f32> = (0..10_000).map(|t| t as f32 / 1e5).collect();
+        assert!(voice_control
+            .speech_tx
+            .push_partial_slice(&speech)
+            .1
+            .is_empty());
+        control.add_voice(Box::new(voice)).unwrap();
+        let framer = Framer::new(
+            reader,
+            FrameLength::Ms20,
+            8_000,
+            Duration::from_millis(bound_ms),
+        );
+        (framer, renderer, voice_control)
+    }
+
+    fn render(r: &mut Renderer, frames: usize) {
+        let mut buf = vec![0.0; frames];
+        r.render(&mut buf);
+    }
+
+    #[test]
+    fn frames_are_contiguous_whatever_the_block_size() {
+        let (mut f, mut r, _v) = setup(8_000, 1_000);
+        render(&mut r, 700); // four frames and a bit, in blocks of 100
+        let mut pts = Vec::new();
+        while let Some(frame) = f.next_frame() {
+            assert_eq!(frame.frames(), 160);
+            assert_eq!(frame.samples[0], frame.pts.0 as f32 / 1e5);
+            assert_eq!(frame.samples[159], (frame.pts.0 + 159) as f32 / 1e5);
+            pts.push(frame.pts.0);
+        }
+        assert_eq!(pts, [0, 160, 320, 480]);
+        render(&mut r, 100);
+        assert_eq!(
+            f.next_frame().unwrap().pts.0,
+            640,
+            "the partial frame waited"
+        );
+        assert_eq!(f.lost_frames(), 0);
+        assert_eq!(f.rendered_frames(), 800);
+    }
+
+    #[test]
+    fn a_lagging_reader_jumps_by_exactly_what_it_lost() {
+        let (mut f, mut r, _v) = setup(8_000, 100); // 100 ms = 800 samples kept
+        render(&mut r, 3_200); // nobody reading
+        let first = f.next_frame().unwrap();
+        assert_eq!(first.pts.0, 2_400, "the newest 800 are kept");
+        assert_eq!(first.samples[0], 2_400.0 / 1e5);
+        assert_eq!(f.lost_frames(), 2_400, "the jump is what was lost");
+        let mut last = first.pts.0;
+        while let Some(frame) = f.next_frame() {
+            assert_eq!(frame.pts.0, last + 160);
+            last = frame.pts.0;
+        }
+        assert_eq!(last, 3_040);
+    }
+
+    #[test]
+    fn a_loss_mid_frame_drops_the_partial_frame_with_it() {
+        let (mut f, mut r, _v) = setup(400, 1_000);
+        render(&mut r, 300); // one frame, and 160..300 taken into the next
+        assert_eq!(f.next_frame().unwrap().pts.0, 0);
+        assert!(f.next_frame().is_none(), "160..300 waits for the rest");
+        // The ring holds 400: 300..700 fits, 700..800 finds it full and is
+        // dropped (counted, never waited for).
+        render(&mut r, 500);
+        let mut got = Vec::new();
+        while let Some(frame) = f.next_frame() {
+            got.push(frame.pts.0);
+        }
+        assert_eq!(got, [160, 320, 480], "640..700 waits for the rest");
+        render(&mut r, 400); // 800..1200
+        while let Some(frame) = f.next_frame() {
+            got.push(frame.pts.0);
+        }
+        // The frame started at 640 is cut by the loss; audio resumes at 800.
+        assert_eq!(got, [160, 320, 480, 800, 960]);
+        assert_eq!(f.lost_frames(), 100 + 60, "the overrun and the cut partial");
+        assert_eq!(800 - (480 + 160), 100 + 60, "the pts jump is what was lost");
+    }
+
+    #[test]
+    fn s16_view_rounds_and_clamps() {
+        let frame = Frame {
+            pts: SampleTime(0),
+            channels: 1,
+            samples: vec![0.5, -1.5, 1.0],
+        };
+        assert_eq!(frame.to_s16(), [16384, -32768, 32767]);
+    }
+}
