@@ -202,6 +202,7 @@ mod tests {
             max_block_frames: 100,
             ring_frames,
             saturation: Saturation::Hard,
+            into_main: false,
         });
         control.add_output(Box::new(output)).unwrap();
         let (mut voice_control, voice) = Voice::new(&VoiceConfig {

@@ -47,6 +47,10 @@ pub struct OutputConfig {
     pub ring_frames: usize,
     /// How the output's sum is kept inside full scale.
     pub saturation: Saturation,
+    /// Also add the output's audio (before its own saturation) into the
+    /// renderer's main buffer, so the main mix stays the sum of everything
+    /// (a monitor mix, the offline render).
+    pub into_main: bool,
 }
 
 /// What an output reports. Written by the audio thread (and the reader's
@@ -85,6 +89,7 @@ pub struct Output {
     channels: usize,
     block: Box<[f32]>,
     saturation: Saturation,
+    into_main: bool,
     samples_tx: Producer<f32>,
     blocks_tx: Producer<Block>,
     telemetry: Arc<OutputTelemetry>,
@@ -120,6 +125,7 @@ impl Output {
             channels,
             block: vec![0.0; block_frames * channels].into_boxed_slice(),
             saturation: config.saturation,
+            into_main: config.into_main,
             samples_tx,
             blocks_tx,
             telemetry: Arc::clone(&telemetry),
@@ -159,12 +165,18 @@ impl Output {
         &mut self.block[..len]
     }
 
-    /// Saturates the block voices rendered and writes it with its pts, or
-    /// counts it when the ring has no room. Runs on the audio thread.
-    pub(crate) fn finish(&mut self, pts: SampleTime, frames: usize) {
+    /// Adds the block into `main` if it goes there, saturates it and writes
+    /// it with its pts, or counts it when the ring has no room. Runs on the
+    /// audio thread.
+    pub(crate) fn finish(&mut self, pts: SampleTime, frames: usize, main: &mut [f32]) {
         let len = (frames * self.channels).min(self.block.len());
         let frames = len / self.channels;
         let block = &mut self.block[..len];
+        if self.into_main {
+            for (m, s) in main.iter_mut().zip(block.iter()) {
+                *m += s;
+            }
+        }
         let peak = self.saturation.apply_all(block);
         let t = &self.telemetry;
         t.peak.store(peak, Ordering::Relaxed);

@@ -449,7 +449,7 @@ impl Renderer {
             voice.process(target, &mut self.scratch, now, &mut events);
         }
         for output in self.outputs.iter_mut().flatten() {
-            output.finish(now, frames);
+            output.finish(now, frames, out);
         }
         let peak = self.saturation.apply_all(out);
         self.clock = now.plus(frames as u64);

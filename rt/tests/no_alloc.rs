@@ -214,6 +214,7 @@ fn outputs_are_allocation_free() {
             max_block_frames: 256,
             ring_frames,
             saturation: Saturation::Soft,
+            into_main: false,
         })
     };
     let mut out = vec![0.0f32; 2048];

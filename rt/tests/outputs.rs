@@ -45,6 +45,10 @@ fn voice(session: u32, output: Option<OutputId>) -> (VoiceControl, Voice) {
 }
 
 fn output(id: u32) -> (OutputReader, Output) {
+    output_into_main(id, false)
+}
+
+fn output_into_main(id: u32, into_main: bool) -> (OutputReader, Output) {
     Output::new(&OutputConfig {
         id: OutputId(id),
         channels: 1,
@@ -52,6 +56,7 @@ fn output(id: u32) -> (OutputReader, Output) {
         ring_frames: 48_000,
         // As the renderer's own sum is kept (its default).
         saturation: RendererConfig::default().saturation,
+        into_main,
     })
 }
 
@@ -174,4 +179,40 @@ fn one_call_interrupted_leaves_the_other_bit_identical() {
     assert!(first[interrupted_at - 10..interrupted_at]
         .iter()
         .any(|&v| v.abs() > 0.3));
+}
+
+#[test]
+fn outputs_that_feed_the_main_mix_leave_it_as_it_was() {
+    const STEPS: usize = 60;
+    let run = |own: bool| {
+        let (mut control, mut r) = renderer();
+        let mut readers = Vec::new();
+        let mut voices = Vec::new();
+        for i in 0..3u32 {
+            let target = if own {
+                let (reader, out) = output_into_main(i, true);
+                control.add_output(Box::new(out)).unwrap();
+                readers.push(reader);
+                Some(OutputId(i))
+            } else {
+                None
+            };
+            let (c, v) = voice(i, target);
+            control.add_voice(Box::new(v)).unwrap();
+            voices.push(c);
+        }
+        let mut main = Vec::new();
+        for step in 0..STEPS {
+            for (i, c) in voices.iter_mut().enumerate() {
+                script(c, (step + 7 * i) % STEPS, 0.03 + 0.01 * i as f32);
+            }
+            let mut block = vec![0.0; BLOCK];
+            r.render(&mut block);
+            main.extend(block);
+        }
+        main
+    };
+    let (own, main_only) = (run(true), run(false));
+    assert!(main_only.iter().any(|&v| v != 0.0));
+    assert!(own == main_only, "the sum of everything, bit for bit");
 }

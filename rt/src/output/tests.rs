@@ -12,6 +12,7 @@ fn output(ring_frames: usize) -> (OutputReader, Output) {
         max_block_frames: 4,
         ring_frames,
         saturation: Saturation::Hard,
+        into_main: false,
     })
 }
 
@@ -21,7 +22,7 @@ fn block(out: &mut Output, pts: u64, frames: usize) {
     for (k, f) in out.block_mut(frames).chunks_exact_mut(2).enumerate() {
         f.fill((pts as f32 + k as f32) / 1000.0);
     }
-    out.finish(SampleTime(pts), frames);
+    out.finish(SampleTime(pts), frames, &mut []);
 }
 
 #[test]
@@ -60,7 +61,7 @@ fn the_sum_is_saturated_and_its_peak_reported() {
     let (mut reader, mut out) = output(64);
     out.begin(2);
     out.block_mut(2).copy_from_slice(&[1.5, -0.25, 0.5, -3.0]);
-    out.finish(SampleTime(0), 2);
+    out.finish(SampleTime(0), 2, &mut []);
     let mut buf = [0.0; 4];
     reader.read(&mut buf).unwrap();
     assert_eq!(buf, [1.0, -0.25, 0.5, -1.0]);
