@@ -5,10 +5,11 @@
 //!
 //! Frames follow each other exactly, pts rising by one frame each time,
 //! unless the reader fell behind: then the oldest audio beyond the bound is
-//! skipped (or the audio thread found the ring full and dropped a block),
-//! a partial frame that the loss cut is dropped with it, and the next frame
-//! starts where the audio resumes. The pts jump equals the frames lost, and
-//! the output's telemetry counts them.
+//! skipped; a reader stalled so long that the ring filled (the audio thread
+//! then drops the newest blocks rather than wait) also drops everything
+//! older than that gap, and goes on from the live edge. A partial frame a
+//! loss cuts goes with it. The pts jump equals the frames lost, and the
+//! output's telemetry counts them.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -84,6 +85,8 @@ pub struct Framer {
     partial_pts: Option<SampleTime>,
     /// Frames dropped with a partial frame a loss cut.
     cut_frames: u64,
+    /// The ring's overrun count when last looked at.
+    seen_overrun: u64,
 }
 
 impl Framer {
@@ -101,6 +104,7 @@ impl Framer {
             partial: Vec::with_capacity(frame_frames * channels),
             partial_pts: None,
             cut_frames: 0,
+            seen_overrun: 0,
         }
     }
 
@@ -126,6 +130,14 @@ impl Framer {
     /// The next whole frame, if one is written.
     pub fn next_frame(&mut self) -> Option<Frame> {
         let ch = self.reader.channels();
+        let overrun = self.reader.telemetry.overrun_frames.load(Ordering::Relaxed);
+        if overrun != self.seen_overrun {
+            // The ring was full and the newest blocks were lost: what still
+            // waits before that gap is older still. Drop it too, so the
+            // reader goes on from the live edge.
+            self.seen_overrun = overrun;
+            self.reader.skip_to_gap();
+        }
         self.reader.keep_newest(self.bound_frames);
         loop {
             let have = self.partial.len() / ch;
@@ -282,27 +294,24 @@ mod tests {
     }
 
     #[test]
-    fn a_loss_mid_frame_drops_the_partial_frame_with_it() {
+    fn a_full_ring_drops_everything_older_than_its_gap() {
         let (mut f, mut r, _v) = setup(400, 1_000);
         render(&mut r, 300); // one frame, and 160..300 taken into the next
         assert_eq!(f.next_frame().unwrap().pts.0, 0);
         assert!(f.next_frame().is_none(), "160..300 waits for the rest");
         // The ring holds 400: 300..700 fits, 700..800 finds it full and is
-        // dropped (counted, never waited for).
+        // dropped (counted, never waited for). What waits before that gap
+        // is older still: it goes too, with the partial frame it cuts.
         render(&mut r, 500);
+        assert!(f.next_frame().is_none());
+        render(&mut r, 400); // 800..1200, the live edge
         let mut got = Vec::new();
         while let Some(frame) = f.next_frame() {
             got.push(frame.pts.0);
         }
-        assert_eq!(got, [160, 320, 480], "640..700 waits for the rest");
-        render(&mut r, 400); // 800..1200
-        while let Some(frame) = f.next_frame() {
-            got.push(frame.pts.0);
-        }
-        // The frame started at 640 is cut by the loss; audio resumes at 800.
-        assert_eq!(got, [160, 320, 480, 800, 960]);
-        assert_eq!(f.lost_frames(), 100 + 60, "the overrun and the cut partial");
-        assert_eq!(800 - (480 + 160), 100 + 60, "the pts jump is what was lost");
+        assert_eq!(got, [800, 960]);
+        assert_eq!(f.lost_frames(), 100 + 400 + 140, "overrun, skipped, cut");
+        assert_eq!(800 - 160, 640, "the pts jump is what was lost");
     }
 
     #[test]

@@ -24,8 +24,8 @@ pub mod supervisor;
 pub use ingest::{FormatError, Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
 pub use quiesce::{Quiescence, SettleTimeout};
 pub use session::{
-    Duck, Input, PushOutcome, SessionClosed, SessionConfig, SessionEvent, SessionEventKind,
-    SessionMsg, SessionShared, MAX_WAITING,
+    Duck, Input, OwnOutput, PushOutcome, SessionClosed, SessionConfig, SessionEvent,
+    SessionEventKind, SessionMsg, SessionShared, MAX_WAITING,
 };
 pub use sink::{AudioSink, Recorder, RecorderLog, SinkError, WavSink};
 pub use supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};

@@ -1,13 +1,14 @@
 //! The event pump: drains the renderer's event and return rings off the
 //! audio thread, routes events to session actors, drops retired voices, and
-//! ticks sessions waiting for room.
+//! ticks sessions waiting for room, and wakes readers of output frames.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use rtrb::Consumer;
-use sotto_rt::{Event, SessionId, Telemetry, Voice};
+use sotto_rt::{Event, Output, SessionId, Telemetry, Voice};
+use tokio::sync::Notify;
 
 use crate::quiesce::{HandledGuard, Quiescence};
 use crate::restart::{contain, restarted};
@@ -44,6 +45,10 @@ pub struct PumpArgs {
     pub event_rx: Consumer<Event>,
     /// Retired voices.
     pub retired_rx: Consumer<Box<Voice>>,
+    /// Retired outputs.
+    pub retired_outputs_rx: Consumer<Box<Output>>,
+    /// Woken after every pump: output frames may be waiting.
+    pub rendered: Arc<Notify>,
     /// Slots in the renderer.
     pub max_sessions: usize,
     /// The engine-wide in-flight count.
@@ -60,6 +65,8 @@ pub struct EventPump;
 pub struct PumpState {
     event_rx: Consumer<Event>,
     retired_rx: Consumer<Box<Voice>>,
+    retired_outputs_rx: Consumer<Box<Output>>,
+    rendered: Arc<Notify>,
     routes: Vec<Option<Arc<SessionShared>>>,
     quiesce: Arc<Quiescence>,
     telemetry: Arc<Telemetry>,
@@ -88,6 +95,8 @@ impl Actor for EventPump {
         Ok(PumpState {
             event_rx: args.event_rx,
             retired_rx: args.retired_rx,
+            retired_outputs_rx: args.retired_outputs_rx,
+            rendered: args.rendered,
             routes: (0..args.max_sessions).map(|_| None).collect(),
             quiesce: args.quiesce,
             telemetry: args.telemetry,
@@ -145,8 +154,10 @@ impl PumpState {
             }
             let _ = shared.send(SessionMsg::Rendered(event));
         }
-        // Retired voices are freed here, never on the audio thread.
+        // Retired voices and outputs are freed here, never on the audio thread.
         while self.retired_rx.pop().is_ok() {}
+        while self.retired_outputs_rx.pop().is_ok() {}
+        self.rendered.notify_waiters();
         for shared in self.routes.iter().flatten() {
             if shared.wants_tick.load(Ordering::Relaxed) {
                 let _ = shared.send(SessionMsg::Tick);

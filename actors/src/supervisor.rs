@@ -8,13 +8,17 @@ use std::time::Duration;
 
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rtrb::Producer;
-use sotto_rt::{Command, Doorbells, RendererConfig, SessionId, Telemetry, Voice};
+use sotto_rt::{
+    frames_of, Command, Doorbells, Output, OutputConfig, OutputId, RendererConfig, SessionId,
+    Telemetry, Voice,
+};
 
+use crate::frames::Framer;
 use crate::ingest::{FormatError, Ingest};
 use crate::pump::{send_pump, PumpMsg};
 use crate::quiesce::Quiescence;
 use crate::session::{
-    voice_config, Session, SessionArgs, SessionConfig, SessionEvent, SessionEventKind,
+    voice_config, OwnOutput, Session, SessionArgs, SessionConfig, SessionEvent, SessionEventKind,
     SessionShared,
 };
 
@@ -127,6 +131,7 @@ impl Actor for EngineSupervisor {
                     if let Some(actor) = actor {
                         actor.stop(None);
                     }
+                    state.remove_output(&slot.shared);
                     if state
                         .args
                         .command_tx
@@ -212,8 +217,67 @@ impl SupervisorState {
             Arc::clone(&self.args.quiesce),
             Arc::clone(&self.args.telemetry),
         );
-        self.start(myself, &shared, 0).await?;
+        if let Some(own) = shared.config.output {
+            self.add_output(&shared, own)?;
+        }
+        if let Err(e) = self.start(myself, &shared, 0).await {
+            self.remove_output(&shared);
+            return Err(e);
+        }
         Ok(shared)
+    }
+
+    /// Builds the session's own output, sends it to the renderer and keeps
+    /// its reading end for the session's handle (SPEC C1). The output takes
+    /// the session's slot number, so a restarted voice finds it again.
+    fn add_output(
+        &mut self,
+        shared: &Arc<SessionShared>,
+        own: OwnOutput,
+    ) -> Result<(), CreateError> {
+        let r = &self.args.renderer;
+        let bound = frames_of(own.bound, r.sample_rate) as usize;
+        let (reader, output) = Output::new(&OutputConfig {
+            id: OutputId(shared.id.0),
+            channels: r.channels,
+            max_block_frames: r.max_block_frames,
+            // Twice the reader's bound: a slow reader drops its oldest
+            // before the audio thread ever finds the ring full.
+            ring_frames: 2 * bound + r.max_block_frames,
+            saturation: r.saturation,
+            into_main: own.also_main,
+        });
+        if self
+            .args
+            .command_tx
+            .push(Command::AddOutput(Box::new(output)))
+            .is_err()
+        {
+            return Err(CreateError::Renderer(
+                sotto_rt::RendererError::CommandRingFull,
+            ));
+        }
+        let framer = Framer::new(reader, own.frame, r.sample_rate, own.bound);
+        if let Ok(mut f) = shared.frames.lock() {
+            *f = Some(framer);
+        }
+        Ok(())
+    }
+
+    /// Takes the session's own output out of the renderer, if it has one.
+    fn remove_output(&mut self, shared: &SessionShared) {
+        if shared.config.output.is_some()
+            && self
+                .args
+                .command_tx
+                .push(Command::RemoveOutput(OutputId(shared.id.0)))
+                .is_err()
+        {
+            tracing::error!(
+                session = shared.id.0,
+                "renderer command ring full; output stays until the slot is reused"
+            );
+        }
     }
 
     /// Builds a voice, installs it and spawns its session actor.

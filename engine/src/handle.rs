@@ -9,7 +9,9 @@ use ractor::RpcReplyPort;
 use sotto_actors::session::{EventCallback, SessionMsg, SessionShared};
 use sotto_actors::{AudioSink, Duck, Input, PushOutcome, SessionEvent};
 use sotto_rt::SessionId;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use crate::frames::{FramesError, OutputFrames};
 
 /// A session's failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +36,10 @@ impl From<sotto_actors::SessionClosed> for SessionError {
 #[derive(Clone)]
 pub struct SessionHandle {
     shared: Arc<SessionShared>,
+    /// Woken after every pump of the renderer's events: frames may wait.
+    rendered: Arc<Notify>,
+    /// The engine runs on the offline clock: nothing renders by itself.
+    offline: bool,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -46,8 +52,40 @@ impl std::fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(shared: Arc<SessionShared>) -> Self {
-        Self { shared }
+    pub(crate) fn new(shared: Arc<SessionShared>, rendered: Arc<Notify>, offline: bool) -> Self {
+        Self {
+            shared,
+            rendered,
+            offline,
+        }
+    }
+
+    /// The session's own output as frames with their presentation times
+    /// (SPEC C1–C3), for a network sender or a recorder: what the user
+    /// hears, after fades, pause ramps, ducking, background and limiter.
+    /// The session needs [`SessionConfig::output`](crate::SessionConfig);
+    /// there is one reader per session.
+    ///
+    /// # Errors
+    /// [`FramesError::NoOutput`] without an own output,
+    /// [`FramesError::Taken`] when a reader already has it.
+    pub fn frames(&self) -> Result<OutputFrames, FramesError> {
+        if self.shared.config.output.is_none() {
+            return Err(FramesError::NoOutput);
+        }
+        let framer = self
+            .shared
+            .frames
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take())
+            .ok_or(FramesError::Taken)?;
+        Ok(OutputFrames::new(
+            framer,
+            Arc::clone(&self.rendered),
+            self.offline,
+            Arc::clone(&self.shared),
+        ))
     }
 
     pub(crate) fn shared(&self) -> &Arc<SessionShared> {

@@ -30,14 +30,17 @@
 mod avatar_handle;
 mod background;
 mod engine;
+mod frames;
 mod handle;
 mod player;
 
 pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;
 pub use engine::{Clock, Engine, EngineConfig, EngineError, SHUTDOWN_LIMIT};
+pub use frames::{FramesError, OutputFrames};
 pub use handle::{SessionError, SessionHandle};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};
+pub use sotto_actors::frames::{Frame, FrameLength};
 /// The agent side of the avatar link (SPEC A1–A7): what
 /// [`Engine::attach_avatar`] takes and reports. The avatar side itself
 /// (dispatcher, playout, tokens) is the `sotto-avatar` crate.
@@ -54,8 +57,9 @@ pub use sotto_actors::decode::DecodeError;
 pub use sotto_actors::device_manager::{DeviceEvent, DEVICE_EVENT_QUEUE};
 pub use sotto_actors::devices::{devices, DeviceError, DeviceInfo};
 pub use sotto_actors::{
-    AudioSink, Duck, InputFormat, PushOutcome, Recorder, RecorderLog, SampleFormat, SessionConfig,
-    SessionEvent, SessionEventKind, SinkError, WavSink, MAX_WAITING, SUPPORTED_RATES,
+    AudioSink, Duck, InputFormat, OwnOutput, PushOutcome, Recorder, RecorderLog, SampleFormat,
+    SessionConfig, SessionEvent, SessionEventKind, SinkError, WavSink, MAX_WAITING,
+    SUPPORTED_RATES,
 };
 pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};
 

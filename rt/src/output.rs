@@ -269,6 +269,36 @@ impl OutputReader {
         start.map(|s| (s, done))
     }
 
+    /// Skips every frame up to the next gap on the clock (or all that is
+    /// written, if no later block is there yet): after the ring overran,
+    /// what waits before the gap is older than anything worth playing.
+    /// Returns how many were skipped (counted in the telemetry).
+    pub fn skip_to_gap(&mut self) -> u64 {
+        let mut skipped = 0u64;
+        let mut end: Option<SampleTime> = None;
+        loop {
+            self.load();
+            let Some((block, taken)) = self.current else {
+                break;
+            };
+            let pts = block.pts.plus(taken as u64);
+            if end.is_some_and(|e| e != pts) {
+                break;
+            }
+            let n = block.frames - taken;
+            if let Ok(chunk) = self.samples_rx.read_chunk(n * self.channels) {
+                chunk.commit_all();
+            }
+            skipped += n as u64;
+            end = Some(pts.plus(n as u64));
+            self.current = None;
+        }
+        self.telemetry
+            .skipped_frames
+            .fetch_add(skipped, Ordering::Relaxed);
+        skipped
+    }
+
     /// Skips the oldest frames so that at most `keep` frames wait; returns
     /// how many were skipped (counted in the telemetry).
     pub fn keep_newest(&mut self, keep: usize) -> u64 {

@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use sotto_rt::{DuckConfig, Saturation, SessionId};
 
+use crate::frames::FrameLength;
+
 use crate::ingest::InputFormat;
 
 /// Background ducking under speech: the background drops by `depth_db`
@@ -79,6 +81,34 @@ pub struct SessionConfig {
     pub gain_ramp: Duration,
     /// How speech + background is kept inside full scale.
     pub saturation: Saturation,
+    /// An output of the session's own (SPEC C1), read as frames; `None`:
+    /// the session plays into the engine's main output only (the device,
+    /// the offline render).
+    pub output: Option<OwnOutput>,
+}
+
+/// A session's own output: what its frames look like and how far a slow
+/// reader may fall behind (SPEC C1–C3).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OwnOutput {
+    /// Frame length; 20 ms by default.
+    pub frame: FrameLength,
+    /// How much a reader may lag before its oldest frames are dropped
+    /// (counted); 200 ms by default.
+    pub bound: Duration,
+    /// Also play into the engine's main output (the device, the offline
+    /// render), so it stays the sum of every session; on by default.
+    pub also_main: bool,
+}
+
+impl Default for OwnOutput {
+    fn default() -> Self {
+        Self {
+            frame: FrameLength::default(),
+            bound: Duration::from_millis(200),
+            also_main: true,
+        }
+    }
 }
 
 impl Default for SessionConfig {
@@ -99,6 +129,7 @@ impl Default for SessionConfig {
             background_gain: 1.0,
             gain_ramp: Duration::from_millis(20),
             saturation: Saturation::Hard,
+            output: None,
         }
     }
 }
@@ -134,6 +165,15 @@ impl SessionConfig {
         }
         if self.gain_ramp > Duration::from_secs(10) {
             return Err("gain ramp must be at most 10 s".into());
+        }
+        if let Some(o) = &self.output {
+            if o.bound < o.frame.duration() || o.bound > Duration::from_secs(10) {
+                return Err(format!(
+                    "output bound {:?} must be within one frame ({:?}) and 10 s",
+                    o.bound,
+                    o.frame.duration()
+                ));
+            }
         }
         Ok(())
     }
@@ -175,6 +215,6 @@ pub fn voice_config(
         gain_ramp_frames: frames(c.gain_ramp).clamp(1, u64::from(u32::MAX)) as u32,
         saturation: c.saturation,
         doorbells: Some(doorbells.clone()),
-        output: None,
+        output: c.output.map(|_| sotto_rt::OutputId(session.0)),
     }
 }

@@ -46,6 +46,8 @@ pub struct SessionShared {
     closed: AtomicBool,
     /// Sinks of an actor that failed, waiting for its successor.
     pub(super) orphans: Mutex<Vec<Box<dyn AudioSink>>>,
+    /// The reading end of the session's own output, until a reader takes it.
+    pub frames: Mutex<Option<crate::frames::Framer>>,
     pub(super) has_orphans: AtomicBool,
 }
 
@@ -90,6 +92,7 @@ impl SessionShared {
             callback: Mutex::new(None),
             closed: AtomicBool::new(false),
             orphans: Mutex::new(Vec::new()),
+            frames: Mutex::new(None),
             has_orphans: AtomicBool::new(false),
         })
     }
@@ -118,6 +121,12 @@ impl SessionShared {
                 _ticket: ticket,
             })
             .map_err(|_| SessionClosed)
+    }
+
+    /// Whether the session was removed or the engine stopped.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Marks the session closed; later sends fail.

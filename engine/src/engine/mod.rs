@@ -17,7 +17,7 @@ use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
 use sotto_actors::supervisor::{EngineSupervisor, SupervisorArgs, SupervisorMsg};
 use sotto_actors::{Quiescence, SessionConfig};
 use sotto_rt::{Renderer, RendererConfig, SampleTime, Telemetry};
-use tokio::sync::{oneshot, Mutex};
+use tokio::sync::{oneshot, Mutex, Notify};
 
 use crate::background::BackgroundHandle;
 use crate::handle::SessionHandle;
@@ -48,6 +48,15 @@ enum Driver {
         ticker: tokio::task::JoinHandle<()>,
     },
     Stopped,
+}
+
+/// What `start` builds before the driver, handed to `assemble`.
+struct Parts {
+    supervisor: ActorRef<SupervisorMsg>,
+    pump: ActorRef<PumpMsg>,
+    quiesce: Arc<Quiescence>,
+    telemetry: Arc<Telemetry>,
+    rendered: Arc<Notify>,
 }
 
 /// What plays the renderer's output to a listener.
@@ -93,6 +102,8 @@ struct Inner {
     links: std::sync::Mutex<Vec<ActorRef<LinkMsg>>>,
     /// Set when shutdown begins: nothing new is started afterwards.
     stopped: AtomicBool,
+    /// Woken by the event pump after each pump: output frames may wait.
+    rendered: Arc<Notify>,
 }
 
 impl Engine {
@@ -117,12 +128,15 @@ impl Engine {
             .map_err(|e| EngineError::Config(e.to_string()))?;
         let quiesce = Quiescence::new();
         let telemetry = Arc::clone(&control.telemetry);
+        let rendered = Arc::new(Notify::new());
         let (pump, _) = Actor::spawn(
             None,
             EventPump,
             PumpArgs {
                 event_rx: control.event_rx,
                 retired_rx: control.retired_rx,
+                retired_outputs_rx: control.retired_outputs_rx,
+                rendered: Arc::clone(&rendered),
                 max_sessions: config.max_sessions,
                 quiesce: Arc::clone(&quiesce),
                 telemetry: Arc::clone(&telemetry),
@@ -179,7 +193,13 @@ impl Engine {
                         let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
                         return Ok(Self::assemble(
                             config,
-                            (supervisor, pump, quiesce, telemetry),
+                            Parts {
+                                supervisor,
+                                pump,
+                                quiesce,
+                                telemetry,
+                                rendered,
+                            },
                             Driver::Device {
                                 manager: manager.clone(),
                                 ticker,
@@ -241,7 +261,13 @@ impl Engine {
         };
         Ok(Self::assemble(
             config,
-            (supervisor, pump, quiesce, telemetry),
+            Parts {
+                supervisor,
+                pump,
+                quiesce,
+                telemetry,
+                rendered,
+            },
             driver,
             Outputs::Clock { fallback },
         ))
@@ -249,12 +275,13 @@ impl Engine {
 
     fn assemble(
         config: EngineConfig,
-        (supervisor, pump, quiesce, telemetry): (
-            ActorRef<SupervisorMsg>,
-            ActorRef<PumpMsg>,
-            Arc<Quiescence>,
-            Arc<Telemetry>,
-        ),
+        Parts {
+            supervisor,
+            pump,
+            quiesce,
+            telemetry,
+            rendered,
+        }: Parts,
         driver: Driver,
         outputs: Outputs,
     ) -> Engine {
@@ -276,6 +303,7 @@ impl Engine {
                 reverse,
                 links: std::sync::Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
+                rendered,
             }),
         }
     }
@@ -321,7 +349,12 @@ impl Engine {
             .cast(SupervisorMsg::Create(config, tx.into()))
             .map_err(|_| EngineError::Stopped)?;
         let shared = rx.await.map_err(|_| EngineError::Stopped)??;
-        Ok(SessionHandle::new(shared))
+        let offline = matches!(self.inner.config.clock, Clock::Offline);
+        Ok(SessionHandle::new(
+            shared,
+            Arc::clone(&self.inner.rendered),
+            offline,
+        ))
     }
 
     /// A background source for `session` (SPEC B1–B7), stopped until

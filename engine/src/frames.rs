@@ -1,0 +1,119 @@
+//! Reading a session's own output as frames (SPEC C1–C3, C5).
+
+use std::sync::Arc;
+
+use sotto_actors::frames::{Frame, Framer};
+use sotto_actors::session::SessionShared;
+use tokio::sync::Notify;
+
+/// Why no frame could be had.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FramesError {
+    /// The session plays into the engine's main output only: give it an
+    /// own output in its [`SessionConfig`](crate::SessionConfig).
+    #[error("the session has no output of its own")]
+    NoOutput,
+    /// Another reader has the session's frames.
+    #[error("the session's frames are already being read")]
+    Taken,
+    /// On the offline clock nothing renders by itself: render first
+    /// ([`Engine::render`](crate::Engine::render)). Waiting would never end.
+    #[error("no frame is rendered yet, and the offline clock only renders when asked")]
+    NotRendered,
+    /// The session was removed or the engine stopped, and every frame it
+    /// rendered has been read.
+    #[error("the session is closed")]
+    Closed,
+}
+
+/// A session's own output, read frame by frame: each frame with its pts on
+/// the engine's sample clock, one frame after the other. A reader that
+/// lags more than the output's bound loses its oldest frames (counted in
+/// [`OutputFrames::lost_frames`]) and sees the pts jump by exactly that;
+/// it never slows the audio thread or another output.
+///
+/// On the real-time clocks [`OutputFrames::next_frame`] waits for the next
+/// frame. On the offline clock it never waits: a frame not yet rendered is
+/// [`FramesError::NotRendered`] (C5), so a caller cannot hang by awaiting a
+/// frame nobody will render.
+#[derive(Debug)]
+pub struct OutputFrames {
+    framer: Framer,
+    rendered: Arc<Notify>,
+    offline: bool,
+    session: Arc<SessionShared>,
+}
+
+impl OutputFrames {
+    pub(crate) fn new(
+        framer: Framer,
+        rendered: Arc<Notify>,
+        offline: bool,
+        session: Arc<SessionShared>,
+    ) -> Self {
+        Self {
+            framer,
+            rendered,
+            offline,
+            session,
+        }
+    }
+
+    /// The next frame if one is rendered, without waiting.
+    pub fn try_next_frame(&mut self) -> Option<Frame> {
+        self.framer.next_frame()
+    }
+
+    /// The next frame, waiting for it on a real-time clock.
+    ///
+    /// # Errors
+    /// [`FramesError::NotRendered`] on the offline clock when the frame is
+    /// not rendered yet; [`FramesError::Closed`] once the session is gone
+    /// and its frames are read.
+    pub async fn next_frame(&mut self) -> Result<Frame, FramesError> {
+        loop {
+            // Registered before looking, so a pump between the look and
+            // the wait still wakes it.
+            let woken = self.rendered.notified();
+            if let Some(frame) = self.framer.next_frame() {
+                return Ok(frame);
+            }
+            if self.session.is_closed() {
+                return Err(FramesError::Closed);
+            }
+            if self.offline {
+                return Err(FramesError::NotRendered);
+            }
+            woken.await;
+        }
+    }
+
+    /// Frames (samples per channel) in each frame.
+    #[must_use]
+    pub fn frame_frames(&self) -> usize {
+        self.framer.frame_frames()
+    }
+
+    /// Frames lost because this reader lagged (SPEC C3, C6).
+    #[must_use]
+    pub fn lost_frames(&self) -> u64 {
+        self.framer.lost_frames()
+    }
+
+    /// Frames rendered into the output so far (SPEC C6).
+    #[must_use]
+    pub fn rendered_frames(&self) -> u64 {
+        self.framer.rendered_frames()
+    }
+
+    /// The peak level of the output's last block, after its limiter (C6).
+    #[must_use]
+    pub fn peak(&self) -> f32 {
+        self.framer
+            .reader()
+            .telemetry
+            .peak
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,256 @@
+//! Calls (SPEC C1–C3, C5, C6): sessions with outputs of their own, read as
+//! frames with pts, through the engine handle — on the offline clock, and
+//! on the virtual clock with every reader its own task, under the
+//! allocation audit.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+// Session methods send at once; dropping the returned future only skips its outcome.
+#![allow(clippy::let_underscore_future)]
+
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use assert_no_alloc::AllocDisabler;
+use sotto::{
+    Clock, Duck, Engine, EngineConfig, Frame, FramesError, OutputFrames, OwnOutput, SessionConfig,
+    SessionHandle,
+};
+use sotto_integration::tone_s16;
+
+#[global_allocator]
+static ALLOCATOR: AllocDisabler = AllocDisabler;
+
+const RATE: usize = 24_000;
+
+fn call(name: &str) -> SessionConfig {
+    SessionConfig {
+        name: name.into(),
+        output: Some(OwnOutput::default()),
+        duck: Some(Duck::default()),
+        ..SessionConfig::default()
+    }
+}
+
+async fn engine(clock: Clock) -> Engine {
+    Engine::start(EngineConfig {
+        channels: 1,
+        clock,
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+/// Every frame waiting, their pts checked to follow each other.
+fn drain(frames: &mut OutputFrames, next_pts: &mut u64, out: &mut Vec<f32>) {
+    while let Some(Frame { pts, samples, .. }) = frames.try_next_frame() {
+        assert_eq!(pts.0, *next_pts, "frames follow each other");
+        *next_pts += (samples.len()) as u64;
+        out.extend(samples);
+    }
+}
+
+/// A turn of speech over a bed, with a false interruption (pause, resume).
+fn speak(s: &SessionHandle, freq: f32) {
+    s.mark_synthesis_start().unwrap();
+    let _ = s.push_background(tone_s16(RATE * 2, 70.0, RATE as u32, 6_000.0));
+    let _ = s.push(tone_s16(RATE, freq, RATE as u32, 20_000.0));
+    s.mark_synthesis_complete().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_own_output_holds_exactly_what_the_mix_held_for_one_session() {
+    let engine = engine(Clock::Offline).await;
+    let s = engine.create_session(call("alone")).await.unwrap();
+    let mut frames = s.frames().unwrap();
+    assert_eq!(s.frames().unwrap_err(), FramesError::Taken);
+    assert_eq!(
+        frames.next_frame().await.unwrap_err(),
+        FramesError::NotRendered,
+        "the offline clock never waits for a frame nobody renders"
+    );
+    speak(&s, 330.0);
+    let mut mixed = Vec::new();
+    let mut own = Vec::new();
+    let mut next_pts = 0;
+    for step in 0..60 {
+        match step {
+            10 => s.pause().unwrap(),
+            14 => s.resume().unwrap(),
+            30 => s.interrupt().unwrap(),
+            _ => {}
+        }
+        mixed.extend(engine.render(RATE as u64 / 20).await.unwrap());
+        drain(&mut frames, &mut next_pts, &mut own);
+    }
+    assert_eq!(own.len(), mixed.len());
+    assert!(
+        own == mixed,
+        "fade, pause, duck, background and limiter, sample for sample"
+    );
+    assert_eq!(frames.lost_frames(), 0);
+    assert_eq!(frames.rendered_frames(), mixed.len() as u64);
+    engine.shutdown().await;
+}
+
+/// Two calls in one engine; the first interrupted mid-answer. Returns both
+/// calls' frames (the first's empty when it is not there).
+async fn two_calls(clock: Clock, with_first: bool) -> (Vec<f32>, Vec<f32>) {
+    let realtime = !matches!(clock, Clock::Offline);
+    let engine = engine(clock).await;
+    let first = if with_first {
+        Some(engine.create_session(call("first")).await.unwrap())
+    } else {
+        None
+    };
+    let second = engine.create_session(call("second")).await.unwrap();
+    let mut first_frames = first.as_ref().map(|s| s.frames().unwrap());
+    let mut second_frames = second.frames().unwrap();
+    if let Some(s) = &first {
+        speak(s, 440.0);
+    }
+    speak(&second, 220.0);
+    let total = 3 * RATE;
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    let (mut pa, mut pb) = (0, 0);
+    if realtime {
+        engine.settle().await.unwrap();
+        engine.run_clock().await.unwrap();
+        // Each reader its own task, as a network sender would be.
+        let reader = |mut frames: OutputFrames| {
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                let mut next = 0;
+                while out.len() < total {
+                    let f = frames.next_frame().await.unwrap();
+                    assert_eq!(f.pts.0, next, "no frame lost, none repeated");
+                    next += f.samples.len() as u64;
+                    out.extend(f.samples);
+                }
+                (out, frames.lost_frames())
+            })
+        };
+        let ta = first_frames.take().map(reader);
+        let tb = reader(second_frames);
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if let Some(s) = &first {
+            s.interrupt().unwrap();
+        }
+        if let Some(t) = ta {
+            let (out, lost) = t.await.unwrap();
+            assert_eq!(lost, 0);
+            a = out;
+        }
+        let (out, lost) = tb.await.unwrap();
+        assert_eq!(lost, 0);
+        b = out;
+        assert_eq!(
+            engine.telemetry().alloc_violations.load(Ordering::Relaxed),
+            0,
+            "the audio thread allocated"
+        );
+    } else {
+        while b.len() < total {
+            if b.len() == RATE / 2 {
+                if let Some(s) = &first {
+                    s.interrupt().unwrap();
+                }
+            }
+            engine.render(RATE as u64 / 50).await.unwrap();
+            if let Some(f) = first_frames.as_mut() {
+                drain(f, &mut pa, &mut a);
+            }
+            drain(&mut second_frames, &mut pb, &mut b);
+        }
+    }
+    engine.shutdown().await;
+    a.truncate(total);
+    b.truncate(total);
+    (a, b)
+}
+
+/// The first call's answer fades out and goes quiet (its bed plays on,
+/// ducked no more); the second call never hears a thing of it.
+fn check_two_calls(first: &[f32], second: &[f32], alone: &[f32]) {
+    assert!(
+        second == alone,
+        "the second call is bit-identical without the first"
+    );
+    let loudest =
+        |from: usize, to: usize| first[from..to].iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let half = RATE / 2;
+    assert!(
+        loudest(half - 2_400, half) > 0.5,
+        "the first call was speaking"
+    );
+    // 0.4 s of fade, then only the bed (amplitude 6000/32768 ≈ 0.18).
+    assert!(
+        loudest(2 * RATE, 3 * RATE) < 0.2,
+        "the first call's answer is gone: {}",
+        loudest(2 * RATE, 3 * RATE)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_interrupted_leaves_the_other_bit_identical_offline() {
+    let (first, second) = two_calls(Clock::Offline, true).await;
+    let (_, alone) = two_calls(Clock::Offline, false).await;
+    check_two_calls(&first, &second, &alone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_call_interrupted_leaves_the_other_bit_identical_in_real_time() {
+    let live = || Clock::Virtual {
+        capture: None,
+        deferred: true,
+    };
+    let (first, second) = two_calls(live(), true).await;
+    // The second call's pushes all land before its clock starts, so the
+    // real-time run must equal the offline one, sample for sample.
+    let (_, alone) = two_calls(Clock::Offline, false).await;
+    check_two_calls(&first, &second, &alone);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_does() {
+    let engine = engine(Clock::Virtual {
+        capture: None,
+        deferred: false,
+    })
+    .await;
+    let slow = engine.create_session(call("slow")).await.unwrap();
+    let steady = engine.create_session(call("steady")).await.unwrap();
+    let mut slow_frames = slow.frames().unwrap();
+    let steady_frames = steady.frames().unwrap();
+    let steady_task = tokio::spawn(async move {
+        let mut frames = steady_frames;
+        let first = frames.next_frame().await.unwrap().pts.0;
+        let mut next = first + 480;
+        for _ in 0..150 {
+            let f = frames.next_frame().await.unwrap();
+            assert_eq!(f.pts.0, next, "the steady reader loses nothing");
+            next += 480;
+        }
+        frames.lost_frames()
+    });
+    let first = slow_frames.next_frame().await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = slow_frames.next_frame().await.unwrap();
+    let lost = slow_frames.lost_frames();
+    assert!(
+        lost >= RATE as u64,
+        "about 1.8 s of frames were lost, {lost} counted"
+    );
+    assert_eq!(
+        after.pts.0,
+        first.pts.0 + 480 + lost,
+        "the pts jumps by exactly what was lost"
+    );
+    assert_eq!(steady_task.await.unwrap(), 0);
+    assert_eq!(
+        engine.telemetry().alloc_violations.load(Ordering::Relaxed),
+        0,
+        "the audio thread allocated"
+    );
+    engine.shutdown().await;
+}
