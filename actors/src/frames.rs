@@ -179,6 +179,40 @@ impl Framer {
         }
     }
 
+    /// What is left once the output has ended: the frames of a last,
+    /// incomplete frame (all that is written), as a shorter frame.
+    pub fn take_partial(&mut self) -> Option<Frame> {
+        while self.next_frame().is_some() {}
+        let ch = self.reader.channels();
+        if self.reader.available_frames() > 0 {
+            let next = self.reader.next_pts();
+            let have = self.partial.len() / ch;
+            let contiguous = match (self.partial_pts, next) {
+                (Some(start), Some(n)) => start.plus(have as u64) == n,
+                _ => true,
+            };
+            if contiguous {
+                if self.partial_pts.is_none() {
+                    self.partial_pts = next;
+                }
+                let start = self.partial.len();
+                self.partial
+                    .resize(start + self.reader.available_frames() * ch, 0.0);
+                let got = self
+                    .reader
+                    .read(&mut self.partial[start..])
+                    .map_or(0, |(_, n)| n);
+                self.partial.truncate(start + got * ch);
+            }
+        }
+        let pts = self.partial_pts.take()?;
+        Some(Frame {
+            pts,
+            channels: ch,
+            samples: std::mem::take(&mut self.partial),
+        })
+    }
+
     /// Frames rendered into the output so far.
     #[must_use]
     pub fn rendered_frames(&self) -> u64 {
@@ -275,6 +309,11 @@ mod tests {
         );
         assert_eq!(f.lost_frames(), 0);
         assert_eq!(f.rendered_frames(), 800);
+        assert!(f.take_partial().is_none(), "nothing past 800");
+        render(&mut r, 130);
+        let rest = f.take_partial().unwrap();
+        assert_eq!((rest.pts.0, rest.frames()), (800, 130), "the short end");
+        assert_eq!(rest.samples[129], 929.0 / 1e5);
     }
 
     #[test]

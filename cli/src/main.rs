@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sotto_cli::scenario::{write_wav, RenderClock, Scenario};
+use sotto_cli::scenario::{write_samples, write_wav, RenderClock, RenderOptions, Scenario};
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +39,10 @@ enum Command {
         /// WAV sample format.
         #[arg(long, value_enum, default_value_t = FormatArg::S16)]
         format: FormatArg,
+        /// Also write each session's own output (what that session's user
+        /// hears, alone) to DIR/<session>.wav.
+        #[arg(long, value_name = "DIR")]
+        sessions_dir: Option<PathBuf>,
     },
     /// List the audio devices: index, name, channels, rates, defaults.
     Devices,
@@ -172,7 +176,18 @@ fn main() -> ExitCode {
             plot,
             clock,
             format,
-        } => runtime.block_on(render(scenario, out, events, plot, clock, format)),
+            sessions_dir,
+        } => runtime.block_on(render(
+            scenario,
+            RenderFiles {
+                out,
+                events,
+                plot,
+                sessions_dir,
+            },
+            clock,
+            format,
+        )),
         Command::Devices => devices(),
         Command::Soak {
             sessions,
@@ -472,14 +487,37 @@ async fn play(scenario: PathBuf, device: Option<String>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn render(
-    scenario: PathBuf,
+/// Where `sotto render` writes.
+struct RenderFiles {
     out: PathBuf,
     events: Option<PathBuf>,
     plot: Option<PathBuf>,
+    sessions_dir: Option<PathBuf>,
+}
+
+/// Whether a session's name can name its file: letters, digits, `-`, `_`
+/// and `.`, not starting with a dot, so it never leaves the folder.
+fn file_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+async fn render(
+    scenario: PathBuf,
+    files: RenderFiles,
     clock: ClockArg,
     format: FormatArg,
 ) -> ExitCode {
+    let RenderFiles {
+        out,
+        events,
+        plot,
+        sessions_dir,
+    } = files;
     let prepared = match Scenario::load(&scenario) {
         Ok(p) => p,
         Err(e) => {
@@ -487,12 +525,30 @@ async fn render(
             return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
         }
     };
+    if sessions_dir.is_some() {
+        if let Some(bad) = prepared
+            .scenario()
+            .sessions
+            .iter()
+            .find(|s| !file_name_ok(&s.name))
+        {
+            eprintln!(
+                "sotto: {}: session \"{}\" cannot name a file in --sessions-dir (use letters, digits, '-', '_', '.')",
+                prepared.path(),
+                bad.name
+            );
+            return ExitCode::from(2);
+        }
+    }
     let clock = match clock {
         ClockArg::Offline => RenderClock::Offline,
         ClockArg::Virtual => RenderClock::Virtual,
     };
     let started = std::time::Instant::now();
-    let rendered = match prepared.render(clock).await {
+    let options = RenderOptions {
+        sessions: sessions_dir.is_some(),
+    };
+    let rendered = match prepared.render_with(clock, options).await {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sotto: {e}");
@@ -500,9 +556,30 @@ async fn render(
         }
     };
     let elapsed = started.elapsed();
-    if let Err(e) = write_wav(&out, &rendered, matches!(format, FormatArg::F32)) {
+    let float = matches!(format, FormatArg::F32);
+    if let Err(e) = write_wav(&out, &rendered, float) {
         eprintln!("sotto: cannot write {}: {e}", out.display());
         return ExitCode::from(1);
+    }
+    if let Some(dir) = &sessions_dir {
+        if let Err(e) = std::fs::create_dir_all(dir) {
+            eprintln!("sotto: cannot create {}: {e}", dir.display());
+            return ExitCode::from(1);
+        }
+        for (name, samples) in &rendered.sessions {
+            let path = dir.join(format!("{name}.wav"));
+            let written = write_samples(
+                &path,
+                samples,
+                rendered.sample_rate,
+                rendered.channels,
+                float,
+            );
+            if let Err(e) = written {
+                eprintln!("sotto: cannot write {}: {e}", path.display());
+                return ExitCode::from(1);
+            }
+        }
     }
     if let Some(path) = &events {
         let write = || -> std::io::Result<()> {

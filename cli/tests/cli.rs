@@ -157,3 +157,106 @@ fn echo_cancel_reports_its_erle() {
     assert_eq!(missing.status.code(), Some(2));
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn samples(path: &std::path::Path) -> Vec<i16> {
+    hound::WavReader::open(path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .collect()
+}
+
+/// `--sessions-dir`: each session's own output beside the main mix; the
+/// main mix is the same bytes with or without it, and a single session's
+/// own output is the main mix itself.
+#[test]
+fn sessions_dir_writes_each_sessions_own_output() {
+    let dir = std::env::temp_dir().join(format!("sotto-cli-calls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/barge-in.toml");
+    let render = |out: &str, sessions: Option<&str>| {
+        let mut cmd = sotto();
+        cmd.args(["render", example, "--out"]).arg(dir.join(out));
+        if let Some(s) = sessions {
+            cmd.arg("--sessions-dir").arg(dir.join(s));
+        }
+        assert!(cmd.status().unwrap().success());
+    };
+    render("plain.wav", None);
+    render("with.wav", Some("calls"));
+    assert_eq!(
+        std::fs::read(dir.join("plain.wav")).unwrap(),
+        std::fs::read(dir.join("with.wav")).unwrap(),
+        "the main mix is the same bytes"
+    );
+    assert_eq!(
+        samples(&dir.join("calls/agent.wav")),
+        samples(&dir.join("plain.wav")),
+        "one session: its own output is the whole mix"
+    );
+
+    // Two sessions: each file holds its own; together they make the mix.
+    let two = dir.join("two.toml");
+    std::fs::write(
+        &two,
+        "sample_rate = 16000\nduration = \"1s\"\n\
+         [[session]]\nname = \"a\"\n[[session]]\nname = \"b\"\n\
+         [[at]]\nt = \"0s\"\nsession = \"a\"\nop = \"push_tone\"\nseconds = 0.5\nfreq = 300\nchunk_bytes = 333\n\
+         [[at]]\nt = \"0.25s\"\nsession = \"b\"\nop = \"push_tone\"\nseconds = 0.5\nfreq = 500\n\
+         [[at]]\nt = \"0.4s\"\nsession = \"a\"\nop = \"interrupt\"\n",
+    )
+    .unwrap();
+    let status = sotto()
+        .args(["render", "--out"])
+        .arg(dir.join("two.wav"))
+        .arg(&two)
+        .arg("--sessions-dir")
+        .arg(dir.join("two"))
+        .arg("--format")
+        .arg("f32")
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let read_f32 = |p: &std::path::Path| -> Vec<f32> {
+        hound::WavReader::open(p)
+            .unwrap()
+            .into_samples::<f32>()
+            .map(Result::unwrap)
+            .collect()
+    };
+    let (mix, a, b) = (
+        read_f32(&dir.join("two.wav")),
+        read_f32(&dir.join("two/a.wav")),
+        read_f32(&dir.join("two/b.wav")),
+    );
+    assert_eq!((mix.len(), a.len(), b.len()), (16_000, 16_000, 16_000));
+    assert!(a[..4_000].iter().any(|&v| v != 0.0) && b[..4_000].iter().all(|&v| v == 0.0));
+    assert!(
+        a[12_000..].iter().all(|&v| v == 0.0),
+        "a faded out by 0.8 s"
+    );
+    assert!(b[4_000..12_000].iter().any(|&v| v != 0.0));
+    for k in 0..mix.len() {
+        assert!((mix[k] - (a[k] + b[k])).abs() < 1e-6, "sample {k}");
+    }
+
+    // A session name that is not a file name is refused before anything renders.
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "sample_rate = 16000\nduration = \"0.1s\"\n[[session]]\nname = \"../up\"\n",
+    )
+    .unwrap();
+    let out = sotto()
+        .args(["render", "--out"])
+        .arg(dir.join("bad.wav"))
+        .arg(&bad)
+        .arg("--sessions-dir")
+        .arg(dir.join("bad"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot name a file"));
+    assert!(!dir.join("up.wav").exists());
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -89,6 +89,18 @@ impl OutputFrames {
         }
     }
 
+    /// Every whole frame waiting, then what is left of the last one as a
+    /// shorter frame: for a reader that is done (the output has ended or
+    /// the render is over) and wants every sample.
+    pub fn take_rest(&mut self) -> Vec<Frame> {
+        let mut rest = Vec::new();
+        while let Some(f) = self.framer.next_frame() {
+            rest.push(f);
+        }
+        rest.extend(self.framer.take_partial());
+        rest
+    }
+
     /// Frames (samples per channel) in each frame.
     #[must_use]
     pub fn frame_frames(&self) -> usize {

@@ -1,8 +1,6 @@
 //! What a render leaves: the samples, and the event log with exact
 //! sample times (JSON lines).
 
-use std::path::PathBuf;
-
 use serde_json::{json, Map, Value};
 use sotto::SessionEventKind;
 
@@ -54,6 +52,9 @@ pub struct Rendered {
     pub late_blocks: u64,
     /// Why a requested device was not used (the virtual clock ran instead).
     pub device_fallback: Option<String>,
+    /// Each session's own output, by session name, when asked for
+    /// ([`RenderOptions::sessions`](super::RenderOptions)).
+    pub sessions: Vec<(String, Vec<f32>)>,
 }
 
 /// The event-log name and fields of a session event.
@@ -156,10 +157,24 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
 ///
 /// # Errors
 /// Any I/O or encoding error.
-pub fn write_wav(path: &PathBuf, r: &Rendered, float: bool) -> Result<(), hound::Error> {
+pub fn write_wav(path: &std::path::Path, r: &Rendered, float: bool) -> Result<(), hound::Error> {
+    write_samples(path, &r.samples, r.sample_rate, r.channels, float)
+}
+
+/// Writes interleaved `samples` as a WAV file, s16 or f32.
+///
+/// # Errors
+/// Any I/O or encoding error.
+pub fn write_samples(
+    path: &std::path::Path,
+    samples: &[f32],
+    sample_rate: u32,
+    channels: usize,
+    float: bool,
+) -> Result<(), hound::Error> {
     let spec = hound::WavSpec {
-        channels: r.channels as u16,
-        sample_rate: r.sample_rate,
+        channels: channels as u16,
+        sample_rate,
         bits_per_sample: if float { 32 } else { 16 },
         sample_format: if float {
             hound::SampleFormat::Float
@@ -168,7 +183,7 @@ pub fn write_wav(path: &PathBuf, r: &Rendered, float: bool) -> Result<(), hound:
         },
     };
     let mut w = hound::WavWriter::create(path, spec)?;
-    for &s in &r.samples {
+    for &s in samples {
         if float {
             w.write_sample(s)?;
         } else {

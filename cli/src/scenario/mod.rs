@@ -17,9 +17,9 @@ use serde::Deserialize;
 use sotto::{BackgroundConfig, EngineError, SessionConfig};
 
 use audio::{background_config, load_wav, session_config};
-pub use log::{describe, write_wav, LogEvent, Rendered};
+pub use log::{describe, write_samples, write_wav, LogEvent, Rendered};
 pub use op::{parse_duration, Op, Secs, Tone};
-pub use run::RenderClock;
+pub use run::{RenderClock, RenderOptions};
 
 /// Why a scenario cannot be rendered.
 #[derive(Debug, thiserror::Error)]

@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde_json::{json, Map};
 use sotto::avatar::LinkConfig;
 use sotto::{
-    BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, SessionConfig,
-    SessionHandle,
+    BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, OutputFrames,
+    OwnOutput, SessionConfig, SessionHandle,
 };
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
@@ -60,6 +60,18 @@ impl Prepared {
     /// # Errors
     /// [`ScenarioError::Engine`] if the engine fails.
     pub async fn render(&self, clock: RenderClock) -> Result<Rendered, ScenarioError> {
+        self.render_with(clock, RenderOptions::default()).await
+    }
+
+    /// Renders the scenario through a fresh engine, with `options`.
+    ///
+    /// # Errors
+    /// [`ScenarioError::Engine`] if the engine fails.
+    pub async fn render_with(
+        &self,
+        clock: RenderClock,
+        options: RenderOptions,
+    ) -> Result<Rendered, ScenarioError> {
         let sc = &self.scenario;
         let rate = sc.sample_rate;
         let total = (sc.duration.0 * f64::from(rate)).round() as u64;
@@ -92,11 +104,33 @@ impl Prepared {
             avatar_server: None,
             avatars: HashMap::new(),
         };
+        let mut calls = Vec::new();
         for c in &self.sessions {
-            let h = engine.create_session(c.clone()).await?;
+            let mut c = c.clone();
+            if options.sessions {
+                // Its own output as well as the main mix; a generous bound,
+                // since the offline render is read between chunks.
+                c.output = Some(OwnOutput {
+                    bound: OWN_OUTPUT_BOUND,
+                    ..OwnOutput::default()
+                });
+            }
+            let h = engine.create_session(c).await?;
+            if options.sessions {
+                let frames = h
+                    .frames()
+                    .map_err(|e| ScenarioError::Engine(EngineError::Config(e.to_string())))?;
+                calls.push(Call::new(frames, total as usize, sc.channels));
+            }
             run.streams.push(h.events());
             run.handles.push(h);
         }
+        let realtime = !matches!(clock, RenderClock::Offline);
+        let collectors: Vec<_> = if realtime {
+            calls.drain(..).map(Call::collect).collect()
+        } else {
+            Vec::new()
+        };
         let block = sc.block as u64;
         let mut samples = Vec::with_capacity(total as usize * sc.channels);
         let started = std::time::Instant::now();
@@ -112,10 +146,7 @@ impl Prepared {
             let boundary = frame.div_ceil(block) * block;
             match clock {
                 RenderClock::Offline => {
-                    let now = engine.clock().0;
-                    if boundary > now {
-                        engine.render_into(boundary - now, &mut samples).await?;
-                    }
+                    render_offline(&engine, boundary, block, &mut samples, &mut calls).await?;
                 }
                 RenderClock::Virtual | RenderClock::Device(_) => {
                     if boundary > 0 && !clock_running {
@@ -134,9 +165,9 @@ impl Prepared {
         let late_blocks;
         match clock {
             RenderClock::Offline => {
-                let now = engine.clock().0;
-                if total > now {
-                    engine.render_into(total - now, &mut samples).await?;
+                render_offline(&engine, total, block, &mut samples, &mut calls).await?;
+                for call in &mut calls {
+                    call.drain_rest();
                 }
                 samples.truncate(total as usize * sc.channels);
                 late_blocks = 0;
@@ -154,6 +185,9 @@ impl Prepared {
                     _ => Vec::new(),
                 };
                 samples.truncate(total as usize * sc.channels);
+                for collector in collectors {
+                    calls.push(collector.finish().await);
+                }
                 late_blocks = engine
                     .telemetry()
                     .late_blocks
@@ -164,6 +198,11 @@ impl Prepared {
         let mut events = run.finish().await;
         events.sort_by_key(|e| (e.sample, e.order));
         engine.shutdown().await;
+        let sessions = calls
+            .into_iter()
+            .zip(&self.sessions)
+            .map(|(call, c)| (c.name.clone(), call.samples))
+            .collect();
         Ok(Rendered {
             samples,
             sample_rate: rate,
@@ -171,7 +210,130 @@ impl Prepared {
             events,
             late_blocks,
             device_fallback: engine.device_fallback().map(str::to_owned),
+            sessions,
         })
+    }
+}
+
+/// What a render gives besides the main mix.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RenderOptions {
+    /// Each session's own output too (SPEC C1), in
+    /// [`Rendered::sessions`]: exactly what that session's user would hear.
+    pub sessions: bool,
+}
+
+/// How far a session's own output may run ahead of its reader here: the
+/// offline render reads between chunks of at most half of it.
+const OWN_OUTPUT_BOUND: Duration = Duration::from_secs(2);
+
+/// Renders offline up to `until`, in chunks short enough that no session's
+/// own output outruns its bound, reading those outputs after each chunk.
+async fn render_offline(
+    engine: &Engine,
+    until: u64,
+    block: u64,
+    samples: &mut Vec<f32>,
+    calls: &mut [Call],
+) -> Result<(), ScenarioError> {
+    let rate = engine.config().sample_rate;
+    let chunk = if calls.is_empty() {
+        u64::MAX
+    } else {
+        (sotto_rt::frames_of(OWN_OUTPUT_BOUND, rate) / 2 / block).max(1) * block
+    };
+    loop {
+        let now = engine.clock().0;
+        if now >= until {
+            return Ok(());
+        }
+        engine
+            .render_into((until - now).min(chunk), samples)
+            .await?;
+        for call in calls.iter_mut() {
+            call.drain();
+        }
+    }
+}
+
+/// One session's own output as the render reads it: frames placed at
+/// their pts.
+struct Call {
+    frames: Option<OutputFrames>,
+    samples: Vec<f32>,
+    channels: usize,
+}
+
+/// A session's own output read by a task of its own, on a real-time clock.
+struct Collector {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Call>,
+}
+
+impl Call {
+    fn new(frames: OutputFrames, total: usize, channels: usize) -> Self {
+        Self {
+            frames: Some(frames),
+            samples: vec![0.0; total * channels],
+            channels,
+        }
+    }
+
+    fn place(&mut self, frame: &sotto::Frame) {
+        let at = frame.pts.0 as usize * self.channels;
+        if at < self.samples.len() {
+            let n = frame.samples.len().min(self.samples.len() - at);
+            self.samples[at..at + n].copy_from_slice(&frame.samples[..n]);
+        }
+    }
+
+    fn drain(&mut self) {
+        while let Some(frame) = self.frames.as_mut().and_then(OutputFrames::try_next_frame) {
+            self.place(&frame);
+        }
+    }
+
+    fn drain_rest(&mut self) {
+        let rest = self.frames.as_mut().map(OutputFrames::take_rest);
+        for frame in rest.into_iter().flatten() {
+            self.place(&frame);
+        }
+    }
+
+    fn collect(mut self) -> Collector {
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            let Some(mut frames) = self.frames.take() else {
+                return self;
+            };
+            loop {
+                tokio::select! {
+                    frame = frames.next_frame() => match frame {
+                        Ok(frame) => self.place(&frame),
+                        Err(_) => break,
+                    },
+                    _ = &mut stopped => break,
+                }
+            }
+            self.frames = Some(frames);
+            self.drain_rest();
+            self
+        });
+        Collector { stop, task }
+    }
+}
+
+impl Collector {
+    async fn finish(self) -> Call {
+        let _ = self.stop.send(());
+        match self.task.await {
+            Ok(call) => call,
+            Err(_) => Call {
+                frames: None,
+                samples: Vec::new(),
+                channels: 1,
+            },
+        }
     }
 }
 
