@@ -87,8 +87,12 @@ enum Command {
     /// render times, interrupt-to-fade latency, CPU and memory.
     Soak {
         /// Concurrent sessions.
-        #[arg(long, default_value_t = 100)]
+        #[arg(long, default_value_t = 100, conflicts_with = "calls")]
         sessions: usize,
+        /// Concurrent calls: sessions with outputs of their own, each read
+        /// frame by frame by a task of its own.
+        #[arg(long)]
+        calls: Option<usize>,
         /// Length of the run in seconds.
         #[arg(long, default_value_t = 60.0)]
         seconds: f64,
@@ -191,6 +195,7 @@ fn main() -> ExitCode {
         Command::Devices => devices(),
         Command::Soak {
             sessions,
+            calls,
             seconds,
             background,
             interrupt_every,
@@ -198,7 +203,8 @@ fn main() -> ExitCode {
             report,
         } => runtime.block_on(soak(
             sotto_cli::soak::SoakConfig {
-                sessions,
+                sessions: calls.unwrap_or(sessions),
+                calls: calls.is_some(),
                 seconds,
                 background,
                 interrupt_every,
@@ -345,13 +351,15 @@ fn devices() -> ExitCode {
 async fn soak(config: sotto_cli::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
     let result = sotto_cli::soak::run(&config, |t, r| {
         eprint!(
-            "\r{t:6.1}/{:.0} s  {} sessions  {} turns  late {} ({} while the host stole)  underruns {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
+            "\r{t:6.1}/{:.0} s  {} {}  {} turns  late {} ({} while the host stole)  underruns {}  lost frames {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
             config.seconds,
             r.sessions,
+            if config.calls { "calls" } else { "sessions" },
             r.turns,
             r.late_blocks,
             r.late_blocks_while_stolen,
             r.underruns,
+            r.frames_lost,
             r.block_render_us.p99,
             r.cpu_percent,
             r.rss_final_kib / 1024

@@ -3,7 +3,9 @@
 //! background beds, random interrupts, pause/resume and snapshots, on the
 //! virtual clock in real time (or offline), ending in a report of what
 //! held: late blocks, underruns, dropped input, block render times,
-//! interrupt-to-fade latency, CPU and memory.
+//! interrupt-to-fade latency, CPU and memory. With calls, every session
+//! has an output of its own read frame by frame by a task of its own, and
+//! the report adds the frames read, lost and the pts gaps seen.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -12,7 +14,8 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use sotto::{
-    Clock, Engine, EngineConfig, EngineError, SessionConfig, SessionEventKind, SessionHandle,
+    Clock, Engine, EngineConfig, EngineError, Frame, OutputFrames, OwnOutput, SessionConfig,
+    SessionEventKind, SessionHandle,
 };
 
 /// Output rate of a soak.
@@ -44,6 +47,9 @@ pub struct SoakConfig {
     pub clock: SoakClock,
     /// Seed of the sessions' random choices.
     pub seed: u64,
+    /// Every session is a call (SPEC C1–C3): an output of its own, read
+    /// frame by frame by a task of its own as a network sender would.
+    pub calls: bool,
 }
 
 /// Percentiles of a distribution.
@@ -101,6 +107,12 @@ pub struct SoakReport {
     /// Of `late_blocks`, those in a second in which the host took more
     /// than 5% of a CPU.
     pub late_blocks_while_stolen: u64,
+    /// With calls: 20 ms frames the calls' readers took.
+    pub frames_read: u64,
+    /// With calls: frames lost to a reader that fell behind its bound.
+    pub frames_lost: u64,
+    /// With calls: times a frame's pts did not follow the previous one's.
+    pub pts_gaps: u64,
 }
 
 /// A small deterministic generator for the sessions' choices.
@@ -126,6 +138,9 @@ struct Shared {
     turns: AtomicU64,
     dropped_input: AtomicU64,
     latencies: Mutex<Vec<u64>>,
+    frames_read: AtomicU64,
+    frames_lost: AtomicU64,
+    pts_gaps: AtomicU64,
 }
 
 /// Runs a soak; `progress` is called about once a second with the seconds
@@ -164,15 +179,36 @@ pub async fn run(
     let bed = speech_chunk(90.0);
     let mut tasks = Vec::new();
     let mut handles = Vec::new();
+    let mut readers = Vec::new();
+    let mut offline_calls: Vec<CallReader> = Vec::new();
     for i in 0..config.sessions {
         let s = engine
             .create_session(SessionConfig {
                 name: format!("s{i}"),
                 queue: Duration::from_secs(5),
+                output: config.calls.then(|| OwnOutput {
+                    // A call plays to its own user only; offline, the run
+                    // reads a second at a time.
+                    also_main: false,
+                    bound: match config.clock {
+                        SoakClock::Virtual => OwnOutput::default().bound,
+                        SoakClock::Offline => Duration::from_secs(2),
+                    },
+                    ..OwnOutput::default()
+                }),
                 ..SessionConfig::default()
             })
             .await?;
         handles.push(s.clone());
+        if config.calls {
+            let frames = s.frames().map_err(|e| EngineError::Config(e.to_string()))?;
+            match config.clock {
+                SoakClock::Virtual => {
+                    readers.push(tokio::spawn(read_call(frames, Arc::clone(&shared))));
+                }
+                SoakClock::Offline => offline_calls.push(CallReader::new(frames)),
+            }
+        }
         let rng = Rng(config.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)) | 1);
         tasks.push(tokio::spawn(session_loop(
             s,
@@ -207,6 +243,9 @@ pub async fn run(
                 engine
                     .render_into(u64::from(RATE), &mut offline_out)
                     .await?;
+                for call in &mut offline_calls {
+                    call.drain(&shared);
+                }
             }
         }
         rss.push((
@@ -240,6 +279,12 @@ pub async fn run(
     }
     for t in tasks {
         let _ = t.await;
+    }
+    for r in &readers {
+        r.abort();
+    }
+    for r in readers {
+        let _ = r.await;
     }
     fill(
         &mut report,
@@ -353,6 +398,51 @@ async fn bed_loop(s: SessionHandle, shared: Arc<Shared>, bed: Arc<Vec<u8>>) {
     }
 }
 
+/// One call's frames as its reader sees them: pts continuity and losses.
+struct CallReader {
+    frames: OutputFrames,
+    next_pts: Option<u64>,
+    lost: u64,
+}
+
+impl CallReader {
+    fn new(frames: OutputFrames) -> Self {
+        Self {
+            frames,
+            next_pts: None,
+            lost: 0,
+        }
+    }
+
+    fn take(&mut self, frame: &Frame, shared: &Shared) {
+        if self.next_pts.is_some_and(|p| p != frame.pts.0) {
+            shared.pts_gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        self.next_pts = Some(frame.pts.0 + frame.frames() as u64);
+        shared.frames_read.fetch_add(1, Ordering::Relaxed);
+        let lost = self.frames.lost_frames();
+        shared
+            .frames_lost
+            .fetch_add(lost - self.lost, Ordering::Relaxed);
+        self.lost = lost;
+    }
+
+    fn drain(&mut self, shared: &Shared) {
+        while let Some(frame) = self.frames.try_next_frame() {
+            self.take(&frame, shared);
+        }
+    }
+}
+
+/// A call's reader on a real-time clock: every frame as it comes, as a
+/// network sender would take them.
+async fn read_call(frames: OutputFrames, shared: Arc<Shared>) {
+    let mut call = CallReader::new(frames);
+    while let Ok(frame) = call.frames.next_frame().await {
+        call.take(&frame, &shared);
+    }
+}
+
 fn fill(
     report: &mut SoakReport,
     (engine, handles): (&Engine, &[SessionHandle]),
@@ -378,6 +468,9 @@ fn fill(
         .map(|h| h.telemetry().underruns.load(Ordering::Relaxed))
         .sum();
     report.dropped_input_bytes = shared.dropped_input.load(Ordering::Relaxed);
+    report.frames_read = shared.frames_read.load(Ordering::Relaxed);
+    report.frames_lost = shared.frames_lost.load(Ordering::Relaxed);
+    report.pts_gaps = shared.pts_gaps.load(Ordering::Relaxed);
     report.turns = shared.turns.load(Ordering::Relaxed);
     if let Ok(l) = shared.latencies.lock() {
         let mut v: Vec<f64> = l.iter().map(|&x| x as f64).collect();

@@ -13,6 +13,7 @@ async fn a_short_soak_keeps_time_and_reports() {
         interrupt_every: Some(2.0),
         clock: SoakClock::Virtual,
         seed: 7,
+        calls: false,
     };
     let mut ticks = 0;
     let r = run(&config, |_, _| ticks += 1).await.unwrap();
@@ -34,4 +35,43 @@ async fn a_short_soak_keeps_time_and_reports() {
         ..config
     };
     assert!(run(&bad, |_, _| ()).await.is_err());
+}
+
+/// The same with every session a call: each output read frame by frame by
+/// a task of its own, every frame following the last, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_short_soak_of_calls_reads_every_frame() {
+    let config = SoakConfig {
+        sessions: 24,
+        seconds: 4.0,
+        background: true,
+        interrupt_every: Some(2.0),
+        clock: SoakClock::Virtual,
+        seed: 7,
+        calls: true,
+    };
+    let r = run(&config, |_, _| ()).await.unwrap();
+    assert!(r.turns > 0 && r.interrupts > 0, "{r:?}");
+    // Four seconds of 20 ms frames for each of 24 calls, less the start.
+    assert!(r.frames_read >= 24 * 150, "{r:?}");
+    assert_eq!(r.frames_lost, 0, "{r:?}");
+    assert_eq!(r.pts_gaps, 0, "{r:?}");
+    assert_eq!(r.underruns, 0, "{r:?}");
+
+    let offline = run(
+        &SoakConfig {
+            clock: SoakClock::Offline,
+            seconds: 1.0,
+            ..config
+        },
+        |_, _| (),
+    )
+    .await
+    .unwrap();
+    assert!(offline.frames_read > 0, "{offline:?}");
+    assert_eq!(
+        (offline.frames_lost, offline.pts_gaps),
+        (0, 0),
+        "{offline:?}"
+    );
 }
