@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sotto::{Engine, EngineConfig, SessionConfig};
+use sotto::{Engine, EngineConfig, OwnOutput, SessionConfig};
 use sotto_benches::tone_s16;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -19,45 +19,81 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// 64 streams, each pushed 100 ms of speech and 100 ms of background per
-/// 100 ms rendered. Reported per 100 ms of output for all 64 streams.
-fn bench_pipeline(c: &mut Criterion) {
-    let rt = runtime();
+/// `n` streams, each pushed 100 ms of speech and 100 ms of background per
+/// 100 ms rendered. Reported per 100 ms of output for all `n` streams.
+/// With `calls`, every stream is a call: rendered into an output of its
+/// own, whose 20 ms frames are read after each render as a network sender
+/// would read them; without, all are summed into the main output.
+fn streams(rt: &tokio::runtime::Runtime, g: &mut BenchGroup<'_>, n: usize, calls: bool) {
     let (engine, sessions) = rt.block_on(async {
-        let engine = Engine::start(EngineConfig::default()).await.unwrap();
+        let engine = Engine::start(EngineConfig {
+            max_sessions: n,
+            ..EngineConfig::default()
+        })
+        .await
+        .unwrap();
         let mut s = Vec::new();
-        for _ in 0..64 {
-            s.push(
-                engine
-                    .create_session(SessionConfig::default())
-                    .await
-                    .unwrap(),
-            );
+        for _ in 0..n {
+            let config = SessionConfig {
+                output: calls.then(|| OwnOutput {
+                    also_main: false,
+                    ..OwnOutput::default()
+                }),
+                ..SessionConfig::default()
+            };
+            let session = engine.create_session(config).await.unwrap();
+            let frames = calls.then(|| session.frames().unwrap());
+            s.push((session, frames));
         }
         (engine, s)
     });
     let chunk = tone_s16(2400, 220.0, 24_000);
-    let mut g = c.benchmark_group("pipeline");
-    g.warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(5));
-    g.bench_function("64_streams_100ms", |b| {
+    let name = format!("{n}_{}_100ms", if calls { "calls" } else { "streams" });
+    let shared = std::sync::Arc::new(tokio::sync::Mutex::new(sessions));
+    g.bench_function(name, |b| {
         b.iter_custom(|iters| {
             // Timed inside a runtime task, where an application's code runs.
-            let (engine, sessions, chunk) = (engine.clone(), sessions.clone(), chunk.clone());
+            let (engine, sessions, chunk) = (engine.clone(), shared.clone(), chunk.clone());
             rt.block_on(rt.spawn(async move {
+                let mut sessions = sessions.lock().await;
                 let t = Instant::now();
+                let mut read = 0usize;
                 for _ in 0..iters {
-                    for s in &sessions {
+                    for (s, _) in sessions.iter() {
                         let _ = s.push(chunk.clone());
                         let _ = s.push_background(chunk.clone());
                     }
                     engine.render(2400).await.unwrap();
+                    for (_, frames) in sessions.iter_mut() {
+                        if let Some(frames) = frames {
+                            while let Some(f) = frames.try_next_frame() {
+                                read += std::hint::black_box(f).samples.len();
+                            }
+                        }
+                    }
                 }
-                t.elapsed()
+                let elapsed = t.elapsed();
+                assert!(!calls || read >= iters as usize * n * 2_400 - n * 480);
+                elapsed
             }))
             .unwrap()
         });
     });
+}
+
+type BenchGroup<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
+
+/// The whole path per stream: 64 and 256 streams into the main mix, and
+/// the same as calls, each with its own output read frame by frame.
+fn bench_pipeline(c: &mut Criterion) {
+    let rt = runtime();
+    let mut g = c.benchmark_group("pipeline");
+    g.warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(5));
+    for n in [64, 256] {
+        streams(&rt, &mut g, n, false);
+        streams(&rt, &mut g, n, true);
+    }
     g.finish();
 }
 

@@ -116,9 +116,15 @@ impl Output {
         let block_frames = config.max_block_frames.max(1);
         let ring_frames = config.ring_frames.max(block_frames);
         let (samples_tx, samples_rx) = RingBuffer::new(ring_frames * channels);
-        // The smallest block is one frame; a ring of descriptors that many
-        // deep can never fill before the sample ring does.
-        let (blocks_tx, blocks_rx) = RingBuffer::new(ring_frames);
+        // One descriptor per block: blocks are the renderer's full blocks
+        // but for the remainder of an odd device buffer, so a ring for
+        // blocks of a quarter of the full size (64 frames at least) holds
+        // all the sample ring can. Sized to what is used, so its pages are
+        // all touched within a lap and the resident set stays flat; a
+        // device asking for smaller buffers still than that only makes the
+        // newest blocks overrun, counted.
+        let smallest = (block_frames / 4).clamp(1, 64);
+        let (blocks_tx, blocks_rx) = RingBuffer::new(ring_frames / smallest + 2);
         let telemetry = Arc::new(OutputTelemetry::default());
         let output = Output {
             id: config.id,
