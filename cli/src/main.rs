@@ -1,11 +1,13 @@
 //! The `sotto` program: renders scenarios through the whole engine.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use sotto_cli::scenario::{write_samples, write_wav, RenderClock, RenderOptions, Scenario};
+
+mod render;
+
+use render::RenderFiles;
 
 #[derive(Parser)]
 #[command(
@@ -181,7 +183,7 @@ fn main() -> ExitCode {
             clock,
             format,
             sessions_dir,
-        } => runtime.block_on(render(
+        } => runtime.block_on(render::render(
             scenario,
             RenderFiles {
                 out,
@@ -244,7 +246,7 @@ fn main() -> ExitCode {
                 delay_ms,
             },
         ),
-        Command::Play { scenario, device } => runtime.block_on(play(scenario, device)),
+        Command::Play { scenario, device } => runtime.block_on(render::play(scenario, device)),
     }
 }
 
@@ -470,170 +472,4 @@ async fn avatar_server(
         stats.malformed.load(Ordering::Relaxed)
     );
     ExitCode::SUCCESS
-}
-
-async fn play(scenario: PathBuf, device: Option<String>) -> ExitCode {
-    let prepared = match Scenario::load(&scenario) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("sotto: {e}");
-            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
-        }
-    };
-    let rendered = match prepared.render(RenderClock::Device(device)).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sotto: {e}");
-            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
-        }
-    };
-    if let Some(why) = &rendered.device_fallback {
-        eprintln!("sotto: notice: {why}; played on the virtual clock instead");
-    }
-    println!("played {:.2} s", prepared.scenario().duration.0);
-    print_events(&rendered);
-    ExitCode::SUCCESS
-}
-
-/// Where `sotto render` writes.
-struct RenderFiles {
-    out: PathBuf,
-    events: Option<PathBuf>,
-    plot: Option<PathBuf>,
-    sessions_dir: Option<PathBuf>,
-}
-
-/// Whether a session's name can name its file: letters, digits, `-`, `_`
-/// and `.`, not starting with a dot, so it never leaves the folder.
-fn file_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
-async fn render(
-    scenario: PathBuf,
-    files: RenderFiles,
-    clock: ClockArg,
-    format: FormatArg,
-) -> ExitCode {
-    let RenderFiles {
-        out,
-        events,
-        plot,
-        sessions_dir,
-    } = files;
-    let prepared = match Scenario::load(&scenario) {
-        Ok(p) => p,
-        Err(e) => {
-            eprintln!("sotto: {e}");
-            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
-        }
-    };
-    if sessions_dir.is_some() {
-        if let Some(bad) = prepared
-            .scenario()
-            .sessions
-            .iter()
-            .find(|s| !file_name_ok(&s.name))
-        {
-            eprintln!(
-                "sotto: {}: session \"{}\" cannot name a file in --sessions-dir (use letters, digits, '-', '_', '.')",
-                prepared.path(),
-                bad.name
-            );
-            return ExitCode::from(2);
-        }
-    }
-    let clock = match clock {
-        ClockArg::Offline => RenderClock::Offline,
-        ClockArg::Virtual => RenderClock::Virtual,
-    };
-    let started = std::time::Instant::now();
-    let options = RenderOptions {
-        sessions: sessions_dir.is_some(),
-    };
-    let rendered = match prepared.render_with(clock, options).await {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("sotto: {e}");
-            return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
-        }
-    };
-    let elapsed = started.elapsed();
-    let float = matches!(format, FormatArg::F32);
-    if let Err(e) = write_wav(&out, &rendered, float) {
-        eprintln!("sotto: cannot write {}: {e}", out.display());
-        return ExitCode::from(1);
-    }
-    if let Some(dir) = &sessions_dir {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("sotto: cannot create {}: {e}", dir.display());
-            return ExitCode::from(1);
-        }
-        for (name, samples) in &rendered.sessions {
-            let path = dir.join(format!("{name}.wav"));
-            let written = write_samples(
-                &path,
-                samples,
-                rendered.sample_rate,
-                rendered.channels,
-                float,
-            );
-            if let Err(e) = written {
-                eprintln!("sotto: cannot write {}: {e}", path.display());
-                return ExitCode::from(1);
-            }
-        }
-    }
-    if let Some(path) = &events {
-        let write = || -> std::io::Result<()> {
-            let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
-            for e in &rendered.events {
-                writeln!(f, "{}", e.to_json(rendered.sample_rate))?;
-            }
-            f.flush()
-        };
-        if let Err(e) = write() {
-            eprintln!("sotto: cannot write {}: {e}", path.display());
-            return ExitCode::from(1);
-        }
-    }
-    if let Some(path) = &plot {
-        if let Err(e) = sotto_cli::plot::plot(&rendered, path) {
-            eprintln!("sotto: {e}");
-            return ExitCode::from(1);
-        }
-    }
-    let secs =
-        rendered.samples.len() as f64 / rendered.channels as f64 / f64::from(rendered.sample_rate);
-    println!(
-        "rendered {:.2} s of audio in {:.3} s ({:.0}x real time) -> {}",
-        secs,
-        elapsed.as_secs_f64(),
-        secs / elapsed.as_secs_f64().max(1e-9),
-        out.display()
-    );
-    print_events(&rendered);
-    if rendered.late_blocks > 0 {
-        println!("  late blocks: {}", rendered.late_blocks);
-    }
-    ExitCode::SUCCESS
-}
-
-/// The event log, a line each.
-fn print_events(rendered: &sotto_cli::scenario::Rendered) {
-    for e in &rendered.events {
-        let extra: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        println!(
-            "  {:>8.3}s  {:<8} {:<17} {}",
-            e.sample as f64 / f64::from(rendered.sample_rate),
-            e.session,
-            e.event,
-            extra.join(" ")
-        );
-    }
 }
