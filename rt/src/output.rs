@@ -231,6 +231,18 @@ impl OutputReader {
         self.current.map(|(b, taken)| b.pts.plus(taken as u64))
     }
 
+    /// Notes that `taken` frames of `block` are read.
+    fn advance(&mut self, block: Block, taken: usize) {
+        self.current = (taken < block.frames).then_some((block, taken));
+    }
+
+    /// Drops the next `n` frames of the sample ring unread.
+    fn drop_frames(&mut self, n: usize) {
+        if let Ok(chunk) = self.samples_rx.read_chunk(n * self.channels) {
+            chunk.commit_all();
+        }
+    }
+
     fn load(&mut self) {
         if self.current.is_none() {
             self.current = self.blocks_rx.pop().ok().map(|b| (b, 0));
@@ -266,11 +278,7 @@ impl OutputReader {
             dst[a.len()..].copy_from_slice(b);
             chunk.commit_all();
             done += n;
-            self.current = if taken + n == block.frames {
-                None
-            } else {
-                Some((block, taken + n))
-            };
+            self.advance(block, taken + n);
         }
         start.map(|s| (s, done))
     }
@@ -292,9 +300,7 @@ impl OutputReader {
                 break;
             }
             let n = block.frames - taken;
-            if let Ok(chunk) = self.samples_rx.read_chunk(n * self.channels) {
-                chunk.commit_all();
-            }
+            self.drop_frames(n);
             skipped += n as u64;
             end = Some(pts.plus(n as u64));
             self.current = None;
@@ -316,16 +322,10 @@ impl OutputReader {
                 break;
             };
             let n = (block.frames - taken).min(skip);
-            if let Ok(chunk) = self.samples_rx.read_chunk(n * self.channels) {
-                chunk.commit_all();
-            }
+            self.drop_frames(n);
             skip -= n;
             skipped += n as u64;
-            self.current = if taken + n == block.frames {
-                None
-            } else {
-                Some((block, taken + n))
-            };
+            self.advance(block, taken + n);
         }
         self.telemetry
             .skipped_frames
