@@ -1,9 +1,14 @@
 //! Reading a session's own output as frames (SPEC C1–C3, C5).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
+use futures_core::Stream;
 use sotto_actors::frames::{Frame, Framer};
 use sotto_actors::session::SessionShared;
+use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
 /// Why no frame could be had.
@@ -37,12 +42,27 @@ pub enum FramesError {
 /// frame. On the offline clock it never waits: a frame not yet rendered is
 /// [`FramesError::NotRendered`] (C5), so a caller cannot hang by awaiting a
 /// frame nobody will render.
-#[derive(Debug)]
+///
+/// It is also a [`Stream`] of frames, which ends when the session is gone
+/// and its frames are read (on the offline clock, when nothing rendered is
+/// left to read).
 pub struct OutputFrames {
     framer: Framer,
     rendered: Arc<Notify>,
     offline: bool,
     session: Arc<SessionShared>,
+    /// The wake-up a pending `poll_next` waits for.
+    waiting: Option<Pin<Box<OwnedNotified>>>,
+}
+
+impl std::fmt::Debug for OutputFrames {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OutputFrames")
+            .field("session", &self.session.id)
+            .field("offline", &self.offline)
+            .field("lost_frames", &self.framer.lost_frames())
+            .finish_non_exhaustive()
+    }
 }
 
 impl OutputFrames {
@@ -57,6 +77,7 @@ impl OutputFrames {
             rendered,
             offline,
             session,
+            waiting: None,
         }
     }
 
@@ -127,5 +148,33 @@ impl OutputFrames {
             .telemetry
             .peak
             .load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Stream for OutputFrames {
+    type Item = Frame;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
+        let this = self.get_mut();
+        loop {
+            let waiting = this.waiting.get_or_insert_with(|| {
+                let mut woken = Box::pin(Arc::clone(&this.rendered).notified_owned());
+                // Registered before looking, as in `next_frame`.
+                woken.as_mut().enable();
+                woken
+            });
+            if let Some(frame) = this.framer.next_frame() {
+                this.waiting = None;
+                return Poll::Ready(Some(frame));
+            }
+            if this.offline || this.session.is_closed() {
+                this.waiting = None;
+                return Poll::Ready(None);
+            }
+            match waiting.as_mut().poll(cx) {
+                Poll::Ready(()) => this.waiting = None,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
     }
 }

@@ -254,3 +254,50 @@ async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_do
     );
     engine.shutdown().await;
 }
+
+/// The next item of a stream, without a stream-extension crate.
+async fn next<S: futures_core::Stream + Unpin>(s: &mut S) -> Option<S::Item> {
+    std::future::poll_fn(|cx| std::pin::Pin::new(&mut *s).poll_next(cx)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_are_a_stream() {
+    // Real time: the stream waits for each frame, one after the other.
+    let live = engine(Clock::Virtual {
+        capture: None,
+        deferred: false,
+    })
+    .await;
+    let s = live.create_session(call("streamed")).await.unwrap();
+    speak(&s, 300.0);
+    let mut frames = s.frames().unwrap();
+    let first = next(&mut frames).await.unwrap();
+    let mut pts = first.pts.0;
+    for _ in 0..50 {
+        let f = next(&mut frames).await.unwrap();
+        assert_eq!(f.pts.0, pts + 480);
+        pts = f.pts.0;
+    }
+    live.remove_session(&s).await.unwrap();
+    // Gone: what was rendered is read out, then the stream ends.
+    let mut rest = 0;
+    while next(&mut frames).await.is_some() {
+        rest += 1;
+        assert!(rest < 100, "the stream ends once the session is gone");
+    }
+    live.shutdown().await;
+
+    // Offline: the stream holds what was rendered, then ends; it never waits.
+    let engine = engine(Clock::Offline).await;
+    let s = engine.create_session(call("offline")).await.unwrap();
+    let mut frames = s.frames().unwrap();
+    assert!(next(&mut frames).await.is_none());
+    engine.render(2_400).await.unwrap();
+    let mut n = 0;
+    while let Some(f) = next(&mut frames).await {
+        assert_eq!(f.pts.0, n * 480);
+        n += 1;
+    }
+    assert_eq!(n, 5);
+    engine.shutdown().await;
+}
