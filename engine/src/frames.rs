@@ -8,6 +8,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use sotto_actors::frames::{Frame, Framer};
 use sotto_actors::session::SessionShared;
+use sotto_actors::{AudioSink, SinkError};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
@@ -120,6 +121,72 @@ impl OutputFrames {
         }
         rest.extend(self.framer.take_partial());
         rest
+    }
+
+    /// Hands every frame to `sink` from now on, on a task of its own, as
+    /// a recorder or a transport takes what the user hears (SPEC C7): the
+    /// output after fades, pause ramps, ducking, background and limiter,
+    /// not the ingested bytes. The task ends when the session is removed
+    /// or the engine stops, after the last frame and the sink's `finish`;
+    /// it resolves to the frames written (samples per channel).
+    ///
+    /// Works on every clock: it takes what each render made, without
+    /// waiting on the offline clock for frames nobody renders. An offline
+    /// render runs far faster than real time, so there give the output a
+    /// `bound` longer than any one render call (or render in pieces), or
+    /// the recorder loses frames, counted like any slow reader's.
+    ///
+    /// # Errors
+    /// The task resolves to the first [`SinkError`] the sink gave; the
+    /// sink is finished all the same.
+    pub fn into_sink(
+        mut self,
+        mut sink: Box<dyn AudioSink>,
+        sample_rate: u32,
+    ) -> tokio::task::JoinHandle<Result<u64, SinkError>> {
+        tokio::spawn(async move {
+            let channels = self.session_channels();
+            let session = Arc::clone(&self.session);
+            let mut written = 0u64;
+            let mut failed = None;
+            loop {
+                let woken = Arc::clone(&self.rendered).notified_owned();
+                let closing = session.closing.notified();
+                tokio::pin!(woken, closing);
+                woken.as_mut().enable();
+                closing.as_mut().enable();
+                let closed = session.is_closed();
+                let frames: Vec<Frame> = if closed {
+                    self.take_rest()
+                } else {
+                    std::iter::from_fn(|| self.framer.next_frame()).collect()
+                };
+                for frame in frames {
+                    if failed.is_none() {
+                        match sink.write(&frame.samples, sample_rate, channels) {
+                            Ok(()) => written += frame.frames() as u64,
+                            Err(e) => failed = Some(e),
+                        }
+                    }
+                }
+                if closed {
+                    break;
+                }
+                tokio::select! {
+                    () = woken => {}
+                    () = closing => {}
+                }
+            }
+            let finished = sink.finish();
+            match failed {
+                Some(e) => Err(e),
+                None => finished.map(|()| written),
+            }
+        })
+    }
+
+    fn session_channels(&self) -> usize {
+        self.framer.reader().channels()
     }
 
     /// Frames (samples per channel) in each frame.

@@ -301,3 +301,52 @@ async fn frames_are_a_stream() {
     assert_eq!(n, 5);
     engine.shutdown().await;
 }
+
+/// A recorder on a call's output (SPEC C7) keeps what the user heard: the
+/// fade, not the ingested answer; the WAV is whole once the session goes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recorder_on_the_output_keeps_what_the_user_heard() {
+    let dir = sotto_integration::scratch_dir("calls-recorder");
+    let path = dir.join("heard.wav");
+    let engine = engine(Clock::Offline).await;
+    // Offline renders outrun any task: the bound covers a whole render.
+    let config = SessionConfig {
+        output: Some(OwnOutput {
+            bound: Duration::from_secs(2),
+            ..OwnOutput::default()
+        }),
+        ..call("recorded")
+    };
+    let s = engine.create_session(config).await.unwrap();
+    let sink = sotto::WavSink::create(&path, 24_000, 1).unwrap();
+    let recorder = s.frames().unwrap().into_sink(Box::new(sink), 24_000);
+    // A plain answer, cut 0.5 s in: the user heard half a second and a fade.
+    let _ = s.push(tone_s16(RATE, 300.0, RATE as u32, 16_000.0));
+    let mut mix = engine.render(RATE as u64 / 2).await.unwrap();
+    s.interrupt().unwrap();
+    mix.extend(engine.render(RATE as u64).await.unwrap());
+    engine.remove_session(&s).await.unwrap();
+    let written = recorder.await.unwrap().unwrap();
+    assert_eq!(
+        written,
+        mix.len() as u64,
+        "every frame rendered, nothing more"
+    );
+    let heard: Vec<i16> = hound::WavReader::open(&path)
+        .unwrap()
+        .into_samples::<i16>()
+        .map(Result::unwrap)
+        .collect();
+    let want: Vec<i16> = mix
+        .iter()
+        .map(|&v| sotto_integration::quantize(v))
+        .collect();
+    assert!(heard == want, "the recording is the output, fade included");
+    let half = RATE / 2;
+    assert!(
+        heard[half + 9_600..].iter().all(|&v| v == 0),
+        "silent after the fade"
+    );
+    engine.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}

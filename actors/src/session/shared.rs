@@ -48,6 +48,8 @@ pub struct SessionShared {
     pub(super) orphans: Mutex<Vec<Box<dyn AudioSink>>>,
     /// The reading end of the session's own output, until a reader takes it.
     pub frames: Mutex<Option<crate::frames::Framer>>,
+    /// Woken when the session closes, for readers waiting on its output.
+    pub closing: tokio::sync::Notify,
     pub(super) has_orphans: AtomicBool,
 }
 
@@ -93,6 +95,7 @@ impl SessionShared {
             closed: AtomicBool::new(false),
             orphans: Mutex::new(Vec::new()),
             frames: Mutex::new(None),
+            closing: tokio::sync::Notify::new(),
             has_orphans: AtomicBool::new(false),
         })
     }
@@ -132,6 +135,7 @@ impl SessionShared {
     /// Marks the session closed; later sends fail.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
         if let Ok(mut s) = self.subscribers.lock() {
             s.clear();
         }
