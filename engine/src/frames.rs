@@ -8,7 +8,7 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use sotto_actors::frames::{Frame, Framer};
 use sotto_actors::session::SessionShared;
-use sotto_actors::{AudioSink, SinkError};
+use sotto_actors::{AudioSink, SessionEvent, SessionEventKind, SinkError};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
 
@@ -54,6 +54,8 @@ pub struct OutputFrames {
     session: Arc<SessionShared>,
     /// The wake-up a pending `poll_next` waits for.
     waiting: Option<Pin<Box<OwnedNotified>>>,
+    /// Lost frames already reported as an event.
+    reported_lost: u64,
 }
 
 impl std::fmt::Debug for OutputFrames {
@@ -79,12 +81,34 @@ impl OutputFrames {
             offline,
             session,
             waiting: None,
+            reported_lost: 0,
+        }
+    }
+
+    /// The next frame from the framer; a loss just behind it is reported
+    /// as a session event at its pts (SPEC C3).
+    fn take(&mut self) -> Option<Frame> {
+        let frame = self.framer.next_frame()?;
+        self.report_loss(&frame);
+        Some(frame)
+    }
+
+    fn report_loss(&mut self, frame: &Frame) {
+        let total = self.framer.lost_frames();
+        if total > self.reported_lost {
+            let frames = total - self.reported_lost;
+            self.reported_lost = total;
+            self.session.emit(SessionEvent {
+                session: self.session.id,
+                at: frame.pts,
+                kind: SessionEventKind::FramesLost { frames, total },
+            });
         }
     }
 
     /// The next frame if one is rendered, without waiting.
     pub fn try_next_frame(&mut self) -> Option<Frame> {
-        self.framer.next_frame()
+        self.take()
     }
 
     /// The next frame, waiting for it on a real-time clock.
@@ -97,8 +121,9 @@ impl OutputFrames {
         loop {
             // Registered before looking, so a pump between the look and
             // the wait still wakes it.
-            let woken = self.rendered.notified();
-            if let Some(frame) = self.framer.next_frame() {
+            let rendered = Arc::clone(&self.rendered);
+            let woken = rendered.notified();
+            if let Some(frame) = self.take() {
                 return Ok(frame);
             }
             if self.session.is_closed() {
@@ -116,10 +141,13 @@ impl OutputFrames {
     /// the render is over) and wants every sample.
     pub fn take_rest(&mut self) -> Vec<Frame> {
         let mut rest = Vec::new();
-        while let Some(f) = self.framer.next_frame() {
+        while let Some(f) = self.take() {
             rest.push(f);
         }
-        rest.extend(self.framer.take_partial());
+        if let Some(f) = self.framer.take_partial() {
+            self.report_loss(&f);
+            rest.push(f);
+        }
         rest
     }
 
@@ -159,7 +187,7 @@ impl OutputFrames {
                 let frames: Vec<Frame> = if closed {
                     self.take_rest()
                 } else {
-                    std::iter::from_fn(|| self.framer.next_frame()).collect()
+                    std::iter::from_fn(|| self.take()).collect()
                 };
                 for frame in frames {
                     if failed.is_none() {
@@ -224,13 +252,13 @@ impl Stream for OutputFrames {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Frame>> {
         let this = self.get_mut();
         loop {
-            let waiting = this.waiting.get_or_insert_with(|| {
+            if this.waiting.is_none() {
                 let mut woken = Box::pin(Arc::clone(&this.rendered).notified_owned());
                 // Registered before looking, as in `next_frame`.
                 woken.as_mut().enable();
-                woken
-            });
-            if let Some(frame) = this.framer.next_frame() {
+                this.waiting = Some(woken);
+            }
+            if let Some(frame) = this.take() {
                 this.waiting = None;
                 return Poll::Ready(Some(frame));
             }
@@ -238,6 +266,9 @@ impl Stream for OutputFrames {
                 this.waiting = None;
                 return Poll::Ready(None);
             }
+            let Some(waiting) = this.waiting.as_mut() else {
+                continue;
+            };
             match waiting.as_mut().poll(cx) {
                 Poll::Ready(()) => this.waiting = None,
                 Poll::Pending => return Poll::Pending,

@@ -219,6 +219,7 @@ async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_do
     })
     .await;
     let slow = engine.create_session(call("slow")).await.unwrap();
+    let mut slow_events = slow.events();
     let steady = engine.create_session(call("steady")).await.unwrap();
     let mut slow_frames = slow.frames().unwrap();
     let steady_frames = steady.frames().unwrap();
@@ -245,6 +246,18 @@ async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_do
         after.pts.0,
         first.pts.0 + 480 + lost,
         "the pts jumps by exactly what was lost"
+    );
+    let reported: Vec<_> = sotto_integration::drain(&mut slow_events)
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            sotto::SessionEventKind::FramesLost { frames, total } => Some((e.at.0, frames, total)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reported,
+        vec![(after.pts.0, lost, lost)],
+        "one event, at the frame after the loss"
     );
     assert_eq!(steady_task.await.unwrap(), 0);
     assert_eq!(

@@ -58,6 +58,15 @@ pub enum SessionEventKind {
         /// Whether it was the background input.
         background: bool,
     },
+    /// The reader of the session's own output fell behind and lost
+    /// frames (SPEC C3): reported with the first frame after the loss, at
+    /// its pts, which jumped by exactly `frames`.
+    FramesLost {
+        /// Frames (samples per channel) lost this time.
+        frames: u64,
+        /// Frames lost so far.
+        total: u64,
+    },
     /// A sink failed and was detached (SPEC O12).
     SinkDetached {
         /// The sink's name.

@@ -93,6 +93,11 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
             f.insert("background".into(), json!(background));
             "queue_overflow"
         }
+        SessionEventKind::FramesLost { frames, total } => {
+            f.insert("frames".into(), json!(frames));
+            f.insert("total".into(), json!(total));
+            "frames_lost"
+        }
         SessionEventKind::SinkDetached { sink, reason } => {
             f.insert("sink".into(), json!(sink));
             f.insert("message".into(), json!(reason));
