@@ -87,6 +87,8 @@ pub struct Framer {
     cut_frames: u64,
     /// The ring's overrun count when last looked at.
     seen_overrun: u64,
+    /// Frames (samples per channel) handed to the reader.
+    delivered: u64,
 }
 
 impl Framer {
@@ -105,6 +107,7 @@ impl Framer {
             partial_pts: None,
             cut_frames: 0,
             seen_overrun: 0,
+            delivered: 0,
         }
     }
 
@@ -147,6 +150,7 @@ impl Framer {
                     &mut self.partial,
                     Vec::with_capacity(self.frame_frames * ch),
                 );
+                self.delivered += self.frame_frames as u64;
                 return Some(Frame {
                     pts,
                     channels: ch,
@@ -206,11 +210,19 @@ impl Framer {
             }
         }
         let pts = self.partial_pts.take()?;
+        let samples = std::mem::take(&mut self.partial);
+        self.delivered += (samples.len() / ch) as u64;
         Some(Frame {
             pts,
             channels: ch,
-            samples: std::mem::take(&mut self.partial),
+            samples,
         })
+    }
+
+    /// Frames (samples per channel) handed to the reader so far (SPEC C6).
+    #[must_use]
+    pub fn delivered_frames(&self) -> u64 {
+        self.delivered
     }
 
     /// Frames rendered into the output so far.
@@ -309,11 +321,13 @@ mod tests {
         );
         assert_eq!(f.lost_frames(), 0);
         assert_eq!(f.rendered_frames(), 800);
+        assert_eq!(f.delivered_frames(), 800);
         assert!(f.take_partial().is_none(), "nothing past 800");
         render(&mut r, 130);
         let rest = f.take_partial().unwrap();
         assert_eq!((rest.pts.0, rest.frames()), (800, 130), "the short end");
         assert_eq!(rest.samples[129], 929.0 / 1e5);
+        assert_eq!(f.delivered_frames(), 930);
     }
 
     #[test]

@@ -229,6 +229,12 @@ impl OutputFrames {
         self.framer.lost_frames()
     }
 
+    /// Frames (samples per channel) handed to this reader so far (SPEC C6).
+    #[must_use]
+    pub fn delivered_frames(&self) -> u64 {
+        self.framer.delivered_frames()
+    }
+
     /// Frames rendered into the output so far (SPEC C6).
     #[must_use]
     pub fn rendered_frames(&self) -> u64 {

@@ -90,6 +90,7 @@ async fn an_own_output_holds_exactly_what_the_mix_held_for_one_session() {
     );
     assert_eq!(frames.lost_frames(), 0);
     assert_eq!(frames.rendered_frames(), mixed.len() as u64);
+    assert_eq!(frames.delivered_frames(), own.len() as u64);
     engine.shutdown().await;
 }
 
