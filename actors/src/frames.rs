@@ -67,10 +67,7 @@ impl Frame {
     /// The samples as s16, rounded and clamped.
     #[must_use]
     pub fn to_s16(&self) -> Vec<i16> {
-        self.samples
-            .iter()
-            .map(|&s| (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)
-            .collect()
+        self.samples.iter().map(|&s| sotto_rt::to_s16(s)).collect()
     }
 }
 
@@ -183,10 +180,10 @@ impl Framer {
         }
     }
 
-    /// What is left once the output has ended: the frames of a last,
-    /// incomplete frame (all that is written), as a shorter frame.
+    /// What is left once the output has ended, as one frame: the partial
+    /// frame and everything written after it that follows on the clock
+    /// (shorter than a frame when the whole frames were taken first).
     pub fn take_partial(&mut self) -> Option<Frame> {
-        while self.next_frame().is_some() {}
         let ch = self.reader.channels();
         if self.reader.available_frames() > 0 {
             let next = self.reader.next_pts();

@@ -217,7 +217,7 @@ impl AudioSink for WavSink {
         for &v in frames {
             // The inverse of 16-bit ingest (x / 32768), so 16-bit input at
             // the output rate is written back bit for bit.
-            let q = (v * 32768.0).round().clamp(-32768.0, 32767.0) as i16;
+            let q = sotto_rt::to_s16(v);
             writer
                 .write_sample(q)
                 .map_err(|e| SinkError(format!("{}: {e}", self.path.display())))?;

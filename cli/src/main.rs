@@ -283,7 +283,7 @@ fn echo_cancel(
     };
     let written = hound::WavWriter::create(out, spec).and_then(|mut w| {
         for &s in &cleaned {
-            w.write_sample((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)?;
+            w.write_sample(sotto_rt::to_s16(s))?;
         }
         w.finalize()
     });

@@ -22,7 +22,7 @@ pub fn sine(frames: usize, freq: f64, rate: u32, channels: usize, amplitude: f32
 /// The 16-bit value a sample (−1..1) is stored as: rounded, clamped.
 #[must_use]
 pub fn quantize(s: f32) -> i16 {
-    (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
+    sotto_rt::to_s16(s)
 }
 
 /// Samples as s16 little-endian bytes.

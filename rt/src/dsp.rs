@@ -184,6 +184,14 @@ impl PauseState {
     }
 }
 
+/// The 16-bit value a sample (full scale ±1) is stored as: rounded to the
+/// nearest step and clamped; the inverse of 16-bit ingest (`x / 32768`).
+/// The one conversion the engine, its sinks and its tools write s16 with.
+#[must_use]
+pub fn to_s16(s: f32) -> i16 {
+    (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
+}
+
 /// How a sum is kept inside full scale (SPEC O11).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Saturation {

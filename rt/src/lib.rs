@@ -20,7 +20,7 @@ mod time;
 mod voice;
 
 pub use doorbell::Doorbells;
-pub use dsp::{fade_gain, Saturation};
+pub use dsp::{fade_gain, to_s16, Saturation};
 pub use message::{ClipCommand, Command, Event, EventKind, VoiceCommand};
 pub use output::{Output, OutputConfig, OutputId, OutputReader, OutputTelemetry};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};

@@ -328,9 +328,9 @@ impl LinkState {
         self.segment_samples += frames.len() as u64;
         self.pcm.clear();
         self.pcm.extend(
-            frames.iter().flat_map(|&s| {
-                ((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16).to_le_bytes()
-            }),
+            frames
+                .iter()
+                .flat_map(|&s| sotto_rt::to_s16(s).to_le_bytes()),
         );
         for chunk in chunks(&self.pcm) {
             match self.audio.try_send(BytesMut::from(chunk)).await {

@@ -192,7 +192,7 @@ pub fn write_samples(
         if float {
             w.write_sample(s)?;
         } else {
-            w.write_sample((s * 32768.0).round().clamp(-32768.0, 32767.0) as i16)?;
+            w.write_sample(sotto_rt::to_s16(s))?;
         }
     }
     w.finalize()

@@ -1,7 +1,6 @@
 //! Sample-exact tests of one voice, driven block by block the way the
 //! renderer drives it, with no renderer, actor or clock around it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
-#![allow(clippy::disallowed_macros)] // test code, not on the audio thread
 
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
@@ -115,9 +114,17 @@ impl Rig {
 }
 
 fn assert_close(got: &[f32], want: &[f32], what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
+    assert_close_case(got, want, what, None);
+}
+
+/// As [`assert_close`], naming the `(pending, fade)` case in a failure.
+fn assert_close_case(got: &[f32], want: &[f32], what: &str, case: Option<(u64, u32)>) {
+    assert_eq!(got.len(), want.len(), "{what} {case:?}: length");
     for (k, (g, w)) in got.iter().zip(want).enumerate() {
-        assert!((g - w).abs() < EPS, "{what}: frame {k}: {g} vs {w}");
+        assert!(
+            (g - w).abs() < EPS,
+            "{what} {case:?}: frame {k}: {g} vs {w}"
+        );
     }
 }
 
@@ -167,7 +174,7 @@ fn a_short_queue_fades_over_its_own_length_and_zero_fade_cuts() {
         let want: Vec<f32> = (0..600)
             .map(|k| if k < tail { fade_gain(k, tail) } else { 0.0 })
             .collect();
-        assert_close(&out, &want, &format!("pending {pending} fade {fade}"));
+        assert_close_case(&out, &want, "pending, fade", Some((pending, fade)));
     }
 }
 
