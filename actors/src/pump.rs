@@ -39,14 +39,20 @@ impl std::fmt::Debug for PumpMsg {
     }
 }
 
-/// Startup arguments of the pump.
-pub struct PumpArgs {
+/// The rings one render shard fills for the pump.
+pub struct ShardRings {
     /// Renderer events.
     pub event_rx: Consumer<Event>,
     /// Retired voices.
     pub retired_rx: Consumer<Box<Voice>>,
     /// Retired outputs.
     pub retired_outputs_rx: Consumer<Box<Output>>,
+}
+
+/// Startup arguments of the pump.
+pub struct PumpArgs {
+    /// Every shard's rings, shard 0 first.
+    pub shards: Vec<ShardRings>,
     /// Woken after every pump: output frames may be waiting.
     pub rendered: Arc<Notify>,
     /// Slots in the renderer.
@@ -63,9 +69,7 @@ pub struct EventPump;
 
 /// The pump's state.
 pub struct PumpState {
-    event_rx: Consumer<Event>,
-    retired_rx: Consumer<Box<Voice>>,
-    retired_outputs_rx: Consumer<Box<Output>>,
+    shards: Vec<ShardRings>,
     rendered: Arc<Notify>,
     routes: Vec<Option<Arc<SessionShared>>>,
     quiesce: Arc<Quiescence>,
@@ -93,9 +97,7 @@ impl Actor for EventPump {
         args: PumpArgs,
     ) -> Result<PumpState, ActorProcessingErr> {
         Ok(PumpState {
-            event_rx: args.event_rx,
-            retired_rx: args.retired_rx,
-            retired_outputs_rx: args.retired_outputs_rx,
+            shards: args.shards,
             rendered: args.rendered,
             routes: (0..args.max_sessions).map(|_| None).collect(),
             quiesce: args.quiesce,
@@ -145,18 +147,20 @@ impl PumpState {
     }
 
     fn pump(&mut self) {
-        while let Ok(event) = self.event_rx.pop() {
-            let Some(Some(shared)) = self.routes.get(event.session.index()) else {
-                continue;
-            };
-            if shared.generation.load(Ordering::Relaxed) != event.generation {
-                continue;
+        for shard in &mut self.shards {
+            while let Ok(event) = shard.event_rx.pop() {
+                let Some(Some(shared)) = self.routes.get(event.session.index()) else {
+                    continue;
+                };
+                if shared.generation.load(Ordering::Relaxed) != event.generation {
+                    continue;
+                }
+                let _ = shared.send(SessionMsg::Rendered(event));
             }
-            let _ = shared.send(SessionMsg::Rendered(event));
+            // Retired voices and outputs are freed here, never on the audio thread.
+            while shard.retired_rx.pop().is_ok() {}
+            while shard.retired_outputs_rx.pop().is_ok() {}
         }
-        // Retired voices and outputs are freed here, never on the audio thread.
-        while self.retired_rx.pop().is_ok() {}
-        while self.retired_outputs_rx.pop().is_ok() {}
         self.rendered.notify_waiters();
         for shared in self.routes.iter().flatten() {
             if shared.wants_tick.load(Ordering::Relaxed) {

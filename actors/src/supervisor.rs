@@ -2,7 +2,7 @@
 //! session actor), removes them, and restarts a session actor that fails
 //! with a fresh voice in the same slot (SPEC R2).
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -67,16 +67,38 @@ impl std::fmt::Debug for SupervisorMsg {
     }
 }
 
+/// The control side of one render shard, as the supervisor uses it.
+pub struct ShardControl {
+    /// The shard renderer's command ring.
+    pub command_tx: Producer<Command>,
+    /// The shard renderer's doorbells, for every voice placed there.
+    pub doorbells: Doorbells,
+    /// The shard renderer's telemetry: its clock, late blocks, render times.
+    pub telemetry: Arc<Telemetry>,
+    /// Sessions placed on the shard now.
+    pub sessions: Arc<AtomicUsize>,
+}
+
+impl ShardControl {
+    /// The control ends of a renderer the supervisor needs, with an
+    /// empty session count.
+    #[must_use]
+    pub fn new(command_tx: Producer<Command>, doorbells: Doorbells, telemetry: Arc<Telemetry>) -> Self {
+        Self {
+            command_tx,
+            doorbells,
+            telemetry,
+            sessions: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+}
+
 /// Startup arguments of the supervisor.
 pub struct SupervisorArgs {
-    /// The renderer's command ring.
-    pub command_tx: Producer<Command>,
-    /// The renderer's format.
+    /// The render shards, shard 0 (the one that holds the main mix) first.
+    pub shards: Vec<ShardControl>,
+    /// The renderers' format (every shard has the same).
     pub renderer: RendererConfig,
-    /// The renderer's doorbells, for every voice.
-    pub doorbells: Doorbells,
-    /// Renderer-wide telemetry.
-    pub telemetry: Arc<Telemetry>,
     /// The event pump.
     pub pump: ActorRef<PumpMsg>,
     /// The engine-wide in-flight count.
@@ -90,6 +112,8 @@ pub struct EngineSupervisor;
 struct Slot {
     shared: Arc<SessionShared>,
     actor: ractor::ActorId,
+    /// The render shard holding the session's voice and output.
+    shard: usize,
 }
 
 /// The supervisor's state.
@@ -131,13 +155,10 @@ impl Actor for EngineSupervisor {
                     if let Some(actor) = actor {
                         actor.stop(None);
                     }
-                    state.remove_output(&slot.shared);
-                    if state
-                        .args
-                        .command_tx
-                        .push(Command::RemoveVoice(id))
-                        .is_err()
-                    {
+                    state.remove_output(&slot.shared, slot.shard);
+                    let shard = &mut state.args.shards[slot.shard];
+                    shard.sessions.fetch_sub(1, Ordering::Relaxed);
+                    if shard.command_tx.push(Command::RemoveVoice(id)).is_err() {
                         tracing::error!(
                             session = id.0,
                             "renderer command ring full; voice stays until the next removal"
@@ -172,18 +193,18 @@ impl Actor for EngineSupervisor {
                 .iter()
                 .flatten()
                 .find(|s| s.actor == id)
-                .map(|s| Arc::clone(&s.shared));
-            if let Some(shared) = found {
+                .map(|s| (Arc::clone(&s.shared), s.shard));
+            if let Some((shared, shard)) = found {
                 tracing::error!(session = %shared.config.name, error = %err, "session actor failed; restarting");
                 let generation = shared.generation.load(Ordering::Relaxed).wrapping_add(1);
                 shared.emit(SessionEvent {
                     session: shared.id,
-                    at: state.args.telemetry.clock(),
+                    at: state.args.shards[shard].telemetry.clock(),
                     kind: SessionEventKind::Error {
                         message: format!("session restarted after a fault: {err}"),
                     },
                 });
-                if let Err(e) = state.start(&myself, &shared, generation).await {
+                if let Err(e) = state.start(&myself, &shared, shard, generation).await {
                     tracing::error!(session = %shared.config.name, error = %e, "restart failed");
                     shared.close();
                 }
@@ -210,21 +231,39 @@ impl SupervisorState {
             .iter()
             .position(Option::is_none)
             .ok_or(CreateError::NoFreeSlot(self.slots.len()))?;
+        let shard = self.place(&config);
         let shared = SessionShared::new(
             SessionId(index as u32),
             config,
             self.args.renderer.sample_rate,
             Arc::clone(&self.args.quiesce),
-            Arc::clone(&self.args.telemetry),
+            Arc::clone(&self.args.shards[shard].telemetry),
         );
         if let Some(own) = shared.config.output {
-            self.add_output(&shared, own)?;
+            self.add_output(&shared, own, shard)?;
         }
-        if let Err(e) = self.start(myself, &shared, 0).await {
-            self.remove_output(&shared);
+        if let Err(e) = self.start(myself, &shared, shard, 0).await {
+            self.remove_output(&shared, shard);
             return Err(e);
         }
+        self.args.shards[shard].sessions.fetch_add(1, Ordering::Relaxed);
         Ok(shared)
+    }
+
+    /// The shard a new session renders on (SPEC C4). Whatever feeds the
+    /// main mix renders where the main mix is, on shard 0; an output of
+    /// its own alone goes to the shard with the fewest sessions.
+    fn place(&self, config: &SessionConfig) -> usize {
+        let feeds_main = config.output.is_none_or(|o| o.also_main);
+        if feeds_main {
+            return 0;
+        }
+        self.args
+            .shards
+            .iter()
+            .enumerate()
+            .min_by_key(|(_, s)| s.sessions.load(Ordering::Relaxed))
+            .map_or(0, |(k, _)| k)
     }
 
     /// Builds the session's own output, sends it to the renderer and keeps
@@ -234,6 +273,7 @@ impl SupervisorState {
         &mut self,
         shared: &Arc<SessionShared>,
         own: OwnOutput,
+        shard: usize,
     ) -> Result<(), CreateError> {
         let r = &self.args.renderer;
         let bound = frames_of(own.bound, r.sample_rate) as usize;
@@ -247,8 +287,7 @@ impl SupervisorState {
             saturation: r.saturation,
             into_main: own.also_main,
         });
-        if self
-            .args
+        if self.args.shards[shard]
             .command_tx
             .push(Command::AddOutput(Box::new(output)))
             .is_err()
@@ -265,10 +304,9 @@ impl SupervisorState {
     }
 
     /// Takes the session's own output out of the renderer, if it has one.
-    fn remove_output(&mut self, shared: &SessionShared) {
+    fn remove_output(&mut self, shared: &SessionShared, shard: usize) {
         if shared.config.output.is_some()
-            && self
-                .args
+            && self.args.shards[shard]
                 .command_tx
                 .push(Command::RemoveOutput(OutputId(shared.id.0)))
                 .is_err()
@@ -285,6 +323,7 @@ impl SupervisorState {
         &mut self,
         myself: &ActorRef<SupervisorMsg>,
         shared: &Arc<SessionShared>,
+        shard: usize,
         generation: u32,
     ) -> Result<(), CreateError> {
         let vc = voice_config(
@@ -292,7 +331,7 @@ impl SupervisorState {
             &self.args.renderer,
             shared.id,
             generation,
-            &self.args.doorbells,
+            &self.args.shards[shard].doorbells,
         );
         let (control, voice) = Voice::new(&vc);
         let telemetry = Arc::clone(&control.telemetry);
@@ -302,13 +341,12 @@ impl SupervisorState {
             generation,
             sample_rate: self.args.renderer.sample_rate,
             channels: self.args.renderer.channels,
-            clock: Arc::clone(&self.args.telemetry),
+            clock: Arc::clone(&self.args.shards[shard].telemetry),
         };
         let (actor, _) = Actor::spawn_linked(None, Session, args, myself.get_cell())
             .await
             .map_err(|e| CreateError::Spawn(e.to_string()))?;
-        if self
-            .args
+        if self.args.shards[shard]
             .command_tx
             .push(Command::AddVoice(Box::new(voice)))
             .is_err()
@@ -334,6 +372,7 @@ impl SupervisorState {
         self.slots[shared.id.index()] = Some(Slot {
             shared: Arc::clone(shared),
             actor: id,
+            shard,
         });
         Ok(())
     }

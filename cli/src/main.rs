@@ -107,6 +107,9 @@ enum Command {
         /// Which clock drives the renderer.
         #[arg(long, value_enum, default_value_t = SoakClockArg::Virtual)]
         clock: SoakClockArg,
+        /// Render shards on the virtual clock (default: one per core).
+        #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+        render_threads: Option<u16>,
         /// Where to write the report as JSON.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
             background,
             interrupt_every,
             clock,
+            render_threads,
             report,
         } => runtime.block_on(soak(
             sotto_cli::soak::SoakConfig {
@@ -215,6 +219,8 @@ fn main() -> ExitCode {
                     SoakClockArg::Offline => sotto_cli::soak::SoakClock::Offline,
                 },
                 seed: 1,
+                render_threads: render_threads
+                    .map_or_else(sotto::default_render_threads, usize::from),
             },
             report,
         )),

@@ -50,6 +50,21 @@ pub struct SoakConfig {
     /// Every session is a call (SPEC C1–C3): an output of its own, read
     /// frame by frame by a task of its own as a network sender would.
     pub calls: bool,
+    /// Render shards on the virtual clock (SPEC C4).
+    pub render_threads: usize,
+}
+
+/// What one render shard did over a soak.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ShardReport {
+    /// Sessions on the shard at the end.
+    pub sessions: usize,
+    /// Blocks it rendered.
+    pub blocks: u64,
+    /// Of them, rendered after their deadline.
+    pub late_blocks: u64,
+    /// Its block render time in µs.
+    pub block_render_us: Spread,
 }
 
 /// Percentiles of a distribution.
@@ -72,15 +87,17 @@ pub struct SoakReport {
     pub seconds: f64,
     /// Blocks rendered.
     pub blocks: u64,
-    /// Blocks rendered after their deadline.
+    /// Blocks rendered after their deadline, every shard.
     pub late_blocks: u64,
+    /// Each render shard, shard 0 (the main mix) first.
+    pub shards: Vec<ShardReport>,
     /// Times a speech queue ran dry in the middle of a turn.
     pub underruns: u64,
     /// Bytes of input dropped (pushed while input was off).
     pub dropped_input_bytes: u64,
     /// Events lost because the event ring was full.
     pub events_dropped: u64,
-    /// Block render time in µs.
+    /// Block render time in µs, of the shard with the slowest p99.
     pub block_render_us: Spread,
     /// Samples from an interrupt being sent to its fade starting.
     pub interrupt_to_fade_samples: Spread,
@@ -171,6 +188,7 @@ pub async fn run(
             },
             SoakClock::Offline => Clock::Offline,
         },
+        render_threads: config.render_threads,
         ..EngineConfig::default()
     })
     .await?;
@@ -454,15 +472,37 @@ fn fill(
     let secs = started.elapsed().as_secs_f64();
     report.seconds = secs;
     report.blocks = t.blocks.load(Ordering::Relaxed);
-    report.late_blocks = t.late_blocks.load(Ordering::Relaxed);
-    report.events_dropped = t.events_dropped.load(Ordering::Relaxed);
-    let times = &t.render_times;
+    report.late_blocks = engine.late_blocks();
+    report.events_dropped = engine
+        .shards()
+        .iter()
+        .map(|s| s.telemetry.events_dropped.load(Ordering::Relaxed))
+        .sum();
     let us = |ns: Option<u64>| ns.map_or(0.0, |n| n as f64 / 1e3);
-    report.block_render_us = Spread {
-        p50: us(times.quantile_ns(0.5)),
-        p99: us(times.quantile_ns(0.99)),
-        max: times.max_ns() as f64 / 1e3,
-    };
+    report.shards = engine
+        .shards()
+        .iter()
+        .map(|s| {
+            let t = &s.telemetry;
+            let times = &t.render_times;
+            ShardReport {
+                sessions: s.sessions,
+                blocks: t.blocks.load(Ordering::Relaxed),
+                late_blocks: t.late_blocks.load(Ordering::Relaxed),
+                block_render_us: Spread {
+                    p50: us(times.quantile_ns(0.5)),
+                    p99: us(times.quantile_ns(0.99)),
+                    max: times.max_ns() as f64 / 1e3,
+                },
+            }
+        })
+        .collect();
+    report.block_render_us = report
+        .shards
+        .iter()
+        .map(|s| s.block_render_us)
+        .max_by(|a, b| a.p99.total_cmp(&b.p99))
+        .unwrap_or_default();
     report.underruns = handles
         .iter()
         .map(|h| h.telemetry().underruns.load(Ordering::Relaxed))

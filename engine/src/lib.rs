@@ -36,7 +36,9 @@ mod player;
 
 pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;
-pub use engine::{Clock, Engine, EngineConfig, EngineError, SHUTDOWN_LIMIT};
+pub use engine::{
+    default_render_threads, Clock, Engine, EngineConfig, EngineError, ShardStats, SHUTDOWN_LIMIT,
+};
 pub use frames::{FramesError, OutputFrames};
 pub use handle::{SessionError, SessionHandle};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};

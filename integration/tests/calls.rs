@@ -7,7 +7,6 @@
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
@@ -146,7 +145,7 @@ async fn two_calls(clock: Clock, with_first: bool) -> (Vec<f32>, Vec<f32>) {
         assert_eq!(lost, 0);
         b = out;
         assert_eq!(
-            engine.telemetry().alloc_violations.load(Ordering::Relaxed),
+            engine.alloc_violations(),
             0,
             "the audio thread allocated"
         );
@@ -262,7 +261,7 @@ async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_do
     );
     assert_eq!(steady_task.await.unwrap(), 0);
     assert_eq!(
-        engine.telemetry().alloc_violations.load(Ordering::Relaxed),
+        engine.alloc_violations(),
         0,
         "the audio thread allocated"
     );

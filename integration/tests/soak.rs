@@ -14,6 +14,7 @@ async fn a_short_soak_keeps_time_and_reports() {
         clock: SoakClock::Virtual,
         seed: 7,
         calls: false,
+        render_threads: 1,
     };
     let mut ticks = 0;
     let r = run(&config, |_, _| ticks += 1).await.unwrap();
@@ -49,9 +50,14 @@ async fn a_short_soak_of_calls_reads_every_frame() {
         clock: SoakClock::Virtual,
         seed: 7,
         calls: true,
+        render_threads: 2,
     };
     let r = run(&config, |_, _| ()).await.unwrap();
     assert!(r.turns > 0 && r.interrupts > 0, "{r:?}");
+    // The calls are spread evenly over both shards.
+    assert_eq!(r.shards.len(), 2, "{r:?}");
+    assert!(r.shards.iter().all(|s| s.sessions == 12), "{r:?}");
+    assert!(r.shards.iter().all(|s| s.blocks >= 150), "{r:?}");
     // Four seconds of 20 ms frames for each of 24 calls, less the start.
     assert!(r.frames_read >= 24 * 150, "{r:?}");
     assert_eq!(r.frames_lost, 0, "{r:?}");

@@ -92,6 +92,7 @@ impl Prepared {
                 },
             },
             saturation: sotto::Saturation::Hard,
+            ..EngineConfig::default()
         })
         .await?;
         let mut run = Run {
@@ -188,10 +189,7 @@ impl Prepared {
                 for collector in collectors {
                     calls.push(collector.finish().await);
                 }
-                late_blocks = engine
-                    .telemetry()
-                    .late_blocks
-                    .load(std::sync::atomic::Ordering::Relaxed);
+                late_blocks = engine.late_blocks();
             }
         }
         engine.settle().await?;

@@ -47,6 +47,16 @@ pub struct EngineConfig {
     pub clock: Clock,
     /// How the master sum is kept inside full scale.
     pub saturation: Saturation,
+    /// Render shards on the virtual clock (SPEC C4): real-time threads
+    /// `sotto-audio-K`, 1 to 64, by default one per available core. The
+    /// device and offline clocks render on one.
+    pub render_threads: usize,
+}
+
+/// One render thread per core the process may use, at least one.
+#[must_use]
+pub fn default_render_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 
 impl Default for EngineConfig {
@@ -58,6 +68,7 @@ impl Default for EngineConfig {
             max_sessions: 64,
             clock: Clock::Offline,
             saturation: Saturation::Hard,
+            render_threads: default_render_threads(),
         }
     }
 }
@@ -88,6 +99,12 @@ pub(super) fn validate(c: &EngineConfig) -> Result<(), EngineError> {
         return Err(EngineError::Config(format!(
             "max_sessions {} is outside 1..=65536",
             c.max_sessions
+        )));
+    }
+    if !(1..=64).contains(&c.render_threads) {
+        return Err(EngineError::Config(format!(
+            "render_threads {} is outside 1..=64",
+            c.render_threads
         )));
     }
     Ok(())

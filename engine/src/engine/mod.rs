@@ -12,9 +12,9 @@ use sotto_actors::capture::echo_link::ReverseSlot;
 use sotto_actors::device_manager::{DeviceManager, DeviceManagerArgs, DeviceMsg};
 use sotto_actors::driver::device::DeviceOutput;
 use sotto_actors::driver::offline::OfflineDriver;
-use sotto_actors::driver::virtual_clock::VirtualClock;
-use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
-use sotto_actors::supervisor::{EngineSupervisor, SupervisorArgs, SupervisorMsg};
+use sotto_actors::driver::virtual_clock::{Shard, VirtualClock};
+use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg, ShardRings};
+use sotto_actors::supervisor::{EngineSupervisor, ShardControl, SupervisorArgs, SupervisorMsg};
 use sotto_actors::{Quiescence, SessionConfig};
 use sotto_rt::{Renderer, RendererConfig, SampleTime, Telemetry};
 use tokio::sync::{oneshot, Mutex, Notify};
@@ -31,7 +31,7 @@ mod faults;
 mod render;
 
 use config::validate;
-pub use config::{Clock, EngineConfig, SHUTDOWN_LIMIT};
+pub use config::{default_render_threads, Clock, EngineConfig, SHUTDOWN_LIMIT};
 pub use error::EngineError;
 
 enum Driver {
@@ -57,6 +57,7 @@ struct Parts {
     quiesce: Arc<Quiescence>,
     telemetry: Arc<Telemetry>,
     rendered: Arc<Notify>,
+    shards: Vec<ShardInfo>,
 }
 
 /// What plays the renderer's output to a listener.
@@ -104,6 +105,25 @@ struct Inner {
     stopped: AtomicBool,
     /// Woken by the event pump after each pump: output frames may wait.
     rendered: Arc<Notify>,
+    /// Every render shard, shard 0 first.
+    shards: Vec<ShardInfo>,
+}
+
+/// What the engine keeps of a render shard.
+struct ShardInfo {
+    telemetry: Arc<Telemetry>,
+    sessions: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// One render shard as seen from outside (SPEC C4, C6).
+#[derive(Debug, Clone)]
+pub struct ShardStats {
+    /// The shard's number: its audio thread is `sotto-audio-K`.
+    pub index: usize,
+    /// Its renderer's counters: sample clock, late blocks, render times.
+    pub telemetry: Arc<Telemetry>,
+    /// Sessions rendering on it now.
+    pub sessions: usize,
 }
 
 impl Engine {
@@ -124,18 +144,53 @@ impl Engine {
             event_capacity: (config.max_sessions * 64).max(4096),
             saturation: config.saturation,
         };
-        let (control, renderer) = Renderer::new(renderer_config.clone())
-            .map_err(|e| EngineError::Config(e.to_string()))?;
+        let shard_count = match config.clock {
+            Clock::Virtual { .. } => config.render_threads,
+            // A device renders in its callback, and offline is one
+            // deterministic loop: one shard each.
+            Clock::Device { .. } | Clock::Offline => 1,
+        };
+        let mut renderers = Vec::with_capacity(shard_count);
+        let mut rings = Vec::with_capacity(shard_count);
+        let mut controls = Vec::with_capacity(shard_count);
+        for _ in 0..shard_count {
+            let (control, renderer) = Renderer::new(renderer_config.clone())
+                .map_err(|e| EngineError::Config(e.to_string()))?;
+            let sotto_rt::RendererControl {
+                command_tx,
+                event_rx,
+                retired_rx,
+                retired_outputs_rx,
+                telemetry,
+                doorbells,
+                ..
+            } = control;
+            renderers.push(Shard {
+                renderer,
+                telemetry: Arc::clone(&telemetry),
+            });
+            rings.push(ShardRings {
+                event_rx,
+                retired_rx,
+                retired_outputs_rx,
+            });
+            controls.push(ShardControl::new(command_tx, doorbells, telemetry));
+        }
+        let shards: Vec<ShardInfo> = controls
+            .iter()
+            .map(|c| ShardInfo {
+                telemetry: Arc::clone(&c.telemetry),
+                sessions: Arc::clone(&c.sessions),
+            })
+            .collect();
         let quiesce = Quiescence::new();
-        let telemetry = Arc::clone(&control.telemetry);
+        let telemetry = Arc::clone(&shards[0].telemetry);
         let rendered = Arc::new(Notify::new());
         let (pump, _) = Actor::spawn(
             None,
             EventPump,
             PumpArgs {
-                event_rx: control.event_rx,
-                retired_rx: control.retired_rx,
-                retired_outputs_rx: control.retired_outputs_rx,
+                shards: rings,
                 rendered: Arc::clone(&rendered),
                 max_sessions: config.max_sessions,
                 quiesce: Arc::clone(&quiesce),
@@ -151,10 +206,8 @@ impl Engine {
             None,
             EngineSupervisor,
             SupervisorArgs {
-                command_tx: control.command_tx,
-                doorbells: control.doorbells,
+                shards: controls,
                 renderer: renderer_config,
-                telemetry: Arc::clone(&telemetry),
                 pump: pump.clone(),
                 quiesce: Arc::clone(&quiesce),
             },
@@ -164,6 +217,10 @@ impl Engine {
             what: "supervisor",
             reason: e.to_string(),
         })?;
+        let mut others: Vec<Shard> = renderers.split_off(1);
+        let Some(Shard { renderer, .. }) = renderers.pop() else {
+            return Err(EngineError::Config("no render shard".into()));
+        };
         let mut renderer = renderer;
         let mut fallback = None;
         let virtual_clock = match config.clock.clone() {
@@ -199,6 +256,7 @@ impl Engine {
                                 quiesce,
                                 telemetry,
                                 rendered,
+                                shards,
                             },
                             Driver::Device {
                                 manager: manager.clone(),
@@ -240,15 +298,14 @@ impl Engine {
                     }
                     None => (None, None),
                 };
-                let clock = VirtualClock::start(
+                let mut all = vec![Shard {
                     renderer,
-                    Arc::clone(&telemetry),
-                    config.block_frames,
-                    tx,
-                    deferred,
-                )
+                    telemetry: Arc::clone(&telemetry),
+                }];
+                all.append(&mut others);
+                let clock = VirtualClock::start_shards(all, config.block_frames, tx, deferred)
                 .map_err(|e| EngineError::Start {
-                    what: "sotto-audio thread",
+                    what: "sotto-audio threads",
                     reason: e.to_string(),
                 })?;
                 let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
@@ -267,6 +324,7 @@ impl Engine {
                 quiesce,
                 telemetry,
                 rendered,
+                shards,
             },
             driver,
             Outputs::Clock { fallback },
@@ -281,6 +339,7 @@ impl Engine {
             quiesce,
             telemetry,
             rendered,
+            shards,
         }: Parts,
         driver: Driver,
         outputs: Outputs,
@@ -304,6 +363,7 @@ impl Engine {
                 links: std::sync::Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
                 rendered,
+                shards,
             }),
         }
     }
@@ -326,6 +386,41 @@ impl Engine {
     #[must_use]
     pub fn telemetry(&self) -> Arc<Telemetry> {
         Arc::clone(&self.inner.telemetry)
+    }
+
+    /// The render shards (SPEC C4): one on the offline and device clocks,
+    /// [`EngineConfig::render_threads`] on the virtual clock. Shard 0 holds
+    /// the main mix and every session that plays into it; a session with
+    /// an output of its own alone goes to the shard with fewest sessions.
+    #[must_use]
+    pub fn shards(&self) -> Vec<ShardStats> {
+        self.inner
+            .shards
+            .iter()
+            .enumerate()
+            .map(|(index, s)| ShardStats {
+                index,
+                telemetry: Arc::clone(&s.telemetry),
+                sessions: s.sessions.load(Ordering::Relaxed),
+            })
+            .collect()
+    }
+
+    /// Blocks rendered after their deadline, summed over every shard.
+    #[must_use]
+    pub fn late_blocks(&self) -> u64 {
+        self.sum_shards(|t| t.late_blocks.load(Ordering::Relaxed))
+    }
+
+    /// Allocations or frees seen on any audio thread (feature `rt-audit`
+    /// of the drivers), summed over every shard (SPEC R1).
+    #[must_use]
+    pub fn alloc_violations(&self) -> u64 {
+        self.sum_shards(|t| t.alloc_violations.load(Ordering::Relaxed))
+    }
+
+    fn sum_shards(&self, f: impl Fn(&Telemetry) -> u64) -> u64 {
+        self.inner.shards.iter().map(|s| f(&s.telemetry)).sum()
     }
 
     /// The output sample clock.
