@@ -11,10 +11,62 @@
 //! loss cuts goes with it. The pts jump equals the frames lost, and the
 //! output's telemetry counts them.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use sotto_rt::{OutputReader, SampleTime};
+use tokio::sync::Notify;
+
+use crate::session::SharedOutputId;
+
+/// A shared output (a room mix) as its maker, its handle and its reader
+/// see it: the framer until a reader takes it, and whether it has ended.
+#[derive(Debug)]
+pub struct OutputShared {
+    /// Its number.
+    pub id: SharedOutputId,
+    /// Its name, for traces.
+    pub name: String,
+    /// The render shard it lives on.
+    pub shard: usize,
+    framer: Mutex<Option<Framer>>,
+    closed: AtomicBool,
+    /// Woken when it is removed.
+    pub closing: Notify,
+}
+
+impl OutputShared {
+    /// A live shared output whose frames `framer` reads.
+    #[must_use]
+    pub fn new(id: SharedOutputId, name: String, shard: usize, framer: Framer) -> Self {
+        Self {
+            id,
+            name,
+            shard,
+            framer: Mutex::new(Some(framer)),
+            closed: AtomicBool::new(false),
+            closing: Notify::new(),
+        }
+    }
+
+    /// The framer, for the first reader only.
+    pub fn take_framer(&self) -> Option<Framer> {
+        self.framer.lock().ok().and_then(|mut f| f.take())
+    }
+
+    /// Marks it removed and wakes its reader.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.closing.notify_waiters();
+    }
+
+    /// Whether it was removed.
+    #[must_use]
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
 
 /// How long an output frame is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -25,7 +25,8 @@ pub use ingest::{FormatError, Ingest, InputFormat, SampleFormat, SUPPORTED_RATES
 pub use quiesce::{Quiescence, SettleTimeout};
 pub use session::{
     Duck, Input, OwnOutput, PushOutcome, SessionClosed, SessionConfig, SessionEvent,
-    SessionEventKind, SessionMsg, SessionShared, MAX_WAITING,
+    SessionEventKind, SessionMsg, SessionOutput, SessionShared, SharedOutputConfig, SharedOutputId,
+    MAX_WAITING,
 };
 pub use sink::{AudioSink, Recorder, RecorderLog, SinkError, WavSink};
 pub use supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};

@@ -13,13 +13,13 @@ use sotto_rt::{
     Telemetry, Voice,
 };
 
-use crate::frames::Framer;
+use crate::frames::{Framer, OutputShared};
 use crate::ingest::{FormatError, Ingest};
 use crate::pump::{send_pump, PumpMsg};
 use crate::quiesce::Quiescence;
 use crate::session::{
-    voice_config, OwnOutput, Session, SessionArgs, SessionConfig, SessionEvent, SessionEventKind,
-    SessionShared,
+    shared_output_id, voice_config, OwnOutput, Session, SessionArgs, SessionConfig, SessionEvent,
+    SessionEventKind, SessionOutput, SessionShared, SharedOutputConfig, SharedOutputId,
 };
 
 /// Why a session could not be created.
@@ -41,6 +41,12 @@ pub enum CreateError {
     /// The session actor did not start.
     #[error("session actor did not start: {0}")]
     Spawn(String),
+    /// The session asked to join a shared output that is not there.
+    #[error("no shared output {0}")]
+    NoSuchOutput(u32),
+    /// Every shared output slot is taken.
+    #[error("all {0} shared output slots are in use")]
+    NoFreeOutput(usize),
 }
 
 /// Messages of the supervisor.
@@ -52,6 +58,13 @@ pub enum SupervisorMsg {
     ),
     /// Remove a session and retire its voice.
     Remove(SessionId, RpcReplyPort<()>),
+    /// Make a shared output (a room mix) sessions can join.
+    CreateOutput(
+        SharedOutputConfig,
+        RpcReplyPort<Result<Arc<OutputShared>, CreateError>>,
+    ),
+    /// Remove a shared output; sessions still in it play on to nowhere.
+    RemoveOutput(SharedOutputId, RpcReplyPort<()>),
     /// Close every session and stop every session actor and background
     /// loader, waiting at most the given time for them to finish.
     Shutdown(Duration, RpcReplyPort<()>),
@@ -62,6 +75,8 @@ impl std::fmt::Debug for SupervisorMsg {
         match self {
             Self::Create(c, _) => write!(f, "Create({})", c.name),
             Self::Remove(id, _) => write!(f, "Remove({id:?})"),
+            Self::CreateOutput(c, _) => write!(f, "CreateOutput({})", c.name),
+            Self::RemoveOutput(id, _) => write!(f, "RemoveOutput({id:?})"),
             Self::Shutdown(limit, _) => write!(f, "Shutdown({limit:?})"),
         }
     }
@@ -83,7 +98,11 @@ impl ShardControl {
     /// The control ends of a renderer the supervisor needs, with an
     /// empty session count.
     #[must_use]
-    pub fn new(command_tx: Producer<Command>, doorbells: Doorbells, telemetry: Arc<Telemetry>) -> Self {
+    pub fn new(
+        command_tx: Producer<Command>,
+        doorbells: Doorbells,
+        telemetry: Arc<Telemetry>,
+    ) -> Self {
         Self {
             command_tx,
             doorbells,
@@ -120,6 +139,7 @@ struct Slot {
 pub struct SupervisorState {
     args: SupervisorArgs,
     slots: Vec<Option<Slot>>,
+    outputs: Vec<Option<Arc<OutputShared>>>,
 }
 
 impl Actor for EngineSupervisor {
@@ -133,7 +153,12 @@ impl Actor for EngineSupervisor {
         args: SupervisorArgs,
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let slots = (0..args.renderer.max_sessions).map(|_| None).collect();
-        Ok(SupervisorState { args, slots })
+        let outputs = (0..args.renderer.max_sessions).map(|_| None).collect();
+        Ok(SupervisorState {
+            args,
+            slots,
+            outputs,
+        })
     }
 
     async fn handle(
@@ -167,7 +192,27 @@ impl Actor for EngineSupervisor {
                 }
                 let _ = reply.send(());
             }
+            SupervisorMsg::CreateOutput(config, reply) => {
+                let _ = reply.send(state.create_output(config));
+            }
+            SupervisorMsg::RemoveOutput(id, reply) => {
+                if let Some(out) = state.outputs.get_mut(id.0 as usize).and_then(Option::take) {
+                    out.close();
+                    let slot = shared_output_id(&state.args.renderer, id);
+                    if state.args.shards[out.shard]
+                        .command_tx
+                        .push(Command::RemoveOutput(slot))
+                        .is_err()
+                    {
+                        tracing::error!(output = %out.name, "renderer command ring full; output stays until its slot is reused");
+                    }
+                }
+                let _ = reply.send(());
+            }
             SupervisorMsg::Shutdown(limit, reply) => {
+                for out in state.outputs.iter_mut().filter_map(Option::take) {
+                    out.close();
+                }
                 // Closed first: nothing new is accepted while the actors
                 // finish what they hold (sinks closed, waiting pushes told).
                 for slot in state.slots.iter_mut().filter_map(Option::take) {
@@ -231,7 +276,7 @@ impl SupervisorState {
             .iter()
             .position(Option::is_none)
             .ok_or(CreateError::NoFreeSlot(self.slots.len()))?;
-        let shard = self.place(&config);
+        let shard = self.place(&config)?;
         let shared = SessionShared::new(
             SessionId(index as u32),
             config,
@@ -239,23 +284,41 @@ impl SupervisorState {
             Arc::clone(&self.args.quiesce),
             Arc::clone(&self.args.shards[shard].telemetry),
         );
-        if let Some(own) = shared.config.output {
-            self.add_output(&shared, own, shard)?;
+        if let Some(own) = shared.config.output.own() {
+            let framer = self.add_output(OutputId(shared.id.0), own, shard)?;
+            if let Ok(mut f) = shared.frames.lock() {
+                *f = Some(framer);
+            }
         }
         if let Err(e) = self.start(myself, &shared, shard, 0).await {
             self.remove_output(&shared, shard);
             return Err(e);
         }
-        self.args.shards[shard].sessions.fetch_add(1, Ordering::Relaxed);
+        self.args.shards[shard]
+            .sessions
+            .fetch_add(1, Ordering::Relaxed);
         Ok(shared)
     }
 
     /// The shard a new session renders on (SPEC C4). Whatever feeds the
     /// main mix renders where the main mix is, on shard 0; an output of
     /// its own alone goes to the shard with the fewest sessions.
-    fn place(&self, config: &SessionConfig) -> usize {
-        let feeds_main = config.output.is_none_or(|o| o.also_main);
-        if feeds_main {
+    /// A session in a shared output renders on that output's shard.
+    fn place(&self, config: &SessionConfig) -> Result<usize, CreateError> {
+        match config.output {
+            SessionOutput::Main => Ok(0),
+            SessionOutput::Own(own) => Ok(self.place_output(own)),
+            SessionOutput::Shared(id) => self
+                .outputs
+                .get(id.0 as usize)
+                .and_then(Option::as_ref)
+                .map(|o| o.shard)
+                .ok_or(CreateError::NoSuchOutput(id.0)),
+        }
+    }
+
+    fn place_output(&self, output: OwnOutput) -> usize {
+        if output.also_main {
             return 0;
         }
         self.args
@@ -266,19 +329,39 @@ impl SupervisorState {
             .map_or(0, |(k, _)| k)
     }
 
-    /// Builds the session's own output, sends it to the renderer and keeps
-    /// its reading end for the session's handle (SPEC C1). The output takes
-    /// the session's slot number, so a restarted voice finds it again.
+    /// Makes a shared output on the least loaded shard (SPEC C1, C4).
+    fn create_output(
+        &mut self,
+        config: SharedOutputConfig,
+    ) -> Result<Arc<OutputShared>, CreateError> {
+        config.output.validate().map_err(CreateError::Config)?;
+        let index = self
+            .outputs
+            .iter()
+            .position(Option::is_none)
+            .ok_or(CreateError::NoFreeOutput(self.outputs.len()))?;
+        let id = SharedOutputId(index as u32);
+        let shard = self.place_output(config.output);
+        let slot = shared_output_id(&self.args.renderer, id);
+        let framer = self.add_output(slot, config.output, shard)?;
+        let out = Arc::new(OutputShared::new(id, config.name, shard, framer));
+        self.outputs[index] = Some(Arc::clone(&out));
+        Ok(out)
+    }
+
+    /// Builds an output, sends it to the renderer of `shard` and gives
+    /// back its reading end (SPEC C1). A session's own output takes the
+    /// session's slot number, so a restarted voice finds it again.
     fn add_output(
         &mut self,
-        shared: &Arc<SessionShared>,
+        id: OutputId,
         own: OwnOutput,
         shard: usize,
-    ) -> Result<(), CreateError> {
+    ) -> Result<Framer, CreateError> {
         let r = &self.args.renderer;
         let bound = frames_of(own.bound, r.sample_rate) as usize;
         let (reader, output) = Output::new(&OutputConfig {
-            id: OutputId(shared.id.0),
+            id,
             channels: r.channels,
             max_block_frames: r.max_block_frames,
             // Twice the reader's bound: a slow reader drops its oldest
@@ -296,16 +379,12 @@ impl SupervisorState {
                 sotto_rt::RendererError::CommandRingFull,
             ));
         }
-        let framer = Framer::new(reader, own.frame, r.sample_rate, own.bound);
-        if let Ok(mut f) = shared.frames.lock() {
-            *f = Some(framer);
-        }
-        Ok(())
+        Ok(Framer::new(reader, own.frame, r.sample_rate, own.bound))
     }
 
     /// Takes the session's own output out of the renderer, if it has one.
     fn remove_output(&mut self, shared: &SessionShared, shard: usize) {
-        if shared.config.output.is_some()
+        if shared.config.output.own().is_some()
             && self.args.shards[shard]
                 .command_tx
                 .push(Command::RemoveOutput(OutputId(shared.id.0)))

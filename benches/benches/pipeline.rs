@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sotto::{Engine, EngineConfig, OwnOutput, SessionConfig};
+use sotto::{Engine, EngineConfig, OwnOutput, SessionConfig, SessionOutput};
 use sotto_benches::tone_s16;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -35,10 +35,14 @@ fn streams(rt: &tokio::runtime::Runtime, g: &mut BenchGroup<'_>, n: usize, calls
         let mut s = Vec::new();
         for _ in 0..n {
             let config = SessionConfig {
-                output: calls.then(|| OwnOutput {
-                    also_main: false,
-                    ..OwnOutput::default()
-                }),
+                output: if calls {
+                    SessionOutput::Own(OwnOutput {
+                        also_main: false,
+                        ..OwnOutput::default()
+                    })
+                } else {
+                    SessionOutput::Main
+                },
                 ..SessionConfig::default()
             };
             let session = engine.create_session(config).await.unwrap();

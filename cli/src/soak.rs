@@ -15,7 +15,7 @@ use serde::Serialize;
 
 use sotto::{
     Clock, Engine, EngineConfig, EngineError, Frame, OutputFrames, OwnOutput, SessionConfig,
-    SessionEventKind, SessionHandle,
+    SessionEventKind, SessionHandle, SessionOutput,
 };
 
 /// Output rate of a soak.
@@ -204,16 +204,20 @@ pub async fn run(
             .create_session(SessionConfig {
                 name: format!("s{i}"),
                 queue: Duration::from_secs(5),
-                output: config.calls.then(|| OwnOutput {
-                    // A call plays to its own user only; offline, the run
-                    // reads a second at a time.
-                    also_main: false,
-                    bound: match config.clock {
-                        SoakClock::Virtual => OwnOutput::default().bound,
-                        SoakClock::Offline => Duration::from_secs(2),
-                    },
-                    ..OwnOutput::default()
-                }),
+                output: if config.calls {
+                    SessionOutput::Own(OwnOutput {
+                        // A call plays to its own user only; offline, the
+                        // run reads a second at a time.
+                        also_main: false,
+                        bound: match config.clock {
+                            SoakClock::Virtual => OwnOutput::default().bound,
+                            SoakClock::Offline => Duration::from_secs(2),
+                        },
+                        ..OwnOutput::default()
+                    })
+                } else {
+                    SessionOutput::Main
+                },
                 ..SessionConfig::default()
             })
             .await?;

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures_core::Stream;
-use sotto_actors::frames::{Frame, Framer};
+use sotto_actors::frames::{Frame, Framer, OutputShared};
 use sotto_actors::session::SessionShared;
 use sotto_actors::{AudioSink, SessionEvent, SessionEventKind, SinkError};
 use tokio::sync::futures::OwnedNotified;
@@ -27,13 +27,13 @@ pub enum FramesError {
     /// ([`Engine::render`](crate::Engine::render)). Waiting would never end.
     #[error("no frame is rendered yet, and the offline clock only renders when asked")]
     NotRendered,
-    /// The session was removed or the engine stopped, and every frame it
-    /// rendered has been read.
-    #[error("the session is closed")]
+    /// The session or output was removed or the engine stopped, and every
+    /// frame it rendered has been read.
+    #[error("the output is closed")]
     Closed,
 }
 
-/// A session's own output, read frame by frame: each frame with its pts on
+/// An output (a session's own, or a shared one), read frame by frame: each frame with its pts on
 /// the engine's sample clock, one frame after the other. A reader that
 /// lags more than the output's bound loses its oldest frames (counted in
 /// [`OutputFrames::lost_frames`]) and sees the pts jump by exactly that;
@@ -51,7 +51,7 @@ pub struct OutputFrames {
     framer: Framer,
     rendered: Arc<Notify>,
     offline: bool,
-    session: Arc<SessionShared>,
+    owner: Owner,
     /// The wake-up a pending `poll_next` waits for.
     waiting: Option<Pin<Box<OwnedNotified>>>,
     /// Lost frames already reported as an event.
@@ -61,25 +61,45 @@ pub struct OutputFrames {
 impl std::fmt::Debug for OutputFrames {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("OutputFrames")
-            .field("session", &self.session.id)
+            .field("owner", &self.owner)
             .field("offline", &self.offline)
             .field("lost_frames", &self.framer.lost_frames())
             .finish_non_exhaustive()
     }
 }
 
+/// Whose output the frames are.
+#[derive(Debug, Clone)]
+pub(crate) enum Owner {
+    /// A session's own: losses are reported as its events.
+    Session(Arc<SessionShared>),
+    /// A shared output: losses are counted only.
+    Shared(Arc<OutputShared>),
+}
+
+impl Owner {
+    fn is_closed(&self) -> bool {
+        match self {
+            Self::Session(s) => s.is_closed(),
+            Self::Shared(o) => o.is_closed(),
+        }
+    }
+
+    fn closing(&self) -> &Notify {
+        match self {
+            Self::Session(s) => &s.closing,
+            Self::Shared(o) => &o.closing,
+        }
+    }
+}
+
 impl OutputFrames {
-    pub(crate) fn new(
-        framer: Framer,
-        rendered: Arc<Notify>,
-        offline: bool,
-        session: Arc<SessionShared>,
-    ) -> Self {
+    pub(crate) fn new(framer: Framer, rendered: Arc<Notify>, offline: bool, owner: Owner) -> Self {
         Self {
             framer,
             rendered,
             offline,
-            session,
+            owner,
             waiting: None,
             reported_lost: 0,
         }
@@ -98,11 +118,13 @@ impl OutputFrames {
         if total > self.reported_lost {
             let frames = total - self.reported_lost;
             self.reported_lost = total;
-            self.session.emit(SessionEvent {
-                session: self.session.id,
-                at: frame.pts,
-                kind: SessionEventKind::FramesLost { frames, total },
-            });
+            if let Owner::Session(session) = &self.owner {
+                session.emit(SessionEvent {
+                    session: session.id,
+                    at: frame.pts,
+                    kind: SessionEventKind::FramesLost { frames, total },
+                });
+            }
         }
     }
 
@@ -126,7 +148,7 @@ impl OutputFrames {
             if let Some(frame) = self.take() {
                 return Ok(frame);
             }
-            if self.session.is_closed() {
+            if self.owner.is_closed() {
                 return Err(FramesError::Closed);
             }
             if self.offline {
@@ -173,17 +195,17 @@ impl OutputFrames {
         sample_rate: u32,
     ) -> tokio::task::JoinHandle<Result<u64, SinkError>> {
         tokio::spawn(async move {
-            let channels = self.session_channels();
-            let session = Arc::clone(&self.session);
+            let channels = self.channels();
+            let owner = self.owner.clone();
             let mut written = 0u64;
             let mut failed = None;
             loop {
                 let woken = Arc::clone(&self.rendered).notified_owned();
-                let closing = session.closing.notified();
+                let closing = owner.closing().notified();
                 tokio::pin!(woken, closing);
                 woken.as_mut().enable();
                 closing.as_mut().enable();
-                let closed = session.is_closed();
+                let closed = owner.is_closed();
                 let frames: Vec<Frame> = if closed {
                     self.take_rest()
                 } else {
@@ -213,7 +235,9 @@ impl OutputFrames {
         })
     }
 
-    fn session_channels(&self) -> usize {
+    /// Interleaved channels of each frame.
+    #[must_use]
+    pub fn channels(&self) -> usize {
         self.framer.reader().channels()
     }
 
@@ -268,7 +292,7 @@ impl Stream for OutputFrames {
                 this.waiting = None;
                 return Poll::Ready(Some(frame));
             }
-            if this.offline || this.session.is_closed() {
+            if this.offline || this.owner.is_closed() {
                 this.waiting = None;
                 return Poll::Ready(None);
             }
@@ -280,5 +304,59 @@ impl Stream for OutputFrames {
                 Poll::Pending => return Poll::Pending,
             }
         }
+    }
+}
+
+/// A shared output several sessions mix into (SPEC C1): a room mix, made by
+/// [`Engine::create_output`](crate::Engine::create_output). Sessions join
+/// it with [`SessionOutput::Shared`](crate::SessionOutput) and its
+/// [`id`](SharedOutput::id); its sum is saturated like the main mix, and
+/// read as frames like any output.
+#[derive(Debug, Clone)]
+pub struct SharedOutput {
+    shared: Arc<OutputShared>,
+    rendered: Arc<Notify>,
+    offline: bool,
+}
+
+impl SharedOutput {
+    pub(crate) fn new(shared: Arc<OutputShared>, rendered: Arc<Notify>, offline: bool) -> Self {
+        Self {
+            shared,
+            rendered,
+            offline,
+        }
+    }
+
+    /// Its number, for [`SessionOutput::Shared`](crate::SessionOutput).
+    #[must_use]
+    pub fn id(&self) -> sotto_actors::SharedOutputId {
+        self.shared.id
+    }
+
+    /// Its name.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        &self.shared.name
+    }
+
+    /// The render shard it (and every session in it) renders on.
+    #[must_use]
+    pub fn shard(&self) -> usize {
+        self.shared.shard
+    }
+
+    /// Its frames; one reader.
+    ///
+    /// # Errors
+    /// [`FramesError::Taken`] when a reader already has them.
+    pub fn frames(&self) -> Result<OutputFrames, FramesError> {
+        let framer = self.shared.take_framer().ok_or(FramesError::Taken)?;
+        Ok(OutputFrames::new(
+            framer,
+            Arc::clone(&self.rendered),
+            self.offline,
+            Owner::Shared(Arc::clone(&self.shared)),
+        ))
     }
 }

@@ -11,7 +11,7 @@ use sotto_actors::{AudioSink, Duck, Input, PushOutcome, SessionEvent};
 use sotto_rt::SessionId;
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::frames::{FramesError, OutputFrames};
+use crate::frames::{FramesError, OutputFrames, Owner};
 
 /// A session's failures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -70,7 +70,7 @@ impl SessionHandle {
     /// [`FramesError::NoOutput`] without an own output,
     /// [`FramesError::Taken`] when a reader already has it.
     pub fn frames(&self) -> Result<OutputFrames, FramesError> {
-        if self.shared.config.output.is_none() {
+        if self.shared.config.output.own().is_none() {
             return Err(FramesError::NoOutput);
         }
         let framer = self
@@ -84,7 +84,7 @@ impl SessionHandle {
             framer,
             Arc::clone(&self.rendered),
             self.offline,
-            Arc::clone(&self.shared),
+            Owner::Session(Arc::clone(&self.shared)),
         ))
     }
 

@@ -39,7 +39,7 @@ pub use background::BackgroundHandle;
 pub use engine::{
     default_render_threads, Clock, Engine, EngineConfig, EngineError, ShardStats, SHUTDOWN_LIMIT,
 };
-pub use frames::{FramesError, OutputFrames};
+pub use frames::{FramesError, OutputFrames, SharedOutput};
 pub use handle::{SessionError, SessionHandle};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::frames::{Frame, FrameLength};
@@ -60,8 +60,8 @@ pub use sotto_actors::device_manager::{DeviceEvent, DEVICE_EVENT_QUEUE};
 pub use sotto_actors::devices::{devices, DeviceError, DeviceInfo};
 pub use sotto_actors::{
     AudioSink, Duck, InputFormat, OwnOutput, PushOutcome, Recorder, RecorderLog, SampleFormat,
-    SessionConfig, SessionEvent, SessionEventKind, SinkError, WavSink, MAX_WAITING,
-    SUPPORTED_RATES,
+    SessionConfig, SessionEvent, SessionEventKind, SessionOutput, SharedOutputConfig,
+    SharedOutputId, SinkError, WavSink, MAX_WAITING, SUPPORTED_RATES,
 };
 pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use assert_no_alloc::AllocDisabler;
 use sotto::{
     Clock, Duck, Engine, EngineConfig, Frame, FramesError, OutputFrames, OwnOutput, SessionConfig,
-    SessionHandle,
+    SessionHandle, SessionOutput, SharedOutputConfig, SharedOutputId,
 };
 use sotto_integration::tone_s16;
 
@@ -24,7 +24,7 @@ const RATE: usize = 24_000;
 fn call(name: &str) -> SessionConfig {
     SessionConfig {
         name: name.into(),
-        output: Some(OwnOutput::default()),
+        output: SessionOutput::default(),
         duck: Some(Duck::default()),
         ..SessionConfig::default()
     }
@@ -144,11 +144,7 @@ async fn two_calls(clock: Clock, with_first: bool) -> (Vec<f32>, Vec<f32>) {
         let (out, lost) = tb.await.unwrap();
         assert_eq!(lost, 0);
         b = out;
-        assert_eq!(
-            engine.alloc_violations(),
-            0,
-            "the audio thread allocated"
-        );
+        assert_eq!(engine.alloc_violations(), 0, "the audio thread allocated");
     } else {
         while b.len() < total {
             if b.len() == RATE / 2 {
@@ -260,11 +256,7 @@ async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_do
         "one event, at the frame after the loss"
     );
     assert_eq!(steady_task.await.unwrap(), 0);
-    assert_eq!(
-        engine.alloc_violations(),
-        0,
-        "the audio thread allocated"
-    );
+    assert_eq!(engine.alloc_violations(), 0, "the audio thread allocated");
     engine.shutdown().await;
 }
 
@@ -324,7 +316,7 @@ async fn a_recorder_on_the_output_keeps_what_the_user_heard() {
     let engine = engine(Clock::Offline).await;
     // Offline renders outrun any task: the bound covers a whole render.
     let config = SessionConfig {
-        output: Some(OwnOutput {
+        output: SessionOutput::Own(OwnOutput {
             bound: Duration::from_secs(2),
             ..OwnOutput::default()
         }),
@@ -362,4 +354,89 @@ async fn a_recorder_on_the_output_keeps_what_the_user_heard() {
     );
     engine.shutdown().await;
     std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A room mix (SPEC C1): two sessions join a shared output; it holds their
+/// sum sample for sample, as two own outputs of the same speech add up; a
+/// session cannot join a room that is not there; a removed room's reader
+/// gets what was rendered, then `Closed`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
+    let engine = engine(Clock::Offline).await;
+    let room = engine
+        .create_output(SharedOutputConfig::default())
+        .await
+        .unwrap();
+    let mut room_frames = room.frames().unwrap();
+    assert_eq!(room.frames().unwrap_err(), FramesError::Taken);
+    let in_room = |name: &str| SessionConfig {
+        name: name.into(),
+        output: SessionOutput::Shared(room.id()),
+        ..SessionConfig::default()
+    };
+    let alone = |name: &str| SessionConfig {
+        name: name.into(),
+        output: SessionOutput::Own(OwnOutput {
+            also_main: false,
+            ..OwnOutput::default()
+        }),
+        ..SessionConfig::default()
+    };
+    let (a, b) = (
+        engine.create_session(in_room("a")).await.unwrap(),
+        engine.create_session(in_room("b")).await.unwrap(),
+    );
+    assert_eq!(
+        a.frames().unwrap_err(),
+        FramesError::NoOutput,
+        "a session in a room has no output of its own"
+    );
+    let (c, d) = (
+        engine.create_session(alone("c")).await.unwrap(),
+        engine.create_session(alone("d")).await.unwrap(),
+    );
+    let (mut fc, mut fd) = (c.frames().unwrap(), d.frames().unwrap());
+    for (s, freq) in [(&a, 300.0), (&b, 470.0), (&c, 300.0), (&d, 470.0)] {
+        let _ = s.push(tone_s16(RATE / 2, freq, RATE as u32, 9_000.0));
+    }
+    engine.settle().await.unwrap();
+    let (mut mix, mut one, mut other) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut pm, mut p1, mut p2) = (0, 0, 0);
+    for step in 0..40 {
+        if step == 10 {
+            a.interrupt().unwrap();
+            c.interrupt().unwrap();
+        }
+        engine.render(RATE as u64 / 50).await.unwrap();
+        drain(&mut room_frames, &mut pm, &mut mix);
+        drain(&mut fc, &mut p1, &mut one);
+        drain(&mut fd, &mut p2, &mut other);
+    }
+    assert_eq!(mix.len(), 40 * RATE / 50);
+    let sum: Vec<f32> = one.iter().zip(&other).map(|(x, y)| x + y).collect();
+    assert!(mix == sum, "the room holds the sum of its sessions");
+    assert!(mix.iter().any(|v| v.abs() > 0.3), "the room was speaking");
+
+    let err = engine
+        .create_session(SessionConfig {
+            output: SessionOutput::Shared(SharedOutputId(7)),
+            ..SessionConfig::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no shared output 7"), "{err}");
+
+    engine.render(RATE as u64 / 50).await.unwrap();
+    engine.remove_output(&room).await.unwrap();
+    assert!(
+        room_frames.try_next_frame().is_some(),
+        "rendered before removal"
+    );
+    assert_eq!(
+        room_frames.next_frame().await.unwrap_err(),
+        FramesError::Closed
+    );
+    // Its sessions play on, heard by nobody.
+    engine.render(RATE as u64 / 50).await.unwrap();
+    engine.shutdown().await;
 }

@@ -1,7 +1,8 @@
 //! Render shards (SPEC C4): calls spread over four `sotto-audio-K`
 //! threads on the virtual clock, calls added and removed at random while
 //! 200 others play, every shard counting one sample clock.
-#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
@@ -12,7 +13,7 @@ use std::time::Duration;
 use assert_no_alloc::AllocDisabler;
 use sotto::{
     Clock, Engine, EngineConfig, OutputFrames, OwnOutput, SessionConfig, SessionEventKind,
-    SessionHandle,
+    SessionHandle, SessionOutput,
 };
 use sotto_integration::tone_s16;
 
@@ -28,7 +29,7 @@ fn call(name: String) -> SessionConfig {
     SessionConfig {
         name,
         queue: Duration::from_secs(15),
-        output: Some(OwnOutput {
+        output: SessionOutput::Own(OwnOutput {
             also_main: false,
             ..OwnOutput::default()
         }),
@@ -88,7 +89,10 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
     let speech = tone_s16(RATE * 12, 220.0, RATE as u32, 8_000.0);
     let mut others = Vec::new();
     for i in 0..OTHERS {
-        let s = engine.create_session(call(format!("call{i}"))).await.unwrap();
+        let s = engine
+            .create_session(call(format!("call{i}")))
+            .await
+            .unwrap();
         let seen = Arc::new(Seen::default());
         let reader = read(s.frames().unwrap(), Arc::clone(&seen));
         s.mark_synthesis_start().unwrap();
@@ -97,7 +101,11 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
         others.push((s, seen, reader));
     }
     let loads: Vec<usize> = engine.shards().iter().map(|s| s.sessions).collect();
-    assert_eq!(loads, vec![OTHERS / SHARDS; SHARDS], "least loaded placement");
+    assert_eq!(
+        loads,
+        vec![OTHERS / SHARDS; SHARDS],
+        "least loaded placement"
+    );
 
     // One probe call per shard (placement goes round), interrupted
     // together: their fades start at one sample time, give or take the
@@ -105,7 +113,10 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
     let fades = Arc::new(Mutex::new(Vec::new()));
     let mut probes = Vec::new();
     for k in 0..SHARDS {
-        let s = engine.create_session(call(format!("probe{k}"))).await.unwrap();
+        let s = engine
+            .create_session(call(format!("probe{k}")))
+            .await
+            .unwrap();
         let fades = Arc::clone(&fades);
         s.on_event(move |e| {
             if matches!(e.kind, SessionEventKind::Interrupted { .. }) {
@@ -127,7 +138,10 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
             }
         }
         if churn.len() < 24 && rng.below(3) > 0 {
-            let s = engine.create_session(call(format!("churn{made}"))).await.unwrap();
+            let s = engine
+                .create_session(call(format!("churn{made}")))
+                .await
+                .unwrap();
             made += 1;
             let _ = s.push(tone_s16(RATE / 2, 660.0, RATE as u32, 8_000.0));
             churn.push(s);
@@ -136,7 +150,11 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
             let s = churn.swap_remove(rng.below(churn.len()));
             engine.remove_session(&s).await.unwrap();
         }
-        let clocks: Vec<u64> = engine.shards().iter().map(|s| s.telemetry.clock().0).collect();
+        let clocks: Vec<u64> = engine
+            .shards()
+            .iter()
+            .map(|s| s.telemetry.clock().0)
+            .collect();
         let (lo, hi) = (clocks.iter().min().unwrap(), clocks.iter().max().unwrap());
         clock_spread = clock_spread.max(hi - lo);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -147,7 +165,10 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
     assert_eq!(engine.alloc_violations(), 0, "allocations on sotto-audio-K");
     // Read one after the other, shards are at most the block some of them
     // are rendering apart: one clock.
-    assert!(clock_spread <= BLOCK, "shard clocks {clock_spread} samples apart");
+    assert!(
+        clock_spread <= BLOCK,
+        "shard clocks {clock_spread} samples apart"
+    );
     let fades = fades.lock().unwrap().clone();
     assert_eq!(fades.len(), SHARDS, "every probe was interrupted");
     let spread = fades.iter().max().unwrap() - fades.iter().min().unwrap();
@@ -159,8 +180,18 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
     let mut frames = 0;
     for (s, seen, reader) in others {
         reader.await.unwrap();
-        assert_eq!(seen.lost.load(Ordering::Relaxed), 0, "{} lost frames", s.name());
-        assert_eq!(seen.gaps.load(Ordering::Relaxed), 0, "{} pts gaps", s.name());
+        assert_eq!(
+            seen.lost.load(Ordering::Relaxed),
+            0,
+            "{} lost frames",
+            s.name()
+        );
+        assert_eq!(
+            seen.gaps.load(Ordering::Relaxed),
+            0,
+            "{} pts gaps",
+            s.name()
+        );
         assert_eq!(s.telemetry().underruns.load(Ordering::Relaxed), 0);
         frames += seen.frames.load(Ordering::Relaxed);
     }

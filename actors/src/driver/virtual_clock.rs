@@ -139,11 +139,10 @@ struct ShardRun {
 impl ShardRun {
     fn run(self) -> Renderer {
         let Self {
-            shard:
-                Shard {
-                    mut renderer,
-                    telemetry,
-                },
+            shard: Shard {
+                mut renderer,
+                telemetry,
+            },
             block_frames,
             mut capture,
             stop,

@@ -81,10 +81,65 @@ pub struct SessionConfig {
     pub gain_ramp: Duration,
     /// How speech + background is kept inside full scale.
     pub saturation: Saturation,
-    /// An output of the session's own (SPEC C1), read as frames; `None`:
-    /// the session plays into the engine's main output only (the device,
-    /// the offline render).
-    pub output: Option<OwnOutput>,
+    /// Where the session's audio goes (SPEC C1): by default an output of
+    /// its own, read as frames, that also plays into the main mix.
+    pub output: SessionOutput,
+}
+
+/// Where a session renders (SPEC C1). Every session renders into exactly
+/// one output.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum SessionOutput {
+    /// An output of the session's own: a call.
+    Own(OwnOutput),
+    /// The engine's main mix only (the device, the offline render).
+    Main,
+    /// A shared output several sessions mix into, made by the application
+    /// (a room mix); the session renders on that output's shard.
+    Shared(SharedOutputId),
+}
+
+impl Default for SessionOutput {
+    fn default() -> Self {
+        Self::Own(OwnOutput::default())
+    }
+}
+
+impl SessionOutput {
+    /// The session's own output, if it has one.
+    #[must_use]
+    pub fn own(&self) -> Option<OwnOutput> {
+        match self {
+            Self::Own(o) => Some(*o),
+            Self::Main | Self::Shared(_) => None,
+        }
+    }
+}
+
+/// A shared output's number, given by the engine when it makes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SharedOutputId(pub u32);
+
+/// How a shared output is set up (SPEC C1): like an own output, and a name.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedOutputConfig {
+    /// A name for traces.
+    pub name: String,
+    /// Its frames and bound, and whether it also plays into the main mix
+    /// (off by default: a room mix goes to its room).
+    pub output: OwnOutput,
+}
+
+impl Default for SharedOutputConfig {
+    fn default() -> Self {
+        Self {
+            name: "room".into(),
+            output: OwnOutput {
+                also_main: false,
+                ..OwnOutput::default()
+            },
+        }
+    }
 }
 
 /// A session's own output: what its frames look like and how far a slow
@@ -129,7 +184,7 @@ impl Default for SessionConfig {
             background_gain: 1.0,
             gain_ramp: Duration::from_millis(20),
             saturation: Saturation::Hard,
-            output: None,
+            output: SessionOutput::default(),
         }
     }
 }
@@ -166,14 +221,25 @@ impl SessionConfig {
         if self.gain_ramp > Duration::from_secs(10) {
             return Err("gain ramp must be at most 10 s".into());
         }
-        if let Some(o) = &self.output {
-            if o.bound < o.frame.duration() || o.bound > Duration::from_secs(10) {
-                return Err(format!(
-                    "output bound {:?} must be within one frame ({:?}) and 10 s",
-                    o.bound,
-                    o.frame.duration()
-                ));
-            }
+        if let Some(o) = self.output.own() {
+            o.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl OwnOutput {
+    /// Checks the bound holds at least a frame and at most 10 s.
+    ///
+    /// # Errors
+    /// A message naming the bound.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.bound < self.frame.duration() || self.bound > Duration::from_secs(10) {
+            return Err(format!(
+                "output bound {:?} must be within one frame ({:?}) and 10 s",
+                self.bound,
+                self.frame.duration()
+            ));
         }
         Ok(())
     }
@@ -188,6 +254,15 @@ pub(super) const MAX_KEPT_DECODE_SAMPLES: usize = 64 * 1024;
 /// beyond the ring. A caller that awaits its pushes never gets near it; one
 /// that never awaits cannot grow memory past it.
 pub const MAX_WAITING: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A shared output's slot in the renderer: after every session's own.
+#[must_use]
+pub fn shared_output_id(
+    renderer: &sotto_rt::RendererConfig,
+    id: SharedOutputId,
+) -> sotto_rt::OutputId {
+    sotto_rt::OutputId((renderer.max_sessions as u32).saturating_add(id.0))
+}
 
 /// Converts a session's config to its voice's config.
 #[must_use]
@@ -215,6 +290,10 @@ pub fn voice_config(
         gain_ramp_frames: frames(c.gain_ramp).clamp(1, u64::from(u32::MAX)) as u32,
         saturation: c.saturation,
         doorbells: Some(doorbells.clone()),
-        output: c.output.map(|_| sotto_rt::OutputId(session.0)),
+        output: match c.output {
+            SessionOutput::Own(_) => Some(sotto_rt::OutputId(session.0)),
+            SessionOutput::Main => None,
+            SessionOutput::Shared(id) => Some(shared_output_id(renderer, id)),
+        },
     }
 }

@@ -10,7 +10,7 @@ use serde_json::{json, Map};
 use sotto::avatar::LinkConfig;
 use sotto::{
     BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, OutputFrames,
-    OwnOutput, SessionConfig, SessionHandle,
+    OwnOutput, SessionConfig, SessionHandle, SessionOutput,
 };
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
@@ -108,14 +108,18 @@ impl Prepared {
         let mut calls = Vec::new();
         for c in &self.sessions {
             let mut c = c.clone();
-            if options.sessions {
+            c.output = if options.sessions {
                 // Its own output as well as the main mix; a generous bound,
                 // since the offline render is read between chunks.
-                c.output = Some(OwnOutput {
+                SessionOutput::Own(OwnOutput {
                     bound: OWN_OUTPUT_BOUND,
                     ..OwnOutput::default()
-                });
-            }
+                })
+            } else {
+                // Nobody reads the sessions' own outputs: the main mix is
+                // the whole render.
+                SessionOutput::Main
+            };
             let h = engine.create_session(c).await?;
             if options.sessions {
                 let frames = h

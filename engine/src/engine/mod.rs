@@ -20,6 +20,7 @@ use sotto_rt::{Renderer, RendererConfig, SampleTime, Telemetry};
 use tokio::sync::{oneshot, Mutex, Notify};
 
 use crate::background::BackgroundHandle;
+use crate::frames::SharedOutput;
 use crate::handle::SessionHandle;
 
 mod avatar;
@@ -139,7 +140,8 @@ impl Engine {
             channels: config.channels,
             max_block_frames: config.block_frames,
             max_sessions: config.max_sessions,
-            max_outputs: config.max_sessions,
+            // Each session's own, then as many shared ones.
+            max_outputs: 2 * config.max_sessions,
             command_capacity: config.max_sessions * 2 + 64,
             event_capacity: (config.max_sessions * 64).max(4096),
             saturation: config.saturation,
@@ -304,10 +306,10 @@ impl Engine {
                 }];
                 all.append(&mut others);
                 let clock = VirtualClock::start_shards(all, config.block_frames, tx, deferred)
-                .map_err(|e| EngineError::Start {
-                    what: "sotto-audio threads",
-                    reason: e.to_string(),
-                })?;
+                    .map_err(|e| EngineError::Start {
+                        what: "sotto-audio threads",
+                        reason: e.to_string(),
+                    })?;
                 let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
                 Driver::Virtual {
                     clock,
@@ -450,6 +452,48 @@ impl Engine {
             Arc::clone(&self.inner.rendered),
             offline,
         ))
+    }
+
+    /// Makes a shared output (SPEC C1): a room mix that sessions join with
+    /// [`SessionOutput::Shared`](crate::SessionOutput), read as frames. It
+    /// renders on the least loaded shard, or on shard 0 when it also plays
+    /// into the main mix.
+    ///
+    /// # Errors
+    /// [`EngineError::Create`] for a bad bound or no free output slot (one
+    /// per session slot); [`EngineError::Stopped`] after shutdown.
+    pub async fn create_output(
+        &self,
+        config: sotto_actors::SharedOutputConfig,
+    ) -> Result<SharedOutput, EngineError> {
+        self.running()?;
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .supervisor
+            .cast(SupervisorMsg::CreateOutput(config, tx.into()))
+            .map_err(|_| EngineError::Stopped)?;
+        let shared = rx.await.map_err(|_| EngineError::Stopped)??;
+        let offline = matches!(self.inner.config.clock, Clock::Offline);
+        Ok(SharedOutput::new(
+            shared,
+            Arc::clone(&self.inner.rendered),
+            offline,
+        ))
+    }
+
+    /// Removes a shared output. Its reader gets what was rendered, then
+    /// [`FramesError::Closed`](crate::FramesError); sessions still in it
+    /// play on, heard by nobody, until they are removed.
+    ///
+    /// # Errors
+    /// [`EngineError::Stopped`] after shutdown.
+    pub async fn remove_output(&self, output: &SharedOutput) -> Result<(), EngineError> {
+        let (tx, rx) = oneshot::channel();
+        self.inner
+            .supervisor
+            .cast(SupervisorMsg::RemoveOutput(output.id(), tx.into()))
+            .map_err(|_| EngineError::Stopped)?;
+        rx.await.map_err(|_| EngineError::Stopped)
     }
 
     /// A background source for `session` (SPEC B1–B7), stopped until
