@@ -1,7 +1,7 @@
 //! The session handle: every method of a session in SPEC O.
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +20,80 @@ pub enum SessionError {
     /// The session was removed, restarted mid-request, or the engine stopped.
     #[error("session is closed")]
     Closed,
+    /// On the offline clock nothing renders unless asked, and nothing was
+    /// asked for [`OFFLINE_STALL`] while this push or playout waited for
+    /// the sample clock to move (SPEC C5): it could never end. Render from
+    /// another task while awaiting it, or await it after rendering. What
+    /// was pushed stays queued.
+    #[error("waiting for the offline clock, which renders only when asked and was not")]
+    NotRendering,
+}
+
+/// How long a push or playout on the offline clock may wait while nothing
+/// renders before it fails with [`SessionError::NotRendering`].
+pub const OFFLINE_STALL: Duration = Duration::from_millis(500);
+
+/// Whether the offline clock is moving: counted by every render call, read
+/// by waits that need it to move.
+#[derive(Debug, Default)]
+pub(crate) struct OfflineProgress {
+    /// Bumped as each render call begins and ends.
+    activity: AtomicU64,
+    /// Render calls under way.
+    rendering: AtomicU64,
+}
+
+impl OfflineProgress {
+    /// Counts a render call until the guard drops.
+    pub(crate) fn rendering(self: &Arc<Self>) -> RenderingGuard {
+        self.activity.fetch_add(1, Ordering::Relaxed);
+        self.rendering.fetch_add(1, Ordering::Relaxed);
+        RenderingGuard(Arc::clone(self))
+    }
+
+    /// Resolves with [`SessionError::NotRendering`] once nothing has
+    /// rendered for [`OFFLINE_STALL`]. Tokio's clock, so a test on a paused
+    /// runtime sees the same rule.
+    async fn stalled(&self) -> SessionError {
+        let mut seen = self.activity.load(Ordering::Relaxed);
+        let mut quiet_since = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(OFFLINE_STALL / 20).await;
+            let now = self.activity.load(Ordering::Relaxed);
+            if now != seen || self.rendering.load(Ordering::Relaxed) > 0 {
+                seen = now;
+                quiet_since = tokio::time::Instant::now();
+            } else if quiet_since.elapsed() >= OFFLINE_STALL {
+                return SessionError::NotRendering;
+            }
+        }
+    }
+}
+
+/// A render call under way (see [`OfflineProgress::rendering`]).
+pub(crate) struct RenderingGuard(Arc<OfflineProgress>);
+
+impl Drop for RenderingGuard {
+    fn drop(&mut self) {
+        self.0.rendering.fetch_sub(1, Ordering::Relaxed);
+        self.0.activity.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// `wait`, failing instead of hanging when it needs the offline clock to
+/// move and nothing moves it (SPEC C5).
+async fn unless_stalled<T>(
+    wait: impl Future<Output = Result<T, SessionError>>,
+    offline: Option<Arc<OfflineProgress>>,
+) -> Result<T, SessionError> {
+    let Some(progress) = offline else {
+        return wait.await;
+    };
+    tokio::select! {
+        biased;
+        done = wait => done,
+        stalled = progress.stalled() => Err(stalled),
+    }
 }
 
 impl From<sotto_actors::SessionClosed> for SessionError {
@@ -38,8 +112,9 @@ pub struct SessionHandle {
     shared: Arc<SessionShared>,
     /// Woken after every pump of the renderer's events: frames may wait.
     rendered: Arc<Notify>,
-    /// The engine runs on the offline clock: nothing renders by itself.
-    offline: bool,
+    /// The engine runs on the offline clock (nothing renders by itself):
+    /// how its render calls go.
+    offline: Option<Arc<OfflineProgress>>,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -52,7 +127,11 @@ impl std::fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
-    pub(crate) fn new(shared: Arc<SessionShared>, rendered: Arc<Notify>, offline: bool) -> Self {
+    pub(crate) fn new(
+        shared: Arc<SessionShared>,
+        rendered: Arc<Notify>,
+        offline: Option<Arc<OfflineProgress>>,
+    ) -> Self {
         Self {
             shared,
             rendered,
@@ -83,7 +162,7 @@ impl SessionHandle {
         Ok(OutputFrames::new(
             framer,
             Arc::clone(&self.rendered),
-            self.offline,
+            self.offline.is_some(),
             Owner::Session(Arc::clone(&self.shared)),
         ))
     }
@@ -125,11 +204,12 @@ impl SessionHandle {
         input: Input,
         bytes: Vec<u8>,
     ) -> impl Future<Output = Result<PushOutcome, SessionError>> + Send + 'static {
-        self.request(move |reply| SessionMsg::Push {
+        let wait = self.request(move |reply| SessionMsg::Push {
             input,
             bytes,
             reply,
-        })
+        });
+        unless_stalled(wait, self.offline.clone())
     }
 
     /// Pushes TTS bytes in the session's input format (SPEC O1, O2). The
@@ -138,7 +218,9 @@ impl SessionHandle {
     /// dropped. Dropping the future does not cancel the push.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; on the offline clock
+    /// [`SessionError::NotRendering`] when it waits for room while nothing
+    /// renders (the audio stays queued).
     pub fn push(
         &self,
         bytes: impl Into<Vec<u8>>,
@@ -253,11 +335,13 @@ impl SessionHandle {
     /// Resolves when everything queued has been played or cleared (SPEC O2).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; on the offline clock
+    /// [`SessionError::NotRendering`] when audio is queued and nothing
+    /// renders it.
     pub fn wait_for_playout(
         &self,
     ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
-        self.request(SessionMsg::WaitPlayout)
+        unless_stalled(self.request(SessionMsg::WaitPlayout), self.offline.clone())
     }
 
     /// Audio queued but not yet played (SPEC O2).

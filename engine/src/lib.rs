@@ -40,7 +40,7 @@ pub use engine::{
     default_render_threads, Clock, Engine, EngineConfig, EngineError, ShardStats, SHUTDOWN_LIMIT,
 };
 pub use frames::{FramesError, OutputFrames, SharedOutput};
-pub use handle::{SessionError, SessionHandle};
+pub use handle::{SessionError, SessionHandle, OFFLINE_STALL};
 pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::frames::{Frame, FrameLength};
 /// The agent side of the avatar link (SPEC A1–A7): what

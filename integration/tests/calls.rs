@@ -12,7 +12,7 @@ use std::time::Duration;
 use assert_no_alloc::AllocDisabler;
 use sotto::{
     Clock, Duck, Engine, EngineConfig, Frame, FramesError, OutputFrames, OwnOutput, SessionConfig,
-    SessionHandle, SessionOutput, SharedOutputConfig, SharedOutputId,
+    SessionError, SessionHandle, SessionOutput, SharedOutputConfig, SharedOutputId,
 };
 use sotto_integration::tone_s16;
 
@@ -438,5 +438,60 @@ async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
     );
     // Its sessions play on, heard by nobody.
     engine.render(RATE as u64 / 50).await.unwrap();
+    engine.shutdown().await;
+}
+
+/// SPEC C5: on the offline clock a push bigger than the queue, or a
+/// playout, awaited while nothing renders fails with a typed error within
+/// a second instead of hanging; the audio stays queued and plays when
+/// rendered; awaited while another task renders, both simply complete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_waits_that_nothing_renders_fail_instead_of_hanging() {
+    let engine = engine(Clock::Offline).await;
+    let s = engine.create_session(call("offline")).await.unwrap();
+    let three_seconds = tone_s16(3 * RATE, 330.0, RATE as u32, 8_000.0);
+
+    let started = std::time::Instant::now();
+    let err = s.push(three_seconds.clone()).await.unwrap_err();
+    assert_eq!(err, SessionError::NotRendering);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let started = std::time::Instant::now();
+    let err = s.wait_for_playout().await.unwrap_err();
+    assert_eq!(err, SessionError::NotRendering);
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Nothing was lost: all three seconds play once rendered.
+    let out = engine.render(4 * RATE as u64).await.unwrap();
+    let first = out.iter().position(|v| v.abs() > 1e-3).unwrap();
+    let last = out.iter().rposition(|v| v.abs() > 1e-3).unwrap();
+    let span = last - first + 1;
+    assert!(
+        (3 * RATE - 50..=3 * RATE).contains(&span),
+        "{span} samples sounded"
+    );
+
+    // The usual way: one task renders while another awaits.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renderer = {
+        let (engine, done) = (engine.clone(), std::sync::Arc::clone(&done));
+        tokio::spawn(async move {
+            while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                engine.render(RATE as u64 / 50).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    s.push(three_seconds).await.unwrap();
+    s.wait_for_playout().await.unwrap();
+    done.store(true, std::sync::atomic::Ordering::Relaxed);
+    renderer.await.unwrap();
     engine.shutdown().await;
 }

@@ -21,7 +21,7 @@ use tokio::sync::{oneshot, Mutex, Notify};
 
 use crate::background::BackgroundHandle;
 use crate::frames::SharedOutput;
-use crate::handle::SessionHandle;
+use crate::handle::{OfflineProgress, SessionHandle};
 
 mod avatar;
 mod config;
@@ -108,6 +108,9 @@ struct Inner {
     rendered: Arc<Notify>,
     /// Every render shard, shard 0 first.
     shards: Vec<ShardInfo>,
+    /// On the offline clock: how its render calls go, for waits that need
+    /// them (SPEC C5).
+    offline: Option<Arc<OfflineProgress>>,
 }
 
 /// What the engine keeps of a render shard.
@@ -350,6 +353,8 @@ impl Engine {
             Outputs::Device(manager, reverse) => (None, Some(manager), reverse),
             Outputs::Clock { fallback } => (fallback, None, ReverseSlot::new()),
         };
+        let offline =
+            matches!(config.clock, Clock::Offline).then(|| Arc::new(OfflineProgress::default()));
         Engine {
             inner: Arc::new(Inner {
                 config,
@@ -366,6 +371,7 @@ impl Engine {
                 stopped: AtomicBool::new(false),
                 rendered,
                 shards,
+                offline,
             }),
         }
     }
@@ -446,11 +452,10 @@ impl Engine {
             .cast(SupervisorMsg::Create(config, tx.into()))
             .map_err(|_| EngineError::Stopped)?;
         let shared = rx.await.map_err(|_| EngineError::Stopped)??;
-        let offline = matches!(self.inner.config.clock, Clock::Offline);
         Ok(SessionHandle::new(
             shared,
             Arc::clone(&self.inner.rendered),
-            offline,
+            self.inner.offline.clone(),
         ))
     }
 
@@ -473,11 +478,10 @@ impl Engine {
             .cast(SupervisorMsg::CreateOutput(config, tx.into()))
             .map_err(|_| EngineError::Stopped)?;
         let shared = rx.await.map_err(|_| EngineError::Stopped)??;
-        let offline = matches!(self.inner.config.clock, Clock::Offline);
         Ok(SharedOutput::new(
             shared,
             Arc::clone(&self.inner.rendered),
-            offline,
+            self.inner.offline.is_some(),
         ))
     }
 

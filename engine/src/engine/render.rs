@@ -24,6 +24,9 @@ impl Engine {
     /// # Errors
     /// As [`Engine::render`].
     pub async fn render_into(&self, frames: u64, out: &mut Vec<f32>) -> Result<(), EngineError> {
+        // A render waiting for the driver counts as rendering: waits that
+        // need the clock to move see it coming.
+        let _rendering = self.inner.offline.as_ref().map(|p| p.rendering());
         let mut driver = self.inner.driver.lock().await;
         match &mut *driver {
             Driver::Offline(d) => Ok(d.render(frames, out).await?),
