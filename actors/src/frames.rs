@@ -30,6 +30,8 @@ pub struct OutputShared {
     pub name: String,
     /// The render shard it lives on.
     pub shard: usize,
+    /// That shard's telemetry: its clock, its late blocks.
+    pub renderer: std::sync::Arc<sotto_rt::Telemetry>,
     framer: Mutex<Option<Framer>>,
     closed: AtomicBool,
     /// Woken when it is removed.
@@ -39,11 +41,17 @@ pub struct OutputShared {
 impl OutputShared {
     /// A live shared output whose frames `framer` reads.
     #[must_use]
-    pub fn new(id: SharedOutputId, name: String, shard: usize, framer: Framer) -> Self {
+    pub fn new(
+        id: SharedOutputId,
+        name: String,
+        (shard, renderer): (usize, std::sync::Arc<sotto_rt::Telemetry>),
+        framer: Framer,
+    ) -> Self {
         Self {
             id,
             name,
             shard,
+            renderer,
             framer: Mutex::new(Some(framer)),
             closed: AtomicBool::new(false),
             closing: Notify::new(),

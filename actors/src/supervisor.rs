@@ -344,7 +344,13 @@ impl SupervisorState {
         let shard = self.place_output(config.output);
         let slot = shared_output_id(&self.args.renderer, id);
         let framer = self.add_output(slot, config.output, shard)?;
-        let out = Arc::new(OutputShared::new(id, config.name, shard, framer));
+        let renderer = Arc::clone(&self.args.shards[shard].telemetry);
+        let out = Arc::new(OutputShared::new(
+            id,
+            config.name,
+            (shard, renderer),
+            framer,
+        ));
         self.outputs[index] = Some(Arc::clone(&out));
         Ok(out)
     }

@@ -85,10 +85,54 @@ fn streams(rt: &tokio::runtime::Runtime, g: &mut BenchGroup<'_>, n: usize, calls
     });
 }
 
+/// The memory floor under `pipeline/{n}_calls_100ms`: the same bytes per
+/// call moved with nothing else — 100 ms of speech and of background
+/// written into rings the size of the session's queues, read once and
+/// mixed into a ring the size of the call's output ring, then read once
+/// more as 20 ms frames. No pipeline can move a call's audio for less.
+fn calls_floor(g: &mut BenchGroup<'_>, n: usize) {
+    const CHUNK: usize = 2_400;
+    let queue = 24_000; // 1 s, the default speech and background queues
+    let output = 2 * 4_800 + 480; // twice the 200 ms bound, and a block
+    let mut speech = vec![vec![0.0f32; queue]; n];
+    let mut background = vec![vec![0.0f32; queue]; n];
+    let mut outputs = vec![vec![0.0f32; output]; n];
+    let audio: Vec<f32> = (0..CHUNK).map(|i| (i as f32 * 0.05).sin() * 0.3).collect();
+    let (mut at, mut out_at) = (0, 0);
+    g.bench_function(format!("{n}_calls_floor_100ms"), |b| {
+        b.iter_custom(|iters| {
+            let t = Instant::now();
+            let mut read = 0.0f32;
+            for _ in 0..iters {
+                for ((s, bg), o) in speech.iter_mut().zip(&mut background).zip(&mut outputs) {
+                    s[at..at + CHUNK].copy_from_slice(&audio);
+                    bg[at..at + CHUNK].copy_from_slice(&audio);
+                    let mixed = &mut o[out_at..out_at + CHUNK];
+                    for ((m, s), b) in mixed
+                        .iter_mut()
+                        .zip(&s[at..at + CHUNK])
+                        .zip(&bg[at..at + CHUNK])
+                    {
+                        *m = (s + 0.5 * b).clamp(-1.0, 1.0);
+                    }
+                    for frame in mixed.chunks(480) {
+                        read += std::hint::black_box(frame.to_vec())[0];
+                    }
+                }
+                at = (at + CHUNK) % (queue - CHUNK);
+                out_at = (out_at + CHUNK) % (output - CHUNK);
+            }
+            std::hint::black_box(read);
+            t.elapsed()
+        });
+    });
+}
+
 type BenchGroup<'a> = criterion::BenchmarkGroup<'a, criterion::measurement::WallTime>;
 
 /// The whole path per stream: 64 and 256 streams into the main mix, and
-/// the same as calls, each with its own output read frame by frame.
+/// the same as calls, each with its own output read frame by frame, and
+/// the memory floor of the calls' bytes.
 fn bench_pipeline(c: &mut Criterion) {
     let rt = runtime();
     let mut g = c.benchmark_group("pipeline");
@@ -97,6 +141,7 @@ fn bench_pipeline(c: &mut Criterion) {
     for n in [64, 256] {
         streams(&rt, &mut g, n, false);
         streams(&rt, &mut g, n, true);
+        calls_floor(&mut g, n);
     }
     g.finish();
 }

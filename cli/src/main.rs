@@ -359,13 +359,15 @@ fn devices() -> ExitCode {
 async fn soak(config: sotto_cli::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
     let result = sotto_cli::soak::run(&config, |t, r| {
         eprint!(
-            "\r{t:6.1}/{:.0} s  {} {}  {} turns  late {} ({} while the host stole)  underruns {}  lost frames {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
+            "\r{t:6.1}/{:.0} s  {} {}  {} turns  late {} ({} while the host stole, {} in {} machine pauses)  underruns {}  lost frames {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
             config.seconds,
             r.sessions,
             if config.calls { "calls" } else { "sessions" },
             r.turns,
             r.late_blocks,
             r.late_blocks_while_stolen,
+            r.late_blocks_while_paused,
+            r.machine_pauses,
             r.underruns,
             r.frames_lost,
             r.block_render_us.p99,

@@ -124,6 +124,15 @@ pub struct SoakReport {
     /// Of `late_blocks`, those in a second in which the host took more
     /// than 5% of a CPU.
     pub late_blocks_while_stolen: u64,
+    /// Page faults that waited for the disk during the run (after start).
+    pub major_faults: u64,
+    /// Moments the whole machine ran nothing for over 50 ms (a real-time
+    /// watch thread woke that late): no deadline can be kept through one.
+    pub machine_pauses: u64,
+    /// The longest of them, ms.
+    pub machine_pause_max_ms: f64,
+    /// Of `late_blocks`, those in a second with a machine pause.
+    pub late_blocks_while_paused: u64,
     /// With calls: 20 ms frames the calls' readers took.
     pub frames_read: u64,
     /// With calls: frames lost to a reader that fell behind its bound.
@@ -244,8 +253,11 @@ pub async fn run(
     }
     let started = Instant::now();
     let cpu0 = crate::measure::cpu_seconds();
+    let faults0 = crate::measure::major_faults();
     let steal0 = crate::measure::steal_ticks();
     let (mut steal_then, mut late_then) = (steal0, 0);
+    let watch = crate::measure::PauseWatch::start().ok();
+    let mut pauses_then = 0;
     let mut rss = Vec::new();
     let mut report = SoakReport {
         sessions: config.sessions,
@@ -278,7 +290,7 @@ pub async fn run(
             &mut report,
             (&engine, &handles),
             &shared,
-            (started, cpu0),
+            (started, cpu0, faults0),
             &rss,
         );
         let steal = crate::measure::steal_ticks();
@@ -287,6 +299,15 @@ pub async fn run(
         if steal.saturating_sub(steal_then) > 5 {
             report.stolen_seconds += 1;
             report.late_blocks_while_stolen += report.late_blocks - late_then;
+        }
+        if let Some(w) = &watch {
+            let p = w.pauses();
+            report.machine_pauses = p.count.load(Ordering::Relaxed);
+            report.machine_pause_max_ms = p.longest_us.load(Ordering::Relaxed) as f64 / 1e3;
+            if report.machine_pauses > pauses_then {
+                report.late_blocks_while_paused += report.late_blocks - late_then;
+            }
+            pauses_then = report.machine_pauses;
         }
         (steal_then, late_then) = (steal, report.late_blocks);
         let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
@@ -312,7 +333,7 @@ pub async fn run(
         &mut report,
         (&engine, &handles),
         &shared,
-        (started, cpu0),
+        (started, cpu0, faults0),
         &rss,
     );
     engine.shutdown().await;
@@ -469,7 +490,7 @@ fn fill(
     report: &mut SoakReport,
     (engine, handles): (&Engine, &[SessionHandle]),
     shared: &Shared,
-    (started, cpu0): (Instant, f64),
+    (started, cpu0, faults0): (Instant, f64, u64),
     rss: &[(f64, u64)],
 ) {
     let t = engine.telemetry();
@@ -523,6 +544,7 @@ fn fill(
         report.interrupt_to_fade_samples = spread(&v);
     }
     report.cpu_percent = (crate::measure::cpu_seconds() - cpu0) / secs.max(1e-9) * 100.0;
+    report.major_faults = crate::measure::major_faults().saturating_sub(faults0);
     let crate::measure::Rss {
         current_kib: now,
         peak_kib: peak,

@@ -85,6 +85,13 @@ impl Owner {
         }
     }
 
+    fn renderer(&self) -> &sotto_rt::Telemetry {
+        match self {
+            Self::Session(s) => &s.renderer,
+            Self::Shared(o) => &o.renderer,
+        }
+    }
+
     fn closing(&self) -> &Notify {
         match self {
             Self::Session(s) => &s.closing,
@@ -263,6 +270,16 @@ impl OutputFrames {
     #[must_use]
     pub fn rendered_frames(&self) -> u64 {
         self.framer.rendered_frames()
+    }
+
+    /// Blocks the output's render shard produced after their deadline
+    /// (SPEC C6): every output on a shard shares its lateness.
+    #[must_use]
+    pub fn shard_late_blocks(&self) -> u64 {
+        self.owner
+            .renderer()
+            .late_blocks
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The peak level of the output's last block, after its limiter (C6).

@@ -43,6 +43,7 @@ struct Seen {
     frames: AtomicU64,
     lost: AtomicU64,
     gaps: AtomicU64,
+    late: AtomicU64,
 }
 
 /// Reads every frame of `frames` as a network sender would, checking
@@ -58,6 +59,8 @@ fn read(mut frames: OutputFrames, seen: Arc<Seen>) -> tokio::task::JoinHandle<()
             seen.frames.fetch_add(1, Ordering::Relaxed);
             seen.lost.store(frames.lost_frames(), Ordering::Relaxed);
         }
+        seen.late
+            .store(frames.shard_late_blocks(), Ordering::Relaxed);
     })
 }
 
@@ -194,6 +197,20 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
         );
         assert_eq!(s.telemetry().underruns.load(Ordering::Relaxed), 0);
         frames += seen.frames.load(Ordering::Relaxed);
+    }
+    // The program's code is locked in memory, so no audio thread can stall
+    // on a page of it read back from disk (root may lock; others are told).
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .map(|v| v.split_whitespace().next().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    if field("Uid:") == "0" {
+        let locked_kib: u64 = field("VmLck:").parse().unwrap();
+        assert!(locked_kib > 1024, "{locked_kib} KiB of code locked");
     }
     // Six seconds of 20 ms frames for each of 200 calls, less the start.
     assert!(frames >= (OTHERS * 280) as u64, "{frames} frames read");

@@ -194,6 +194,7 @@ impl DeviceOutput {
         device: Option<&str>,
         deferred: bool,
     ) -> Result<Self, (DeviceError, Option<Box<Renderer>>)> {
+        super::lock_code_in_memory();
         let host = cpal::default_host();
         let found = match device {
             None => host.default_output_device(),

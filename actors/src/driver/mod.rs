@@ -67,6 +67,73 @@ pub fn promote_to_realtime() -> bool {
     }
 }
 
+/// Locks the program's code in memory — every executable mapping of a
+/// file: the binary and its libraries — once per process; returns the
+/// bytes locked. Called by the real-time drivers before their threads
+/// start, on the control side.
+///
+/// Why: a page of code the kernel has dropped (memory pressure, or a host
+/// that reclaims cold pages) is read back from disk the next time it runs,
+/// and an audio thread that takes such a fault misses its deadline by tens
+/// of milliseconds. Anonymous memory (rings, voices) is not locked: it is
+/// only ever written out to swap, which a server's audio plane should not
+/// have. Without the privilege (`RLIMIT_MEMLOCK`, `CAP_IPC_LOCK`) this is
+/// said once and the program runs on.
+pub fn lock_code_in_memory() -> usize {
+    static LOCKED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *LOCKED.get_or_init(lock_code)
+}
+
+#[cfg(target_os = "linux")]
+// The one call into libc of the project: mlock has no safe wrapper, and
+// pinning pages is all it does.
+#[allow(unsafe_code)]
+fn lock_code() -> usize {
+    let Ok(maps) = std::fs::read_to_string("/proc/self/maps") else {
+        return 0;
+    };
+    let mut locked = 0;
+    let mut refused = None;
+    for line in maps.lines() {
+        // start-end perms offset dev inode path
+        let mut fields = line.split_whitespace();
+        let (Some(range), Some(perms)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let path = fields.nth(3).unwrap_or("");
+        if !perms.contains('x') || !path.starts_with('/') {
+            continue;
+        }
+        let Some((start, end)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(start), Ok(end)) = (
+            usize::from_str_radix(start, 16),
+            usize::from_str_radix(end, 16),
+        ) else {
+            continue;
+        };
+        let len = end.saturating_sub(start);
+        // SAFETY: mlock only pins pages of a range this process has mapped
+        // (read from its own maps); it neither reads nor writes them.
+        let rc = unsafe { libc::mlock(start as *const libc::c_void, len) };
+        if rc == 0 {
+            locked += len;
+        } else {
+            refused = Some(std::io::Error::last_os_error());
+        }
+    }
+    if let Some(e) = refused {
+        tracing::warn!(error = %e, locked, "could not lock all of the program's code in memory; a page fault may then delay an audio block");
+    }
+    locked
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lock_code() -> usize {
+    0
+}
+
 /// Runs `f`, with feature `rt-audit` inside an allocation guard that adds
 /// any allocation or free to `violations`. Wraps everything a device
 /// callback does.

@@ -76,6 +76,7 @@ impl VirtualClock {
             go: Arc::new(AtomicBool::new(!deferred)),
             threads: Vec::with_capacity(shards.len()),
         };
+        super::lock_code_in_memory();
         // Set once, by whichever thread sees `go` first: the zero of
         // every shard's sample clock.
         let start = Arc::new(OnceLock::<Instant>::new());

@@ -37,7 +37,8 @@ pub struct SessionShared {
     pub wants_tick: AtomicBool,
     /// The engine-wide in-flight count.
     pub quiesce: Arc<Quiescence>,
-    /// Renderer-wide telemetry: the output sample clock.
+    /// The telemetry of the renderer (shard) the session renders on: the
+    /// output sample clock, its late blocks.
     pub renderer: Arc<sotto_rt::Telemetry>,
     subscribers: Mutex<Vec<mpsc::Sender<SessionEvent>>>,
     /// Events a subscriber that did not read lost (its queue was full).
