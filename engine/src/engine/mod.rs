@@ -446,12 +446,9 @@ impl Engine {
         &self,
         config: SessionConfig,
     ) -> Result<SessionHandle, EngineError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .supervisor
-            .cast(SupervisorMsg::Create(config, tx.into()))
-            .map_err(|_| EngineError::Stopped)?;
-        let shared = rx.await.map_err(|_| EngineError::Stopped)??;
+        let shared = self
+            .ask_supervisor(|reply| SupervisorMsg::Create(config, reply))
+            .await??;
         Ok(SessionHandle::new(
             shared,
             Arc::clone(&self.inner.rendered),
@@ -472,12 +469,9 @@ impl Engine {
         config: sotto_actors::SharedOutputConfig,
     ) -> Result<SharedOutput, EngineError> {
         self.running()?;
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .supervisor
-            .cast(SupervisorMsg::CreateOutput(config, tx.into()))
-            .map_err(|_| EngineError::Stopped)?;
-        let shared = rx.await.map_err(|_| EngineError::Stopped)??;
+        let shared = self
+            .ask_supervisor(|reply| SupervisorMsg::CreateOutput(config, reply))
+            .await??;
         Ok(SharedOutput::new(
             shared,
             Arc::clone(&self.inner.rendered),
@@ -492,10 +486,19 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Stopped`] after shutdown.
     pub async fn remove_output(&self, output: &SharedOutput) -> Result<(), EngineError> {
+        self.ask_supervisor(|reply| SupervisorMsg::RemoveOutput(output.id(), reply))
+            .await
+    }
+
+    /// Sends the supervisor a request and waits for its answer.
+    async fn ask_supervisor<T>(
+        &self,
+        msg: impl FnOnce(ractor::RpcReplyPort<T>) -> SupervisorMsg,
+    ) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.inner
             .supervisor
-            .cast(SupervisorMsg::RemoveOutput(output.id(), tx.into()))
+            .cast(msg(tx.into()))
             .map_err(|_| EngineError::Stopped)?;
         rx.await.map_err(|_| EngineError::Stopped)
     }
@@ -540,12 +543,8 @@ impl Engine {
     /// # Errors
     /// [`EngineError::Stopped`] after shutdown.
     pub async fn remove_session(&self, session: &SessionHandle) -> Result<(), EngineError> {
-        let (tx, rx) = oneshot::channel();
-        self.inner
-            .supervisor
-            .cast(SupervisorMsg::Remove(session.id(), tx.into()))
-            .map_err(|_| EngineError::Stopped)?;
-        rx.await.map_err(|_| EngineError::Stopped)
+        self.ask_supervisor(|reply| SupervisorMsg::Remove(session.id(), reply))
+            .await
     }
 
     /// Stops everything, in order, within [`SHUTDOWN_LIMIT`]: the driver
