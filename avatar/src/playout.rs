@@ -419,7 +419,9 @@ impl Playout {
             u64::from(self.config.sample_rate),
             u64::from(self.config.fps),
         );
-        while fps > 0 && self.stats.video_frames * rate <= self.clock * fps {
+        // A zero rate would never move the video past the voice; the
+        // server refuses one, and this loop does not trust that.
+        while fps > 0 && rate > 0 && self.stats.video_frames * rate <= self.clock * fps {
             let pts = self.stats.video_frames * PTS_RATE / fps;
             self.renderer.render(pts, &mut self.picture);
             self.sink.video(&self.picture, pts);

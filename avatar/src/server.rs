@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
@@ -18,7 +18,7 @@ use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 use crate::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
 use crate::token;
-use sotto_net::avatar::{Control, JoinRequest, JoinResponse, CONTROL_LABEL};
+use sotto_net::avatar::{Control, JoinRequest, JoinResponse, CONTROL_LABEL, MAX_JOIN_BODY};
 use sotto_net::peer::{complete_local, loopback_peer, Peer, PeerEvents};
 
 /// The voice track's frame period (SPEC A7).
@@ -61,7 +61,7 @@ impl std::fmt::Debug for ServerConfig {
 /// What the server counted, readable while it runs.
 #[derive(Debug, Default)]
 pub struct ServerStats {
-    /// Joins refused for a bad token (no peer connection made).
+    /// Joins refused for a bad request or token (no peer connection made).
     pub refused: AtomicU64,
     /// Peer connections made.
     pub peers: AtomicU64,
@@ -121,6 +121,7 @@ impl AvatarServer {
         });
         let app = Router::new()
             .route("/join", post(join))
+            .layer(DefaultBodyLimit::max(MAX_JOIN_BODY))
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -188,11 +189,17 @@ impl Drop for AvatarServer {
     }
 }
 
-/// `POST /join` (SPEC A2): 401 for a bad token before anything is made.
+/// `POST /join` (SPEC A2, S1): 400 for a number or name out of bounds and
+/// 401 for a bad token, both before anything is made; a body over
+/// [`MAX_JOIN_BODY`] is refused (413) before it is read.
 async fn join(
     State(shared): State<Arc<Shared>>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, (StatusCode, String)> {
+    if let Err(e) = req.validate() {
+        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+        return Err((StatusCode::BAD_REQUEST, e.to_string()));
+    }
     if let Err(e) = token::verify(&req.token, &shared.config.secret) {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         return Err((StatusCode::UNAUTHORIZED, e.to_string()));

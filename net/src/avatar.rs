@@ -43,6 +43,83 @@ fn default_channels() -> u16 {
     1
 }
 
+/// Sample rates an avatar accepts (the engine's input rates, SPEC O3).
+pub const JOIN_RATES: [u32; 6] = [8_000, 16_000, 22_050, 24_000, 44_100, 48_000];
+/// Longest room name or participant id, in bytes.
+pub const MAX_NAME: usize = 64;
+/// Longest token, in bytes.
+pub const MAX_TOKEN: usize = 4_096;
+/// Longest SDP offer, in bytes.
+pub const MAX_OFFER: usize = 32_768;
+/// Largest join request body, in bytes: every field at its longest, and room.
+pub const MAX_JOIN_BODY: usize = 64 * 1024;
+
+/// Why a join request is refused before anything is made for it (SPEC S1).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// The rate is not one of [`JOIN_RATES`].
+    #[error("sample_rate must be one of 8000, 16000, 22050, 24000, 44100, 48000")]
+    Rate,
+    /// Not 1 or 2 channels.
+    #[error("channels must be 1 or 2")]
+    Channels,
+    /// A name is empty, too long, or has a character other than ASCII
+    /// letters, digits, `-`, `_` and `.`, or starts with `.`.
+    #[error("{0} must be 1 to 64 of A-Z a-z 0-9 - _ . and not start with '.'")]
+    Name(&'static str),
+    /// A field is longer than its limit.
+    #[error("{0} is too long")]
+    TooLong(&'static str),
+}
+
+impl JoinRequest {
+    /// Checks every number and name before anything is sized or named by
+    /// them: names from the network never reach a path unchecked (S4).
+    ///
+    /// # Errors
+    /// The first field out of bounds.
+    pub fn validate(&self) -> Result<(), JoinError> {
+        if !JOIN_RATES.contains(&self.sample_rate) {
+            return Err(JoinError::Rate);
+        }
+        if !(1..=2).contains(&self.channels) {
+            return Err(JoinError::Channels);
+        }
+        check_name(&self.room_name, "room_name")?;
+        check_name(&self.participant_id, "participant_id")?;
+        if self.token.len() > MAX_TOKEN {
+            return Err(JoinError::TooLong("token"));
+        }
+        if self.offer.len() > MAX_OFFER {
+            return Err(JoinError::TooLong("offer"));
+        }
+        if self
+            .signaling_base_url
+            .as_ref()
+            .is_some_and(|u| u.len() > 2_048)
+        {
+            return Err(JoinError::TooLong("signaling_base_url"));
+        }
+        Ok(())
+    }
+}
+
+/// A name safe to use as one path component and in logs.
+fn check_name(name: &str, field: &'static str) -> Result<(), JoinError> {
+    let ok = !name.is_empty()
+        && name.len() <= MAX_NAME
+        && !name.starts_with('.')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(JoinError::Name(field))
+    }
+}
+
 /// The dispatcher's answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JoinResponse {

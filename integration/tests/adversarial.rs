@@ -1,0 +1,170 @@
+//! The avatar dispatcher under hostile requests (SPEC S1, S4): every number
+//! and name in a join is checked before it sizes or names anything, and a
+//! body over the limit is refused before it is read. Each probe is answered
+//! at once, no peer connection is made for it, and the server goes on
+//! serving.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sotto_avatar::face::FaceRenderer;
+use sotto_avatar::playout::AvatarRenderer;
+use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::sink::MemorySink;
+use sotto_avatar::token;
+use sotto_net::avatar::{JoinRequest, MAX_JOIN_BODY};
+
+const SECRET: &str = "test-secret";
+
+async fn server() -> AvatarServer {
+    let config = ServerConfig {
+        secret: SECRET.into(),
+        fps: 25,
+        cooldown: Duration::from_millis(300),
+        stereo: false,
+        renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(|req| Box::new(MemorySink::new(usize::from(req.channels)))),
+    };
+    AvatarServer::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+fn join() -> JoinRequest {
+    JoinRequest {
+        room_name: "room".into(),
+        token: token::create("key", SECRET, Some("avatar"), token::DEFAULT_TTL)
+            .unwrap()
+            .token,
+        participant_id: "avatar".into(),
+        signaling_base_url: None,
+        // Never parsed: every probe is refused before the offer is read.
+        offer: "v=0".into(),
+        sample_rate: 24_000,
+        channels: 1,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_joins_are_refused_before_anything_is_made() {
+    let server = server().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let probes: Vec<(&str, JoinRequest)> = vec![
+        // Pinned a core forever (a zero rate never moves the video on).
+        (
+            "zero rate",
+            JoinRequest {
+                sample_rate: 0,
+                ..join()
+            },
+        ),
+        // Sized gigabytes of buffers.
+        (
+            "huge rate",
+            JoinRequest {
+                sample_rate: u32::MAX,
+                ..join()
+            },
+        ),
+        (
+            "odd rate",
+            JoinRequest {
+                sample_rate: 12_345,
+                ..join()
+            },
+        ),
+        (
+            "zero channels",
+            JoinRequest {
+                channels: 0,
+                ..join()
+            },
+        ),
+        (
+            "huge channels",
+            JoinRequest {
+                channels: u16::MAX,
+                ..join()
+            },
+        ),
+        // Named a file outside the output folder.
+        (
+            "path participant",
+            JoinRequest {
+                participant_id: "/../../../victim".into(),
+                ..join()
+            },
+        ),
+        (
+            "dot participant",
+            JoinRequest {
+                participant_id: "..".into(),
+                ..join()
+            },
+        ),
+        (
+            "control characters",
+            JoinRequest {
+                room_name: "room\n\u{1b}[2J".into(),
+                ..join()
+            },
+        ),
+        (
+            "empty room",
+            JoinRequest {
+                room_name: String::new(),
+                ..join()
+            },
+        ),
+        (
+            "long participant",
+            JoinRequest {
+                participant_id: "a".repeat(65),
+                ..join()
+            },
+        ),
+        (
+            "long offer",
+            JoinRequest {
+                offer: "a".repeat(40_000),
+                ..join()
+            },
+        ),
+    ];
+    for (what, req) in &probes {
+        let started = Instant::now();
+        let r = http.post(server.join_url()).json(req).send().await.unwrap();
+        assert_eq!(r.status().as_u16(), 400, "{what}");
+        let text = r.text().await.unwrap();
+        assert!(text.len() < 120 && !text.contains('/'), "{what}: {text}");
+        assert!(started.elapsed() < Duration::from_secs(1), "{what}");
+    }
+    // Over the body limit: refused before it is read.
+    let big = format!("{{\"room_name\":\"{}\"}}", "a".repeat(MAX_JOIN_BODY + 1));
+    let r = http
+        .post(server.join_url())
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 413);
+
+    let stats = server.stats();
+    assert_eq!(stats.refused.load(Ordering::Relaxed), probes.len() as u64);
+    assert_eq!(stats.peers.load(Ordering::Relaxed), 0, "no peer was made");
+    // Still serving: a well-formed join gets as far as its (bad) offer.
+    let r = http
+        .post(server.join_url())
+        .json(&join())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().await.unwrap().contains("offer"));
+}
