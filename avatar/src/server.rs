@@ -200,7 +200,12 @@ async fn join(
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         return Err((StatusCode::BAD_REQUEST, e.to_string()));
     }
-    if let Err(e) = token::verify(&req.token, &shared.config.secret) {
+    if let Err(e) = token::verify_for(
+        &req.token,
+        &shared.config.secret,
+        &req.participant_id,
+        &req.room_name,
+    ) {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         return Err((StatusCode::UNAUTHORIZED, e.to_string()));
     }

@@ -12,6 +12,11 @@ pub const VERSION: u32 = 2;
 pub const ALLOW_JOIN: &str = "allow_join";
 /// How long a token is valid unless asked otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// The longest lifetime (`exp` − `iat`) a token may claim (SPEC S3).
+pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+/// How far ahead of this clock a token's `iat` or `nbf` may be: the
+/// signer's clock may run a little fast, not more.
+pub const CLOCK_SKEW: Duration = Duration::from_secs(30);
 
 /// What a token says.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -26,9 +31,15 @@ pub struct Claims {
     pub iat: u64,
     /// Expires at, seconds since the epoch.
     pub exp: u64,
-    /// The avatar's participant id.
+    /// The avatar's participant id: a join must name the same.
     #[serde(rename = "participantId")]
     pub participant_id: String,
+    /// Not valid before, seconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<u64>,
+    /// The room the token is for; when given, a join must name the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub room: Option<String>,
 }
 
 /// A signed token and the participant it names.
@@ -44,9 +55,17 @@ pub struct Credentials {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum TokenError {
-    /// Not a token, a bad signature, or expired.
+    /// Not a token, a bad signature or algorithm, expired, not valid yet,
+    /// issued in the future, or living too long. The reason is short and
+    /// fixed: nothing of the token or the library is echoed.
     #[error("invalid token: {0}")]
-    Invalid(String),
+    Invalid(&'static str),
+    /// The token is for another participant than the join names.
+    #[error("token is for another participant")]
+    Participant,
+    /// The token is for another room than the join names.
+    #[error("token is for another room")]
+    Room,
     /// The token does not grant `allow_join`.
     #[error("token lacks the allow_join permission")]
     NoPermission,
@@ -84,6 +103,8 @@ pub fn create(
         iat: now,
         exp: now + ttl.as_secs(),
         participant_id: participant_id.clone(),
+        nbf: None,
+        room: None,
     };
     sign(&claims, secret).map(|token| Credentials {
         participant_id,
@@ -104,7 +125,8 @@ pub fn sign(claims: &Claims, secret: &str) -> Result<String, TokenError> {
     .map_err(|e| TokenError::Sign(e.to_string()))
 }
 
-/// Checks a token's signature, expiry, permission and version.
+/// Checks a token's signature (HS256 only), expiry, start, issue time,
+/// lifetime, permission and version (SPEC A1, S3).
 ///
 /// # Errors
 /// The [`TokenError`] saying which check failed.
@@ -117,8 +139,18 @@ pub fn verify(token: &str, secret: &str) -> Result<Claims, TokenError> {
         &DecodingKey::from_secret(secret.as_bytes()),
         &validation,
     )
-    .map_err(|e| TokenError::Invalid(e.to_string()))?;
+    .map_err(|e| TokenError::Invalid(reason(e.kind())))?;
     let claims = data.claims;
+    let ahead = now_secs().saturating_add(CLOCK_SKEW.as_secs());
+    if claims.iat > ahead {
+        return Err(TokenError::Invalid("issued in the future"));
+    }
+    if claims.nbf.is_some_and(|nbf| nbf > ahead) {
+        return Err(TokenError::Invalid("not valid yet"));
+    }
+    if claims.exp.saturating_sub(claims.iat) > MAX_LIFETIME.as_secs() {
+        return Err(TokenError::Invalid("lifetime over 24 hours"));
+    }
     if !claims.permissions.iter().any(|p| p == ALLOW_JOIN) {
         return Err(TokenError::NoPermission);
     }
@@ -126,6 +158,39 @@ pub fn verify(token: &str, secret: &str) -> Result<Claims, TokenError> {
         return Err(TokenError::Version(claims.version));
     }
     Ok(claims)
+}
+
+/// [`verify`], and that the token is for this participant and, when it
+/// names a room, this room: a token cannot be replayed for another.
+///
+/// # Errors
+/// As [`verify`]; [`TokenError::Participant`], [`TokenError::Room`].
+pub fn verify_for(
+    token: &str,
+    secret: &str,
+    participant_id: &str,
+    room: &str,
+) -> Result<Claims, TokenError> {
+    let claims = verify(token, secret)?;
+    if claims.participant_id != participant_id {
+        return Err(TokenError::Participant);
+    }
+    if claims.room.as_ref().is_some_and(|r| r != room) {
+        return Err(TokenError::Room);
+    }
+    Ok(claims)
+}
+
+/// A short, fixed reason for a token the library refused.
+fn reason(kind: &jsonwebtoken::errors::ErrorKind) -> &'static str {
+    use jsonwebtoken::errors::ErrorKind;
+    match kind {
+        ErrorKind::ExpiredSignature => "expired",
+        ErrorKind::ImmatureSignature => "not valid yet",
+        ErrorKind::InvalidSignature => "bad signature",
+        ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => "wrong algorithm",
+        _ => "malformed",
+    }
 }
 
 /// `avatar_` and 8 hex digits, from the clock and a per-process counter.

@@ -308,15 +308,20 @@ pub fn token(data: &[u8]) {
         return;
     }
     let text = String::from_utf8_lossy(rest);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
     let mut parts = text.split('\u{0}');
     let mut field = || parts.next().unwrap_or_default().to_owned();
     let claims = token::Claims {
         apikey: field(),
         permissions: field().split(',').map(str::to_owned).collect(),
         version: u32::from(mode >> 1) % 4,
-        iat: 0,
-        exp: if mode & 0x80 == 0 { u64::MAX / 2 } else { 1 },
+        iat: now,
+        exp: if mode & 0x80 == 0 { now + 600 } else { 1 },
         participant_id: field(),
+        nbf: None,
+        room: None,
     };
     let Ok(signed) = token::sign(&claims, secret) else {
         return;

@@ -168,3 +168,95 @@ async fn hostile_joins_are_refused_before_anything_is_made() {
     assert_eq!(r.status().as_u16(), 400);
     assert!(r.text().await.unwrap().contains("offer"));
 }
+
+/// Tokens (SPEC S3): issued in the future, not valid yet, living forever,
+/// for another participant or room, or unsigned (`alg: none`) are refused
+/// with a 401 whose reason is short and our own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_that_should_not_pass_do_not() {
+    let server = server().await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap();
+    let good = token::verify(&join().token, SECRET).unwrap();
+    let sign = |c: token::Claims| token::sign(&c, SECRET).unwrap();
+    let hour = 3600;
+    let payload = join().token.split('.').nth(1).unwrap().to_owned();
+    let probes: Vec<(&str, String)> = vec![
+        (
+            "issued in the future",
+            sign(token::Claims {
+                iat: good.iat + hour,
+                exp: good.exp + hour,
+                ..good.clone()
+            }),
+        ),
+        (
+            "not valid yet",
+            sign(token::Claims {
+                nbf: Some(good.iat + hour),
+                ..good.clone()
+            }),
+        ),
+        (
+            "lives forever",
+            sign(token::Claims {
+                exp: u64::MAX,
+                ..good.clone()
+            }),
+        ),
+        (
+            "another participant",
+            sign(token::Claims {
+                participant_id: "someone-else".into(),
+                ..good.clone()
+            }),
+        ),
+        (
+            "another room",
+            sign(token::Claims {
+                room: Some("other-room".into()),
+                ..good.clone()
+            }),
+        ),
+        // {"alg":"none","typ":"JWT"}, the good payload, no signature.
+        (
+            "unsigned",
+            format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}."),
+        ),
+    ];
+    for (what, token) in &probes {
+        let req = JoinRequest {
+            token: token.clone(),
+            ..join()
+        };
+        let r = http
+            .post(server.join_url())
+            .json(&req)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{what}");
+        let text = r.text().await.unwrap();
+        assert!(
+            text.len() < 60 && !text.contains("HS") && !text.contains("lgorithm"),
+            "{what}: {text}"
+        );
+    }
+    // The same participant and room as the token: through to the offer.
+    let r = http
+        .post(server.join_url())
+        .json(&JoinRequest {
+            token: sign(token::Claims {
+                room: Some("room".into()),
+                ..good.clone()
+            }),
+            ..join()
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400, "a good token reaches the offer");
+    assert_eq!(server.stats().peers.load(Ordering::Relaxed), 0);
+}
