@@ -61,8 +61,8 @@ enum Command {
         /// Where to write the cleaned microphone (48 kHz mono WAV).
         #[arg(long)]
         out: PathBuf,
-        /// Output plus input latency in ms.
-        #[arg(long, default_value_t = 0)]
+        /// Output plus input latency in ms (0 to 500, what the module takes).
+        #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=500))]
         delay_ms: u32,
         /// Without noise suppression.
         #[arg(long)]
@@ -274,6 +274,15 @@ fn echo_cancel(
             return ExitCode::from(2);
         }
     };
+    // The module works in 10 ms chunks; less than one is nothing to clean.
+    if far.len() < sotto::echo::CHUNK || mic.len() < sotto::echo::CHUNK {
+        eprintln!(
+            "sotto: --far and --mic need at least 10 ms of audio each (got {} and {} samples at 48 kHz)",
+            far.len(),
+            mic.len()
+        );
+        return ExitCode::from(2);
+    }
     let cleaned = match sotto::EchoPath::new(config).and_then(|mut p| p.process_all(&far, &mic)) {
         Ok(c) => c,
         Err(e) => {
@@ -297,12 +306,25 @@ fn echo_cancel(
         eprintln!("sotto: cannot write {}: {e}", out.display());
         return ExitCode::from(1);
     }
-    println!(
-        "echo return loss enhancement: {:.1} dB over {:.2} s -> {}",
-        sotto::echo::erle_db(&mic, &cleaned),
-        mic.len() as f64 / f64::from(sotto::echo::RATE),
-        out.display()
-    );
+    let seconds = mic.len() as f64 / f64::from(sotto::echo::RATE);
+    let silent = |s: &[f32]| s.iter().all(|&v| v == 0.0);
+    if silent(&mic) {
+        println!(
+            "the microphone is silent over {seconds:.2} s: no echo to measure -> {}",
+            out.display()
+        );
+    } else if silent(&cleaned) {
+        println!(
+            "echo return loss enhancement: not measurable (the cleaned signal is silent) over {seconds:.2} s -> {}",
+            out.display()
+        );
+    } else {
+        println!(
+            "echo return loss enhancement: {:.1} dB over {seconds:.2} s -> {}",
+            sotto::echo::erle_db(&mic, &cleaned),
+            out.display()
+        );
+    }
     ExitCode::SUCCESS
 }
 

@@ -155,6 +155,44 @@ fn echo_cancel_reports_its_erle() {
         .output()
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
+    // A delay the module cannot take, and inputs shorter than its 10 ms
+    // chunk, are refused with the reason; a silent microphone says so.
+    let run = |args: &[&str], far: &str, mic: &str| {
+        sotto()
+            .arg("echo-cancel")
+            .args(args)
+            .arg("--far")
+            .arg(dir.join(far))
+            .arg("--mic")
+            .arg(dir.join(mic))
+            .arg("--out")
+            .arg(dir.join("x.wav"))
+            .output()
+            .unwrap()
+    };
+    let r = run(&["--delay-ms", "4294967295"], "far.wav", "mic.wav");
+    assert_eq!(r.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&r.stderr).contains("delay-ms"));
+    for (name, len) in [("empty.wav", 0), ("short.wav", 10), ("silent.wav", 4_800)] {
+        let mut w = hound::WavWriter::create(dir.join(name), spec).unwrap();
+        for _ in 0..len {
+            w.write_sample(0i16).unwrap();
+        }
+        w.finalize().unwrap();
+    }
+    for short in ["empty.wav", "short.wav"] {
+        let r = run(&[], "far.wav", short);
+        assert_eq!(r.status.code(), Some(2), "{short}");
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("at least 10 ms"),
+            "{short}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    let r = run(&[], "far.wav", "silent.wav");
+    assert!(r.status.success());
+    let text = String::from_utf8_lossy(&r.stdout);
+    assert!(text.contains("silent") && !text.contains("inf"), "{text}");
     std::fs::remove_dir_all(&dir).ok();
 }
 
