@@ -58,11 +58,33 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
+/// Caps that keep one client from taking the server (SPEC S2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ServerLimits {
+    /// Live peer connections at most; a join past it is a 503.
+    pub max_peers: usize,
+    /// A peer not connected this long after its answer is torn down.
+    pub connect_timeout: Duration,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        Self {
+            max_peers: 64,
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
 /// What the server counted, readable while it runs.
 #[derive(Debug, Default)]
 pub struct ServerStats {
     /// Joins refused for a bad request or token (no peer connection made).
     pub refused: AtomicU64,
+    /// Joins refused because `max_peers` were live (503).
+    pub busy: AtomicU64,
+    /// Peers torn down because they did not connect in time.
+    pub never_connected: AtomicU64,
     /// Peer connections made.
     pub peers: AtomicU64,
     /// Connections whose task has ended.
@@ -92,6 +114,7 @@ impl std::fmt::Debug for Shared {
 
 struct Shared {
     config: ServerConfig,
+    limits: ServerLimits,
     stats: Arc<ServerStats>,
     faults: Faults,
 }
@@ -111,11 +134,24 @@ impl AvatarServer {
     /// # Errors
     /// When the address cannot be bound.
     pub async fn start(addr: SocketAddr, config: ServerConfig) -> std::io::Result<Self> {
+        Self::start_with_limits(addr, config, ServerLimits::default()).await
+    }
+
+    /// [`AvatarServer::start`] with caps of its own.
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start_with_limits(
+        addr: SocketAddr,
+        config: ServerConfig,
+        limits: ServerLimits,
+    ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(ServerStats::default());
         let shared = Arc::new(Shared {
             config,
+            limits,
             stats: Arc::clone(&stats),
             faults: Faults::default(),
         });
@@ -209,6 +245,15 @@ async fn join(
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
         return Err((StatusCode::UNAUTHORIZED, e.to_string()));
     }
+    let live =
+        shared.stats.peers.load(Ordering::Relaxed) - shared.stats.ended.load(Ordering::Relaxed);
+    if live >= shared.limits.max_peers as u64 {
+        shared.stats.busy.fetch_add(1, Ordering::Relaxed);
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many avatar connections; try again later".into(),
+        ));
+    }
     let bad = |code: StatusCode| move |e: String| (code, e);
     let offer = RTCSessionDescription::offer(req.offer.clone())
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad offer: {e}")))?;
@@ -296,9 +341,16 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
     let mut tick = tokio::time::interval(TICK);
     let mut acks = Vec::new();
     let mut counted = playout.stats();
+    // Until the agent connects nothing plays (no video is made for nobody)
+    // and the peer is torn down when it does not connect in time.
+    let mut connected = false;
+    let give_up = tokio::time::sleep(shared.limits.connect_timeout);
+    tokio::pin!(give_up);
     loop {
         tokio::select! {
             Some(channel) = events.channels.recv() => {
+                // A channel only opens over a connection.
+                connected = true;
                 let is_control = channel.label().await.is_ok_and(|l| l == CONTROL_LABEL);
                 if is_control {
                     control = Some(Arc::clone(&channel));
@@ -319,7 +371,14 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
                 Inbound::Closed { control: true } => break,
                 Inbound::Closed { control: false } => {}
             },
+            () = &mut give_up, if !connected => {
+                stats.never_connected.fetch_add(1, Ordering::Relaxed);
+                break;
+            }
             _ = tick.tick() => {
+                if !connected {
+                    continue;
+                }
                 playout.tick(&mut acks);
                 if let Some(c) = &control {
                     for ack in acks.drain(..) {
@@ -329,6 +388,9 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
                 acks.clear();
             }
             Some(state) = events.state.recv() => {
+                if state == RTCPeerConnectionState::Connected {
+                    connected = true;
+                }
                 if matches!(
                     state,
                     RTCPeerConnectionState::Failed

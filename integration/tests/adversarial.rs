@@ -260,3 +260,89 @@ async fn tokens_that_should_not_pass_do_not() {
     assert_eq!(r.status().as_u16(), 400, "a good token reaches the offer");
     assert_eq!(server.stats().peers.load(Ordering::Relaxed), 0);
 }
+
+/// Peers (SPEC S2): past `max_peers` live connections a join is a 503; a
+/// peer that never connects is torn down after `connect_timeout`, and its
+/// place is free again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_are_capped_and_those_that_never_connect_are_torn_down() {
+    use sotto_avatar::server::ServerLimits;
+    use sotto_net::avatar::{AUDIO_LABEL, CONTROL_LABEL};
+    use sotto_net::peer::{complete_local, loopback_peer};
+
+    let config = ServerConfig {
+        secret: SECRET.into(),
+        fps: 25,
+        cooldown: Duration::from_millis(300),
+        stereo: false,
+        renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(|req| Box::new(MemorySink::new(usize::from(req.channels)))),
+    };
+    let limits = ServerLimits {
+        max_peers: 2,
+        connect_timeout: Duration::from_millis(800),
+    };
+    let server = AvatarServer::start_with_limits("127.0.0.1:0".parse().unwrap(), config, limits)
+        .await
+        .unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    // Real offers from agents that take the answer and never use it.
+    let mut agents = Vec::new();
+    let offer = || async {
+        let (pc, mut events) = loopback_peer().await.unwrap();
+        pc.create_data_channel(AUDIO_LABEL, None).await.unwrap();
+        pc.create_data_channel(CONTROL_LABEL, None).await.unwrap();
+        let offer = pc.create_offer(None).await.unwrap();
+        let sdp = complete_local(&pc, &mut events, offer).await.unwrap();
+        (pc, sdp)
+    };
+    let mut codes = Vec::new();
+    for _ in 0..3 {
+        let (pc, sdp) = offer().await;
+        let r = http
+            .post(server.join_url())
+            .json(&JoinRequest {
+                offer: sdp,
+                ..join()
+            })
+            .send()
+            .await
+            .unwrap();
+        codes.push(r.status().as_u16());
+        agents.push(pc);
+    }
+    assert_eq!(codes, vec![200, 200, 503]);
+    let stats = server.stats();
+    assert_eq!(stats.busy.load(Ordering::Relaxed), 1);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.never_connected.load(Ordering::Relaxed) < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "unconnected peers were not torn down"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stats.ended.load(Ordering::Relaxed) < 2 {
+        assert!(Instant::now() < deadline, "their connections did not end");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (pc, sdp) = offer().await;
+    let r = http
+        .post(server.join_url())
+        .json(&JoinRequest {
+            offer: sdp,
+            ..join()
+        })
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "a place is free again");
+    agents.push(pc);
+    for pc in agents {
+        let _ = pc.close().await;
+    }
+}
