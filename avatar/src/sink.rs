@@ -20,24 +20,45 @@ pub struct MemoryLog {
     pub resets: Vec<usize>,
     /// Whether the connection finished.
     pub finished: bool,
+    /// Voice samples not kept: past the sink's limit (SPEC S5).
+    pub dropped_voice: u64,
+    /// Video frames and interrupts not noted: past the sink's limit.
+    pub dropped_marks: u64,
 }
 
-/// Keeps the voice and the video timing in memory, shared with clones.
+/// Voice samples a [`MemorySink`] keeps by default: two minutes of 48 kHz
+/// stereo (22 MiB).
+pub const MEMORY_SINK_SAMPLES: usize = 120 * 48_000 * 2;
+/// Video frames and interrupts a [`MemorySink`] notes at most.
+pub const MEMORY_SINK_MARKS: usize = 100_000;
+
+/// Keeps the voice and the video timing in memory, shared with clones:
+/// the first `limit` voice samples and [`MEMORY_SINK_MARKS`] marks; what
+/// comes after is counted, not kept (SPEC S5).
 #[derive(Debug, Clone)]
 pub struct MemorySink {
     log: Arc<Mutex<MemoryLog>>,
     channels: usize,
     clock: u64,
+    limit: usize,
 }
 
 impl MemorySink {
-    /// An empty sink for `channels`-channel voice.
+    /// An empty sink for `channels`-channel voice keeping at most
+    /// [`MEMORY_SINK_SAMPLES`].
     #[must_use]
     pub fn new(channels: usize) -> Self {
+        Self::with_limit(channels, MEMORY_SINK_SAMPLES)
+    }
+
+    /// An empty sink keeping at most `limit` voice samples.
+    #[must_use]
+    pub fn with_limit(channels: usize, limit: usize) -> Self {
         Self {
             log: Arc::default(),
             channels: channels.max(1),
             clock: 0,
+            limit,
         }
     }
 
@@ -52,20 +73,30 @@ impl AvatarSink for MemorySink {
     fn voice(&mut self, samples: &[i16]) {
         self.clock += (samples.len() / self.channels) as u64;
         if let Ok(mut l) = self.log.lock() {
-            l.voice.extend_from_slice(samples);
+            let room = self.limit.saturating_sub(l.voice.len()).min(samples.len());
+            l.voice.extend_from_slice(&samples[..room]);
+            l.dropped_voice += (samples.len() - room) as u64;
         }
     }
 
     fn video(&mut self, _frame: &VideoFrame, pts: u64) {
         if let Ok(mut l) = self.log.lock() {
-            l.video.push((pts, self.clock));
+            if l.video.len() < MEMORY_SINK_MARKS {
+                l.video.push((pts, self.clock));
+            } else {
+                l.dropped_marks += 1;
+            }
         }
     }
 
     fn reset(&mut self) {
         if let Ok(mut l) = self.log.lock() {
             let at = l.voice.len();
-            l.resets.push(at);
+            if l.resets.len() < MEMORY_SINK_MARKS {
+                l.resets.push(at);
+            } else {
+                l.dropped_marks += 1;
+            }
         }
     }
 
@@ -74,6 +105,30 @@ impl AvatarSink for MemorySink {
             l.finished = true;
         }
     }
+}
+
+/// Keeps nothing; counts what it was given. For a server whose output
+/// nobody records.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DiscardSink {
+    /// Voice samples given.
+    pub voice_samples: u64,
+    /// Video frames given.
+    pub video_frames: u64,
+}
+
+impl AvatarSink for DiscardSink {
+    fn voice(&mut self, samples: &[i16]) {
+        self.voice_samples += samples.len() as u64;
+    }
+
+    fn video(&mut self, _frame: &VideoFrame, _pts: u64) {
+        self.video_frames += 1;
+    }
+
+    fn reset(&mut self) {}
+
+    fn finish(&mut self) {}
 }
 
 /// Writes the voice to `voice.wav` and the video to `video.y4m` in a
@@ -158,4 +213,20 @@ impl Drop for FileSink {
 #[must_use]
 pub fn pts_seconds(pts: u64) -> f64 {
     pts as f64 / PTS_RATE as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_memory_sink_keeps_its_limit_and_counts_the_rest() {
+        let mut sink = MemorySink::with_limit(1, 1_000);
+        sink.voice(&[1; 600]);
+        sink.voice(&[2; 900]);
+        let log = sink.log();
+        assert_eq!(log.voice.len(), 1_000);
+        assert_eq!(log.dropped_voice, 500);
+        assert_eq!(&log.voice[595..605], &[1, 1, 1, 1, 1, 2, 2, 2, 2, 2]);
+    }
 }

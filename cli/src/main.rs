@@ -436,7 +436,7 @@ async fn avatar_server(
 
     use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
     use sotto_avatar::server::{AvatarServer, ServerConfig};
-    use sotto_avatar::sink::{FileSink, MemorySink};
+    use sotto_avatar::sink::{DiscardSink, FileSink};
 
     if !listen.ip().is_loopback() {
         eprintln!("sotto: the avatar server listens on loopback only, not {listen}");
@@ -477,11 +477,12 @@ async fn avatar_server(
                         }
                         Err(e) => {
                             eprintln!("avatar: cannot write {}: {e}", dir.display());
-                            Box::new(MemorySink::new(usize::from(channels)))
+                            Box::new(DiscardSink::default())
                         }
                     }
                 }
-                None => Box::new(MemorySink::new(usize::from(channels))),
+                // Nobody records: keep nothing.
+                None => Box::new(DiscardSink::default()),
             }
         }),
     };
