@@ -65,6 +65,13 @@ pub struct ServerLimits {
     pub max_peers: usize,
     /// A peer not connected this long after its answer is torn down.
     pub connect_timeout: Duration,
+    /// Open HTTP connections at most; one past it is closed at once.
+    pub max_connections: usize,
+    /// A request's headers must arrive within this.
+    pub header_timeout: Duration,
+    /// A connection is closed this long after it opened, whatever it is
+    /// doing: one request (no keep-alive), body and answer included.
+    pub request_timeout: Duration,
 }
 
 impl Default for ServerLimits {
@@ -72,6 +79,9 @@ impl Default for ServerLimits {
         Self {
             max_peers: 64,
             connect_timeout: Duration::from_secs(5),
+            max_connections: 256,
+            header_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -85,6 +95,8 @@ pub struct ServerStats {
     pub busy: AtomicU64,
     /// Peers torn down because they did not connect in time.
     pub never_connected: AtomicU64,
+    /// HTTP connections closed at once because `max_connections` were open.
+    pub connections_refused: AtomicU64,
     /// Peer connections made.
     pub peers: AtomicU64,
     /// Connections whose task has ended.
@@ -160,13 +172,7 @@ impl AvatarServer {
             .layer(DefaultBodyLimit::max(MAX_JOIN_BODY))
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        tokio::spawn(serve(listener, app, limits, Arc::clone(&stats), stopped));
         Ok(Self {
             addr,
             stats,
@@ -222,6 +228,47 @@ impl Drop for AvatarServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
+    }
+}
+
+/// Accepts connections until `stopped`: at most `max_connections` open,
+/// each one request with its header and total timeouts (SPEC S2).
+async fn serve(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    limits: ServerLimits,
+    stats: Arc<ServerStats>,
+    mut stopped: oneshot::Receiver<()>,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = &mut stopped => return,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                // Out of descriptors or the like: let connections finish.
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
+            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+            drop(stream);
+            continue;
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        tokio::spawn(async move {
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .keep_alive(false)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let _ = tokio::time::timeout(limits.request_timeout, conn).await;
+            drop(permit);
+        });
     }
 }
 

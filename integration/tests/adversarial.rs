@@ -281,6 +281,7 @@ async fn peers_are_capped_and_those_that_never_connect_are_torn_down() {
     let limits = ServerLimits {
         max_peers: 2,
         connect_timeout: Duration::from_millis(800),
+        ..ServerLimits::default()
     };
     let server = AvatarServer::start_with_limits("127.0.0.1:0".parse().unwrap(), config, limits)
         .await
@@ -345,4 +346,82 @@ async fn peers_are_capped_and_those_that_never_connect_are_torn_down() {
     for pc in agents {
         let _ = pc.close().await;
     }
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}
+
+/// Connections (SPEC S2): past `max_connections` a connection is closed at
+/// once; one that sends no headers is closed after `header_timeout`; then
+/// the descriptors are back to where they were and the server serves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_connections_are_capped_and_timed_out() {
+    use sotto_avatar::server::ServerLimits;
+
+    let config = ServerConfig {
+        secret: SECRET.into(),
+        fps: 25,
+        cooldown: Duration::from_millis(300),
+        stereo: false,
+        renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(|req| Box::new(MemorySink::new(usize::from(req.channels)))),
+    };
+    let limits = ServerLimits {
+        max_connections: 8,
+        header_timeout: Duration::from_millis(500),
+        ..ServerLimits::default()
+    };
+    let server = AvatarServer::start_with_limits("127.0.0.1:0".parse().unwrap(), config, limits)
+        .await
+        .unwrap();
+    let baseline = open_fds();
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        held.push(tokio::net::TcpStream::connect(server.addr()).await.unwrap());
+    }
+    // Every connection is closed by the server within a second or two: the
+    // first eight by their header timeout, the rest at once.
+    let started = Instant::now();
+    for c in held.drain(..) {
+        let read = async {
+            let mut buf = [0u8; 64];
+            loop {
+                c.readable().await?;
+                match c.try_read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+            }
+        };
+        let n = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the server closes a silent connection");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+    let stats = server.stats();
+    assert!(stats.connections_refused.load(Ordering::Relaxed) >= 192 - 8);
+    // Other tests of this binary may hold sockets for a moment.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while open_fds() > baseline + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "{} fds, {baseline} before",
+            open_fds()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Still serving.
+    let r = reqwest::Client::new()
+        .post(server.join_url())
+        .json(&join())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
 }
