@@ -11,23 +11,30 @@ use std::time::{Duration, Instant};
 
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::AvatarRenderer;
-use sotto_avatar::server::{AvatarServer, ServerConfig};
+use sotto_avatar::server::{AvatarServer, ServerConfig, ServerLimits};
 use sotto_avatar::sink::MemorySink;
 use sotto_avatar::token;
 use sotto_net::avatar::{JoinRequest, MAX_JOIN_BODY};
 
 const SECRET: &str = "test-secret";
 
-async fn server() -> AvatarServer {
-    let config = ServerConfig {
+fn config() -> ServerConfig {
+    ServerConfig {
         secret: SECRET.into(),
         fps: 25,
         cooldown: Duration::from_millis(300),
         stereo: false,
         renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
         sink: Arc::new(|req| Box::new(MemorySink::new(usize::from(req.channels)))),
-    };
-    AvatarServer::start("127.0.0.1:0".parse().unwrap(), config)
+    }
+}
+
+async fn server() -> AvatarServer {
+    server_with(ServerLimits::default()).await
+}
+
+async fn server_with(limits: ServerLimits) -> AvatarServer {
+    AvatarServer::start_with_limits("127.0.0.1:0".parse().unwrap(), config(), limits)
         .await
         .unwrap()
 }
@@ -266,26 +273,15 @@ async fn tokens_that_should_not_pass_do_not() {
 /// place is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_are_capped_and_those_that_never_connect_are_torn_down() {
-    use sotto_avatar::server::ServerLimits;
     use sotto_net::avatar::{AUDIO_LABEL, CONTROL_LABEL};
     use sotto_net::peer::{complete_local, loopback_peer};
 
-    let config = ServerConfig {
-        secret: SECRET.into(),
-        fps: 25,
-        cooldown: Duration::from_millis(300),
-        stereo: false,
-        renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
-        sink: Arc::new(|req| Box::new(MemorySink::new(usize::from(req.channels)))),
-    };
     let limits = ServerLimits {
         max_peers: 2,
         connect_timeout: Duration::from_millis(800),
         ..ServerLimits::default()
     };
-    let server = AvatarServer::start_with_limits("127.0.0.1:0".parse().unwrap(), config, limits)
-        .await
-        .unwrap();
+    let server = server_with(limits).await;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
@@ -357,24 +353,12 @@ fn open_fds() -> usize {
 /// the descriptors are back to where they were and the server serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_connections_are_capped_and_timed_out() {
-    use sotto_avatar::server::ServerLimits;
-
-    let config = ServerConfig {
-        secret: SECRET.into(),
-        fps: 25,
-        cooldown: Duration::from_millis(300),
-        stereo: false,
-        renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
-        sink: Arc::new(|req| Box::new(MemorySink::new(usize::from(req.channels)))),
-    };
     let limits = ServerLimits {
         max_connections: 8,
         header_timeout: Duration::from_millis(500),
         ..ServerLimits::default()
     };
-    let server = AvatarServer::start_with_limits("127.0.0.1:0".parse().unwrap(), config, limits)
-        .await
-        .unwrap();
+    let server = server_with(limits).await;
     let baseline = open_fds();
     let mut held = Vec::new();
     for _ in 0..200 {
