@@ -298,3 +298,54 @@ fn sessions_dir_writes_each_sessions_own_output() {
     assert!(!dir.join("up.wav").exists());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A scenario that pushes far more than it plays ends at once, with one
+/// line per session saying how many pushes were still waiting (before, each
+/// waited 100 ms: 2,000 of them took minutes and as many lines).
+#[test]
+fn unfinished_pushes_end_the_scenario_at_once_with_one_line() {
+    let dir = std::env::temp_dir().join(format!("sotto-cli-unf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut text = String::from(
+        "sample_rate = 24000\nchannels = 1\nblock = 480\nduration = \"0.2s\"\n\n[[session]]\nname = \"agent\"\nqueue = \"0.1s\"\n",
+    );
+    for _ in 0..2_000 {
+        text.push_str(
+            "\n[[at]]\nt = \"0s\"\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 0.05\n",
+        );
+    }
+    let scenario = dir.join("many.toml");
+    std::fs::write(&scenario, text).unwrap();
+    let started = std::time::Instant::now();
+    let out = sotto()
+        .arg("render")
+        .arg(&scenario)
+        .arg("--out")
+        .arg(dir.join("o.wav"))
+        .arg("--events")
+        .arg(dir.join("e.jsonl"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "{:?}",
+        started.elapsed()
+    );
+    let events = std::fs::read_to_string(dir.join("e.jsonl")).unwrap();
+    let unfinished: Vec<&str> = events
+        .lines()
+        .filter(|l| l.contains("push_unfinished"))
+        .collect();
+    assert_eq!(unfinished.len(), 1, "{unfinished:?}");
+    assert!(
+        unfinished[0].contains("push(es) still waiting"),
+        "{}",
+        unfinished[0]
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}
