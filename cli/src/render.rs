@@ -169,7 +169,7 @@ fn print_events(rendered: &sotto_cli::scenario::Rendered) {
         println!(
             "  {:>8.3}s  {:<8} {:<17} {}",
             e.sample as f64 / f64::from(rendered.sample_rate),
-            e.session,
+            sotto_cli::scenario::printable(&e.session),
             e.event,
             extra.join(" ")
         );

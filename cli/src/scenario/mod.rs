@@ -248,7 +248,7 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
     let mut names = HashMap::new();
     let mut sessions = Vec::new();
     for (i, s) in file.sessions.iter().enumerate() {
-        let place = format!("session[{i}] \"{}\"", s.name);
+        let place = format!("session[{i}] \"{}\"", printable(&s.name));
         if names.insert(s.name.clone(), i).is_some() {
             return Err(bad(place, "duplicate session name".into()));
         }
@@ -263,7 +263,7 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
             .get("op")
             .and_then(toml::Value::as_str)
             .unwrap_or("");
-        let place = format!("at[{i}] (t = {}s, op = \"{name}\")", raw.t.0);
+        let place = format!("at[{i}] (t = {}s, op = \"{}\")", raw.t.0, printable(name));
         if raw.t.0.is_nan() || raw.t.0 < 0.0 {
             return Err(bad(place, "time must not be negative".into()));
         }
@@ -274,7 +274,10 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
             ));
         }
         let Some(&si) = names.get(&raw.session) else {
-            return Err(bad(place, format!("unknown session '{}'", raw.session)));
+            return Err(bad(
+                place,
+                format!("unknown session '{}'", printable(&raw.session)),
+            ));
         };
         if !Op::NAMES.contains(&name) {
             return Err(bad(
@@ -365,4 +368,36 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
         backgrounds,
         path: path.into(),
     })
+}
+
+/// A name from a file or the network as it may be shown on a terminal: at
+/// most 64 characters (then `…`), control characters escaped, so nothing
+/// it holds can move the cursor or flood the screen.
+#[must_use]
+pub fn printable(name: &str) -> String {
+    const MAX: usize = 64;
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if i == MAX {
+            out.push('…');
+            break;
+        }
+        if c.is_control() {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod printable_tests {
+    #[test]
+    fn control_characters_are_escaped_and_long_names_cut() {
+        assert_eq!(super::printable("agent"), "agent");
+        assert_eq!(super::printable("a\u{1b}[2J\nb"), "a\\u{1b}[2J\\nb");
+        let long = "x".repeat(100);
+        assert_eq!(super::printable(&long).chars().count(), 65);
+    }
 }
