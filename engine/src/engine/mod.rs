@@ -13,10 +13,10 @@ use sotto_actors::device_manager::{DeviceManager, DeviceManagerArgs, DeviceMsg};
 use sotto_actors::driver::device::DeviceOutput;
 use sotto_actors::driver::offline::OfflineDriver;
 use sotto_actors::driver::virtual_clock::{Shard, VirtualClock};
-use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg, ShardRings};
-use sotto_actors::supervisor::{EngineSupervisor, ShardControl, SupervisorArgs, SupervisorMsg};
+use sotto_actors::pump::{send_pump, EventPump, PumpArgs, PumpMsg};
+use sotto_actors::supervisor::{EngineSupervisor, SupervisorArgs, SupervisorMsg};
 use sotto_actors::{Quiescence, SessionConfig};
-use sotto_rt::{Renderer, RendererConfig, SampleTime, Telemetry};
+use sotto_rt::{RendererConfig, SampleTime, Telemetry};
 use tokio::sync::{oneshot, Mutex, Notify};
 
 use crate::background::BackgroundHandle;
@@ -30,10 +30,13 @@ mod error;
 #[cfg(feature = "fault-injection")]
 mod faults;
 mod render;
+mod shards;
 
 use config::validate;
 pub use config::{default_render_threads, Clock, EngineConfig, SHUTDOWN_LIMIT};
 pub use error::EngineError;
+use shards::ShardInfo;
+pub use shards::ShardStats;
 
 enum Driver {
     // Boxed: it holds the renderer, which the virtual variant has moved to
@@ -113,23 +116,6 @@ struct Inner {
     offline: Option<Arc<OfflineProgress>>,
 }
 
-/// What the engine keeps of a render shard.
-struct ShardInfo {
-    telemetry: Arc<Telemetry>,
-    sessions: Arc<std::sync::atomic::AtomicUsize>,
-}
-
-/// One render shard as seen from outside (SPEC C4, C6).
-#[derive(Debug, Clone)]
-pub struct ShardStats {
-    /// The shard's number: its audio thread is `sotto-audio-K`.
-    pub index: usize,
-    /// Its renderer's counters: sample clock, late blocks, render times.
-    pub telemetry: Arc<Telemetry>,
-    /// Sessions rendering on it now.
-    pub sessions: usize,
-}
-
 impl Engine {
     /// Starts the actors and the driver. Must run inside a tokio runtime.
     ///
@@ -149,45 +135,12 @@ impl Engine {
             event_capacity: (config.max_sessions * 64).max(4096),
             saturation: config.saturation,
         };
-        let shard_count = match config.clock {
-            Clock::Virtual { .. } => config.render_threads,
-            // A device renders in its callback, and offline is one
-            // deterministic loop: one shard each.
-            Clock::Device { .. } | Clock::Offline => 1,
-        };
-        let mut renderers = Vec::with_capacity(shard_count);
-        let mut rings = Vec::with_capacity(shard_count);
-        let mut controls = Vec::with_capacity(shard_count);
-        for _ in 0..shard_count {
-            let (control, renderer) = Renderer::new(renderer_config.clone())
-                .map_err(|e| EngineError::Config(e.to_string()))?;
-            let sotto_rt::RendererControl {
-                command_tx,
-                event_rx,
-                retired_rx,
-                retired_outputs_rx,
-                telemetry,
-                doorbells,
-                ..
-            } = control;
-            renderers.push(Shard {
-                renderer,
-                telemetry: Arc::clone(&telemetry),
-            });
-            rings.push(ShardRings {
-                event_rx,
-                retired_rx,
-                retired_outputs_rx,
-            });
-            controls.push(ShardControl::new(command_tx, doorbells, telemetry));
-        }
-        let shards: Vec<ShardInfo> = controls
-            .iter()
-            .map(|c| ShardInfo {
-                telemetry: Arc::clone(&c.telemetry),
-                sessions: Arc::clone(&c.sessions),
-            })
-            .collect();
+        let shards::Built {
+            mut renderers,
+            rings,
+            controls,
+            shards,
+        } = shards::build(&config, &renderer_config)?;
         let quiesce = Quiescence::new();
         let telemetry = Arc::clone(&shards[0].telemetry);
         let rendered = Arc::new(Notify::new());
@@ -222,6 +175,14 @@ impl Engine {
             what: "supervisor",
             reason: e.to_string(),
         })?;
+        let parts = Parts {
+            supervisor,
+            pump,
+            quiesce,
+            telemetry,
+            rendered,
+            shards,
+        };
         let mut others: Vec<Shard> = renderers.split_off(1);
         let Some(Shard { renderer, .. }) = renderers.pop() else {
             return Err(EngineError::Config("no render shard".into()));
@@ -232,7 +193,7 @@ impl Engine {
             Clock::Offline => None,
             Clock::Virtual { capture, deferred } => Some((capture, deferred)),
             Clock::Device { name, deferred } => {
-                let t = Arc::clone(&telemetry);
+                let t = Arc::clone(&parts.telemetry);
                 match DeviceOutput::open(renderer, t, name.as_deref(), deferred) {
                     Ok(output) => {
                         let reverse = ReverseSlot::new();
@@ -242,7 +203,7 @@ impl Engine {
                             DeviceManagerArgs {
                                 output,
                                 name,
-                                telemetry: Arc::clone(&telemetry),
+                                telemetry: Arc::clone(&parts.telemetry),
                                 block_frames: config.block_frames,
                                 reverse: Arc::clone(&reverse),
                             },
@@ -252,17 +213,10 @@ impl Engine {
                             what: "device manager",
                             reason: e.to_string(),
                         })?;
-                        let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
+                        let ticker = spawn_ticker(&parts, &config);
                         return Ok(Self::assemble(
                             config,
-                            Parts {
-                                supervisor,
-                                pump,
-                                quiesce,
-                                telemetry,
-                                rendered,
-                                shards,
-                            },
+                            parts,
                             Driver::Device {
                                 manager: manager.clone(),
                                 ticker,
@@ -288,9 +242,9 @@ impl Engine {
         let driver = match virtual_clock {
             None => Driver::Offline(Box::new(OfflineDriver::new(
                 renderer,
-                Arc::clone(&telemetry),
-                pump.clone(),
-                Arc::clone(&quiesce),
+                Arc::clone(&parts.telemetry),
+                parts.pump.clone(),
+                Arc::clone(&parts.quiesce),
                 config.block_frames,
             ))),
             Some((capture, deferred)) => {
@@ -305,7 +259,7 @@ impl Engine {
                 };
                 let mut all = vec![Shard {
                     renderer,
-                    telemetry: Arc::clone(&telemetry),
+                    telemetry: Arc::clone(&parts.telemetry),
                 }];
                 all.append(&mut others);
                 let clock = VirtualClock::start_shards(all, config.block_frames, tx, deferred)
@@ -313,7 +267,7 @@ impl Engine {
                         what: "sotto-audio threads",
                         reason: e.to_string(),
                     })?;
-                let ticker = spawn_ticker(pump.clone(), Arc::clone(&quiesce), &config);
+                let ticker = spawn_ticker(&parts, &config);
                 Driver::Virtual {
                     clock,
                     capture: rx,
@@ -323,14 +277,7 @@ impl Engine {
         };
         Ok(Self::assemble(
             config,
-            Parts {
-                supervisor,
-                pump,
-                quiesce,
-                telemetry,
-                rendered,
-                shards,
-            },
+            parts,
             driver,
             Outputs::Clock { fallback },
         ))
@@ -394,41 +341,6 @@ impl Engine {
     #[must_use]
     pub fn telemetry(&self) -> Arc<Telemetry> {
         Arc::clone(&self.inner.telemetry)
-    }
-
-    /// The render shards (SPEC C4): one on the offline and device clocks,
-    /// [`EngineConfig::render_threads`] on the virtual clock. Shard 0 holds
-    /// the main mix and every session that plays into it; a session with
-    /// an output of its own alone goes to the shard with fewest sessions.
-    #[must_use]
-    pub fn shards(&self) -> Vec<ShardStats> {
-        self.inner
-            .shards
-            .iter()
-            .enumerate()
-            .map(|(index, s)| ShardStats {
-                index,
-                telemetry: Arc::clone(&s.telemetry),
-                sessions: s.sessions.load(Ordering::Relaxed),
-            })
-            .collect()
-    }
-
-    /// Blocks rendered after their deadline, summed over every shard.
-    #[must_use]
-    pub fn late_blocks(&self) -> u64 {
-        self.sum_shards(|t| t.late_blocks.load(Ordering::Relaxed))
-    }
-
-    /// Allocations or frees seen on any audio thread (feature `rt-audit`
-    /// of the drivers), summed over every shard (SPEC R1).
-    #[must_use]
-    pub fn alloc_violations(&self) -> u64 {
-        self.sum_shards(|t| t.alloc_violations.load(Ordering::Relaxed))
-    }
-
-    fn sum_shards(&self, f: impl Fn(&Telemetry) -> u64) -> u64 {
-        self.inner.shards.iter().map(|s| f(&s.telemetry)).sum()
     }
 
     /// The output sample clock.
@@ -605,11 +517,8 @@ impl Engine {
     }
 }
 
-fn spawn_ticker(
-    pump: ActorRef<PumpMsg>,
-    quiesce: Arc<Quiescence>,
-    config: &EngineConfig,
-) -> tokio::task::JoinHandle<()> {
+fn spawn_ticker(parts: &Parts, config: &EngineConfig) -> tokio::task::JoinHandle<()> {
+    let (pump, quiesce) = (parts.pump.clone(), Arc::clone(&parts.quiesce));
     // Half a block: events reach sessions within a block of being raised.
     let half_block = (sotto_rt::duration_of(config.block_frames as u64, config.sample_rate) / 2)
         .max(Duration::from_millis(1));
