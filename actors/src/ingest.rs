@@ -152,6 +152,14 @@ impl Ingest {
     pub fn held_bytes(&self) -> usize {
         self.carry.len()
     }
+
+    /// Output frames taken in but not yet given out: what the resampler
+    /// holds (its pending input and its delay line). An interrupt or clear
+    /// that resets the ingest drops them (SPEC O5).
+    #[must_use]
+    pub fn held_frames(&self) -> u64 {
+        self.resampler.as_ref().map_or(0, Resample::held_frames)
+    }
 }
 
 /// Completes the partial frame held in `carry`, decodes every whole frame of
@@ -305,6 +313,12 @@ impl Resample {
         self.reset();
     }
 
+    /// Output frames owed for the input so far and not yet emitted.
+    fn held_frames(&self) -> u64 {
+        let expected = (self.in_frames as f64 * self.ratio).round() as u64;
+        expected.saturating_sub(self.out_frames)
+    }
+
     fn reset(&mut self) {
         self.inner.reset();
         self.pending.clear();
@@ -412,6 +426,21 @@ mod tests {
             let out = ingest_chunked(s16(rate, 1), 24_000, &bytes, &[]);
             assert_eq!(out.len(), 2400, "from {rate} Hz");
         }
+    }
+
+    #[test]
+    fn what_the_resampler_holds_is_counted_until_flushed() {
+        let mut ing = Ingest::new(s16(16_000, 1), 24_000, 1).unwrap();
+        let mut out = Vec::new();
+        ing.push(&tone_bytes(1000), &mut out);
+        // 1000 frames at 16 kHz are 1500 at 24 kHz: what is not out yet
+        // is held.
+        assert_eq!(out.len() as u64 + ing.held_frames(), 1500);
+        assert!(ing.held_frames() > 0);
+        ing.flush(&mut out);
+        assert_eq!((out.len(), ing.held_frames()), (1500, 0));
+        let same = Ingest::new(s16(24_000, 1), 24_000, 1).unwrap();
+        assert_eq!(same.held_frames(), 0);
     }
 
     #[test]

@@ -229,9 +229,12 @@ impl SessionHandle {
     }
 
     /// Pushes bytes into the background input, mixed under speech (SPEC O11).
+    /// The background has a queue of its own: a push waiting here never
+    /// holds up speech.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; on the offline clock
+    /// [`SessionError::NotRendering`] as for [`SessionHandle::push`].
     pub fn push_background(
         &self,
         bytes: impl Into<Vec<u8>>,

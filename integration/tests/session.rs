@@ -470,6 +470,59 @@ async fn o5_waiting_push_is_cut_by_interrupt_and_says_how_much() {
     assert_eq!(dropped, vec![10_000 - 2880]);
 }
 
+/// SPEC O2: each input has a queue of its own, so a background push
+/// waiting for room never holds up speech pushed after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o2_a_stalled_bed_never_delays_speech() {
+    let mut c = cfg();
+    c.background_queue = Duration::from_millis(100);
+    let (engine, s, _) = setup(c).await;
+    // A second of bed into a 100 ms queue: it waits for room.
+    let bed = tokio::spawn(s.push_background(dc_s16(24_000, 4096)));
+    let speech = tokio::time::timeout(Duration::from_millis(400), s.push(dc_s16(12_000, 8192)))
+        .await
+        .expect("speech waited behind the bed")
+        .unwrap();
+    assert_eq!(speech.accepted_frames, 12_000);
+    assert!(!bed.is_finished(), "the bed is still waiting for room");
+    let out = engine.render(480).await.unwrap();
+    assert!(
+        out.iter().all(|&v| (v - 0.375).abs() < 1e-6),
+        "speech and bed together from the first sample"
+    );
+    for _ in 0..12 {
+        engine.render(2400).await.unwrap();
+    }
+    let bed = bed.await.unwrap().unwrap();
+    assert_eq!(bed.accepted_frames, 24_000);
+}
+
+/// SPEC O5: what an interrupt drops includes the audio still inside the
+/// resampler: pushed, never played, counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn o5_an_interrupt_counts_what_the_resampler_held() {
+    let mut c = cfg();
+    c.input.sample_rate = 16_000;
+    c.fade = Duration::ZERO;
+    let (engine, s, mut ev) = setup(c).await;
+    // 1000 frames at 16 kHz are 1500 at 24 kHz; some of them are still
+    // in the resampler when the interrupt comes.
+    s.push(dc_s16(1000, 8192)).await.unwrap();
+    let queued = s.queued_duration().as_secs_f64() * 24_000.0;
+    assert!(queued.round() < 1500.0, "{queued} frames queued");
+    s.interrupt().unwrap();
+    let out = engine.render(4800).await.unwrap();
+    assert!(out.iter().all(|&v| v == 0.0), "nothing plays");
+    let dropped: Vec<u64> = drain(&mut ev)
+        .iter()
+        .filter_map(|e| match e.kind {
+            K::Interrupted { dropped_frames, .. } => Some(dropped_frames),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(dropped, vec![1500]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn o6_pause_freezes_and_resume_continues_exactly() {
     let (engine, s, mut ev) = setup(cfg()).await;
@@ -619,8 +672,9 @@ async fn o9_counters_count_heard_audio_only() {
     let (p, q) = s.snapshot_playback().await.unwrap();
     assert_eq!(
         (p, q),
-        (1000, 5000),
-        "a paused interrupt cuts without a tail"
+        (5000, 5000),
+        "a paused interrupt fades from where it stopped: the 4000 frames \
+         left are the tail (shorter than the 0.4 s fade), heard"
     );
     assert!(p <= q);
 }

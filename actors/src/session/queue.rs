@@ -144,8 +144,10 @@ impl SessionState {
     /// Cuts every waiting push; returns frames dropped. Turn marks queued
     /// behind them are applied (`Begin`) or discarded (`Complete`).
     pub(super) fn cut_pending(&mut self) -> u64 {
-        let (dropped, begin) = cut(&mut self.pending, self.channels);
+        let (mut dropped, begin) = cut(&mut self.pending, self.channels);
         self.waiting[Input::Speech as usize] = 0;
+        // Audio inside the resampler was taken in and never played.
+        dropped += self.ingest.held_frames();
         self.ingest.reset();
         if begin {
             self.begin_turn();

@@ -23,12 +23,14 @@ impl Voice {
     }
 
     pub(super) fn interrupt(&mut self, fence: u64, now: SampleTime, events: &mut EventOut<'_>) {
-        let mut tail_frames = 0;
         if let Some(tail) = self.tail {
             // A tail is already playing: keep it as it is; only move the fence.
             self.skip_until = self.skip_until.max(fence);
             let after_tail = self.consumed + tail.remaining();
             let skipped_frames = self.skip_until.saturating_sub(after_tail);
+            // An interrupt ends a pause (the turn state resets), so a tail
+            // paused mid-way plays on.
+            self.pause = self.pause.resume(self.pause_ramp_frames);
             self.after_interrupt(fence);
             self.event(
                 events,
@@ -43,19 +45,19 @@ impl Voice {
         self.discard_to(self.skip_until);
         let start = self.consumed;
         let pending = fence.saturating_sub(start);
-        let silent = matches!(self.pause, PauseState::Paused | PauseState::RampDown { .. });
-        if !silent {
-            tail_frames = pending.min(u64::from(self.fade_frames));
-        }
+        let tail_frames = pending.min(u64::from(self.fade_frames));
         self.skip_until = self.skip_until.max(fence);
         if tail_frames > 0 {
             self.tail = Some(Tail::new(tail_frames));
+            // Paused or pausing, the tail fades from where playback stopped
+            // and comes back in over the resume ramp: a tail starting at
+            // full gain out of silence would be a step, a click.
+            self.pause = self.pause.resume(self.pause_ramp_frames);
         } else {
             self.discard_to(self.skip_until);
+            // The next turn must not start frozen.
+            self.pause = PauseState::Playing;
         }
-        // Paused audio is discarded without a tail; the next turn must not
-        // start frozen.
-        self.pause = PauseState::Playing;
         self.after_interrupt(fence);
         self.event(
             events,

@@ -231,6 +231,67 @@ fn pause_ramps_down_freezes_and_resumes_where_it_stopped() {
 }
 
 #[test]
+fn an_interrupt_while_paused_fades_from_where_playback_stopped() {
+    let mut rig = Rig::new(&VoiceConfig {
+        pause_ramp_frames: 4,
+        fade_frames: 40,
+        ..config()
+    });
+    let ramp: Vec<f32> = (0..100).map(|i| i as f32 / 100.0).collect();
+    rig.speech(&ramp);
+    rig.block(8);
+    rig.send(V::Pause);
+    rig.run(16, 8); // four frames of ramp, then frozen at frame 12
+    rig.send(V::Interrupt {
+        fence: StreamPos(100),
+    });
+    let out = rig.run(64, 8);
+    let up = [0.25, 0.5, 0.75];
+    let want: Vec<f32> = (0..64)
+        .map(|k| {
+            if k >= 40 {
+                return 0.0;
+            }
+            let ramp_gain = up.get(k).copied().unwrap_or(1.0);
+            ramp[12 + k] * fade_gain(k as u64, 40) * ramp_gain
+        })
+        .collect();
+    assert_close(&out, &want, "the tail, from the paused frame, ramped in");
+    let events = rig.events();
+    assert!(events.contains(&(
+        24,
+        EventKind::Interrupted {
+            tail_frames: 40,
+            skipped_frames: 48
+        }
+    )));
+    assert!(events.iter().any(|e| e.1 == EventKind::FadeDone));
+
+    // Interrupted half-way down the pause ramp: the ramp turns back up
+    // from the gain it had reached, never a jump.
+    let mut rig = Rig::new(&VoiceConfig {
+        pause_ramp_frames: 4,
+        fade_frames: 40,
+        ..config()
+    });
+    rig.speech(&[0.5; 100]);
+    rig.block(8);
+    rig.send(V::Pause);
+    let down = rig.block(2);
+    assert_close(&down, &[0.375, 0.25], "two frames down");
+    rig.send(V::Interrupt {
+        fence: StreamPos(100),
+    });
+    let out = rig.block(4);
+    let want: Vec<f32> = [0.75f32, 1.0, 1.0, 1.0]
+        .iter()
+        .enumerate()
+        .map(|(k, g)| 0.5 * g * fade_gain(k as u64, 40))
+        .collect();
+    assert_close(&out, &want, "back up from 0.5, under the fade");
+}
+
+#[test]
 fn speaking_lasts_the_grace_period_after_the_last_real_sample() {
     let mut rig = Rig::new(&VoiceConfig {
         grace_frames: 48,
