@@ -29,8 +29,13 @@ pub trait AudioSink: Send + 'static {
     fn write(&mut self, frames: &[f32], sample_rate: u32, channels: usize)
         -> Result<(), SinkError>;
 
-    /// The turn was interrupted: drop what is buffered.
-    fn interrupt(&mut self) {}
+    /// The turn was interrupted: drop what is buffered. A sink that plays
+    /// the voice itself (an avatar) fades the first `fade_frames` of what
+    /// it holds as the session fades its own queue, and drops the rest
+    /// (SPEC O5, C7).
+    fn interrupt(&mut self, fade_frames: u64) {
+        let _ = fade_frames;
+    }
 
     /// The synthesis of the turn is complete.
     fn segment_end(&mut self) {}
@@ -113,7 +118,7 @@ impl AudioSink for Recorder {
         Ok(())
     }
 
-    fn interrupt(&mut self) {
+    fn interrupt(&mut self, _: u64) {
         if let Ok(mut log) = self.inner.lock() {
             log.interrupts += 1;
         }

@@ -177,6 +177,8 @@ pub struct Playout {
     /// Where the current segment began, in samples taken.
     segment_start: u64,
     cooldown_until: Option<Instant>,
+    /// The fade the next interrupt applies, in frames (SPEC C7); none: a cut.
+    next_fade: Option<u64>,
     renderer: Box<dyn AvatarRenderer>,
     sink: Box<dyn AvatarSink>,
     picture: VideoFrame,
@@ -229,6 +231,7 @@ impl Playout {
             clock: 0,
             segment_start: 0,
             cooldown_until: None,
+            next_fade: None,
             renderer,
             sink,
             picture: VideoFrame {
@@ -306,6 +309,10 @@ impl Playout {
             return Some(self.reset(now));
         }
         match serde_json::from_str::<Control>(text) {
+            Ok(Control::InterruptFade { frames }) => {
+                self.next_fade = Some(frames);
+                None
+            }
             Ok(Control::SegmentEnd { id, samples }) => {
                 // A padded odd byte ends the segment's audio.
                 if let Some(lo) = self.odd.take() {
@@ -364,12 +371,23 @@ impl Playout {
         self.stats.malformed += 1;
     }
 
-    /// An interrupt (SPEC A5, A6): everything queued goes, the renderer
-    /// resets, audio in the next cooldown is dropped, and the segment is
-    /// acknowledged as cut where it was.
+    /// An interrupt (SPEC A5, A6, C7): the first frames of the queue the
+    /// agent's fade names play on as a fade-out tail, shaped exactly as the
+    /// session shapes its own (O5); the rest goes, the renderer resets,
+    /// audio in the next cooldown is dropped, and the segment is
+    /// acknowledged as cut at the end of its tail (the tail is heard, as
+    /// the session's counters count it).
     fn reset(&mut self, now: Instant) -> StreamEnded {
         self.stats.resets += 1;
-        self.queue.clear();
+        let ch = self.config.channels.max(1);
+        let held = (self.queue.len() / ch) as u64;
+        let tail = self.next_fade.take().unwrap_or(0).min(held);
+        let tail_samples = tail as usize * ch;
+        self.queue.truncate(tail_samples);
+        for (i, s) in self.queue.iter_mut().enumerate() {
+            let gain = sotto_rt::fade_gain((i / ch) as u64, tail);
+            *s = sotto_rt::to_s16(f32::from(*s) / 32768.0 * gain);
+        }
         self.voice.buf.clear();
         self.odd = None;
         self.renderer.reset();
@@ -378,11 +396,12 @@ impl Playout {
         let id = self.markers.front().and_then(|m| m.id);
         self.markers.clear();
         let ack = StreamEnded {
-            playback_position: self.seconds(self.taken - self.segment_start),
+            playback_position: self.seconds(self.taken - self.segment_start + tail_samples as u64),
             interrupted: true,
             segment_id: id,
         };
-        self.taken = self.queued;
+        // What was cut counts as taken; the tail is taken as it plays.
+        self.taken = self.queued - tail_samples as u64;
         self.segment_start = self.queued;
         self.boundary = self.queued;
         ack

@@ -214,7 +214,7 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
         .await
         .unwrap();
     let log = || sinks.lock().unwrap()[0].log();
-    let (long, _) = speech(RATE * 5, 0.0);
+    let (long, long_samples) = speech(RATE * 5, 0.0);
     for round in 0..10 {
         let before = log().voice.len();
         s.mark_synthesis_start().unwrap();
@@ -223,6 +223,7 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
             first_voice(&log(), before).is_some()
         })
         .await;
+        let start = first_voice(&log(), before).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         s.interrupt().unwrap();
         let ack = next_avatar_event(&mut events, Duration::from_secs(5)).await;
@@ -236,16 +237,6 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
         };
         assert!(interrupted, "round {round}");
         assert!(playback_position > 0.0 && playback_position < 5.0);
-        // Within one voice frame of the interrupt the avatar is silent.
-        let l = log();
-        let at = *l.resets.last().unwrap();
-        let frame = RATE / 50;
-        assert!(
-            l.voice[(at + frame).min(l.voice.len())..]
-                .iter()
-                .all(|&v| v == 0),
-            "round {round}: voice after the interrupt"
-        );
         // Audio sent straight after the interrupt falls in the cooldown.
         if round == 0 {
             let _ = s.push(long[..4_800].to_vec());
@@ -254,6 +245,37 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
             })
             .await;
         }
+        // The avatar fades what it held as the session fades its own queue
+        // (SPEC O5, C7): the speech it was playing goes on under the
+        // 10^(-3t) curve for the 0.4 s fade, then silence. The position
+        // acknowledged is where the tail ends.
+        let fade = RATE * 2 / 5;
+        wait_until("the tail played", || {
+            let l = log();
+            l.voice.len() >= *l.resets.last().unwrap() + fade + RATE / 50
+        })
+        .await;
+        let l = log();
+        let at = *l.resets.last().unwrap();
+        let played = at - start;
+        for k in 0..fade {
+            let want =
+                f32::from(long_samples[played + k]) * sotto_rt::fade_gain(k as u64, fade as u64);
+            let got = f32::from(l.voice[at + k]);
+            assert!(
+                (got - want).abs() <= 1.0,
+                "round {round}: tail sample {k}: {got} vs {want}"
+            );
+        }
+        assert_eq!(
+            (playback_position * RATE as f64).round() as usize,
+            played + fade,
+            "round {round}: acknowledged at the end of the tail"
+        );
+        assert!(
+            l.voice[at + fade..].iter().all(|&v| v == 0),
+            "round {round}: voice after the tail"
+        );
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
     assert_eq!(server.stats().resets.load(Ordering::Relaxed), 10);

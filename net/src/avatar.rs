@@ -144,6 +144,14 @@ pub enum Control {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         samples: Option<u64>,
     },
+    /// Agent → avatar, just before an `INTERRUPT`: fade the first
+    /// `frames` (per channel, at the PCM rate) of what is queued with the
+    /// session's curve, `10^(-3t)` ending at exactly 0, and drop the rest
+    /// (SPEC O5, C7). Sotto's; without it an interrupt cuts.
+    InterruptFade {
+        /// The fade tail limit.
+        frames: u64,
+    },
     /// Avatar → agent: a segment finished playing or was cut (SPEC A4).
     StreamEnded {
         /// What happened.

@@ -135,8 +135,12 @@ pub enum LinkMsg {
     Audio(Vec<f32>),
     /// The turn's synthesis is complete.
     SegmentEnd,
-    /// Barge-in.
-    Interrupt,
+    /// Barge-in; the avatar fades the first `fade_frames` (at the link's
+    /// rate) of what it holds.
+    Interrupt {
+        /// The session's fade tail limit.
+        fade_frames: u64,
+    },
     /// An acknowledgement arrived.
     Ack(StreamEnded),
     /// Time to check that segment `0` was acknowledged (`1`: retries so far).
@@ -271,8 +275,18 @@ impl LinkState {
                     LinkMsg::CheckAck(id, 0)
                 });
             }
-            LinkMsg::Interrupt => {
+            LinkMsg::Interrupt { fade_frames } => {
                 self.segment_samples = 0;
+                // The fade first, on the same ordered channel: an avatar
+                // that does not know it ignores it and cuts at INTERRUPT.
+                let fade = Control::InterruptFade {
+                    frames: fade_frames,
+                };
+                if let Ok(text) = serde_json::to_string(&fade) {
+                    if self.control.send_text(&text).await.is_err() {
+                        self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 if self.control.send_text(INTERRUPT).await.is_err() {
                     self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
                 }

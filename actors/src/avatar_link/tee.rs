@@ -67,8 +67,8 @@ impl AudioSink for AvatarTee {
             .map_err(|_| SinkError("avatar link stopped".into()))
     }
 
-    fn interrupt(&mut self) {
-        let _ = self.link.send_message(LinkMsg::Interrupt);
+    fn interrupt(&mut self, fade_frames: u64) {
+        let _ = self.link.send_message(LinkMsg::Interrupt { fade_frames });
     }
 
     fn segment_end(&mut self) {

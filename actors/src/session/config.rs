@@ -264,6 +264,11 @@ pub fn shared_output_id(
     sotto_rt::OutputId((renderer.max_sessions as u32).saturating_add(id.0))
 }
 
+/// A fade tail limit in frames at `rate`, as the voice and the sinks take it.
+pub(super) fn fade_frames(fade: Duration, rate: u32) -> u32 {
+    frames_of(fade, rate).min(u64::from(u32::MAX)) as u32
+}
+
 /// Converts a session's config to its voice's config.
 #[must_use]
 pub fn voice_config(
@@ -282,7 +287,7 @@ pub fn voice_config(
         speech_capacity_frames: frames(c.queue).max(1) as usize,
         background_capacity_frames: frames(c.background_queue).max(1) as usize,
         command_capacity: 256,
-        fade_frames: frames(c.fade).min(u64::from(u32::MAX)) as u32,
+        fade_frames: fade_frames(c.fade, rate),
         grace_frames: frames(c.grace).min(u64::from(u32::MAX)) as u32,
         pause_ramp_frames: frames(c.pause_ramp).clamp(1, u64::from(u32::MAX)) as u32,
         duck: c.duck.map(|d| d.voice(rate)),

@@ -45,6 +45,7 @@ impl Actor for Session {
         let input = args.shared.config.input;
         let ingest = Ingest::new(input, args.sample_rate, args.channels)?;
         let background_ingest = Ingest::new(input, args.sample_rate, args.channels)?;
+        let fade_frames = config::fade_frames(args.shared.config.fade, args.sample_rate);
         args.shared.pushed_frames.store(0, Ordering::Relaxed);
         args.shared.pending_frames.store(0, Ordering::Relaxed);
         let mut state = SessionState {
@@ -72,6 +73,7 @@ impl Actor for Session {
             paused: false,
             synthesis_complete: false,
             cut_by_interrupt: 0,
+            fade_frames,
             waiters: Vec::new(),
             sinks: Vec::new(),
         };
@@ -159,7 +161,8 @@ impl Actor for Session {
                 let _ = reply.send(dropped);
             }
             SessionMsg::SetFade(d) => {
-                let frames = frames_of(d, state.sample_rate).min(u64::from(u32::MAX)) as u32;
+                let frames = config::fade_frames(d, state.sample_rate);
+                state.fade_frames = frames;
                 state.command(VoiceCommand::SetFade { frames });
             }
             SessionMsg::Snapshot(reply) => {

@@ -64,6 +64,9 @@ pub struct SessionState {
     pub(super) paused: bool,
     pub(super) synthesis_complete: bool,
     pub(super) cut_by_interrupt: u64,
+    /// The fade tail limit now in force, in frames (SPEC O5): sinks that
+    /// play the voice themselves fade by it too (C7).
+    pub(super) fade_frames: u32,
     pub(super) waiters: Vec<RpcReplyPort<()>>,
     pub(super) sinks: Vec<Box<dyn AudioSink>>,
 }
@@ -245,7 +248,7 @@ impl SessionState {
         self.synthesis_complete = false;
         self.accepting = !self.manual;
         for sink in &mut self.sinks {
-            sink.interrupt();
+            sink.interrupt(u64::from(self.fade_frames));
         }
     }
 
