@@ -27,6 +27,13 @@ pub enum SessionError {
     /// was pushed stays queued.
     #[error("waiting for the offline clock, which renders only when asked and was not")]
     NotRendering,
+    /// The session's mailbox already holds
+    /// [`MAILBOX_LIMIT`](crate::MAILBOX_LIMIT) messages the
+    /// session has not handled yet: the caller sends faster than the
+    /// session can take them (SPEC S5). Nothing was sent; await earlier
+    /// pushes or yield before sending more.
+    #[error("session mailbox full: too many messages not yet handled")]
+    Busy,
 }
 
 /// How long a push or playout on the offline clock may wait while nothing
@@ -99,6 +106,15 @@ async fn unless_stalled<T>(
 impl From<sotto_actors::SessionClosed> for SessionError {
     fn from(_: sotto_actors::SessionClosed) -> Self {
         Self::Closed
+    }
+}
+
+impl From<sotto_actors::session::SendError> for SessionError {
+    fn from(e: sotto_actors::session::SendError) -> Self {
+        match e {
+            sotto_actors::session::SendError::Full => Self::Busy,
+            _ => Self::Closed,
+        }
     }
 }
 
@@ -184,7 +200,7 @@ impl SessionHandle {
     }
 
     fn send(&self, msg: SessionMsg) -> Result<(), SessionError> {
-        Ok(self.shared.send(msg)?)
+        Ok(self.shared.send_from_app(msg)?)
     }
 
     fn request<T: Send + 'static>(
@@ -218,7 +234,7 @@ impl SessionHandle {
     /// dropped. Dropping the future does not cancel the push.
     ///
     /// # Errors
-    /// [`SessionError::Closed`]; on the offline clock
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound; on the offline clock
     /// [`SessionError::NotRendering`] when it waits for room while nothing
     /// renders (the audio stays queued).
     pub fn push(
@@ -233,7 +249,7 @@ impl SessionHandle {
     /// holds up speech.
     ///
     /// # Errors
-    /// [`SessionError::Closed`]; on the offline clock
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound; on the offline clock
     /// [`SessionError::NotRendering`] as for [`SessionHandle::push`].
     pub fn push_background(
         &self,
@@ -245,7 +261,7 @@ impl SessionHandle {
     /// Anchors a new turn: counters and first-audio start here (SPEC O9).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn mark_synthesis_start(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::BeginSynthesis)
     }
@@ -253,7 +269,7 @@ impl SessionHandle {
     /// The TTS has sent everything for this turn (SPEC O8).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn mark_synthesis_complete(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::EndSynthesis)
     }
@@ -261,7 +277,7 @@ impl SessionHandle {
     /// Barge-in: fade out what is queued and drop the rest (SPEC O5).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn interrupt(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::Interrupt)
     }
@@ -269,7 +285,7 @@ impl SessionHandle {
     /// Freezes playback with a short fade-out (SPEC O6).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn pause(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::Pause)
     }
@@ -277,7 +293,7 @@ impl SessionHandle {
     /// Continues playback where it paused, with a short fade-in (SPEC O6).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn resume(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::Resume)
     }
@@ -286,7 +302,7 @@ impl SessionHandle {
     /// input until the next call (SPEC O4).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn enable_audio_input(&self, manual: bool) -> Result<(), SessionError> {
         self.send(SessionMsg::EnableInput { manual })
     }
@@ -294,7 +310,7 @@ impl SessionHandle {
     /// Drops (and counts) pushed audio until input is enabled again.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn disable_audio_input(&self) -> Result<(), SessionError> {
         self.send(SessionMsg::DisableInput)
     }
@@ -302,7 +318,7 @@ impl SessionHandle {
     /// Sets the fade tail limit for later interrupts; zero cuts at once.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn set_fade(&self, fade: Duration) -> Result<(), SessionError> {
         self.send(SessionMsg::SetFade(fade))
     }
@@ -310,7 +326,7 @@ impl SessionHandle {
     /// Ducks the background under speech (see [`Duck`]); `None` turns it off.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn set_duck(&self, duck: Option<Duck>) -> Result<(), SessionError> {
         self.send(SessionMsg::SetDuck(duck))
     }
@@ -319,7 +335,7 @@ impl SessionHandle {
     /// resolves to the frames dropped.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn clear_queue(&self) -> impl Future<Output = Result<u64, SessionError>> + Send + 'static {
         self.request(SessionMsg::Clear)
     }
@@ -328,7 +344,7 @@ impl SessionHandle {
     /// in output frames.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn snapshot_playback(
         &self,
     ) -> impl Future<Output = Result<(u64, u64), SessionError>> + Send + 'static {
@@ -338,13 +354,21 @@ impl SessionHandle {
     /// Resolves when everything queued has been played or cleared (SPEC O2).
     ///
     /// # Errors
-    /// [`SessionError::Closed`]; on the offline clock
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound; on the offline clock
     /// [`SessionError::NotRendering`] when audio is queued and nothing
     /// renders it.
     pub fn wait_for_playout(
         &self,
     ) -> impl Future<Output = Result<(), SessionError>> + Send + 'static {
         unless_stalled(self.request(SessionMsg::WaitPlayout), self.offline.clone())
+    }
+
+    /// Messages from the application (pushes and control calls) the
+    /// session has not handled yet; at [`MAILBOX_LIMIT`](crate::MAILBOX_LIMIT)
+    /// further sends fail with [`SessionError::Busy`] (SPEC S5, R4).
+    #[must_use]
+    pub fn mailbox_len(&self) -> usize {
+        self.shared.mailbox_len()
     }
 
     /// Audio queued but not yet played (SPEC O2).
@@ -391,7 +415,7 @@ impl SessionHandle {
     /// Attaches a tee sink (SPEC O12).
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn add_sink(&self, sink: Box<dyn AudioSink>) -> Result<(), SessionError> {
         self.send(SessionMsg::AddSink(sink))
     }
@@ -405,7 +429,7 @@ impl SessionHandle {
     /// Makes the session actor fail, to exercise supervision.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     #[doc(hidden)]
     #[cfg(feature = "fault-injection")]
     pub fn inject_fault(&self) -> Result<(), SessionError> {
@@ -416,7 +440,7 @@ impl SessionHandle {
     /// to exercise supervision of the ingest path.
     ///
     /// # Errors
-    /// [`SessionError::Closed`].
+    /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     #[doc(hidden)]
     #[cfg(feature = "fault-injection")]
     pub fn inject_ingest_fault(&self) -> Result<(), SessionError> {

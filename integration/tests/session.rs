@@ -12,6 +12,7 @@ use sotto::{
     Engine, EngineConfig, PushOutcome, Recorder, SampleFormat, SessionConfig, SessionEvent,
     SessionEventKind as K, SessionHandle, MAX_WAITING,
 };
+use sotto::{SessionError, MAILBOX_LIMIT};
 use sotto_integration::*;
 use sotto_rt::fade_gain;
 use tokio::sync::mpsc::Receiver;
@@ -468,6 +469,36 @@ async fn o5_waiting_push_is_cut_by_interrupt_and_says_how_much() {
         })
         .collect();
     assert_eq!(dropped, vec![10_000 - 2880]);
+}
+
+/// SPEC S5: a caller spinning on control calls meets the session's
+/// mailbox bound, a typed error, instead of growing memory; once the
+/// session has caught up it takes messages again. One thread, so the
+/// session cannot run while the caller spins: the bound is met exactly.
+#[tokio::test(flavor = "current_thread")]
+async fn s5_a_caller_spinning_on_control_meets_the_mailbox_bound() {
+    let (engine, s, _) = setup(cfg()).await;
+    let mut sent = 0;
+    let err = loop {
+        match s.interrupt() {
+            Ok(()) => sent += 1,
+            Err(e) => break e,
+        }
+        assert!(sent <= MAILBOX_LIMIT, "no bound");
+    };
+    assert_eq!((err, sent), (SessionError::Busy, MAILBOX_LIMIT));
+    assert_eq!(s.pause().unwrap_err(), SessionError::Busy);
+    // A push is a message too, sent whether or not it is awaited.
+    assert_eq!(
+        s.push(dc_s16(10, 1000)).await.unwrap_err(),
+        SessionError::Busy
+    );
+    // The session catches up, then takes messages and plays as before.
+    engine.render(480).await.unwrap();
+    s.push(dc_s16(480, 8192)).await.unwrap();
+    let out = engine.render(480).await.unwrap();
+    assert!(out.iter().all(|&v| (v - 0.25).abs() < 1e-6));
+    engine.shutdown().await;
 }
 
 /// SPEC O2: each input has a queue of its own, so a background push

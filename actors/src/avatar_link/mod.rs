@@ -114,7 +114,18 @@ pub struct LinkStats {
     pub backlog: AtomicU64,
     /// Samples dropped because the link was [`LINK_BACKLOG`] behind.
     pub backlog_dropped: AtomicU64,
+    /// Interrupts and segment ends handed to the link and not yet sent.
+    pub control_backlog: AtomicU64,
+    /// Interrupts and segment ends dropped because
+    /// [`LINK_CONTROL_BACKLOG`] were already waiting (SPEC S5). An
+    /// interrupt right after another, with nothing sent between, is
+    /// redundant and not sent at all; it is not counted here.
+    pub control_dropped: AtomicU64,
 }
+
+/// Interrupts and segment ends that may wait for the link before more are
+/// dropped: a caller spinning on them cannot grow the link's mailbox.
+pub const LINK_CONTROL_BACKLOG: u64 = 256;
 
 /// Audio the link may fall behind the session before newer audio is
 /// dropped: the mailbox between them is bounded by this.
@@ -265,6 +276,10 @@ impl LinkState {
                 self.send_audio(&frames).await;
             }
             LinkMsg::SegmentEnd => {
+                self.args
+                    .stats
+                    .control_backlog
+                    .fetch_sub(1, Ordering::AcqRel);
                 let id = self.current;
                 self.current += 1;
                 self.pending.push(id);
@@ -276,6 +291,10 @@ impl LinkState {
                 });
             }
             LinkMsg::Interrupt { fade_frames } => {
+                self.args
+                    .stats
+                    .control_backlog
+                    .fetch_sub(1, Ordering::AcqRel);
                 self.segment_samples = 0;
                 // The fade first, on the same ordered channel: an avatar
                 // that does not know it ignores it and cuts at INTERRUPT.

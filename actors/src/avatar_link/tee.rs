@@ -17,6 +17,8 @@ pub struct AvatarTee {
     alive: Arc<AtomicBool>,
     stats: Arc<LinkStats>,
     backlog_cap: u64,
+    /// The last thing sent was an interrupt: another one now is redundant.
+    just_interrupted: bool,
 }
 
 impl AvatarTee {
@@ -38,7 +40,18 @@ impl AvatarTee {
             stats,
             backlog_cap: (LINK_BACKLOG.as_millis() as u64).saturating_mul(samples_per_second)
                 / 1000,
+            just_interrupted: false,
         }
+    }
+
+    /// Takes a place in the link's control backlog, or counts the drop.
+    fn control_slot(&self) -> bool {
+        if self.stats.control_backlog.fetch_add(1, Ordering::AcqRel) >= LINK_CONTROL_BACKLOG {
+            self.stats.control_backlog.fetch_sub(1, Ordering::AcqRel);
+            self.stats.control_dropped.fetch_add(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -62,20 +75,37 @@ impl AudioSink for AvatarTee {
             return Ok(());
         }
         self.stats.backlog.fetch_add(n, Ordering::AcqRel);
+        self.just_interrupted = false;
         self.link
             .send_message(LinkMsg::Audio(frames.to_vec()))
             .map_err(|_| SinkError("avatar link stopped".into()))
     }
 
     fn interrupt(&mut self, fade_frames: u64) {
-        let _ = self.link.send_message(LinkMsg::Interrupt { fade_frames });
+        if self.just_interrupted || !self.control_slot() {
+            return;
+        }
+        self.just_interrupted = true;
+        if self
+            .link
+            .send_message(LinkMsg::Interrupt { fade_frames })
+            .is_err()
+        {
+            self.stats.control_backlog.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     fn segment_end(&mut self) {
+        if !self.control_slot() {
+            return;
+        }
+        self.just_interrupted = false;
         // Counted here, in the session, so whoever waits for the link to
         // settle sees the segment before the link does.
         if self.link.send_message(LinkMsg::SegmentEnd).is_ok() {
             self.stats.segments.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.stats.control_backlog.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

@@ -2,6 +2,7 @@
 //! its place in the engine's in-flight count.
 
 use ractor::RpcReplyPort;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -158,8 +159,20 @@ impl std::fmt::Debug for SessionMsg {
 }
 
 /// A [`SessionMsg`] on its way, with its place in the engine's in-flight
-/// count: the count drops when the envelope does, wherever that is.
+/// count and, for the application's messages, in the session's mailbox
+/// bound: both drop when the envelope does, wherever that is.
 pub struct Envelope {
     pub(super) msg: SessionMsg,
     pub(super) _ticket: Ticket,
+    pub(super) _slot: Option<MailboxSlot>,
+}
+
+/// One of the application's messages in a session's mailbox; frees its
+/// place in [`MAILBOX_LIMIT`] when dropped.
+pub struct MailboxSlot(pub(super) Arc<AtomicUsize>);
+
+impl Drop for MailboxSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

@@ -111,7 +111,11 @@ impl Actor for Session {
     ) -> Result<(), ActorProcessingErr> {
         let shared = Arc::clone(&state.shared);
         // The ticket lives to the end of the handler, even through a panic.
-        let Envelope { msg, _ticket } = envelope;
+        let Envelope {
+            msg,
+            _ticket,
+            _slot,
+        } = envelope;
         state.adopt_orphans();
         match msg {
             SessionMsg::Push {
@@ -129,7 +133,8 @@ impl Actor for Session {
             SessionMsg::BeginSynthesis => {
                 if state.pending.is_empty() {
                     state.begin_turn();
-                } else {
+                } else if !matches!(state.pending.back(), Some(Pending::Begin)) {
+                    // Two turn starts with nothing between are one.
                     state.pending.push_back(Pending::Begin);
                 }
             }

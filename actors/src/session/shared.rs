@@ -1,7 +1,7 @@
 //! What a session's handle, actor, supervisor and event pump share: the
 //! mailbox, counters, listeners and sinks orphaned by a failed actor.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ractor::ActorRef;
@@ -52,6 +52,37 @@ pub struct SessionShared {
     /// Woken when the session closes, for readers waiting on its output.
     pub closing: tokio::sync::Notify,
     pub(super) has_orphans: AtomicBool,
+    /// The application's messages in the mailbox now (see [`MAILBOX_LIMIT`]).
+    from_app: Arc<AtomicUsize>,
+    /// The application's messages refused because the mailbox was full.
+    pub mailbox_refused: AtomicU64,
+}
+
+/// Messages from the application a session's mailbox holds at most
+/// (SPEC S5). Every control call and push is one message, sent at once
+/// whether or not its future is awaited, so a caller that spins on them
+/// faster than the session handles them meets this bound, not a growing
+/// heap. The engine's own messages (rendered events, ticks, background
+/// feeds) are paced by the engine and never refused.
+pub const MAILBOX_LIMIT: usize = 4096;
+
+/// Why the application's message was not sent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SendError {
+    /// The session is gone.
+    #[error("session is closed")]
+    Closed,
+    /// The session's mailbox already holds [`MAILBOX_LIMIT`] of the
+    /// application's messages.
+    #[error("session mailbox full")]
+    Full,
+}
+
+impl From<SessionClosed> for SendError {
+    fn from(_: SessionClosed) -> Self {
+        Self::Closed
+    }
 }
 
 impl std::fmt::Debug for SessionShared {
@@ -98,6 +129,8 @@ impl SessionShared {
             frames: Mutex::new(None),
             closing: tokio::sync::Notify::new(),
             has_orphans: AtomicBool::new(false),
+            from_app: Arc::new(AtomicUsize::new(0)),
+            mailbox_refused: AtomicU64::new(0),
         })
     }
 
@@ -112,6 +145,33 @@ impl SessionShared {
     /// # Errors
     /// [`SessionClosed`] if the session has no live actor.
     pub fn send(&self, msg: SessionMsg) -> Result<(), SessionClosed> {
+        self.cast(msg, None)
+    }
+
+    /// Sends one of the application's messages, within the session's
+    /// [`MAILBOX_LIMIT`].
+    ///
+    /// # Errors
+    /// [`SendError::Full`] when the mailbox holds the limit already;
+    /// [`SendError::Closed`] when the session is gone.
+    pub fn send_from_app(&self, msg: SessionMsg) -> Result<(), SendError> {
+        if self.from_app.fetch_add(1, Ordering::AcqRel) >= MAILBOX_LIMIT {
+            self.from_app.fetch_sub(1, Ordering::AcqRel);
+            self.mailbox_refused.fetch_add(1, Ordering::Relaxed);
+            return Err(SendError::Full);
+        }
+        // Taken before the send: the slot frees itself however it ends.
+        let slot = MailboxSlot(Arc::clone(&self.from_app));
+        Ok(self.cast(msg, Some(slot))?)
+    }
+
+    /// The application's messages in the mailbox, not yet handled.
+    #[must_use]
+    pub fn mailbox_len(&self) -> usize {
+        self.from_app.load(Ordering::Acquire)
+    }
+
+    fn cast(&self, msg: SessionMsg, slot: Option<MailboxSlot>) -> Result<(), SessionClosed> {
         if self.closed.load(Ordering::Acquire) {
             return Err(SessionClosed);
         }
@@ -123,6 +183,7 @@ impl SessionShared {
             .cast(Envelope {
                 msg,
                 _ticket: ticket,
+                _slot: slot,
             })
             .map_err(|_| SessionClosed)
     }

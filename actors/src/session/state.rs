@@ -213,7 +213,13 @@ impl SessionState {
         for sink in &mut self.sinks {
             sink.segment_end();
         }
-        self.pending.push_back(Pending::Complete);
+        // Behind a waiting push, a completion right after another adds
+        // nothing (both apply once the push is in, while it plays): one
+        // mark stands for both, so a caller spinning on it cannot grow
+        // the queue.
+        if !matches!(self.pending.back(), Some(Pending::Complete)) {
+            self.pending.push_back(Pending::Complete);
+        }
     }
 
     pub(super) fn complete(&mut self) {
