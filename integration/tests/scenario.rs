@@ -122,6 +122,32 @@ async fn push_wav_plays_the_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
+/// A scenario that cannot fit in memory is refused before anything is
+/// made for it, with the reason, and quickly: an output of 22 GB, a push
+/// of 4 GB, or a minute cut into 1-byte pushes (2.9 million of them).
+#[test]
+fn scenarios_past_the_memory_budget_are_refused() {
+    let started = std::time::Instant::now();
+    let e = parse_err("sample_rate = 192000\nchannels = 8\nduration = \"3600s\"\n");
+    assert!(e.contains("duration") && e.contains("budget"), "{e}");
+    let e = parse_err(
+        "sample_rate = 48000\nchannels = 8\nduration = \"1s\"\n[[session]]\nname = \"a\"\n\
+         input_rate = 48000\ninput_channels = 8\ninput_format = \"f32\"\n\
+         [[at]]\nt = 0\nsession = \"a\"\nop = \"push_tone\"\nseconds = 3600\n",
+    );
+    assert!(e.contains("at[0]") && e.contains("budget"), "{e}");
+    let e = parse_err(
+        "sample_rate = 24000\nduration = \"60s\"\n[[session]]\nname = \"agent\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 60\nchunk_bytes = 1\n",
+    );
+    assert!(e.contains("2880000 pushes"), "{e}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(1));
+    // What fits still parses: an hour at 24 kHz with a ten-minute push.
+    let ok = "sample_rate = 24000\nduration = \"3600s\"\n[[session]]\nname = \"a\"\n\
+              [[at]]\nt = 0\nsession = \"a\"\nop = \"push_tone\"\nseconds = 600\n";
+    assert!(Scenario::parse(ok, "ok.toml", Path::new(".")).is_ok());
+}
+
 #[test]
 fn engine_errors_are_not_bad_input() {
     let e = ScenarioError::Engine(sotto::EngineError::Stopped);
@@ -304,5 +330,43 @@ async fn a_scenario_runs_an_avatar_end_to_end() {
     );
     let video = std::fs::read(dir.join("avatar/video.y4m")).unwrap();
     assert!(video.starts_with(b"YUV4MPEG2 W640 H480 F25:1"));
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// Steps run on the sample clock in every mode: on the virtual clock a
+/// step lands where its time says however long the steps before it (an
+/// avatar attach) took in wall time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_the_virtual_clock_steps_land_on_the_sample_clock() {
+    let dir = sotto_integration::scratch_dir("avatar-virtual");
+    let text = format!(
+        "sample_rate = 24000\nduration = \"2.5s\"\n[[session]]\nname = \"agent\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"avatar_attach\"\npath = \"{}\"\n\
+         [[at]]\nt = 0.1\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 1\n\
+         [[at]]\nt = 1.5\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 1\n\
+         [[at]]\nt = 2.1\nsession = \"agent\"\nop = \"interrupt\"\n",
+        dir.join("avatar").display()
+    );
+    let p = Scenario::parse(&text, "virtual.toml", Path::new(".")).unwrap();
+    let r = p.render(RenderClock::Virtual).await.unwrap();
+    let at = |name: &str| -> Vec<f64> {
+        r.events
+            .iter()
+            .filter(|e| e.event == name)
+            .map(|e| e.sample as f64 / 24_000.0)
+            .collect()
+    };
+    // A step applies within a block or two of its time, never before it.
+    let near = |got: f64, want: f64| (want..want + 0.05).contains(&got);
+    let first = at("first_audio");
+    assert!(
+        !first.is_empty() && near(first[0], 0.1),
+        "first audio at {first:?}"
+    );
+    let interrupted = at("interrupted");
+    assert!(
+        interrupted.len() == 1 && near(interrupted[0], 2.1),
+        "interrupted at {interrupted:?}"
+    );
     std::fs::remove_dir_all(&dir).ok();
 }

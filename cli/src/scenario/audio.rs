@@ -91,6 +91,16 @@ pub(super) fn background_config(
 /// Reads a WAV file and encodes it in the session's input format.
 pub(super) fn load_wav(path: &Path, input: sotto::InputFormat) -> Result<Vec<u8>, String> {
     let shown = path.display();
+    // Read whole, decoded to f32 on the way: a file past an eighth of the
+    // budget cannot fit, so it is not read at all.
+    let size = std::fs::metadata(path).map_or(0, |m| m.len());
+    if size > super::MEMORY_BUDGET / 8 {
+        return Err(format!(
+            "WAV '{shown}' is {} MiB; a pushed WAV may be at most {} MiB",
+            size >> 20,
+            super::MEMORY_BUDGET >> 23
+        ));
+    }
     let reader =
         hound::WavReader::open(path).map_err(|e| format!("cannot read WAV '{shown}': {e}"))?;
     let spec = reader.spec();

@@ -215,6 +215,29 @@ impl Scenario {
     }
 }
 
+/// What a scenario may need in memory while it renders: its output, every
+/// push's audio in the input and the output format, and each chunk's own
+/// cost. A scenario past it is refused before anything is made for it.
+pub const MEMORY_BUDGET: u64 = 2 << 30;
+/// Chunks one push step may be cut into at most (`chunk_bytes`).
+pub const MAX_CHUNKS_PER_STEP: u64 = 100_000;
+/// What one chunk costs besides its audio: its message, its task and its
+/// place in the session's queue.
+const CHUNK_COST: u64 = 512;
+
+/// Adds `bytes` to what the scenario needs, or says it is too much.
+fn budget(used: &mut u64, bytes: u64, what: &str) -> Result<(), String> {
+    *used = used.saturating_add(bytes);
+    if *used > MEMORY_BUDGET {
+        return Err(format!(
+            "{what} needs {} MiB; with the rest the scenario needs over the {} MiB budget",
+            bytes >> 20,
+            MEMORY_BUDGET >> 20
+        ));
+    }
+    Ok(())
+}
+
 fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioError> {
     let bad = |place: String, message: String| ScenarioError::Invalid {
         path: path.into(),
@@ -245,6 +268,15 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
             format!("{} s is outside 0..=3600 s", file.duration.0),
         ));
     }
+    // The mix in f32 and its copy as written out.
+    let out_frames = (file.duration.0 * f64::from(file.sample_rate)).ceil() as u64;
+    let mut used = 0;
+    budget(
+        &mut used,
+        out_frames.saturating_mul(file.channels as u64 * 8),
+        "the output",
+    )
+    .map_err(|m| bad("duration".into(), m))?;
     let mut names = HashMap::new();
     let mut sessions = Vec::new();
     for (i, s) in file.sessions.iter().enumerate() {
@@ -338,6 +370,33 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
         };
         if op.chunk_bytes() == Some(0) {
             return Err(bad(place, "chunk_bytes must be at least 1".into()));
+        }
+        let pushed = match (&op, &wav) {
+            (Op::PushTone(t) | Op::PushBackgroundTone(t), _) => {
+                (t.seconds * f64::from(input.sample_rate)).ceil() as u64
+                    * (input.channels * input.sample_format.bytes()) as u64
+            }
+            (_, Some(bytes)) => bytes.len() as u64,
+            _ => 0,
+        };
+        if pushed > 0 {
+            let chunks = pushed.div_ceil(op.chunk_bytes().unwrap_or(4800) as u64);
+            // The bytes, the session's f32 frames of them, the chunks.
+            let frames = pushed / (input.channels * input.sample_format.bytes()) as u64
+                * u64::from(file.sample_rate)
+                / u64::from(input.sample_rate).max(1);
+            let cost = pushed
+                .saturating_add(frames.saturating_mul(file.channels as u64 * 4))
+                .saturating_add(chunks * CHUNK_COST);
+            budget(&mut used, cost, "this push").map_err(|m| bad(place.clone(), m))?;
+            if chunks > MAX_CHUNKS_PER_STEP {
+                return Err(bad(
+                    place,
+                    format!(
+                        "chunk_bytes cuts this push into {chunks} pushes; at most {MAX_CHUNKS_PER_STEP}"
+                    ),
+                ));
+            }
         }
         let step = Step {
             t: raw.t,

@@ -138,7 +138,6 @@ impl Prepared {
         };
         let block = sc.block as u64;
         let mut samples = Vec::with_capacity(total as usize * sc.channels);
-        let started = std::time::Instant::now();
         let mut clock_running = false;
         for Ready {
             session: si,
@@ -159,8 +158,7 @@ impl Prepared {
                         engine.run_clock().await?;
                         clock_running = true;
                     }
-                    let due = started + sotto_rt::duration_of(boundary, rate);
-                    tokio::time::sleep_until(due.into()).await;
+                    wait_for_sample(&engine, boundary, rate).await;
                 }
             }
             let background = self.backgrounds.get(index);
@@ -214,6 +212,21 @@ impl Prepared {
             device_fallback: engine.device_fallback().map(str::to_owned),
             sessions,
         })
+    }
+}
+
+/// Waits until the engine's sample clock has reached `sample`, so a step
+/// lands on the sample clock however long the steps before it (an avatar
+/// attach, a decode) took in wall time: sleeps what is left by the clock's
+/// own count, then looks again.
+async fn wait_for_sample(engine: &Engine, sample: u64, rate: u32) {
+    loop {
+        let now = engine.clock().0;
+        if now >= sample {
+            return;
+        }
+        let left = sotto_rt::duration_of(sample - now, rate);
+        tokio::time::sleep(left.max(Duration::from_millis(1))).await;
     }
 }
 
@@ -366,6 +379,11 @@ impl Run {
                 };
                 let background = matches!(step.op, Op::PushBackgroundTone(_));
                 for chunk in chunked(bytes) {
+                    // Many small chunks at once: wait for the session to
+                    // take them rather than meet its mailbox bound.
+                    while h.mailbox_len() >= sotto::MAILBOX_LIMIT {
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
                     let fut = if background {
                         tokio::spawn(h.push_background(chunk))
                     } else {
