@@ -51,7 +51,7 @@ bench:
 # when missing. Each target runs FUZZ_SECONDS from its seeds and its corpus;
 # a crash stops the run and its input is left in fuzz/artifacts/TARGET/.
 FUZZ_SECONDS ?= 600
-FUZZ_TARGETS ?= ingest scenario avatar_messages token decode
+FUZZ_TARGETS ?= ingest scenario avatar_messages token decode join
 
 fuzz-deps: test-deps
 	@rustup toolchain list | grep -q '^nightly' || rustup toolchain install nightly --profile minimal

@@ -13,18 +13,19 @@ use sotto_actors::{Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
 use sotto_avatar::token;
 use sotto_cli::scenario::{RenderClock, Scenario};
-use sotto_net::avatar::{StreamEnded, INTERRUPT};
+use sotto_net::avatar::{JoinRequest, StreamEnded, INTERRUPT, JOIN_RATES, MAX_JOIN_BODY, MAX_NAME};
 
 /// One target's check.
 pub type Check = fn(&[u8]);
 
 /// The fuzz targets, by the name `cargo fuzz` and the seed folders use.
-pub const TARGETS: [(&str, Check); 5] = [
+pub const TARGETS: [(&str, Check); 6] = [
     ("ingest", ingest),
     ("scenario", scenario),
     ("avatar_messages", avatar_messages),
     ("token", token),
     ("decode", decode),
+    ("join", join),
 ];
 
 /// A small deterministic generator for choices derived from the input.
@@ -337,6 +338,42 @@ pub fn token(data: &[u8]) {
         Err(e) => assert!(!valid, "valid claims refused: {e}"),
     }
     assert!(token::verify(&signed, "another-secret").is_err());
+}
+
+/// A join request body as the avatar dispatcher takes it (SPEC A2, S1,
+/// S3, S4): any bytes within the body limit parse to a refusal or to a
+/// request whose every number is in bounds and whose names are each one
+/// safe path component; its token is checked and its offer parsed as SDP,
+/// both without a panic, as the dispatcher does before it makes a peer.
+pub fn join(data: &[u8]) {
+    if data.len() > MAX_JOIN_BODY {
+        return; // refused (413) before it is read
+    }
+    let Ok(req) = serde_json::from_slice::<JoinRequest>(data) else {
+        return;
+    };
+    if req.validate().is_err() {
+        return;
+    }
+    assert!(JOIN_RATES.contains(&req.sample_rate), "{}", req.sample_rate);
+    assert!((1..=2).contains(&req.channels), "{}", req.channels);
+    for name in [&req.room_name, &req.participant_id] {
+        assert!(!name.is_empty() && name.len() <= MAX_NAME, "{name:?}");
+        let mut parts = Path::new(name).components();
+        assert!(
+            matches!(parts.next(), Some(std::path::Component::Normal(_))) && parts.next().is_none(),
+            "{name:?} is not one plain path component"
+        );
+    }
+    if let Ok(claims) = token::verify_for(
+        &req.token,
+        "fuzz-secret",
+        &req.participant_id,
+        &req.room_name,
+    ) {
+        assert_eq!(claims.participant_id, req.participant_id);
+    }
+    let _ = webrtc::peer_connection::RTCSessionDescription::offer(req.offer);
 }
 
 /// Audio decoding of arbitrary bytes (SPEC B2, B7): the first byte picks
