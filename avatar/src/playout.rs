@@ -253,6 +253,12 @@ impl Playout {
         self.stats
     }
 
+    /// The agent's PCM rate.
+    #[must_use]
+    pub fn sample_rate(&self) -> u32 {
+        self.config.sample_rate
+    }
+
     /// Seconds of voice emitted (the A/V clock).
     #[must_use]
     pub fn clock_seconds(&self) -> f64 {

@@ -30,6 +30,10 @@ const INBOX: usize = 4096;
 pub type RendererFactory = Arc<dyn Fn() -> Box<dyn AvatarRenderer> + Send + Sync>;
 /// Makes a sink for each connection.
 pub type SinkFactory = Arc<dyn Fn(&JoinRequest) -> Box<dyn AvatarSink> + Send + Sync>;
+/// A sample clock at the agents' rate, for an avatar in the agent's own
+/// process: `sotto render` hands it the engine's, so the avatar plays in
+/// the render's time, offline as fast as the render goes.
+pub type SampleClock = Arc<dyn Fn() -> u64 + Send + Sync>;
 
 /// How the avatar server runs.
 #[derive(Clone)]
@@ -47,6 +51,10 @@ pub struct ServerConfig {
     pub renderer: RendererFactory,
     /// A sink per connection.
     pub sink: SinkFactory,
+    /// Pace every playout by this clock instead of the wall clock: one
+    /// tick per 20 ms of it, the interrupt cooldown counted on it too.
+    /// `None` (a server of its own): the wall clock.
+    pub clock: Option<SampleClock>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -107,6 +115,13 @@ pub struct ServerStats {
     pub resets: AtomicU64,
     /// Samples dropped in an interrupt's cooldown.
     pub cooldown_dropped: AtomicU64,
+    /// PCM samples that arrived on audio channels and were handled, those
+    /// a cooldown dropped included.
+    pub pcm_arrived: AtomicU64,
+    /// Messages that arrived on control channels and were handled.
+    pub control_arrived: AtomicU64,
+    /// Acknowledgements sent.
+    pub acks_sent: AtomicU64,
 }
 
 /// A running avatar server.
@@ -129,6 +144,8 @@ struct Shared {
     limits: ServerLimits,
     stats: Arc<ServerStats>,
     faults: Faults,
+    /// Where each connected playout has got to on [`ServerConfig::clock`].
+    progress: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
 }
 
 /// Faults the tests inject.
@@ -166,6 +183,7 @@ impl AvatarServer {
             limits,
             stats: Arc::clone(&stats),
             faults: Faults::default(),
+            progress: std::sync::Mutex::default(),
         });
         let app = Router::new()
             .route("/join", post(join))
@@ -202,6 +220,25 @@ impl AvatarServer {
         for pc in peers {
             let _ = pc.close().await;
         }
+    }
+
+    /// Whether every connected playout has played up to `samples` of
+    /// [`ServerConfig::clock`] (always, without one). With the counters of
+    /// [`AvatarServer::stats`] this lets a render in the same process wait
+    /// for the avatar before its clock moves on.
+    #[must_use]
+    pub fn caught_up(&self, samples: u64) -> bool {
+        self.shared
+            .progress
+            .lock()
+            .map(|p| p.iter().all(|at| at.load(Ordering::Acquire) >= samples))
+            .unwrap_or(true)
+    }
+
+    /// Connections playing on [`ServerConfig::clock`] now.
+    #[must_use]
+    pub fn clocked_playouts(&self) -> usize {
+        self.shared.progress.lock().map_or(0, |p| p.len())
     }
 
     /// Where it listens.
@@ -385,7 +422,20 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
     let stats = Arc::clone(&shared.stats);
     let (inbox_tx, mut inbox) = mpsc::channel(INBOX);
     let mut control: Option<Arc<dyn DataChannel>> = None;
-    let mut tick = tokio::time::interval(TICK);
+    // On a sample clock the loop looks at it every millisecond and plays
+    // every tick it has passed; on the wall clock it ticks every 20 ms.
+    let clock = shared.config.clock.clone();
+    let mut tick = tokio::time::interval(if clock.is_some() {
+        Duration::from_millis(1)
+    } else {
+        TICK
+    });
+    let rate = playout.sample_rate();
+    let tick_frames = u64::from(rate / 50).max(1);
+    let origin = Instant::now();
+    let sample_now = |c: &SampleClock| origin + sotto_rt::duration_of(c(), rate);
+    let mut ticked: Option<u64> = None;
+    let progress = Arc::new(AtomicU64::new(0));
     let mut acks = Vec::new();
     let mut counted = playout.stats();
     // Until the agent connects nothing plays (no video is made for nobody)
@@ -406,12 +456,16 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
             }
             Some(inbound) = inbox.recv() => match inbound {
                 Inbound::Message { control: on_control, text, data } => {
-                    let now = Instant::now();
-                    if on_control && text && lost_segment_end(&shared, &data) {
-                        continue;
+                    let now = clock.as_ref().map_or_else(Instant::now, sample_now);
+                    if !(on_control && text && lost_segment_end(&shared, &data)) {
+                        if let (Some(ack), Some(c)) = (playout.on_message(on_control, text, &data, now), &control) {
+                            send_ack(c, ack, &stats).await;
+                        }
                     }
-                    if let (Some(ack), Some(c)) = (playout.on_message(on_control, text, &data, now), &control) {
-                        send_ack(c, ack).await;
+                    if on_control {
+                        stats.control_arrived.fetch_add(1, Ordering::Release);
+                    } else {
+                        stats.pcm_arrived.fetch_add(data.len() as u64 / 2, Ordering::Release);
                     }
                 }
                 // The agent closed its control channel: it is gone.
@@ -426,13 +480,38 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
                 if !connected {
                     continue;
                 }
-                playout.tick(&mut acks);
+                let seen = match &clock {
+                    None => {
+                        playout.tick(&mut acks);
+                        None
+                    }
+                    Some(c) => {
+                        let now = c();
+                        let mut done = *ticked.get_or_insert_with(|| {
+                            // Playing starts where the clock is now.
+                            if let Ok(mut p) = shared.progress.lock() {
+                                p.push(Arc::clone(&progress));
+                            }
+                            now / tick_frames
+                        });
+                        while (done + 1) * tick_frames <= now {
+                            playout.tick(&mut acks);
+                            done += 1;
+                        }
+                        ticked = Some(done);
+                        Some(now)
+                    }
+                };
                 if let Some(c) = &control {
                     for ack in acks.drain(..) {
-                        send_ack(c, ack).await;
+                        send_ack(c, ack, &stats).await;
                     }
                 }
                 acks.clear();
+                if let Some(now) = seen {
+                    // Every tick due by `now` is played and acknowledged.
+                    progress.store(now, Ordering::Release);
+                }
             }
             Some(state) = events.state.recv() => {
                 if state == RTCPeerConnectionState::Connected {
@@ -462,6 +541,9 @@ async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shar
         counted = now;
     }
     playout.finish();
+    if let Ok(mut p) = shared.progress.lock() {
+        p.retain(|at| !Arc::ptr_eq(at, &progress));
+    }
     let _ = pc.close().await;
     if let Ok(mut peers) = shared.faults.peers.lock() {
         peers.retain(|p| !Arc::ptr_eq(p, &pc));
@@ -485,9 +567,15 @@ fn lost_segment_end(shared: &Shared, data: &[u8]) -> bool {
             .is_ok()
 }
 
-async fn send_ack(channel: &Arc<dyn DataChannel>, data: sotto_net::avatar::StreamEnded) {
+async fn send_ack(
+    channel: &Arc<dyn DataChannel>,
+    data: sotto_net::avatar::StreamEnded,
+    stats: &ServerStats,
+) {
     if let Ok(text) = serde_json::to_string(&Control::StreamEnded { data }) {
         // A gone agent is noticed by the connection state; nothing to do here.
-        let _ = channel.send_text(&text).await;
+        if channel.send_text(&text).await.is_ok() {
+            stats.acks_sent.fetch_add(1, Ordering::Release);
+        }
     }
 }

@@ -52,6 +52,7 @@ impl AvatarSink for ResetClock {
 
 async fn server(sink: ResetClock) -> AvatarServer {
     let config = ServerConfig {
+        clock: None,
         secret: SECRET.into(),
         fps: 25,
         cooldown: Duration::from_millis(300),

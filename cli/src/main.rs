@@ -456,6 +456,7 @@ async fn avatar_server(
     }
     let connections = Arc::new(AtomicU64::new(0));
     let config = ServerConfig {
+        clock: None,
         secret,
         fps,
         cooldown: std::time::Duration::from_millis(300),

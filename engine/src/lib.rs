@@ -49,7 +49,9 @@ pub use sotto_actors::session::MAILBOX_LIMIT;
 /// [`Engine::attach_avatar`] takes and reports. The avatar side itself
 /// (dispatcher, playout, tokens) is the `sotto-avatar` crate.
 pub mod avatar {
-    pub use sotto_actors::avatar_link::{LinkConfig, LinkError, LinkStats, LINK_BACKLOG};
+    pub use sotto_actors::avatar_link::{
+        LinkConfig, LinkError, LinkStats, LINK_BACKLOG, LINK_CONTROL_BACKLOG,
+    };
 }
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
 pub use sotto_actors::capture::echo;

@@ -20,6 +20,7 @@ const SECRET: &str = "test-secret";
 
 fn config() -> ServerConfig {
     ServerConfig {
+        clock: None,
         secret: SECRET.into(),
         fps: 25,
         cooldown: Duration::from_millis(300),

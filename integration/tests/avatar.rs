@@ -27,6 +27,7 @@ async fn server() -> (AvatarServer, Arc<Mutex<Vec<MemorySink>>>) {
     let sinks: Arc<Mutex<Vec<MemorySink>>> = Arc::default();
     let made = Arc::clone(&sinks);
     let config = ServerConfig {
+        clock: None,
         secret: SECRET.into(),
         fps: 25,
         cooldown: Duration::from_millis(300),
@@ -594,4 +595,57 @@ fn mono_plays_as_stereo_when_asked_and_odd_chunks_join() {
     let log = sink.log();
     let doubled: Vec<i16> = samples.iter().flat_map(|&v| [v, v]).collect();
     assert_eq!(log.voice, doubled);
+}
+
+/// SPEC S5: interrupts spun on with nothing sent between reach the avatar
+/// as one, and segment ends past the link's control backlog are dropped
+/// and counted, never queued without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_spun_on_stays_bounded_on_the_link() {
+    let (server, _sinks) = server().await;
+    let engine = Engine::start(EngineConfig::default()).await.unwrap();
+    let s = engine
+        .create_session(SessionConfig::default())
+        .await
+        .unwrap();
+    let avatar = engine
+        .attach_avatar(&s, link_config(&server, &good_token()))
+        .await
+        .unwrap();
+    let (bytes, _) = speech(RATE / 2, 0.0);
+    let _ = s.push(bytes);
+    let mut interrupts = 0;
+    for _ in 0..2_000 {
+        if s.interrupt().is_ok() {
+            interrupts += 1;
+        }
+    }
+    assert!(interrupts > 0);
+    wait_until("the interrupt at the avatar", || {
+        server.stats().resets.load(Ordering::Relaxed) >= 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        server.stats().resets.load(Ordering::Relaxed),
+        1,
+        "{interrupts} interrupts in a row are one"
+    );
+    let mut completes = 0;
+    for _ in 0..2_000 {
+        if s.mark_synthesis_complete().is_ok() {
+            completes += 1;
+        }
+    }
+    engine.settle().await.unwrap();
+    let stats = avatar.stats();
+    wait_until("every segment end sent or dropped", || {
+        stats.segments.load(Ordering::Relaxed) + stats.control_dropped.load(Ordering::Relaxed)
+            == completes
+    })
+    .await;
+    assert!(stats.control_backlog.load(Ordering::Relaxed) <= sotto::avatar::LINK_CONTROL_BACKLOG);
+    assert!(avatar.is_connected());
+    avatar.detach();
+    engine.shutdown().await;
 }

@@ -370,3 +370,50 @@ async fn on_the_virtual_clock_steps_land_on_the_sample_clock() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// An offline render is exact and deterministic with an avatar too (SPEC
+/// R3, A4, A6): the in-process avatar plays in the render's time, so a
+/// first turn played whole is acknowledged whole as it ends, and a second
+/// interrupted 0.5 s in is acknowledged as the second segment at the end
+/// of its fade tail, at the interrupt, the same in every run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_avatar_acknowledgements_are_exact_and_repeat() {
+    let text = "sample_rate = 24000\nduration = \"3s\"\n[[session]]\nname = \"agent\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"avatar_attach\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"begin_synthesis\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 1\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"end_synthesis\"\n\
+         [[at]]\nt = 1.5\nsession = \"agent\"\nop = \"begin_synthesis\"\n\
+         [[at]]\nt = 1.5\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 1\n\
+         [[at]]\nt = 1.5\nsession = \"agent\"\nop = \"end_synthesis\"\n\
+         [[at]]\nt = 2.0\nsession = \"agent\"\nop = \"interrupt\"\n";
+    let p = Scenario::parse(text, "avatar-offline.toml", Path::new(".")).unwrap();
+    let acks = |r: &sotto_cli::scenario::Rendered| -> Vec<(u64, bool, f64, u64)> {
+        r.events
+            .iter()
+            .filter(|e| e.event == "avatar_segment_ended")
+            .map(|e| {
+                (
+                    e.fields["segment"].as_u64().unwrap(),
+                    e.fields["interrupted"].as_bool().unwrap(),
+                    e.fields["playback_position"].as_f64().unwrap(),
+                    e.sample,
+                )
+            })
+            .collect()
+    };
+    let first = p.render(RenderClock::Offline).await.unwrap();
+    let got = acks(&first);
+    assert_eq!(got.len(), 2, "{got:?}");
+    let (seg, cut, pos, at) = got[0];
+    assert_eq!((seg, cut), (1, false), "{got:?}");
+    assert!((pos - 1.0).abs() < 1e-9, "the whole first turn: {pos}");
+    assert!((24_000..=24_480).contains(&at), "acknowledged at {at}");
+    let (seg, cut, pos, at) = got[1];
+    assert_eq!((seg, cut), (2, true), "{got:?}");
+    // 0.5 s played, then the 0.4 s tail; acknowledged at the interrupt.
+    assert!((pos - 0.9).abs() < 1e-9, "the cut turn: {pos}");
+    assert_eq!(at, 48_000, "acknowledged at {at}");
+    let again = p.render(RenderClock::Offline).await.unwrap();
+    assert_eq!(acks(&again), got, "the same acknowledgements every run");
+}

@@ -116,6 +116,10 @@ pub struct LinkStats {
     pub backlog_dropped: AtomicU64,
     /// Interrupts and segment ends handed to the link and not yet sent.
     pub control_backlog: AtomicU64,
+    /// Messages sent on the control channel.
+    pub control_sent: AtomicU64,
+    /// Acknowledgements handled: counted, and their event emitted.
+    pub acks_handled: AtomicU64,
     /// Interrupts and segment ends dropped because
     /// [`LINK_CONTROL_BACKLOG`] were already waiting (SPEC S5). An
     /// interrupt right after another, with nothing sent between, is
@@ -270,31 +274,29 @@ impl Actor for AvatarLink {
 impl LinkState {
     async fn handle(&mut self, myself: &ActorRef<LinkMsg>, msg: LinkMsg) {
         match msg {
+            // The backlogs count down once a message is sent, not when it
+            // is taken: at zero nothing handed to the link is unsent.
             LinkMsg::Audio(frames) => {
+                self.send_audio(&frames).await;
                 let n = frames.len() as u64;
                 self.args.stats.backlog.fetch_sub(n, Ordering::AcqRel);
-                self.send_audio(&frames).await;
             }
             LinkMsg::SegmentEnd => {
-                self.args
-                    .stats
-                    .control_backlog
-                    .fetch_sub(1, Ordering::AcqRel);
                 let id = self.current;
                 self.current += 1;
                 self.pending.push(id);
                 self.counts
                     .push((id, std::mem::take(&mut self.segment_samples)));
                 self.send_segment_end(id).await;
+                self.args
+                    .stats
+                    .control_backlog
+                    .fetch_sub(1, Ordering::AcqRel);
                 myself.send_after(self.args.config.ack_timeout, move || {
                     LinkMsg::CheckAck(id, 0)
                 });
             }
             LinkMsg::Interrupt { fade_frames } => {
-                self.args
-                    .stats
-                    .control_backlog
-                    .fetch_sub(1, Ordering::AcqRel);
                 self.segment_samples = 0;
                 // The fade first, on the same ordered channel: an avatar
                 // that does not know it ignores it and cuts at INTERRUPT.
@@ -302,15 +304,18 @@ impl LinkState {
                     frames: fade_frames,
                 };
                 if let Ok(text) = serde_json::to_string(&fade) {
-                    if self.control.send_text(&text).await.is_err() {
-                        self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                    }
+                    self.send_control(&text).await;
                 }
-                if self.control.send_text(INTERRUPT).await.is_err() {
-                    self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
-                }
+                self.send_control(INTERRUPT).await;
+                self.args
+                    .stats
+                    .control_backlog
+                    .fetch_sub(1, Ordering::AcqRel);
             }
-            LinkMsg::Ack(ack) => self.acked(&ack),
+            LinkMsg::Ack(ack) => {
+                self.acked(&ack);
+                self.args.stats.acks_handled.fetch_add(1, Ordering::Release);
+            }
             LinkMsg::CheckAck(id, tries) => {
                 if self.pending.contains(&id) {
                     self.args.stats.ack_timeouts.fetch_add(1, Ordering::Relaxed);
@@ -398,11 +403,19 @@ impl LinkState {
             id: Some(id),
             samples,
         });
-        let sent = match text {
-            Ok(t) => self.control.send_text(&t).await.is_ok(),
-            Err(_) => false,
-        };
-        if !sent {
+        match text {
+            Ok(t) => self.send_control(&t).await,
+            Err(_) => {
+                self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends one text message on the control channel, counted.
+    async fn send_control(&mut self, text: &str) {
+        if self.control.send_text(text).await.is_ok() {
+            self.args.stats.control_sent.fetch_add(1, Ordering::Release);
+        } else {
             self.args.stats.send_errors.fetch_add(1, Ordering::Relaxed);
         }
     }

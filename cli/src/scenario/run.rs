@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,10 @@ use super::{describe, LogEvent, Op, Prepared, Ready, Rendered, ScenarioError, St
 
 /// Longest wait for an avatar's segments to be acknowledged.
 const AVATAR_SETTLE: Duration = Duration::from_secs(60);
+/// Longest wait, offline, for the in-process avatar to catch up with the
+/// render before a block; past it (a chunk lost on the unreliable channel)
+/// the render goes on.
+const AVATAR_LOCKSTEP: Duration = Duration::from_secs(2);
 
 /// Which clock renders the scenario.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -52,6 +57,11 @@ struct Run {
     avatar_server: Option<(AvatarServer, String)>,
     /// The avatar link of each session that has one.
     avatars: HashMap<usize, sotto::AvatarHandle>,
+    /// What links taken off had sent and handled: PCM samples, control
+    /// messages, acknowledgements.
+    retired: [u64; 3],
+    /// Rendering on the offline clock.
+    offline: bool,
 }
 
 impl Prepared {
@@ -104,6 +114,8 @@ impl Prepared {
             backgrounds: HashMap::new(),
             avatar_server: None,
             avatars: HashMap::new(),
+            retired: [0; 3],
+            offline: matches!(clock, RenderClock::Offline),
         };
         let mut calls = Vec::new();
         for c in &self.sessions {
@@ -150,7 +162,8 @@ impl Prepared {
             let boundary = frame.div_ceil(block) * block;
             match clock {
                 RenderClock::Offline => {
-                    render_offline(&engine, boundary, block, &mut samples, &mut calls).await?;
+                    render_offline(&engine, boundary, block, &mut samples, &mut calls, &run)
+                        .await?;
                 }
                 RenderClock::Virtual | RenderClock::Device(_) => {
                     if boundary > 0 && !clock_running {
@@ -168,7 +181,7 @@ impl Prepared {
         let late_blocks;
         match clock {
             RenderClock::Offline => {
-                render_offline(&engine, total, block, &mut samples, &mut calls).await?;
+                render_offline(&engine, total, block, &mut samples, &mut calls, &run).await?;
                 for call in &mut calls {
                     call.drain_rest();
                 }
@@ -244,20 +257,27 @@ const OWN_OUTPUT_BOUND: Duration = Duration::from_secs(2);
 
 /// Renders offline up to `until`, in chunks short enough that no session's
 /// own output outruns its bound, reading those outputs after each chunk.
+/// With an avatar attached it goes block by block in step with it.
 async fn render_offline(
     engine: &Engine,
     until: u64,
     block: u64,
     samples: &mut Vec<f32>,
     calls: &mut [Call],
+    run: &Run,
 ) -> Result<(), ScenarioError> {
     let rate = engine.config().sample_rate;
-    let chunk = if calls.is_empty() {
+    let chunk = if !run.avatars.is_empty() {
+        block
+    } else if calls.is_empty() {
         u64::MAX
     } else {
         (sotto_rt::frames_of(OWN_OUTPUT_BOUND, rate) / 2 / block).max(1) * block
     };
     loop {
+        // Before each block, and once the render is there: a step applied
+        // next finds the avatar where the render is.
+        run.avatar_lockstep().await;
         let now = engine.clock().0;
         if now >= until {
             return Ok(());
@@ -430,16 +450,22 @@ impl Run {
             }
             Op::AvatarAttach { path } => {
                 if let Some(old) = self.avatars.remove(&si) {
-                    old.detach();
+                    self.retire(old);
                 }
                 let link = self.avatar_link(path.as_deref()).await?;
                 let avatar = self.engine.attach_avatar(&h, link).await?;
                 self.avatars.insert(si, avatar);
             }
             Op::AvatarDetach {} => {
-                if let Some(avatar) = self.avatars.remove(&si) {
+                if self.offline {
+                    // Offline the avatar plays only as the render goes:
+                    // what it has not played by now is cut by the detach.
+                    self.avatar_lockstep().await;
+                } else if let Some(avatar) = self.avatars.get(&si) {
                     avatar.wait_idle(AVATAR_SETTLE).await;
-                    avatar.detach();
+                }
+                if let Some(avatar) = self.avatars.remove(&si) {
+                    self.retire(avatar);
                 }
             }
             Op::Snapshot {} => {
@@ -476,6 +502,12 @@ impl Run {
                 cooldown: Duration::from_millis(300),
                 stereo: false,
                 renderer: Arc::new(|| Box::new(FaceRenderer::default()) as Box<dyn AvatarRenderer>),
+                // The avatar plays in the render's time (SPEC R3): offline
+                // it is driven, and waited for, block by block.
+                clock: Some({
+                    let engine = self.engine.clone();
+                    Arc::new(move || engine.clock().0)
+                }),
                 sink: Arc::new(move |_| match &out {
                     Some(dir) => match FileSink::create(dir, rate, channels as u16, 25) {
                         Ok(f) => Box::new(f) as Box<dyn AvatarSink>,
@@ -510,12 +542,81 @@ impl Run {
         ))
     }
 
+    /// Takes a link off, keeping its counts for [`Run::avatar_lockstep`].
+    fn retire(&mut self, avatar: sotto::AvatarHandle) {
+        let s = avatar.stats();
+        self.retired[0] += s.bytes_sent.load(Ordering::Acquire) / 2;
+        self.retired[1] += s.control_sent.load(Ordering::Acquire);
+        self.retired[2] += s.acks_handled.load(Ordering::Acquire);
+        avatar.detach();
+    }
+
+    /// Offline, waits until the in-process avatar has caught up with the
+    /// render (SPEC R3: exact and deterministic with an avatar too): every
+    /// link has sent all it was handed, every PCM sample and control
+    /// message it sent has arrived and been
+    /// handled, every playout has played up to the sample clock, and every
+    /// acknowledgement it sent has been handled by its link. Returns at
+    /// once on a real-time clock or without an avatar; gives up after
+    /// [`AVATAR_LOCKSTEP`] (audio lost on the unreliable channel).
+    async fn avatar_lockstep(&self) {
+        let Some((server, _)) = &self.avatar_server else {
+            return;
+        };
+        if !self.offline {
+            return;
+        }
+        // The sessions first: what they hand their links is counted there.
+        let _ = self.engine.settle().await;
+        let now = self.engine.clock().0;
+        let deadline = tokio::time::Instant::now() + AVATAR_LOCKSTEP;
+        loop {
+            let mut sent = self.retired;
+            let mut unsent = 0;
+            for a in self.avatars.values() {
+                let s = a.stats();
+                unsent +=
+                    s.backlog.load(Ordering::Acquire) + s.control_backlog.load(Ordering::Acquire);
+                sent[0] += s.bytes_sent.load(Ordering::Acquire) / 2;
+                sent[1] += s.control_sent.load(Ordering::Acquire);
+                sent[2] += s.acks_handled.load(Ordering::Acquire);
+            }
+            let s = server.stats();
+            let settled = unsent == 0
+                && s.pcm_arrived.load(Ordering::Acquire) >= sent[0]
+                && s.control_arrived.load(Ordering::Acquire) >= sent[1]
+                && sent[2] >= s.acks_sent.load(Ordering::Acquire)
+                && server.clocked_playouts() >= self.avatars.len()
+                && server.caught_up(now);
+            if settled {
+                // What the acknowledgements set off reaches the sessions.
+                let _ = self.engine.settle().await;
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    at = now,
+                    "the avatar did not catch up with the offline render"
+                );
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
     async fn finish(mut self) -> Vec<LogEvent> {
-        // The avatar plays in real time: let its segments finish playing
-        // and be acknowledged before the log is read.
-        for (_, avatar) in self.avatars.drain() {
-            avatar.wait_idle(AVATAR_SETTLE).await;
-            avatar.detach();
+        // The avatar plays in the render's time: offline it has played what
+        // the render reached once it has caught up; on a real-time clock
+        // let its segments finish playing and be acknowledged.
+        if self.offline {
+            self.avatar_lockstep().await;
+        }
+        let avatars: Vec<_> = self.avatars.drain().map(|(_, a)| a).collect();
+        for avatar in avatars {
+            if !self.offline {
+                avatar.wait_idle(AVATAR_SETTLE).await;
+            }
+            self.retire(avatar);
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
         for (i, rx) in self.streams.iter_mut().enumerate() {
