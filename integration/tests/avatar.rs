@@ -50,6 +50,20 @@ fn link_config(server: &AvatarServer, token: &str) -> LinkConfig {
     LinkConfig::new(&server.join_url(), "room-1", token, "avatar_test")
 }
 
+/// An engine with one default session linked to `server`'s avatar.
+async fn attached(server: &AvatarServer) -> (Engine, sotto::SessionHandle, sotto::AvatarHandle) {
+    let engine = Engine::start(EngineConfig::default()).await.unwrap();
+    let s = engine
+        .create_session(SessionConfig::default())
+        .await
+        .unwrap();
+    let avatar = engine
+        .attach_avatar(&s, link_config(server, &good_token()))
+        .await
+        .unwrap();
+    (engine, s, avatar)
+}
+
 fn good_token() -> String {
     token::create("key", SECRET, Some("avatar_test"), token::DEFAULT_TTL)
         .unwrap()
@@ -109,16 +123,8 @@ fn first_voice(log: &sotto_avatar::sink::MemoryLog, from: usize) -> Option<usize
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speech_reaches_the_avatar_whole_and_each_segment_is_acknowledged() {
     let (server, sinks) = server().await;
-    let engine = Engine::start(EngineConfig::default()).await.unwrap();
-    let s = engine
-        .create_session(SessionConfig::default())
-        .await
-        .unwrap();
+    let (engine, s, avatar) = attached(&server).await;
     let mut events = s.events();
-    let avatar = engine
-        .attach_avatar(&s, link_config(&server, &good_token()))
-        .await
-        .unwrap();
     assert!(avatar.is_connected());
     assert_eq!(server.stats().peers.load(Ordering::Relaxed), 1);
 
@@ -463,15 +469,7 @@ async fn bad_messages_are_counted_and_a_vanished_client_leaves_the_server_servin
     .await;
 
     // The server still serves.
-    let engine = Engine::start(EngineConfig::default()).await.unwrap();
-    let s = engine
-        .create_session(SessionConfig::default())
-        .await
-        .unwrap();
-    let avatar = engine
-        .attach_avatar(&s, link_config(&server, &good_token()))
-        .await
-        .unwrap();
+    let (engine, s, avatar) = attached(&server).await;
     assert!(avatar.is_connected());
     avatar.detach();
     engine.shutdown().await;
@@ -603,15 +601,7 @@ fn mono_plays_as_stereo_when_asked_and_odd_chunks_join() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_spun_on_stays_bounded_on_the_link() {
     let (server, _sinks) = server().await;
-    let engine = Engine::start(EngineConfig::default()).await.unwrap();
-    let s = engine
-        .create_session(SessionConfig::default())
-        .await
-        .unwrap();
-    let avatar = engine
-        .attach_avatar(&s, link_config(&server, &good_token()))
-        .await
-        .unwrap();
+    let (engine, s, avatar) = attached(&server).await;
     let (bytes, _) = speech(RATE / 2, 0.0);
     let _ = s.push(bytes);
     let mut interrupts = 0;
