@@ -469,7 +469,7 @@ async fn bad_messages_are_counted_and_a_vanished_client_leaves_the_server_servin
     .await;
 
     // The server still serves.
-    let (engine, s, avatar) = attached(&server).await;
+    let (engine, _s, avatar) = attached(&server).await;
     assert!(avatar.is_connected());
     avatar.detach();
     engine.shutdown().await;
