@@ -2,32 +2,24 @@
 //! before the first block at or after its time, then the log gathered.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Map};
-use sotto::avatar::LinkConfig;
 use sotto::{
-    BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, OutputFrames,
-    OwnOutput, SessionConfig, SessionHandle, SessionOutput,
+    BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, OwnOutput,
+    SessionConfig, SessionHandle, SessionOutput,
 };
-use sotto_avatar::face::FaceRenderer;
-use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
-use sotto_avatar::server::{AvatarServer, ServerConfig};
-use sotto_avatar::sink::{FileSink, MemorySink};
-use sotto_avatar::token;
+use sotto_avatar::server::AvatarServer;
 
 use super::audio::tone;
 use super::{describe, LogEvent, Op, Prepared, Ready, Rendered, ScenarioError, Step};
 
+mod avatar;
+mod calls;
+use calls::Call;
+
 /// Longest wait for an avatar's segments to be acknowledged.
 const AVATAR_SETTLE: Duration = Duration::from_secs(60);
-/// Longest wait, offline, for the in-process avatar to catch up with the
-/// render before a block; past it (a chunk lost on the unreliable channel)
-/// the render goes on.
-const AVATAR_LOCKSTEP: Duration = Duration::from_secs(2);
 
 /// Which clock renders the scenario.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -62,6 +54,9 @@ struct Run {
     retired: [u64; 3],
     /// Rendering on the offline clock.
     offline: bool,
+    /// The avatar once failed to catch up (a peer gone, audio lost): the
+    /// render stops waiting for it.
+    lockstep_off: std::sync::atomic::AtomicBool,
 }
 
 impl Prepared {
@@ -116,6 +111,7 @@ impl Prepared {
             avatars: HashMap::new(),
             retired: [0; 3],
             offline: matches!(clock, RenderClock::Offline),
+            lockstep_off: std::sync::atomic::AtomicBool::new(false),
         };
         let mut calls = Vec::new();
         for c in &self.sessions {
@@ -291,87 +287,6 @@ async fn render_offline(
     }
 }
 
-/// One session's own output as the render reads it: frames placed at
-/// their pts.
-struct Call {
-    frames: Option<OutputFrames>,
-    samples: Vec<f32>,
-    channels: usize,
-}
-
-/// A session's own output read by a task of its own, on a real-time clock.
-struct Collector {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<Call>,
-}
-
-impl Call {
-    fn new(frames: OutputFrames, total: usize, channels: usize) -> Self {
-        Self {
-            frames: Some(frames),
-            samples: vec![0.0; total * channels],
-            channels,
-        }
-    }
-
-    fn place(&mut self, frame: &sotto::Frame) {
-        let at = frame.pts.0 as usize * self.channels;
-        if at < self.samples.len() {
-            let n = frame.samples.len().min(self.samples.len() - at);
-            self.samples[at..at + n].copy_from_slice(&frame.samples[..n]);
-        }
-    }
-
-    fn drain(&mut self) {
-        while let Some(frame) = self.frames.as_mut().and_then(OutputFrames::try_next_frame) {
-            self.place(&frame);
-        }
-    }
-
-    fn drain_rest(&mut self) {
-        let rest = self.frames.as_mut().map(OutputFrames::take_rest);
-        for frame in rest.into_iter().flatten() {
-            self.place(&frame);
-        }
-    }
-
-    fn collect(mut self) -> Collector {
-        let (stop, mut stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(async move {
-            let Some(mut frames) = self.frames.take() else {
-                return self;
-            };
-            loop {
-                tokio::select! {
-                    frame = frames.next_frame() => match frame {
-                        Ok(frame) => self.place(&frame),
-                        Err(_) => break,
-                    },
-                    _ = &mut stopped => break,
-                }
-            }
-            self.frames = Some(frames);
-            self.drain_rest();
-            self
-        });
-        Collector { stop, task }
-    }
-}
-
-impl Collector {
-    async fn finish(self) -> Call {
-        let _ = self.stop.send(());
-        match self.task.await {
-            Ok(call) => call,
-            Err(_) => Call {
-                frames: None,
-                samples: Vec::new(),
-                channels: 1,
-            },
-        }
-    }
-}
-
 impl Run {
     async fn apply(
         &mut self,
@@ -485,123 +400,6 @@ impl Run {
             }
         }
         Ok(())
-    }
-
-    /// A link to the in-process avatar server on loopback, started at the
-    /// first attach; the avatar writes `voice.wav` and `video.y4m` into
-    /// the step's `path` when it has one.
-    async fn avatar_link(&mut self, path: Option<&str>) -> Result<LinkConfig, ScenarioError> {
-        let out = path.map(PathBuf::from);
-        if self.avatar_server.is_none() {
-            let secret = format!("scenario-{}", std::process::id());
-            let rate = self.engine.config().sample_rate;
-            let channels = self.engine.config().channels;
-            let config = ServerConfig {
-                secret: secret.clone(),
-                fps: 25,
-                cooldown: Duration::from_millis(300),
-                stereo: false,
-                renderer: Arc::new(|| Box::new(FaceRenderer::default()) as Box<dyn AvatarRenderer>),
-                // The avatar plays in the render's time (SPEC R3): offline
-                // it is driven, and waited for, block by block.
-                clock: Some({
-                    let engine = self.engine.clone();
-                    Arc::new(move || engine.clock().0)
-                }),
-                sink: Arc::new(move |_| match &out {
-                    Some(dir) => match FileSink::create(dir, rate, channels as u16, 25) {
-                        Ok(f) => Box::new(f) as Box<dyn AvatarSink>,
-                        Err(e) => {
-                            tracing::warn!(error = %e, "avatar output folder; keeping nothing");
-                            Box::new(MemorySink::new(channels))
-                        }
-                    },
-                    None => Box::new(MemorySink::new(channels)),
-                }),
-            };
-            let server = AvatarServer::start(([127, 0, 0, 1], 0).into(), config)
-                .await
-                .map_err(|e| {
-                    ScenarioError::Engine(EngineError::Start {
-                        what: "avatar server",
-                        reason: e.to_string(),
-                    })
-                })?;
-            self.avatar_server = Some((server, secret));
-        }
-        let Some((server, secret)) = &self.avatar_server else {
-            unreachable!("started above");
-        };
-        let creds = token::create("sotto", secret, None, token::DEFAULT_TTL)
-            .map_err(|e| ScenarioError::Engine(EngineError::Config(e.to_string())))?;
-        Ok(LinkConfig::new(
-            &server.join_url(),
-            "scenario",
-            &creds.token,
-            &creds.participant_id,
-        ))
-    }
-
-    /// Takes a link off, keeping its counts for [`Run::avatar_lockstep`].
-    fn retire(&mut self, avatar: sotto::AvatarHandle) {
-        let s = avatar.stats();
-        self.retired[0] += s.bytes_sent.load(Ordering::Acquire) / 2;
-        self.retired[1] += s.control_sent.load(Ordering::Acquire);
-        self.retired[2] += s.acks_handled.load(Ordering::Acquire);
-        avatar.detach();
-    }
-
-    /// Offline, waits until the in-process avatar has caught up with the
-    /// render (SPEC R3: exact and deterministic with an avatar too): every
-    /// link has sent all it was handed, every PCM sample and control
-    /// message it sent has arrived and been
-    /// handled, every playout has played up to the sample clock, and every
-    /// acknowledgement it sent has been handled by its link. Returns at
-    /// once on a real-time clock or without an avatar; gives up after
-    /// [`AVATAR_LOCKSTEP`] (audio lost on the unreliable channel).
-    async fn avatar_lockstep(&self) {
-        let Some((server, _)) = &self.avatar_server else {
-            return;
-        };
-        if !self.offline {
-            return;
-        }
-        // The sessions first: what they hand their links is counted there.
-        let _ = self.engine.settle().await;
-        let now = self.engine.clock().0;
-        let deadline = tokio::time::Instant::now() + AVATAR_LOCKSTEP;
-        loop {
-            let mut sent = self.retired;
-            let mut unsent = 0;
-            for a in self.avatars.values() {
-                let s = a.stats();
-                unsent +=
-                    s.backlog.load(Ordering::Acquire) + s.control_backlog.load(Ordering::Acquire);
-                sent[0] += s.bytes_sent.load(Ordering::Acquire) / 2;
-                sent[1] += s.control_sent.load(Ordering::Acquire);
-                sent[2] += s.acks_handled.load(Ordering::Acquire);
-            }
-            let s = server.stats();
-            let settled = unsent == 0
-                && s.pcm_arrived.load(Ordering::Acquire) >= sent[0]
-                && s.control_arrived.load(Ordering::Acquire) >= sent[1]
-                && sent[2] >= s.acks_sent.load(Ordering::Acquire)
-                && server.clocked_playouts() >= self.avatars.len()
-                && server.caught_up(now);
-            if settled {
-                // What the acknowledgements set off reaches the sessions.
-                let _ = self.engine.settle().await;
-                return;
-            }
-            if tokio::time::Instant::now() >= deadline {
-                tracing::warn!(
-                    at = now,
-                    "the avatar did not catch up with the offline render"
-                );
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
     }
 
     async fn finish(mut self) -> Vec<LogEvent> {
