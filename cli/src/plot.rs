@@ -26,6 +26,50 @@ fn color_of(event: &str) -> RGBColor {
     }
 }
 
+/// The first channel's envelope as the picture draws it: the lowest and
+/// highest sample of each pixel column, gathered as the render goes so the
+/// picture needs none of the samples kept.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    /// `(low, high)` of each column; `low > high` where no frame fell.
+    pub columns: Vec<(f32, f32)>,
+    frames_per_column: f64,
+    channels: usize,
+    /// Frames seen so far, and how many the render has.
+    seen: u64,
+    total: u64,
+}
+
+impl Envelope {
+    /// An envelope for a render of `total` frames of `channels`.
+    #[must_use]
+    pub fn new(total: u64, channels: usize) -> Self {
+        Self {
+            // A column no frame falls in stays low above high.
+            columns: vec![(f32::INFINITY, f32::NEG_INFINITY); WIDTH as usize],
+            frames_per_column: (total as f64 / f64::from(WIDTH)).max(1.0),
+            channels: channels.max(1),
+            seen: 0,
+            total,
+        }
+    }
+
+    /// Takes the next interleaved samples of the render.
+    pub fn add(&mut self, samples: &[f32]) {
+        for frame in samples.chunks_exact(self.channels) {
+            if self.seen >= self.total {
+                return;
+            }
+            let x = ((self.seen as f64 / self.frames_per_column) as usize).min(WIDTH as usize - 1);
+            let (lo, hi) = &mut self.columns[x];
+            // The line always reaches the middle, as a silent column's does.
+            *lo = lo.min(frame[0]).min(0.0);
+            *hi = hi.max(frame[0]).max(0.0);
+            self.seen += 1;
+        }
+    }
+}
+
 /// Draws the first channel's envelope and a line per event to a PNG.
 /// Labels are drawn when a DejaVu font is installed.
 ///
@@ -42,8 +86,7 @@ pub fn plot(r: &Rendered, path: &Path) -> Result<(), String> {
     let root = BitMapBackend::new(path, (WIDTH, HEIGHT)).into_drawing_area();
     let err = |e: &dyn std::fmt::Display| format!("cannot draw {}: {e}", path.display());
     root.fill(&WHITE).map_err(|e| err(&e))?;
-    let ch = r.channels.max(1);
-    let frames = r.samples.len() / ch;
+    let frames = r.frames;
     let secs = frames as f64 / f64::from(r.sample_rate);
     let (top, bottom) = if labels { (40i32, 30i32) } else { (10, 10) };
     let plot_h = HEIGHT as i32 - top - bottom;
@@ -55,19 +98,9 @@ pub fn plot(r: &Rendered, path: &Path) -> Result<(), String> {
             (frame as f64 / frames as f64 * f64::from(WIDTH - 1)) as i32
         }
     };
-    // Envelope: min and max of each pixel column.
-    let per_px = (frames as f64 / f64::from(WIDTH)).max(1.0);
-    for x in 0..WIDTH {
-        let a = (f64::from(x) * per_px) as usize;
-        let b = ((f64::from(x + 1) * per_px) as usize).min(frames);
-        if a >= b {
+    for (x, &(lo, hi)) in r.envelope.columns.iter().enumerate() {
+        if lo > hi {
             continue;
-        }
-        let (mut lo, mut hi) = (0.0f32, 0.0f32);
-        for f in a..b {
-            let v = r.samples[f * ch];
-            lo = lo.min(v);
-            hi = hi.max(v);
         }
         let y0 = mid - (hi * plot_h as f32 / 2.0) as i32;
         let y1 = mid - (lo * plot_h as f32 / 2.0) as i32;

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sotto_cli::scenario::{write_samples, write_wav, RenderClock, RenderOptions, Scenario};
+use sotto_cli::scenario::{OutFiles, RenderClock, RenderOptions, Scenario};
 
 use crate::{ClockArg, FormatArg};
 
@@ -41,17 +41,6 @@ pub(crate) struct RenderFiles {
     pub(crate) sessions_dir: Option<PathBuf>,
 }
 
-/// Whether a session's name can name its file: letters, digits, `-`, `_`
-/// and `.`, not starting with a dot, so it never leaves the folder.
-fn file_name_ok(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 100
-        && !name.starts_with('.')
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-}
-
 pub(crate) async fn render(
     scenario: PathBuf,
     files: RenderFiles,
@@ -71,28 +60,19 @@ pub(crate) async fn render(
             return ExitCode::from(if e.is_bad_input() { 2 } else { 1 });
         }
     };
-    if sessions_dir.is_some() {
-        if let Some(bad) = prepared
-            .scenario()
-            .sessions
-            .iter()
-            .find(|s| !file_name_ok(&s.name))
-        {
-            eprintln!(
-                "sotto: {}: session \"{}\" cannot name a file in --sessions-dir (use letters, digits, '-', '_', '.')",
-                prepared.path(),
-                bad.name
-            );
-            return ExitCode::from(2);
-        }
-    }
     let clock = match clock {
         ClockArg::Offline => RenderClock::Offline,
         ClockArg::Virtual => RenderClock::Virtual,
     };
     let started = std::time::Instant::now();
+    let float = matches!(format, FormatArg::F32);
     let options = RenderOptions {
         sessions: sessions_dir.is_some(),
+        files: Some(OutFiles {
+            mix: out.clone(),
+            sessions_dir,
+            float,
+        }),
     };
     let rendered = match prepared.render_with(clock, options).await {
         Ok(r) => r,
@@ -102,31 +82,6 @@ pub(crate) async fn render(
         }
     };
     let elapsed = started.elapsed();
-    let float = matches!(format, FormatArg::F32);
-    if let Err(e) = write_wav(&out, &rendered, float) {
-        eprintln!("sotto: cannot write {}: {e}", out.display());
-        return ExitCode::from(1);
-    }
-    if let Some(dir) = &sessions_dir {
-        if let Err(e) = std::fs::create_dir_all(dir) {
-            eprintln!("sotto: cannot create {}: {e}", dir.display());
-            return ExitCode::from(1);
-        }
-        for (name, samples) in &rendered.sessions {
-            let path = dir.join(format!("{name}.wav"));
-            let written = write_samples(
-                &path,
-                samples,
-                rendered.sample_rate,
-                rendered.channels,
-                float,
-            );
-            if let Err(e) = written {
-                eprintln!("sotto: cannot write {}: {e}", path.display());
-                return ExitCode::from(1);
-            }
-        }
-    }
     if let Some(path) = &events {
         let write = || -> std::io::Result<()> {
             let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
@@ -146,8 +101,7 @@ pub(crate) async fn render(
             return ExitCode::from(1);
         }
     }
-    let secs =
-        rendered.samples.len() as f64 / rendered.channels as f64 / f64::from(rendered.sample_rate);
+    let secs = rendered.frames as f64 / f64::from(rendered.sample_rate);
     println!(
         "rendered {:.2} s of audio in {:.3} s ({:.0}x real time) -> {}",
         secs,

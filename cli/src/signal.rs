@@ -9,14 +9,27 @@
 /// is as exact at its end as at its start.
 #[must_use]
 pub fn sine(frames: usize, freq: f64, rate: u32, channels: usize, amplitude: f32) -> Vec<f32> {
-    let rate = f64::from(rate.max(1));
     let mut out = Vec::with_capacity(frames * channels);
-    for i in 0..frames {
+    sine_into(&mut out, 0..frames, freq, rate, channels, amplitude);
+    out
+}
+
+/// Appends frames `range` of the same sine to `out`: a tone made a piece
+/// at a time is the same samples as made whole.
+pub fn sine_into(
+    out: &mut Vec<f32>,
+    range: std::ops::Range<usize>,
+    freq: f64,
+    rate: u32,
+    channels: usize,
+    amplitude: f32,
+) {
+    let rate = f64::from(rate.max(1));
+    for i in range {
         let phase = (freq * i as f64 / rate).fract();
         let v = (std::f64::consts::TAU * phase).sin() as f32 * amplitude;
         out.extend(std::iter::repeat_n(v, channels));
     }
-    out
 }
 
 /// The 16-bit value a sample (−1..1) is stored as: rounded, clamped.
@@ -28,16 +41,27 @@ pub fn quantize(s: f32) -> i16 {
 /// Samples as s16 little-endian bytes.
 #[must_use]
 pub fn s16_bytes(samples: &[f32]) -> Vec<u8> {
-    samples
-        .iter()
-        .flat_map(|&s| quantize(s).to_le_bytes())
-        .collect()
+    let mut out = Vec::with_capacity(samples.len() * 2);
+    extend_s16(&mut out, samples);
+    out
+}
+
+/// Appends samples to `out` as s16 little-endian bytes.
+pub fn extend_s16(out: &mut Vec<u8>, samples: &[f32]) {
+    out.extend(samples.iter().flat_map(|&s| quantize(s).to_le_bytes()));
 }
 
 /// Samples as f32 little-endian bytes.
 #[must_use]
 pub fn f32_bytes(samples: &[f32]) -> Vec<u8> {
-    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+    let mut out = Vec::with_capacity(samples.len() * 4);
+    extend_f32(&mut out, samples);
+    out
+}
+
+/// Appends samples to `out` as f32 little-endian bytes.
+pub fn extend_f32(out: &mut Vec<u8>, samples: &[f32]) {
+    out.extend(samples.iter().flat_map(|s| s.to_le_bytes()));
 }
 
 /// `frames` frames of a mono sine as s16 bytes, `amplitude` in s16 units.
@@ -60,5 +84,22 @@ mod tests {
         assert_eq!(tone_s16(2, 6000.0, 24_000, 16384.0), [0, 0, 0, 64]);
         assert_eq!(quantize(1.0), 32767);
         assert_eq!(quantize(-1.5), -32768);
+    }
+
+    #[test]
+    fn a_tone_made_in_pieces_is_the_tone_made_whole() {
+        let whole = sine(1000, 440.0, 24_000, 2, 0.3);
+        let mut pieces = Vec::new();
+        for start in (0..1000).step_by(333) {
+            sine_into(
+                &mut pieces,
+                start..(start + 333).min(1000),
+                440.0,
+                24_000,
+                2,
+                0.3,
+            );
+        }
+        assert_eq!(whole, pieces);
     }
 }

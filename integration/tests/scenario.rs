@@ -122,20 +122,42 @@ async fn push_wav_plays_the_file() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// A scenario that cannot fit in memory is refused before anything is
-/// made for it, with the reason, and quickly: an output of 22 GB, a push
-/// of 4 GB, or a minute cut into 1-byte pushes (2.9 million of them).
-#[test]
-fn scenarios_past_the_memory_budget_are_refused() {
+/// A scenario that cannot fit is refused before anything is made for it,
+/// with the reason, and quickly: an output no WAV file holds (192 kHz x 8
+/// channels x an hour), an output kept in memory past the budget, a push
+/// of 4 GB in one piece, queues holding more than the budget, or a minute
+/// cut into 1-byte pushes (2.9 million of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scenarios_past_the_memory_budget_are_refused() {
     let started = std::time::Instant::now();
     let e = parse_err("sample_rate = 192000\nchannels = 8\nduration = \"3600s\"\n");
-    assert!(e.contains("duration") && e.contains("budget"), "{e}");
+    assert!(
+        e.contains("duration") && e.contains("a WAV file holds at most"),
+        "{e}"
+    );
+    // Half an hour of 48 kHz x 8 fits a file but not memory: render() keeps
+    // it, so it is refused there; written to files it would render.
+    let long = "sample_rate = 48000\nchannels = 8\nduration = \"1800s\"\n";
+    let prepared = Scenario::parse(long, "long.toml", Path::new(".")).unwrap();
+    let e = prepared.render(RenderClock::Offline).await.unwrap_err();
+    assert!(e.is_bad_input() && e.to_string().contains("budget"), "{e}");
     let e = parse_err(
         "sample_rate = 48000\nchannels = 8\nduration = \"1s\"\n[[session]]\nname = \"a\"\n\
          input_rate = 48000\ninput_channels = 8\ninput_format = \"f32\"\n\
-         [[at]]\nt = 0\nsession = \"a\"\nop = \"push_tone\"\nseconds = 3600\n",
+         [[at]]\nt = 0\nsession = \"a\"\nop = \"push_tone\"\nseconds = 3600\nchunk_bytes = 4000000000\n",
     );
     assert!(e.contains("at[0]") && e.contains("budget"), "{e}");
+    // Five minutes wait in each session's queue: at 192 kHz x 8 two
+    // sessions' queues are past the budget.
+    let mut queues = String::from("sample_rate = 192000\nchannels = 8\nduration = \"1s\"\n");
+    for name in ["a", "b"] {
+        queues += &format!(
+            "[[session]]\nname = \"{name}\"\ninput_rate = 48000\n\
+             [[at]]\nt = 0\nsession = \"{name}\"\nop = \"push_tone\"\nseconds = 600\nchunk_bytes = 96000\n"
+        );
+    }
+    let e = parse_err(&queues);
+    assert!(e.contains("session[1]") && e.contains("budget"), "{e}");
     let e = parse_err(
         "sample_rate = 24000\nduration = \"60s\"\n[[session]]\nname = \"agent\"\n\
          [[at]]\nt = 0\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 60\nchunk_bytes = 1\n",

@@ -2,6 +2,8 @@
 //! background sources opened up front, WAV files and tones in a session's
 //! input format.
 
+use std::fs::File;
+use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
 
@@ -88,60 +90,221 @@ pub(super) fn background_config(
     Ok(config)
 }
 
-/// Reads a WAV file and encodes it in the session's input format.
-pub(super) fn load_wav(path: &Path, input: sotto::InputFormat) -> Result<Vec<u8>, String> {
-    let shown = path.display();
-    // Read whole, decoded to f32 on the way: a file past an eighth of the
-    // budget cannot fit, so it is not read at all.
-    let size = std::fs::metadata(path).map_or(0, |m| m.len());
-    if size > super::MEMORY_BUDGET / 8 {
-        return Err(format!(
-            "WAV '{shown}' is {} MiB; a pushed WAV may be at most {} MiB",
-            size >> 20,
-            super::MEMORY_BUDGET >> 23
-        ));
+/// Checks a pushed WAV file to its last sample without keeping any of
+/// it: its format must be the session's, and it must decode to the end.
+/// Returns its size in the session's input format, in bytes.
+pub(super) fn check_wav(path: &Path, input: sotto::InputFormat) -> Result<u64, String> {
+    let mut samples = WavSamples::open(path, input)?;
+    let mut block = Vec::new();
+    let mut n = 0u64;
+    while samples.read(&mut block, BLOCK_FRAMES * input.channels)? {
+        n += block.len() as u64;
+        block.clear();
     }
-    let reader =
-        hound::WavReader::open(path).map_err(|e| format!("cannot read WAV '{shown}': {e}"))?;
-    let spec = reader.spec();
-    if spec.sample_rate != input.sample_rate || usize::from(spec.channels) != input.channels {
-        return Err(format!(
-            "WAV '{shown}' is {} Hz x {} channels; the session takes {} Hz x {}",
-            spec.sample_rate, spec.channels, input.sample_rate, input.channels
-        ));
-    }
-    let samples: Vec<f32> = match spec.sample_format {
-        hound::SampleFormat::Float => reader
-            .into_samples::<f32>()
-            .collect::<Result<_, _>>()
-            .map_err(|e| format!("corrupt WAV '{shown}': {e}"))?,
-        hound::SampleFormat::Int => {
-            let scale = 2f32.powi(i32::from(spec.bits_per_sample) - 1);
-            reader
-                .into_samples::<i32>()
-                .map(|s| s.map(|v| v as f32 / scale))
-                .collect::<Result<_, _>>()
-                .map_err(|e| format!("corrupt WAV '{shown}': {e}"))?
-        }
-    };
-    Ok(encode(&samples, input.sample_format))
+    Ok(n * input.sample_format.bytes() as u64)
 }
 
-fn encode(samples: &[f32], format: SampleFormat) -> Vec<u8> {
-    match format {
-        SampleFormat::S16 => crate::signal::s16_bytes(samples),
-        SampleFormat::F32 => crate::signal::f32_bytes(samples),
+/// Frames made or read at a time for a push.
+const BLOCK_FRAMES: usize = 4096;
+
+/// A WAV file's samples as f32, read as they are asked for.
+enum WavSamples {
+    Float(hound::WavIntoSamples<BufReader<File>, f32>, String),
+    Int(hound::WavIntoSamples<BufReader<File>, i32>, f32, String),
+}
+
+impl WavSamples {
+    fn open(path: &Path, input: sotto::InputFormat) -> Result<Self, String> {
+        let shown = path.display().to_string();
+        let reader =
+            hound::WavReader::open(path).map_err(|e| format!("cannot read WAV '{shown}': {e}"))?;
+        let spec = reader.spec();
+        if spec.sample_rate != input.sample_rate || usize::from(spec.channels) != input.channels {
+            return Err(format!(
+                "WAV '{shown}' is {} Hz x {} channels; the session takes {} Hz x {}",
+                spec.sample_rate, spec.channels, input.sample_rate, input.channels
+            ));
+        }
+        Ok(match spec.sample_format {
+            hound::SampleFormat::Float => Self::Float(reader.into_samples(), shown),
+            hound::SampleFormat::Int => {
+                let scale = 2f32.powi(i32::from(spec.bits_per_sample) - 1);
+                Self::Int(reader.into_samples(), scale, shown)
+            }
+        })
+    }
+
+    /// Appends up to `n` samples to `out`; false once the file has no more.
+    fn read(&mut self, out: &mut Vec<f32>, n: usize) -> Result<bool, String> {
+        let before = out.len();
+        let corrupt = |shown: &str, e: hound::Error| format!("corrupt WAV '{shown}': {e}");
+        match self {
+            Self::Float(it, shown) => {
+                for s in it.by_ref().take(n) {
+                    out.push(s.map_err(|e| corrupt(shown, e))?);
+                }
+            }
+            Self::Int(it, scale, shown) => {
+                for s in it.by_ref().take(n) {
+                    out.push(s.map_err(|e| corrupt(shown, e))? as f32 / *scale);
+                }
+            }
+        }
+        Ok(out.len() > before)
     }
 }
-/// A tone in the session's input format.
-pub(super) fn tone(tone: &Tone, input: sotto::InputFormat) -> Vec<u8> {
-    let frames = (tone.seconds * f64::from(input.sample_rate)).round() as usize;
-    let samples = crate::signal::sine(
-        frames,
-        f64::from(tone.freq),
-        input.sample_rate,
-        input.channels,
-        tone.amplitude / 32768.0,
-    );
-    encode(&samples, input.sample_format)
+
+/// Where a push's samples come from.
+enum Samples {
+    Tone {
+        tone: Tone,
+        next: usize,
+        frames: usize,
+        input: sotto::InputFormat,
+    },
+    Wav(WavSamples),
+}
+
+/// A push's audio made a block at a time, in the session's input format,
+/// and cut into the step's chunks: the same bytes as made whole and cut,
+/// but never more than a block and a chunk of them at once.
+pub(super) struct Chunks {
+    samples: Samples,
+    format: SampleFormat,
+    channels: usize,
+    size: usize,
+    bytes: Vec<u8>,
+    /// Bytes of `bytes` already handed out.
+    taken: usize,
+    block: Vec<f32>,
+    done: bool,
+}
+
+impl Chunks {
+    /// A tone, `size` bytes a chunk.
+    pub(super) fn tone(tone: &Tone, input: sotto::InputFormat, size: usize) -> Self {
+        let frames = (tone.seconds * f64::from(input.sample_rate)).round() as usize;
+        let samples = Samples::Tone {
+            tone: tone.clone(),
+            next: 0,
+            frames,
+            input,
+        };
+        Self::new(samples, input, size)
+    }
+
+    /// A WAV file, `size` bytes a chunk.
+    pub(super) fn wav(path: &Path, input: sotto::InputFormat, size: usize) -> Result<Self, String> {
+        Ok(Self::new(
+            Samples::Wav(WavSamples::open(path, input)?),
+            input,
+            size,
+        ))
+    }
+
+    fn new(samples: Samples, input: sotto::InputFormat, size: usize) -> Self {
+        Self {
+            samples,
+            format: input.sample_format,
+            channels: input.channels,
+            size: size.max(1),
+            bytes: Vec::new(),
+            taken: 0,
+            block: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// Makes the next block into bytes; false when there is no more.
+    fn fill(&mut self) -> Result<bool, String> {
+        self.block.clear();
+        let more = match &mut self.samples {
+            Samples::Tone {
+                tone,
+                next,
+                frames,
+                input,
+            } => {
+                let end = (*next + BLOCK_FRAMES).min(*frames);
+                crate::signal::sine_into(
+                    &mut self.block,
+                    *next..end,
+                    f64::from(tone.freq),
+                    input.sample_rate,
+                    input.channels,
+                    tone.amplitude / 32768.0,
+                );
+                *next = end;
+                !self.block.is_empty()
+            }
+            Samples::Wav(wav) => wav.read(&mut self.block, BLOCK_FRAMES * self.channels)?,
+        };
+        match self.format {
+            SampleFormat::S16 => crate::signal::extend_s16(&mut self.bytes, &self.block),
+            SampleFormat::F32 => crate::signal::extend_f32(&mut self.bytes, &self.block),
+        }
+        Ok(more)
+    }
+}
+
+impl Iterator for Chunks {
+    type Item = Result<Vec<u8>, String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        while !self.done && self.bytes.len() - self.taken < self.size {
+            self.bytes.drain(..self.taken);
+            self.taken = 0;
+            match self.fill() {
+                Ok(more) => self.done = !more,
+                Err(e) => {
+                    self.done = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        let n = self.size.min(self.bytes.len() - self.taken);
+        if n == 0 {
+            return None;
+        }
+        let chunk = self.bytes[self.taken..self.taken + n].to_vec();
+        self.taken += n;
+        Some(Ok(chunk))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Made a block at a time and cut as it goes, a push is the same bytes
+    /// as made whole and cut: for chunk sizes that split samples, that are
+    /// smaller than a block and larger than the whole.
+    #[test]
+    fn chunks_are_the_whole_push_cut() {
+        let input = sotto::InputFormat {
+            sample_rate: 24_000,
+            channels: 2,
+            sample_format: SampleFormat::S16,
+        };
+        let t = Tone {
+            seconds: 0.5,
+            freq: 440.0,
+            amplitude: 12_000.0,
+            chunk_bytes: None,
+        };
+        let whole = crate::signal::s16_bytes(&crate::signal::sine(
+            12_000,
+            440.0,
+            24_000,
+            2,
+            12_000.0 / 32768.0,
+        ));
+        for size in [1, 333, 4800, 20_000, 1 << 20] {
+            let got: Vec<Vec<u8>> = Chunks::tone(&t, input, size).map(Result::unwrap).collect();
+            let want: Vec<Vec<u8>> = whole.chunks(size).map(<[u8]>::to_vec).collect();
+            assert!(got == want, "chunks of {size} bytes differ");
+        }
+        let empty = Tone { seconds: 0.0, ..t };
+        assert_eq!(Chunks::tone(&empty, input, 4800).count(), 0);
+    }
 }

@@ -40,8 +40,13 @@ impl LogEvent {
 /// A finished render.
 #[derive(Debug, Clone)]
 pub struct Rendered {
-    /// Interleaved output.
+    /// Interleaved output, when kept in memory (empty when written to a
+    /// file as it rendered, see [`RenderOptions::files`](super::RenderOptions)).
     pub samples: Vec<f32>,
+    /// The render's length in frames.
+    pub frames: u64,
+    /// The first channel's envelope, for the picture.
+    pub envelope: crate::plot::Envelope,
     /// Output rate.
     pub sample_rate: u32,
     /// Output channels.
@@ -156,44 +161,4 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
         _ => "other",
     };
     (name, f)
-}
-
-/// Writes interleaved samples as a WAV file, s16 or f32.
-///
-/// # Errors
-/// Any I/O or encoding error.
-pub fn write_wav(path: &std::path::Path, r: &Rendered, float: bool) -> Result<(), hound::Error> {
-    write_samples(path, &r.samples, r.sample_rate, r.channels, float)
-}
-
-/// Writes interleaved `samples` as a WAV file, s16 or f32.
-///
-/// # Errors
-/// Any I/O or encoding error.
-pub fn write_samples(
-    path: &std::path::Path,
-    samples: &[f32],
-    sample_rate: u32,
-    channels: usize,
-    float: bool,
-) -> Result<(), hound::Error> {
-    let spec = hound::WavSpec {
-        channels: channels as u16,
-        sample_rate,
-        bits_per_sample: if float { 32 } else { 16 },
-        sample_format: if float {
-            hound::SampleFormat::Float
-        } else {
-            hound::SampleFormat::Int
-        },
-    };
-    let mut w = hound::WavWriter::create(path, spec)?;
-    for &s in samples {
-        if float {
-            w.write_sample(s)?;
-        } else {
-            w.write_sample(sotto_rt::to_s16(s))?;
-        }
-    }
-    w.finalize()
 }

@@ -8,18 +8,20 @@
 mod audio;
 mod log;
 mod op;
+mod out;
 mod run;
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 use sotto::{BackgroundConfig, EngineError, SessionConfig};
 
-use audio::{background_config, load_wav, session_config};
-pub use log::{describe, write_samples, write_wav, LogEvent, Rendered};
+use audio::{background_config, check_wav, session_config};
+pub use log::{describe, LogEvent, Rendered};
 pub use op::{parse_duration, Op, Secs, Tone};
-pub use run::{RenderClock, RenderOptions};
+pub use out::MAX_WAV_BYTES;
+pub use run::{file_name_ok, OutFiles, RenderClock, RenderOptions};
 
 /// Why a scenario cannot be rendered.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,14 @@ pub enum ScenarioError {
         /// The cause.
         source: std::io::Error,
     },
+    /// An output could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file or folder.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
     /// The engine failed while rendering.
     #[error("engine: {0}")]
     Engine(#[from] EngineError),
@@ -60,7 +70,7 @@ impl ScenarioError {
     /// True for problems in the scenario itself (exit code 2).
     #[must_use]
     pub fn is_bad_input(&self) -> bool {
-        !matches!(self, Self::Engine(_))
+        !matches!(self, Self::Engine(_) | Self::Write { .. })
     }
 }
 
@@ -153,17 +163,17 @@ pub struct Step {
     pub op: Op,
 }
 
-/// A step ready to run: its session's index, the step, a loaded WAV, its
-/// place in the file.
+/// A step ready to run: its session's index, the step, a checked WAV
+/// file's path, its place in the file.
 #[derive(Debug, Clone)]
 struct Ready {
     session: usize,
     step: Step,
-    wav: Option<Vec<u8>>,
+    wav: Option<PathBuf>,
     index: usize,
 }
 
-/// A validated scenario, with its WAV files loaded.
+/// A validated scenario, with its WAV files checked.
 #[derive(Debug, Clone)]
 pub struct Prepared {
     scenario: Scenario,
@@ -172,6 +182,8 @@ pub struct Prepared {
     /// Background sources by step index, with their paths resolved.
     backgrounds: HashMap<usize, BackgroundConfig>,
     path: String,
+    /// Memory the render needs besides its outputs, in bytes.
+    needs: u64,
 }
 
 impl Prepared {
@@ -215,14 +227,16 @@ impl Scenario {
     }
 }
 
-/// What a scenario may need in memory while it renders: its output, every
-/// push's audio in the input and the output format, and each chunk's own
-/// cost. A scenario past it is refused before anything is made for it.
+/// What a scenario may need in memory while it renders: what its pushes
+/// hold (the bytes in a session's mailbox, the frames waiting in its queue,
+/// each chunk's own cost) and its outputs when they are kept in memory
+/// rather than written to files. A scenario past it is refused before
+/// anything is made for it.
 pub const MEMORY_BUDGET: u64 = 2 << 30;
 /// Chunks one push step may be cut into at most (`chunk_bytes`).
 pub const MAX_CHUNKS_PER_STEP: u64 = 100_000;
-/// What one chunk costs besides its audio: its message, its task and its
-/// place in the session's queue.
+/// What one chunk costs besides its audio: its message, its outcome and
+/// its place in the session's queue.
 const CHUNK_COST: u64 = 512;
 
 /// Adds `bytes` to what the scenario needs, or says it is too much.
@@ -268,15 +282,23 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
             format!("{} s is outside 0..=3600 s", file.duration.0),
         ));
     }
-    // The mix in f32 and its copy as written out.
-    let out_frames = (file.duration.0 * f64::from(file.sample_rate)).ceil() as u64;
+    // Written out as it renders, the mix is at least 16-bit in a WAV file.
+    let out_frames = (file.duration.0 * f64::from(file.sample_rate)).round() as u64;
+    let wav_bytes = out_frames.saturating_mul(file.channels as u64 * 2);
+    if wav_bytes > out::MAX_WAV_BYTES {
+        return Err(bad(
+            "duration".into(),
+            format!(
+                "the output is {} MiB as 16-bit samples; a WAV file holds at most {} MiB",
+                wav_bytes >> 20,
+                out::MAX_WAV_BYTES >> 20
+            ),
+        ));
+    }
     let mut used = 0;
-    budget(
-        &mut used,
-        out_frames.saturating_mul(file.channels as u64 * 8),
-        "the output",
-    )
-    .map_err(|m| bad("duration".into(), m))?;
+    // Frames pushed into each session's inputs (speech, background): at
+    // most `MAX_WAITING` of them wait in its queue, the rest is refused.
+    let mut queued = vec![[0u64; 2]; file.sessions.len()];
     let mut names = HashMap::new();
     let mut sessions = Vec::new();
     for (i, s) in file.sessions.iter().enumerate() {
@@ -320,6 +342,7 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
         let op = Op::deserialize(toml::Value::Table(raw.rest))
             .map_err(|e| bad(place.clone(), e.to_string().trim_end().replace('\n', " ")))?;
         let input = sessions[si].input;
+        let mut wav_bytes = 0;
         let wav = match &op {
             Op::PushTone(tone) | Op::PushBackgroundTone(tone) => {
                 if !(0.0..=3600.0).contains(&tone.seconds) {
@@ -334,7 +357,9 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
                 None
             }
             Op::PushWav { path: rel, .. } => {
-                Some(load_wav(&base.join(rel), input).map_err(|m| bad(place.clone(), m))?)
+                let path = base.join(rel);
+                wav_bytes = check_wav(&path, input).map_err(|m| bad(place.clone(), m))?;
+                Some(path)
             }
             Op::SetFade { seconds } => {
                 if !(0.0..=3600.0).contains(seconds) {
@@ -371,24 +396,17 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
         if op.chunk_bytes() == Some(0) {
             return Err(bad(place, "chunk_bytes must be at least 1".into()));
         }
-        let pushed = match (&op, &wav) {
-            (Op::PushTone(t) | Op::PushBackgroundTone(t), _) => {
-                (t.seconds * f64::from(input.sample_rate)).ceil() as u64
+        let pushed = match &op {
+            Op::PushTone(t) | Op::PushBackgroundTone(t) => {
+                (t.seconds * f64::from(input.sample_rate)).round() as u64
                     * (input.channels * input.sample_format.bytes()) as u64
             }
-            (_, Some(bytes)) => bytes.len() as u64,
+            Op::PushWav { .. } => wav_bytes,
             _ => 0,
         };
         if pushed > 0 {
-            let chunks = pushed.div_ceil(op.chunk_bytes().unwrap_or(4800) as u64);
-            // The bytes, the session's f32 frames of them, the chunks.
-            let frames = pushed / (input.channels * input.sample_format.bytes()) as u64
-                * u64::from(file.sample_rate)
-                / u64::from(input.sample_rate).max(1);
-            let cost = pushed
-                .saturating_add(frames.saturating_mul(file.channels as u64 * 4))
-                .saturating_add(chunks * CHUNK_COST);
-            budget(&mut used, cost, "this push").map_err(|m| bad(place.clone(), m))?;
+            let size = op.chunk_bytes().unwrap_or(4800) as u64;
+            let chunks = pushed.div_ceil(size);
             if chunks > MAX_CHUNKS_PER_STEP {
                 return Err(bad(
                     place,
@@ -397,6 +415,16 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
                     ),
                 ));
             }
+            // The push is made as it is sent: in memory at once are the
+            // chunks in the mailbox and each chunk's outcome.
+            let in_mailbox = pushed.min(size.max(run::IN_FLIGHT_BYTES as u64));
+            let cost = in_mailbox.saturating_add(chunks * CHUNK_COST);
+            budget(&mut used, cost, "this push").map_err(|m| bad(place.clone(), m))?;
+            let frames = pushed / (input.channels * input.sample_format.bytes()) as u64
+                * u64::from(file.sample_rate)
+                / u64::from(input.sample_rate).max(1);
+            let slot = usize::from(matches!(op, Op::PushBackgroundTone(_)));
+            queued[si][slot] = queued[si][slot].saturating_add(frames);
         }
         let step = Step {
             t: raw.t,
@@ -410,6 +438,18 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
             wav,
             index: i,
         });
+    }
+    // What waits in the sessions' queues, f32 at the output rate.
+    let waiting = sotto_rt::frames_of(sotto::MAX_WAITING, file.sample_rate);
+    for (i, q) in queued.iter().enumerate() {
+        let frames = q.iter().map(|&f| f.min(waiting)).sum::<u64>();
+        let place = format!("session[{i}] \"{}\"", printable(&file.sessions[i].name));
+        budget(
+            &mut used,
+            frames.saturating_mul(file.channels as u64 * 4),
+            "what waits in this session's queue",
+        )
+        .map_err(|m| bad(place, m))?;
     }
     // A stable sort keeps file order for steps at the same time.
     steps.sort_by(|a, b| a.step.t.0.total_cmp(&b.step.t.0));
@@ -426,6 +466,7 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
         steps,
         backgrounds,
         path: path.into(),
+        needs: used,
     })
 }
 

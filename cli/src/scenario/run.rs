@@ -2,6 +2,7 @@
 //! before the first block at or after its time, then the log gathered.
 
 use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{json, Map};
@@ -11,7 +12,8 @@ use sotto::{
 };
 use sotto_avatar::server::AvatarServer;
 
-use super::audio::tone;
+use super::audio::Chunks;
+use super::out::Track;
 use super::{describe, LogEvent, Op, Prepared, Ready, Rendered, ScenarioError, Step};
 
 mod avatar;
@@ -34,15 +36,23 @@ pub enum RenderClock {
     Device(Option<String>),
 }
 
+/// A push's outcome, not polled until the scenario ends: the push itself
+/// is sent when made, and a task per chunk would cost more than the chunk.
+type PushWait = std::pin::Pin<
+    Box<dyn std::future::Future<Output = Result<sotto::PushOutcome, sotto::SessionError>> + Send>,
+>;
+
+/// Bytes of pushes a step keeps in a session's mailbox at most: the
+/// scenario waits for the session to take them rather than build a queue.
+pub(super) const IN_FLIGHT_BYTES: usize = 8 << 20;
+
 struct Run {
     engine: Engine,
     handles: Vec<SessionHandle>,
     streams: Vec<tokio::sync::mpsc::Receiver<sotto::SessionEvent>>,
     log: Vec<LogEvent>,
-    pushes: Vec<(
-        usize,
-        tokio::task::JoinHandle<Result<sotto::PushOutcome, sotto::SessionError>>,
-    )>,
+    /// Each chunk pushed, by session: its outcome, awaited at the end.
+    pushes: Vec<(usize, PushWait)>,
     /// The background source of each session that has one.
     backgrounds: HashMap<usize, BackgroundHandle>,
     /// The in-process avatar server, once a session attached one.
@@ -79,16 +89,20 @@ impl Prepared {
     ) -> Result<Rendered, ScenarioError> {
         let sc = &self.scenario;
         let rate = sc.sample_rate;
+        let ch = sc.channels;
         let total = (sc.duration.0 * f64::from(rate)).round() as u64;
+        self.check_outputs(&clock, &options, total)?;
         let engine = Engine::start(EngineConfig {
             sample_rate: rate,
-            channels: sc.channels,
+            channels: ch,
             block_frames: sc.block,
             max_sessions: self.sessions.len().max(1),
             clock: match &clock {
                 RenderClock::Offline => Clock::Offline,
                 RenderClock::Virtual => Clock::Virtual {
-                    capture: Some(Duration::from_secs_f64(sc.duration.0 + 1.0)),
+                    // Drained as the clock runs: a bounded ring, whatever
+                    // the scenario's length.
+                    capture: Some(Duration::from_secs_f64(sc.duration.0 + 1.0).min(CAPTURE_RING)),
                     deferred: true,
                 },
                 RenderClock::Device(name) => Clock::Device {
@@ -113,6 +127,25 @@ impl Prepared {
             offline: matches!(clock, RenderClock::Offline),
             lockstep_off: std::sync::atomic::AtomicBool::new(false),
         };
+        let mut mix = match (&clock, &options.files) {
+            (RenderClock::Device(_), _) => Track::nowhere(),
+            (_, Some(files)) => Track::wav(&files.mix, total, rate, ch, files.float)?,
+            (_, None) => Track::memory(total, ch),
+        }
+        .with_envelope(total, ch);
+        if let (
+            true,
+            Some(OutFiles {
+                sessions_dir: Some(dir),
+                ..
+            }),
+        ) = (options.sessions, &options.files)
+        {
+            std::fs::create_dir_all(dir).map_err(|source| ScenarioError::Write {
+                path: dir.display().to_string(),
+                source,
+            })?;
+        }
         let mut calls = Vec::new();
         for c in &self.sessions {
             let mut c = c.clone();
@@ -128,12 +161,26 @@ impl Prepared {
                 // the whole render.
                 SessionOutput::Main
             };
+            let name = c.name.clone();
             let h = engine.create_session(c).await?;
             if options.sessions {
                 let frames = h
                     .frames()
                     .map_err(|e| ScenarioError::Engine(EngineError::Config(e.to_string())))?;
-                calls.push(Call::new(frames, total as usize, sc.channels));
+                let track = match &options.files {
+                    Some(files) => {
+                        let dir = files.sessions_dir.as_deref().unwrap_or(Path::new("."));
+                        Track::wav(
+                            &dir.join(format!("{name}.wav")),
+                            total,
+                            rate,
+                            ch,
+                            files.float,
+                        )?
+                    }
+                    None => Track::memory(total, ch),
+                };
+                calls.push(Call::new(frames, track, ch));
             }
             run.streams.push(h.events());
             run.handles.push(h);
@@ -145,8 +192,11 @@ impl Prepared {
             Vec::new()
         };
         let block = sc.block as u64;
-        let mut samples = Vec::with_capacity(total as usize * sc.channels);
         let mut clock_running = false;
+        // On a real-time clock the mix is drained from the capture ring by
+        // a task of its own, so a step that takes long (an avatar detach
+        // waiting for its segments) never lets the ring fill.
+        let mut drain = None;
         for Ready {
             session: si,
             step,
@@ -158,14 +208,17 @@ impl Prepared {
             let boundary = frame.div_ceil(block) * block;
             match clock {
                 RenderClock::Offline => {
-                    render_offline(&engine, boundary, block, &mut samples, &mut calls, &run)
-                        .await?;
+                    render_offline(&engine, boundary, block, &mut mix, &mut calls, &run).await?;
                 }
                 RenderClock::Virtual | RenderClock::Device(_) => {
                     if boundary > 0 && !clock_running {
                         engine.settle().await?;
                         engine.run_clock().await?;
                         clock_running = true;
+                        drain = Some(Drain::start(
+                            &engine,
+                            std::mem::replace(&mut mix, Track::nowhere()),
+                        ));
                     }
                     wait_for_sample(&engine, boundary, rate).await;
                 }
@@ -175,52 +228,163 @@ impl Prepared {
                 .await?;
         }
         let late_blocks;
+        let mut tracks = Vec::new();
         match clock {
             RenderClock::Offline => {
-                render_offline(&engine, total, block, &mut samples, &mut calls, &run).await?;
+                render_offline(&engine, total, block, &mut mix, &mut calls, &run).await?;
                 for call in &mut calls {
                     call.drain_rest();
                 }
-                samples.truncate(total as usize * sc.channels);
                 late_blocks = 0;
             }
             RenderClock::Virtual | RenderClock::Device(_) => {
                 engine.settle().await?;
                 if !clock_running {
                     engine.run_clock().await?;
+                    drain = Some(Drain::start(
+                        &engine,
+                        std::mem::replace(&mut mix, Track::nowhere()),
+                    ));
                 }
                 while engine.clock().0 < total {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
-                samples = match clock {
-                    RenderClock::Virtual => engine.take_captured().await?,
-                    _ => Vec::new(),
-                };
-                samples.truncate(total as usize * sc.channels);
+                if let Some(drain) = drain {
+                    mix = drain.finish().await;
+                }
                 for collector in collectors {
-                    calls.push(collector.finish().await);
+                    tracks.push(collector.finish().await);
                 }
                 late_blocks = engine.late_blocks();
             }
+        }
+        if !realtime {
+            tracks = calls.into_iter().map(Some).collect();
         }
         engine.settle().await?;
         let mut events = run.finish().await;
         events.sort_by_key(|e| (e.sample, e.order));
         engine.shutdown().await;
-        let sessions = calls
-            .into_iter()
-            .zip(&self.sessions)
-            .map(|(call, c)| (c.name.clone(), call.samples))
-            .collect();
+        let (samples, envelope) = mix.finish()?;
+        let mut sessions = Vec::new();
+        for (call, c) in tracks.into_iter().zip(&self.sessions) {
+            let samples = match call {
+                Some(call) => call.track.finish()?.0,
+                None => Vec::new(),
+            };
+            sessions.push((c.name.clone(), samples));
+        }
         Ok(Rendered {
             samples,
+            frames: total,
+            envelope: envelope.unwrap_or_else(|| crate::plot::Envelope::new(total, ch)),
             sample_rate: rate,
-            channels: sc.channels,
+            channels: ch,
             events,
             late_blocks,
             device_fallback: engine.device_fallback().map(str::to_owned),
             sessions,
         })
+    }
+
+    /// Refuses, before anything is made, outputs that would not fit: kept
+    /// in memory past the budget, or session files whose names would leave
+    /// their folder.
+    fn check_outputs(
+        &self,
+        clock: &RenderClock,
+        options: &RenderOptions,
+        total: u64,
+    ) -> Result<(), ScenarioError> {
+        let sc = &self.scenario;
+        let bad = |place: String, message: String| ScenarioError::Invalid {
+            path: self.path.clone(),
+            place,
+            message,
+        };
+        if options.sessions && options.files.is_some() {
+            if let Some(s) = sc.sessions.iter().find(|s| !file_name_ok(&s.name)) {
+                return Err(bad(
+                    format!("session \"{}\"", super::printable(&s.name)),
+                    "cannot name a file (use letters, digits, '-', '_', '.')".into(),
+                ));
+            }
+        }
+        let kept = match (clock, &options.files) {
+            (RenderClock::Device(_), _) | (_, Some(_)) => 0,
+            // The mix and each session's output, f32, and on the virtual
+            // clock the capture ring beside them.
+            (_, None) => {
+                let outputs = 1 + if options.sessions {
+                    sc.sessions.len()
+                } else {
+                    0
+                };
+                total.saturating_mul(sc.channels as u64 * 4 * outputs as u64)
+            }
+        };
+        if self.needs.saturating_add(kept) > super::MEMORY_BUDGET {
+            return Err(bad(
+                "duration".into(),
+                format!(
+                    "kept in memory the output needs {} MiB; with the rest the render needs over the {} MiB budget (write it to files instead)",
+                    kept >> 20,
+                    super::MEMORY_BUDGET >> 20
+                ),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Whether a session's name can name its file: letters, digits, `-`, `_`
+/// and `.`, not starting with a dot, so it never leaves the folder.
+#[must_use]
+pub fn file_name_ok(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 100
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// The virtual clock's capture ring: drained every few milliseconds, so it
+/// only needs to ride out a busy moment.
+const CAPTURE_RING: Duration = Duration::from_secs(10);
+
+/// The mix drained from the virtual clock's capture ring into its track
+/// by a task of its own while the clock runs.
+struct Drain {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Track>,
+}
+
+impl Drain {
+    fn start(engine: &Engine, mut track: Track) -> Self {
+        let engine = engine.clone();
+        let (stop, mut stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(async move {
+            loop {
+                let last = tokio::select! {
+                    _ = &mut stopped => true,
+                    () = tokio::time::sleep(Duration::from_millis(20)) => false,
+                };
+                // The device clock captures nothing: the call fails there.
+                if let Ok(samples) = engine.take_captured().await {
+                    track.write(&samples);
+                }
+                if last {
+                    return track;
+                }
+            }
+        });
+        Self { stop, task }
+    }
+
+    async fn finish(self) -> Track {
+        let _ = self.stop.send(());
+        self.task.await.unwrap_or_else(|_| Track::nowhere())
     }
 }
 
@@ -239,12 +403,28 @@ async fn wait_for_sample(engine: &Engine, sample: u64, rate: u32) {
     }
 }
 
-/// What a render gives besides the main mix.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// What a render gives besides the main mix, and where its audio goes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RenderOptions {
     /// Each session's own output too (SPEC C1), in
     /// [`Rendered::sessions`]: exactly what that session's user would hear.
     pub sessions: bool,
+    /// Writes the audio to WAV files as it renders instead of keeping it
+    /// ([`Rendered::samples`] and the sessions' samples are then empty).
+    pub files: Option<OutFiles>,
+}
+
+/// Where a render written to files goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutFiles {
+    /// The main mix.
+    pub mix: PathBuf,
+    /// The folder of the sessions' own outputs (with
+    /// [`RenderOptions::sessions`]), a `NAME.wav` each; the working folder
+    /// when `None`.
+    pub sessions_dir: Option<PathBuf>,
+    /// 32-bit float samples instead of 16-bit.
+    pub float: bool,
 }
 
 /// How far a session's own output may run ahead of its reader here: the
@@ -258,18 +438,19 @@ async fn render_offline(
     engine: &Engine,
     until: u64,
     block: u64,
-    samples: &mut Vec<f32>,
+    mix: &mut Track,
     calls: &mut [Call],
     run: &Run,
 ) -> Result<(), ScenarioError> {
     let rate = engine.config().sample_rate;
-    let chunk = if !run.avatars.is_empty() {
-        block
-    } else if calls.is_empty() {
-        u64::MAX
-    } else {
-        (sotto_rt::frames_of(OWN_OUTPUT_BOUND, rate) / 2 / block).max(1) * block
-    };
+    // A second at most: the mix is written out between chunks.
+    let mut chunk = (u64::from(rate) / block).max(1) * block;
+    if !run.avatars.is_empty() {
+        chunk = block;
+    } else if !calls.is_empty() {
+        chunk = chunk.min((sotto_rt::frames_of(OWN_OUTPUT_BOUND, rate) / 2 / block).max(1) * block);
+    }
+    let mut samples = Vec::new();
     loop {
         // Before each block, and once the render is there: a step applied
         // next finds the avatar where the render is.
@@ -278,9 +459,11 @@ async fn render_offline(
         if now >= until {
             return Ok(());
         }
+        samples.clear();
         engine
-            .render_into((until - now).min(chunk), samples)
+            .render_into((until - now).min(chunk), &mut samples)
             .await?;
+        mix.write(&samples);
         for call in calls.iter_mut() {
             call.drain();
         }
@@ -292,39 +475,52 @@ impl Run {
         &mut self,
         si: usize,
         step: &Step,
-        wav: Option<&[u8]>,
+        wav: Option<&Path>,
         config: &SessionConfig,
         background: Option<&BackgroundConfig>,
     ) -> Result<(), ScenarioError> {
         let h = self.handles[si].clone();
         let closed =
             |e: sotto::SessionError| ScenarioError::Engine(EngineError::Config(e.to_string()));
-        let chunked = |bytes: Vec<u8>| -> Vec<Vec<u8>> {
-            let size = step.op.chunk_bytes().unwrap_or(4800);
-            bytes.chunks(size).map(<[u8]>::to_vec).collect()
-        };
         match &step.op {
             Op::BeginSynthesis {} => h.mark_synthesis_start().map_err(closed)?,
             Op::EndSynthesis {} => h.mark_synthesis_complete().map_err(closed)?,
             Op::PushTone(_) | Op::PushWav { .. } | Op::PushBackgroundTone(_) => {
-                let bytes = match (wav, &step.op) {
-                    (Some(w), _) => w.to_vec(),
-                    (None, Op::PushTone(t) | Op::PushBackgroundTone(t)) => tone(t, config.input),
-                    (None, _) => Vec::new(),
+                let size = step.op.chunk_bytes().unwrap_or(4800).max(1);
+                let chunks = match (&step.op, wav) {
+                    (Op::PushTone(t) | Op::PushBackgroundTone(t), _) => {
+                        Chunks::tone(t, config.input, size)
+                    }
+                    (_, Some(path)) => match Chunks::wav(path, config.input, size) {
+                        Ok(c) => c,
+                        Err(m) => {
+                            self.log_end(si, "error", m);
+                            return Ok(());
+                        }
+                    },
+                    (_, None) => return Ok(()),
                 };
                 let background = matches!(step.op, Op::PushBackgroundTone(_));
-                for chunk in chunked(bytes) {
-                    // Many small chunks at once: wait for the session to
-                    // take them rather than meet its mailbox bound.
-                    while h.mailbox_len() >= sotto::MAILBOX_LIMIT {
+                // Made as it is sent, and only so far ahead of the session.
+                let in_flight = (IN_FLIGHT_BYTES / size).clamp(1, sotto::MAILBOX_LIMIT);
+                for chunk in chunks {
+                    let chunk = match chunk {
+                        Ok(c) => c,
+                        // The file changed since it was checked.
+                        Err(m) => {
+                            self.log_end(si, "error", m);
+                            break;
+                        }
+                    };
+                    while h.mailbox_len() >= in_flight {
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    let fut = if background {
-                        tokio::spawn(h.push_background(chunk))
+                    let wait: PushWait = if background {
+                        Box::pin(h.push_background(chunk))
                     } else {
-                        tokio::spawn(h.push(chunk))
+                        Box::pin(h.push(chunk))
                     };
-                    self.pushes.push((si, fut));
+                    self.pushes.push((si, wait));
                 }
             }
             Op::Interrupt {} => h.interrupt().map_err(closed)?,
@@ -442,13 +638,12 @@ impl Run {
                 // Audio still waiting for room when the scenario ends (more
                 // was pushed than its duration plays): counted, not waited
                 // for — the clock has stopped and would never make room.
-                p.abort();
                 if let Some(n) = unfinished.get_mut(si) {
                     *n += 1;
                 }
                 continue;
             };
-            if let Ok(Err(e)) = outcome {
+            if let Err(e) = outcome {
                 self.log_end(si, "error", e.to_string());
             }
         }

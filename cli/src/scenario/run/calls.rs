@@ -3,11 +3,13 @@
 
 use sotto::OutputFrames;
 
+use crate::scenario::out::Track;
+
 /// One session's own output as the render reads it: frames placed at
-/// their pts.
+/// their pts, a lost frame's place left silent.
 pub(super) struct Call {
     frames: Option<OutputFrames>,
-    pub(super) samples: Vec<f32>,
+    pub(super) track: Track,
     channels: usize,
 }
 
@@ -18,20 +20,17 @@ pub(super) struct Collector {
 }
 
 impl Call {
-    pub(super) fn new(frames: OutputFrames, total: usize, channels: usize) -> Self {
+    pub(super) fn new(frames: OutputFrames, track: Track, channels: usize) -> Self {
         Self {
             frames: Some(frames),
-            samples: vec![0.0; total * channels],
+            track,
             channels,
         }
     }
 
     fn place(&mut self, frame: &sotto::Frame) {
-        let at = frame.pts.0 as usize * self.channels;
-        if at < self.samples.len() {
-            let n = frame.samples.len().min(self.samples.len() - at);
-            self.samples[at..at + n].copy_from_slice(&frame.samples[..n]);
-        }
+        self.track
+            .place(frame.pts.0 as usize * self.channels, &frame.samples);
     }
 
     pub(super) fn drain(&mut self) {
@@ -71,15 +70,10 @@ impl Call {
 }
 
 impl Collector {
-    pub(super) async fn finish(self) -> Call {
+    /// The call, once its reader has read what was rendered; `None` if
+    /// the reader failed.
+    pub(super) async fn finish(self) -> Option<Call> {
         let _ = self.stop.send(());
-        match self.task.await {
-            Ok(call) => call,
-            Err(_) => Call {
-                frames: None,
-                samples: Vec::new(),
-                channels: 1,
-            },
-        }
+        self.task.await.ok()
     }
 }
