@@ -1,9 +1,10 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
-# ALSA headers for cpal, pkg-config to find them, the tools that build the
-# bundled WebRTC audio processing module, a font for picture labels.
-DEBIAN_PACKAGES := libasound2-dev pkg-config autoconf automake libtool libclang-dev g++ fonts-dejavu-core
+# ALSA headers for cpal, libopus for calls, pkg-config to find them, the
+# tools that build the bundled WebRTC audio processing module, a font for
+# picture labels.
+DEBIAN_PACKAGES := libasound2-dev libopus-dev pkg-config autoconf automake libtool libclang-dev g++ fonts-dejavu-core
 # The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg.
 TEST_PACKAGES := ffmpeg
 

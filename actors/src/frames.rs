@@ -63,6 +63,13 @@ impl OutputShared {
         self.framer.lock().ok().and_then(|mut f| f.take())
     }
 
+    /// Takes a reader's framer back, for the next reader.
+    pub fn put_framer(&self, framer: Framer) {
+        if let Ok(mut slot) = self.framer.lock() {
+            *slot = Some(framer);
+        }
+    }
+
     /// Marks it removed and wakes its reader.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Release);

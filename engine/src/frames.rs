@@ -135,6 +135,19 @@ impl OutputFrames {
         }
     }
 
+    /// Gives the output back, so another reader (a new call) can take it
+    /// with `frames()`; what was not read stays for that reader.
+    pub fn release(self) {
+        match &self.owner {
+            Owner::Session(s) => {
+                if let Ok(mut slot) = s.frames.lock() {
+                    *slot = Some(self.framer);
+                }
+            }
+            Owner::Shared(o) => o.put_framer(self.framer),
+        }
+    }
+
     /// The next frame if one is rendered, without waiting.
     pub fn try_next_frame(&mut self) -> Option<Frame> {
         self.take()

@@ -29,6 +29,7 @@
 
 mod avatar_handle;
 mod background;
+mod call;
 mod engine;
 mod frames;
 mod handle;
@@ -36,6 +37,7 @@ mod player;
 
 pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;
+pub use call::{CallConfig, CallError, CallEvent, CallHandle, CallStats};
 pub use engine::{
     default_render_threads, Clock, Engine, EngineConfig, EngineError, ShardStats, SHUTDOWN_LIMIT,
 };
@@ -45,6 +47,7 @@ pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::frames::{Frame, FrameLength};
 /// Messages from the application a session's mailbox holds at most (SPEC S5).
 pub use sotto_actors::session::MAILBOX_LIMIT;
+pub use sotto_net::opus::PacketTime;
 /// The agent side of the avatar link (SPEC A1–A7): what
 /// [`Engine::attach_avatar`] takes and reports. The avatar side itself
 /// (dispatcher, playout, tokens) is the `sotto-avatar` crate.

@@ -7,6 +7,10 @@
 #![deny(missing_docs)]
 
 pub mod avatar;
+pub mod call;
+pub mod opus;
 pub mod peer;
 
-pub use peer::{complete_local, connected, loopback_peer, NetError, Peer, PeerEvents};
+pub use peer::{
+    complete_local, connected, loopback_audio_peer, loopback_peer, NetError, Peer, PeerEvents,
+};

@@ -6,8 +6,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rtc::ice::mdns::MulticastDnsMode;
+use rtc::interceptor::Registry;
+use rtc::peer_connection::configuration::interceptor_registry::register_default_interceptors;
+use rtc::peer_connection::configuration::media_engine::{MediaEngine, MIME_TYPE_OPUS};
+use rtc::rtp_transceiver::rtp_sender::{RTCRtpCodec, RTCRtpCodecParameters, RtpCodecKind};
 use tokio::sync::mpsc;
 use webrtc::data_channel::DataChannel;
+use webrtc::media_stream::track_remote::TrackRemote;
 use webrtc::peer_connection::{
     PeerConnection, PeerConnectionBuilder, PeerConnectionEventHandler, RTCIceGatheringState,
     RTCPeerConnectionState, RTCSessionDescription, SettingEngineBuilder,
@@ -39,7 +44,6 @@ impl NetError {
 pub type Peer = Arc<dyn PeerConnection>;
 
 /// What a peer connection reports, as channels.
-#[derive(Debug)]
 pub struct PeerEvents {
     /// Candidate gathering finished.
     pub gathered: mpsc::Receiver<()>,
@@ -47,12 +51,21 @@ pub struct PeerEvents {
     pub state: mpsc::Receiver<RTCPeerConnectionState>,
     /// Channels the remote side opened.
     pub channels: mpsc::Receiver<Arc<dyn DataChannel>>,
+    /// Media tracks the remote side sends (an audio peer's only).
+    pub tracks: mpsc::Receiver<Arc<dyn TrackRemote>>,
+}
+
+impl std::fmt::Debug for PeerEvents {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PeerEvents").finish_non_exhaustive()
+    }
 }
 
 struct Handler {
     gathered: mpsc::Sender<()>,
     state: mpsc::Sender<RTCPeerConnectionState>,
     channels: mpsc::Sender<Arc<dyn DataChannel>>,
+    tracks: mpsc::Sender<Arc<dyn TrackRemote>>,
 }
 
 #[async_trait::async_trait]
@@ -71,6 +84,45 @@ impl PeerConnectionEventHandler for Handler {
         // A peer opening channels without end loses the extra ones.
         let _ = self.channels.try_send(channel);
     }
+
+    async fn on_track(&self, track: Arc<dyn TrackRemote>) {
+        // Likewise tracks: a call takes one.
+        let _ = self.tracks.try_send(track);
+    }
+}
+
+/// The Opus payload type offered here; an answer takes the offer's.
+pub const OPUS_PAYLOAD_TYPE: u8 = 111;
+
+/// Opus as a call offers and answers it (SPEC W1): a 48 kHz RTP clock, two
+/// channels in the SDP as RFC 7587 has it, inband FEC.
+#[must_use]
+pub fn opus_codec() -> RTCRtpCodecParameters {
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: MIME_TYPE_OPUS.to_owned(),
+            clock_rate: crate::opus::OPUS_RATE,
+            channels: 2,
+            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            rtcp_feedback: vec![],
+        },
+        payload_type: OPUS_PAYLOAD_TYPE,
+    }
+}
+
+/// A loopback peer (see [`loopback_peer`]) that also carries Opus audio
+/// tracks, with the default interceptors (receiver reports, NACK).
+///
+/// # Errors
+/// [`NetError`] when the connection cannot be built.
+pub async fn loopback_audio_peer() -> Result<(Peer, PeerEvents), NetError> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(opus_codec(), RtpCodecKind::Audio)
+        .map_err(NetError::from)?;
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media).map_err(NetError::from)?;
+    build(Some((media, registry))).await
 }
 
 /// A peer connection whose only candidates are on 127.0.0.1.
@@ -78,19 +130,31 @@ impl PeerConnectionEventHandler for Handler {
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn loopback_peer() -> Result<(Peer, PeerEvents), NetError> {
+    build(None).await
+}
+
+async fn build(media: Option<(MediaEngine, Registry)>) -> Result<(Peer, PeerEvents), NetError> {
     let (gathered_tx, gathered) = mpsc::channel(PEER_EVENTS);
     let (state_tx, state) = mpsc::channel(PEER_EVENTS);
     let (channels_tx, channels) = mpsc::channel(PEER_EVENTS);
+    let (tracks_tx, tracks) = mpsc::channel(PEER_EVENTS);
     let setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(true)
         .build();
-    let pc = PeerConnectionBuilder::new()
+    let mut builder = PeerConnectionBuilder::new();
+    if let Some((media, registry)) = media {
+        builder = builder
+            .with_media_engine(media)
+            .with_interceptor_registry(registry);
+    }
+    let pc = builder
         .with_setting_engine(setting_engine)
         .with_handler(Arc::new(Handler {
             gathered: gathered_tx,
             state: state_tx,
             channels: channels_tx,
+            tracks: tracks_tx,
         }))
         .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
         // A stalled peer cannot grow a sender's memory past this.
@@ -104,6 +168,7 @@ pub async fn loopback_peer() -> Result<(Peer, PeerEvents), NetError> {
             gathered,
             state,
             channels,
+            tracks,
         },
     ))
 }

@@ -323,7 +323,7 @@ impl Engine {
         }
     }
 
-    fn running(&self) -> Result<(), EngineError> {
+    pub(crate) fn running(&self) -> Result<(), EngineError> {
         if self.inner.stopped.load(Ordering::Acquire) {
             Err(EngineError::Stopped)
         } else {

@@ -1,0 +1,491 @@
+//! Calls over WebRTC (SPEC W1, W2, W6): a session's own output goes to the
+//! far end as an Opus track whose RTP timestamps are the frames' pts, and
+//! the far end's microphone comes back decoded, in 10 ms chunks at the
+//! engine's rate.
+//!
+//! Encoding runs on a blocking thread of its own per call, never on the
+//! audio thread or an async worker; a frame of digital silence skips the
+//! encoder (see `sotto_net::opus`).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto_actors::ingest::Ingest;
+use sotto_net::call::{answer_call, AnswerError, CallPeer, OpusReceiver};
+use sotto_net::opus::{OpusEncoder, PacketTime, OPUS_RATE};
+use tokio::sync::{mpsc, oneshot};
+use webrtc::peer_connection::RTCPeerConnectionState;
+
+use crate::{Engine, Frame, FramesError, InputFormat, OutputFrames, SampleFormat, SessionHandle};
+
+/// How a call sends and takes audio.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallConfig {
+    /// Opus packet length (W1): 20 ms unless asked.
+    pub packet: PacketTime,
+    /// Opus bit rate, bits per second (6,000–510,000).
+    pub bitrate: u32,
+    /// How long the far end has to connect after the answer.
+    pub connect_timeout: Duration,
+    /// Microphone audio held unread; past it the newest chunks are dropped
+    /// and counted (W2).
+    pub mic_queue: Duration,
+}
+
+impl Default for CallConfig {
+    fn default() -> Self {
+        Self {
+            packet: PacketTime::Ms20,
+            bitrate: 32_000,
+            connect_timeout: Duration::from_secs(10),
+            mic_queue: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Why a call could not be taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    /// The offer is too long, not SDP, or offers no Opus audio.
+    #[error("bad offer: {0}")]
+    BadOffer(String),
+    /// The session has no own output, or another reader (a call) has it.
+    #[error("the session's output cannot be taken: {0}")]
+    Output(FramesError),
+    /// The engine renders offline: a call needs a real-time clock.
+    #[error("calls need a real-time clock (virtual or device)")]
+    Offline,
+    /// The config is out of range.
+    #[error("call config: {0}")]
+    Config(String),
+    /// The peer connection could not be set up.
+    #[error("webrtc: {0}")]
+    Net(String),
+    /// The engine is shut down.
+    #[error("the engine is stopped")]
+    Stopped,
+}
+
+/// What happened to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CallEvent {
+    /// The far end connected; audio flows.
+    Connected,
+    /// The call is over: hung up, the far end gone or never connected
+    /// (W6). The session goes on; its output can be taken by a new call.
+    Ended {
+        /// Why, in a few words.
+        reason: String,
+    },
+}
+
+/// A call's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct CallStats {
+    /// Opus packets sent, and how many of them were silence that skipped
+    /// the encoder.
+    pub packets_sent: u64,
+    /// Packets of digital silence (not encoded).
+    pub silent_packets: u64,
+    /// Packets the encoder thread could not take in time (dropped).
+    pub encoder_dropped: u64,
+    /// Packets received from the far end and decoded.
+    pub packets_received: u64,
+    /// Packets missing from the far end (filled by FEC or concealment).
+    pub packets_lost: u64,
+    /// Packets that did not decode.
+    pub packets_bad: u64,
+    /// Microphone chunks delivered, and dropped because nobody read them.
+    pub mic_chunks: u64,
+    /// Microphone chunks dropped (the reader lagged).
+    pub mic_dropped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    packets_sent: AtomicU64,
+    silent_packets: AtomicU64,
+    encoder_dropped: AtomicU64,
+    packets_received: AtomicU64,
+    packets_lost: AtomicU64,
+    packets_bad: AtomicU64,
+    mic_chunks: AtomicU64,
+    mic_dropped: AtomicU64,
+}
+
+/// A call in progress. Dropping it hangs up.
+pub struct CallHandle {
+    counters: Arc<Counters>,
+    events: mpsc::Receiver<CallEvent>,
+    mic: mpsc::Receiver<Vec<f32>>,
+    hang_up: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallHandle")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Events a call makes in its life: a handful.
+const CALL_EVENTS: usize = 8;
+
+impl CallHandle {
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> CallStats {
+        let c = &self.counters;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CallStats {
+            packets_sent: get(&c.packets_sent),
+            silent_packets: get(&c.silent_packets),
+            encoder_dropped: get(&c.encoder_dropped),
+            packets_received: get(&c.packets_received),
+            packets_lost: get(&c.packets_lost),
+            packets_bad: get(&c.packets_bad),
+            mic_chunks: get(&c.mic_chunks),
+            mic_dropped: get(&c.mic_dropped),
+        }
+    }
+
+    /// The next event; `None` once the call is over and its events read.
+    pub async fn next_event(&mut self) -> Option<CallEvent> {
+        self.events.recv().await
+    }
+
+    /// The next 10 ms of the far end's microphone, interleaved at the
+    /// engine's rate and channels; `None` once the call is over.
+    pub async fn next_mic_chunk(&mut self) -> Option<Vec<f32>> {
+        self.mic.recv().await
+    }
+
+    /// Ends the call and waits until its peer is closed and the session's
+    /// output is free for another call.
+    pub async fn hang_up(mut self) {
+        if let Some(tx) = self.hang_up.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for CallHandle {
+    fn drop(&mut self) {
+        if let Some(tx) = self.hang_up.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl Engine {
+    /// Answers a far end's SDP `offer` with a call carrying `session`'s
+    /// own output (SPEC W1–W3): the answer's SDP (every candidate in it,
+    /// on loopback) and the call. The session's output belongs to the call
+    /// until it ends.
+    ///
+    /// # Errors
+    /// [`CallError`]: a bad offer, the output not free, the offline clock,
+    /// a config out of range, a peer that cannot be built.
+    pub async fn accept_call(
+        &self,
+        session: &SessionHandle,
+        offer: &str,
+        config: CallConfig,
+    ) -> Result<(String, CallHandle), CallError> {
+        if self.running().is_err() {
+            return Err(CallError::Stopped);
+        }
+        if matches!(self.config().clock, crate::Clock::Offline) {
+            return Err(CallError::Offline);
+        }
+        if !(6_000..=510_000).contains(&config.bitrate) {
+            return Err(CallError::Config(format!(
+                "bitrate {} is outside 6000..=510000",
+                config.bitrate
+            )));
+        }
+        let rate = self.config().sample_rate;
+        let channels = self.config().channels;
+        let opus_channels = channels.min(2);
+        let encoder = OpusEncoder::new(opus_channels, config.packet, config.bitrate, 10)
+            .map_err(|e| CallError::Config(e.to_string()))?;
+        let frames = session.frames().map_err(CallError::Output)?;
+        let (answer, peer) = match answer_call(offer).await {
+            Ok(a) => a,
+            Err(e) => {
+                frames.release();
+                return Err(match e {
+                    AnswerError::BadOffer(m) => CallError::BadOffer(m),
+                    AnswerError::Net(e) => CallError::Net(e.0),
+                });
+            }
+        };
+        let counters = Arc::new(Counters::default());
+        let (events_tx, events) = mpsc::channel(CALL_EVENTS);
+        let mic_chunks = (config.mic_queue.as_millis() / 10).clamp(1, 6_000) as usize;
+        let (mic_tx, mic) = mpsc::channel(mic_chunks);
+        let (hang_up, hung_up) = oneshot::channel();
+        let call = Call {
+            peer,
+            frames,
+            encoder,
+            rate,
+            channels,
+            opus_channels,
+            config,
+            counters: Arc::clone(&counters),
+            events: events_tx,
+            mic: mic_tx,
+        };
+        let task = tokio::spawn(call.run(hung_up));
+        Ok((
+            answer,
+            CallHandle {
+                counters,
+                events,
+                mic,
+                hang_up: Some(hang_up),
+                task: Some(task),
+            },
+        ))
+    }
+}
+
+/// A call's moving parts, owned by its task.
+struct Call {
+    peer: CallPeer,
+    frames: OutputFrames,
+    encoder: OpusEncoder,
+    rate: u32,
+    channels: usize,
+    opus_channels: usize,
+    config: CallConfig,
+    counters: Arc<Counters>,
+    events: mpsc::Sender<CallEvent>,
+    mic: mpsc::Sender<Vec<f32>>,
+}
+
+/// Packets waiting for the encoder thread, or for the network: a few, so
+/// a stalled thread or peer drops audio rather than delays it.
+const PACKET_QUEUE: usize = 8;
+
+impl Call {
+    async fn run(self, mut hung_up: oneshot::Receiver<()>) {
+        let Call {
+            peer,
+            mut frames,
+            encoder,
+            rate,
+            channels,
+            opus_channels,
+            config,
+            counters,
+            events,
+            mic,
+        } = self;
+        let CallPeer {
+            peer,
+            events: mut peer_events,
+            mut sender,
+        } = peer;
+        let ended = |reason: &str| CallEvent::Ended {
+            reason: reason.to_owned(),
+        };
+        // Connected within the limit, or the call is over.
+        let connect = sotto_net::connected(&mut peer_events, config.connect_timeout);
+        let outcome = tokio::select! {
+            r = connect => r.map_err(|e| e.0),
+            _ = &mut hung_up => Err("hung up".to_owned()),
+        };
+        if let Err(why) = outcome {
+            let _ = peer.close().await;
+            frames.release();
+            let _ = events.try_send(ended(&why));
+            return;
+        }
+        let _ = events.try_send(CallEvent::Connected);
+
+        // The encoder thread: 48 kHz packets in, Opus out with their pts.
+        let (to_encoder, mut encoder_in) = mpsc::channel::<(Vec<f32>, u64)>(PACKET_QUEUE);
+        let (encoded_tx, mut encoded) = mpsc::channel::<(Vec<u8>, u64, bool)>(PACKET_QUEUE);
+        let enc_counters = Arc::clone(&counters);
+        let encoding = tokio::task::spawn_blocking(move || {
+            let mut encoder = encoder;
+            let mut was_silent = true;
+            while let Some((pcm, pts)) = encoder_in.blocking_recv() {
+                let Ok(bytes) = encoder.encode(&pcm) else {
+                    continue;
+                };
+                let silent = bytes.len() == 1;
+                if silent {
+                    enc_counters.silent_packets.fetch_add(1, Ordering::Relaxed);
+                }
+                // A talk spurt starts where silence ends (RFC 3551).
+                let marker = was_silent && !silent;
+                was_silent = silent;
+                if encoded_tx
+                    .blocking_send((bytes.to_vec(), pts, marker))
+                    .is_err()
+                {
+                    break;
+                }
+            }
+        });
+
+        // The far end's microphone, decoded on a task of its own.
+        let mic_task = tokio::spawn(receive_mic(
+            peer_events.tracks,
+            rate,
+            channels,
+            Arc::clone(&counters),
+            mic,
+        ));
+
+        let mut to_48k = resampler(rate, OPUS_RATE, opus_channels);
+        let packet_samples = config.packet.frames() * opus_channels;
+        let mut pending: Vec<f32> = Vec::with_capacity(packet_samples * 2);
+        let mut pending_pts: Option<u64> = None;
+        let mut scratch = Vec::new();
+        let reason = loop {
+            tokio::select! {
+                _ = &mut hung_up => break "hung up",
+                state = peer_events.state.recv() => match state {
+                    Some(RTCPeerConnectionState::Disconnected
+                        | RTCPeerConnectionState::Failed
+                        | RTCPeerConnectionState::Closed) | None => break "the far end is gone",
+                    Some(_) => {}
+                },
+                frame = frames.next_frame() => {
+                    let Ok(frame) = frame else { break "the session's output closed" };
+                    let first = to_opus_layout(&frame, channels, opus_channels, &mut scratch);
+                    let at48 = frame.pts.0 * u64::from(OPUS_RATE) / u64::from(rate);
+                    if pending_pts.is_none() {
+                        pending_pts = Some(at48);
+                    }
+                    match &mut to_48k {
+                        None => pending.extend_from_slice(first),
+                        Some(r) => r.push(&f32_bytes(first), &mut pending),
+                    }
+                    while pending.len() >= packet_samples {
+                        let pcm: Vec<f32> = pending.drain(..packet_samples).collect();
+                        let pts = pending_pts.unwrap_or(0);
+                        pending_pts = Some(pts + config.packet.frames() as u64);
+                        if to_encoder.try_send((pcm, pts)).is_err() {
+                            counters.encoder_dropped.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                },
+                Some((bytes, pts, marker)) = encoded.recv() => {
+                    if sender.send(&bytes, pts, marker).await.is_ok() {
+                        counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                    }
+                },
+            }
+        };
+        drop(to_encoder);
+        let _ = encoding.await;
+        mic_task.abort();
+        let _ = peer.close().await;
+        frames.release();
+        let _ = events.try_send(ended(reason));
+    }
+}
+
+/// A resampler from `from` to `to` Hz for `channels`, or none when the
+/// rates are the same: the engine's own ingest, fed f32.
+fn resampler(from: u32, to: u32, channels: usize) -> Option<Ingest> {
+    if from == to {
+        return None;
+    }
+    Ingest::new(
+        InputFormat {
+            sample_rate: from,
+            channels,
+            sample_format: SampleFormat::F32,
+        },
+        to,
+        channels,
+    )
+    .ok()
+}
+
+fn f32_bytes(samples: &[f32]) -> Vec<u8> {
+    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+}
+
+/// The frame's samples in Opus's layout: as they are for one or two
+/// channels, the first two of more.
+fn to_opus_layout<'a>(
+    frame: &'a Frame,
+    channels: usize,
+    opus_channels: usize,
+    scratch: &'a mut Vec<f32>,
+) -> &'a [f32] {
+    if channels == opus_channels {
+        return &frame.samples;
+    }
+    scratch.clear();
+    for f in frame.samples.chunks_exact(channels) {
+        scratch.extend_from_slice(&f[..opus_channels]);
+    }
+    scratch
+}
+
+/// Decodes the far end's first audio track into 10 ms chunks at the
+/// engine's rate and channels, dropping the newest when nobody reads.
+async fn receive_mic(
+    mut tracks: mpsc::Receiver<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>,
+    rate: u32,
+    channels: usize,
+    counters: Arc<Counters>,
+    mic: mpsc::Sender<Vec<f32>>,
+) {
+    let Some(track) = tracks.recv().await else {
+        return;
+    };
+    // Browsers send Opus as stereo in the SDP and mono on the wire;
+    // decoding as mono takes either.
+    let Ok(mut receiver) = OpusReceiver::new(track, 1) else {
+        return;
+    };
+    let mut from_48k = resampler(OPUS_RATE, rate, 1);
+    let chunk = rate as usize / 100;
+    let mut mono: Vec<f32> = Vec::new();
+    let mut last = sotto_net::call::Received::default();
+    while let Some(audio) = receiver.next().await {
+        match &mut from_48k {
+            None => mono.extend_from_slice(audio),
+            Some(r) => r.push(&f32_bytes(audio), &mut mono),
+        }
+        let now = receiver.counts();
+        counters
+            .packets_received
+            .fetch_add(now.packets - last.packets, Ordering::Relaxed);
+        counters
+            .packets_lost
+            .fetch_add(now.lost - last.lost, Ordering::Relaxed);
+        counters
+            .packets_bad
+            .fetch_add(now.bad - last.bad, Ordering::Relaxed);
+        last = now;
+        while mono.len() >= chunk {
+            let mut out = Vec::with_capacity(chunk * channels);
+            for &s in &mono[..chunk] {
+                out.extend(std::iter::repeat_n(s, channels));
+            }
+            mono.drain(..chunk);
+            match mic.try_send(out) {
+                Ok(()) => counters.mic_chunks.fetch_add(1, Ordering::Relaxed),
+                Err(_) => counters.mic_dropped.fetch_add(1, Ordering::Relaxed),
+            };
+        }
+    }
+}

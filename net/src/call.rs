@@ -1,0 +1,300 @@
+//! One call's media over WebRTC (SPEC W1–W3, W6): the answer to a far
+//! end's offer, an Opus track out whose RTP timestamps are the frames'
+//! pts, and the far end's Opus track decoded back, lost packets concealed.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rtc::media_stream::MediaStreamTrack;
+use rtc::rtp;
+use rtc::rtp_transceiver::rtp_sender::{
+    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
+};
+use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
+use webrtc::media_stream::track_local::TrackLocal;
+use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
+use webrtc::peer_connection::RTCSessionDescription;
+
+use crate::opus::{OpusDecoder, OPUS_RATE};
+use crate::peer::{complete_local, loopback_audio_peer, opus_codec, NetError, Peer, PeerEvents};
+
+/// The longest offer taken (SPEC S1): a browser's is 4–6 KiB.
+pub const MAX_OFFER_BYTES: usize = 32 << 10;
+
+/// A call's peer connection, answered and sending.
+pub struct CallPeer {
+    /// The connection.
+    pub peer: Peer,
+    /// What it reports: state changes, the far end's track.
+    pub events: PeerEvents,
+    /// The Opus track out.
+    pub sender: OpusSender,
+}
+
+/// Why an offer was not answered.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AnswerError {
+    /// The offer is too long, not SDP, offers no Opus audio or cannot be
+    /// answered: the far end's mistake.
+    #[error("bad offer: {0}")]
+    BadOffer(String),
+    /// The peer connection could not be set up here.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// Answers `offer` (SDP) with a loopback audio peer that sends one Opus
+/// track and takes the far end's: the answer's SDP, complete with its
+/// candidates, and the peer.
+///
+/// # Errors
+/// [`AnswerError::BadOffer`] for an offer too long, not SDP, without Opus
+/// audio; [`AnswerError::Net`] for a peer that cannot be set up.
+pub async fn answer_call(offer: &str) -> Result<(String, CallPeer), AnswerError> {
+    let bad = |m: &str| AnswerError::BadOffer(m.to_owned());
+    if offer.len() > MAX_OFFER_BYTES {
+        return Err(AnswerError::BadOffer(format!(
+            "an offer may be at most {MAX_OFFER_BYTES} bytes"
+        )));
+    }
+    if offer_opus_type(offer).is_none() {
+        return Err(bad("it has no Opus audio"));
+    }
+    let desc = RTCSessionDescription::offer(offer.to_owned()).map_err(|_| bad("not SDP"))?;
+    let (peer, mut events) = loopback_audio_peer().await?;
+    let (track, mut sender) = opus_track();
+    peer.add_track(track).await.map_err(NetError::from)?;
+    if peer.set_remote_description(desc).await.is_err() {
+        let _ = peer.close().await;
+        return Err(bad("it cannot be answered"));
+    }
+    let answer = peer.create_answer(None).await.map_err(NetError::from)?;
+    let sdp = complete_local(&peer, &mut events, answer).await?;
+    // The answer takes the offer's payload type for Opus.
+    sender.payload_type = offer_opus_type(&sdp).unwrap_or(crate::peer::OPUS_PAYLOAD_TYPE);
+    Ok((
+        sdp,
+        CallPeer {
+            peer,
+            events,
+            sender,
+        },
+    ))
+}
+
+/// An Opus track to add to a peer, and the sender that writes it (with
+/// [`OPUS_PAYLOAD_TYPE`](crate::peer::OPUS_PAYLOAD_TYPE) until told the
+/// negotiated one): a call's voice, or a test's microphone.
+#[must_use]
+pub fn opus_track() -> (Arc<dyn TrackLocal>, OpusSender) {
+    let ssrc = random_u32();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("sotto-{ssrc:08x}"),
+        format!("voice-{ssrc:08x}"),
+        "voice".to_owned(),
+        RtpCodecKind::Audio,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec: opus_codec().rtp_codec,
+            ..Default::default()
+        }],
+    )));
+    let sender = OpusSender {
+        track: Arc::clone(&track),
+        ssrc,
+        payload_type: crate::peer::OPUS_PAYLOAD_TYPE,
+        sequence: random_u32() as u16,
+        base: random_u32(),
+        sent: 0,
+    };
+    (track, sender)
+}
+
+/// The payload type an SDP gives Opus (`a=rtpmap:N opus/48000/2`).
+#[must_use]
+pub fn offer_opus_type(sdp: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let rest = l.trim().strip_prefix("a=rtpmap:")?;
+        let (pt, codec) = rest.split_once(' ')?;
+        codec
+            .to_ascii_lowercase()
+            .starts_with("opus/48000")
+            .then(|| pt.parse().ok())
+            .flatten()
+    })
+}
+
+/// A random 32-bit value for SSRCs and the sequence and timestamp
+/// origins (RFC 3550 asks for them random), from the process's hasher keys.
+fn random_u32() -> u32 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64),
+    );
+    h.finish() as u32
+}
+
+/// Sends Opus packets as RTP on a call's track.
+pub struct OpusSender {
+    track: Arc<TrackLocalStaticRTP>,
+    ssrc: u32,
+    payload_type: u8,
+    sequence: u16,
+    /// The RTP timestamp of pts 0.
+    base: u32,
+    sent: u64,
+}
+
+impl OpusSender {
+    /// Sends one packet whose audio starts at `pts48` (samples at 48 kHz
+    /// on the engine's sample clock); `marker` starts a talk spurt.
+    ///
+    /// # Errors
+    /// [`NetError`] when the track is not bound (not yet connected) or the
+    /// connection is gone.
+    pub async fn send(&mut self, payload: &[u8], pts48: u64, marker: bool) -> Result<(), NetError> {
+        let packet = rtp::Packet {
+            header: rtp::header::Header {
+                version: 2,
+                marker,
+                payload_type: self.payload_type,
+                sequence_number: self.sequence,
+                timestamp: self.base.wrapping_add(pts48 as u32),
+                ssrc: self.ssrc,
+                ..Default::default()
+            },
+            payload: Bytes::copy_from_slice(payload),
+        };
+        self.sequence = self.sequence.wrapping_add(1);
+        self.track.write_rtp(packet).await.map_err(NetError::from)?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// Packets sent.
+    #[must_use]
+    pub fn sent(&self) -> u64 {
+        self.sent
+    }
+
+    /// The negotiated Opus payload type.
+    #[must_use]
+    pub fn payload_type(&self) -> u8 {
+        self.payload_type
+    }
+}
+
+/// What a received packet gave: audio decoded, concealed for a gap, or
+/// nothing worth taking.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Received {
+    /// Packets decoded.
+    pub packets: u64,
+    /// Packets missing by sequence number, filled by FEC or concealment.
+    pub lost: u64,
+    /// Packets that could not be decoded (counted, skipped).
+    pub bad: u64,
+}
+
+/// Decodes the far end's Opus track into 48 kHz interleaved samples.
+pub struct OpusReceiver {
+    track: Arc<dyn TrackRemote>,
+    decoder: OpusDecoder,
+    last: Option<(u16, u32)>,
+    counts: Received,
+    out: Vec<f32>,
+}
+
+/// The longest gap concealed at once: 200 ms; a longer one is a new
+/// stream, not a loss.
+const MAX_CONCEALED_FRAMES: u64 = 200 * OPUS_RATE as u64 / 1000;
+
+impl OpusReceiver {
+    /// A receiver decoding `track` as `channels` (1 or 2).
+    ///
+    /// # Errors
+    /// [`NetError`] for a channel count Opus does not take.
+    pub fn new(track: Arc<dyn TrackRemote>, channels: usize) -> Result<Self, NetError> {
+        Ok(Self {
+            track,
+            decoder: OpusDecoder::new(channels)?,
+            last: None,
+            counts: Received::default(),
+            out: Vec::new(),
+        })
+    }
+
+    /// The next audio: what the next packet holds, after concealment of
+    /// any packets missing before it. `None` once the track has ended.
+    pub async fn next(&mut self) -> Option<&[f32]> {
+        loop {
+            let packet = match self.track.poll().await? {
+                TrackRemoteEvent::OnRtpPacket(p) => p,
+                TrackRemoteEvent::OnEnded => return None,
+                _ => continue,
+            };
+            if packet.payload.is_empty() {
+                continue;
+            }
+            self.out.clear();
+            let (seq, ts) = (packet.header.sequence_number, packet.header.timestamp);
+            if let Some((last_seq, last_ts)) = self.last {
+                let step = seq.wrapping_sub(last_seq);
+                if step == 0 || step > u16::MAX / 2 {
+                    // A duplicate or a late packet: already played past.
+                    continue;
+                }
+                let missing = u64::from(step - 1);
+                let gap = u64::from(ts.wrapping_sub(last_ts));
+                if missing > 0 && gap <= MAX_CONCEALED_FRAMES * (missing + 1) {
+                    self.counts.lost += missing;
+                    let per = (gap / (missing + 1)) as usize;
+                    for k in 0..missing {
+                        // The last missing packet comes back from this
+                        // one's FEC; the ones before it are concealed.
+                        let next = (k + 1 == missing).then_some(&packet.payload[..]);
+                        if let Ok(s) = self.decoder.conceal(per, next) {
+                            self.out.extend_from_slice(s);
+                        }
+                    }
+                }
+            }
+            self.last = Some((seq, ts));
+            match self.decoder.decode(&packet.payload) {
+                Ok(s) => {
+                    self.out.extend_from_slice(s);
+                    self.counts.packets += 1;
+                }
+                Err(_) => self.counts.bad += 1,
+            }
+            if !self.out.is_empty() {
+                return Some(&self.out);
+            }
+        }
+    }
+
+    /// Packets decoded, lost and refused so far.
+    #[must_use]
+    pub fn counts(&self) -> Received {
+        self.counts
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_opus_payload_type_is_read_from_the_sdp() {
+        let sdp = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111 63\r\na=rtpmap:63 red/48000/2\r\na=rtpmap:111 opus/48000/2\r\n";
+        assert_eq!(offer_opus_type(sdp), Some(111));
+        assert_eq!(offer_opus_type("v=0\r\na=rtpmap:96 VP8/90000\r\n"), None);
+        assert_eq!(offer_opus_type("a=rtpmap:999 opus/48000/2"), None);
+    }
+}
