@@ -190,7 +190,11 @@ impl AvatarServer {
             .layer(DefaultBodyLimit::max(MAX_JOIN_BODY))
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(serve(listener, app, limits, Arc::clone(&stats), stopped));
+        let counted = Arc::clone(&stats);
+        let refused = move || {
+            counted.connections_refused.fetch_add(1, Ordering::Relaxed);
+        };
+        tokio::spawn(serve_limited(listener, app, limits, refused, stopped));
         Ok(Self {
             addr,
             stats,
@@ -268,13 +272,15 @@ impl Drop for AvatarServer {
     }
 }
 
-/// Accepts connections until `stopped`: at most `max_connections` open,
-/// each one request with its header and total timeouts (SPEC S2).
-async fn serve(
+/// Serves `app` on `listener` until `stopped`: at most `max_connections`
+/// open (one past it is closed at once and `refused` told), each one
+/// request with its header and total timeouts (SPEC S2). The avatar
+/// dispatcher and the call server (`sotto serve`) both run on it.
+pub async fn serve_limited(
     listener: tokio::net::TcpListener,
     app: Router,
     limits: ServerLimits,
-    stats: Arc<ServerStats>,
+    refused: impl Fn() + Send + 'static,
     mut stopped: oneshot::Receiver<()>,
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
@@ -292,7 +298,7 @@ async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            stats.connections_refused.fetch_add(1, Ordering::Relaxed);
+            refused();
             drop(stream);
             continue;
         };

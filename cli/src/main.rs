@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 mod render;
+mod serve_cmd;
 
 use render::RenderFiles;
 
@@ -138,6 +139,24 @@ enum Command {
         #[arg(long)]
         stereo: bool,
     },
+    /// Serve calls from browsers (WebRTC, Opus) to a demo agent: a page at
+    /// `/` to talk to it, and `POST /calls` with an SDP offer for any
+    /// WebRTC client.
+    Serve {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: std::net::SocketAddr,
+        /// What the agent says (16-bit WAV, mono or stereo, at most 60 s);
+        /// a short speech of its own when not given.
+        #[arg(long)]
+        say: Option<PathBuf>,
+        /// Calls must carry a bearer token signed with this secret.
+        #[arg(long)]
+        token_secret: Option<String>,
+        /// Calls at once at most; one more is refused with 503.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        max_calls: u16,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -253,6 +272,17 @@ fn main() -> ExitCode {
             },
         ),
         Command::Play { scenario, device } => runtime.block_on(render::play(scenario, device)),
+        Command::Serve {
+            listen,
+            say,
+            token_secret,
+            max_calls,
+        } => runtime.block_on(serve_cmd::serve(
+            listen,
+            say,
+            token_secret,
+            usize::from(max_calls),
+        )),
     }
 }
 

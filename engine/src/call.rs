@@ -116,11 +116,23 @@ struct Counters {
     mic_dropped: AtomicU64,
 }
 
+/// The far end's microphone: 10 ms chunks, interleaved at the engine's
+/// rate and channels.
+#[derive(Debug)]
+pub struct MicChunks(mpsc::Receiver<Vec<f32>>);
+
+impl MicChunks {
+    /// The next chunk; `None` once the call is over.
+    pub async fn next(&mut self) -> Option<Vec<f32>> {
+        self.0.recv().await
+    }
+}
+
 /// A call in progress. Dropping it hangs up.
 pub struct CallHandle {
     counters: Arc<Counters>,
     events: mpsc::Receiver<CallEvent>,
-    mic: mpsc::Receiver<Vec<f32>>,
+    mic: Option<MicChunks>,
     hang_up: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -162,7 +174,13 @@ impl CallHandle {
     /// The next 10 ms of the far end's microphone, interleaved at the
     /// engine's rate and channels; `None` once the call is over.
     pub async fn next_mic_chunk(&mut self) -> Option<Vec<f32>> {
-        self.mic.recv().await
+        self.mic.as_mut()?.next().await
+    }
+
+    /// Takes the microphone out of the handle, to read it beside the
+    /// call's events; [`CallHandle::next_mic_chunk`] is `None` afterwards.
+    pub fn take_mic(&mut self) -> Option<MicChunks> {
+        self.mic.take()
     }
 
     /// Ends the call and waits until its peer is closed and the session's
@@ -251,7 +269,7 @@ impl Engine {
             CallHandle {
                 counters,
                 events,
-                mic,
+                mic: Some(MicChunks(mic)),
                 hang_up: Some(hang_up),
                 task: Some(task),
             },

@@ -1,0 +1,449 @@
+//! `sotto serve` (SPEC W3, W4, S1–S5): calls over WebRTC to browsers,
+//! signalled as WHIP does it. `POST /calls` with an SDP offer
+//! (`application/sdp`, at most 32 KiB) answers `201 Created` with the SDP
+//! answer and a `Location`; `DELETE` on it ends the call; `OPTIONS` answers
+//! a page from another origin (CORS). Each call is a session of its own
+//! with a demo agent speaking into it (see [`agent`]). `GET /` is a page
+//! where a person talks to that agent.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use sotto::{CallConfig, Engine, OwnOutput, SessionConfig, SessionOutput};
+use sotto_avatar::server::{serve_limited, ServerLimits};
+use tokio::sync::oneshot;
+
+pub mod agent;
+
+pub use agent::Say;
+
+/// The longest offer taken; a browser's is 4–6 KiB.
+pub const MAX_OFFER_BYTES: usize = sotto_net::call::MAX_OFFER_BYTES;
+
+/// Events a call keeps for its page to read; older ones are dropped.
+const EVENTS_KEPT: usize = 256;
+
+/// How the server runs.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Calls must carry `Authorization: Bearer TOKEN` signed with this
+    /// (SPEC S3); `None` takes calls without one.
+    pub token_secret: Option<String>,
+    /// Connection caps and timeouts; `max_peers` is the most calls at once
+    /// (a call past it is a 503).
+    pub limits: ServerLimits,
+    /// What the demo agent says.
+    pub say: Arc<Say>,
+    /// How calls send and take audio.
+    pub call: CallConfig,
+    /// Keeps what a page posts back as its recording (tests only).
+    pub keep_recordings: bool,
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("token", &self.token_secret.is_some())
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the server counted.
+#[derive(Debug, Default)]
+pub struct ServeStats {
+    /// Calls taken.
+    pub calls: AtomicU64,
+    /// Calls over (hung up, the far end gone, never connected).
+    pub ended: AtomicU64,
+    /// Offers refused as bad (400) or unauthorised (401).
+    pub refused: AtomicU64,
+    /// Calls refused because the server was full (503).
+    pub busy: AtomicU64,
+    /// Connections closed at once because too many were open.
+    pub connections_refused: AtomicU64,
+}
+
+/// A call the server holds: what ends it, and its events for the page.
+struct Live {
+    hang_up: Option<oneshot::Sender<()>>,
+    log: Arc<Mutex<agent::EventLog>>,
+    recording: Arc<Mutex<Option<Vec<u8>>>>,
+}
+
+struct Shared {
+    engine: Engine,
+    config: ServeConfig,
+    calls: Mutex<HashMap<u64, Live>>,
+    next: AtomicU64,
+    stats: Arc<ServeStats>,
+}
+
+/// A running call server.
+pub struct CallServer {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+impl CallServer {
+    /// Serves calls on `addr` through `engine` (which must run on a
+    /// real-time clock).
+    ///
+    /// # Errors
+    /// When the address cannot be bound.
+    pub async fn start(
+        addr: SocketAddr,
+        engine: Engine,
+        config: ServeConfig,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(ServeStats::default());
+        let limits = config.limits;
+        let shared = Arc::new(Shared {
+            engine,
+            config,
+            calls: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+            stats: Arc::clone(&stats),
+        });
+        let app = Router::new()
+            .route("/", get(page))
+            .route("/calls", post(create).options(preflight))
+            .route("/calls/{id}", axum::routing::delete(end).options(preflight))
+            .route("/calls/{id}/events", get(events))
+            .route("/calls/{id}/recording", post(recording).get(take_recording))
+            .layer(DefaultBodyLimit::max(RECORDING_LIMIT))
+            .with_state(Arc::clone(&shared));
+        let (stop, stopped) = oneshot::channel();
+        let counted = Arc::clone(&stats);
+        let refused = move || {
+            counted.connections_refused.fetch_add(1, Ordering::Relaxed);
+        };
+        tokio::spawn(serve_limited(listener, app, limits, refused, stopped));
+        Ok(Self {
+            addr,
+            shared,
+            stop: Some(stop),
+        })
+    }
+
+    /// Where it listens.
+    #[must_use]
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Its counters.
+    #[must_use]
+    pub fn stats(&self) -> Arc<ServeStats> {
+        Arc::clone(&self.shared.stats)
+    }
+
+    /// Calls live now.
+    #[must_use]
+    pub fn live_calls(&self) -> usize {
+        self.shared.calls.lock().map_or(0, |c| c.len())
+    }
+}
+
+impl Drop for CallServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Ok(mut calls) = self.shared.calls.lock() {
+            for (_, mut live) in calls.drain() {
+                if let Some(tx) = live.hang_up.take() {
+                    let _ = tx.send(());
+                }
+            }
+        }
+    }
+}
+
+/// A recording a test page posts back: 60 s of 48 kHz f32 at most.
+const RECORDING_LIMIT: usize = 60 * 48_000 * 4;
+
+fn cors(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static("Location"),
+    );
+    r
+}
+
+fn refuse(code: StatusCode, why: &str) -> Response {
+    cors((code, why.to_owned()).into_response())
+}
+
+async fn preflight() -> Response {
+    cors(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}
+
+/// `POST /calls` (SPEC W3, S1, S3): 415 for a body that is not
+/// `application/sdp`, 413 past [`MAX_OFFER_BYTES`], 401 for a missing or
+/// bad token when one is required, 503 past the call cap, 400 for an offer
+/// that cannot be answered; 201 with the answer otherwise.
+async fn create(
+    State(shared): State<Arc<Shared>>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let stats = &shared.stats;
+    let sdp_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
+        });
+    if !sdp_type {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "the offer must be application/sdp",
+        );
+    }
+    if body.len() > MAX_OFFER_BYTES {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the offer is too long");
+    }
+    let mut name = None;
+    if let Some(secret) = &shared.config.token_secret {
+        let token = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        let Some(token) = token else {
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            return refuse(StatusCode::UNAUTHORIZED, "a bearer token is required");
+        };
+        match sotto_avatar::token::verify(token, secret) {
+            Ok(claims) => name = Some(claims.participant_id),
+            Err(e) => {
+                stats.refused.fetch_add(1, Ordering::Relaxed);
+                return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
+            }
+        }
+    }
+    let Ok(offer) = std::str::from_utf8(&body) else {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return refuse(StatusCode::BAD_REQUEST, "the offer is not text");
+    };
+    // The cap counts a call from its reservation here.
+    let id = {
+        let Ok(mut calls) = shared.calls.lock() else {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost");
+        };
+        if calls.len() >= shared.config.limits.max_peers {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many calls; try again later",
+            );
+        }
+        let id = shared.next.fetch_add(1, Ordering::Relaxed);
+        calls.insert(
+            id,
+            Live {
+                hang_up: None,
+                log: Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT))),
+                recording: Arc::new(Mutex::new(None)),
+            },
+        );
+        id
+    };
+    let forget = move |shared: &Shared| {
+        if let Ok(mut calls) = shared.calls.lock() {
+            calls.remove(&id);
+        }
+    };
+    // A name from a token is shown, never used as a path; it is kept short.
+    let name = name.map_or_else(|| format!("call-{id}"), |n| crate::scenario::printable(&n));
+    let session = match shared
+        .engine
+        .create_session(SessionConfig {
+            name,
+            output: SessionOutput::Own(OwnOutput::default()),
+            input: shared.config.say.input,
+            ..SessionConfig::default()
+        })
+        .await
+    {
+        Ok(s) => s,
+        Err(e) => {
+            forget(&shared);
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+        }
+    };
+    let (answer, call) = match shared
+        .engine
+        .accept_call(&session, offer, shared.config.call.clone())
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => {
+            forget(&shared);
+            let _ = shared.engine.remove_session(&session).await;
+            stats.refused.fetch_add(1, Ordering::Relaxed);
+            let code = match e {
+                sotto::CallError::BadOffer(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            return refuse(code, &e.to_string());
+        }
+    };
+    let (hang_up, hung_up) = oneshot::channel();
+    let log = {
+        let Ok(mut calls) = shared.calls.lock() else {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost");
+        };
+        let Some(live) = calls.get_mut(&id) else {
+            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "call lost");
+        };
+        live.hang_up = Some(hang_up);
+        Arc::clone(&live.log)
+    };
+    stats.calls.fetch_add(1, Ordering::Relaxed);
+    let task_shared = Arc::clone(&shared);
+    tokio::spawn(async move {
+        agent::run(
+            task_shared.engine.clone(),
+            session,
+            call,
+            Arc::clone(&task_shared.config.say),
+            log,
+            hung_up,
+        )
+        .await;
+        forget(&task_shared);
+        task_shared.stats.ended.fetch_add(1, Ordering::Relaxed);
+    });
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&format!("/calls/{id}")) {
+        h.insert(header::LOCATION, v);
+    }
+    cors(r)
+}
+
+/// The id in a call's path; anything but a number is no call.
+fn call_id(raw: &str) -> Option<u64> {
+    if raw.len() > 20 {
+        return None;
+    }
+    raw.parse().ok()
+}
+
+/// `DELETE /calls/{id}`: 204, or 404 for no such call.
+async fn end(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+    let hang_up = call_id(&raw).and_then(|id| {
+        let mut calls = shared.calls.lock().ok()?;
+        calls.get_mut(&id)?.hang_up.take()
+    });
+    match hang_up {
+        Some(tx) => {
+            let _ = tx.send(());
+            cors(StatusCode::NO_CONTENT.into_response())
+        }
+        None => refuse(StatusCode::NOT_FOUND, "no such call"),
+    }
+}
+
+/// `GET /calls/{id}/events?after=N`: the call's events after the N-th, as
+/// JSON, for its page to show.
+async fn events(State(shared): State<Arc<Shared>>, Path(raw): Path<String>, uri: Uri) -> Response {
+    let after = uri
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .find_map(|kv| kv.strip_prefix("after="))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0);
+    let log = call_id(&raw).and_then(|id| {
+        let calls = shared.calls.lock().ok()?;
+        Some(Arc::clone(&calls.get(&id)?.log))
+    });
+    let Some(log) = log else {
+        return refuse(StatusCode::NOT_FOUND, "no such call");
+    };
+    let body = log.lock().map(|l| l.since(after)).unwrap_or_default();
+    let mut r = body.into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    cors(r)
+}
+
+/// `POST /calls/{id}/recording`: what the page heard (f32 little-endian,
+/// 48 kHz mono), kept when the server keeps recordings (tests).
+async fn recording(
+    State(shared): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    if !shared.config.keep_recordings {
+        return refuse(StatusCode::NOT_FOUND, "recordings are not kept");
+    }
+    let slot = call_id(&raw).and_then(|id| {
+        let calls = shared.calls.lock().ok()?;
+        Some(Arc::clone(&calls.get(&id)?.recording))
+    });
+    let Some(slot) = slot else {
+        return refuse(StatusCode::NOT_FOUND, "no such call");
+    };
+    if let Ok(mut r) = slot.lock() {
+        *r = Some(body.to_vec());
+    }
+    cors(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /calls/{id}/recording`: the recording a page posted, if any.
+async fn take_recording(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+    if !shared.config.keep_recordings {
+        return refuse(StatusCode::NOT_FOUND, "recordings are not kept");
+    }
+    let got = call_id(&raw).and_then(|id| {
+        let calls = shared.calls.lock().ok()?;
+        let slot = Arc::clone(&calls.get(&id)?.recording);
+        let r = slot.lock().ok()?.clone();
+        r
+    });
+    match got {
+        Some(bytes) => bytes.into_response(),
+        None => refuse(StatusCode::NOT_FOUND, "no recording"),
+    }
+}

@@ -1,0 +1,233 @@
+//! SPEC W3, S1–S5: `sotto serve`'s signalling, as WHIP does it, driven by
+//! a webrtc-rs far end and by hostile requests; and (W4) the page in a
+//! real browser.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sotto::{CallConfig, Clock, Engine, EngineConfig};
+use sotto_avatar::server::ServerLimits;
+use sotto_cli::serve::{CallServer, Say, ServeConfig};
+use sotto_net::call::opus_track;
+use sotto_net::{complete_local, connected, loopback_audio_peer};
+use webrtc::peer_connection::RTCSessionDescription;
+
+async fn engine() -> Engine {
+    Engine::start(EngineConfig {
+        sample_rate: 48_000,
+        channels: 1,
+        clock: Clock::Virtual {
+            capture: None,
+            deferred: false,
+        },
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn say() -> Arc<Say> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
+    Arc::new(Say::from_wav(std::path::Path::new(path)).unwrap())
+}
+
+async fn server(engine: &Engine, token_secret: Option<String>, max_calls: usize) -> CallServer {
+    CallServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        ServeConfig {
+            token_secret,
+            limits: ServerLimits {
+                max_peers: max_calls,
+                ..ServerLimits::default()
+            },
+            say: say(),
+            call: CallConfig::default(),
+            keep_recordings: true,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+/// A far end's offer, every candidate in it.
+async fn offer() -> (sotto_net::Peer, sotto_net::PeerEvents, String) {
+    let (far, mut events) = loopback_audio_peer().await.unwrap();
+    let (mic, _sender) = opus_track();
+    far.add_track(mic).await.unwrap();
+    let offer = far.create_offer(None).await.unwrap();
+    let sdp = complete_local(&far, &mut events, offer).await.unwrap();
+    (far, events, sdp)
+}
+
+fn post(
+    http: &reqwest::Client,
+    server: &CallServer,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::RequestBuilder {
+    http.post(format!("http://{}/calls", server.addr()))
+        .header("Content-Type", "application/sdp")
+        .body(body)
+}
+
+/// A call is created (201, the answer, a Location), connects, hears the
+/// agent, and ends with DELETE (204); what the server refuses it refuses
+/// with the right code and no call: 415, 413, 400, 401, 503, 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
+    let engine = engine().await;
+    let secret = "serve-test".to_owned();
+    let server = server(&engine, Some(secret.clone()), 1).await;
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let token =
+        sotto_avatar::token::create("key", &secret, Some("caller"), Duration::from_secs(60))
+            .unwrap()
+            .token;
+    let (far, mut events, sdp) = offer().await;
+
+    // Refused before anything is made.
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let r = http
+        .post(format!("http://{}/calls", server.addr()))
+        .header("Content-Type", "application/json")
+        .body(sdp.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 415);
+    let r = post(&http, &server, sdp.clone()).send().await.unwrap();
+    assert_eq!(status(r), 401, "no token");
+    let r = post(&http, &server, sdp.clone())
+        .bearer_auth("not.a.token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 401, "bad token");
+    let r = post(&http, &server, "x".repeat(40_000))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status(r), 413);
+    for garbage in [
+        "",
+        "garbage",
+        "v=0\r\nm=audio 9 RTP/AVP 0\r\n",
+        "a=rtpmap:111 opus/48000/2\r\n",
+    ] {
+        let r = post(&http, &server, garbage)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(status(r), 400, "{garbage:?}");
+    }
+    assert_eq!(server.live_calls(), 0);
+
+    // CORS for a page from elsewhere.
+    let r = http
+        .request(
+            reqwest::Method::OPTIONS,
+            format!("http://{}/calls", server.addr()),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 204);
+    assert_eq!(r.headers()["access-control-allow-origin"], "*");
+
+    // A good call.
+    let r = post(&http, &server, sdp.clone())
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 201);
+    assert_eq!(r.headers()["content-type"], "application/sdp");
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(location.starts_with("/calls/"));
+    let answer = r.text().await.unwrap();
+    far.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .await
+        .unwrap();
+    connected(&mut events, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let track = tokio::time::timeout(Duration::from_secs(5), events.tracks.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let mut heard = sotto_net::call::OpusReceiver::new(track, 1).unwrap();
+    let mut got = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while got.len() < 48_000 {
+            got.extend_from_slice(heard.next().await.unwrap());
+        }
+    })
+    .await
+    .unwrap();
+    assert!(got.iter().any(|s| s.abs() > 0.05), "the agent speaks");
+
+    // Full: one call at a time here.
+    let (_far2, _events2, sdp2) = offer().await;
+    let r = post(&http, &server, sdp2)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 503);
+    assert_eq!(server.stats().busy.load(Ordering::Relaxed), 1);
+
+    // The page's event feed shows the agent's turn.
+    let feed: serde_json::Value = http
+        .get(format!("http://{}{location}/events?after=0", server.addr()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = feed
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["event"].as_str())
+        .collect();
+    assert!(
+        names.contains(&"connected") && names.contains(&"first_audio"),
+        "{names:?}"
+    );
+
+    // Ended by DELETE; a second DELETE, or any unknown call, is a 404.
+    let url = format!("http://{}{location}", server.addr());
+    assert_eq!(
+        http.delete(&url).send().await.unwrap().status().as_u16(),
+        204
+    );
+    assert_eq!(
+        http.delete(&url).send().await.unwrap().status().as_u16(),
+        404
+    );
+    for bad in ["/calls/999", "/calls/abc", "/calls/99999999999999999999999"] {
+        let r = http
+            .delete(format!("http://{}{bad}", server.addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 404, "{bad}");
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while server.live_calls() > 0 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(server.live_calls(), 0);
+    assert_eq!(server.stats().ended.load(Ordering::Relaxed), 1);
+    far.close().await.unwrap();
+    engine.shutdown().await;
+}
