@@ -37,7 +37,7 @@ impl Default for CallConfig {
     fn default() -> Self {
         Self {
             packet: PacketTime::Ms20,
-            bitrate: 32_000,
+            bitrate: 64_000,
             connect_timeout: Duration::from_secs(10),
             mic_queue: Duration::from_secs(1),
         }

