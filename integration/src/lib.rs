@@ -158,3 +158,42 @@ pub fn use_alsa_config(dir: &std::path::Path, pcm: &str) {
     std::fs::write(&conf, format!("</usr/share/alsa/alsa.conf>\n{pcm}\n")).expect("alsa conf");
     std::env::set_var("ALSA_CONFIG_PATH", &conf);
 }
+
+/// An engine for calls: 48 kHz mono on the virtual clock, running.
+///
+/// # Panics
+/// When the engine cannot start.
+pub async fn call_engine() -> Engine {
+    Engine::start(EngineConfig {
+        sample_rate: 48_000,
+        channels: 1,
+        clock: sotto::Clock::Virtual {
+            capture: None,
+            deferred: false,
+        },
+        ..EngineConfig::default()
+    })
+    .await
+    .expect("a call engine starts")
+}
+
+/// A webrtc-rs far end of a call: its peer, its events, its offer (every
+/// candidate in it) with an Opus microphone track, and that track's sender.
+///
+/// # Panics
+/// When the peer cannot be built.
+pub async fn far_end() -> (
+    sotto_net::Peer,
+    sotto_net::PeerEvents,
+    String,
+    sotto_net::call::OpusSender,
+) {
+    let (far, mut events) = sotto_net::loopback_audio_peer().await.expect("a peer");
+    let (mic, sender) = sotto_net::call::opus_track();
+    far.add_track(mic).await.expect("a track");
+    let offer = far.create_offer(None).await.expect("an offer");
+    let sdp = sotto_net::complete_local(&far, &mut events, offer)
+        .await
+        .expect("candidates");
+    (far, events, sdp, sender)
+}

@@ -7,13 +7,11 @@
 
 use std::time::Duration;
 
-use sotto::{
-    CallConfig, CallEvent, Clock, Engine, EngineConfig, OwnOutput, SessionConfig, SessionOutput,
-};
-use sotto_integration::{frequency, rms, tone_s16};
-use sotto_net::call::{opus_track, OpusReceiver};
+use sotto::{CallConfig, CallEvent, OwnOutput, SessionConfig, SessionOutput};
+use sotto_integration::{call_engine, far_end, frequency, rms, tone_s16};
+use sotto_net::call::OpusReceiver;
+use sotto_net::connected;
 use sotto_net::opus::{OpusEncoder, PacketTime};
-use sotto_net::{complete_local, connected, loopback_audio_peer};
 use webrtc::peer_connection::RTCSessionDescription;
 
 const RATE: u32 = 48_000;
@@ -39,20 +37,6 @@ fn best_correlation(want: &[f32], got: &[f32], max_lag: usize) -> (f64, usize) {
     best
 }
 
-async fn engine() -> Engine {
-    Engine::start(EngineConfig {
-        sample_rate: RATE,
-        channels: 1,
-        clock: Clock::Virtual {
-            capture: None,
-            deferred: false,
-        },
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap()
-}
-
 fn session_config() -> SessionConfig {
     let mut c = SessionConfig {
         name: "caller".into(),
@@ -69,15 +53,11 @@ fn session_config() -> SessionConfig {
 /// frees the session's output for the next call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_carries_the_voice_out_and_the_microphone_back() {
-    let engine = engine().await;
+    let engine = call_engine().await;
     let session = engine.create_session(session_config()).await.unwrap();
 
     // The far end offers, with its microphone track.
-    let (far, mut far_events) = loopback_audio_peer().await.unwrap();
-    let (mic_track, mut mic_sender) = opus_track();
-    far.add_track(mic_track).await.unwrap();
-    let offer = far.create_offer(None).await.unwrap();
-    let offer = complete_local(&far, &mut far_events, offer).await.unwrap();
+    let (far, mut far_events, offer, mut mic_sender) = far_end().await;
 
     let (answer, mut call) = engine
         .accept_call(&session, &offer, CallConfig::default())
@@ -177,13 +157,9 @@ async fn a_call_carries_the_voice_out_and_the_microphone_back() {
 /// session goes on rendering and its output can take a new call (W6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_far_end_ends_the_call_and_the_session_goes_on() {
-    let engine = engine().await;
+    let engine = call_engine().await;
     let session = engine.create_session(session_config()).await.unwrap();
-    let (far, mut far_events) = loopback_audio_peer().await.unwrap();
-    let (mic_track, _mic) = opus_track();
-    far.add_track(mic_track).await.unwrap();
-    let offer = far.create_offer(None).await.unwrap();
-    let offer = complete_local(&far, &mut far_events, offer).await.unwrap();
+    let (far, mut far_events, offer, _mic) = far_end().await;
     let (answer, mut call) = engine
         .accept_call(&session, &offer, CallConfig::default())
         .await
@@ -218,7 +194,7 @@ async fn a_vanished_far_end_ends_the_call_and_the_session_goes_on() {
 /// Bad offers are refused with a typed error and no call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_offers_are_refused() {
-    let engine = engine().await;
+    let engine = call_engine().await;
     let session = engine.create_session(session_config()).await.unwrap();
     for offer in [
         String::new(),

@@ -8,26 +8,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto::{CallConfig, Clock, Engine, EngineConfig};
+use sotto::{CallConfig, Engine};
 use sotto_avatar::server::ServerLimits;
 use sotto_cli::serve::{CallServer, Say, ServeConfig};
-use sotto_net::call::opus_track;
-use sotto_net::{complete_local, connected, loopback_audio_peer};
+use sotto_integration::{call_engine, far_end};
+use sotto_net::connected;
 use webrtc::peer_connection::RTCSessionDescription;
-
-async fn engine() -> Engine {
-    Engine::start(EngineConfig {
-        sample_rate: 48_000,
-        channels: 1,
-        clock: Clock::Virtual {
-            capture: None,
-            deferred: false,
-        },
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap()
-}
 
 fn say() -> Arc<Say> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
@@ -55,11 +41,7 @@ async fn server(engine: &Engine, token_secret: Option<String>, max_calls: usize)
 
 /// A far end's offer, every candidate in it.
 async fn offer() -> (sotto_net::Peer, sotto_net::PeerEvents, String) {
-    let (far, mut events) = loopback_audio_peer().await.unwrap();
-    let (mic, _sender) = opus_track();
-    far.add_track(mic).await.unwrap();
-    let offer = far.create_offer(None).await.unwrap();
-    let sdp = complete_local(&far, &mut events, offer).await.unwrap();
+    let (far, events, sdp, _mic) = far_end().await;
     (far, events, sdp)
 }
 
@@ -78,7 +60,7 @@ fn post(
 /// with the right code and no call: 415, 413, 400, 401, 503, 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
-    let engine = engine().await;
+    let engine = call_engine().await;
     let secret = "serve-test".to_owned();
     let server = server(&engine, Some(secret.clone()), 1).await;
     let http = reqwest::Client::builder()
@@ -324,7 +306,7 @@ async fn a_browser_calls_and_hears_the_agent() {
         .into_iter()
         .find(|p| std::path::Path::new(p).exists())
         .expect("chromium must be installed (make test installs it)");
-    let engine = engine().await;
+    let engine = call_engine().await;
     let server = server(&engine, None, 4).await;
     let dir = sotto_integration::scratch_dir("serve-browser");
     let mic = dir.join("mic.wav");
