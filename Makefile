@@ -5,8 +5,10 @@ CARGO ?= cargo
 # tools that build the bundled WebRTC audio processing module, a font for
 # picture labels.
 DEBIAN_PACKAGES := libasound2-dev libopus-dev pkg-config autoconf automake libtool libclang-dev g++ fonts-dejavu-core
-# The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg.
-TEST_PACKAGES := ffmpeg
+# The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg;
+# the browser tests call with headless Chromium, in a network namespace of
+# their own (unshare from util-linux, ip from iproute2).
+TEST_PACKAGES := ffmpeg chromium iproute2 util-linux
 
 .PHONY: demo test deps test-deps lint bench fuzz fuzz-deps
 
@@ -19,7 +21,7 @@ deps:
 
 # Installs what the tests need besides the programs' own.
 test-deps: deps
-	@if ! command -v ffmpeg >/dev/null 2>&1; then \
+	@if ! dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
 		else echo "error: install $(TEST_PACKAGES) to run the tests"; exit 1; fi; \
 	fi

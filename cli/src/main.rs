@@ -156,6 +156,15 @@ enum Command {
         /// Calls at once at most; one more is refused with 503.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
         max_calls: u16,
+        /// The address calls' media sockets bind and offer: loopback by
+        /// default; an interface's address to take calls from elsewhere.
+        #[arg(long, default_value = "127.0.0.1")]
+        media_addr: std::net::IpAddr,
+        /// Runs each caller's microphone through echo cancellation (against
+        /// that call's own voice), noise suppression and gain control, for
+        /// callers whose phone or browser has none of its own.
+        #[arg(long)]
+        clean_mic: bool,
     },
 }
 
@@ -277,12 +286,16 @@ fn main() -> ExitCode {
             say,
             token_secret,
             max_calls,
-        } => runtime.block_on(serve_cmd::serve(
+            media_addr,
+            clean_mic,
+        } => runtime.block_on(serve_cmd::serve(serve_cmd::ServeArgs {
             listen,
             say,
             token_secret,
-            usize::from(max_calls),
-        )),
+            max_calls: usize::from(max_calls),
+            media_addr,
+            clean_mic,
+        })),
     }
 }
 

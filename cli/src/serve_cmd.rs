@@ -12,12 +12,25 @@ use sotto_cli::serve::{CallServer, Say, ServeConfig};
 /// The speech the agent says when no `--say` is given (espeak-ng, 16 kHz).
 const HELLO: &[u8] = include_bytes!("../../examples/hello.wav");
 
-pub(crate) async fn serve(
-    listen: std::net::SocketAddr,
-    say: Option<PathBuf>,
-    token_secret: Option<String>,
-    max_calls: usize,
-) -> ExitCode {
+/// What `sotto serve` was asked.
+pub(crate) struct ServeArgs {
+    pub listen: std::net::SocketAddr,
+    pub say: Option<PathBuf>,
+    pub token_secret: Option<String>,
+    pub max_calls: usize,
+    pub media_addr: std::net::IpAddr,
+    pub clean_mic: bool,
+}
+
+pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
+    let ServeArgs {
+        listen,
+        says: vec![say],
+        token_secret,
+        max_calls,
+        media_addr,
+        clean_mic,
+    } = args;
     let say = match &say {
         Some(path) => Say::from_wav(path),
         None => {
@@ -60,8 +73,12 @@ pub(crate) async fn serve(
             max_peers: max_calls,
             ..ServerLimits::default()
         },
-        say,
-        call: CallConfig::default(),
+        says: vec![say],
+        call: CallConfig {
+            bind: media_addr,
+            processing: clean_mic.then(sotto::EchoConfig::default),
+            ..CallConfig::default()
+        },
         keep_recordings: false,
     };
     let server = match CallServer::start(listen, engine.clone(), config).await {

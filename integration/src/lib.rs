@@ -1,5 +1,7 @@
 //! Helpers shared by the end-to-end tests: generated audio and event capture.
 
+pub mod browser;
+pub mod compare;
 pub mod fuzz;
 
 pub use sotto_cli::signal::{quantize, sine, tone_s16};

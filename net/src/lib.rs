@@ -12,5 +12,6 @@ pub mod opus;
 pub mod peer;
 
 pub use peer::{
-    complete_local, connected, loopback_audio_peer, loopback_peer, NetError, Peer, PeerEvents,
+    audio_peer, complete_local, connected, loopback_audio_peer, loopback_peer, NetError, Peer,
+    PeerEvents,
 };

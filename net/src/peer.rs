@@ -2,6 +2,7 @@
 //! to 127.0.0.1 only, no STUN or TURN servers, multicast DNS off, and the
 //! whole offer or answer (every candidate in it) exchanged at once.
 
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ pub const SEND_BUFFER: usize = 1 << 20;
 /// Peer events (gathering done, state changes, opened channels) held unread;
 /// a peer makes a handful in its life.
 const PEER_EVENTS: usize = 16;
+
+/// How long a call's far end may send nothing (media, keepalives) before
+/// the connection counts as gone.
+pub const CALL_SILENT_LIMIT: Duration = Duration::from_secs(3);
 
 /// How long candidate gathering may take on loopback.
 const GATHER_LIMIT: Duration = Duration::from_secs(5);
@@ -103,7 +108,7 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
             mime_type: MIME_TYPE_OPUS.to_owned(),
             clock_rate: crate::opus::OPUS_RATE,
             channels: 2,
-            sdp_fmtp_line: "minptime=10;useinbandfec=1".to_owned(),
+            sdp_fmtp_line: "minptime=10;useinbandfec=1;maxaveragebitrate=64000".to_owned(),
             rtcp_feedback: vec![],
         },
         payload_type: OPUS_PAYLOAD_TYPE,
@@ -116,13 +121,26 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn loopback_audio_peer() -> Result<(Peer, PeerEvents), NetError> {
+    audio_peer(LOOPBACK).await
+}
+
+/// 127.0.0.1, where peers bind unless told otherwise.
+pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// An audio peer like [`loopback_audio_peer`] whose sockets bind `bind`
+/// (an interface's address for a real deployment) and whose only
+/// candidates are there; multicast DNS stays off.
+///
+/// # Errors
+/// [`NetError`] when the connection cannot be built.
+pub async fn audio_peer(bind: IpAddr) -> Result<(Peer, PeerEvents), NetError> {
     let mut media = MediaEngine::default();
     media
         .register_codec(opus_codec(), RtpCodecKind::Audio)
         .map_err(NetError::from)?;
     let registry =
         register_default_interceptors(Registry::new(), &mut media).map_err(NetError::from)?;
-    build(Some((media, registry))).await
+    build(Some((media, registry)), bind).await
 }
 
 /// A peer connection whose only candidates are on 127.0.0.1.
@@ -130,18 +148,30 @@ pub async fn loopback_audio_peer() -> Result<(Peer, PeerEvents), NetError> {
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn loopback_peer() -> Result<(Peer, PeerEvents), NetError> {
-    build(None).await
+    build(None, LOOPBACK).await
 }
 
-async fn build(media: Option<(MediaEngine, Registry)>) -> Result<(Peer, PeerEvents), NetError> {
+async fn build(
+    media: Option<(MediaEngine, Registry)>,
+    bind: IpAddr,
+) -> Result<(Peer, PeerEvents), NetError> {
     let (gathered_tx, gathered) = mpsc::channel(PEER_EVENTS);
     let (state_tx, state) = mpsc::channel(PEER_EVENTS);
     let (channels_tx, channels) = mpsc::channel(PEER_EVENTS);
     let (tracks_tx, tracks) = mpsc::channel(PEER_EVENTS);
-    let setting_engine = SettingEngineBuilder::new()
+    let mut setting_engine = SettingEngineBuilder::new()
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
-        .with_include_loopback_candidate(true)
-        .build();
+        .with_include_loopback_candidate(bind.is_loopback());
+    if media.is_some() {
+        // A call whose far end has gone quiet for this long is over
+        // (SPEC W6: within a few seconds, not ICE's default 5 s + 25 s).
+        setting_engine = setting_engine.with_ice_timeouts(
+            Some(CALL_SILENT_LIMIT),
+            Some(Duration::from_secs(10)),
+            Some(Duration::from_secs(1)),
+        );
+    }
+    let setting_engine = setting_engine.build();
     let mut builder = PeerConnectionBuilder::new();
     if let Some((media, registry)) = media {
         builder = builder
@@ -156,7 +186,7 @@ async fn build(media: Option<(MediaEngine, Registry)>) -> Result<(Peer, PeerEven
             channels: channels_tx,
             tracks: tracks_tx,
         }))
-        .with_udp_addrs(vec!["127.0.0.1:0".to_owned()])
+        .with_udp_addrs(vec![SocketAddr::new(bind, 0).to_string()])
         // A stalled peer cannot grow a sender's memory past this.
         .with_data_channel_send_buffer_limit(SEND_BUFFER)
         .build()

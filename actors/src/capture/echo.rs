@@ -60,6 +60,9 @@ impl EchoError {
 pub struct EchoPath {
     processor: Processor,
     config: EchoConfig,
+    /// The module finds the delay itself (a call's far end, whose delay
+    /// nobody here can measure).
+    find_delay: bool,
 }
 
 impl std::fmt::Debug for EchoPath {
@@ -82,7 +85,25 @@ impl EchoPath {
             ..InitializationConfig::default()
         };
         let processor = Processor::new(&init).map_err(|e| EchoError(e.to_string()))?;
-        let mut path = Self { processor, config };
+        let mut path = Self {
+            processor,
+            config,
+            find_delay: false,
+        };
+        path.apply();
+        Ok(path)
+    }
+
+    /// A processing module for an echo whose delay is not known and may
+    /// change (a call's far end: the network, its jitter buffer, its
+    /// device): the module estimates the delay from the two streams, with
+    /// `config.delay_ms` as its first guess.
+    ///
+    /// # Errors
+    /// [`EchoError`] if the module cannot be created.
+    pub fn finding_delay(config: EchoConfig) -> Result<Self, EchoError> {
+        let mut path = Self::new(config)?;
+        path.find_delay = true;
         path.apply();
         Ok(path)
     }
@@ -93,7 +114,7 @@ impl EchoPath {
             echo_cancellation: c.echo_cancellation.then_some(EchoCancellation {
                 suppression_level: EchoCancellationSuppressionLevel::High,
                 enable_extended_filter: true,
-                enable_delay_agnostic: false,
+                enable_delay_agnostic: self.find_delay,
                 stream_delay_ms: Some(c.delay_ms.min(500) as i32),
             }),
             noise_suppression: c.noise_suppression.then_some(NoiseSuppression {

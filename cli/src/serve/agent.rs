@@ -202,6 +202,7 @@ pub(super) async fn run(
     mut call: CallHandle,
     say: Arc<Say>,
     log: Arc<Mutex<EventLog>>,
+    mic_kept: Option<Arc<Mutex<super::recordings::Recorded>>>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut events = session.events();
@@ -238,7 +239,16 @@ pub(super) async fn run(
                 None => break,
             },
             Some(e) = events.recv() => {
-                let (name, fields) = crate::scenario::describe(&e.kind);
+                let (name, mut fields) = crate::scenario::describe(&e.kind);
+                if matches!(e.kind, SessionEventKind::FirstAudio) {
+                    // When its first sample played here, on the wall clock,
+                    // for a page to measure how much later it heard it.
+                    let behind = engine.clock().0.saturating_sub(e.at.0) as f64 / rate;
+                    let wall = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64() - behind);
+                    fields.insert("wall_ms".into(), json!((wall * 1000.0).round()));
+                }
                 match e.kind {
                     SessionEventKind::FirstAudio => speaking = true,
                     SessionEventKind::LastAudio | SessionEventKind::FadeDone => speaking = false,
@@ -250,6 +260,11 @@ pub(super) async fn run(
             },
             chunk = mic.next(), if connected => {
                 let Some(chunk) = chunk else { break };
+                if let Some(kept) = &mic_kept {
+                    if let Ok(mut k) = kept.lock() {
+                        k.keep_mic(&chunk);
+                    }
+                }
                 let level = rms(&chunk);
                 match listener.chunk(level, speaking) {
                     Some(Act::Pause) => { let _ = session.pause(); }

@@ -21,6 +21,7 @@ use sotto_avatar::server::{serve_limited, ServerLimits};
 use tokio::sync::oneshot;
 
 pub mod agent;
+mod recordings;
 
 pub use agent::Say;
 
@@ -39,11 +40,13 @@ pub struct ServeConfig {
     /// Connection caps and timeouts; `max_peers` is the most calls at once
     /// (a call past it is a 503).
     pub limits: ServerLimits,
-    /// What the demo agent says.
-    pub say: Arc<Say>,
+    /// What the demo agent says: call N speaks the (N−1)-th, round the
+    /// list (one unless a test gives each call its own voice).
+    pub says: Vec<Arc<Say>>,
     /// How calls send and take audio.
     pub call: CallConfig,
-    /// Keeps what a page posts back as its recording (tests only).
+    /// Keeps what a page posts back as its recording, and what each call's
+    /// microphone brought (tests only; see `recordings`).
     pub keep_recordings: bool,
 }
 
@@ -75,7 +78,7 @@ pub struct ServeStats {
 struct Live {
     hang_up: Option<oneshot::Sender<()>>,
     log: Arc<Mutex<agent::EventLog>>,
-    recording: Arc<Mutex<Option<Vec<u8>>>>,
+    recorded: Arc<Mutex<recordings::Recorded>>,
 }
 
 struct Shared {
@@ -104,6 +107,12 @@ impl CallServer {
         engine: Engine,
         config: ServeConfig,
     ) -> std::io::Result<Self> {
+        if config.says.is_empty() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "the agent needs something to say",
+            ));
+        }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(ServeStats::default());
@@ -120,8 +129,12 @@ impl CallServer {
             .route("/calls", post(create).options(preflight))
             .route("/calls/{id}", axum::routing::delete(end).options(preflight))
             .route("/calls/{id}/events", get(events))
-            .route("/calls/{id}/recording", post(recording).get(take_recording))
-            .layer(DefaultBodyLimit::max(RECORDING_LIMIT))
+            .route(
+                "/calls/{id}/recording",
+                post(recordings::put).get(recordings::heard),
+            )
+            .route("/calls/{id}/mic", get(recordings::mic))
+            .layer(DefaultBodyLimit::max(recordings::RECORDING_LIMIT))
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel();
         let counted = Arc::clone(&stats);
@@ -169,9 +182,6 @@ impl Drop for CallServer {
         }
     }
 }
-
-/// A recording a test page posts back: 60 s of 48 kHz f32 at most.
-const RECORDING_LIMIT: usize = 60 * 48_000 * 4;
 
 fn cors(mut r: Response) -> Response {
     let h = r.headers_mut();
@@ -275,7 +285,7 @@ async fn create(
             Live {
                 hang_up: None,
                 log: Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT))),
-                recording: Arc::new(Mutex::new(None)),
+                recorded: Arc::new(Mutex::new(recordings::Recorded::default())),
             },
         );
         id
@@ -285,6 +295,8 @@ async fn create(
             calls.remove(&id);
         }
     };
+    let says = &shared.config.says;
+    let say = Arc::clone(&says[(id as usize - 1) % says.len()]);
     // A name from a token is shown, never used as a path; it is kept short.
     let name = name.map_or_else(|| format!("call-{id}"), |n| crate::scenario::printable(&n));
     let session = match shared
@@ -292,7 +304,7 @@ async fn create(
         .create_session(SessionConfig {
             name,
             output: SessionOutput::Own(OwnOutput::default()),
-            input: shared.config.say.input,
+            input: say.input,
             ..SessionConfig::default()
         })
         .await
@@ -322,7 +334,7 @@ async fn create(
         }
     };
     let (hang_up, hung_up) = oneshot::channel();
-    let log = {
+    let (log, recorded) = {
         let Ok(mut calls) = shared.calls.lock() else {
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost");
         };
@@ -330,8 +342,9 @@ async fn create(
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "call lost");
         };
         live.hang_up = Some(hang_up);
-        Arc::clone(&live.log)
+        (Arc::clone(&live.log), Arc::clone(&live.recorded))
     };
+    let mic_kept = shared.config.keep_recordings.then_some(recorded);
     stats.calls.fetch_add(1, Ordering::Relaxed);
     let task_shared = Arc::clone(&shared);
     tokio::spawn(async move {
@@ -339,8 +352,9 @@ async fn create(
             task_shared.engine.clone(),
             session,
             call,
-            Arc::clone(&task_shared.config.say),
+            say,
             log,
+            mic_kept,
             hung_up,
         )
         .await;
@@ -406,44 +420,4 @@ async fn events(State(shared): State<Arc<Shared>>, Path(raw): Path<String>, uri:
         HeaderValue::from_static("application/json"),
     );
     cors(r)
-}
-
-/// `POST /calls/{id}/recording`: what the page heard (f32 little-endian,
-/// 48 kHz mono), kept when the server keeps recordings (tests).
-async fn recording(
-    State(shared): State<Arc<Shared>>,
-    Path(raw): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
-    if !shared.config.keep_recordings {
-        return refuse(StatusCode::NOT_FOUND, "recordings are not kept");
-    }
-    let slot = call_id(&raw).and_then(|id| {
-        let calls = shared.calls.lock().ok()?;
-        Some(Arc::clone(&calls.get(&id)?.recording))
-    });
-    let Some(slot) = slot else {
-        return refuse(StatusCode::NOT_FOUND, "no such call");
-    };
-    if let Ok(mut r) = slot.lock() {
-        *r = Some(body.to_vec());
-    }
-    cors(StatusCode::NO_CONTENT.into_response())
-}
-
-/// `GET /calls/{id}/recording`: the recording a page posted, if any.
-async fn take_recording(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
-    if !shared.config.keep_recordings {
-        return refuse(StatusCode::NOT_FOUND, "recordings are not kept");
-    }
-    let got = call_id(&raw).and_then(|id| {
-        let calls = shared.calls.lock().ok()?;
-        let slot = Arc::clone(&calls.get(&id)?.recording);
-        let r = slot.lock().ok()?.clone();
-        r
-    });
-    match got {
-        Some(bytes) => bytes.into_response(),
-        None => refuse(StatusCode::NOT_FOUND, "no recording"),
-    }
 }

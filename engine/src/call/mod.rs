@@ -3,21 +3,26 @@
 //! the far end's microphone comes back decoded, in 10 ms chunks at the
 //! engine's rate.
 //!
-//! Encoding runs on a blocking thread of its own per call, never on the
-//! audio thread or an async worker; a frame of digital silence skips the
-//! encoder (see `sotto_net::opus`).
+//! Encoding, and the optional echo cancellation of the far end's
+//! microphone, run on a blocking thread of their own per call (see
+//! [`media`]), never on the audio thread or an async worker; a frame of
+//! digital silence skips the encoder (see `sotto_net::opus`).
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_actors::ingest::Ingest;
 use sotto_net::call::{answer_call, AnswerError, CallPeer, OpusReceiver};
 use sotto_net::opus::{OpusEncoder, PacketTime, OPUS_RATE};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::{Engine, Frame, FramesError, InputFormat, OutputFrames, SampleFormat, SessionHandle};
+use crate::{EchoConfig, EchoPath, Engine, Frame, FramesError, OutputFrames, SessionHandle};
+
+mod media;
+
+use media::{f32_bytes, resampler, Encoded, Media, MicOut, Work};
 
 /// How a call sends and takes audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,6 +36,15 @@ pub struct CallConfig {
     /// Microphone audio held unread; past it the newest chunks are dropped
     /// and counted (W2).
     pub mic_queue: Duration,
+    /// The address the call's media sockets bind, and the only one its
+    /// answer offers: loopback unless a deployment names an interface.
+    pub bind: IpAddr,
+    /// The audio processing module on the far end's microphone (W2):
+    /// echo cancellation against this call's own output as it was sent,
+    /// noise suppression, gain control, high-pass, each switchable; the
+    /// echo's delay is found by the module. `None`: the microphone as
+    /// decoded.
+    pub processing: Option<EchoConfig>,
 }
 
 impl Default for CallConfig {
@@ -40,6 +54,8 @@ impl Default for CallConfig {
             bitrate: 64_000,
             connect_timeout: Duration::from_secs(10),
             mic_queue: Duration::from_secs(1),
+            bind: sotto_net::peer::LOOPBACK,
+            processing: None,
         }
     }
 }
@@ -83,7 +99,7 @@ pub enum CallEvent {
 }
 
 /// A call's counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct CallStats {
     /// Opus packets sent, and how many of them were silence that skipped
     /// the encoder.
@@ -96,12 +112,20 @@ pub struct CallStats {
     pub packets_received: u64,
     /// Packets missing from the far end (filled by FEC or concealment).
     pub packets_lost: u64,
+    /// Of those, packets made up by concealment (the rest came back from
+    /// the next packet's FEC).
+    pub packets_concealed: u64,
     /// Packets that did not decode.
     pub packets_bad: u64,
-    /// Microphone chunks delivered, and dropped because nobody read them.
+    /// The far end's interarrival jitter (RFC 3550), in milliseconds.
+    pub jitter_ms: f32,
+    /// Microphone chunks delivered.
     pub mic_chunks: u64,
     /// Microphone chunks dropped (the reader lagged).
     pub mic_dropped: u64,
+    /// The microphone's level over about the last 100 ms, in dB full
+    /// scale (−100 before any has come).
+    pub mic_level_db: f32,
 }
 
 #[derive(Default)]
@@ -111,9 +135,14 @@ struct Counters {
     encoder_dropped: AtomicU64,
     packets_received: AtomicU64,
     packets_lost: AtomicU64,
+    packets_concealed: AtomicU64,
     packets_bad: AtomicU64,
+    /// f32 bits.
+    jitter_ms: AtomicU32,
     mic_chunks: AtomicU64,
     mic_dropped: AtomicU64,
+    /// f32 bits, once a chunk has come.
+    mic_level_db: AtomicU32,
 }
 
 /// The far end's microphone: 10 ms chunks, interleaved at the engine's
@@ -160,9 +189,16 @@ impl CallHandle {
             encoder_dropped: get(&c.encoder_dropped),
             packets_received: get(&c.packets_received),
             packets_lost: get(&c.packets_lost),
+            packets_concealed: get(&c.packets_concealed),
             packets_bad: get(&c.packets_bad),
+            jitter_ms: f32::from_bits(c.jitter_ms.load(Ordering::Relaxed)),
             mic_chunks: get(&c.mic_chunks),
             mic_dropped: get(&c.mic_dropped),
+            mic_level_db: if get(&c.mic_chunks) + get(&c.mic_dropped) == 0 {
+                -100.0
+            } else {
+                f32::from_bits(c.mic_level_db.load(Ordering::Relaxed))
+            },
         }
     }
 
@@ -235,8 +271,14 @@ impl Engine {
         let opus_channels = channels.min(2);
         let encoder = OpusEncoder::new(opus_channels, config.packet, config.bitrate, 10)
             .map_err(|e| CallError::Config(e.to_string()))?;
+        let echo = match config.processing {
+            Some(c) => {
+                Some(EchoPath::finding_delay(c).map_err(|e| CallError::Config(e.to_string()))?)
+            }
+            None => None,
+        };
         let frames = session.frames().map_err(CallError::Output)?;
-        let (answer, peer) = match answer_call(offer).await {
+        let (answer, peer) = match answer_call(offer, config.bind).await {
             Ok(a) => a,
             Err(e) => {
                 frames.release();
@@ -255,6 +297,7 @@ impl Engine {
             peer,
             frames,
             encoder,
+            echo,
             rate,
             channels,
             opus_channels,
@@ -282,6 +325,7 @@ struct Call {
     peer: CallPeer,
     frames: OutputFrames,
     encoder: OpusEncoder,
+    echo: Option<EchoPath>,
     rate: u32,
     channels: usize,
     opus_channels: usize,
@@ -291,9 +335,12 @@ struct Call {
     mic: mpsc::Sender<Vec<f32>>,
 }
 
-/// Packets waiting for the encoder thread, or for the network: a few, so
-/// a stalled thread or peer drops audio rather than delays it.
+/// Packets waiting for the network: a few, so a stalled peer drops audio
+/// rather than delays it.
 const PACKET_QUEUE: usize = 8;
+/// Work waiting for the media thread: packets to encode and microphone
+/// audio, a few of each.
+const WORK_QUEUE: usize = 32;
 
 impl Call {
     async fn run(self, mut hung_up: oneshot::Receiver<()>) {
@@ -301,6 +348,7 @@ impl Call {
             peer,
             mut frames,
             encoder,
+            echo,
             rate,
             channels,
             opus_channels,
@@ -329,42 +377,28 @@ impl Call {
             let _ = events.try_send(ended(&why));
             return;
         }
+        // What the session rendered while the far end connected is in the
+        // past: sent now, in a burst, it would fill the far end's jitter
+        // buffer, which then squeezes the speech that follows to drain it.
+        while frames.try_next_frame().is_some() {}
         let _ = events.try_send(CallEvent::Connected);
 
-        // The encoder thread: 48 kHz packets in, Opus out with their pts.
-        let (to_encoder, mut encoder_in) = mpsc::channel::<(Vec<f32>, u64)>(PACKET_QUEUE);
-        let (encoded_tx, mut encoded) = mpsc::channel::<(Vec<u8>, u64, bool)>(PACKET_QUEUE);
-        let enc_counters = Arc::clone(&counters);
-        let encoding = tokio::task::spawn_blocking(move || {
-            let mut encoder = encoder;
-            let mut was_silent = true;
-            while let Some((pcm, pts)) = encoder_in.blocking_recv() {
-                let Ok(bytes) = encoder.encode(&pcm) else {
-                    continue;
-                };
-                let silent = bytes.len() == 1;
-                if silent {
-                    enc_counters.silent_packets.fetch_add(1, Ordering::Relaxed);
-                }
-                // A talk spurt starts where silence ends (RFC 3551).
-                let marker = was_silent && !silent;
-                was_silent = silent;
-                if encoded_tx
-                    .blocking_send((bytes.to_vec(), pts, marker))
-                    .is_err()
-                {
-                    break;
-                }
-            }
-        });
+        let (work, work_in) = mpsc::channel::<Work>(WORK_QUEUE);
+        let (encoded_tx, mut encoded) = mpsc::channel::<Encoded>(PACKET_QUEUE);
+        let media = Media {
+            encoder,
+            opus_channels,
+            echo,
+            mic: MicOut::new(rate, channels, Arc::clone(&counters), mic),
+            counters: Arc::clone(&counters),
+        };
+        let media_thread = tokio::task::spawn_blocking(move || media.run(work_in, encoded_tx));
 
         // The far end's microphone, decoded on a task of its own.
         let mic_task = tokio::spawn(receive_mic(
             peer_events.tracks,
-            rate,
-            channels,
             Arc::clone(&counters),
-            mic,
+            work.clone(),
         ));
 
         let mut to_48k = resampler(rate, OPUS_RATE, opus_channels);
@@ -396,47 +430,26 @@ impl Call {
                         let pcm: Vec<f32> = pending.drain(..packet_samples).collect();
                         let pts = pending_pts.unwrap_or(0);
                         pending_pts = Some(pts + config.packet.frames() as u64);
-                        if to_encoder.try_send((pcm, pts)).is_err() {
+                        if work.try_send(Work::Encode(pcm, pts)).is_err() {
                             counters.encoder_dropped.fetch_add(1, Ordering::Relaxed);
                         }
                     }
                 },
-                Some((bytes, pts, marker)) = encoded.recv() => {
-                    if sender.send(&bytes, pts, marker).await.is_ok() {
+                Some(packet) = encoded.recv() => {
+                    if sender.send(&packet.bytes, packet.pts, packet.marker).await.is_ok() {
                         counters.packets_sent.fetch_add(1, Ordering::Relaxed);
                     }
                 },
             }
         };
-        drop(to_encoder);
-        let _ = encoding.await;
         mic_task.abort();
+        drop(work);
+        drop(encoded);
+        let _ = media_thread.await;
         let _ = peer.close().await;
         frames.release();
         let _ = events.try_send(ended(reason));
     }
-}
-
-/// A resampler from `from` to `to` Hz for `channels`, or none when the
-/// rates are the same: the engine's own ingest, fed f32.
-fn resampler(from: u32, to: u32, channels: usize) -> Option<Ingest> {
-    if from == to {
-        return None;
-    }
-    Ingest::new(
-        InputFormat {
-            sample_rate: from,
-            channels,
-            sample_format: SampleFormat::F32,
-        },
-        to,
-        channels,
-    )
-    .ok()
-}
-
-fn f32_bytes(samples: &[f32]) -> Vec<u8> {
-    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
 }
 
 /// The frame's samples in Opus's layout: as they are for one or two
@@ -457,14 +470,12 @@ fn to_opus_layout<'a>(
     scratch
 }
 
-/// Decodes the far end's first audio track into 10 ms chunks at the
-/// engine's rate and channels, dropping the newest when nobody reads.
+/// Decodes the far end's first audio track and hands it, mono at
+/// 48 kHz, to the media thread; counts what the packets were.
 async fn receive_mic(
     mut tracks: mpsc::Receiver<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>,
-    rate: u32,
-    channels: usize,
     counters: Arc<Counters>,
-    mic: mpsc::Sender<Vec<f32>>,
+    work: mpsc::Sender<Work>,
 ) {
     let Some(track) = tracks.recv().await else {
         return;
@@ -474,36 +485,23 @@ async fn receive_mic(
     let Ok(mut receiver) = OpusReceiver::new(track, 1) else {
         return;
     };
-    let mut from_48k = resampler(OPUS_RATE, rate, 1);
-    let chunk = rate as usize / 100;
-    let mut mono: Vec<f32> = Vec::new();
     let mut last = sotto_net::call::Received::default();
     while let Some(audio) = receiver.next().await {
-        match &mut from_48k {
-            None => mono.extend_from_slice(audio),
-            Some(r) => r.push(&f32_bytes(audio), &mut mono),
+        if work.try_send(Work::Mic(audio.to_vec())).is_err() {
+            // The media thread is behind: this piece is lost like a chunk
+            // nobody read.
+            counters.mic_dropped.fetch_add(1, Ordering::Relaxed);
         }
         let now = receiver.counts();
+        let add = |a: &AtomicU64, n: u64| a.fetch_add(n, Ordering::Relaxed);
+        add(&counters.packets_received, now.packets - last.packets);
+        add(&counters.packets_lost, now.lost - last.lost);
+        add(&counters.packets_concealed, now.concealed - last.concealed);
+        add(&counters.packets_bad, now.bad - last.bad);
+        let jitter_ms = (now.jitter * 1000.0) as f32;
         counters
-            .packets_received
-            .fetch_add(now.packets - last.packets, Ordering::Relaxed);
-        counters
-            .packets_lost
-            .fetch_add(now.lost - last.lost, Ordering::Relaxed);
-        counters
-            .packets_bad
-            .fetch_add(now.bad - last.bad, Ordering::Relaxed);
+            .jitter_ms
+            .store(jitter_ms.to_bits(), Ordering::Relaxed);
         last = now;
-        while mono.len() >= chunk {
-            let mut out = Vec::with_capacity(chunk * channels);
-            for &s in &mono[..chunk] {
-                out.extend(std::iter::repeat_n(s, channels));
-            }
-            mono.drain(..chunk);
-            match mic.try_send(out) {
-                Ok(()) => counters.mic_chunks.fetch_add(1, Ordering::Relaxed),
-                Err(_) => counters.mic_dropped.fetch_add(1, Ordering::Relaxed),
-            };
-        }
     }
 }

@@ -1,0 +1,109 @@
+//! What a test can ask `sotto serve` for when it keeps recordings
+//! ([`ServeConfig::keep_recordings`](super::ServeConfig)): what the page
+//! heard (it posts it back) and what the call's microphone brought. Off in
+//! a real server: these routes answer 404.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{call_id, cors, refuse, Shared};
+
+/// A recording a test page posts back: 60 s of 48 kHz f32 at most.
+pub(super) const RECORDING_LIMIT: usize = 60 * 48_000 * 4;
+/// The page's report beside it (JSON: when the first sound played, the
+/// jitter buffer's delay): a few dozen bytes.
+const REPORT_LIMIT: usize = 1024;
+/// Microphone samples kept per call: 60 s of 48 kHz mono.
+const MIC_LIMIT: usize = 60 * 48_000;
+/// The header the page's report comes in.
+const REPORT: &str = "x-sotto-report";
+
+/// One call's recordings.
+#[derive(Debug, Default)]
+pub(super) struct Recorded {
+    heard: Option<(Vec<u8>, String)>,
+    mic: Vec<f32>,
+}
+
+impl Recorded {
+    /// Keeps a chunk of the microphone, up to [`MIC_LIMIT`] samples.
+    pub(super) fn keep_mic(&mut self, chunk: &[f32]) {
+        let room = MIC_LIMIT.saturating_sub(self.mic.len());
+        self.mic.extend_from_slice(&chunk[..chunk.len().min(room)]);
+    }
+}
+
+/// The call's recordings, or why there are none (a 404).
+fn slot(shared: &Shared, raw: &str) -> Result<Arc<std::sync::Mutex<Recorded>>, &'static str> {
+    if !shared.config.keep_recordings {
+        return Err("recordings are not kept");
+    }
+    call_id(raw)
+        .and_then(|id| {
+            let calls = shared.calls.lock().ok()?;
+            Some(Arc::clone(&calls.get(&id)?.recorded))
+        })
+        .ok_or("no such call")
+}
+
+/// `POST /calls/{id}/recording`: what the page heard (f32 little-endian,
+/// 48 kHz mono) and its report in the `X-Sotto-Report` header.
+pub(super) async fn put(
+    State(shared): State<Arc<Shared>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let slot = match slot(&shared, &raw) {
+        Ok(s) => s,
+        Err(why) => return refuse(StatusCode::NOT_FOUND, why),
+    };
+    let report = headers
+        .get(REPORT)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("{}");
+    if report.len() > REPORT_LIMIT {
+        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the report is too long");
+    }
+    if let Ok(mut r) = slot.lock() {
+        r.heard = Some((body.to_vec(), report.to_owned()));
+    }
+    cors(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `GET /calls/{id}/recording`: the recording a page posted, its report in
+/// `X-Sotto-Report`; 404 until there is one.
+pub(super) async fn heard(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+    let slot = match slot(&shared, &raw) {
+        Ok(s) => s,
+        Err(why) => return refuse(StatusCode::NOT_FOUND, why),
+    };
+    let got = slot.lock().ok().and_then(|r| r.heard.clone());
+    match got {
+        Some((bytes, report)) => {
+            let mut r = bytes.into_response();
+            if let Ok(v) = HeaderValue::from_str(&report) {
+                r.headers_mut().insert(REPORT, v);
+            }
+            r
+        }
+        None => refuse(StatusCode::NOT_FOUND, "no recording"),
+    }
+}
+
+/// `GET /calls/{id}/mic`: the call's microphone as the agent got it so
+/// far (f32 little-endian at the engine's rate and channels).
+pub(super) async fn mic(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+    let slot = match slot(&shared, &raw) {
+        Ok(s) => s,
+        Err(why) => return refuse(StatusCode::NOT_FOUND, why),
+    };
+    let bytes: Vec<u8> = slot
+        .lock()
+        .map(|r| r.mic.iter().flat_map(|s| s.to_le_bytes()).collect())
+        .unwrap_or_default();
+    bytes.into_response()
+}

@@ -1,0 +1,328 @@
+//! SPEC W1–W4, W6 with a real browser at the far end: headless Chromium
+//! opens `sotto serve`'s page, calls, hears the agent, talks over it,
+//! sends its microphone, makes five calls at once, and vanishes. Each test
+//! runs again in a network namespace of its own with only loopback up
+//! (`in_own_network`), so nothing leaves the machine.
+#![allow(clippy::unwrap_used)]
+// test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sotto::{CallConfig, Engine, InputFormat, SampleFormat};
+use sotto_avatar::server::ServerLimits;
+use sotto_cli::serve::{CallServer, Say, ServeConfig};
+use sotto_integration::browser::{heard, in_own_network, Browser};
+use sotto_integration::compare::{align, tone_power};
+use sotto_integration::{call_engine, scratch_dir, write_wav_s16};
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn hello() -> Arc<Say> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
+    Arc::new(Say::from_wav(std::path::Path::new(path)).unwrap())
+}
+
+/// The agent's speech as the session plays it: the speech file resampled
+/// to 48 kHz by the engine's own ingest.
+fn speech_48k(say: &Say) -> Vec<f32> {
+    let mut ingest = sotto_actors::ingest::Ingest::new(say.input, 48_000, 1).unwrap();
+    let mut out = Vec::new();
+    ingest.push(&say.bytes, &mut out);
+    ingest.flush(&mut out);
+    out
+}
+
+async fn server(engine: &Engine, says: Vec<Arc<Say>>) -> CallServer {
+    CallServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        ServeConfig {
+            token_secret: None,
+            limits: ServerLimits {
+                max_peers: 8,
+                ..ServerLimits::default()
+            },
+            says,
+            call: CallConfig::default(),
+            keep_recordings: true,
+        },
+    )
+    .await
+    .unwrap()
+}
+
+async fn events(server: &CallServer, id: u64) -> Vec<serde_json::Value> {
+    let url = format!("http://{}/calls/{id}/events?after=0", server.addr());
+    let feed: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
+    feed.as_array().unwrap().clone()
+}
+
+fn find<'a>(events: &'a [serde_json::Value], name: &str) -> Option<&'a serde_json::Value> {
+    events.iter().find(|e| e["event"] == name)
+}
+
+fn peak(s: &[f32]) -> f32 {
+    s.iter().fold(0.0, |m, v| m.max(v.abs()))
+}
+
+/// W1, W4, W6: the browser hears the agent's speech (correlation at least
+/// 0.9 with what the session played, level within 1 dB); when its
+/// microphone speaks the agent stops, and the browser's recording goes
+/// quiet where the session's events say the agent stopped; mouth-to-ear is
+/// measured; the browser vanishing ends the call within 5 s.
+#[test]
+fn a_browser_calls_hears_the_agent_and_barges_in() {
+    if !in_own_network("a_browser_calls_hears_the_agent_and_barges_in") {
+        return;
+    }
+    runtime().block_on(async {
+        let engine = call_engine().await;
+        let say = hello();
+        let speech = speech_48k(&say);
+        let server = server(&engine, vec![Arc::clone(&say)]).await;
+        let dir = scratch_dir("browser-call");
+        // The microphone: quiet for 3.5 s, a second of speech (the barge-in),
+        // quiet again.
+        let mut mic = vec![0.0; 48_000 * 40];
+        let talk = 48_000 * 7 / 2;
+        mic[talk..talk + 48_000].copy_from_slice(&speech[48_000..96_000]);
+        let mic_wav = dir.join("mic.wav");
+        write_wav_s16(&mic_wav, &mic, 48_000, 1);
+        let url = format!("http://{}/?autostart=1&record=6&rawmic=1", server.addr());
+        let mut browser = Browser::open(&url, &mic_wav, &dir);
+        let (got, report) = heard(server.addr(), 1, Duration::from_secs(40)).await;
+        let log = events(&server, 1).await;
+        assert!(got.len() >= 48_000 * 5, "{} samples", got.len());
+
+        // The agent's speech, two seconds from half a second in.
+        let found = align(&speech, 24_000, &got, 96_000);
+        eprintln!(
+            "browser: correlation {:.3} (pieces {:.2}..{:.2}), level {:+.2} dB, lag drift {} samples",
+            found.correlation,
+            found.pieces.iter().copied().fold(f64::MAX, f64::min),
+            found.pieces.iter().copied().fold(f64::MIN, f64::max),
+            found.level_db,
+            found.drift()
+        );
+        assert!(found.correlation >= 0.9, "correlation {:.3}", found.correlation);
+        assert!(found.level_db.abs() <= 1.0, "level {:.2} dB", found.level_db);
+
+        // The barge-in: the agent pauses the moment the caller makes a
+        // sound (a 5 ms ramp, then silence); 200 ms of it and the agent
+        // interrupts, which fades what was paused over 0.4 s (SPEC O5: the
+        // tail is the queued audio from where it stopped). The browser's
+        // recording must hold exactly that where the events put it.
+        let time = |name: &str| {
+            find(&log, name)
+                .and_then(|e| e["t"].as_f64())
+                .unwrap_or_else(|| panic!("no {name} in {log:?}"))
+        };
+        let (t0, tp, ti, tf) = (
+            time("first_audio"),
+            time("paused"),
+            time("interrupted"),
+            time("fade_done"),
+        );
+        // Recording index of session time t: where speech sample 24000 is,
+        // moved by the time since then.
+        let at = |t: f64| (found.lags[0] as f64 + (t - t0) * 48_000.0 - 24_000.0) as usize;
+        let paused = &got[at(tp + 0.06)..at(ti - 0.06)];
+        let after = &got[at(tf + 0.06)..at(tf + 0.5).min(got.len())];
+        // The tail: the speech from where the pause stopped it (after the
+        // 5 ms ramp), under the fade's gain 10^(-3t).
+        let from = ((tp - t0) * 48_000.0) as usize + 240;
+        let tail: Vec<f32> = (0..9_600)
+            .map(|k| speech[from + k] * 10f32.powf(-3.0 * k as f32 / 19_200.0))
+            .collect();
+        let best = (at(ti) - 1_920..at(ti) + 1_920)
+            .map(|l| (sotto_integration::compare::ncc(&tail, &got[l..l + tail.len()]), l))
+            .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a });
+        eprintln!(
+            "barge-in: paused {:.3} s after first audio, interrupted {:.3} s later; \
+             peak while paused {:.4}, after the fade {:.4}; the fade's tail found \
+             {:+.1} ms from its event, correlation {:.3}",
+            tp - t0,
+            ti - tp,
+            peak(paused),
+            peak(after),
+            (best.1 as f64 - at(ti) as f64) / 48.0,
+            best.0
+        );
+        assert!(peak(paused) < 0.01, "silence while paused");
+        assert!(peak(after) < 0.01, "silence after the fade");
+        assert!(best.0 >= 0.8, "the fade's tail is where the events say");
+
+        // Mouth-to-ear: from the first loud sample leaving the session
+        // (its first audio's wall time plus where the speech first gets
+        // loud) to the page playing it.
+        let loud = speech.iter().position(|v| v.abs() > 0.05).unwrap() as f64 / 48.0;
+        let first = find(&log, "first_audio").unwrap();
+        let sent_ms = first["wall_ms"].as_f64().unwrap() + loud;
+        let played_ms = report["firstSoundMs"].as_f64().expect("the page's report");
+        let jitter_ms = report["jitterBufferMs"].as_f64().unwrap_or(f64::NAN);
+        eprintln!(
+            "mouth-to-ear: {:.0} ms, of which the browser's jitter buffer {jitter_ms:.0} ms",
+            played_ms - sent_ms
+        );
+        assert!((0.0..1_000.0).contains(&(played_ms - sent_ms)));
+
+        // The browser vanishes: the call ends within 5 s.
+        browser.close();
+        let gone = Instant::now();
+        while server.live_calls() > 0 && gone.elapsed() < Duration::from_secs(6) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        eprintln!("call ended {:.2} s after the browser was killed", gone.elapsed().as_secs_f64());
+        assert_eq!(server.live_calls(), 0);
+        assert!(gone.elapsed() <= Duration::from_secs(5));
+        drop(server);
+        engine.shutdown().await;
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
+
+/// W2: the browser's microphone (a speech file, sent without the
+/// browser's own processing) reaches the call's session: correlation at
+/// least 0.9 after Opus both ways of the comparison, and no drift over
+/// 20 s.
+#[test]
+fn the_browser_microphone_reaches_the_session() {
+    if !in_own_network("the_browser_microphone_reaches_the_session") {
+        return;
+    }
+    runtime().block_on(async {
+        let engine = call_engine().await;
+        let say = hello();
+        let speech = speech_48k(&say);
+        let server = server(&engine, vec![say]).await;
+        let dir = scratch_dir("browser-mic");
+        // Three times the speech, then quiet: longer than the test.
+        let mut mic = Vec::new();
+        for _ in 0..3 {
+            mic.extend_from_slice(&speech);
+        }
+        mic.resize(48_000 * 40, 0.0);
+        let mic_wav = dir.join("mic.wav");
+        write_wav_s16(&mic_wav, &mic, 48_000, 1);
+        let url = format!("http://{}/?autostart=1&rawmic=1", server.addr());
+        let browser = Browser::open(&url, &mic_wav, &dir);
+        let http = reqwest::Client::new();
+        let mic_url = format!("http://{}/calls/1/mic", server.addr());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let mut got = Vec::new();
+        while got.len() < 48_000 * 23 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(r) = http.get(&mic_url).send().await {
+                if r.status().is_success() {
+                    got = sotto_integration::browser::f32s(&r.bytes().await.unwrap());
+                }
+            }
+        }
+        drop(browser);
+        assert!(
+            got.len() >= 48_000 * 23,
+            "{} samples of microphone",
+            got.len()
+        );
+        let found = align(&mic, 48_000, &got, 48_000 * 20);
+        eprintln!(
+            "microphone: correlation {:.3}, level {:+.2} dB, drift over 20 s {} samples",
+            found.correlation,
+            found.level_db,
+            found.drift()
+        );
+        assert!(
+            found.correlation >= 0.9,
+            "correlation {:.3}",
+            found.correlation
+        );
+        assert!(found.drift().abs() <= 96, "drift {} samples", found.drift());
+        drop(server);
+        engine.shutdown().await;
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
+
+/// Five calls from one page, each agent a tone of its own: each call
+/// hears its own tone and none of the others (no cross-talk).
+#[test]
+fn five_calls_from_one_browser_hear_only_their_own_agent() {
+    if !in_own_network("five_calls_from_one_browser_hear_only_their_own_agent") {
+        return;
+    }
+    runtime().block_on(async {
+        let engine = call_engine().await;
+        let freqs = [300.0, 440.0, 620.0, 830.0, 1_050.0];
+        let says: Vec<Arc<Say>> = freqs
+            .iter()
+            .map(|&f| {
+                let samples = sotto_integration::sine(48_000 * 20, f, 48_000, 1, 0.3);
+                Arc::new(Say {
+                    bytes: samples
+                        .iter()
+                        .flat_map(|&s| sotto_integration::quantize(s).to_le_bytes())
+                        .collect(),
+                    input: InputFormat {
+                        sample_rate: 48_000,
+                        channels: 1,
+                        sample_format: SampleFormat::S16,
+                    },
+                })
+            })
+            .collect();
+        let server = server(&engine, says).await;
+        let dir = scratch_dir("browser-five");
+        let mic_wav = dir.join("mic.wav");
+        write_wav_s16(&mic_wav, &vec![0.0; 48_000 * 60], 48_000, 1);
+        let url = format!(
+            "http://{}/?autostart=1&calls=5&record=4&rawmic=1",
+            server.addr()
+        );
+        let browser = Browser::open(&url, &mic_wav, &dir);
+        for (k, &own) in freqs.iter().enumerate() {
+            let (got, _) = heard(server.addr(), k as u64 + 1, Duration::from_secs(60)).await;
+            assert!(
+                got.len() >= 48_000 * 3,
+                "call {}: {} samples",
+                k + 1,
+                got.len()
+            );
+            let tail = &got[got.len() - 48_000 * 2..];
+            let mine = tone_power(tail, own, 48_000);
+            let db = |p: f64| 10.0 * p.max(1e-15).log10();
+            let loudest_other = freqs
+                .iter()
+                .filter(|&&f| f != own)
+                .map(|&f| tone_power(tail, f, 48_000))
+                .fold(0.0, f64::max);
+            eprintln!(
+                "call {}: {own} Hz at {:.1} dB, the loudest other agent {:.1} dB",
+                k + 1,
+                db(mine),
+                db(loudest_other)
+            );
+            // 0.3 full scale is -13.5 dB.
+            assert!(
+                (db(mine) + 13.5).abs() <= 1.0,
+                "own tone at {:.1} dB",
+                db(mine)
+            );
+            assert!(
+                db(mine) - db(loudest_other) >= 40.0,
+                "cross-talk in call {}",
+                k + 1
+            );
+        }
+        drop(browser);
+        drop(server);
+        engine.shutdown().await;
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
