@@ -25,7 +25,7 @@ pub(crate) struct ServeArgs {
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     let ServeArgs {
         listen,
-        says: vec![say],
+        say,
         token_secret,
         max_calls,
         media_addr,

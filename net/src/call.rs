@@ -23,6 +23,9 @@ use crate::peer::{audio_peer, complete_local, opus_codec, NetError, Peer, PeerEv
 /// The longest offer taken (SPEC S1): a browser's is 4–6 KiB.
 pub const MAX_OFFER_BYTES: usize = 32 << 10;
 
+/// The most media sections (`m=` lines) an offer may have.
+pub const MAX_MEDIA_SECTIONS: usize = 4;
+
 /// A call's peer connection, answered and sending.
 pub struct CallPeer {
     /// The connection.
@@ -62,6 +65,14 @@ pub async fn answer_call(offer: &str, bind: IpAddr) -> Result<(String, CallPeer)
     }
     if offer_opus_type(offer).is_none() {
         return Err(bad("it has no Opus audio"));
+    }
+    // Each media section is a transceiver to build and run: a call has
+    // one audio section, perhaps video and data a browser adds.
+    let sections = offer.lines().filter(|l| l.starts_with("m=")).count();
+    if sections > MAX_MEDIA_SECTIONS {
+        return Err(AnswerError::BadOffer(format!(
+            "an offer may have at most {MAX_MEDIA_SECTIONS} media sections"
+        )));
     }
     let desc = RTCSessionDescription::offer(offer.to_owned()).map_err(|_| bad("not SDP"))?;
     let (peer, mut events) = audio_peer(bind).await?;

@@ -97,7 +97,10 @@ impl EchoPath {
     /// A processing module for an echo whose delay is not known and may
     /// change (a call's far end: the network, its jitter buffer, its
     /// device): the module estimates the delay from the two streams, with
-    /// `config.delay_ms` as its first guess.
+    /// `config.delay_ms` as its first guess. Its residual suppression is
+    /// the module's lowest, so that a caller talking over the agent comes
+    /// through (the echo is still cut by 50 dB and more, see the call echo
+    /// test).
     ///
     /// # Errors
     /// [`EchoError`] if the module cannot be created.
@@ -112,7 +115,11 @@ impl EchoPath {
         let c = self.config;
         self.processor.set_config(Config {
             echo_cancellation: c.echo_cancellation.then_some(EchoCancellation {
-                suppression_level: EchoCancellationSuppressionLevel::High,
+                suppression_level: if self.find_delay {
+                    EchoCancellationSuppressionLevel::Low
+                } else {
+                    EchoCancellationSuppressionLevel::High
+                },
                 enable_extended_filter: true,
                 enable_delay_agnostic: self.find_delay,
                 stream_delay_ms: Some(c.delay_ms.min(500) as i32),

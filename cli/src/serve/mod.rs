@@ -126,15 +126,23 @@ impl CallServer {
         });
         let app = Router::new()
             .route("/", get(page))
-            .route("/calls", post(create).options(preflight))
+            // An offer's limit, not the recordings': a body past it is
+            // refused before it is read (413).
+            .route(
+                "/calls",
+                post(create)
+                    .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES + 1))
+                    .options(preflight),
+            )
             .route("/calls/{id}", axum::routing::delete(end).options(preflight))
             .route("/calls/{id}/events", get(events))
             .route(
                 "/calls/{id}/recording",
-                post(recordings::put).get(recordings::heard),
+                post(recordings::put)
+                    .layer(DefaultBodyLimit::max(recordings::RECORDING_LIMIT))
+                    .get(recordings::heard),
             )
             .route("/calls/{id}/mic", get(recordings::mic))
-            .layer(DefaultBodyLimit::max(recordings::RECORDING_LIMIT))
             .with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel();
         let counted = Arc::clone(&stats);
