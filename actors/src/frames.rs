@@ -83,35 +83,7 @@ impl OutputShared {
     }
 }
 
-/// How long an output frame is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum FrameLength {
-    /// 10 ms.
-    Ms10,
-    /// 20 ms, the usual packet of a voice call.
-    #[default]
-    Ms20,
-    /// 40 ms.
-    Ms40,
-}
-
-impl FrameLength {
-    /// The length as a duration.
-    #[must_use]
-    pub fn duration(self) -> Duration {
-        Duration::from_millis(match self {
-            Self::Ms10 => 10,
-            Self::Ms20 => 20,
-            Self::Ms40 => 40,
-        })
-    }
-
-    /// Frames (samples per channel) in one output frame at `rate`.
-    #[must_use]
-    pub fn frames_at(self, rate: u32) -> usize {
-        sotto_rt::frames_of(self.duration(), rate) as usize
-    }
-}
+pub use sotto_rt::FrameLength;
 
 /// One output frame: interleaved f32 samples and the pts of the first.
 #[derive(Debug, Clone, PartialEq)]

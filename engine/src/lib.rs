@@ -47,7 +47,6 @@ pub use player::{EngineErrorText, OutputPlayer, PlayerError};
 pub use sotto_actors::frames::{Frame, FrameLength};
 /// Messages from the application a session's mailbox holds at most (SPEC S5).
 pub use sotto_actors::session::MAILBOX_LIMIT;
-pub use sotto_net::opus::PacketTime;
 /// The agent side of the avatar link (SPEC A1–A7): what
 /// [`Engine::attach_avatar`] takes and reports. The avatar side itself
 /// (dispatcher, playout, tokens) is the `sotto-avatar` crate.

@@ -11,7 +11,8 @@ use sotto::{CallConfig, CallEvent, OwnOutput, SessionConfig, SessionOutput};
 use sotto_integration::{call_engine, far_end, frequency, rms, tone_s16};
 use sotto_net::call::OpusReceiver;
 use sotto_net::connected;
-use sotto_net::opus::{OpusEncoder, PacketTime};
+use sotto_net::opus::OpusEncoder;
+use sotto_rt::FrameLength;
 use webrtc::peer_connection::RTCSessionDescription;
 
 const RATE: u32 = 48_000;
@@ -87,7 +88,7 @@ async fn a_call_carries_the_voice_out_and_the_microphone_back() {
 
     // The far end's microphone: a 300 Hz tone, 20 ms packets.
     let mic = tokio::spawn(async move {
-        let mut enc = OpusEncoder::new(1, PacketTime::Ms20, 32_000, 0).unwrap();
+        let mut enc = OpusEncoder::new(1, FrameLength::Ms20, 32_000, 0).unwrap();
         let tone: Vec<f32> = (0..RATE as usize * 2)
             .map(|i| {
                 (std::f64::consts::TAU * 300.0 * i as f64 / f64::from(RATE)).sin() as f32 * 0.3
@@ -139,11 +140,19 @@ async fn a_call_carries_the_voice_out_and_the_microphone_back() {
     assert!((f - 300.0).abs() < 5.0, "mic at {f} Hz");
     assert!((rms(&back[RATE as usize / 2..]) - 0.3 / 2f32.sqrt()).abs() < 0.05);
 
-    // After the tone, the call's frames are silence: no encoder time.
+    // After the tone, the call's frames are silence: no encoder time, and
+    // past its first 200 ms one packet in 400 ms goes out (DTX).
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = call.stats();
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let stats = call.stats();
     assert!(stats.packets_sent > 60, "{stats:?}");
-    assert!(stats.silent_packets > 10, "{stats:?}");
+    assert!(
+        stats.silent_packets - before.silent_packets >= 90,
+        "{stats:?}"
+    );
+    let sent = stats.packets_sent - before.packets_sent;
+    assert!((4..=7).contains(&sent), "{sent} packets in 2 s of silence");
     assert!(stats.mic_chunks >= 100, "{stats:?}");
 
     // Hung up, the output is the session's again.

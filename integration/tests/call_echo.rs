@@ -14,7 +14,8 @@ use sotto_cli::serve::Say;
 use sotto_integration::{call_engine, far_end};
 use sotto_net::call::OpusReceiver;
 use sotto_net::connected;
-use sotto_net::opus::{OpusEncoder, PacketTime};
+use sotto_net::opus::OpusEncoder;
+use sotto_rt::FrameLength;
 use webrtc::peer_connection::RTCSessionDescription;
 
 const RATE: usize = 48_000;
@@ -97,7 +98,7 @@ async fn a_call_without_its_own_echo_canceller_is_cleaned_per_call() {
         .collect();
     let room = tokio::spawn(async move {
         let mut heard = OpusReceiver::new(track, 1).unwrap();
-        let mut enc = OpusEncoder::new(1, PacketTime::Ms20, 64_000, 10).unwrap();
+        let mut enc = OpusEncoder::new(1, FrameLength::Ms20, 64_000, 10).unwrap();
         let mut line = vec![0.0f32; RATE * 60 / 1000];
         let (mut echo_sent, mut near_sent) = (Vec::new(), Vec::new());
         let mut k = 0usize;

@@ -11,6 +11,8 @@ use std::time::Duration;
 use audiopus::coder::{Decoder, Encoder, GenericCtl};
 use audiopus::{Application, Bitrate, Channels, MutSignals, SampleRate};
 
+use sotto_rt::FrameLength;
+
 use crate::peer::NetError;
 
 /// Opus's RTP clock, and the rate it is encoded and decoded at here.
@@ -22,36 +24,6 @@ const MAX_PACKET_FRAMES: usize = 5_760;
 /// Bytes an encoded packet may take: RFC 6716's limit for one frame.
 const MAX_PACKET_BYTES: usize = 1_275;
 
-/// How long one packet lasts: what Opus and a call can both use.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum PacketTime {
-    /// 10 ms.
-    Ms10,
-    /// 20 ms, the WebRTC default.
-    #[default]
-    Ms20,
-    /// 40 ms.
-    Ms40,
-}
-
-impl PacketTime {
-    /// The packet's length.
-    #[must_use]
-    pub fn duration(self) -> Duration {
-        Duration::from_millis(match self {
-            Self::Ms10 => 10,
-            Self::Ms20 => 20,
-            Self::Ms40 => 40,
-        })
-    }
-
-    /// Samples per channel in a packet at [`OPUS_RATE`].
-    #[must_use]
-    pub fn frames(self) -> usize {
-        self.duration().as_millis() as usize * OPUS_RATE as usize / 1000
-    }
-}
-
 fn channels_of(n: usize) -> Result<Channels, NetError> {
     match n {
         1 => Ok(Channels::Mono),
@@ -62,13 +34,13 @@ fn channels_of(n: usize) -> Result<Channels, NetError> {
 
 /// The TOC byte of a CELT fullband packet of `packet`'s length with no
 /// frame data (RFC 6716 3.1); stereo sets bit 2.
-fn silence_toc(channels: usize, packet: PacketTime) -> u8 {
+fn silence_toc(channels: usize, packet: FrameLength) -> u8 {
     // CELT fullband configs 28–31 are 2.5, 5, 10, 20 ms; a 40 ms packet
     // is two 20 ms frames (code 1, both empty).
     let (config, code) = match packet {
-        PacketTime::Ms10 => (30u8, 0u8),
-        PacketTime::Ms20 => (31, 0),
-        PacketTime::Ms40 => (31, 1),
+        FrameLength::Ms10 => (30u8, 0u8),
+        FrameLength::Ms20 => (31, 0),
+        FrameLength::Ms40 => (31, 1),
     };
     config << 3 | u8::from(channels == 2) << 2 | code
 }
@@ -77,11 +49,11 @@ fn silence_toc(channels: usize, packet: PacketTime) -> u8 {
 /// a decoder's concealment and filters to come to rest.
 const SILENCE_SETTLE: Duration = Duration::from_millis(200);
 
-/// Encodes 48 kHz f32 frames into Opus packets of one [`PacketTime`].
+/// Encodes 48 kHz f32 frames into Opus packets of one [`FrameLength`].
 pub struct OpusEncoder {
     encoder: Encoder,
     channels: usize,
-    packet: PacketTime,
+    packet: FrameLength,
     out: Vec<u8>,
     /// Packets of digital silence in a row so far.
     silent_run: usize,
@@ -98,7 +70,7 @@ impl OpusEncoder {
     /// [`NetError`] for channels other than 1 or 2, or when libopus refuses.
     pub fn new(
         channels: usize,
-        packet: PacketTime,
+        packet: FrameLength,
         bitrate: u32,
         loss_percent: u8,
     ) -> Result<Self, NetError> {
@@ -132,7 +104,7 @@ impl OpusEncoder {
     /// Samples (interleaved) one packet takes.
     #[must_use]
     pub fn packet_samples(&self) -> usize {
-        self.packet.frames() * self.channels
+        self.packet.frames_at(OPUS_RATE) * self.channels
     }
 
     /// Encodes one packet of interleaved samples, exactly
@@ -247,7 +219,7 @@ mod tests {
 
     #[test]
     fn a_tone_survives_encoding_and_silence_skips_the_encoder() {
-        let mut enc = OpusEncoder::new(1, PacketTime::Ms20, 32_000, 10).unwrap();
+        let mut enc = OpusEncoder::new(1, FrameLength::Ms20, 32_000, 10).unwrap();
         let mut dec = OpusDecoder::new(1).unwrap();
         let input = tone(48_000, 440.0);
         let mut output = Vec::new();
@@ -289,6 +261,6 @@ mod tests {
         assert!(enc.encode(&silent[..100]).is_err());
         assert!(dec.decode(&[]).is_err());
         assert_eq!(dec.conceal(960, None).unwrap().len(), 960);
-        assert!(OpusEncoder::new(3, PacketTime::Ms20, 32_000, 0).is_err());
+        assert!(OpusEncoder::new(3, FrameLength::Ms20, 32_000, 0).is_err());
     }
 }

@@ -76,3 +76,34 @@ impl SessionId {
         self.0 as usize
     }
 }
+
+/// How long an output frame or a packet is: what a call's output frames
+/// and its Opus packets are cut to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FrameLength {
+    /// 10 ms.
+    Ms10,
+    /// 20 ms, the usual packet of a voice call.
+    #[default]
+    Ms20,
+    /// 40 ms.
+    Ms40,
+}
+
+impl FrameLength {
+    /// The length as a duration.
+    #[must_use]
+    pub fn duration(self) -> Duration {
+        Duration::from_millis(match self {
+            Self::Ms10 => 10,
+            Self::Ms20 => 20,
+            Self::Ms40 => 40,
+        })
+    }
+
+    /// Frames (samples per channel) in one frame of this length at `rate`.
+    #[must_use]
+    pub fn frames_at(self, rate: u32) -> usize {
+        frames_of(self.duration(), rate) as usize
+    }
+}

@@ -17,7 +17,10 @@ use sotto_net::opus::{OpusEncoder, OPUS_RATE};
 use tokio::sync::mpsc;
 
 use super::Counters;
-use crate::{InputFormat, SampleFormat};
+use crate::{FrameLength, InputFormat, SampleFormat};
+
+/// How often a silent call sends a packet, as Opus DTX does.
+const DTX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// What the media thread is given, in the order it happened.
 pub(super) enum Work {
@@ -39,6 +42,7 @@ pub(super) struct Encoded {
 /// The thread's state.
 pub(super) struct Media {
     pub encoder: OpusEncoder,
+    pub packet: FrameLength,
     pub opus_channels: usize,
     pub echo: Option<EchoPath>,
     pub mic: MicOut,
@@ -49,6 +53,11 @@ impl Media {
     /// Runs until the call drops its end of `work` or of `encoded`.
     pub fn run(mut self, mut work: mpsc::Receiver<Work>, encoded: mpsc::Sender<Encoded>) {
         let mut was_silent = true;
+        // Silence, once the encoder skips it, goes out as Opus DTX does
+        // it: one packet per DTX_INTERVAL, so a silent call costs the
+        // network, SRTP and the far end almost nothing either.
+        let every = (DTX_INTERVAL.as_millis() / self.packet.duration().as_millis()).max(1) as u64;
+        let mut silent_run = 0u64;
         let mut render = Vec::with_capacity(CHUNK * 8);
         let mut capture = Vec::with_capacity(CHUNK * 8);
         while let Some(w) = work.blocking_recv() {
@@ -72,6 +81,12 @@ impl Media {
                     let silent = bytes.len() == 1;
                     if silent {
                         self.counters.silent_packets.fetch_add(1, Ordering::Relaxed);
+                        silent_run += 1;
+                        if (silent_run - 1) % every != 0 {
+                            continue;
+                        }
+                    } else {
+                        silent_run = 0;
                     }
                     let marker = was_silent && !silent;
                     was_silent = silent;

@@ -14,11 +14,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_net::call::{answer_call, AnswerError, CallPeer, OpusReceiver};
-use sotto_net::opus::{OpusEncoder, PacketTime, OPUS_RATE};
+use sotto_net::opus::{OpusEncoder, OPUS_RATE};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::{EchoConfig, EchoPath, Engine, Frame, FramesError, OutputFrames, SessionHandle};
+use crate::{
+    EchoConfig, EchoPath, Engine, Frame, FrameLength, FramesError, OutputFrames, SessionHandle,
+};
 
 mod media;
 
@@ -28,7 +30,7 @@ use media::{f32_bytes, resampler, Encoded, Media, MicOut, Work};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallConfig {
     /// Opus packet length (W1): 20 ms unless asked.
-    pub packet: PacketTime,
+    pub packet: FrameLength,
     /// Opus bit rate, bits per second (6,000–510,000).
     pub bitrate: u32,
     /// How long the far end has to connect after the answer.
@@ -50,7 +52,7 @@ pub struct CallConfig {
 impl Default for CallConfig {
     fn default() -> Self {
         Self {
-            packet: PacketTime::Ms20,
+            packet: FrameLength::Ms20,
             bitrate: 64_000,
             connect_timeout: Duration::from_secs(10),
             mic_queue: Duration::from_secs(1),
@@ -101,13 +103,17 @@ pub enum CallEvent {
 /// A call's counters.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct CallStats {
-    /// Opus packets sent, and how many of them were silence that skipped
-    /// the encoder.
+    /// Opus packets sent.
     pub packets_sent: u64,
-    /// Packets of digital silence (not encoded).
+    /// Packets' worth of digital silence that skipped the encoder; past
+    /// the first 200 ms of a silence, one packet in 400 ms of it is sent
+    /// (as Opus DTX does) and the rest are not.
     pub silent_packets: u64,
     /// Packets the encoder thread could not take in time (dropped).
     pub encoder_dropped: u64,
+    /// Frames of the session's output the call could not read in time
+    /// (the output's bound overran): audio the far end never got.
+    pub frames_lost: u64,
     /// Packets received from the far end and decoded.
     pub packets_received: u64,
     /// Packets missing from the far end (filled by FEC or concealment).
@@ -133,6 +139,7 @@ struct Counters {
     packets_sent: AtomicU64,
     silent_packets: AtomicU64,
     encoder_dropped: AtomicU64,
+    frames_lost: AtomicU64,
     packets_received: AtomicU64,
     packets_lost: AtomicU64,
     packets_concealed: AtomicU64,
@@ -187,6 +194,7 @@ impl CallHandle {
             packets_sent: get(&c.packets_sent),
             silent_packets: get(&c.silent_packets),
             encoder_dropped: get(&c.encoder_dropped),
+            frames_lost: get(&c.frames_lost),
             packets_received: get(&c.packets_received),
             packets_lost: get(&c.packets_lost),
             packets_concealed: get(&c.packets_concealed),
@@ -381,12 +389,14 @@ impl Call {
         // past: sent now, in a burst, it would fill the far end's jitter
         // buffer, which then squeezes the speech that follows to drain it.
         while frames.try_next_frame().is_some() {}
+        let lost_before = frames.lost_frames();
         let _ = events.try_send(CallEvent::Connected);
 
         let (work, work_in) = mpsc::channel::<Work>(WORK_QUEUE);
         let (encoded_tx, mut encoded) = mpsc::channel::<Encoded>(PACKET_QUEUE);
         let media = Media {
             encoder,
+            packet: config.packet,
             opus_channels,
             echo,
             mic: MicOut::new(rate, channels, Arc::clone(&counters), mic),
@@ -402,7 +412,7 @@ impl Call {
         ));
 
         let mut to_48k = resampler(rate, OPUS_RATE, opus_channels);
-        let packet_samples = config.packet.frames() * opus_channels;
+        let packet_samples = config.packet.frames_at(OPUS_RATE) * opus_channels;
         let mut pending: Vec<f32> = Vec::with_capacity(packet_samples * 2);
         let mut pending_pts: Option<u64> = None;
         let mut scratch = Vec::new();
@@ -417,6 +427,7 @@ impl Call {
                 },
                 frame = frames.next_frame() => {
                     let Ok(frame) = frame else { break "the session's output closed" };
+                    counters.frames_lost.store(frames.lost_frames() - lost_before, Ordering::Relaxed);
                     let first = to_opus_layout(&frame, channels, opus_channels, &mut scratch);
                     let at48 = frame.pts.0 * u64::from(OPUS_RATE) / u64::from(rate);
                     if pending_pts.is_none() {
@@ -429,7 +440,7 @@ impl Call {
                     while pending.len() >= packet_samples {
                         let pcm: Vec<f32> = pending.drain(..packet_samples).collect();
                         let pts = pending_pts.unwrap_or(0);
-                        pending_pts = Some(pts + config.packet.frames() as u64);
+                        pending_pts = Some(pts + config.packet.frames_at(OPUS_RATE) as u64);
                         if work.try_send(Work::Encode(pcm, pts)).is_err() {
                             counters.encoder_dropped.fetch_add(1, Ordering::Relaxed);
                         }
