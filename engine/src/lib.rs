@@ -37,7 +37,9 @@ mod player;
 
 pub use avatar_handle::AvatarHandle;
 pub use background::BackgroundHandle;
-pub use call::{CallConfig, CallError, CallEvent, CallHandle, CallStats, MicChunks};
+pub use call::{
+    CallConfig, CallError, CallEvent, CallHandle, CallStats, CallStatsReader, MicChunks,
+};
 pub use engine::{
     default_render_threads, Clock, Engine, EngineConfig, EngineError, ShardStats, SHUTDOWN_LIMIT,
 };

@@ -199,3 +199,38 @@ pub async fn far_end() -> (
         .expect("candidates");
     (far, events, sdp, sender)
 }
+
+/// Opens `count` connections to `addr` that send nothing and waits until
+/// the server has closed every one (SPEC S2: a cap, a header timeout):
+/// how long that took.
+///
+/// # Panics
+/// When a connection cannot be opened or stays open for 5 s.
+pub async fn held_connections_closed(addr: std::net::SocketAddr, count: usize) -> Duration {
+    let mut held = Vec::new();
+    for _ in 0..count {
+        held.push(
+            tokio::net::TcpStream::connect(addr)
+                .await
+                .expect("a connection"),
+        );
+    }
+    let started = std::time::Instant::now();
+    for c in held.drain(..) {
+        let read = async {
+            let mut buf = [0u8; 64];
+            loop {
+                c.readable().await?;
+                match c.try_read(&mut buf) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    other => return other,
+                }
+            }
+        };
+        let n = tokio::time::timeout(Duration::from_secs(5), read)
+            .await
+            .expect("the server closes a silent connection");
+        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
+    }
+    started.elapsed()
+}

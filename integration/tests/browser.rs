@@ -167,11 +167,25 @@ fn a_browser_calls_hears_the_agent_and_barges_in() {
         let sent_ms = first["wall_ms"].as_f64().unwrap() + loud;
         let played_ms = report["firstSoundMs"].as_f64().expect("the page's report");
         let jitter_ms = report["jitterBufferMs"].as_f64().unwrap_or(f64::NAN);
+        // And its parts: a packet's age on the wire (the server's count)
+        // and the browser's mean jitter buffer delay (its own stats).
+        let stats: serde_json::Value = reqwest::get(format!("http://{}/calls/1/stats", server.addr()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let age = stats["send_age_ms"].as_f64().unwrap();
         eprintln!(
-            "mouth-to-ear: {:.0} ms, of which the browser's jitter buffer {jitter_ms:.0} ms",
-            played_ms - sent_ms
+            "mouth-to-ear: first sound {:.0} ms after it was rendered; on average a packet \
+             leaves {age:.1} ms after its first sample is rendered and waits {jitter_ms:.0} ms \
+             in the browser's jitter buffer; the browser's jitter {:.2} ms as the server saw it",
+            played_ms - sent_ms,
+            stats["jitter_ms"].as_f64().unwrap()
         );
         assert!((0.0..1_000.0).contains(&(played_ms - sent_ms)));
+        assert!((0.0..60.0).contains(&age), "{stats}");
+        assert_eq!(stats["frames_lost"], 0, "{stats}");
 
         // The browser vanishes: the call ends within 5 s.
         browser.close();

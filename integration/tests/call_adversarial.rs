@@ -37,6 +37,20 @@ async fn server(engine: &Engine, limits: ServerLimits, keep: bool) -> CallServer
     .unwrap()
 }
 
+/// Posts `body` as an offer.
+async fn post_offer(
+    http: &reqwest::Client,
+    server: &CallServer,
+    body: impl Into<reqwest::Body>,
+) -> reqwest::Response {
+    http.post(format!("http://{}/calls", server.addr()))
+        .header("Content-Type", "application/sdp")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// A browser-like offer's session lines with `media` after them.
 fn sdp(media: &str) -> String {
     format!("v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n{media}")
@@ -84,13 +98,7 @@ async fn hostile_offers_are_refused_before_anything_is_made() {
     for _ in 0..ROUNDS {
         for (what, body) in &probes {
             let started = Instant::now();
-            let r = http
-                .post(format!("http://{}/calls", server.addr()))
-                .header("Content-Type", "application/sdp")
-                .body(body.clone())
-                .send()
-                .await
-                .unwrap();
+            let r = post_offer(&http, &server, body.clone()).await;
             assert_eq!(r.status().as_u16(), 400, "{what}");
             let text = r.text().await.unwrap();
             assert!(text.len() < 160, "{what}: {text}");
@@ -165,13 +173,7 @@ async fn hostile_offers_are_refused_before_anything_is_made() {
 
     // Still serving: a real offer is answered.
     let (_far, _events, offer, _mic) = far_end().await;
-    let r = http
-        .post(format!("http://{}/calls", server.addr()))
-        .header("Content-Type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let r = post_offer(&http, &server, offer).await;
     assert_eq!(r.status().as_u16(), 201);
     drop(server);
     engine.shutdown().await;
@@ -192,25 +194,13 @@ async fn calls_that_never_connect_are_torn_down_and_the_cap_holds() {
     let mut far_ends = Vec::new();
     for _ in 0..3 {
         let (far, events, offer, mic) = far_end().await;
-        let r = http
-            .post(format!("http://{}/calls", server.addr()))
-            .header("Content-Type", "application/sdp")
-            .body(offer)
-            .send()
-            .await
-            .unwrap();
+        let r = post_offer(&http, &server, offer).await;
         assert_eq!(r.status().as_u16(), 201);
         // The answer is never set: these far ends never connect.
         far_ends.push((far, events, mic));
     }
     let (_far, _events, offer, _mic) = far_end().await;
-    let r = http
-        .post(format!("http://{}/calls", server.addr()))
-        .header("Content-Type", "application/sdp")
-        .body(offer.clone())
-        .send()
-        .await
-        .unwrap();
+    let r = post_offer(&http, &server, offer.clone()).await;
     assert_eq!(r.status().as_u16(), 503);
     let started = Instant::now();
     while server.live_calls() > 0 {
@@ -222,13 +212,7 @@ async fn calls_that_never_connect_are_torn_down_and_the_cap_holds() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(server.stats().ended.load(Ordering::Relaxed), 3);
-    let r = http
-        .post(format!("http://{}/calls", server.addr()))
-        .header("Content-Type", "application/sdp")
-        .body(offer)
-        .send()
-        .await
-        .unwrap();
+    let r = post_offer(&http, &server, offer).await;
     assert_eq!(r.status().as_u16(), 201, "a place is free again");
     drop(server);
     engine.shutdown().await;
@@ -245,32 +229,8 @@ async fn held_connections_to_the_call_server_are_capped_and_timed_out() {
         ..ServerLimits::default()
     };
     let server = server(&engine, limits, false).await;
-    let mut held = Vec::new();
-    for _ in 0..100 {
-        held.push(tokio::net::TcpStream::connect(server.addr()).await.unwrap());
-    }
-    let started = Instant::now();
-    for c in held.drain(..) {
-        let read = async {
-            let mut buf = [0u8; 64];
-            loop {
-                c.readable().await?;
-                match c.try_read(&mut buf) {
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                    other => return other,
-                }
-            }
-        };
-        let n = tokio::time::timeout(Duration::from_secs(5), read)
-            .await
-            .expect("the server closes a silent connection");
-        assert!(matches!(n, Ok(0) | Err(_)), "{n:?}");
-    }
-    assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "{:?}",
-        started.elapsed()
-    );
+    let took = sotto_integration::held_connections_closed(server.addr(), 100).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
     assert!(server.stats().connections_refused.load(Ordering::Relaxed) >= 92);
     let r = reqwest::get(format!("http://{}/", server.addr()))
         .await

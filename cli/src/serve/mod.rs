@@ -79,6 +79,7 @@ struct Live {
     hang_up: Option<oneshot::Sender<()>>,
     log: Arc<Mutex<agent::EventLog>>,
     recorded: Arc<Mutex<recordings::Recorded>>,
+    stats: Option<sotto::CallStatsReader>,
 }
 
 struct Shared {
@@ -136,6 +137,7 @@ impl CallServer {
             )
             .route("/calls/{id}", axum::routing::delete(end).options(preflight))
             .route("/calls/{id}/events", get(events))
+            .route("/calls/{id}/stats", get(call_stats))
             .route(
                 "/calls/{id}/recording",
                 post(recordings::put)
@@ -294,6 +296,7 @@ async fn create(
                 hang_up: None,
                 log: Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT))),
                 recorded: Arc::new(Mutex::new(recordings::Recorded::default())),
+                stats: None,
             },
         );
         id
@@ -350,6 +353,7 @@ async fn create(
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "call lost");
         };
         live.hang_up = Some(hang_up);
+        live.stats = Some(call.stats_reader());
         (Arc::clone(&live.log), Arc::clone(&live.recorded))
     };
     let mic_kept = shared.config.keep_recordings.then_some(recorded);
@@ -402,6 +406,37 @@ async fn end(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Resp
         }
         None => refuse(StatusCode::NOT_FOUND, "no such call"),
     }
+}
+
+/// `GET /calls/{id}/stats`: the call's counters as JSON (packets each
+/// way, losses, jitter, the microphone's level), for its page to show.
+async fn call_stats(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+    let reader = call_id(&raw).and_then(|id| {
+        let calls = shared.calls.lock().ok()?;
+        calls.get(&id)?.stats.clone()
+    });
+    let Some(reader) = reader else {
+        return refuse(StatusCode::NOT_FOUND, "no such call");
+    };
+    let s = reader.stats();
+    let body = serde_json::json!({
+        "packets_sent": s.packets_sent,
+        "silent_packets": s.silent_packets,
+        "send_age_ms": s.send_age_ms,
+        "frames_lost": s.frames_lost,
+        "packets_received": s.packets_received,
+        "packets_lost": s.packets_lost,
+        "packets_concealed": s.packets_concealed,
+        "jitter_ms": s.jitter_ms,
+        "mic_level_db": s.mic_level_db,
+        "mic_dropped": s.mic_dropped,
+    });
+    let mut r = body.to_string().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    cors(r)
 }
 
 /// `GET /calls/{id}/events?after=N`: the call's events after the N-th, as

@@ -132,6 +132,10 @@ pub struct CallStats {
     /// The microphone's level over about the last 100 ms, in dB full
     /// scale (−100 before any has come).
     pub mic_level_db: f32,
+    /// How old a packet's first sample was when the packet went out, on
+    /// average, in milliseconds: from being rendered to being on the wire
+    /// (the packet's length, the wait for the encoder, the encoding).
+    pub send_age_ms: f32,
 }
 
 #[derive(Default)]
@@ -150,6 +154,53 @@ struct Counters {
     mic_dropped: AtomicU64,
     /// f32 bits, once a chunk has come.
     mic_level_db: AtomicU32,
+    /// Sum over packets sent of their first sample's age, µs.
+    send_age_us: AtomicU64,
+}
+
+impl Counters {
+    fn snapshot(&self) -> CallStats {
+        let c = self;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CallStats {
+            packets_sent: get(&c.packets_sent),
+            silent_packets: get(&c.silent_packets),
+            encoder_dropped: get(&c.encoder_dropped),
+            frames_lost: get(&c.frames_lost),
+            packets_received: get(&c.packets_received),
+            packets_lost: get(&c.packets_lost),
+            packets_concealed: get(&c.packets_concealed),
+            packets_bad: get(&c.packets_bad),
+            jitter_ms: f32::from_bits(c.jitter_ms.load(Ordering::Relaxed)),
+            mic_chunks: get(&c.mic_chunks),
+            mic_dropped: get(&c.mic_dropped),
+            send_age_ms: (get(&c.send_age_us) as f64 / get(&c.packets_sent).max(1) as f64 / 1000.0)
+                as f32,
+            mic_level_db: if get(&c.mic_chunks) + get(&c.mic_dropped) == 0 {
+                -100.0
+            } else {
+                f32::from_bits(c.mic_level_db.load(Ordering::Relaxed))
+            },
+        }
+    }
+}
+
+/// Reads a call's counters; see [`CallHandle::stats_reader`].
+#[derive(Clone)]
+pub struct CallStatsReader(Arc<Counters>);
+
+impl CallStatsReader {
+    /// The counters so far.
+    #[must_use]
+    pub fn stats(&self) -> CallStats {
+        self.0.snapshot()
+    }
+}
+
+impl std::fmt::Debug for CallStatsReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.stats().fmt(f)
+    }
 }
 
 /// The far end's microphone: 10 ms chunks, interleaved at the engine's
@@ -188,26 +239,14 @@ impl CallHandle {
     /// The counters so far.
     #[must_use]
     pub fn stats(&self) -> CallStats {
-        let c = &self.counters;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CallStats {
-            packets_sent: get(&c.packets_sent),
-            silent_packets: get(&c.silent_packets),
-            encoder_dropped: get(&c.encoder_dropped),
-            frames_lost: get(&c.frames_lost),
-            packets_received: get(&c.packets_received),
-            packets_lost: get(&c.packets_lost),
-            packets_concealed: get(&c.packets_concealed),
-            packets_bad: get(&c.packets_bad),
-            jitter_ms: f32::from_bits(c.jitter_ms.load(Ordering::Relaxed)),
-            mic_chunks: get(&c.mic_chunks),
-            mic_dropped: get(&c.mic_dropped),
-            mic_level_db: if get(&c.mic_chunks) + get(&c.mic_dropped) == 0 {
-                -100.0
-            } else {
-                f32::from_bits(c.mic_level_db.load(Ordering::Relaxed))
-            },
-        }
+        self.counters.snapshot()
+    }
+
+    /// A reader of this call's counters that outlives the handle's borrow
+    /// (a server showing a call's stats while its task owns the handle).
+    #[must_use]
+    pub fn stats_reader(&self) -> CallStatsReader {
+        CallStatsReader(Arc::clone(&self.counters))
     }
 
     /// The next event; `None` once the call is over and its events read.
@@ -302,6 +341,7 @@ impl Engine {
         let (mic_tx, mic) = mpsc::channel(mic_chunks);
         let (hang_up, hung_up) = oneshot::channel();
         let call = Call {
+            telemetry: self.telemetry(),
             peer,
             frames,
             encoder,
@@ -330,6 +370,7 @@ impl Engine {
 
 /// A call's moving parts, owned by its task.
 struct Call {
+    telemetry: Arc<crate::Telemetry>,
     peer: CallPeer,
     frames: OutputFrames,
     encoder: OpusEncoder,
@@ -353,6 +394,7 @@ const WORK_QUEUE: usize = 32;
 impl Call {
     async fn run(self, mut hung_up: oneshot::Receiver<()>) {
         let Call {
+            telemetry,
             peer,
             mut frames,
             encoder,
@@ -449,6 +491,9 @@ impl Call {
                 Some(packet) = encoded.recv() => {
                     if sender.send(&packet.bytes, packet.pts, packet.marker).await.is_ok() {
                         counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+                        let pts = packet.pts * u64::from(rate) / u64::from(OPUS_RATE);
+                        let age = telemetry.clock().0.saturating_sub(pts) * 1_000_000 / u64::from(rate);
+                        counters.send_age_us.fetch_add(age, Ordering::Relaxed);
                     }
                 },
             }
