@@ -82,7 +82,7 @@ impl Media {
                     if silent {
                         self.counters.silent_packets.fetch_add(1, Ordering::Relaxed);
                         silent_run += 1;
-                        if (silent_run - 1) % every != 0 {
+                        if !(silent_run - 1).is_multiple_of(every) {
                             continue;
                         }
                     } else {
