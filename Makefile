@@ -1,10 +1,10 @@
 # Two commands on a fresh machine: `make demo` and `make test`.
 SHELL := /bin/bash
 CARGO ?= cargo
-# ALSA headers for cpal, libopus for calls, pkg-config to find them, the
-# tools that build the bundled WebRTC audio processing module, a font for
-# picture labels.
-DEBIAN_PACKAGES := libasound2-dev libopus-dev pkg-config autoconf automake libtool libclang-dev g++ fonts-dejavu-core
+# ALSA headers for cpal, libopus for calls, libvpx for the avatar's video,
+# pkg-config to find them, the tools that build the bundled WebRTC audio
+# processing module, a font for picture labels.
+DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf automake libtool libclang-dev g++ fonts-dejavu-core
 # The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg;
 # the browser tests call with headless Chromium, in a network namespace of
 # their own (unshare from util-linux, ip from iproute2).
