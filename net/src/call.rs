@@ -143,7 +143,7 @@ pub fn offer_opus_type(sdp: &str) -> Option<u8> {
 
 /// A random 32-bit value for SSRCs and the sequence and timestamp
 /// origins (RFC 3550 asks for them random), from the process's hasher keys.
-fn random_u32() -> u32 {
+pub(crate) fn random_u32() -> u32 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(

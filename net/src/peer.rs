@@ -115,6 +115,47 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
     }
 }
 
+/// The VP8 payload type offered here.
+pub const VP8_PAYLOAD_TYPE: u8 = 96;
+
+/// VP8 as the avatar's face is offered (SPEC W5): a 90 kHz RTP clock,
+/// picture loss indications and NACKs asked for.
+#[must_use]
+pub fn vp8_codec() -> RTCRtpCodecParameters {
+    let feedback = |typ: &str, parameter: &str| rtc::rtp_transceiver::rtp_sender::RTCPFeedback {
+        typ: typ.to_owned(),
+        parameter: parameter.to_owned(),
+    };
+    RTCRtpCodecParameters {
+        rtp_codec: RTCRtpCodec {
+            mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8.to_owned(),
+            clock_rate: crate::vp8::VIDEO_RATE,
+            channels: 0,
+            sdp_fmtp_line: String::new(),
+            rtcp_feedback: vec![feedback("nack", ""), feedback("nack", "pli")],
+        },
+        payload_type: VP8_PAYLOAD_TYPE,
+    }
+}
+
+/// A peer like [`audio_peer`] that also carries VP8 video: the avatar's
+/// voice and face (SPEC W5).
+///
+/// # Errors
+/// [`NetError`] when the connection cannot be built.
+pub async fn av_peer(bind: IpAddr) -> Result<(Peer, PeerEvents), NetError> {
+    let mut media = MediaEngine::default();
+    media
+        .register_codec(opus_codec(), RtpCodecKind::Audio)
+        .map_err(NetError::from)?;
+    media
+        .register_codec(vp8_codec(), RtpCodecKind::Video)
+        .map_err(NetError::from)?;
+    let registry =
+        register_default_interceptors(Registry::new(), &mut media).map_err(NetError::from)?;
+    build(Some((media, registry)), bind).await
+}
+
 /// A loopback peer (see [`loopback_peer`]) that also carries Opus audio
 /// tracks, with the default interceptors (receiver reports, NACK).
 ///
