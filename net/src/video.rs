@@ -107,6 +107,7 @@ impl Vp8Sender {
 /// Reassembles VP8 frames from a remote track: a viewer's side, for tests.
 pub struct Vp8Receiver {
     track: Arc<dyn TrackRemote>,
+    depacketizer: Vp8Packet,
     frame: Vec<u8>,
     last_seq: Option<u16>,
     broken: bool,
@@ -120,6 +121,7 @@ impl Vp8Receiver {
     pub fn new(track: Arc<dyn TrackRemote>) -> Self {
         Self {
             track,
+            depacketizer: Vp8Packet::default(),
             frame: Vec::new(),
             last_seq: None,
             broken: false,
@@ -130,7 +132,6 @@ impl Vp8Receiver {
     /// The next whole frame and its RTP timestamp; `None` once the track
     /// has ended. A frame missing a packet is skipped and counted.
     pub async fn next(&mut self) -> Option<(Vec<u8>, u32)> {
-        let mut depacketizer = Vp8Packet::default();
         loop {
             let packet = match self.track.poll().await? {
                 TrackRemoteEvent::OnRtpPacket(p) => p,
@@ -147,12 +148,12 @@ impl Vp8Receiver {
                 }
             }
             self.last_seq = Some(seq);
-            if depacketizer.is_partition_head(&packet.payload) && !self.frame.is_empty() {
+            if self.depacketizer.is_partition_head(&packet.payload) && !self.frame.is_empty() {
                 // A new frame began before the last one's marker.
                 self.broken = true;
                 self.frame.clear();
             }
-            match depacketizer.depacketize(&packet.payload) {
+            match self.depacketizer.depacketize(&packet.payload) {
                 Ok(part) if self.frame.len() + part.len() <= MAX_FRAME_BYTES => {
                     self.frame.extend_from_slice(&part);
                 }

@@ -168,7 +168,7 @@ impl Vp8Encoder {
             },
             "encoder init",
         )?;
-        let encoder = Self {
+        let mut encoder = Self {
             ctx,
             config,
             picture: vec![0; (config.width * config.height * 3 / 2) as usize],
@@ -178,7 +178,7 @@ impl Vp8Encoder {
         check(
             unsafe {
                 vpx_sys::vpx_codec_control_(
-                    &*encoder.ctx as *const _ as *mut _,
+                    &mut *encoder.ctx,
                     vpx_sys::vp8e_enc_control_id::VP8E_SET_CPUUSED as c_int,
                     config.speed as c_int,
                 )
