@@ -13,6 +13,7 @@
 
 pub mod face;
 pub mod playout;
+pub mod publish;
 pub mod server;
 pub mod sink;
 pub mod token;

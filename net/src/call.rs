@@ -202,6 +202,11 @@ impl OpusSender {
     pub fn payload_type(&self) -> u8 {
         self.payload_type
     }
+
+    /// Sets the payload type the far end negotiated.
+    pub fn set_payload_type(&mut self, payload_type: u8) {
+        self.payload_type = payload_type;
+    }
 }
 
 /// What the far end's packets have been so far.

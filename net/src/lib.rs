@@ -17,3 +17,6 @@ pub use peer::{
     audio_peer, av_peer, complete_local, connected, loopback_audio_peer, loopback_peer, NetError,
     Peer, PeerEvents,
 };
+
+/// Audio or video, as a track says what it carries.
+pub use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;

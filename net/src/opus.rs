@@ -52,6 +52,7 @@ const SILENCE_SETTLE: Duration = Duration::from_millis(200);
 /// Encodes 48 kHz f32 frames into Opus packets of one [`FrameLength`].
 pub struct OpusEncoder {
     encoder: Encoder,
+    rate: u32,
     channels: usize,
     packet: FrameLength,
     out: Vec<u8>,
@@ -74,12 +75,33 @@ impl OpusEncoder {
         bitrate: u32,
         loss_percent: u8,
     ) -> Result<Self, NetError> {
-        let mut encoder = Encoder::new(
-            SampleRate::Hz48000,
-            channels_of(channels)?,
-            Application::Voip,
-        )
-        .map_err(NetError::from)?;
+        Self::at_rate(OPUS_RATE, channels, packet, bitrate, loss_percent)
+    }
+
+    /// An encoder like [`OpusEncoder::new`] taking samples at `rate`: one
+    /// of the rates libopus takes itself (8, 12, 16, 24 or 48 kHz). The
+    /// RTP clock stays 48 kHz.
+    ///
+    /// # Errors
+    /// [`NetError`] for another rate, channels other than 1 or 2, or when
+    /// libopus refuses.
+    pub fn at_rate(
+        rate: u32,
+        channels: usize,
+        packet: FrameLength,
+        bitrate: u32,
+        loss_percent: u8,
+    ) -> Result<Self, NetError> {
+        let sample_rate = match rate {
+            8_000 => SampleRate::Hz8000,
+            12_000 => SampleRate::Hz12000,
+            16_000 => SampleRate::Hz16000,
+            24_000 => SampleRate::Hz24000,
+            48_000 => SampleRate::Hz48000,
+            other => return Err(NetError(format!("Opus does not take {other} Hz"))),
+        };
+        let mut encoder = Encoder::new(sample_rate, channels_of(channels)?, Application::Voip)
+            .map_err(NetError::from)?;
         encoder
             .set_bitrate(Bitrate::BitsPerSecond(
                 i32::try_from(bitrate.clamp(6_000, 510_000)).unwrap_or(32_000),
@@ -92,6 +114,7 @@ impl OpusEncoder {
         encoder.set_dtx(true).map_err(NetError::from)?;
         Ok(Self {
             encoder,
+            rate,
             channels,
             packet,
             out: vec![0; MAX_PACKET_BYTES],
@@ -104,7 +127,7 @@ impl OpusEncoder {
     /// Samples (interleaved) one packet takes.
     #[must_use]
     pub fn packet_samples(&self) -> usize {
-        self.packet.frames_at(OPUS_RATE) * self.channels
+        self.packet.frames_at(self.rate) * self.channels
     }
 
     /// Encodes one packet of interleaved samples, exactly

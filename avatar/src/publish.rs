@@ -1,0 +1,401 @@
+//! The avatar's voice and face as WebRTC media for viewers (SPEC W5, A7,
+//! S5): a sink for one avatar's playout that, while at least one viewer is
+//! connected, encodes the voice (Opus) and the face (VP8) once, on a
+//! thread of its own, and hands the packets to every viewer through a
+//! bounded queue. With no viewer connected nothing is encoded. A viewer
+//! that stalls loses packets (counted), never the others' or the avatar's.
+//! Both tracks take their RTP timestamps from the voice's sample clock:
+//! the voice's from its sample count, the face's from the pts the playout
+//! gives it (derived from the same count), so a browser's lip sync holds.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sotto_net::call::{offer_opus_type, opus_track, OpusSender};
+use sotto_net::opus::{OpusEncoder, OPUS_RATE};
+use sotto_net::video::{vp8_track, Vp8Sender};
+use sotto_net::vp8::{Vp8Config, Vp8Encoder, Vp8Frame};
+use sotto_net::{av_peer, complete_local, connected, NetError};
+use sotto_rt::FrameLength;
+use tokio::sync::mpsc;
+use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+
+use crate::playout::{AvatarSink, VideoFrame};
+
+/// How an avatar is published.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PublishConfig {
+    /// The face's encoding (its size must be the renderer's).
+    pub video: Vp8Config,
+    /// The voice's rate (8, 12, 16, 24 or 48 kHz: what Opus takes) and
+    /// channels (1 or 2), as the playout hands it to its sink.
+    pub voice_rate: u32,
+    /// Voice channels.
+    pub voice_channels: usize,
+    /// Opus bit rate, bits per second.
+    pub voice_bitrate: u32,
+    /// Viewers at once; one more is refused.
+    pub max_viewers: usize,
+    /// How long a viewer has to connect after its answer.
+    pub connect_timeout: Duration,
+}
+
+impl Default for PublishConfig {
+    fn default() -> Self {
+        Self {
+            video: Vp8Config::default(),
+            voice_rate: 24_000,
+            voice_channels: 1,
+            voice_bitrate: 48_000,
+            max_viewers: 8,
+            connect_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a viewer was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ViewerError {
+    /// As many viewers as the config allows are watching.
+    #[error("too many viewers")]
+    Full,
+    /// The offer is not SDP or cannot be answered.
+    #[error("bad offer: {0}")]
+    BadOffer(String),
+    /// The peer could not be set up.
+    #[error(transparent)]
+    Net(#[from] NetError),
+}
+
+/// What a publisher counted.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PublishStats {
+    /// Viewers connected now.
+    pub viewers: usize,
+    /// Video frames encoded (only while someone watched).
+    pub frames_encoded: u64,
+    /// Voice packets encoded.
+    pub voice_packets: u64,
+    /// Packets a stalled viewer could not take (dropped for it alone).
+    pub dropped: u64,
+    /// Pictures and voice the encoder thread could not take in time.
+    pub encoder_dropped: u64,
+}
+
+/// Packets for a viewer, shared between them.
+#[derive(Clone)]
+enum Media {
+    Voice(Arc<Vec<u8>>, u64, bool),
+    Video(Arc<Vp8Frame>, u64),
+}
+
+/// Work for the encoder thread.
+enum Work {
+    /// 20 ms of voice and its pts at 48 kHz.
+    Voice(Vec<i16>, u64),
+    Video(VideoFrame, u64),
+}
+
+/// Packets held per viewer: a second of voice and video.
+const VIEWER_QUEUE: usize = 128;
+/// Work held for the encoder thread.
+const WORK_QUEUE: usize = 32;
+
+#[derive(Default)]
+struct Counters {
+    frames_encoded: AtomicU64,
+    voice_packets: AtomicU64,
+    dropped: AtomicU64,
+    encoder_dropped: AtomicU64,
+}
+
+struct Shared {
+    config: PublishConfig,
+    /// Connected viewers' queues.
+    viewers: Mutex<Vec<(u64, mpsc::Sender<Media>)>>,
+    /// Viewers connected or connecting: what the cap counts.
+    taken: AtomicUsize,
+    next_id: AtomicU64,
+    /// A viewer arrived: the next picture is a key frame.
+    want_key: AtomicBool,
+    counters: Counters,
+}
+
+/// One avatar's publisher: viewers join it with an offer; its sink goes
+/// to the avatar's playout.
+#[derive(Clone)]
+pub struct Publisher {
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for Publisher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Publisher")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Publisher {
+    /// A publisher and the sink to give the avatar's playout.
+    ///
+    /// # Errors
+    /// [`NetError`] for a voice rate or channel count Opus does not take,
+    /// or a video config libvpx refuses (both checked here, before any
+    /// viewer comes).
+    pub fn new(config: PublishConfig) -> Result<(Self, PublisherSink), NetError> {
+        let voice = OpusEncoder::at_rate(
+            config.voice_rate,
+            config.voice_channels,
+            FrameLength::Ms20,
+            config.voice_bitrate,
+            5,
+        )?;
+        let video = Vp8Encoder::new(config.video)?;
+        let (work_tx, work_rx) = std_mpsc::sync_channel(WORK_QUEUE);
+        let shared = Arc::new(Shared {
+            config,
+            viewers: Mutex::new(Vec::new()),
+            taken: AtomicUsize::new(0),
+            next_id: AtomicU64::new(1),
+            want_key: AtomicBool::new(true),
+            counters: Counters::default(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("sotto-publish".into())
+            .spawn(move || encode(&thread_shared, voice, video, &work_rx))
+            .map_err(NetError::from)?;
+        Ok((
+            Self {
+                shared: Arc::clone(&shared),
+            },
+            PublisherSink {
+                shared,
+                work: Some(work_tx),
+                voice_samples: 0,
+            },
+        ))
+    }
+
+    /// Its counters.
+    #[must_use]
+    pub fn stats(&self) -> PublishStats {
+        let c = &self.shared.counters;
+        PublishStats {
+            viewers: self.shared.viewers.lock().map_or(0, |v| v.len()),
+            frames_encoded: c.frames_encoded.load(Ordering::Relaxed),
+            voice_packets: c.voice_packets.load(Ordering::Relaxed),
+            dropped: c.dropped.load(Ordering::Relaxed),
+            encoder_dropped: c.encoder_dropped.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Answers a viewer's offer (every candidate in it) with the voice and
+    /// face tracks; the viewer watches once connected, until it leaves.
+    ///
+    /// # Errors
+    /// [`ViewerError::Full`] past the cap, [`ViewerError::BadOffer`] for an
+    /// offer that cannot be answered, [`ViewerError::Net`] for a peer that
+    /// cannot be built.
+    pub async fn add_viewer(&self, offer: &str) -> Result<String, ViewerError> {
+        let shared = &self.shared;
+        let taken = shared.taken.fetch_add(1, Ordering::AcqRel);
+        let release = || shared.taken.fetch_sub(1, Ordering::AcqRel);
+        if taken >= shared.config.max_viewers {
+            release();
+            return Err(ViewerError::Full);
+        }
+        match self.answer(offer).await {
+            Ok(a) => Ok(a),
+            Err(e) => {
+                release();
+                Err(e)
+            }
+        }
+    }
+
+    async fn answer(&self, offer: &str) -> Result<String, ViewerError> {
+        if offer.len() > sotto_net::call::MAX_OFFER_BYTES {
+            return Err(ViewerError::BadOffer("the offer is too long".into()));
+        }
+        let desc = RTCSessionDescription::offer(offer.to_owned())
+            .map_err(|_| ViewerError::BadOffer("not SDP".into()))?;
+        let (peer, mut events) = av_peer(sotto_net::peer::LOOPBACK).await?;
+        let (voice_track, mut voice) = opus_track();
+        let (face_track, mut face) = vp8_track();
+        peer.add_track(voice_track).await.map_err(NetError::from)?;
+        peer.add_track(face_track).await.map_err(NetError::from)?;
+        if peer.set_remote_description(desc).await.is_err() {
+            let _ = peer.close().await;
+            return Err(ViewerError::BadOffer("it cannot be answered".into()));
+        }
+        let answer = peer.create_answer(None).await.map_err(NetError::from)?;
+        let sdp = complete_local(&peer, &mut events, answer).await?;
+        voice.set_payload_type(offer_opus_type(&sdp).unwrap_or(sotto_net::peer::OPUS_PAYLOAD_TYPE));
+        face.set_payload_type(
+            sdp_payload_type(&sdp, "vp8/90000").unwrap_or(sotto_net::peer::VP8_PAYLOAD_TYPE),
+        );
+        let shared = Arc::clone(&self.shared);
+        tokio::spawn(async move {
+            let limit = shared.config.connect_timeout;
+            if connected(&mut events, limit).await.is_ok() {
+                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+                let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
+                if let Ok(mut v) = shared.viewers.lock() {
+                    v.push((id, tx));
+                }
+                shared.want_key.store(true, Ordering::Release);
+                watch(&mut events, rx, &mut voice, &mut face).await;
+                if let Ok(mut v) = shared.viewers.lock() {
+                    v.retain(|(k, _)| *k != id);
+                }
+            }
+            let _ = peer.close().await;
+            shared.taken.fetch_sub(1, Ordering::AcqRel);
+        });
+        Ok(sdp)
+    }
+}
+
+/// A viewer's life: its packets out until it goes.
+async fn watch(
+    events: &mut sotto_net::PeerEvents,
+    mut rx: mpsc::Receiver<Media>,
+    voice: &mut OpusSender,
+    face: &mut Vp8Sender,
+) {
+    loop {
+        tokio::select! {
+            state = events.state.recv() => match state {
+                Some(RTCPeerConnectionState::Disconnected
+                    | RTCPeerConnectionState::Failed
+                    | RTCPeerConnectionState::Closed) | None => return,
+                Some(_) => {}
+            },
+            media = rx.recv() => match media {
+                Some(Media::Voice(bytes, ts48, marker)) => {
+                    let _ = voice.send(&bytes, ts48, marker).await;
+                }
+                Some(Media::Video(frame, ts90)) => {
+                    let _ = face.send(&frame, ts90).await;
+                }
+                None => return,
+            },
+        }
+    }
+}
+
+/// The payload type an SDP gives `codec` (`a=rtpmap:N vp8/90000`).
+fn sdp_payload_type(sdp: &str, codec: &str) -> Option<u8> {
+    sdp.lines().find_map(|l| {
+        let (pt, name) = l.trim().strip_prefix("a=rtpmap:")?.split_once(' ')?;
+        name.to_ascii_lowercase()
+            .starts_with(codec)
+            .then(|| pt.parse().ok())
+            .flatten()
+    })
+}
+
+/// The encoder thread: encodes while someone watches, fans out.
+fn encode(
+    shared: &Shared,
+    mut voice: OpusEncoder,
+    mut video: Vp8Encoder,
+    work: &std_mpsc::Receiver<Work>,
+) {
+    let mut was_silent = true;
+    let fan_out = |m: Media| {
+        if let Ok(viewers) = shared.viewers.lock() {
+            for (_, tx) in viewers.iter() {
+                if tx.try_send(m.clone()).is_err() {
+                    shared.counters.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    };
+    while let Ok(w) = work.recv() {
+        match w {
+            Work::Voice(samples, pts48) => {
+                let pcm: Vec<f32> = samples.iter().map(|&s| f32::from(s) / 32_768.0).collect();
+                let Ok(bytes) = voice.encode(&pcm) else {
+                    continue;
+                };
+                let silent = bytes.len() == 1;
+                let marker = was_silent && !silent;
+                was_silent = silent;
+                shared
+                    .counters
+                    .voice_packets
+                    .fetch_add(1, Ordering::Relaxed);
+                fan_out(Media::Voice(Arc::new(bytes.to_vec()), pts48, marker));
+            }
+            Work::Video(frame, pts90) => {
+                let key = shared.want_key.swap(false, Ordering::AcqRel);
+                let Ok(frames) = video.encode(&frame.y, &frame.u, &frame.v, pts90, key) else {
+                    continue;
+                };
+                for f in frames {
+                    shared
+                        .counters
+                        .frames_encoded
+                        .fetch_add(1, Ordering::Relaxed);
+                    fan_out(Media::Video(Arc::new(f.clone()), pts90));
+                }
+            }
+        }
+    }
+}
+
+/// The sink the avatar's playout writes to: passes what it plays to the
+/// encoder thread while a viewer watches, and nothing otherwise.
+pub struct PublisherSink {
+    shared: Arc<Shared>,
+    /// Dropped at the end: the encoder thread ends with it.
+    work: Option<std_mpsc::SyncSender<Work>>,
+    /// Voice played so far (samples per channel): the voice's clock.
+    voice_samples: u64,
+}
+
+impl PublisherSink {
+    fn watched(&self) -> bool {
+        self.shared.viewers.lock().is_ok_and(|v| !v.is_empty())
+    }
+
+    fn send(&self, w: Work) {
+        let Some(work) = &self.work else { return };
+        if work.try_send(w).is_err() {
+            self.shared
+                .counters
+                .encoder_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl AvatarSink for PublisherSink {
+    fn voice(&mut self, samples: &[i16]) {
+        // The voice's clock runs whether or not anyone listens, so a
+        // viewer's timestamps continue from where the avatar is.
+        let channels = self.shared.config.voice_channels.max(1);
+        let pts48 =
+            self.voice_samples * u64::from(OPUS_RATE) / u64::from(self.shared.config.voice_rate);
+        self.voice_samples += (samples.len() / channels) as u64;
+        if self.watched() {
+            self.send(Work::Voice(samples.to_vec(), pts48));
+        }
+    }
+
+    fn video(&mut self, frame: &VideoFrame, pts: u64) {
+        if self.watched() {
+            self.send(Work::Video(frame.clone(), pts));
+        }
+    }
+
+    fn finish(&mut self) {
+        self.work = None;
+    }
+}
