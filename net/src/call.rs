@@ -101,21 +101,7 @@ pub async fn answer_call(offer: &str, bind: IpAddr) -> Result<(String, CallPeer)
 /// negotiated one): a call's voice, or a test's microphone.
 #[must_use]
 pub fn opus_track() -> (Arc<dyn TrackLocal>, OpusSender) {
-    let ssrc = random_u32();
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("sotto-{ssrc:08x}"),
-        format!("voice-{ssrc:08x}"),
-        "voice".to_owned(),
-        RtpCodecKind::Audio,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: opus_codec().rtp_codec,
-            ..Default::default()
-        }],
-    )));
+    let (track, ssrc) = rtp_track("voice", RtpCodecKind::Audio, opus_codec().rtp_codec);
     let sender = OpusSender {
         track: Arc::clone(&track),
         ssrc,
@@ -125,6 +111,31 @@ pub fn opus_track() -> (Arc<dyn TrackLocal>, OpusSender) {
         sent: 0,
     };
     (track, sender)
+}
+
+/// A track we write RTP to ourselves, of `kind` with `codec`, labelled
+/// `label`, under a random SSRC (returned beside it).
+pub(crate) fn rtp_track(
+    label: &str,
+    kind: RtpCodecKind,
+    codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
+) -> (Arc<TrackLocalStaticRTP>, u32) {
+    let ssrc = random_u32();
+    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
+        format!("sotto-{ssrc:08x}"),
+        format!("{label}-{ssrc:08x}"),
+        label.to_owned(),
+        kind,
+        vec![RTCRtpEncodingParameters {
+            rtp_coding_parameters: RTCRtpCodingParameters {
+                ssrc: Some(ssrc),
+                ..Default::default()
+            },
+            codec,
+            ..Default::default()
+        }],
+    )));
+    (track, ssrc)
 }
 
 /// The payload type an SDP gives Opus (`a=rtpmap:N opus/48000/2`).

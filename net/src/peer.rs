@@ -144,13 +144,28 @@ pub fn vp8_codec() -> RTCRtpCodecParameters {
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn av_peer(bind: IpAddr) -> Result<(Peer, PeerEvents), NetError> {
+    media_peer(
+        &[
+            (opus_codec(), RtpCodecKind::Audio),
+            (vp8_codec(), RtpCodecKind::Video),
+        ],
+        bind,
+    )
+    .await
+}
+
+/// A peer bound to `bind` carrying `codecs`, with the default
+/// interceptors (receiver reports, NACK).
+async fn media_peer(
+    codecs: &[(RTCRtpCodecParameters, RtpCodecKind)],
+    bind: IpAddr,
+) -> Result<(Peer, PeerEvents), NetError> {
     let mut media = MediaEngine::default();
-    media
-        .register_codec(opus_codec(), RtpCodecKind::Audio)
-        .map_err(NetError::from)?;
-    media
-        .register_codec(vp8_codec(), RtpCodecKind::Video)
-        .map_err(NetError::from)?;
+    for (codec, kind) in codecs {
+        media
+            .register_codec(codec.clone(), *kind)
+            .map_err(NetError::from)?;
+    }
     let registry =
         register_default_interceptors(Registry::new(), &mut media).map_err(NetError::from)?;
     build(Some((media, registry)), bind).await
@@ -175,13 +190,7 @@ pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn audio_peer(bind: IpAddr) -> Result<(Peer, PeerEvents), NetError> {
-    let mut media = MediaEngine::default();
-    media
-        .register_codec(opus_codec(), RtpCodecKind::Audio)
-        .map_err(NetError::from)?;
-    let registry =
-        register_default_interceptors(Registry::new(), &mut media).map_err(NetError::from)?;
-    build(Some((media, registry)), bind).await
+    media_peer(&[(opus_codec(), RtpCodecKind::Audio)], bind).await
 }
 
 /// A peer connection whose only candidates are on 127.0.0.1.

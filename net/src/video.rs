@@ -5,18 +5,15 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use rtc::media_stream::MediaStreamTrack;
 use rtc::rtp;
 use rtc::rtp::codec::vp8::{Vp8Packet, Vp8Payloader};
 use rtc::rtp::packetizer::{Depacketizer, Payloader};
-use rtc::rtp_transceiver::rtp_sender::{
-    RTCRtpCodingParameters, RTCRtpEncodingParameters, RtpCodecKind,
-};
+use rtc::rtp_transceiver::rtp_sender::RtpCodecKind;
 use webrtc::media_stream::track_local::static_rtp::TrackLocalStaticRTP;
 use webrtc::media_stream::track_local::TrackLocal;
 use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
-use crate::call::random_u32;
+use crate::call::{random_u32, rtp_track};
 use crate::peer::{vp8_codec, NetError, VP8_PAYLOAD_TYPE};
 use crate::vp8::Vp8Frame;
 
@@ -30,21 +27,7 @@ pub const MAX_FRAME_BYTES: usize = 1 << 20;
 /// A VP8 track to add to a peer, and the sender that writes it.
 #[must_use]
 pub fn vp8_track() -> (Arc<dyn TrackLocal>, Vp8Sender) {
-    let ssrc = random_u32();
-    let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("sotto-{ssrc:08x}"),
-        format!("face-{ssrc:08x}"),
-        "face".to_owned(),
-        RtpCodecKind::Video,
-        vec![RTCRtpEncodingParameters {
-            rtp_coding_parameters: RTCRtpCodingParameters {
-                ssrc: Some(ssrc),
-                ..Default::default()
-            },
-            codec: vp8_codec().rtp_codec,
-            ..Default::default()
-        }],
-    )));
+    let (track, ssrc) = rtp_track("face", RtpCodecKind::Video, vp8_codec().rtp_codec);
     let sender = Vp8Sender {
         track: Arc::clone(&track),
         ssrc,
