@@ -62,9 +62,13 @@ impl AvatarRenderer for FaceRenderer {
             .sum::<f32>()
             / n)
             .sqrt();
-        // Opens at once, closes over about 100 ms.
+        // Opens at once, closes over about 100 ms, and shut at once in
+        // silence (below -60 dBFS): the end of a fade closes it within a
+        // frame.
         let target = (rms * 6.0).min(1.0);
-        self.level = if target > self.level {
+        self.level = if rms < 1e-3 {
+            0.0
+        } else if target > self.level {
             target
         } else {
             self.level * 0.8 + target * 0.2

@@ -17,6 +17,7 @@ pub mod publish;
 pub mod server;
 pub mod sink;
 pub mod token;
+pub mod viewers;
 
 /// The wire protocol shared with the agent side.
 pub use sotto_net::avatar as proto;

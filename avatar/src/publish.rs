@@ -13,11 +13,13 @@ use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sotto_net::call::{offer_opus_type, opus_track, OpusSender};
+use std::collections::HashMap;
+
+use sotto_net::call::{offer_opus_type, opus_track_in, OpusSender};
 use sotto_net::opus::{OpusEncoder, OPUS_RATE};
 use sotto_net::video::{vp8_track, Vp8Sender};
 use sotto_net::vp8::{Vp8Config, Vp8Encoder, Vp8Frame};
-use sotto_net::{av_peer, complete_local, connected, NetError};
+use sotto_net::{av_peer, complete_local, connected, NetError, Peer};
 use sotto_rt::FrameLength;
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
@@ -70,6 +72,20 @@ pub enum ViewerError {
     Net(#[from] NetError),
 }
 
+/// A viewer taken: its id (to leave with [`Publisher::remove_viewer`]),
+/// the SDP answer for it, and where its tracks' RTP timestamps start.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Viewer {
+    /// The viewer's id, unique within the publisher.
+    pub id: u64,
+    /// The SDP answer (every candidate in it).
+    pub answer: String,
+    /// The voice's RTP timestamp at pts 0 (48 kHz clock).
+    pub voice_origin: u32,
+    /// The face's RTP timestamp at pts 0 (90 kHz clock).
+    pub face_origin: u32,
+}
+
 /// What a publisher counted.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PublishStats {
@@ -83,6 +99,8 @@ pub struct PublishStats {
     pub dropped: u64,
     /// Pictures and voice the encoder thread could not take in time.
     pub encoder_dropped: u64,
+    /// Key frames a viewer asked for (picture loss, full intra request).
+    pub key_frames_asked: u64,
 }
 
 /// Packets for a viewer, shared between them.
@@ -110,6 +128,7 @@ struct Counters {
     voice_packets: AtomicU64,
     dropped: AtomicU64,
     encoder_dropped: AtomicU64,
+    key_frames_asked: AtomicU64,
 }
 
 struct Shared {
@@ -118,6 +137,9 @@ struct Shared {
     viewers: Mutex<Vec<(u64, mpsc::Sender<Media>)>>,
     /// Viewers connected or connecting: what the cap counts.
     taken: AtomicUsize,
+    /// Every viewer's peer, connected or connecting, by id (what leaving
+    /// closes), with its tracks' RTP origins.
+    peers: Mutex<HashMap<u64, (Peer, u32, u32)>>,
     next_id: AtomicU64,
     /// A viewer arrived: the next picture is a key frame.
     want_key: AtomicBool,
@@ -160,6 +182,7 @@ impl Publisher {
             config,
             viewers: Mutex::new(Vec::new()),
             taken: AtomicUsize::new(0),
+            peers: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             want_key: AtomicBool::new(true),
             counters: Counters::default(),
@@ -191,6 +214,52 @@ impl Publisher {
             voice_packets: c.voice_packets.load(Ordering::Relaxed),
             dropped: c.dropped.load(Ordering::Relaxed),
             encoder_dropped: c.encoder_dropped.load(Ordering::Relaxed),
+            key_frames_asked: c.key_frames_asked.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Viewers connected or connecting now.
+    #[must_use]
+    pub fn viewers(&self) -> usize {
+        self.shared.taken.load(Ordering::Acquire)
+    }
+
+    /// Where viewer `id`'s voice and face RTP timestamps start (pts 0),
+    /// while it is connected or connecting.
+    #[must_use]
+    pub fn origins(&self, id: u64) -> Option<(u32, u32)> {
+        let peers = self.shared.peers.lock().ok()?;
+        peers.get(&id).map(|&(_, voice, face)| (voice, face))
+    }
+
+    /// Ends viewer `id`'s connection: false when there is no such viewer
+    /// (it left already or never was).
+    pub async fn remove_viewer(&self, id: u64) -> bool {
+        let peer = self
+            .shared
+            .peers
+            .lock()
+            .ok()
+            .and_then(|mut p| p.remove(&id));
+        match peer {
+            Some((peer, _, _)) => {
+                let _ = peer.close().await;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends every viewer's connection (the avatar has gone).
+    pub async fn close(&self) {
+        let peers: Vec<Peer> = self
+            .shared
+            .peers
+            .lock()
+            .map(|mut p| p.drain().map(|(_, (peer, _, _))| peer).collect())
+            .unwrap_or_default();
+        for peer in peers {
+            let _ = peer.close().await;
         }
     }
 
@@ -201,7 +270,7 @@ impl Publisher {
     /// [`ViewerError::Full`] past the cap, [`ViewerError::BadOffer`] for an
     /// offer that cannot be answered, [`ViewerError::Net`] for a peer that
     /// cannot be built.
-    pub async fn add_viewer(&self, offer: &str) -> Result<String, ViewerError> {
+    pub async fn add_viewer(&self, offer: &str) -> Result<Viewer, ViewerError> {
         let shared = &self.shared;
         let taken = shared.taken.fetch_add(1, Ordering::AcqRel);
         let release = || shared.taken.fetch_sub(1, Ordering::AcqRel);
@@ -218,15 +287,18 @@ impl Publisher {
         }
     }
 
-    async fn answer(&self, offer: &str) -> Result<String, ViewerError> {
+    async fn answer(&self, offer: &str) -> Result<Viewer, ViewerError> {
         if offer.len() > sotto_net::call::MAX_OFFER_BYTES {
             return Err(ViewerError::BadOffer("the offer is too long".into()));
         }
         let desc = RTCSessionDescription::offer(offer.to_owned())
             .map_err(|_| ViewerError::BadOffer("not SDP".into()))?;
         let (peer, mut events) = av_peer(sotto_net::peer::LOOPBACK).await?;
-        let (voice_track, mut voice) = opus_track();
-        let (face_track, mut face) = vp8_track();
+        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // One media stream: a browser plays the two tracks in sync.
+        let stream = format!("avatar-{id}");
+        let (voice_track, mut voice) = opus_track_in(Some(&stream));
+        let (face_track, mut face) = vp8_track(Some(&stream));
         peer.add_track(voice_track).await.map_err(NetError::from)?;
         peer.add_track(face_track).await.map_err(NetError::from)?;
         if peer.set_remote_description(desc).await.is_err() {
@@ -239,11 +311,31 @@ impl Publisher {
         face.set_payload_type(
             sdp_payload_type(&sdp, "vp8/90000").unwrap_or(sotto_net::peer::VP8_PAYLOAD_TYPE),
         );
+        let viewer = Viewer {
+            id,
+            answer: sdp,
+            voice_origin: voice.origin(),
+            face_origin: face.origin(),
+        };
+        if let Ok(mut peers) = self.shared.peers.lock() {
+            peers.insert(id, (Arc::clone(&peer), viewer.voice_origin, viewer.face_origin));
+        }
         let shared = Arc::clone(&self.shared);
+        let requests = face.key_frame_requests();
+        let asking = Arc::clone(&self.shared);
+        // Ends when the track does, with the peer.
+        tokio::spawn(async move {
+            while requests.next().await {
+                asking.want_key.store(true, Ordering::Release);
+                asking
+                    .counters
+                    .key_frames_asked
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+        });
         tokio::spawn(async move {
             let limit = shared.config.connect_timeout;
             if connected(&mut events, limit).await.is_ok() {
-                let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
                 let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
                 if let Ok(mut v) = shared.viewers.lock() {
                     v.push((id, tx));
@@ -255,9 +347,12 @@ impl Publisher {
                 }
             }
             let _ = peer.close().await;
+            if let Ok(mut peers) = shared.peers.lock() {
+                peers.remove(&id);
+            }
             shared.taken.fetch_sub(1, Ordering::AcqRel);
         });
-        Ok(sdp)
+        Ok(viewer)
     }
 }
 

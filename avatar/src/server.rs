@@ -17,7 +17,11 @@ use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
 
 use crate::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
+use crate::publish::{PublishConfig, Publisher, PublisherSink};
+use crate::sink::BothSinks;
 use crate::token;
+use crate::viewers::{Published, Publishing};
+use sotto_net::vp8::Vp8Config;
 use sotto_net::avatar::{Control, JoinRequest, JoinResponse, CONTROL_LABEL, MAX_JOIN_BODY};
 use sotto_net::peer::{complete_local, loopback_peer, Peer, PeerEvents};
 
@@ -55,6 +59,9 @@ pub struct ServerConfig {
     /// tick per 20 ms of it, the interrupt cooldown counted on it too.
     /// `None` (a server of its own): the wall clock.
     pub clock: Option<SampleClock>,
+    /// Publish each avatar's voice and face to WebRTC viewers (SPEC W5;
+    /// see [`crate::viewers`]); `None`: nobody can watch.
+    pub publish: Option<Publishing>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -122,6 +129,10 @@ pub struct ServerStats {
     pub control_arrived: AtomicU64,
     /// Acknowledgements sent.
     pub acks_sent: AtomicU64,
+    /// Viewers taken.
+    pub viewers: AtomicU64,
+    /// Viewers refused (a bad offer or token, no such avatar, full).
+    pub viewers_refused: AtomicU64,
 }
 
 /// A running avatar server.
@@ -139,13 +150,19 @@ impl std::fmt::Debug for Shared {
     }
 }
 
-struct Shared {
-    config: ServerConfig,
+pub(crate) struct Shared {
+    pub(crate) config: ServerConfig,
     limits: ServerLimits,
-    stats: Arc<ServerStats>,
+    pub(crate) stats: Arc<ServerStats>,
     faults: Faults,
     /// Where each connected playout has got to on [`ServerConfig::clock`].
     progress: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
+    /// The avatars viewers can watch now.
+    pub(crate) avatars: std::sync::Mutex<Vec<Published>>,
+    /// Avatars published so far: the next one's id.
+    next_avatar: AtomicU64,
+    /// Reports test pages posted, by avatar and viewer.
+    pub(crate) reports: std::sync::Mutex<Vec<((u64, u64), bytes::Bytes)>>,
 }
 
 /// Faults the tests inject.
@@ -184,11 +201,18 @@ impl AvatarServer {
             stats: Arc::clone(&stats),
             faults: Faults::default(),
             progress: std::sync::Mutex::default(),
+            avatars: std::sync::Mutex::default(),
+            next_avatar: AtomicU64::new(1),
+            reports: std::sync::Mutex::default(),
         });
-        let app = Router::new()
-            .route("/join", post(join))
-            .layer(DefaultBodyLimit::max(MAX_JOIN_BODY))
-            .with_state(Arc::clone(&shared));
+        let mut app = Router::new().route(
+            "/join",
+            post(join).layer(DefaultBodyLimit::max(MAX_JOIN_BODY)),
+        );
+        if shared.config.publish.is_some() {
+            app = app.merge(crate::viewers::routes());
+        }
+        let app = app.with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let counted = Arc::clone(&stats);
         let refused = move || {
@@ -249,6 +273,33 @@ impl AvatarServer {
     #[must_use]
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The page a person watches the avatars from (with
+    /// [`ServerConfig::publish`]).
+    #[must_use]
+    pub fn watch_url(&self) -> String {
+        format!("http://{}/watch", self.addr)
+    }
+
+    /// Ids of the avatars viewers can watch now, oldest first.
+    #[must_use]
+    pub fn published(&self) -> Vec<u64> {
+        self.shared
+            .avatars
+            .lock()
+            .map(|a| a.iter().map(|p| p.id).collect())
+            .unwrap_or_default()
+    }
+
+    /// Avatar `id`'s publisher, while it plays.
+    #[must_use]
+    pub fn publisher(&self, id: u64) -> Option<Publisher> {
+        let avatars = self.shared.avatars.lock().ok()?;
+        avatars
+            .iter()
+            .find(|a| a.id == id)
+            .map(|a| a.publisher.clone())
     }
 
     /// The dispatcher URL agents post to.
@@ -344,6 +395,11 @@ async fn join(
             "too many avatar connections; try again later".into(),
         ));
     }
+    let renderer = (shared.config.renderer)();
+    let published = match &shared.config.publish {
+        Some(publishing) => Some(publisher_for(&req, publishing, &shared.config, &*renderer)?),
+        None => None,
+    };
     let bad = |code: StatusCode| move |e: String| (code, e);
     let offer = RTCSessionDescription::offer(req.offer.clone())
         .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad offer: {e}")))?;
@@ -378,16 +434,78 @@ async fn join(
         stereo: shared.config.stereo,
         ..PlayoutConfig::default()
     };
-    let playout = Playout::new(
-        config,
-        (shared.config.renderer)(),
-        (shared.config.sink)(&req),
-    );
+    let mut sink = (shared.config.sink)(&req);
+    let mut avatar = None;
+    if let Some((publisher, publisher_sink)) = published {
+        sink = Box::new(BothSinks(sink, Box::new(publisher_sink)));
+        let id = shared.next_avatar.fetch_add(1, Ordering::Relaxed);
+        if let Ok(mut avatars) = shared.avatars.lock() {
+            avatars.push(Published {
+                id,
+                participant_id: req.participant_id.clone(),
+                room_name: req.room_name.clone(),
+                publisher,
+            });
+        }
+        avatar = Some(id);
+    }
+    let playout = Playout::new(config, renderer, sink);
     if let Ok(mut peers) = shared.faults.peers.lock() {
         peers.push(Arc::clone(&pc));
     }
-    tokio::spawn(connection(pc, events, playout, Arc::clone(&shared)));
+    tokio::spawn(async move {
+        connection(pc, events, playout, Arc::clone(&shared)).await;
+        // The avatar is gone: so are its viewers.
+        let publisher = avatar.and_then(|id| {
+            let mut avatars = shared.avatars.lock().ok()?;
+            let k = avatars.iter().position(|a| a.id == id)?;
+            Some(avatars.remove(k).publisher)
+        });
+        if let Some(p) = publisher {
+            p.close().await;
+        }
+    });
     Ok(Json(JoinResponse { answer }))
+}
+
+/// The publisher of an agent's avatar: its voice at the agent's rate and
+/// channels (stereo when the server makes it so), its face at the
+/// renderer's size. A voice Opus cannot take (22.05 or 44.1 kHz) is a 400:
+/// the server was asked to publish and cannot.
+fn publisher_for(
+    req: &JoinRequest,
+    publishing: &Publishing,
+    config: &ServerConfig,
+    renderer: &dyn AvatarRenderer,
+) -> Result<(Publisher, PublisherSink), (StatusCode, String)> {
+    let (width, height) = renderer.size();
+    let channels = match usize::from(req.channels.max(1)) {
+        1 if config.stereo => 2,
+        c => c,
+    };
+    Publisher::new(PublishConfig {
+        video: Vp8Config {
+            width,
+            height,
+            fps: config.fps,
+            bitrate_kbps: publishing.video_bitrate_kbps,
+            ..Vp8Config::default()
+        },
+        voice_rate: req.sample_rate,
+        voice_channels: channels,
+        voice_bitrate: publishing.voice_bitrate,
+        max_viewers: publishing.max_viewers,
+        ..PublishConfig::default()
+    })
+    .map_err(|e| {
+        (
+            StatusCode::BAD_REQUEST,
+            format!(
+                "this avatar is published, and its voice cannot be ({e}): \
+                 send 8, 12, 16, 24 or 48 kHz"
+            ),
+        )
+    })
 }
 
 /// A data-channel message, tagged with its channel.

@@ -131,6 +131,31 @@ impl AvatarSink for DiscardSink {
     fn finish(&mut self) {}
 }
 
+/// Gives everything to two sinks: a server's own sink and the publisher's.
+pub struct BothSinks(pub Box<dyn AvatarSink>, pub Box<dyn AvatarSink>);
+
+impl AvatarSink for BothSinks {
+    fn voice(&mut self, samples: &[i16]) {
+        self.0.voice(samples);
+        self.1.voice(samples);
+    }
+
+    fn video(&mut self, frame: &VideoFrame, pts: u64) {
+        self.0.video(frame, pts);
+        self.1.video(frame, pts);
+    }
+
+    fn reset(&mut self) {
+        self.0.reset();
+        self.1.reset();
+    }
+
+    fn finish(&mut self) {
+        self.0.finish();
+        self.1.finish();
+    }
+}
+
 /// Writes the voice to `voice.wav` and the video to `video.y4m` in a
 /// folder, for a person to check lip sync.
 pub struct FileSink {

@@ -52,6 +52,7 @@ impl AvatarSink for ResetClock {
 
 async fn server(sink: ResetClock) -> AvatarServer {
     let config = ServerConfig {
+        publish: None,
         clock: None,
         secret: SECRET.into(),
         fps: 25,

@@ -138,6 +138,14 @@ enum Command {
         /// Play mono voices as stereo.
         #[arg(long)]
         stereo: bool,
+        /// Publish each avatar's voice and face as WebRTC media, watched
+        /// from the page at `/watch` (or any WHEP-style viewer at
+        /// `POST /avatars/{id}/viewers`).
+        #[arg(long)]
+        viewer: bool,
+        /// Viewers must carry a bearer token signed with this secret.
+        #[arg(long, requires = "viewer")]
+        viewer_secret: Option<String>,
     },
     /// Serve calls from browsers (WebRTC, Opus) to a demo agent: a page at
     /// `/` to talk to it, and `POST /calls` with an SDP offer for any
@@ -165,6 +173,11 @@ enum Command {
         /// callers whose phone or browser has none of its own.
         #[arg(long)]
         clean_mic: bool,
+        /// The agent speaks through an avatar (in this process): its voice
+        /// and face are published as WebRTC media and the page shows it
+        /// beside the call.
+        #[arg(long)]
+        avatar: bool,
     },
 }
 
@@ -259,7 +272,20 @@ fn main() -> ExitCode {
             fps,
             size,
             stereo,
-        } => runtime.block_on(avatar_server(listen, secret, out, fps, &size, stereo)),
+            viewer,
+            viewer_secret,
+        } => runtime.block_on(avatar_server(
+            listen,
+            secret,
+            out,
+            fps,
+            &size,
+            stereo,
+            viewer.then(|| sotto_avatar::viewers::Publishing {
+                viewer_secret,
+                ..sotto_avatar::viewers::Publishing::default()
+            }),
+        )),
         Command::EchoCancel {
             far,
             mic,
@@ -288,6 +314,7 @@ fn main() -> ExitCode {
             max_calls,
             media_addr,
             clean_mic,
+            avatar,
         } => runtime.block_on(serve_cmd::serve(serve_cmd::ServeArgs {
             listen,
             say,
@@ -295,6 +322,7 @@ fn main() -> ExitCode {
             max_calls: usize::from(max_calls),
             media_addr,
             clean_mic,
+            avatar,
         })),
     }
 }
@@ -471,6 +499,7 @@ async fn avatar_server(
     fps: u32,
     size: &str,
     stereo: bool,
+    publish: Option<sotto_avatar::viewers::Publishing>,
 ) -> ExitCode {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
@@ -498,7 +527,9 @@ async fn avatar_server(
         return ExitCode::from(2);
     }
     let connections = Arc::new(AtomicU64::new(0));
+    let watched = publish.is_some();
     let config = ServerConfig {
+        publish,
         clock: None,
         secret,
         fps,
@@ -538,6 +569,9 @@ async fn avatar_server(
         }
     };
     eprintln!("avatar server: POST {} (Ctrl-C to stop)", server.join_url());
+    if watched {
+        eprintln!("avatar server: watch at {}", server.watch_url());
+    }
     let _ = tokio::signal::ctrl_c().await;
     let stats = server.stats();
     eprintln!(

@@ -20,6 +20,7 @@ pub(crate) struct ServeArgs {
     pub max_calls: usize,
     pub media_addr: std::net::IpAddr,
     pub clean_mic: bool,
+    pub avatar: bool,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -30,6 +31,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         max_calls,
         media_addr,
         clean_mic,
+        avatar,
     } = args;
     let say = match &say {
         Some(path) => Say::from_wav(path),
@@ -80,6 +82,24 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             ..CallConfig::default()
         },
         keep_recordings: false,
+        avatar: None,
+    };
+    // The avatar side in this process, on loopback: every call's agent
+    // speaks through it and the page watches it.
+    let mut config = config;
+    let avatar_server = if avatar {
+        match start_avatar().await {
+            Ok((server, attach)) => {
+                config.avatar = Some(attach);
+                Some(server)
+            }
+            Err(e) => {
+                eprintln!("sotto: cannot start the avatar server: {e}");
+                return ExitCode::from(1);
+            }
+        }
+    } else {
+        None
     };
     let server = match CallServer::start(listen, engine.clone(), config).await {
         Ok(s) => s,
@@ -101,6 +121,52 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         stats.busy.load(Ordering::Relaxed)
     );
     drop(server);
+    drop(avatar_server);
     engine.shutdown().await;
     ExitCode::SUCCESS
+}
+
+/// An avatar server for `sotto serve --avatar`: the built-in face at
+/// 640x480, 25 fps, published to viewers, its tokens signed with a secret
+/// made here (only this process mints them).
+async fn start_avatar() -> std::io::Result<(
+    sotto_avatar::server::AvatarServer,
+    sotto_cli::serve::AvatarAttach,
+)> {
+    use sotto_avatar::face::FaceRenderer;
+    use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
+    use sotto_avatar::server::{AvatarServer, ServerConfig};
+    use sotto_avatar::sink::DiscardSink;
+    use sotto_avatar::viewers::Publishing;
+
+    let secret = {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        let a = h.finish();
+        h.write_u64(a);
+        format!("{a:016x}{:016x}", h.finish())
+    };
+    let config = ServerConfig {
+        clock: None,
+        publish: Some(Publishing::default()),
+        secret: secret.clone(),
+        fps: 25,
+        cooldown: std::time::Duration::from_millis(300),
+        stereo: false,
+        renderer: Arc::new(|| Box::new(FaceRenderer::new(640, 480)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(|_| Box::new(DiscardSink::default()) as Box<dyn AvatarSink>),
+    };
+    let server = AvatarServer::start("127.0.0.1:0".parse().map_err(std::io::Error::other)?, config).await?;
+    let attach = sotto_cli::serve::AvatarAttach {
+        join_url: server.join_url(),
+        secret,
+        watch_base: format!("http://{}", server.addr()),
+    };
+    eprintln!("sotto serve: the agent speaks through an avatar; watch it alone at {}", server.watch_url());
+    Ok((server, attach))
 }

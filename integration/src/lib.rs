@@ -42,6 +42,7 @@ pub async fn mono_engine() -> Engine {
 /// If it cannot listen (a test failure).
 pub async fn face_avatar_server(secret: &str) -> AvatarServer {
     let config = ServerConfig {
+        publish: None,
         clock: None,
         secret: secret.into(),
         fps: 25,

@@ -20,6 +20,7 @@ const SECRET: &str = "test-secret";
 
 fn config() -> ServerConfig {
     ServerConfig {
+        publish: None,
         clock: None,
         secret: SECRET.into(),
         fps: 25,

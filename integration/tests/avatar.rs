@@ -27,6 +27,7 @@ async fn server() -> (AvatarServer, Arc<Mutex<Vec<MemorySink>>>) {
     let sinks: Arc<Mutex<Vec<MemorySink>>> = Arc::default();
     let made = Arc::clone(&sinks);
     let config = ServerConfig {
+        publish: None,
         clock: None,
         secret: SECRET.into(),
         fps: 25,

@@ -52,6 +52,7 @@ async fn server(engine: &Engine, says: Vec<Arc<Say>>) -> CallServer {
             says,
             call: CallConfig::default(),
             keep_recordings: true,
+            avatar: None,
         },
     )
     .await
@@ -336,6 +337,284 @@ fn five_calls_from_one_browser_hear_only_their_own_agent() {
         }
         drop(browser);
         drop(server);
+        engine.shutdown().await;
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
+
+/// An avatar server publishing to viewers (SPEC W5): the built-in face at
+/// `w`×`h`, 25 fps, reports kept.
+async fn watched_avatar(w: u32, h: u32) -> sotto_avatar::server::AvatarServer {
+    use sotto_avatar::face::FaceRenderer;
+    use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
+    use sotto_avatar::server::{AvatarServer, ServerConfig};
+    use sotto_avatar::sink::DiscardSink;
+    use sotto_avatar::viewers::Publishing;
+    let config = ServerConfig {
+        clock: None,
+        publish: Some(Publishing {
+            keep_reports: true,
+            ..Publishing::default()
+        }),
+        secret: AVATAR_SECRET.into(),
+        fps: 25,
+        cooldown: Duration::from_millis(300),
+        stereo: false,
+        renderer: Arc::new(move || Box::new(FaceRenderer::new(w, h)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(|_| Box::new(DiscardSink::default()) as Box<dyn AvatarSink>),
+    };
+    AvatarServer::start("127.0.0.1:0".parse().unwrap(), config)
+        .await
+        .unwrap()
+}
+
+const AVATAR_SECRET: &str = "avatar-secret";
+
+/// What the watch page posted: its JSON and the voice it heard.
+async fn watch_report(
+    server: &sotto_avatar::server::AvatarServer,
+    avatar: u64,
+    limit: Duration,
+) -> (serde_json::Value, Vec<f32>) {
+    let url = format!("http://{}/avatars/{avatar}/viewers/1/report", server.addr());
+    let until = Instant::now() + limit;
+    while Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let Ok(r) = reqwest::get(&url).await else {
+            continue;
+        };
+        if !r.status().is_success() {
+            continue;
+        }
+        let body = r.bytes().await.unwrap();
+        let n = u32::from_le_bytes([body[0], body[1], body[2], body[3]]) as usize;
+        let json = serde_json::from_slice(&body[4..4 + n]).unwrap();
+        return (json, sotto_integration::browser::f32s(&body[4 + n..]));
+    }
+    panic!("the watch page posted no report within {limit:?}");
+}
+
+/// Pearson correlation.
+fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    sxy / (sxx * syy).sqrt().max(1e-12)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// W5, A7 with a real browser watching: an agent session speaks through
+/// the avatar for a minute; headless Chromium watches from the avatar
+/// server's page. Every frame arrives (at least 90 % of 25 fps) at the
+/// configured size; the voice correlates at least 0.9 with what the
+/// session sent; the mouth measured in the browser's decoded frames
+/// follows the voice's level (correlation at least 0.7); and the
+/// browser's own numbers (each receiver's synchronization source: the RTP
+/// timestamp playing and when) keep voice and face within one frame
+/// (40 ms) of each other over the minute.
+#[test]
+fn a_browser_watches_the_avatar_talk_in_sync() {
+    if !in_own_network("a_browser_watches_the_avatar_talk_in_sync") {
+        return;
+    }
+    runtime().block_on(async {
+        let (w, h) = (320, 240);
+        let seconds = 60;
+        let avatar_server = watched_avatar(w, h).await;
+        let engine = call_engine().await;
+        let say = hello();
+        let speech = speech_48k(&say);
+        let session = engine
+            .create_session(sotto::SessionConfig {
+                input: say.input,
+                ..sotto::SessionConfig::default()
+            })
+            .await
+            .unwrap();
+        let creds = sotto_avatar::token::create(
+            "key",
+            AVATAR_SECRET,
+            Some("avatar_watched"),
+            sotto_avatar::token::DEFAULT_TTL,
+        )
+        .unwrap();
+        let link = engine
+            .attach_avatar(
+                &session,
+                sotto_actors::avatar_link::LinkConfig::new(
+                    &avatar_server.join_url(),
+                    "room",
+                    &creds.token,
+                    &creds.participant_id,
+                ),
+            )
+            .await
+            .unwrap();
+        let avatar = avatar_server.published()[0];
+        let dir = scratch_dir("browser-watch");
+        let mic_wav = dir.join("mic.wav");
+        write_wav_s16(&mic_wav, &vec![0.0; 48_000], 48_000, 1);
+        let url = format!("{}?autostart=1&record={seconds}", avatar_server.watch_url());
+        let browser = Browser::open(&url, &mic_wav, &dir);
+
+        // The agent talks: its speech, acknowledged, a breath, again.
+        let talking = {
+            let session = session.clone();
+            let bytes = say.bytes.clone();
+            tokio::spawn(async move {
+                let mut events = session.events();
+                loop {
+                    session.mark_synthesis_start().unwrap();
+                    let _ = session.push(bytes.clone());
+                    session.mark_synthesis_complete().unwrap();
+                    let until = Instant::now() + Duration::from_secs(15);
+                    while Instant::now() < until {
+                        match tokio::time::timeout(Duration::from_secs(1), events.recv()).await {
+                            Ok(Some(e)) if matches!(e.kind, sotto::SessionEventKind::AvatarSegmentEnded { .. }) => break,
+                            Ok(None) => return,
+                            _ => {}
+                        }
+                    }
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                }
+            })
+        };
+        // Where the viewer's timestamps start, while it watches.
+        let viewer_url = format!("http://{}/avatars/{avatar}/viewers/1", avatar_server.addr());
+        let mut origins = None;
+        for _ in 0..200 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if let Ok(r) = reqwest::get(&viewer_url).await {
+                if r.status().is_success() {
+                    let v: serde_json::Value = r.json().await.unwrap();
+                    origins = Some((
+                        v["voice_origin"].as_u64().unwrap() as u32,
+                        v["face_origin"].as_u64().unwrap() as u32,
+                    ));
+                    break;
+                }
+            }
+        }
+        let (voice_origin, face_origin) = origins.expect("the viewer is taken");
+        let (report, heard) = watch_report(&avatar_server, avatar, Duration::from_secs(seconds + 40)).await;
+        talking.abort();
+        let frames = report["frames"].as_array().unwrap();
+        let chunks = report["chunks"].as_array().unwrap();
+        let sync = report["sync"].as_array().unwrap();
+        let publisher = avatar_server.publisher(avatar).unwrap().stats();
+        eprintln!(
+            "watch: {} frames, {} s of voice, {} sync samples; publisher {publisher:?}",
+            frames.len(),
+            heard.len() as f64 / 48_000.0,
+            sync.len()
+        );
+
+        // Frames: at least 90 % of 25 fps over the minute, all at the size.
+        assert!(frames.len() as f64 >= 0.9 * 25.0 * seconds as f64, "{} frames", frames.len());
+        let sized = frames
+            .iter()
+            .filter(|f| f["w"] == w && f["h"] == h)
+            .count();
+        assert_eq!(sized, frames.len(), "every frame at {w}x{h}");
+
+        // The voice is what the session sent.
+        let found = align(&speech, 24_000, &heard, 96_000);
+        eprintln!(
+            "watch: voice correlation {:.3}, level {:+.2} dB",
+            found.correlation, found.level_db
+        );
+        assert!(found.correlation >= 0.9, "voice correlation {:.3}", found.correlation);
+
+        // The mouth follows the voice: each frame's mouth against the
+        // voice's level over the 40 ms before it arrived (the voice heard
+        // at a page time: chunk arrival times map time to sample).
+        let chunk_at: Vec<(f64, f64)> = chunks
+            .iter()
+            .map(|c| {
+                (
+                    c["t"].as_f64().unwrap(),
+                    c["at"].as_f64().unwrap() + c["n"].as_f64().unwrap(),
+                )
+            })
+            .collect();
+        let sample_at = |t: f64| -> Option<usize> {
+            let k = chunk_at.partition_point(|&(ct, _)| ct < t);
+            let &(_, s) = chunk_at.get(k)?;
+            Some(s as usize)
+        };
+        let level = |end: usize| -> f64 {
+            let from = end.saturating_sub(1_920);
+            let part = &heard[from..end.min(heard.len())];
+            f64::from(sotto_integration::rms(part))
+        };
+        let mut best = (f64::MIN, 0);
+        for lag_ms in (-120..=120).step_by(20) {
+            let (mut mouths, mut levels) = (Vec::new(), Vec::new());
+            for f in frames {
+                let (Some(t), Some(m)) = (f["t"].as_f64(), f["mouth"].as_f64()) else {
+                    continue;
+                };
+                if let Some(s) = sample_at(t + f64::from(lag_ms)) {
+                    mouths.push(m);
+                    levels.push(level(s));
+                }
+            }
+            let r = pearson(&mouths, &levels);
+            if r > best.0 {
+                best = (r, lag_ms);
+            }
+        }
+        eprintln!(
+            "watch: mouth against the voice's level: correlation {:.3} at {:+} ms",
+            best.0, best.1
+        );
+        assert!(best.0 >= 0.7, "mouth correlation {:.3}", best.0);
+
+        // A/V skew from the browser's own numbers: for each sample of both
+        // synchronization sources, (when the face's frame played - its pts)
+        // - (when the voice's packet played - its pts).
+        let pts = |rtp: u64, origin: u32, clock: f64| f64::from((rtp as u32).wrapping_sub(origin)) / clock * 1000.0;
+        let skews: Vec<(f64, f64)> = sync
+            .iter()
+            .filter_map(|s| {
+                let (a, v) = (s.get("audio")?, s.get("video")?);
+                let pa = pts(a["rtp"].as_u64()?, voice_origin, 48_000.0);
+                let pv = pts(v["rtp"].as_u64()?, face_origin, 90_000.0);
+                let skew = (v["ts"].as_f64()? - pv) - (a["ts"].as_f64()? - pa);
+                Some((s["t"].as_f64()?, skew))
+            })
+            .collect();
+        assert!(skews.len() as u64 >= seconds * 8, "{} skew samples", skews.len());
+        let t0 = skews[0].0;
+        let per_second: Vec<f64> = (0..seconds)
+            .map(|k| {
+                let (from, to) = (t0 + k as f64 * 1000.0, t0 + (k + 1) as f64 * 1000.0);
+                median(skews.iter().filter(|(t, _)| (from..to).contains(t)).map(|&(_, s)| s).collect())
+            })
+            .filter(|s| s.is_finite())
+            .collect();
+        let worst = per_second.iter().fold(0.0f64, |m, s| m.max(s.abs()));
+        eprintln!(
+            "watch: A/V skew (face minus voice) median {:+.1} ms, per-second medians {:+.1}..{:+.1} ms, worst {:.1} ms",
+            median(skews.iter().map(|&(_, s)| s).collect()),
+            per_second.iter().copied().fold(f64::MAX, f64::min),
+            per_second.iter().copied().fold(f64::MIN, f64::max),
+            worst
+        );
+        assert!(worst <= 40.0, "A/V skew {worst:.1} ms: over one frame");
+
+        drop(browser);
+        link.detach();
+        drop(avatar_server);
         engine.shutdown().await;
         std::fs::remove_dir_all(&dir).ok();
     });

@@ -31,6 +31,7 @@ async fn server(engine: &Engine, limits: ServerLimits, keep: bool) -> CallServer
                 ..CallConfig::default()
             },
             keep_recordings: keep,
+            avatar: None,
         },
     )
     .await

@@ -46,6 +46,7 @@ async fn ten_minutes_with_nothing_read_keeps_memory_flat() {
     let server = AvatarServer::start(
         "127.0.0.1:0".parse().unwrap(),
         ServerConfig {
+            publish: None,
             clock: None,
             secret: "memory".into(),
             fps: 25,

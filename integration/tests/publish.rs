@@ -93,14 +93,15 @@ async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
     // offer has) and watches.
     let (viewer, mut events) = av_peer(LOOPBACK).await.unwrap();
     let (mic, _mic_sender) = opus_track();
-    let (cam, _cam_sender) = vp8_track();
+    let (cam, _cam_sender) = vp8_track(None);
     viewer.add_track(mic).await.unwrap();
     viewer.add_track(cam).await.unwrap();
     let offer = viewer.create_offer(None).await.unwrap();
     let offer = complete_local(&viewer, &mut events, offer).await.unwrap();
-    let answer = publisher.add_viewer(&offer).await.unwrap();
+    let taken = publisher.add_viewer(&offer).await.unwrap();
+    assert_eq!(publisher.origins(taken.id), Some((taken.voice_origin, taken.face_origin)));
     viewer
-        .set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+        .set_remote_description(RTCSessionDescription::answer(taken.answer).unwrap())
         .await
         .unwrap();
     connected(&mut events, Duration::from_secs(10))
@@ -175,6 +176,31 @@ async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
         found.correlation, found.level_db
     );
     assert!(found.correlation >= 0.9, "{:.3}", found.correlation);
+
+    // A viewer that lost a picture asks for a key frame and gets one
+    // (RFC 4585 picture loss indication; VP8's key frames have bit 0 of
+    // their first byte clear).
+    let keys = |frames: &[Vec<u8>]| frames.iter().filter(|f| f.first().is_some_and(|b| b & 1 == 0)).count();
+    let mut after_pli = Vec::new();
+    for _ in 0..3 {
+        seen.ask_key_frame().await.unwrap();
+        let more = async {
+            while after_pli.len() < 10 {
+                match seen.next().await {
+                    Some((data, _)) => after_pli.push(data),
+                    None => break,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(Duration::from_secs(2), more).await;
+        if keys(&after_pli) > 0 {
+            break;
+        }
+    }
+    let asked = publisher.stats().key_frames_asked;
+    println!("key frames asked: {asked}; key frames among the next {}: {}", after_pli.len(), keys(&after_pli));
+    assert!(asked >= 1);
+    assert!(keys(&after_pli) >= 1, "a key frame after the request");
 
     // The viewer leaves: encoding stops.
     viewer.close().await.unwrap();

@@ -33,6 +33,7 @@ async fn server(engine: &Engine, token_secret: Option<String>, max_calls: usize)
             says: vec![say()],
             call: CallConfig::default(),
             keep_recordings: true,
+            avatar: None,
         },
     )
     .await

@@ -30,7 +30,7 @@ fn pearson(a: &[f64], b: &[f64]) -> f64 {
 async fn the_face_goes_out_as_vp8_and_its_mouth_follows_the_voice() {
     let (width, height, fps, frames) = (320u32, 240u32, 25u64, 75u64);
     let (publisher, mut pub_events) = av_peer(LOOPBACK).await.unwrap();
-    let (track, mut sender) = vp8_track();
+    let (track, mut sender) = vp8_track(None);
     publisher.add_track(track).await.unwrap();
     let offer = publisher.create_offer(None).await.unwrap();
     let offer = complete_local(&publisher, &mut pub_events, offer)

@@ -101,7 +101,15 @@ pub async fn answer_call(offer: &str, bind: IpAddr) -> Result<(String, CallPeer)
 /// negotiated one): a call's voice, or a test's microphone.
 #[must_use]
 pub fn opus_track() -> (Arc<dyn TrackLocal>, OpusSender) {
-    let (track, ssrc) = rtp_track("voice", RtpCodecKind::Audio, opus_codec().rtp_codec);
+    opus_track_in(None)
+}
+
+/// An Opus track like [`opus_track`] in the media stream `stream` (tracks
+/// of one stream are played in sync by a browser); `None`: a stream of
+/// its own.
+#[must_use]
+pub fn opus_track_in(stream: Option<&str>) -> (Arc<dyn TrackLocal>, OpusSender) {
+    let (track, ssrc) = rtp_track(stream, "voice", RtpCodecKind::Audio, opus_codec().rtp_codec);
     let sender = OpusSender {
         track: Arc::clone(&track),
         ssrc,
@@ -114,15 +122,18 @@ pub fn opus_track() -> (Arc<dyn TrackLocal>, OpusSender) {
 }
 
 /// A track we write RTP to ourselves, of `kind` with `codec`, labelled
-/// `label`, under a random SSRC (returned beside it).
+/// `label`, under a random SSRC (returned beside it), in `stream` (or a
+/// stream of its own).
 pub(crate) fn rtp_track(
+    stream: Option<&str>,
     label: &str,
     kind: RtpCodecKind,
     codec: rtc::rtp_transceiver::rtp_sender::RTCRtpCodec,
 ) -> (Arc<TrackLocalStaticRTP>, u32) {
     let ssrc = random_u32();
+    let stream = stream.map_or_else(|| format!("sotto-{ssrc:08x}"), str::to_owned);
     let track = Arc::new(TrackLocalStaticRTP::new(MediaStreamTrack::new(
-        format!("sotto-{ssrc:08x}"),
+        stream,
         format!("{label}-{ssrc:08x}"),
         label.to_owned(),
         kind,
@@ -206,6 +217,12 @@ impl OpusSender {
     #[must_use]
     pub fn sent(&self) -> u64 {
         self.sent
+    }
+
+    /// The RTP timestamp of pts 0 (random, RFC 3550 5.1).
+    #[must_use]
+    pub fn origin(&self) -> u32 {
+        self.base
     }
 
     /// The negotiated Opus payload type.

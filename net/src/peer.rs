@@ -149,15 +149,23 @@ pub async fn av_peer(bind: IpAddr) -> Result<(Peer, PeerEvents), NetError> {
             (opus_codec(), RtpCodecKind::Audio),
             (vp8_codec(), RtpCodecKind::Video),
         ],
+        // A viewer's key frame requests reach the sender
+        // (`Vp8Sender::key_frame_requests`).
+        Registry::new().with(KEY_FRAME_SLOT.into(), KeyFrameRequests::default()),
         bind,
     )
     .await
 }
 
+/// Where the key frame interceptor sits: after the default ones, nearer
+/// the application, as the interceptor crate's own example places its.
+const KEY_FRAME_SLOT: usize = 14_000;
+
 /// A peer bound to `bind` carrying `codecs`, with the default
-/// interceptors (receiver reports, NACK).
+/// interceptors (sender and receiver reports, NACK) added to `registry`.
 async fn media_peer(
     codecs: &[(RTCRtpCodecParameters, RtpCodecKind)],
+    registry: Registry,
     bind: IpAddr,
 ) -> Result<(Peer, PeerEvents), NetError> {
     let mut media = MediaEngine::default();
@@ -166,9 +174,78 @@ async fn media_peer(
             .register_codec(codec.clone(), *kind)
             .map_err(NetError::from)?;
     }
-    let registry =
-        register_default_interceptors(Registry::new(), &mut media).map_err(NetError::from)?;
+    let registry = register_default_interceptors(registry, &mut media).map_err(NetError::from)?;
     build(Some((media, registry)), bind).await
+}
+
+/// Whether an RTCP packet asks the sender for a key frame.
+pub(crate) fn asks_key_frame(packet: &dyn rtc::rtcp::Packet) -> bool {
+    use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
+    use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+    let any = packet.as_any();
+    any.is::<PictureLossIndication>() || any.is::<FullIntraRequest>()
+}
+
+/// Marks inbound key frame requests for the application: the interceptor
+/// chain otherwise ends every inbound RTCP packet before it.
+#[derive(Default)]
+struct KeyFrameRequests {
+    read: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+    write: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
+}
+
+impl
+    rtc::sansio::Protocol<
+        rtc::interceptor::TaggedPacket,
+        rtc::interceptor::TaggedPacket,
+        (),
+    > for KeyFrameRequests
+{
+    type Rout = rtc::interceptor::TaggedPacket;
+    type Wout = rtc::interceptor::TaggedPacket;
+    type Eout = ();
+    type Error = rtc::shared::error::Error;
+    type Time = std::time::Instant;
+
+    fn handle_read(&mut self, mut msg: Self::Rout) -> Result<(), Self::Error> {
+        if let rtc::interceptor::Packet::Rtcp(packets) = &msg.message.packet {
+            if packets.iter().any(|p| asks_key_frame(p.as_ref())) {
+                msg.message
+                    .add(rtc::interceptor::Attribute::DeliverToApplication);
+            }
+        }
+        // Bounded by the chain: it polls after every read.
+        self.read.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_read(&mut self) -> Option<Self::Rout> {
+        self.read.pop_front()
+    }
+
+    fn handle_write(&mut self, msg: Self::Wout) -> Result<(), Self::Error> {
+        self.write.push_back(msg);
+        Ok(())
+    }
+
+    fn poll_write(&mut self) -> Option<Self::Wout> {
+        self.write.pop_front()
+    }
+
+    fn handle_timeout(&mut self, _now: Self::Time) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    fn poll_timeout(&mut self) -> Option<Self::Time> {
+        None
+    }
+}
+
+impl rtc::interceptor::Interceptor for KeyFrameRequests {
+    fn bind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_local_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn bind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
+    fn unbind_remote_stream(&mut self, _info: &rtc::interceptor::StreamInfo) {}
 }
 
 /// A loopback peer (see [`loopback_peer`]) that also carries Opus audio
@@ -190,7 +267,7 @@ pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn audio_peer(bind: IpAddr) -> Result<(Peer, PeerEvents), NetError> {
-    media_peer(&[(opus_codec(), RtpCodecKind::Audio)], bind).await
+    media_peer(&[(opus_codec(), RtpCodecKind::Audio)], Registry::new(), bind).await
 }
 
 /// A peer connection whose only candidates are on 127.0.0.1.

@@ -24,10 +24,12 @@ pub const VIDEO_MTU: usize = 1_200;
 /// rate is a few hundred KiB.
 pub const MAX_FRAME_BYTES: usize = 1 << 20;
 
-/// A VP8 track to add to a peer, and the sender that writes it.
+/// A VP8 track to add to a peer, and the sender that writes it, in the
+/// media stream `stream` (the voice's, so a browser plays both in sync) or
+/// a stream of its own.
 #[must_use]
-pub fn vp8_track() -> (Arc<dyn TrackLocal>, Vp8Sender) {
-    let (track, ssrc) = rtp_track("face", RtpCodecKind::Video, vp8_codec().rtp_codec);
+pub fn vp8_track(stream: Option<&str>) -> (Arc<dyn TrackLocal>, Vp8Sender) {
+    let (track, ssrc) = rtp_track(stream, "face", RtpCodecKind::Video, vp8_codec().rtp_codec);
     let sender = Vp8Sender {
         track: Arc::clone(&track),
         ssrc,
@@ -54,6 +56,20 @@ impl Vp8Sender {
     /// Sets the payload type the far end negotiated.
     pub fn set_payload_type(&mut self, payload_type: u8) {
         self.payload_type = payload_type;
+    }
+
+    /// The RTP timestamp of pts 0 (random, RFC 3550 5.1).
+    #[must_use]
+    pub fn origin(&self) -> u32 {
+        self.base
+    }
+
+    /// The viewer's requests for a key frame, to wait on beside sending.
+    #[must_use]
+    pub fn key_frame_requests(&self) -> KeyFrameRequests {
+        KeyFrameRequests {
+            track: Arc::clone(&self.track),
+        }
     }
 
     /// Sends one frame shown at `pts90` (the 90 kHz clock, derived from the
@@ -87,6 +103,30 @@ impl Vp8Sender {
     }
 }
 
+/// A viewer's picture loss indications and full intra requests: each
+/// asks for a key frame (a viewer that lost packets cannot decode on
+/// until one comes).
+pub struct KeyFrameRequests {
+    track: Arc<TrackLocalStaticRTP>,
+}
+
+impl KeyFrameRequests {
+    /// Waits for the next request: true when one comes, false once the
+    /// track is gone.
+    pub async fn next(&self) -> bool {
+        use webrtc::media_stream::track_local::TrackLocalEvent;
+        while let Some(event) = self.track.poll().await {
+            let TrackLocalEvent::OnRtcpPacket(packets) = event else {
+                continue;
+            };
+            if packets.iter().any(|p| crate::peer::asks_key_frame(p.as_ref())) {
+                return true;
+            }
+        }
+        false
+    }
+}
+
 /// Reassembles VP8 frames from a remote track: a viewer's side, for tests.
 pub struct Vp8Receiver {
     track: Arc<dyn TrackRemote>,
@@ -110,6 +150,24 @@ impl Vp8Receiver {
             broken: false,
             incomplete: 0,
         }
+    }
+
+    /// Asks the sender for a key frame, as a viewer that lost a picture
+    /// does (a picture loss indication).
+    ///
+    /// # Errors
+    /// [`NetError`] once the connection is gone.
+    pub async fn ask_key_frame(&self) -> Result<(), NetError> {
+        use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
+        let media_ssrc = self.track.ssrcs().await.first().copied().unwrap_or(0);
+        let pli = PictureLossIndication {
+            sender_ssrc: 0,
+            media_ssrc,
+        };
+        self.track
+            .write_rtcp(vec![Box::new(pli)])
+            .await
+            .map_err(NetError::from)
     }
 
     /// The next whole frame and its RTP timestamp; `None` once the track

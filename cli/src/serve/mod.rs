@@ -48,6 +48,22 @@ pub struct ServeConfig {
     /// Keeps what a page posts back as its recording, and what each call's
     /// microphone brought (tests only; see `recordings`).
     pub keep_recordings: bool,
+    /// An avatar server each call's agent speaks through (its voice and
+    /// face published there, the call's own output silent); the page
+    /// watches it beside the call.
+    pub avatar: Option<AvatarAttach>,
+}
+
+/// An avatar server calls attach to (SPEC O12, W5).
+#[derive(Debug, Clone)]
+pub struct AvatarAttach {
+    /// Its dispatcher (`http://127.0.0.1:PORT/join`).
+    pub join_url: String,
+    /// The secret its tokens are signed with: each call mints its own.
+    pub secret: String,
+    /// Where its viewers' routes are (`http://127.0.0.1:PORT`), for the
+    /// page.
+    pub watch_base: String,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -127,6 +143,7 @@ impl CallServer {
         });
         let app = Router::new()
             .route("/", get(page))
+            .route("/config", get(page_config))
             // An offer's limit, not the recordings': a body past it is
             // refused before it is read (413).
             .route(
@@ -224,6 +241,45 @@ async fn preflight() -> Response {
 
 async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
+}
+
+/// `GET /config`: what the page needs to know of the server (where the
+/// avatar is watched, when calls speak through one).
+async fn page_config(State(shared): State<Arc<Shared>>) -> Response {
+    let avatar = shared.config.avatar.as_ref().map(|a| a.watch_base.clone());
+    let mut r = serde_json::json!({ "avatar": avatar }).to_string().into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+/// Attaches call `id`'s session to the avatar: a token minted for it, the
+/// avatar named after the call (so its page finds it). A call whose
+/// avatar cannot be had goes on with its voice in the call.
+async fn attach_avatar(
+    engine: &Engine,
+    session: &sotto::SessionHandle,
+    avatar: &AvatarAttach,
+    id: u64,
+) -> Option<sotto::AvatarHandle> {
+    let participant = format!("call-{id}");
+    let room = format!("call-{id}");
+    let creds = sotto_avatar::token::create(
+        "sotto-serve",
+        &avatar.secret,
+        Some(&participant),
+        sotto_avatar::token::DEFAULT_TTL,
+    )
+    .ok()?;
+    let link = sotto_actors::avatar_link::LinkConfig::new(
+        &avatar.join_url,
+        &room,
+        &creds.token,
+        &participant,
+    );
+    engine.attach_avatar(session, link).await.ok()
 }
 
 /// `POST /calls` (SPEC W3, S1, S3): 415 for a body that is not
@@ -357,6 +413,10 @@ async fn create(
         (Arc::clone(&live.log), Arc::clone(&live.recorded))
     };
     let mic_kept = shared.config.keep_recordings.then_some(recorded);
+    let avatar = match &shared.config.avatar {
+        Some(a) => attach_avatar(&shared.engine, &session, a, id).await,
+        None => None,
+    };
     stats.calls.fetch_add(1, Ordering::Relaxed);
     let task_shared = Arc::clone(&shared);
     tokio::spawn(async move {
@@ -370,6 +430,9 @@ async fn create(
             hung_up,
         )
         .await;
+        if let Some(a) = avatar {
+            a.detach();
+        }
         forget(&task_shared);
         task_shared.stats.ended.fetch_add(1, Ordering::Relaxed);
     });

@@ -42,6 +42,7 @@ impl Run {
                 renderer: Arc::new(|| Box::new(FaceRenderer::default()) as Box<dyn AvatarRenderer>),
                 // The avatar plays in the render's time (SPEC R3): offline
                 // it is driven, and waited for, block by block.
+                publish: None,
                 clock: Some({
                     let engine = self.engine.clone();
                     Arc::new(move || engine.clock().0)
