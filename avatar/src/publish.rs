@@ -200,6 +200,7 @@ impl Publisher {
                 shared,
                 work: Some(work_tx),
                 voice_samples: 0,
+                held: std::collections::VecDeque::new(),
             },
         ))
     }
@@ -453,7 +454,13 @@ pub struct PublisherSink {
     work: Option<std_mpsc::SyncSender<Work>>,
     /// Voice played so far (samples per channel): the voice's clock.
     voice_samples: u64,
+    /// Pictures waiting for the voice to reach their pts (see
+    /// [`PublisherSink::video`]).
+    held: std::collections::VecDeque<(VideoFrame, u64)>,
 }
+
+/// Pictures a sink holds at most: the playout gives one or two a tick.
+const HELD_PICTURES: usize = 4;
 
 impl PublisherSink {
     fn watched(&self) -> bool {
@@ -476,21 +483,42 @@ impl AvatarSink for PublisherSink {
         // The voice's clock runs whether or not anyone listens, so a
         // viewer's timestamps continue from where the avatar is.
         let channels = self.shared.config.voice_channels.max(1);
-        let pts48 =
-            self.voice_samples * u64::from(OPUS_RATE) / u64::from(self.shared.config.voice_rate);
+        let rate = u64::from(self.shared.config.voice_rate);
+        let pts48 = self.voice_samples * u64::from(OPUS_RATE) / rate;
+        let pts90 = self.voice_samples * u64::from(sotto_net::vp8::VIDEO_RATE) / rate;
         self.voice_samples += (samples.len() / channels) as u64;
-        if self.watched() {
-            self.send(Work::Voice(samples.to_vec(), pts48));
+        if !self.watched() {
+            self.held.clear();
+            return;
+        }
+        self.send(Work::Voice(samples.to_vec(), pts48));
+        while self.held.front().is_some_and(|&(_, pts)| pts <= pts90) {
+            if let Some((frame, pts)) = self.held.pop_front() {
+                self.send(Work::Video(frame, pts));
+            }
         }
     }
 
+    /// A picture goes out with the voice that starts at its pts, not when
+    /// the playout makes it (up to a tick before): every packet of both
+    /// tracks then leaves the same time after its pts, so the sender
+    /// reports (which pair each track's last RTP timestamp with when it was
+    /// sent) tell a browser the same clock for both.
     fn video(&mut self, frame: &VideoFrame, pts: u64) {
         if self.watched() {
-            self.send(Work::Video(frame.clone(), pts));
+            if self.held.len() >= HELD_PICTURES {
+                self.held.pop_front();
+                self.shared
+                    .counters
+                    .encoder_dropped
+                    .fetch_add(1, Ordering::Relaxed);
+            }
+            self.held.push_back((frame.clone(), pts));
         }
     }
 
     fn finish(&mut self) {
+        self.held.clear();
         self.work = None;
     }
 }

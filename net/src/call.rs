@@ -393,6 +393,13 @@ impl OpusReceiver {
         }
     }
 
+    /// The RTP timestamp where the audio [`OpusReceiver::next`] last gave
+    /// ends: its samples are the ones just before it.
+    #[must_use]
+    pub fn end_timestamp(&self) -> Option<u32> {
+        self.last_end
+    }
+
     /// Packets decoded, lost, concealed and refused so far, and the jitter.
     #[must_use]
     pub fn counts(&self) -> Received {

@@ -177,17 +177,52 @@ impl Listener {
     }
 }
 
-/// Pushes the speech as streamed TTS: a turn, 100 ms a push.
-fn speak(session: &SessionHandle, say: &Say) {
-    if session.mark_synthesis_start().is_err() {
-        return;
+/// The agent's speech as streamed TTS: a turn, 100 ms a push.
+struct Speech {
+    /// Pushes still to make, when paced.
+    pending: VecDeque<Vec<u8>>,
+    /// Pushes go at twice real time rather than all at once: an avatar
+    /// link takes at most a few seconds ahead of what it plays.
+    paced: bool,
+}
+
+impl Speech {
+    /// Starts a turn of `say`: all of it pushed now, or queued for
+    /// [`Speech::tick`].
+    fn start(&mut self, session: &SessionHandle, say: &Say) {
+        self.pending.clear();
+        if session.mark_synthesis_start().is_err() {
+            return;
+        }
+        let chunk = say.input.sample_rate as usize / 10 * say.input.channels * 2;
+        for piece in say.bytes.chunks(chunk.max(2)) {
+            if self.paced {
+                self.pending.push_back(piece.to_vec());
+            } else {
+                // Sent at once; the outcome is the session's business.
+                drop(session.push(piece.to_vec()));
+            }
+        }
+        if !self.paced {
+            let _ = session.mark_synthesis_complete();
+        }
     }
-    let chunk = say.input.sample_rate as usize / 10 * say.input.channels * 2;
-    for piece in say.bytes.chunks(chunk.max(2)) {
-        // Sent at once; the outcome is the session's business.
-        drop(session.push(piece.to_vec()));
+
+    /// Every 50 ms: the next push of a paced turn, and its end after the
+    /// last.
+    fn tick(&mut self, session: &SessionHandle) {
+        if let Some(piece) = self.pending.pop_front() {
+            drop(session.push(piece));
+            if self.pending.is_empty() {
+                let _ = session.mark_synthesis_complete();
+            }
+        }
     }
-    let _ = session.mark_synthesis_complete();
+
+    /// The turn was interrupted: nothing more of it is pushed.
+    fn cut(&mut self) {
+        self.pending.clear();
+    }
 }
 
 fn rms(samples: &[f32]) -> f32 {
@@ -203,9 +238,15 @@ pub(super) async fn run(
     say: Arc<Say>,
     log: Arc<Mutex<EventLog>>,
     mic_kept: Option<Arc<Mutex<super::recordings::Recorded>>>,
+    paced: bool,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut events = session.events();
+    let mut speech = Speech {
+        pending: VecDeque::new(),
+        paced,
+    };
+    let mut pace = tokio::time::interval(Duration::from_millis(50));
     let rate = f64::from(engine.config().sample_rate);
     let note = |log: &Mutex<EventLog>, event: &str, t: f64| {
         if let Ok(mut l) = log.lock() {
@@ -225,7 +266,7 @@ pub(super) async fn run(
                 Some(CallEvent::Connected) => {
                     connected = true;
                     note(&log, "connected", engine.clock().0 as f64 / rate);
-                    speak(&session, &say);
+                    speech.start(&session, &say);
                 }
                 Some(CallEvent::Ended { reason }) => {
                     let mut fields = serde_json::Map::new();
@@ -258,6 +299,7 @@ pub(super) async fn run(
                     l.push(name, e.at.0 as f64 / rate, fields);
                 }
             },
+            _ = pace.tick(), if !speech.pending.is_empty() => speech.tick(&session),
             chunk = mic.next(), if connected => {
                 let Some(chunk) = chunk else { break };
                 if let Some(kept) = &mic_kept {
@@ -269,8 +311,11 @@ pub(super) async fn run(
                 match listener.chunk(level, speaking) {
                     Some(Act::Pause) => { let _ = session.pause(); }
                     Some(Act::Resume) => { let _ = session.resume(); }
-                    Some(Act::Interrupt) => { let _ = session.interrupt(); }
-                    Some(Act::SpeakAgain) => speak(&session, &say),
+                    Some(Act::Interrupt) => {
+                        speech.cut();
+                        let _ = session.interrupt();
+                    }
+                    Some(Act::SpeakAgain) => speech.start(&session, &say),
                     None => {}
                 }
             },

@@ -427,6 +427,7 @@ async fn create(
             say,
             log,
             mic_kept,
+            avatar.is_some(),
             hung_up,
         )
         .await;
