@@ -19,7 +19,7 @@ use sotto_net::call::{offer_opus_type, opus_track_in, OpusSender};
 use sotto_net::opus::{OpusEncoder, OPUS_RATE};
 use sotto_net::video::{vp8_track, Vp8Sender};
 use sotto_net::vp8::{Vp8Config, Vp8Encoder, Vp8Frame};
-use sotto_net::{av_peer, complete_local, connected, NetError, Peer};
+use sotto_net::{av_peer, complete_local, connected, NetError};
 use sotto_rt::FrameLength;
 use tokio::sync::mpsc;
 use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
@@ -117,6 +117,13 @@ enum Work {
     Video(VideoFrame, u64),
 }
 
+/// A viewer's tracks' RTP origins, and what tells its task (which owns
+/// the peer) it was asked to leave.
+struct ViewerSlot {
+    origins: (u32, u32),
+    leave: Arc<tokio::sync::Notify>,
+}
+
 /// Packets held per viewer: a second of voice and video.
 const VIEWER_QUEUE: usize = 128;
 /// Work held for the encoder thread.
@@ -137,9 +144,8 @@ struct Shared {
     viewers: Mutex<Vec<(u64, mpsc::Sender<Media>)>>,
     /// Viewers connected or connecting: what the cap counts.
     taken: AtomicUsize,
-    /// Every viewer's peer, connected or connecting, by id (what leaving
-    /// closes), with its tracks' RTP origins.
-    peers: Mutex<HashMap<u64, (Peer, u32, u32)>>,
+    /// Every viewer, connected or connecting, by id.
+    peers: Mutex<HashMap<u64, ViewerSlot>>,
     next_id: AtomicU64,
     /// A viewer arrived: the next picture is a key frame.
     want_key: AtomicBool,
@@ -230,7 +236,7 @@ impl Publisher {
     #[must_use]
     pub fn origins(&self, id: u64) -> Option<(u32, u32)> {
         let peers = self.shared.peers.lock().ok()?;
-        peers.get(&id).map(|&(_, voice, face)| (voice, face))
+        peers.get(&id).map(|slot| slot.origins)
     }
 
     /// Ends viewer `id`'s connection: false when there is no such viewer
@@ -243,8 +249,9 @@ impl Publisher {
             .ok()
             .and_then(|mut p| p.remove(&id));
         match peer {
-            Some((peer, _, _)) => {
-                let _ = peer.close().await;
+            Some(slot) => {
+                // Its task closes the peer and gives its place back.
+                slot.leave.notify_one();
                 true
             }
             None => false,
@@ -253,14 +260,14 @@ impl Publisher {
 
     /// Ends every viewer's connection (the avatar has gone).
     pub async fn close(&self) {
-        let peers: Vec<Peer> = self
+        let slots: Vec<ViewerSlot> = self
             .shared
             .peers
             .lock()
-            .map(|mut p| p.drain().map(|(_, (peer, _, _))| peer).collect())
+            .map(|mut p| p.drain().map(|(_, slot)| slot).collect())
             .unwrap_or_default();
-        for peer in peers {
-            let _ = peer.close().await;
+        for slot in slots {
+            slot.leave.notify_one();
         }
     }
 
@@ -318,8 +325,15 @@ impl Publisher {
             voice_origin: voice.origin(),
             face_origin: face.origin(),
         };
+        let leave = Arc::new(tokio::sync::Notify::new());
         if let Ok(mut peers) = self.shared.peers.lock() {
-            peers.insert(id, (Arc::clone(&peer), viewer.voice_origin, viewer.face_origin));
+            peers.insert(
+                id,
+                ViewerSlot {
+                    origins: (viewer.voice_origin, viewer.face_origin),
+                    leave: Arc::clone(&leave),
+                },
+            );
         }
         let shared = Arc::clone(&self.shared);
         let requests = face.key_frame_requests();
@@ -336,13 +350,20 @@ impl Publisher {
         });
         tokio::spawn(async move {
             let limit = shared.config.connect_timeout;
-            if connected(&mut events, limit).await.is_ok() {
+            let up = tokio::select! {
+                up = connected(&mut events, limit) => up.is_ok(),
+                () = leave.notified() => false,
+            };
+            if up {
                 let (tx, rx) = mpsc::channel(VIEWER_QUEUE);
                 if let Ok(mut v) = shared.viewers.lock() {
                     v.push((id, tx));
                 }
                 shared.want_key.store(true, Ordering::Release);
-                watch(&mut events, rx, &mut voice, &mut face).await;
+                tokio::select! {
+                    () = watch(&mut events, rx, &mut voice, &mut face) => {}
+                    () = leave.notified() => {}
+                }
                 if let Ok(mut v) = shared.viewers.lock() {
                     v.retain(|(k, _)| *k != id);
                 }
