@@ -21,9 +21,9 @@ use crate::publish::{PublishConfig, Publisher, PublisherSink};
 use crate::sink::BothSinks;
 use crate::token;
 use crate::viewers::{Published, Publishing};
-use sotto_net::vp8::Vp8Config;
 use sotto_net::avatar::{Control, JoinRequest, JoinResponse, CONTROL_LABEL, MAX_JOIN_BODY};
 use sotto_net::peer::{complete_local, loopback_peer, Peer, PeerEvents};
+use sotto_net::vp8::Vp8Config;
 
 /// The voice track's frame period (SPEC A7).
 const TICK: Duration = Duration::from_millis(20);

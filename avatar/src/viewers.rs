@@ -273,8 +273,8 @@ async fn viewer(
     State(shared): State<Arc<Shared>>,
     Path((raw, viewer)): Path<(String, String)>,
 ) -> Response {
-    let found = publisher(&shared, &raw)
-        .and_then(|p| Some((p.origins(number(&viewer)?)?, p.stats())));
+    let found =
+        publisher(&shared, &raw).and_then(|p| Some((p.origins(number(&viewer)?)?, p.stats())));
     let Some(((voice_origin, face_origin), s)) = found else {
         return refuse(StatusCode::NOT_FOUND, "no such viewer");
     };

@@ -161,12 +161,19 @@ async fn start_avatar() -> std::io::Result<(
         renderer: Arc::new(|| Box::new(FaceRenderer::new(640, 480)) as Box<dyn AvatarRenderer>),
         sink: Arc::new(|_| Box::new(DiscardSink::default()) as Box<dyn AvatarSink>),
     };
-    let server = AvatarServer::start("127.0.0.1:0".parse().map_err(std::io::Error::other)?, config).await?;
+    let server = AvatarServer::start(
+        "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+        config,
+    )
+    .await?;
     let attach = sotto_cli::serve::AvatarAttach {
         join_url: server.join_url(),
         secret,
         watch_base: format!("http://{}", server.addr()),
     };
-    eprintln!("sotto serve: the agent speaks through an avatar; watch it alone at {}", server.watch_url());
+    eprintln!(
+        "sotto serve: the agent speaks through an avatar; watch it alone at {}",
+        server.watch_url()
+    );
     Ok((server, attach))
 }

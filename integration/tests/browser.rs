@@ -476,7 +476,7 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
                 loop {
                     session.mark_synthesis_start().unwrap();
                     for piece in bytes.chunks(3_200) {
-                        let _ = session.push(piece.to_vec());
+                        drop(session.push(piece.to_vec()));
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                     session.mark_synthesis_complete().unwrap();

@@ -99,7 +99,10 @@ async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
     let offer = viewer.create_offer(None).await.unwrap();
     let offer = complete_local(&viewer, &mut events, offer).await.unwrap();
     let taken = publisher.add_viewer(&offer).await.unwrap();
-    assert_eq!(publisher.origins(taken.id), Some((taken.voice_origin, taken.face_origin)));
+    assert_eq!(
+        publisher.origins(taken.id),
+        Some((taken.voice_origin, taken.face_origin))
+    );
     viewer
         .set_remote_description(RTCSessionDescription::answer(taken.answer).unwrap())
         .await
@@ -180,7 +183,12 @@ async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
     // A viewer that lost a picture asks for a key frame and gets one
     // (RFC 4585 picture loss indication; VP8's key frames have bit 0 of
     // their first byte clear).
-    let keys = |frames: &[Vec<u8>]| frames.iter().filter(|f| f.first().is_some_and(|b| b & 1 == 0)).count();
+    let keys = |frames: &[Vec<u8>]| {
+        frames
+            .iter()
+            .filter(|f| f.first().is_some_and(|b| b & 1 == 0))
+            .count()
+    };
     let mut after_pli = Vec::new();
     for _ in 0..3 {
         seen.ask_key_frame().await.unwrap();
@@ -198,7 +206,11 @@ async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
         }
     }
     let asked = publisher.stats().key_frames_asked;
-    println!("key frames asked: {asked}; key frames among the next {}: {}", after_pli.len(), keys(&after_pli));
+    println!(
+        "key frames asked: {asked}; key frames among the next {}: {}",
+        after_pli.len(),
+        keys(&after_pli)
+    );
     assert!(asked >= 1);
     assert!(keys(&after_pli) >= 1, "a key frame after the request");
 

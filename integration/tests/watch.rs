@@ -167,7 +167,9 @@ async fn watch(server: &AvatarServer, token: Option<&str>) -> Watching {
     peer.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
         .unwrap();
-    connected(&mut events, Duration::from_secs(10)).await.unwrap();
+    connected(&mut events, Duration::from_secs(10))
+        .await
+        .unwrap();
     let info: serde_json::Value = reqwest::get(format!("http://{}{location}", server.addr()))
         .await
         .unwrap()
@@ -258,21 +260,46 @@ async fn a_viewer_hears_the_fade_and_sees_the_mouth_close_with_it() {
     let mut decoder = Vp8Decoder::new().unwrap();
     let (mut voice, mut faces) = (Vec::new(), Vec::new());
     // Closed before anything is said.
-    receive(&mut viewer, &mut decoder, Duration::from_millis(600), &mut voice, &mut faces).await;
+    receive(
+        &mut viewer,
+        &mut decoder,
+        Duration::from_millis(600),
+        &mut voice,
+        &mut faces,
+    )
+    .await;
     let closed = faces.iter().map(|&(_, m)| m).fold(f64::MAX, f64::min);
     let talking = talk(&session, 8);
-    receive(&mut viewer, &mut decoder, Duration::from_secs(3), &mut voice, &mut faces).await;
+    receive(
+        &mut viewer,
+        &mut decoder,
+        Duration::from_secs(3),
+        &mut voice,
+        &mut faces,
+    )
+    .await;
     // Barge-in: the agent stops streaming and interrupts.
     talking.abort();
     session.interrupt().unwrap();
-    receive(&mut viewer, &mut decoder, Duration::from_millis(1_500), &mut voice, &mut faces).await;
+    receive(
+        &mut viewer,
+        &mut decoder,
+        Duration::from_millis(1_500),
+        &mut voice,
+        &mut faces,
+    )
+    .await;
 
     // The voice's envelope in 5 ms windows, by pts.
     voice.sort_by_key(|&(t, _)| t);
     let env: Vec<(u64, f64)> = voice
         .chunks(240)
         .map(|c| {
-            let p = c.iter().map(|&(_, s)| f64::from(s) * f64::from(s)).sum::<f64>() / c.len() as f64;
+            let p = c
+                .iter()
+                .map(|&(_, s)| f64::from(s) * f64::from(s))
+                .sum::<f64>()
+                / c.len() as f64;
             (c[0].0, p.sqrt())
         })
         .collect();
@@ -288,7 +315,13 @@ async fn a_viewer_hears_the_fade_and_sees_the_mouth_close_with_it() {
         + env[last_loud..]
             .iter()
             .position(|&(_, r)| r < steady * 1e-3)
-            .unwrap_or_else(|| panic!("no silence after {last_loud} of {}: {:?}", env.len(), &env[last_loud..]));
+            .unwrap_or_else(|| {
+                panic!(
+                    "no silence after {last_loud} of {}: {:?}",
+                    env.len(),
+                    &env[last_loud..]
+                )
+            });
     let (start, end) = (env[last_loud].0 + 240, env[gone].0);
     let fade_ms = (end - start) as f64 / 48.0;
     // Where the mouth is closed again, after the fade began.
@@ -309,9 +342,15 @@ async fn a_viewer_hears_the_fade_and_sees_the_mouth_close_with_it() {
     // The tail is shaped 0 dB to -60 dB over its length: the envelope
     // window that first reaches -60 dB is within a window or two of it.
     assert!((fade_ms - 400.0).abs() <= 25.0, "fade {fade_ms:.0} ms");
-    assert!(shut_after_ms <= 40.0, "mouth closed {shut_after_ms:.0} ms after the fade");
+    assert!(
+        shut_after_ms <= 40.0,
+        "mouth closed {shut_after_ms:.0} ms after the fade"
+    );
     // And not before the fade had mostly gone: the mouth follows the voice.
-    assert!(shut_after_ms >= -200.0, "mouth closed {shut_after_ms:.0} ms early");
+    assert!(
+        shut_after_ms >= -200.0,
+        "mouth closed {shut_after_ms:.0} ms early"
+    );
 
     viewer.peer.close().await.unwrap();
     link.detach();
@@ -336,7 +375,14 @@ async fn a_viewer_that_leaves_stops_the_encoder_and_frees_its_memory() {
         let mut viewer = watch(&server, None).await;
         let mut decoder = Vp8Decoder::new().unwrap();
         let (mut voice, mut faces) = (Vec::new(), Vec::new());
-        receive(&mut viewer, &mut decoder, Duration::from_secs(2), &mut voice, &mut faces).await;
+        receive(
+            &mut viewer,
+            &mut decoder,
+            Duration::from_secs(2),
+            &mut voice,
+            &mut faces,
+        )
+        .await;
         assert!(faces.len() >= 40, "round {round}: {} pictures", faces.len());
         let r = http
             .delete(format!("http://{}{}", server.addr(), viewer.location))
@@ -364,7 +410,10 @@ async fn a_viewer_that_leaves_stops_the_encoder_and_frees_its_memory() {
         tokio::time::sleep(Duration::from_millis(600)).await;
         let later = publisher.stats();
         assert_eq!(publisher.viewers(), 0);
-        assert_eq!(later.frames_encoded, idle.frames_encoded, "nothing encoded for nobody");
+        assert_eq!(
+            later.frames_encoded, idle.frames_encoded,
+            "nothing encoded for nobody"
+        );
         assert_eq!(later.voice_packets, idle.voice_packets);
         after.push(LIVE.load(Ordering::Relaxed));
     }
@@ -393,9 +442,14 @@ async fn the_viewer_routes_refuse_what_they_should() {
     let (_session, link) = agent(&engine, &server).await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr());
-    let token = sotto_avatar::token::create("key", VIEWER_SECRET, Some("viewer"), sotto_avatar::token::DEFAULT_TTL)
-        .unwrap()
-        .token;
+    let token = sotto_avatar::token::create(
+        "key",
+        VIEWER_SECRET,
+        Some("viewer"),
+        sotto_avatar::token::DEFAULT_TTL,
+    )
+    .unwrap()
+    .token;
     let post = |path: &str, ct: &str, body: Vec<u8>, bearer: Option<&str>| {
         let mut r = http
             .post(format!("{base}{path}"))
@@ -410,18 +464,83 @@ async fn the_viewer_routes_refuse_what_they_should() {
     let (mic, _) = opus_track();
     peer.add_track(mic).await.unwrap();
     let offer = peer.create_offer(None).await.unwrap();
-    let offer = complete_local(&peer, &mut events, offer).await.unwrap().into_bytes();
-    let cases: Vec<(&str, &str, Vec<u8>, Option<&str>, u16)> = vec![
-        ("/avatars/1/viewers", "text/plain", offer.clone(), Some(&token), 415),
-        ("/avatars/1/viewers", "application/sdp", vec![b'v'; 33 * 1024], Some(&token), 413),
-        ("/avatars/1/viewers", "application/sdp", vec![b'v'; 64 << 20], Some(&token), 413),
-        ("/avatars/1/viewers", "application/sdp", offer.clone(), None, 401),
-        ("/avatars/1/viewers", "application/sdp", offer.clone(), Some("not.a.token"), 401),
-        ("/avatars/1/viewers", "application/sdp", vec![0xff, 0xfe], Some(&token), 400),
-        ("/avatars/1/viewers", "application/sdp", b"v=0\r\nnonsense".to_vec(), Some(&token), 400),
-        ("/avatars/9/viewers", "application/sdp", offer.clone(), Some(&token), 404),
-        ("/avatars/99999999999999999999999/viewers", "application/sdp", offer.clone(), Some(&token), 404),
-        ("/avatars/x/viewers", "application/sdp", offer.clone(), Some(&token), 404),
+    let offer = complete_local(&peer, &mut events, offer)
+        .await
+        .unwrap()
+        .into_bytes();
+    // Path, content type, body, bearer token, the status wanted.
+    type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<&'a str>, u16);
+    let cases: Vec<Case> = vec![
+        (
+            "/avatars/1/viewers",
+            "text/plain",
+            offer.clone(),
+            Some(&token),
+            415,
+        ),
+        (
+            "/avatars/1/viewers",
+            "application/sdp",
+            vec![b'v'; 33 * 1024],
+            Some(&token),
+            413,
+        ),
+        (
+            "/avatars/1/viewers",
+            "application/sdp",
+            vec![b'v'; 64 << 20],
+            Some(&token),
+            413,
+        ),
+        (
+            "/avatars/1/viewers",
+            "application/sdp",
+            offer.clone(),
+            None,
+            401,
+        ),
+        (
+            "/avatars/1/viewers",
+            "application/sdp",
+            offer.clone(),
+            Some("not.a.token"),
+            401,
+        ),
+        (
+            "/avatars/1/viewers",
+            "application/sdp",
+            vec![0xff, 0xfe],
+            Some(&token),
+            400,
+        ),
+        (
+            "/avatars/1/viewers",
+            "application/sdp",
+            b"v=0\r\nnonsense".to_vec(),
+            Some(&token),
+            400,
+        ),
+        (
+            "/avatars/9/viewers",
+            "application/sdp",
+            offer.clone(),
+            Some(&token),
+            404,
+        ),
+        (
+            "/avatars/99999999999999999999999/viewers",
+            "application/sdp",
+            offer.clone(),
+            Some(&token),
+            404,
+        ),
+        (
+            "/avatars/x/viewers",
+            "application/sdp",
+            offer.clone(),
+            Some(&token),
+            404,
+        ),
     ];
     for (path, ct, body, bearer, want) in cases {
         let len = body.len();
@@ -434,19 +553,51 @@ async fn the_viewer_routes_refuse_what_they_should() {
         assert_eq!(status, want, "{path} {ct} {len} bytes");
     }
     // One viewer fits; the next is a 503 while it watches.
-    let first = post("/avatars/1/viewers", "application/sdp", offer.clone(), Some(&token)).await.unwrap();
+    let first = post(
+        "/avatars/1/viewers",
+        "application/sdp",
+        offer.clone(),
+        Some(&token),
+    )
+    .await
+    .unwrap();
     assert_eq!(first.status(), 201);
-    let second = post("/avatars/1/viewers", "application/sdp", offer.clone(), Some(&token)).await.unwrap();
+    let second = post(
+        "/avatars/1/viewers",
+        "application/sdp",
+        offer.clone(),
+        Some(&token),
+    )
+    .await
+    .unwrap();
     assert_eq!(second.status(), 503);
-    for path in ["/avatars/1/viewers/77", "/avatars/1/viewers/x", "/avatars/5/viewers/1"] {
+    for path in [
+        "/avatars/1/viewers/77",
+        "/avatars/1/viewers/x",
+        "/avatars/5/viewers/1",
+    ] {
         let r = http.delete(format!("{base}{path}")).send().await.unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
-    let list: serde_json::Value = http.get(format!("{base}/avatars")).send().await.unwrap().json().await.unwrap();
+    let list: serde_json::Value = http
+        .get(format!("{base}/avatars"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list[0]["id"], 1);
     assert_eq!(list[0]["participant_id"], "avatar_w");
     // Reports are for tests that keep them: a real server has none.
-    let r = post("/avatars/1/viewers/1/report", "application/octet-stream", vec![0; 16], None).await.unwrap();
+    let r = post(
+        "/avatars/1/viewers/1/report",
+        "application/octet-stream",
+        vec![0; 16],
+        None,
+    )
+    .await
+    .unwrap();
     assert_eq!(r.status(), 404);
     let page = http.get(format!("{base}/watch")).send().await.unwrap();
     assert_eq!(page.status(), 200);

@@ -194,12 +194,8 @@ struct KeyFrameRequests {
     write: std::collections::VecDeque<rtc::interceptor::TaggedPacket>,
 }
 
-impl
-    rtc::sansio::Protocol<
-        rtc::interceptor::TaggedPacket,
-        rtc::interceptor::TaggedPacket,
-        (),
-    > for KeyFrameRequests
+impl rtc::sansio::Protocol<rtc::interceptor::TaggedPacket, rtc::interceptor::TaggedPacket, ()>
+    for KeyFrameRequests
 {
     type Rout = rtc::interceptor::TaggedPacket;
     type Wout = rtc::interceptor::TaggedPacket;
@@ -267,7 +263,12 @@ pub const LOOPBACK: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 /// # Errors
 /// [`NetError`] when the connection cannot be built.
 pub async fn audio_peer(bind: IpAddr) -> Result<(Peer, PeerEvents), NetError> {
-    media_peer(&[(opus_codec(), RtpCodecKind::Audio)], Registry::new(), bind).await
+    media_peer(
+        &[(opus_codec(), RtpCodecKind::Audio)],
+        Registry::new(),
+        bind,
+    )
+    .await
 }
 
 /// A peer connection whose only candidates are on 127.0.0.1.

@@ -119,7 +119,10 @@ impl KeyFrameRequests {
             let TrackLocalEvent::OnRtcpPacket(packets) = event else {
                 continue;
             };
-            if packets.iter().any(|p| crate::peer::asks_key_frame(p.as_ref())) {
+            if packets
+                .iter()
+                .any(|p| crate::peer::asks_key_frame(p.as_ref()))
+            {
                 return true;
             }
         }

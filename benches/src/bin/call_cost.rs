@@ -100,30 +100,9 @@ fn speech(seconds: u64) -> Vec<u8> {
 }
 
 /// CPU seconds of this process's threads, all of them and the audio
-/// threads' (`sotto-audio-*`), from `/proc/self/task`.
+/// threads' (`sotto-audio-*`).
 fn cpu_split() -> (f64, f64) {
-    let tick = 100.0; // USER_HZ on Linux
-    let (mut all, mut audio) = (0.0, 0.0);
-    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
-        return (0.0, 0.0);
-    };
-    for t in tasks.filter_map(Result::ok) {
-        let Ok(stat) = std::fs::read_to_string(t.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ..." with utime and stime the 14th and 15th.
-        let Some((head, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let cpu = f.get(11).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)
-            + f.get(12).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        all += cpu / tick;
-        if head.contains("(sotto-audio") {
-            audio += cpu / tick;
-        }
-    }
-    (all, audio)
+    sotto_benches::thread_cpu("sotto-audio")
 }
 
 /// Bare libopus: the same speech encoded packet after packet with the
@@ -398,11 +377,4 @@ async fn receive(calls: usize) {
     }
 }
 
-/// A line of standard input; `None` at its end.
-fn read_line() -> Option<String> {
-    let mut line = String::new();
-    match std::io::stdin().read_line(&mut line) {
-        Ok(0) | Err(_) => None,
-        Ok(_) => Some(line),
-    }
-}
+use sotto_benches::stdin_line as read_line;

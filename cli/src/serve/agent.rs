@@ -230,15 +230,15 @@ fn rms(samples: &[f32]) -> f32 {
 }
 
 /// Runs the agent on `session` until the call ends or `stop`, then hangs
-/// up and removes the session.
+/// up and removes the session. It says `say`, paced when it speaks through
+/// an avatar.
 pub(super) async fn run(
     engine: Engine,
     session: SessionHandle,
     mut call: CallHandle,
-    say: Arc<Say>,
+    (say, paced): (Arc<Say>, bool),
     log: Arc<Mutex<EventLog>>,
     mic_kept: Option<Arc<Mutex<super::recordings::Recorded>>>,
-    paced: bool,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut events = session.events();

@@ -247,7 +247,9 @@ async fn page() -> Html<&'static str> {
 /// avatar is watched, when calls speak through one).
 async fn page_config(State(shared): State<Arc<Shared>>) -> Response {
     let avatar = shared.config.avatar.as_ref().map(|a| a.watch_base.clone());
-    let mut r = serde_json::json!({ "avatar": avatar }).to_string().into_response();
+    let mut r = serde_json::json!({ "avatar": avatar })
+        .to_string()
+        .into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -424,10 +426,9 @@ async fn create(
             task_shared.engine.clone(),
             session,
             call,
-            say,
+            (say, avatar.is_some()),
             log,
             mic_kept,
-            avatar.is_some(),
             hung_up,
         )
         .await;
