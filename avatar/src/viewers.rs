@@ -92,7 +92,9 @@ pub(crate) fn routes() -> Router<Arc<Shared>> {
         )
 }
 
-fn cors(mut r: Response) -> Response {
+/// `r` answerable to a page of any origin (CORS) for `methods`, its
+/// `Location` readable there. The call server's routes use it too.
+pub fn with_cors(mut r: Response, methods: &'static str) -> Response {
     let h = r.headers_mut();
     h.insert(
         header::ACCESS_CONTROL_ALLOW_ORIGIN,
@@ -100,7 +102,7 @@ fn cors(mut r: Response) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+        HeaderValue::from_static(methods),
     );
     h.insert(
         header::ACCESS_CONTROL_ALLOW_HEADERS,
@@ -111,6 +113,10 @@ fn cors(mut r: Response) -> Response {
         HeaderValue::from_static("Location"),
     );
     r
+}
+
+fn cors(r: Response) -> Response {
+    with_cors(r, "GET, POST, DELETE, OPTIONS")
 }
 
 fn refuse(code: StatusCode, why: &str) -> Response {

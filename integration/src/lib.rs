@@ -58,6 +58,34 @@ pub async fn face_avatar_server(secret: &str) -> AvatarServer {
         .expect("the avatar server listens on loopback")
 }
 
+/// An avatar server on loopback that publishes its avatars to viewers
+/// (SPEC W5): tokens signed with `secret`, the built-in face at `w`×`h`
+/// and 25 fps, nothing kept.
+///
+/// # Panics
+/// If it cannot listen (a test failure).
+pub async fn published_avatar_server(
+    secret: &str,
+    (w, h): (u32, u32),
+    publishing: sotto_avatar::viewers::Publishing,
+) -> AvatarServer {
+    let config = ServerConfig {
+        clock: None,
+        publish: Some(publishing),
+        secret: secret.into(),
+        fps: 25,
+        cooldown: Duration::from_millis(300),
+        stereo: false,
+        renderer: Arc::new(move || Box::new(FaceRenderer::new(w, h)) as Box<dyn AvatarRenderer>),
+        sink: Arc::new(|_| {
+            Box::new(sotto_avatar::sink::DiscardSink::default()) as Box<dyn AvatarSink>
+        }),
+    };
+    AvatarServer::start("127.0.0.1:0".parse().expect("a loopback address"), config)
+        .await
+        .expect("the avatar server listens on loopback")
+}
+
 /// `n` frames of a constant mono s16 value.
 #[must_use]
 pub fn dc_s16(n: usize, value: i16) -> Vec<u8> {

@@ -345,27 +345,11 @@ fn five_calls_from_one_browser_hear_only_their_own_agent() {
 /// An avatar server publishing to viewers (SPEC W5): the built-in face at
 /// `w`×`h`, 25 fps, reports kept.
 async fn watched_avatar(w: u32, h: u32) -> sotto_avatar::server::AvatarServer {
-    use sotto_avatar::face::FaceRenderer;
-    use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
-    use sotto_avatar::server::{AvatarServer, ServerConfig};
-    use sotto_avatar::sink::DiscardSink;
-    use sotto_avatar::viewers::Publishing;
-    let config = ServerConfig {
-        clock: None,
-        publish: Some(Publishing {
-            keep_reports: true,
-            ..Publishing::default()
-        }),
-        secret: AVATAR_SECRET.into(),
-        fps: 25,
-        cooldown: Duration::from_millis(300),
-        stereo: false,
-        renderer: Arc::new(move || Box::new(FaceRenderer::new(w, h)) as Box<dyn AvatarRenderer>),
-        sink: Arc::new(|_| Box::new(DiscardSink::default()) as Box<dyn AvatarSink>),
+    let publishing = sotto_avatar::viewers::Publishing {
+        keep_reports: true,
+        ..sotto_avatar::viewers::Publishing::default()
     };
-    AvatarServer::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap()
+    sotto_integration::published_avatar_server(AVATAR_SECRET, (w, h), publishing).await
 }
 
 const AVATAR_SECRET: &str = "avatar-secret";

@@ -222,27 +222,13 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
 /// the avatar speaks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_speaks_through_the_avatar() {
-    use sotto_avatar::face::FaceRenderer;
-    use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
-    use sotto_avatar::server::{AvatarServer, ServerConfig};
-    use sotto_avatar::sink::DiscardSink;
-    use sotto_avatar::viewers::Publishing;
     let secret = "avatar-of-calls";
-    let avatar = AvatarServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        ServerConfig {
-            clock: None,
-            publish: Some(Publishing::default()),
-            secret: secret.into(),
-            fps: 25,
-            cooldown: Duration::from_millis(300),
-            stereo: false,
-            renderer: Arc::new(|| Box::new(FaceRenderer::new(64, 48)) as Box<dyn AvatarRenderer>),
-            sink: Arc::new(|_| Box::new(DiscardSink::default()) as Box<dyn AvatarSink>),
-        },
+    let avatar = sotto_integration::published_avatar_server(
+        secret,
+        (64, 48),
+        sotto_avatar::viewers::Publishing::default(),
     )
-    .await
-    .unwrap();
+    .await;
     let engine = call_engine().await;
     let base = format!("http://{}", avatar.addr());
     let server = CallServer::start(

@@ -11,14 +11,10 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
 use sotto::{Engine, SessionConfig, SessionHandle};
-use sotto_avatar::face::FaceRenderer;
-use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
-use sotto_avatar::server::{AvatarServer, ServerConfig};
-use sotto_avatar::sink::DiscardSink;
+use sotto_avatar::server::AvatarServer;
 use sotto_avatar::viewers::Publishing;
 use sotto_integration::call_engine;
 use sotto_net::call::{opus_track, OpusReceiver};
@@ -64,23 +60,12 @@ const W: u32 = 320;
 const H: u32 = 240;
 
 async fn avatar_server(viewer_secret: Option<&str>, max_viewers: usize) -> AvatarServer {
-    let config = ServerConfig {
-        clock: None,
-        publish: Some(Publishing {
-            max_viewers,
-            viewer_secret: viewer_secret.map(str::to_owned),
-            ..Publishing::default()
-        }),
-        secret: SECRET.into(),
-        fps: 25,
-        cooldown: Duration::from_millis(300),
-        stereo: false,
-        renderer: Arc::new(|| Box::new(FaceRenderer::new(W, H)) as Box<dyn AvatarRenderer>),
-        sink: Arc::new(|_| Box::new(DiscardSink::default()) as Box<dyn AvatarSink>),
+    let publishing = Publishing {
+        max_viewers,
+        viewer_secret: viewer_secret.map(str::to_owned),
+        ..Publishing::default()
     };
-    AvatarServer::start("127.0.0.1:0".parse().unwrap(), config)
-        .await
-        .unwrap()
+    sotto_integration::published_avatar_server(SECRET, (W, H), publishing).await
 }
 
 /// A 48 kHz mono session linked to `server`'s avatar.
