@@ -23,6 +23,9 @@ pub fn only_loopback() -> bool {
 /// Tells apart the profiles of browsers opened by one process.
 static OPENED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
+/// Held while a browser test runs in its namespace.
+static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs test `name` of this test binary again, alone, in a fresh network
 /// namespace with only loopback up, and fails if it fails there. `true`
 /// when called from inside that run: the caller goes on with the test;
@@ -37,6 +40,11 @@ pub fn in_own_network(name: &str) -> bool {
         assert!(only_loopback(), "the network namespace has more than lo");
         return true;
     }
+    // One browser at a time: each plays and measures media in real time,
+    // and several on two cores skew what they measure.
+    let _one = ONE_BROWSER
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let exe = std::env::current_exe().expect("the test binary");
     let status = Command::new("unshare")
         .args([
