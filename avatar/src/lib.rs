@@ -11,6 +11,7 @@
 //! Everything runs on the tokio runtime, one task per connection.
 #![deny(missing_docs)]
 
+mod connection;
 pub mod face;
 pub mod playout;
 pub mod publish;

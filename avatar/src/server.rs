@@ -1,34 +1,28 @@
 //! The avatar server (SPEC A2, A5–A7): an HTTP dispatcher that verifies the
-//! agent's token and answers its WebRTC offer, then, per connection, a
-//! task that turns data-channel messages into [`Playout`] input, ticks it
-//! every 20 ms and sends the acknowledgements back.
+//! agent's token and answers its WebRTC offer, then runs each connection's
+//! task (`connection.rs`) and, when it publishes, its viewers' routes
+//! ([`crate::viewers`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::routing::post;
 use axum::{Json, Router};
-use tokio::sync::{mpsc, oneshot};
-use webrtc::data_channel::{DataChannel, DataChannelEvent};
-use webrtc::peer_connection::{RTCPeerConnectionState, RTCSessionDescription};
+use tokio::sync::oneshot;
+use webrtc::peer_connection::RTCSessionDescription;
 
 use crate::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
 use crate::publish::{PublishConfig, Publisher, PublisherSink};
 use crate::sink::BothSinks;
 use crate::token;
 use crate::viewers::{Published, Publishing};
-use sotto_net::avatar::{Control, JoinRequest, JoinResponse, CONTROL_LABEL, MAX_JOIN_BODY};
-use sotto_net::peer::{complete_local, loopback_peer, Peer, PeerEvents};
+use sotto_net::avatar::{JoinRequest, JoinResponse, MAX_JOIN_BODY};
+use sotto_net::peer::{complete_local, loopback_peer, Peer};
 use sotto_net::vp8::Vp8Config;
-
-/// The voice track's frame period (SPEC A7).
-const TICK: Duration = Duration::from_millis(20);
-/// Messages waiting between the data channels and the playout.
-const INBOX: usize = 4096;
 
 /// Makes a renderer for each connection.
 pub type RendererFactory = Arc<dyn Fn() -> Box<dyn AvatarRenderer> + Send + Sync>;
@@ -152,11 +146,11 @@ impl std::fmt::Debug for Shared {
 
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
-    limits: ServerLimits,
+    pub(crate) limits: ServerLimits,
     pub(crate) stats: Arc<ServerStats>,
-    faults: Faults,
+    pub(crate) faults: Faults,
     /// Where each connected playout has got to on [`ServerConfig::clock`].
-    progress: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
+    pub(crate) progress: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
     /// The avatars viewers can watch now.
     pub(crate) avatars: std::sync::Mutex<Vec<Published>>,
     /// Avatars published so far: the next one's id.
@@ -167,11 +161,11 @@ pub(crate) struct Shared {
 
 /// Faults the tests inject.
 #[derive(Default)]
-struct Faults {
+pub(crate) struct Faults {
     /// Segment ends still to ignore, as if lost.
-    lose_segment_ends: std::sync::atomic::AtomicU32,
+    pub(crate) lose_segment_ends: std::sync::atomic::AtomicU32,
     /// Every live connection, to drop them all.
-    peers: std::sync::Mutex<Vec<Peer>>,
+    pub(crate) peers: std::sync::Mutex<Vec<Peer>>,
 }
 
 impl AvatarServer {
@@ -454,7 +448,7 @@ async fn join(
         peers.push(Arc::clone(&pc));
     }
     tokio::spawn(async move {
-        connection(pc, events, playout, Arc::clone(&shared)).await;
+        crate::connection::connection(pc, events, playout, Arc::clone(&shared)).await;
         // The avatar is gone: so are its viewers.
         let publisher = avatar.and_then(|id| {
             let mut avatars = shared.avatars.lock().ok()?;
@@ -506,200 +500,4 @@ fn publisher_for(
             ),
         )
     })
-}
-
-/// A data-channel message, tagged with its channel.
-enum Inbound {
-    Message {
-        control: bool,
-        text: bool,
-        data: bytes::BytesMut,
-    },
-    Closed {
-        control: bool,
-    },
-}
-
-/// Reads one channel into the inbox until it closes.
-async fn read_channel(channel: Arc<dyn DataChannel>, control: bool, inbox: mpsc::Sender<Inbound>) {
-    while let Some(event) = channel.poll().await {
-        match event {
-            DataChannelEvent::OnMessage(m) => {
-                let msg = Inbound::Message {
-                    control,
-                    text: m.is_string,
-                    data: m.data,
-                };
-                if inbox.send(msg).await.is_err() {
-                    return;
-                }
-            }
-            DataChannelEvent::OnClose => break,
-            _ => {}
-        }
-    }
-    let _ = inbox.send(Inbound::Closed { control }).await;
-}
-
-/// One agent's connection: plays until the agent goes away.
-async fn connection(pc: Peer, mut events: PeerEvents, mut playout: Playout, shared: Arc<Shared>) {
-    let stats = Arc::clone(&shared.stats);
-    let (inbox_tx, mut inbox) = mpsc::channel(INBOX);
-    let mut control: Option<Arc<dyn DataChannel>> = None;
-    // On a sample clock the loop looks at it every millisecond and plays
-    // every tick it has passed; on the wall clock it ticks every 20 ms.
-    let clock = shared.config.clock.clone();
-    let mut tick = tokio::time::interval(if clock.is_some() {
-        Duration::from_millis(1)
-    } else {
-        TICK
-    });
-    let rate = playout.sample_rate();
-    let tick_frames = u64::from(rate / 50).max(1);
-    let origin = Instant::now();
-    let sample_now = |c: &SampleClock| origin + sotto_rt::duration_of(c(), rate);
-    let mut ticked: Option<u64> = None;
-    let progress = Arc::new(AtomicU64::new(0));
-    let mut acks = Vec::new();
-    let mut counted = playout.stats();
-    // Until the agent connects nothing plays (no video is made for nobody)
-    // and the peer is torn down when it does not connect in time.
-    let mut connected = false;
-    let give_up = tokio::time::sleep(shared.limits.connect_timeout);
-    tokio::pin!(give_up);
-    loop {
-        tokio::select! {
-            Some(channel) = events.channels.recv() => {
-                // A channel only opens over a connection.
-                connected = true;
-                let is_control = channel.label().await.is_ok_and(|l| l == CONTROL_LABEL);
-                if is_control {
-                    control = Some(Arc::clone(&channel));
-                }
-                tokio::spawn(read_channel(channel, is_control, inbox_tx.clone()));
-            }
-            Some(inbound) = inbox.recv() => match inbound {
-                Inbound::Message { control: on_control, text, data } => {
-                    let now = clock.as_ref().map_or_else(Instant::now, sample_now);
-                    if !(on_control && text && lost_segment_end(&shared, &data)) {
-                        if let (Some(ack), Some(c)) = (playout.on_message(on_control, text, &data, now), &control) {
-                            send_ack(c, ack, &stats).await;
-                        }
-                    }
-                    if on_control {
-                        stats.control_arrived.fetch_add(1, Ordering::Release);
-                    } else {
-                        stats.pcm_arrived.fetch_add(data.len() as u64 / 2, Ordering::Release);
-                    }
-                }
-                // The agent closed its control channel: it is gone.
-                Inbound::Closed { control: true } => break,
-                Inbound::Closed { control: false } => {}
-            },
-            () = &mut give_up, if !connected => {
-                stats.never_connected.fetch_add(1, Ordering::Relaxed);
-                break;
-            }
-            _ = tick.tick() => {
-                if !connected {
-                    continue;
-                }
-                let seen = match &clock {
-                    None => {
-                        playout.tick(&mut acks);
-                        None
-                    }
-                    Some(c) => {
-                        let now = c();
-                        let mut done = *ticked.get_or_insert_with(|| {
-                            // Playing starts where the clock is now.
-                            if let Ok(mut p) = shared.progress.lock() {
-                                p.push(Arc::clone(&progress));
-                            }
-                            now / tick_frames
-                        });
-                        while (done + 1) * tick_frames <= now {
-                            playout.tick(&mut acks);
-                            done += 1;
-                        }
-                        ticked = Some(done);
-                        Some(now)
-                    }
-                };
-                if let Some(c) = &control {
-                    for ack in acks.drain(..) {
-                        send_ack(c, ack, &stats).await;
-                    }
-                }
-                acks.clear();
-                if let Some(now) = seen {
-                    // Every tick due by `now` is played and acknowledged.
-                    progress.store(now, Ordering::Release);
-                }
-            }
-            Some(state) = events.state.recv() => {
-                if state == RTCPeerConnectionState::Connected {
-                    connected = true;
-                }
-                if matches!(
-                    state,
-                    RTCPeerConnectionState::Failed
-                        | RTCPeerConnectionState::Closed
-                        | RTCPeerConnectionState::Disconnected
-                ) {
-                    break;
-                }
-            }
-        }
-        let now = playout.stats();
-        stats
-            .malformed
-            .fetch_add(now.malformed - counted.malformed, Ordering::Relaxed);
-        stats
-            .resets
-            .fetch_add(now.resets - counted.resets, Ordering::Relaxed);
-        stats.cooldown_dropped.fetch_add(
-            now.cooldown_dropped - counted.cooldown_dropped,
-            Ordering::Relaxed,
-        );
-        counted = now;
-    }
-    playout.finish();
-    if let Ok(mut p) = shared.progress.lock() {
-        p.retain(|at| !Arc::ptr_eq(at, &progress));
-    }
-    let _ = pc.close().await;
-    if let Ok(mut peers) = shared.faults.peers.lock() {
-        peers.retain(|p| !Arc::ptr_eq(p, &pc));
-    }
-    stats.ended.fetch_add(1, Ordering::Relaxed);
-}
-
-/// Whether this message is a segment end a test asked to lose.
-fn lost_segment_end(shared: &Shared, data: &[u8]) -> bool {
-    let lose = &shared.faults.lose_segment_ends;
-    if lose.load(Ordering::Relaxed) == 0 {
-        return false;
-    }
-    let is_end = std::str::from_utf8(data)
-        .ok()
-        .and_then(|t| serde_json::from_str::<Control>(t).ok())
-        .is_some_and(|c| matches!(c, Control::SegmentEnd { .. }));
-    is_end
-        && lose
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
-            .is_ok()
-}
-
-async fn send_ack(
-    channel: &Arc<dyn DataChannel>,
-    data: sotto_net::avatar::StreamEnded,
-    stats: &ServerStats,
-) {
-    if let Ok(text) = serde_json::to_string(&Control::StreamEnded { data }) {
-        // A gone agent is noticed by the connection state; nothing to do here.
-        if channel.send_text(&text).await.is_ok() {
-            stats.acks_sent.fetch_add(1, Ordering::Release);
-        }
-    }
 }
