@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # their own (unshare from util-linux, ip from iproute2).
 TEST_PACKAGES := ffmpeg chromium iproute2 util-linux
 
-.PHONY: demo test deps test-deps lint bench fuzz fuzz-deps
+.PHONY: demo test check deps test-deps lint bench fuzz fuzz-deps
 
 # Installs what building and running the programs needs.
 deps:
@@ -41,11 +41,23 @@ lint:
 		echo "sotto-rt has a normal dependency beyond rtrb and atomic_float"; exit 1; fi
 	@if $(CARGO) tree -p sotto -e normal --prefix none | sed 's/ .*//' | sort -u | grep -xE 'clap|plotters|tracing-subscriber|axum|jsonwebtoken' ; then \
 		echo "the sotto library depends on a program's, server's or signer's crate (above)"; exit 1; fi
+	@if $(CARGO) tree -p sotto-cli -e features --prefix none | grep -E 'feature "(fault-injection|test-routes|rt-audit)"' ; then \
+		echo "the sotto program a user installs carries test hooks (above)"; exit 1; fi
+	@if $(CARGO) tree -p sotto -e normal --prefix none | sed 's/ .*//' | sort -u | grep -xE 'env-libvpx-sys' ; then \
+		echo "the sotto library links libvpx without being asked (feature video)"; exit 1; fi
+	@if $(CARGO) tree -p sotto-net -e normal --prefix none | sed 's/ .*//' | sort -u | grep -xE 'audiopus|audiopus_sys|env-libvpx-sys|webrtc-audio-processing' ; then \
+		echo "sotto-net links a C codec or the echo module (above); they belong in sotto-media"; exit 1; fi
 
 test: test-deps lint
 	$(CARGO) test --workspace --release
 	$(CARGO) test --benches --release -p sotto-benches
 	$(MAKE) demo
+
+# The edit loop: formatting, lints and the unit tests, no end-to-end runs.
+check: deps
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) test --workspace --release --lib --bins
 
 bench:
 	$(CARGO) bench -p sotto-benches

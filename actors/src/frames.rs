@@ -275,7 +275,7 @@ impl Framer {
 mod tests {
     use super::*;
     use sotto_rt::{
-        Output, OutputConfig, OutputId, Renderer, RendererConfig, Saturation, SessionId, Voice,
+        Output, OutputId, OutputSpec, Renderer, RendererConfig, Saturation, SessionId, Voice,
         VoiceConfig, VoiceControl,
     };
 
@@ -290,7 +290,7 @@ mod tests {
             ..RendererConfig::default()
         })
         .unwrap();
-        let (reader, output) = Output::new(&OutputConfig {
+        let (reader, output) = Output::new(&OutputSpec {
             id: OutputId(0),
             channels: 1,
             max_block_frames: 100,

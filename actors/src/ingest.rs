@@ -3,8 +3,7 @@
 //!
 //! Runs inside the session actor, off the audio thread; it may allocate.
 
-use rubato::audioadapter_buffers::direct::InterleavedSlice;
-use rubato::{Fft, FixedSync, Indexing, Resampler};
+pub(crate) use sotto_media::resample::Resampler as Resample;
 
 /// Sample encoding of pushed bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -41,6 +40,11 @@ pub struct InputFormat {
     pub sample_format: SampleFormat,
 }
 
+impl InputFormat {
+    /// The input rates taken, in Hz.
+    pub const RATES: [u32; 6] = SUPPORTED_RATES;
+}
+
 /// Why an input format cannot be ingested.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -55,9 +59,6 @@ pub enum FormatError {
     #[error("resampler: {0}")]
     Resampler(String),
 }
-
-/// Frames the resampler takes per call.
-const RESAMPLE_CHUNK: usize = 256;
 
 /// Converts pushed bytes to output frames, holding partial samples and
 /// frames across pushes.
@@ -99,7 +100,10 @@ impl Ingest {
         let resampler = if input.sample_rate == out_rate {
             None
         } else {
-            Some(Resample::new(input.sample_rate, out_rate, out_channels)?)
+            Some(
+                Resample::new(input.sample_rate, out_rate, out_channels)
+                    .map_err(|e| FormatError::Resampler(e.to_string()))?,
+            )
         };
         Ok(Self {
             input,
@@ -247,113 +251,6 @@ pub(crate) fn remix_with<T>(
         for frame in src.chunks_exact(in_ch) {
             out.extend((0..out_ch).map(|c| sample(&frame[c % in_ch])));
         }
-    }
-}
-
-/// A fixed-chunk FFT resampler whose output does not depend on how the
-/// input was chunked, with its start-up delay trimmed.
-pub(crate) struct Resample {
-    inner: Fft<f32>,
-    channels: usize,
-    ratio: f64,
-    pending: Vec<f32>,
-    out_buf: Vec<f32>,
-    delay_left: usize,
-    in_frames: u64,
-    out_frames: u64,
-}
-
-impl Resample {
-    pub(crate) fn new(in_rate: u32, out_rate: u32, channels: usize) -> Result<Self, FormatError> {
-        let inner = Fft::<f32>::new(
-            in_rate as usize,
-            out_rate as usize,
-            RESAMPLE_CHUNK,
-            channels,
-            FixedSync::Input,
-        )
-        .map_err(|e| FormatError::Resampler(e.to_string()))?;
-        let out_buf = vec![0.0; inner.output_frames_max() * channels];
-        let delay_left = inner.output_delay();
-        Ok(Self {
-            inner,
-            channels,
-            ratio: f64::from(out_rate) / f64::from(in_rate),
-            pending: Vec::new(),
-            out_buf,
-            delay_left,
-            in_frames: 0,
-            out_frames: 0,
-        })
-    }
-
-    pub(crate) fn push(&mut self, frames: &[f32], out: &mut Vec<f32>) {
-        self.pending.extend_from_slice(frames);
-        self.in_frames += (frames.len() / self.channels) as u64;
-        let chunk = RESAMPLE_CHUNK * self.channels;
-        let mut start = 0;
-        while self.pending.len() - start >= chunk {
-            self.run(start, None, out, u64::MAX);
-            start += chunk;
-        }
-        self.pending.drain(..start);
-    }
-
-    pub(crate) fn flush(&mut self, out: &mut Vec<f32>) {
-        let expected = (self.in_frames as f64 * self.ratio).round() as u64;
-        let mut partial = self.pending.len() / self.channels;
-        // Feed silence until the delayed output has caught up with the input.
-        let mut guard = 0;
-        while self.out_frames < expected && guard < 64 {
-            self.pending.resize(RESAMPLE_CHUNK * self.channels, 0.0);
-            self.run(0, Some(partial), out, expected);
-            partial = 0;
-            guard += 1;
-        }
-        self.reset();
-    }
-
-    /// Output frames owed for the input so far and not yet emitted.
-    fn held_frames(&self) -> u64 {
-        let expected = (self.in_frames as f64 * self.ratio).round() as u64;
-        expected.saturating_sub(self.out_frames)
-    }
-
-    fn reset(&mut self) {
-        self.inner.reset();
-        self.pending.clear();
-        self.delay_left = self.inner.output_delay();
-        self.in_frames = 0;
-        self.out_frames = 0;
-    }
-
-    /// Resamples one chunk starting at `start`; appends at most `limit` total output frames.
-    fn run(&mut self, start: usize, partial: Option<usize>, out: &mut Vec<f32>, limit: u64) {
-        let ch = self.channels;
-        let input = &self.pending[start..start + RESAMPLE_CHUNK * ch];
-        let Ok(adapter_in) = InterleavedSlice::new(input, ch, RESAMPLE_CHUNK) else {
-            return;
-        };
-        let out_max = self.out_buf.len() / ch;
-        let Ok(mut adapter_out) = InterleavedSlice::new_mut(&mut self.out_buf, ch, out_max) else {
-            return;
-        };
-        let indexing = Indexing {
-            partial_len: partial,
-            ..Indexing::default()
-        };
-        let Ok((_, produced)) =
-            self.inner
-                .process_into_buffer(&adapter_in, &mut adapter_out, Some(&indexing))
-        else {
-            return;
-        };
-        let skip = self.delay_left.min(produced);
-        self.delay_left -= skip;
-        let avail = (produced - skip) as u64;
-        let keep = avail.min(limit.saturating_sub(self.out_frames)) as usize;
-        out.extend_from_slice(&self.out_buf[skip * ch..(skip + keep) * ch]);
-        self.out_frames += keep as u64;
     }
 }
 

@@ -24,7 +24,7 @@ pub mod supervisor;
 pub use ingest::{FormatError, Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
 pub use quiesce::{Quiescence, SettleTimeout};
 pub use session::{
-    Duck, Input, OwnOutput, PushOutcome, SessionClosed, SessionConfig, SessionEvent,
+    Duck, Input, OutputConfig, PushOutcome, SessionClosed, SessionConfig, SessionEvent,
     SessionEventKind, SessionMsg, SessionOutput, SessionShared, SharedOutputConfig, SharedOutputId,
     MAX_WAITING,
 };

@@ -9,7 +9,7 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use rtrb::Producer;
 use sotto_rt::{
-    frames_of, Command, Doorbells, Output, OutputConfig, OutputId, RendererConfig, SessionId,
+    frames_of, Command, Doorbells, Output, OutputId, OutputSpec, RendererConfig, SessionId,
     Telemetry, Voice,
 };
 
@@ -18,8 +18,9 @@ use crate::ingest::{FormatError, Ingest};
 use crate::pump::{send_pump, PumpMsg};
 use crate::quiesce::Quiescence;
 use crate::session::{
-    shared_output_id, voice_config, OwnOutput, Session, SessionArgs, SessionConfig, SessionEvent,
-    SessionEventKind, SessionOutput, SessionShared, SharedOutputConfig, SharedOutputId,
+    shared_output_id, voice_config, OutputConfig, Session, SessionArgs, SessionConfig,
+    SessionEvent, SessionEventKind, SessionOutput, SessionShared, SharedOutputConfig,
+    SharedOutputId,
 };
 
 /// Why a session could not be created.
@@ -317,7 +318,7 @@ impl SupervisorState {
         }
     }
 
-    fn place_output(&self, output: OwnOutput) -> usize {
+    fn place_output(&self, output: OutputConfig) -> usize {
         if output.also_main {
             return 0;
         }
@@ -361,12 +362,12 @@ impl SupervisorState {
     fn add_output(
         &mut self,
         id: OutputId,
-        own: OwnOutput,
+        own: OutputConfig,
         shard: usize,
     ) -> Result<Framer, CreateError> {
         let r = &self.args.renderer;
         let bound = frames_of(own.bound, r.sample_rate) as usize;
-        let (reader, output) = Output::new(&OutputConfig {
+        let (reader, output) = Output::new(&OutputSpec {
             id,
             channels: r.channels,
             max_block_frames: r.max_block_frames,

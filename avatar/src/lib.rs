@@ -1,24 +1,19 @@
-//! The avatar side of Sotto's avatar link (SPEC A1–A7): the process an
-//! agent streams its voice to. An HTTP dispatcher checks the agent's token
-//! and answers its WebRTC offer; per connection, a playout turns the data
-//! channels' PCM into a steady voice track and paces a face's video frames
-//! from the voice's sample clock; sinks keep what it plays.
+//! The avatar side of Sotto's avatar link (SPEC A1–A7, W5): what plays an
+//! agent's voice and face. A playout turns the data channels' PCM into a
+//! steady voice track and paces a face's pictures from the voice's sample
+//! clock ([`playout`]); a renderer draws the face ([`face`]); sinks keep
+//! what it plays ([`sink`]); a publisher sends voice and face to WebRTC
+//! viewers ([`publish`]). The HTTP server that takes agents' joins and
+//! viewers is `sotto-server`; the wire protocol lives in `sotto-net`.
 //!
-//! Tokens are minted here too ([`token::create`]): the agent library only
-//! carries a token string, so it needs neither a JWT library nor an HTTP
-//! server. The wire protocol lives in `sotto-net`, shared with the agent.
-//!
-//! Everything runs on the tokio runtime, one task per connection.
+//! Playouts run in their connection's task on tokio; the publisher encodes
+//! on a thread of its own (`sotto-publish`).
 #![deny(missing_docs)]
 
-mod connection;
 pub mod face;
 pub mod playout;
 pub mod publish;
-pub mod server;
 pub mod sink;
-pub mod token;
-pub mod viewers;
 
 /// The wire protocol shared with the agent side.
 pub use sotto_net::avatar as proto;

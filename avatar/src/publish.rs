@@ -15,10 +15,11 @@ use std::time::Duration;
 
 use std::collections::HashMap;
 
+use sotto_media::opus::{OpusEncoder, OPUS_RATE};
+use sotto_media::vp8::{Vp8Config, Vp8Encoder};
 use sotto_net::call::{offer_opus_type, opus_track_in, OpusSender};
-use sotto_net::opus::{OpusEncoder, OPUS_RATE};
+use sotto_net::video::Vp8Frame;
 use sotto_net::video::{vp8_track, Vp8Sender};
-use sotto_net::vp8::{Vp8Config, Vp8Encoder, Vp8Frame};
 use sotto_net::{av_peer, complete_local, connected, NetError};
 use sotto_rt::FrameLength;
 use tokio::sync::mpsc;
@@ -506,7 +507,7 @@ impl AvatarSink for PublisherSink {
         let channels = self.shared.config.voice_channels.max(1);
         let rate = u64::from(self.shared.config.voice_rate);
         let pts48 = self.voice_samples * u64::from(OPUS_RATE) / rate;
-        let pts90 = self.voice_samples * u64::from(sotto_net::vp8::VIDEO_RATE) / rate;
+        let pts90 = self.voice_samples * u64::from(sotto_media::vp8::VIDEO_RATE) / rate;
         self.voice_samples += (samples.len() / channels) as u64;
         if !self.watched() {
             self.held.clear();

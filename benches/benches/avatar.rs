@@ -12,14 +12,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sotto::avatar::LinkConfig;
+use sotto::LinkConfig;
 use sotto::{Engine, EngineConfig, SessionConfig};
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig, VideoFrame};
-use sotto_avatar::server::{AvatarServer, ServerConfig};
 use sotto_avatar::sink::MemorySink;
-use sotto_avatar::token;
 use sotto_benches::tone_s16;
+use sotto_server::avatar::{AvatarServer, ServerConfig};
+use sotto_server::token;
 
 const SECRET: &str = "bench";
 
@@ -108,13 +108,13 @@ fn bench_agent(c: &mut Criterion) {
                     // timed) so the session's queue never fills.
                     let n = left.min(100);
                     left -= n;
-                    let before = avatar.stats().bytes_sent.load(Ordering::Relaxed);
+                    let before = avatar.stats().bytes_sent;
                     let want = before + n * chunk.len() as u64;
                     let t = Instant::now();
                     for _ in 0..n {
                         let _ = session.push(chunk.clone());
                     }
-                    while avatar.stats().bytes_sent.load(Ordering::Relaxed) < want {
+                    while avatar.stats().bytes_sent < want {
                         tokio::task::yield_now().await;
                     }
                     spent += t.elapsed();

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sotto_actors::capture::echo::{EchoConfig, EchoPath, CHUNK};
+use sotto_media::echo::{EchoConfig, EchoPath, CHUNK};
 
 fn bench_echo(c: &mut Criterion) {
     let mut g = c.benchmark_group("echo_frame_10ms_48k");

@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use sotto::{Engine, EngineConfig, OwnOutput, SessionConfig, SessionOutput};
+use sotto::{Engine, EngineConfig, OutputConfig, SessionConfig, SessionOutput};
 use sotto_benches::tone_s16;
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -36,9 +36,9 @@ fn streams(rt: &tokio::runtime::Runtime, g: &mut BenchGroup<'_>, n: usize, calls
         for _ in 0..n {
             let config = SessionConfig {
                 output: if calls {
-                    SessionOutput::Own(OwnOutput {
+                    SessionOutput::Own(OutputConfig {
                         also_main: false,
-                        ..OwnOutput::default()
+                        ..OutputConfig::default()
                     })
                 } else {
                     SessionOutput::Main

@@ -8,7 +8,7 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, VideoFrame};
-use sotto_net::vp8::{Vp8Config, Vp8Encoder};
+use sotto_media::vp8::{Vp8Config, Vp8Encoder};
 
 /// Two seconds of the face talking: 50 frames.
 fn talking(width: u32, height: u32) -> Vec<VideoFrame> {

@@ -9,6 +9,6 @@
 pub mod measure;
 pub mod plot;
 pub mod scenario;
-pub mod serve;
+
 pub mod signal;
 pub mod soak;

@@ -261,7 +261,7 @@ fn main() -> ExitCode {
                 },
                 seed: 1,
                 render_threads: render_threads
-                    .map_or_else(sotto::default_render_threads, usize::from),
+                    .map_or_else(sotto::EngineConfig::default_render_threads, usize::from),
             },
             report,
         )),
@@ -281,9 +281,9 @@ fn main() -> ExitCode {
             fps,
             &size,
             stereo,
-            viewer.then(|| sotto_avatar::viewers::Publishing {
+            viewer.then(|| sotto_server::avatar::viewers::Publishing {
                 viewer_secret,
-                ..sotto_avatar::viewers::Publishing::default()
+                ..sotto_server::avatar::viewers::Publishing::default()
             }),
         )),
         Command::EchoCancel {
@@ -334,7 +334,7 @@ fn echo_cancel(
     config: sotto::EchoConfig,
 ) -> ExitCode {
     let load = |p: &std::path::Path| {
-        sotto::decode::FileDecoder::open(p, sotto::echo::RATE, 1)
+        sotto_actors::decode::FileDecoder::open(p, sotto_media::echo::RATE, 1)
             .and_then(|mut d| d.decode_all(|| false))
             .map(|(s, _)| s)
     };
@@ -346,7 +346,7 @@ fn echo_cancel(
         }
     };
     // The module works in 10 ms chunks; less than one is nothing to clean.
-    if far.len() < sotto::echo::CHUNK || mic.len() < sotto::echo::CHUNK {
+    if far.len() < sotto_media::echo::CHUNK || mic.len() < sotto_media::echo::CHUNK {
         eprintln!(
             "sotto: --far and --mic need at least 10 ms of audio each (got {} and {} samples at 48 kHz)",
             far.len(),
@@ -354,7 +354,9 @@ fn echo_cancel(
         );
         return ExitCode::from(2);
     }
-    let cleaned = match sotto::EchoPath::new(config).and_then(|mut p| p.process_all(&far, &mic)) {
+    let cleaned = match sotto_media::echo::EchoPath::new(config)
+        .and_then(|mut p| p.process_all(&far, &mic))
+    {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sotto: {e}");
@@ -363,7 +365,7 @@ fn echo_cancel(
     };
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: sotto::echo::RATE,
+        sample_rate: sotto_media::echo::RATE,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
@@ -377,7 +379,7 @@ fn echo_cancel(
         eprintln!("sotto: cannot write {}: {e}", out.display());
         return ExitCode::from(1);
     }
-    let seconds = mic.len() as f64 / f64::from(sotto::echo::RATE);
+    let seconds = mic.len() as f64 / f64::from(sotto_media::echo::RATE);
     let silent = |s: &[f32]| s.iter().all(|&v| v == 0.0);
     if silent(&mic) {
         println!(
@@ -392,7 +394,7 @@ fn echo_cancel(
     } else {
         println!(
             "echo return loss enhancement: {:.1} dB over {seconds:.2} s -> {}",
-            sotto::echo::erle_db(&mic, &cleaned),
+            sotto_media::echo::erle_db(&mic, &cleaned),
             out.display()
         );
     }
@@ -499,7 +501,7 @@ async fn avatar_server(
     fps: u32,
     size: &str,
     stereo: bool,
-    publish: Option<sotto_avatar::viewers::Publishing>,
+    publish: Option<sotto_server::avatar::viewers::Publishing>,
 ) -> ExitCode {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;
@@ -507,8 +509,8 @@ async fn avatar_server(
     use sotto_avatar::face::FaceRenderer;
 
     use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
-    use sotto_avatar::server::{AvatarServer, ServerConfig};
     use sotto_avatar::sink::{DiscardSink, FileSink};
+    use sotto_server::avatar::{AvatarServer, ServerConfig};
 
     if !listen.ip().is_loopback() {
         eprintln!("sotto: the avatar server listens on loopback only, not {listen}");
@@ -576,9 +578,7 @@ async fn avatar_server(
     let stats = server.stats();
     eprintln!(
         "avatar server: {} connections, {} refused, {} malformed messages",
-        stats.peers.load(Ordering::Relaxed),
-        stats.refused.load(Ordering::Relaxed),
-        stats.malformed.load(Ordering::Relaxed)
+        stats.peers, stats.refused, stats.malformed
     );
     ExitCode::SUCCESS
 }

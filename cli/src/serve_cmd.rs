@@ -2,12 +2,11 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use sotto::{CallConfig, Clock, Engine, EngineConfig};
-use sotto_avatar::server::ServerLimits;
-use sotto_cli::serve::{CallServer, Say, ServeConfig};
+use sotto_server::accept::ServerLimits;
+use sotto_server::calls::{CallServer, Say, ServeConfig};
 
 /// The speech the agent says when no `--say` is given (espeak-ng, 16 kHz).
 const HELLO: &[u8] = include_bytes!("../../examples/hello.wav");
@@ -81,8 +80,8 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             processing: clean_mic.then(sotto::EchoConfig::default),
             ..CallConfig::default()
         },
-        keep_recordings: false,
         avatar: None,
+        ..ServeConfig::default()
     };
     // The avatar side in this process, on loopback: every call's agent
     // speaks through it and the page watches it.
@@ -116,9 +115,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     let stats = server.stats();
     eprintln!(
         "sotto serve: {} calls, {} refused, {} busy",
-        stats.calls.load(Ordering::Relaxed),
-        stats.refused.load(Ordering::Relaxed),
-        stats.busy.load(Ordering::Relaxed)
+        stats.calls, stats.refused, stats.busy
     );
     drop(server);
     drop(avatar_server);
@@ -130,14 +127,14 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
 /// 640x480, 25 fps, published to viewers, its tokens signed with a secret
 /// made here (only this process mints them).
 async fn start_avatar() -> std::io::Result<(
-    sotto_avatar::server::AvatarServer,
-    sotto_cli::serve::AvatarAttach,
+    sotto_server::avatar::AvatarServer,
+    sotto_server::calls::AvatarAttach,
 )> {
     use sotto_avatar::face::FaceRenderer;
     use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
-    use sotto_avatar::server::{AvatarServer, ServerConfig};
     use sotto_avatar::sink::DiscardSink;
-    use sotto_avatar::viewers::Publishing;
+    use sotto_server::avatar::viewers::Publishing;
+    use sotto_server::avatar::{AvatarServer, ServerConfig};
 
     let secret = {
         use std::hash::{BuildHasher, Hasher};
@@ -166,7 +163,7 @@ async fn start_avatar() -> std::io::Result<(
         config,
     )
     .await?;
-    let attach = sotto_cli::serve::AvatarAttach {
+    let attach = sotto_server::calls::AvatarAttach {
         join_url: server.join_url(),
         secret,
         watch_base: format!("http://{}", server.addr()),

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use sotto::{
-    Clock, Engine, EngineConfig, EngineError, Frame, OutputFrames, OwnOutput, SessionConfig,
+    Clock, Engine, EngineConfig, EngineError, Frame, OutputConfig, OutputFrames, SessionConfig,
     SessionEventKind, SessionHandle, SessionOutput,
 };
 
@@ -214,15 +214,15 @@ pub async fn run(
                 name: format!("s{i}"),
                 queue: Duration::from_secs(5),
                 output: if config.calls {
-                    SessionOutput::Own(OwnOutput {
+                    SessionOutput::Own(OutputConfig {
                         // A call plays to its own user only; offline, the
                         // run reads a second at a time.
                         also_main: false,
                         bound: match config.clock {
-                            SoakClock::Virtual => OwnOutput::default().bound,
+                            SoakClock::Virtual => OutputConfig::default().bound,
                             SoakClock::Offline => Duration::from_secs(2),
                         },
-                        ..OwnOutput::default()
+                        ..OutputConfig::default()
                     })
                 } else {
                     SessionOutput::Main
@@ -428,12 +428,11 @@ async fn session_loop(
 /// the background input has played, so it never holds up speech behind
 /// backpressure.
 async fn bed_loop(s: SessionHandle, shared: Arc<Shared>, bed: Arc<Vec<u8>>) {
-    let telemetry = s.telemetry();
     let mut pushed = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     while !shared.stop.load(Ordering::Acquire) {
         tick.tick().await;
-        let played = telemetry.background_frames.load(Ordering::Relaxed);
+        let played = s.stats().background_frames;
         if pushed.saturating_sub(played) < (RATE / 2).into() {
             drop(s.push_background(bed.to_vec()));
             pushed += CHUNK_FRAMES as u64;
@@ -493,33 +492,25 @@ fn fill(
     (started, cpu0, faults0): (Instant, f64, u64),
     rss: &[(f64, u64)],
 ) {
-    let t = engine.telemetry();
+    let t = engine.stats();
     let secs = started.elapsed().as_secs_f64();
     report.seconds = secs;
-    report.blocks = t.blocks.load(Ordering::Relaxed);
-    report.late_blocks = engine.late_blocks();
-    report.events_dropped = engine
-        .shards()
-        .iter()
-        .map(|s| s.telemetry.events_dropped.load(Ordering::Relaxed))
-        .sum();
+    report.blocks = t.blocks;
+    report.late_blocks = t.late_blocks;
+    report.events_dropped = t.events_dropped;
     let us = |ns: Option<u64>| ns.map_or(0.0, |n| n as f64 / 1e3);
     report.shards = engine
         .shards()
         .iter()
-        .map(|s| {
-            let t = &s.telemetry;
-            let times = &t.render_times;
-            ShardReport {
-                sessions: s.sessions,
-                blocks: t.blocks.load(Ordering::Relaxed),
-                late_blocks: t.late_blocks.load(Ordering::Relaxed),
-                block_render_us: Spread {
-                    p50: us(times.quantile_ns(0.5)),
-                    p99: us(times.quantile_ns(0.99)),
-                    max: times.max_ns() as f64 / 1e3,
-                },
-            }
+        .map(|s| ShardReport {
+            sessions: s.sessions,
+            blocks: s.blocks,
+            late_blocks: s.late_blocks,
+            block_render_us: Spread {
+                p50: us(s.render_p50_ns),
+                p99: us(s.render_p99_ns),
+                max: s.render_max_ns as f64 / 1e3,
+            },
         })
         .collect();
     report.block_render_us = report
@@ -528,10 +519,7 @@ fn fill(
         .map(|s| s.block_render_us)
         .max_by(|a, b| a.p99.total_cmp(&b.p99))
         .unwrap_or_default();
-    report.underruns = handles
-        .iter()
-        .map(|h| h.telemetry().underruns.load(Ordering::Relaxed))
-        .sum();
+    report.underruns = handles.iter().map(|h| h.stats().underruns).sum();
     report.dropped_input_bytes = shared.dropped_input.load(Ordering::Relaxed);
     report.frames_read = shared.frames_read.load(Ordering::Relaxed);
     report.frames_lost = shared.frames_lost.load(Ordering::Relaxed);

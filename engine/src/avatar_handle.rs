@@ -112,10 +112,10 @@ impl AvatarHandle {
         self.alive.load(Ordering::Acquire)
     }
 
-    /// The link's counters.
+    /// The link's counters now.
     #[must_use]
-    pub fn stats(&self) -> &LinkStats {
-        &self.stats
+    pub fn stats(&self) -> crate::LinkStats {
+        crate::LinkStats::read(&self.stats)
     }
 
     /// Waits until every segment ended so far is acknowledged, cut or

@@ -21,7 +21,7 @@ pub enum SessionError {
     #[error("session is closed")]
     Closed,
     /// On the offline clock nothing renders unless asked, and nothing was
-    /// asked for [`OFFLINE_STALL`] while this push or playout waited for
+    /// asked for [`Engine::OFFLINE_STALL`](crate::Engine::OFFLINE_STALL) while this push or playout waited for
     /// the sample clock to move (SPEC C5): it could never end. Render from
     /// another task while awaiting it, or await it after rendering. What
     /// was pushed stays queued.
@@ -59,7 +59,7 @@ impl OfflineProgress {
     }
 
     /// Resolves with [`SessionError::NotRendering`] once nothing has
-    /// rendered for [`OFFLINE_STALL`]. Tokio's clock, so a test on a paused
+    /// rendered for [`Engine::OFFLINE_STALL`](crate::Engine::OFFLINE_STALL). Tokio's clock, so a test on a paused
     /// runtime sees the same rule.
     async fn stalled(&self) -> SessionError {
         let mut seen = self.activity.load(Ordering::Relaxed);
@@ -118,6 +118,16 @@ impl From<sotto_actors::session::SendError> for SessionError {
     }
 }
 
+/// How much of a turn the user heard ([`SessionHandle::snapshot_playback`],
+/// SPEC O9): both counted from the turn's anchor, in output frames.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlaybackSnapshot {
+    /// Frames of the turn the user heard (fade tails included).
+    pub played_frames: u64,
+    /// Frames of the turn pushed so far.
+    pub pushed_frames: u64,
+}
+
 /// Controls one session. Cheap to clone.
 ///
 /// Every method sends its message at once, in call order, so a push issued
@@ -143,6 +153,10 @@ impl std::fmt::Debug for SessionHandle {
 }
 
 impl SessionHandle {
+    /// Messages from the application a session's mailbox holds at most
+    /// (SPEC S5); past it a message is refused with [`SessionError::Busy`].
+    pub const MAILBOX_LIMIT: usize = sotto_actors::session::MAILBOX_LIMIT;
+
     pub(crate) fn new(
         shared: Arc<SessionShared>,
         rendered: Arc<Notify>,
@@ -340,15 +354,23 @@ impl SessionHandle {
         self.request(SessionMsg::Clear)
     }
 
-    /// `(samples_played, samples_pushed)` since the turn anchor (SPEC O9),
-    /// in output frames.
+    /// How much of this turn the user heard, and how much was pushed
+    /// (SPEC O9), both since the turn's anchor, in output frames.
     ///
     /// # Errors
     /// [`SessionError::Closed`]; [`SessionError::Busy`] past the mailbox bound.
     pub fn snapshot_playback(
         &self,
-    ) -> impl Future<Output = Result<(u64, u64), SessionError>> + Send + 'static {
-        self.request(SessionMsg::Snapshot)
+    ) -> impl Future<Output = Result<PlaybackSnapshot, SessionError>> + Send + 'static {
+        let reply = self.request(SessionMsg::Snapshot);
+        async move {
+            reply
+                .await
+                .map(|(played_frames, pushed_frames)| PlaybackSnapshot {
+                    played_frames,
+                    pushed_frames,
+                })
+        }
     }
 
     /// Resolves when everything queued has been played or cleared (SPEC O2).
@@ -420,10 +442,11 @@ impl SessionHandle {
         self.send(SessionMsg::AddSink(sink))
     }
 
-    /// Live counters of the session's voice.
+    /// The session's voice now: what it took, played and queued, its
+    /// underruns, whether it speaks.
     #[must_use]
-    pub fn telemetry(&self) -> Arc<sotto_rt::VoiceTelemetry> {
-        self.shared.voice_telemetry()
+    pub fn stats(&self) -> crate::SessionStats {
+        crate::SessionStats::read(&self.shared.voice_telemetry())
     }
 
     /// Makes the session actor fail, to exercise supervision.

@@ -34,44 +34,46 @@ mod engine;
 mod frames;
 mod handle;
 mod player;
+mod stats;
 
-pub use avatar_handle::AvatarHandle;
-pub use background::BackgroundHandle;
-pub use call::{
-    CallConfig, CallError, CallEvent, CallHandle, CallStats, CallStatsReader, MicChunks,
+// The engine and what it reports.
+pub use engine::{Clock, Engine, EngineConfig, EngineError};
+pub use sotto_rt::{SampleTime, Saturation};
+pub use stats::{EngineStats, LinkStats, SessionStats, ShardStats};
+
+// Sessions: the agent's voice, pushed as bytes, controlled by messages.
+pub use handle::{PlaybackSnapshot, SessionError, SessionHandle};
+pub use sotto_actors::{
+    Duck, InputFormat, OutputConfig, PushOutcome, SampleFormat, SessionConfig, SessionEvent,
+    SessionEventKind, SessionOutput, SharedOutputConfig, SharedOutputId,
 };
-pub use engine::{
-    default_render_threads, Clock, Engine, EngineConfig, EngineError, ShardStats, SHUTDOWN_LIMIT,
-};
+pub use sotto_rt::SessionId;
+
+// What a session tees and where its audio comes out.
 pub use frames::{FramesError, OutputFrames, SharedOutput};
-pub use handle::{SessionError, SessionHandle, OFFLINE_STALL};
-pub use player::{EngineErrorText, OutputPlayer, PlayerError};
-pub use sotto_actors::frames::{Frame, FrameLength};
-/// Messages from the application a session's mailbox holds at most (SPEC S5).
-pub use sotto_actors::session::MAILBOX_LIMIT;
-/// The agent side of the avatar link (SPEC A1–A7): what
-/// [`Engine::attach_avatar`] takes and reports. The avatar side itself
-/// (dispatcher, playout, tokens) is the `sotto-avatar` crate.
-pub mod avatar {
-    pub use sotto_actors::avatar_link::{
-        LinkConfig, LinkError, LinkStats, LINK_BACKLOG, LINK_CONTROL_BACKLOG,
-    };
-}
+pub use sotto_actors::frames::Frame;
+pub use sotto_actors::{AudioSink, SinkError};
+pub use sotto_rt::FrameLength;
+
+// Background audio under the voice.
+pub use background::BackgroundHandle;
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
-pub use sotto_actors::capture::echo;
-pub use sotto_actors::capture::echo::{EchoConfig, EchoError, EchoPath};
+
+// Calls over WebRTC.
+pub use call::{CallConfig, CallError, CallEvent, CallHandle, CallStats};
+
+// The avatar link, agent side.
+pub use avatar_handle::AvatarHandle;
+pub use sotto_actors::avatar_link::{LinkConfig, LinkError};
+
+// A sound card: devices, their microphones with echo cancellation, the
+// output player.
+pub use player::{OutputPlayer, PlayerError};
 pub use sotto_actors::capture::echo_link::EchoStats;
 pub use sotto_actors::capture::input::{CaptureChunk, DeviceInput, InputConfig};
-pub use sotto_actors::decode;
-pub use sotto_actors::decode::DecodeError;
-pub use sotto_actors::device_manager::{DeviceEvent, DEVICE_EVENT_QUEUE};
+pub use sotto_actors::device_manager::DeviceEvent;
 pub use sotto_actors::devices::{devices, DeviceError, DeviceInfo};
-pub use sotto_actors::{
-    AudioSink, Duck, InputFormat, OwnOutput, PushOutcome, Recorder, RecorderLog, SampleFormat,
-    SessionConfig, SessionEvent, SessionEventKind, SessionOutput, SharedOutputConfig,
-    SharedOutputId, SinkError, WavSink, MAX_WAITING, SUPPORTED_RATES,
-};
-pub use sotto_rt::{SampleTime, Saturation, SessionId, Telemetry, VoiceTelemetry};
+pub use sotto_media::echo::{EchoConfig, EchoError};
 
 /// The README's Rust examples, compiled (and the first one run) as doctests
 /// so the text a reader pastes is the text the test suite builds.

@@ -26,19 +26,14 @@ pub enum PlayerError {
     /// The player was closed.
     #[error("the player is closed")]
     Closed,
-    /// The engine refused.
-    #[error(transparent)]
-    Engine(#[from] EngineErrorText),
+    /// The engine refused, for the reason given.
+    #[error("{0}")]
+    Engine(String),
 }
-
-/// An engine error, as text (engine errors are not `Clone`).
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct EngineErrorText(String);
 
 impl From<EngineError> for PlayerError {
     fn from(e: EngineError) -> Self {
-        Self::Engine(EngineErrorText(e.to_string()))
+        Self::Engine(e.to_string())
     }
 }
 

@@ -6,17 +6,16 @@
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sotto::avatar::{LinkConfig, LinkError};
 use sotto::{Engine, EngineConfig, EngineError, SessionConfig, SessionEvent, SessionEventKind};
+use sotto::{LinkConfig, LinkError};
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, Playout, PlayoutConfig, PTS_RATE};
-use sotto_avatar::server::{AvatarServer, ServerConfig, ServerStats};
 use sotto_avatar::sink::MemorySink;
-use sotto_avatar::token::{self, Claims};
+use sotto_server::avatar::{AvatarServer, ServerConfig};
+use sotto_server::token::{self, Claims};
 use tokio::sync::mpsc::Receiver;
 
 const SECRET: &str = "test-secret";
@@ -127,7 +126,7 @@ async fn speech_reaches_the_avatar_whole_and_each_segment_is_acknowledged() {
     let (engine, s, avatar) = attached(&server).await;
     let mut events = s.events();
     assert!(avatar.is_connected());
-    assert_eq!(server.stats().peers.load(Ordering::Relaxed), 1);
+    assert_eq!(server.stats().peers, 1);
 
     // One second of speech as one turn, pushed in uneven chunks.
     let (bytes, samples) = speech(RATE, 0.0);
@@ -167,10 +166,7 @@ async fn speech_reaches_the_avatar_whole_and_each_segment_is_acknowledged() {
         out.iter().all(|&v| v == 0.0),
         "direct output while attached"
     );
-    assert_eq!(
-        s.telemetry().played_frames.load(Ordering::Relaxed),
-        RATE as u64
-    );
+    assert_eq!(s.stats().played_frames, RATE as u64);
 
     // Detached, the session speaks for itself again; a new link works.
     avatar.detach();
@@ -248,10 +244,7 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
         // Audio sent straight after the interrupt falls in the cooldown.
         if round == 0 {
             let _ = s.push(long[..4_800].to_vec());
-            wait_until("cooldown drops", || {
-                server.stats().cooldown_dropped.load(Ordering::Relaxed) > 0
-            })
-            .await;
+            wait_until("cooldown drops", || server.stats().cooldown_dropped > 0).await;
         }
         // The avatar fades what it held as the session fades its own queue
         // (SPEC O5, C7): the speech it was playing goes on under the
@@ -286,7 +279,7 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
         );
         tokio::time::sleep(Duration::from_millis(350)).await;
     }
-    assert_eq!(server.stats().resets.load(Ordering::Relaxed), 10);
+    assert_eq!(server.stats().resets, 10);
     // The link still works: a whole segment plays and is acknowledged.
     let (short, samples) = speech(RATE / 2, 40.0);
     let before = log().voice.len();
@@ -354,8 +347,8 @@ async fn bad_tokens_are_refused_before_any_peer_connection() {
             "{what}: {got:?}"
         );
     }
-    assert_eq!(server.stats().refused.load(Ordering::Relaxed), 5);
-    assert_eq!(server.stats().peers.load(Ordering::Relaxed), 0);
+    assert_eq!(server.stats().refused, 5);
+    assert_eq!(server.stats().peers, 0);
     // No dispatcher, no room: refused before anything is sent.
     let mut c = link_config(&server, &good_token());
     c.room_name.clear();
@@ -376,7 +369,7 @@ async fn bad_messages_are_counted_and_a_vanished_client_leaves_the_server_servin
     use webrtc::peer_connection::RTCSessionDescription;
 
     let (server, _) = server().await;
-    let stats: Arc<ServerStats> = server.stats();
+    let stats = || server.stats();
     let (pc, mut events) = loopback_peer().await.unwrap();
     let audio = pc
         .create_data_channel(
@@ -457,17 +450,11 @@ async fn bad_messages_are_counted_and_a_vanished_client_leaves_the_server_servin
     control.send(BytesMut::from(&[0u8; 8][..])).await.unwrap();
     control.send_text(r#"{"type":"dance"}"#).await.unwrap();
     control.send_text("{not json").await.unwrap();
-    wait_until("malformed counted", || {
-        stats.malformed.load(Ordering::Relaxed) == 5
-    })
-    .await;
+    wait_until("malformed counted", || stats().malformed == 5).await;
     // Mid-segment, the client vanishes.
     audio.send(BytesMut::from(&[3u8; 4_800][..])).await.unwrap();
     pc.close().await.unwrap();
-    wait_until("the connection's end", || {
-        stats.ended.load(Ordering::Relaxed) == 1
-    })
-    .await;
+    wait_until("the connection's end", || stats().ended == 1).await;
 
     // The server still serves.
     let (engine, _s, avatar) = attached(&server).await;
@@ -547,7 +534,7 @@ async fn a_lost_segment_end_is_recovered_and_a_dropped_link_falls_back_to_the_ou
         (playback_position - 0.2).abs() <= 0.02,
         "{playback_position}"
     );
-    assert_eq!(avatar.stats().ack_timeouts.load(Ordering::Relaxed), 1);
+    assert_eq!(avatar.stats().ack_timeouts, 1);
 
     // The avatar vanishes.
     server.disconnect_all().await;
@@ -612,13 +599,10 @@ async fn control_spun_on_stays_bounded_on_the_link() {
         }
     }
     assert!(interrupts > 0);
-    wait_until("the interrupt at the avatar", || {
-        server.stats().resets.load(Ordering::Relaxed) >= 1
-    })
-    .await;
+    wait_until("the interrupt at the avatar", || server.stats().resets >= 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(
-        server.stats().resets.load(Ordering::Relaxed),
+        server.stats().resets,
         1,
         "{interrupts} interrupts in a row are one"
     );
@@ -629,13 +613,12 @@ async fn control_spun_on_stays_bounded_on_the_link() {
         }
     }
     engine.settle().await.unwrap();
-    let stats = avatar.stats();
+    let stats = || avatar.stats();
     wait_until("every segment end sent or dropped", || {
-        stats.segments.load(Ordering::Relaxed) + stats.control_dropped.load(Ordering::Relaxed)
-            == completes
+        stats().segments + stats().control_dropped == completes
     })
     .await;
-    assert!(stats.control_backlog.load(Ordering::Relaxed) <= sotto::avatar::LINK_CONTROL_BACKLOG);
+    assert!(stats().control_backlog <= sotto_actors::avatar_link::LINK_CONTROL_BACKLOG);
     assert!(avatar.is_connected());
     avatar.detach();
     engine.shutdown().await;

@@ -9,9 +9,10 @@
 use std::path::{Path, PathBuf};
 
 use sotto::{
-    BackgroundConfig, BackgroundError, BackgroundMode, DecodeError, Duck, Engine, EngineConfig,
-    EngineError, SessionConfig, SessionEvent, SessionEventKind as K, SessionHandle,
+    BackgroundConfig, BackgroundError, BackgroundMode, Duck, Engine, EngineConfig, EngineError,
+    SessionConfig, SessionEvent, SessionEventKind as K, SessionHandle,
 };
+use sotto_actors::decode::DecodeError;
 use sotto_actors::decode::{FileDecoder, PassEnd};
 use sotto_integration::*;
 use tokio::sync::mpsc::Receiver;

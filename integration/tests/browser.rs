@@ -10,11 +10,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto::{CallConfig, Engine, InputFormat, SampleFormat};
-use sotto_avatar::server::ServerLimits;
-use sotto_cli::serve::{CallServer, Say, ServeConfig};
 use sotto_integration::browser::{heard, in_own_network, Browser};
 use sotto_integration::compare::{align, tone_power};
 use sotto_integration::{call_engine, scratch_dir, write_wav_s16};
+use sotto_server::accept::ServerLimits;
+use sotto_server::calls::{CallServer, Say, ServeConfig};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -346,10 +346,10 @@ fn five_calls_from_one_browser_hear_only_their_own_agent() {
 
 /// An avatar server publishing to viewers (SPEC W5): the built-in face at
 /// `w`×`h`, 25 fps, reports kept.
-async fn watched_avatar(w: u32, h: u32) -> sotto_avatar::server::AvatarServer {
-    let publishing = sotto_avatar::viewers::Publishing {
+async fn watched_avatar(w: u32, h: u32) -> sotto_server::avatar::AvatarServer {
+    let publishing = sotto_server::avatar::viewers::Publishing {
         keep_reports: true,
-        ..sotto_avatar::viewers::Publishing::default()
+        ..sotto_server::avatar::viewers::Publishing::default()
     };
     sotto_integration::published_avatar_server(AVATAR_SECRET, (w, h), publishing).await
 }
@@ -358,7 +358,7 @@ const AVATAR_SECRET: &str = "avatar-secret";
 
 /// What the watch page posted: its JSON and the voice it heard.
 async fn watch_report(
-    server: &sotto_avatar::server::AvatarServer,
+    server: &sotto_server::avatar::AvatarServer,
     avatar: u64,
     limit: Duration,
 ) -> (serde_json::Value, Vec<f32>) {
@@ -426,11 +426,11 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
             })
             .await
             .unwrap();
-        let creds = sotto_avatar::token::create(
+        let creds = sotto_server::token::create(
             "key",
             AVATAR_SECRET,
             Some("avatar_watched"),
-            sotto_avatar::token::DEFAULT_TTL,
+            sotto_server::token::DEFAULT_TTL,
         )
         .unwrap();
         let link = engine

@@ -7,11 +7,11 @@
 
 use std::time::Duration;
 
-use sotto::{CallConfig, CallEvent, OwnOutput, SessionConfig, SessionOutput};
+use sotto::{CallConfig, CallEvent, OutputConfig, SessionConfig, SessionOutput};
 use sotto_integration::{call_engine, far_end, frequency, rms, tone_s16};
-use sotto_net::call::OpusReceiver;
+use sotto_media::opus::OpusEncoder;
+use sotto_media::receive::OpusReceiver;
 use sotto_net::connected;
-use sotto_net::opus::OpusEncoder;
 use sotto_rt::FrameLength;
 use webrtc::peer_connection::RTCSessionDescription;
 
@@ -41,7 +41,7 @@ fn best_correlation(want: &[f32], got: &[f32], max_lag: usize) -> (f64, usize) {
 fn session_config() -> SessionConfig {
     let mut c = SessionConfig {
         name: "caller".into(),
-        output: SessionOutput::Own(OwnOutput::default()),
+        output: SessionOutput::Own(OutputConfig::default()),
         ..SessionConfig::default()
     };
     c.input.sample_rate = RATE;

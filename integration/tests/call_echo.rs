@@ -9,13 +9,13 @@
 
 use std::time::Duration;
 
-use sotto::{CallConfig, CallEvent, EchoConfig, OwnOutput, SessionConfig, SessionOutput};
-use sotto_cli::serve::Say;
+use sotto::{CallConfig, CallEvent, EchoConfig, OutputConfig, SessionConfig, SessionOutput};
 use sotto_integration::{call_engine, far_end};
-use sotto_net::call::OpusReceiver;
+use sotto_media::opus::OpusEncoder;
+use sotto_media::receive::OpusReceiver;
 use sotto_net::connected;
-use sotto_net::opus::OpusEncoder;
 use sotto_rt::FrameLength;
+use sotto_server::calls::Say;
 use webrtc::peer_connection::RTCSessionDescription;
 
 const RATE: usize = 48_000;
@@ -43,7 +43,7 @@ async fn a_call_without_its_own_echo_canceller_is_cleaned_per_call() {
     let (voice, say) = speech();
     let mut config = SessionConfig {
         name: "echoing caller".into(),
-        output: SessionOutput::Own(OwnOutput::default()),
+        output: SessionOutput::Own(OutputConfig::default()),
         ..SessionConfig::default()
     };
     config.input = say.input;
@@ -134,7 +134,7 @@ async fn a_call_without_its_own_echo_canceller_is_cleaned_per_call() {
     let mut mic = call.take_mic().unwrap();
     let collect = async {
         while cleaned.len() < (seconds * RATE) - RATE / 2 {
-            match mic.next().await {
+            match mic.recv().await {
                 Some(c) => cleaned.extend_from_slice(&c),
                 None => break,
             }

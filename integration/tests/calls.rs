@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
 use sotto::{
-    Clock, Duck, Engine, EngineConfig, Frame, FramesError, OutputFrames, OwnOutput, SessionConfig,
-    SessionError, SessionHandle, SessionOutput, SharedOutputConfig, SharedOutputId,
+    Clock, Duck, Engine, EngineConfig, Frame, FramesError, OutputConfig, OutputFrames,
+    SessionConfig, SessionError, SessionHandle, SessionOutput, SharedOutputConfig, SharedOutputId,
 };
 use sotto_integration::tone_s16;
 
@@ -316,14 +316,14 @@ async fn a_recorder_on_the_output_keeps_what_the_user_heard() {
     let engine = engine(Clock::Offline).await;
     // Offline renders outrun any task: the bound covers a whole render.
     let config = SessionConfig {
-        output: SessionOutput::Own(OwnOutput {
+        output: SessionOutput::Own(OutputConfig {
             bound: Duration::from_secs(2),
-            ..OwnOutput::default()
+            ..OutputConfig::default()
         }),
         ..call("recorded")
     };
     let s = engine.create_session(config).await.unwrap();
-    let sink = sotto::WavSink::create(&path, 24_000, 1).unwrap();
+    let sink = sotto_actors::WavSink::create(&path, 24_000, 1).unwrap();
     let recorder = s.frames().unwrap().into_sink(Box::new(sink), 24_000);
     // A plain answer, cut 0.5 s in: the user heard half a second and a fade.
     let _ = s.push(tone_s16(RATE, 300.0, RATE as u32, 16_000.0));
@@ -376,9 +376,9 @@ async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
     };
     let alone = |name: &str| SessionConfig {
         name: name.into(),
-        output: SessionOutput::Own(OwnOutput {
+        output: SessionOutput::Own(OutputConfig {
             also_main: false,
-            ..OwnOutput::default()
+            ..OutputConfig::default()
         }),
         ..SessionConfig::default()
     };

@@ -7,7 +7,6 @@
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use assert_no_alloc::AllocDisabler;
@@ -97,13 +96,13 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         engine.settle().await.unwrap();
         engine.run_clock().await.unwrap();
         wait_for_clock(&engine, 24_000).await;
-        let t = engine.telemetry();
+        let t = engine.stats();
         assert_eq!(
-            t.alloc_violations.load(Ordering::Relaxed),
+            t.alloc_violations,
             0,
             "the callback allocated"
         );
-        assert!(!t.poisoned.load(Ordering::Relaxed));
+        assert!(!t.poisoned);
         engine.shutdown().await;
         assert!(
             plays_the_reference(&raw, &reference),
@@ -121,17 +120,17 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         let _ = s.push(speech.clone());
         engine.settle().await.unwrap();
         engine.run_clock().await.unwrap();
-        let t = engine.telemetry();
         for i in 0..100 {
             engine.inject_device_manager_fault().unwrap();
             // It answers again once restarted; the stream is the same one.
             let playing = engine.playing_device().await.unwrap();
             assert_eq!(playing.as_deref(), Some("sotto_file"), "after fault {i}");
         }
-        assert_eq!(t.actor_restarts.load(Ordering::Relaxed), 100);
         wait_for_clock(&engine, 24_000).await;
-        assert!(!t.poisoned.load(Ordering::Relaxed));
-        assert_eq!(t.alloc_violations.load(Ordering::Relaxed), 0);
+        let t = engine.stats();
+        assert_eq!(t.actor_restarts, 100);
+        assert!(!t.poisoned);
+        assert_eq!(t.alloc_violations, 0);
         engine.shutdown().await;
         assert!(
             plays_the_reference(&raw, &reference),
@@ -181,13 +180,13 @@ fn a_file_device_plays_exactly_what_offline_renders() {
                 device: "sotto_file".into()
             }
         );
-        let telemetry = s.telemetry();
-        while telemetry.played_frames.load(Ordering::Relaxed) < minute as u64 {
+        let telemetry = || s.stats();
+        while telemetry().played_frames < minute as u64 {
             assert!(Instant::now() < deadline, "speech stalled");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(telemetry.played_frames.load(Ordering::Relaxed), minute as u64);
-        assert_eq!(telemetry.underruns.load(Ordering::Relaxed), 0);
+        assert_eq!(telemetry().played_frames, minute as u64);
+        assert_eq!(telemetry().underruns, 0);
         engine.shutdown().await;
 
         // A device that is not there: the virtual clock runs instead, and

@@ -8,7 +8,6 @@
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use assert_no_alloc::AllocDisabler;
@@ -135,11 +134,8 @@ fn echo_cancellation_follows_the_output_across_moves() {
         wait_until("the reverse stream", || stats(&input).1 > 0).await;
         assert_eq!(stats(&input).0, 1);
 
-        let played = s.telemetry();
-        wait_until("speech", || {
-            played.played_frames.load(Ordering::Relaxed) > 0
-        })
-        .await;
+        let played = || s.stats();
+        wait_until("speech", || played().played_frames > 0).await;
 
         // The default output changes: the renderer follows it and the
         // echo path re-binds to the new stream's reverse tap.
@@ -181,18 +177,11 @@ fn echo_cancellation_follows_the_output_across_moves() {
         );
 
         // Nothing queued was lost on the way, and both devices played it.
-        wait_until("all the speech", || {
-            played.played_frames.load(Ordering::Relaxed) >= total as u64
-        })
-        .await;
-        assert_eq!(played.played_frames.load(Ordering::Relaxed), total as u64);
-        assert_eq!(played.underruns.load(Ordering::Relaxed), 0);
-        let t = engine.telemetry();
-        assert_eq!(
-            t.alloc_violations.load(Ordering::Relaxed),
-            0,
-            "the output callback allocated"
-        );
+        wait_until("all the speech", || played().played_frames >= total as u64).await;
+        assert_eq!(played().played_frames, total as u64);
+        assert_eq!(played().underruns, 0);
+        let t = engine.stats();
+        assert_eq!(t.alloc_violations, 0, "the output callback allocated");
         assert_eq!(input.alloc_violations(), 0, "the input callback allocated");
         engine.shutdown().await;
         drop(input);

@@ -7,9 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_actors::capture::echo::{erle_db, EchoConfig, EchoPath, CHUNK, RATE};
 use sotto_actors::capture::echo_link::{EchoLink, ReverseSlot};
 use sotto_actors::capture::tap::tap_with_clock;
+use sotto_media::echo::{erle_db, EchoConfig, EchoPath, CHUNK, RATE};
 
 /// A deterministic noise source.
 struct Lcg(u64);

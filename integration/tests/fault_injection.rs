@@ -11,20 +11,19 @@
 #![allow(clippy::let_underscore_future)]
 
 use std::path::Path;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sotto::avatar::LinkConfig;
+use sotto::LinkConfig;
 use sotto::{
     AvatarHandle, BackgroundConfig, BackgroundHandle, BackgroundMode, SessionConfig, SessionEvent,
     SessionEventKind, SessionHandle,
 };
-use sotto_avatar::server::AvatarServer;
-use sotto_avatar::token;
 use sotto_integration::{
     dc_s16, drain, face_avatar_server, mono_engine, scratch_dir, tone_s16, write_wav_s16,
 };
+use sotto_server::avatar::AvatarServer;
+use sotto_server::token;
 
 const FAULTS: usize = 100;
 const BLOCK: u64 = 480;
@@ -193,7 +192,7 @@ async fn run(actor: Actor, inject: bool, bed: &Path, server: Option<&AvatarServe
         }
         None => {}
     }
-    let restarts = engine.telemetry().actor_restarts.load(Ordering::Relaxed);
+    let restarts = engine.stats().actor_restarts;
     engine.shutdown().await;
     Run {
         mix,

@@ -9,17 +9,16 @@
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto::avatar::LinkConfig;
+use sotto::LinkConfig;
 use sotto::{BackgroundConfig, BackgroundMode, Engine, EngineConfig, SessionConfig};
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, VideoFrame};
-use sotto_avatar::server::{AvatarServer, ServerConfig};
-use sotto_avatar::token;
 use sotto_integration::{rss_kib, scratch_dir, tone_s16, write_wav_s16};
+use sotto_server::avatar::{AvatarServer, ServerConfig};
+use sotto_server::token;
 
 const SESSIONS: usize = 8;
 const MINUTES: u64 = 10;
@@ -160,12 +159,11 @@ async fn ten_minutes_with_nothing_read_keeps_memory_flat() {
     for k in 0..MINUTES {
         rss.push(minute(n + 2 + k).await);
     }
-    let stats = avatar.stats();
+    let stats = || avatar.stats();
     eprintln!(
         "avatar link: {} samples sent, {} dropped behind",
-        stats.bytes_sent.load(Ordering::Relaxed) / 2,
-        stats.backlog_dropped.load(Ordering::Relaxed)
-            + stats.chunks_dropped.load(Ordering::Relaxed)
+        stats().bytes_sent / 2,
+        stats().backlog_dropped + stats().chunks_dropped
     );
     let last = rss[rss.len() - 1];
     assert!(

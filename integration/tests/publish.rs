@@ -12,13 +12,14 @@ use std::time::Duration;
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, VideoFrame};
 use sotto_avatar::publish::{PublishConfig, Publisher};
-use sotto_cli::serve::Say;
 use sotto_integration::compare::align;
-use sotto_net::call::{opus_track, OpusReceiver};
+use sotto_media::receive::OpusReceiver;
+use sotto_media::vp8::{Vp8Config, Vp8Decoder};
+use sotto_net::call::opus_track;
 use sotto_net::video::{vp8_track, Vp8Receiver};
-use sotto_net::vp8::{Vp8Config, Vp8Decoder};
 use sotto_net::RtpCodecKind;
 use sotto_net::{av_peer, complete_local, connected, peer::LOOPBACK};
+use sotto_server::calls::Say;
 use webrtc::peer_connection::RTCSessionDescription;
 
 const RATE: u32 = 16_000;

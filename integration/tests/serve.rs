@@ -4,15 +4,14 @@
 #![allow(clippy::unwrap_used)]
 // test code: a failed unwrap is a failed test
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use sotto::{CallConfig, Engine};
-use sotto_avatar::server::ServerLimits;
-use sotto_cli::serve::{CallServer, Say, ServeConfig};
 use sotto_integration::{call_engine, far_end};
 use sotto_net::connected;
+use sotto_server::accept::ServerLimits;
+use sotto_server::calls::{CallServer, Say, ServeConfig};
 use webrtc::peer_connection::RTCSessionDescription;
 
 fn say() -> Arc<Say> {
@@ -69,7 +68,7 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
         .build()
         .unwrap();
     let token =
-        sotto_avatar::token::create("key", &secret, Some("caller"), Duration::from_secs(60))
+        sotto_server::token::create("key", &secret, Some("caller"), Duration::from_secs(60))
             .unwrap()
             .token;
     let (far, mut events, sdp) = offer().await;
@@ -146,7 +145,7 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
         .await
         .unwrap()
         .unwrap();
-    let mut heard = sotto_net::call::OpusReceiver::new(track, 1).unwrap();
+    let mut heard = sotto_media::receive::OpusReceiver::new(track, 1).unwrap();
     let mut got = Vec::new();
     tokio::time::timeout(Duration::from_secs(10), async {
         while got.len() < 48_000 {
@@ -165,7 +164,7 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 503);
-    assert_eq!(server.stats().busy.load(Ordering::Relaxed), 1);
+    assert_eq!(server.stats().busy, 1);
 
     // The page's event feed shows the agent's turn.
     let feed: serde_json::Value = http
@@ -210,7 +209,7 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(server.live_calls(), 0);
-    assert_eq!(server.stats().ended.load(Ordering::Relaxed), 1);
+    assert_eq!(server.stats().ended, 1);
     far.close().await.unwrap();
     engine.shutdown().await;
 }
@@ -226,7 +225,7 @@ async fn a_call_speaks_through_the_avatar() {
     let avatar = sotto_integration::published_avatar_server(
         secret,
         (64, 48),
-        sotto_avatar::viewers::Publishing::default(),
+        sotto_server::avatar::viewers::Publishing::default(),
     )
     .await;
     let engine = call_engine().await;
@@ -240,7 +239,7 @@ async fn a_call_speaks_through_the_avatar() {
             says: vec![say()],
             call: CallConfig::default(),
             keep_recordings: true,
-            avatar: Some(sotto_cli::serve::AvatarAttach {
+            avatar: Some(sotto_server::calls::AvatarAttach {
                 join_url: avatar.join_url(),
                 secret: secret.into(),
                 watch_base: base.clone(),
@@ -273,7 +272,7 @@ async fn a_call_speaks_through_the_avatar() {
         .await
         .unwrap()
         .unwrap();
-    let mut heard = sotto_net::call::OpusReceiver::new(track, 1).unwrap();
+    let mut heard = sotto_media::receive::OpusReceiver::new(track, 1).unwrap();
     let mut loudest = 0.0f32;
     let listen = async {
         while let Some(s) = heard.next().await {
@@ -290,7 +289,7 @@ async fn a_call_speaks_through_the_avatar() {
         .await
         .unwrap();
     let stats = avatar.stats();
-    let arrived = stats.pcm_arrived.load(Ordering::Relaxed);
+    let arrived = stats.pcm_arrived;
     println!(
         "avatars {list}; {arrived} samples reached the avatar; the call's loudest {loudest:.4}"
     );

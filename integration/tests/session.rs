@@ -9,10 +9,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sotto::{
-    Engine, EngineConfig, PushOutcome, Recorder, SampleFormat, SessionConfig, SessionEvent,
-    SessionEventKind as K, SessionHandle, MAX_WAITING,
+    Engine, EngineConfig, PushOutcome, SampleFormat, SessionConfig, SessionError, SessionEvent,
+    SessionEventKind as K, SessionHandle,
 };
-use sotto::{SessionError, MAILBOX_LIMIT};
+use sotto_actors::Recorder;
 use sotto_integration::*;
 use sotto_rt::fade_gain;
 use tokio::sync::mpsc::Receiver;
@@ -124,10 +124,7 @@ async fn o2_backpressure_waits_then_completes_in_order() {
     assert_eq!(s.queued_duration(), Duration::from_millis(100));
     assert!(!push.is_finished(), "a push into a full queue must wait");
     let mut out = engine.render(480).await.unwrap();
-    let depth = s
-        .telemetry()
-        .queued_frames
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let depth = s.stats().queued_frames;
     // Read at the end of the block, before the session refilled the freed room.
     assert_eq!(
         depth,
@@ -151,17 +148,11 @@ async fn o2_backpressure_waits_then_completes_in_order() {
         );
     }
     assert_eq!(s.queued_duration(), Duration::ZERO);
-    assert_eq!(
-        engine
-            .telemetry()
-            .events_dropped
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(engine.stats().events_dropped, 0);
 }
 
 /// A caller that never awaits its pushes cannot grow the queue without
-/// bound: past `MAX_WAITING` waiting for room, a push's rest is dropped,
+/// bound: past `SessionConfig::MAX_WAITING` waiting for room, a push's rest is dropped,
 /// counted in its outcome and reported; what was queued plays unharmed,
 /// and once the queue drains pushes are taken again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -170,7 +161,7 @@ async fn o2_pushes_never_awaited_are_bounded() {
     c.queue = Duration::from_millis(100); // 2400 frames in the ring
     let (engine, s, mut ev) = setup(c).await;
     let second = 24_000;
-    let limit = MAX_WAITING.as_secs() as usize;
+    let limit = SessionConfig::MAX_WAITING.as_secs() as usize;
     let mut pushes = Vec::new();
     for k in 0..limit + 3 {
         pushes.push(tokio::spawn(s.push(counting(second, k as i16))));
@@ -270,7 +261,10 @@ async fn o3_resampling_keeps_length_and_pitch() {
             (298..=301).contains(&crossings),
             "{rate} Hz: {crossings} cycles"
         );
-        let (_, pushed) = s.snapshot_playback().await.unwrap();
+        let sotto::PlaybackSnapshot {
+            played_frames: _,
+            pushed_frames: pushed,
+        } = s.snapshot_playback().await.unwrap();
         assert_eq!(pushed, 24_000, "{rate} Hz");
         engine.shutdown().await;
     }
@@ -410,7 +404,13 @@ async fn o5_audio_pushed_after_interrupt_plays_after_the_tail() {
         times(&events, |k| matches!(k, K::LastAudio)),
         vec![480 + 9600 + 1000 + 4800]
     );
-    assert_eq!(s.snapshot_playback().await.unwrap(), (1000, 1000));
+    assert_eq!(
+        s.snapshot_playback().await.unwrap(),
+        sotto::PlaybackSnapshot {
+            played_frames: 1000,
+            pushed_frames: 1000
+        }
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -484,9 +484,12 @@ async fn s5_a_caller_spinning_on_control_meets_the_mailbox_bound() {
             Ok(()) => sent += 1,
             Err(e) => break e,
         }
-        assert!(sent <= MAILBOX_LIMIT, "no bound");
+        assert!(sent <= sotto::SessionHandle::MAILBOX_LIMIT, "no bound");
     };
-    assert_eq!((err, sent), (SessionError::Busy, MAILBOX_LIMIT));
+    assert_eq!(
+        (err, sent),
+        (SessionError::Busy, sotto::SessionHandle::MAILBOX_LIMIT)
+    );
     assert_eq!(s.pause().unwrap_err(), SessionError::Busy);
     // A push is a message too, sent whether or not it is awaited.
     assert_eq!(
@@ -683,16 +686,34 @@ async fn o9_counters_count_heard_audio_only() {
     let _ = s.push(dc_s16(3000, 1000));
     engine.render(480).await.unwrap();
     s.mark_synthesis_start().unwrap();
-    assert_eq!(s.snapshot_playback().await.unwrap(), (0, 0));
+    assert_eq!(
+        s.snapshot_playback().await.unwrap(),
+        sotto::PlaybackSnapshot {
+            played_frames: 0,
+            pushed_frames: 0
+        }
+    );
     let _ = s.push(dc_s16(5000, 1000));
     engine.render(2400).await.unwrap(); // 2520 left of the old turn... 120 of it remain
-    let (played, pushed) = s.snapshot_playback().await.unwrap();
+    let sotto::PlaybackSnapshot {
+        played_frames: played,
+        pushed_frames: pushed,
+    } = s.snapshot_playback().await.unwrap();
     assert_eq!((played, pushed), (0, 5000));
     engine.render(1000).await.unwrap();
-    assert_eq!(s.snapshot_playback().await.unwrap(), (1000 - 120, 5000));
+    assert_eq!(
+        s.snapshot_playback().await.unwrap(),
+        sotto::PlaybackSnapshot {
+            played_frames: 1000 - 120,
+            pushed_frames: 5000
+        }
+    );
     s.pause().unwrap();
     engine.render(4800).await.unwrap();
-    let (paused_played, _) = s.snapshot_playback().await.unwrap();
+    let sotto::PlaybackSnapshot {
+        played_frames: paused_played,
+        pushed_frames: _,
+    } = s.snapshot_playback().await.unwrap();
     assert_eq!(
         paused_played,
         880 + 120,
@@ -700,7 +721,10 @@ async fn o9_counters_count_heard_audio_only() {
     );
     s.interrupt().unwrap();
     engine.render(24_000).await.unwrap();
-    let (p, q) = s.snapshot_playback().await.unwrap();
+    let sotto::PlaybackSnapshot {
+        played_frames: p,
+        pushed_frames: q,
+    } = s.snapshot_playback().await.unwrap();
     assert_eq!(
         (p, q),
         (5000, 5000),
@@ -804,7 +828,13 @@ async fn o12_avatar_sink_silences_direct_output_but_counters_work() {
         "the avatar publishes the voice"
     );
     assert_eq!(avatar.log().frames.len(), 1000);
-    assert_eq!(s.snapshot_playback().await.unwrap(), (1000, 1000));
+    assert_eq!(
+        s.snapshot_playback().await.unwrap(),
+        sotto::PlaybackSnapshot {
+            played_frames: 1000,
+            pushed_frames: 1000
+        }
+    );
     let events = drain(&mut ev);
     assert_eq!(times(&events, |k| matches!(k, K::FirstAudio)), vec![0]);
     assert_eq!(times(&events, |k| matches!(k, K::LastAudio)), vec![5800]);

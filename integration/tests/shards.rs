@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
 use sotto::{
-    Clock, Engine, EngineConfig, OutputFrames, OwnOutput, SessionConfig, SessionEventKind,
+    Clock, Engine, EngineConfig, OutputConfig, OutputFrames, SessionConfig, SessionEventKind,
     SessionHandle, SessionOutput,
 };
 use sotto_integration::tone_s16;
@@ -29,9 +29,9 @@ fn call(name: String) -> SessionConfig {
     SessionConfig {
         name,
         queue: Duration::from_secs(15),
-        output: SessionOutput::Own(OwnOutput {
+        output: SessionOutput::Own(OutputConfig {
             also_main: false,
-            ..OwnOutput::default()
+            ..OutputConfig::default()
         }),
         ..SessionConfig::default()
     }
@@ -153,11 +153,7 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
             let s = churn.swap_remove(rng.below(churn.len()));
             engine.remove_session(&s).await.unwrap();
         }
-        let clocks: Vec<u64> = engine
-            .shards()
-            .iter()
-            .map(|s| s.telemetry.clock().0)
-            .collect();
+        let clocks: Vec<u64> = engine.shards().iter().map(|s| s.clock_frames).collect();
         let (lo, hi) = (clocks.iter().min().unwrap(), clocks.iter().max().unwrap());
         clock_spread = clock_spread.max(hi - lo);
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -195,7 +191,7 @@ async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
             "{} pts gaps",
             s.name()
         );
-        assert_eq!(s.telemetry().underruns.load(Ordering::Relaxed), 0);
+        assert_eq!(s.stats().underruns, 0);
         frames += seen.frames.load(Ordering::Relaxed);
     }
     // The program's code is locked in memory, so no audio thread can stall

@@ -6,16 +6,16 @@
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use sotto::avatar::LinkConfig;
+use sotto::LinkConfig;
 use sotto::{
-    BackgroundConfig, BackgroundMode, Clock, Engine, EngineConfig, EngineError, Recorder,
-    SessionConfig, SessionError, WavSink, SHUTDOWN_LIMIT,
+    BackgroundConfig, BackgroundMode, Clock, Engine, EngineConfig, EngineError, SessionConfig,
+    SessionError,
 };
-use sotto_avatar::token;
+use sotto_actors::{Recorder, WavSink};
 use sotto_integration::{face_avatar_server, quantize, scratch_dir, tone_s16, write_wav_s16};
+use sotto_server::token;
 
 const SECRET: &str = "shutdown-secret";
 
@@ -166,7 +166,7 @@ async fn shutdown_in_flight_leaves_nothing_half_written() {
     let t = Instant::now();
     engine.shutdown().await;
     assert!(
-        t.elapsed() < SHUTDOWN_LIMIT,
+        t.elapsed() < Engine::SHUTDOWN_LIMIT,
         "shutdown took {:?}",
         t.elapsed()
     );
@@ -204,9 +204,9 @@ async fn shutdown_in_flight_leaves_nothing_half_written() {
     // The link is down, and the avatar's side saw its peer go.
     assert!(!avatar.is_connected());
     assert!(avatar.inject_fault().is_err());
-    let stats = server.stats();
+    let stats = || server.stats();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while stats.ended.load(Ordering::Relaxed) < stats.peers.load(Ordering::Relaxed) {
+    while stats().ended < stats().peers {
         assert!(
             Instant::now() < deadline,
             "the avatar never saw the link close"

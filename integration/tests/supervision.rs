@@ -7,7 +7,8 @@
 
 use std::time::Duration;
 
-use sotto::{Engine, Recorder, SessionConfig, SessionEventKind, SessionHandle};
+use sotto::{Engine, SessionConfig, SessionEventKind, SessionHandle};
+use sotto_actors::Recorder;
 use sotto_integration::{dc_s16, drain, mono_engine};
 
 fn assert_send_sync<T: Send + Sync>() {}

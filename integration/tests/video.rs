@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, VideoFrame};
+use sotto_media::vp8::{Vp8Config, Vp8Decoder, Vp8Encoder};
 use sotto_net::video::{vp8_track, Vp8Receiver};
-use sotto_net::vp8::{Vp8Config, Vp8Decoder, Vp8Encoder};
 use sotto_net::{av_peer, complete_local, connected, peer::LOOPBACK};
 use webrtc::peer_connection::RTCSessionDescription;
 

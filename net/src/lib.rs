@@ -8,10 +8,8 @@
 
 pub mod avatar;
 pub mod call;
-pub mod opus;
 pub mod peer;
 pub mod video;
-pub mod vp8;
 
 pub use peer::{
     audio_peer, av_peer, complete_local, connected, loopback_audio_peer, loopback_peer, NetError,

@@ -99,6 +99,12 @@ impl PeerConnectionEventHandler for Handler {
 /// The Opus payload type offered here; an answer takes the offer's.
 pub const OPUS_PAYLOAD_TYPE: u8 = 111;
 
+/// Opus's RTP clock and the rate its codec runs at here (RFC 7587).
+pub const OPUS_RATE: u32 = 48_000;
+
+/// The RTP clock of video (RFC 3551): 90 kHz.
+pub const VIDEO_RATE: u32 = 90_000;
+
 /// Opus as a call offers and answers it (SPEC W1): a 48 kHz RTP clock, two
 /// channels in the SDP as RFC 7587 has it, inband FEC.
 #[must_use]
@@ -106,7 +112,7 @@ pub fn opus_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: MIME_TYPE_OPUS.to_owned(),
-            clock_rate: crate::opus::OPUS_RATE,
+            clock_rate: OPUS_RATE,
             channels: 2,
             sdp_fmtp_line: "minptime=10;useinbandfec=1;maxaveragebitrate=64000".to_owned(),
             rtcp_feedback: vec![],
@@ -129,7 +135,7 @@ pub fn vp8_codec() -> RTCRtpCodecParameters {
     RTCRtpCodecParameters {
         rtp_codec: RTCRtpCodec {
             mime_type: rtc::peer_connection::configuration::media_engine::MIME_TYPE_VP8.to_owned(),
-            clock_rate: crate::vp8::VIDEO_RATE,
+            clock_rate: VIDEO_RATE,
             channels: 0,
             sdp_fmtp_line: String::new(),
             rtcp_feedback: vec![feedback("nack", ""), feedback("nack", "pli")],

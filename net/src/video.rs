@@ -15,7 +15,16 @@ use webrtc::media_stream::track_remote::{TrackRemote, TrackRemoteEvent};
 
 use crate::call::{random_u32, rtp_track};
 use crate::peer::{vp8_codec, NetError, VP8_PAYLOAD_TYPE};
-use crate::vp8::Vp8Frame;
+
+/// One encoded VP8 frame, as the encoder gives it and a receiver
+/// reassembles it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vp8Frame {
+    /// The VP8 bitstream of the frame.
+    pub data: Vec<u8>,
+    /// A key frame: a viewer can start here.
+    pub key: bool,
+}
 
 /// The largest RTP payload sent: under a 1,500-byte MTU with room for the
 /// IP, UDP, SRTP and header extensions around it.

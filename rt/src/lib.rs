@@ -22,7 +22,7 @@ mod voice;
 pub use doorbell::Doorbells;
 pub use dsp::{fade_gain, to_s16, Saturation};
 pub use message::{ClipCommand, Command, Event, EventKind, VoiceCommand};
-pub use output::{Output, OutputConfig, OutputId, OutputReader, OutputTelemetry};
+pub use output::{Output, OutputId, OutputReader, OutputSpec, OutputTelemetry};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};
 pub use telemetry::{RenderTimes, Telemetry, VoiceTelemetry};
 pub use time::{duration_of, frames_of, FrameLength, SampleTime, SessionId, StreamPos};

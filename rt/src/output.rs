@@ -35,7 +35,7 @@ impl OutputId {
 
 /// Everything an output needs, fixed at construction. Control side.
 #[derive(Debug, Clone)]
-pub struct OutputConfig {
+pub struct OutputSpec {
     /// The output's slot.
     pub id: OutputId,
     /// Interleaved channels; must match the renderer.
@@ -111,7 +111,7 @@ pub struct OutputReader {
 impl Output {
     /// Builds an output and its reader. Control side.
     #[must_use]
-    pub fn new(config: &OutputConfig) -> (OutputReader, Output) {
+    pub fn new(config: &OutputSpec) -> (OutputReader, Output) {
         let channels = config.channels.max(1);
         let block_frames = config.max_block_frames.max(1);
         let ring_frames = config.ring_frames.max(block_frames);

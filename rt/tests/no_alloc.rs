@@ -8,7 +8,7 @@
 
 use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
 use sotto_rt::{
-    ClipCommand, Command, Doorbells, DuckConfig, Output, OutputConfig, OutputId, Renderer,
+    ClipCommand, Command, Doorbells, DuckConfig, Output, OutputId, OutputSpec, Renderer,
     RendererConfig, Saturation, SessionId, StreamPos, Voice, VoiceCommand, VoiceConfig,
     VoiceControl,
 };
@@ -208,7 +208,7 @@ fn outputs_are_allocation_free() {
     })
     .unwrap();
     let output = |id: u32, ring_frames: usize| {
-        Output::new(&OutputConfig {
+        Output::new(&OutputSpec {
             id: OutputId(id),
             channels: 2,
             max_block_frames: 256,

@@ -5,7 +5,7 @@
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
 use sotto_rt::{
-    DuckConfig, Output, OutputConfig, OutputId, OutputReader, Renderer, RendererConfig, Saturation,
+    DuckConfig, Output, OutputId, OutputReader, OutputSpec, Renderer, RendererConfig, Saturation,
     SessionId, StreamPos, Voice, VoiceCommand, VoiceConfig, VoiceControl,
 };
 
@@ -49,7 +49,7 @@ fn output(id: u32) -> (OutputReader, Output) {
 }
 
 fn output_into_main(id: u32, into_main: bool) -> (OutputReader, Output) {
-    Output::new(&OutputConfig {
+    Output::new(&OutputSpec {
         id: OutputId(id),
         channels: 1,
         max_block_frames: BLOCK,

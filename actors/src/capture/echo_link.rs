@@ -18,9 +18,9 @@ use std::time::Duration;
 
 use rtrb::Producer;
 
-use crate::capture::echo::{EchoConfig, EchoError, EchoPath, CHUNK, RATE};
 use crate::capture::tap::{now_ns, TapReader};
 use crate::ingest::Resample;
+use sotto_media::echo::{EchoConfig, EchoError, EchoPath, CHUNK, RATE};
 
 /// How long a frame waits for the other stream to catch up before it is
 /// processed anyway (that stream stalled or is gone).

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use cpal::traits::{DeviceTrait, HostTrait, StreamTrait};
 use rtrb::{Consumer, RingBuffer};
 
-use crate::capture::echo::{EchoConfig, CHUNK as ECHO_CHUNK, RATE as ECHO_RATE};
 use crate::capture::echo_link::{EchoStats, EchoThread, ReverseSlot};
 use crate::capture::tap::{tap, TapReader};
 use crate::devices::{name_of, DeviceError};
 use crate::driver::audit;
+use sotto_media::echo::{EchoConfig, CHUNK as ECHO_CHUNK, RATE as ECHO_RATE};
 
 /// How an input stream is opened (SPEC D3).
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -91,7 +91,7 @@ pub struct SessionConfig {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SessionOutput {
     /// An output of the session's own: a call.
-    Own(OwnOutput),
+    Own(OutputConfig),
     /// The engine's main mix only (the device, the offline render).
     Main,
     /// A shared output several sessions mix into, made by the application
@@ -101,14 +101,14 @@ pub enum SessionOutput {
 
 impl Default for SessionOutput {
     fn default() -> Self {
-        Self::Own(OwnOutput::default())
+        Self::Own(OutputConfig::default())
     }
 }
 
 impl SessionOutput {
     /// The session's own output, if it has one.
     #[must_use]
-    pub fn own(&self) -> Option<OwnOutput> {
+    pub fn own(&self) -> Option<OutputConfig> {
         match self {
             Self::Own(o) => Some(*o),
             Self::Main | Self::Shared(_) => None,
@@ -127,16 +127,16 @@ pub struct SharedOutputConfig {
     pub name: String,
     /// Its frames and bound, and whether it also plays into the main mix
     /// (off by default: a room mix goes to its room).
-    pub output: OwnOutput,
+    pub output: OutputConfig,
 }
 
 impl Default for SharedOutputConfig {
     fn default() -> Self {
         Self {
             name: "room".into(),
-            output: OwnOutput {
+            output: OutputConfig {
                 also_main: false,
-                ..OwnOutput::default()
+                ..OutputConfig::default()
             },
         }
     }
@@ -145,7 +145,7 @@ impl Default for SharedOutputConfig {
 /// A session's own output: what its frames look like and how far a slow
 /// reader may fall behind (SPEC C1–C3).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct OwnOutput {
+pub struct OutputConfig {
     /// Frame length; 20 ms by default.
     pub frame: FrameLength,
     /// How much a reader may lag before its oldest frames are dropped
@@ -156,7 +156,7 @@ pub struct OwnOutput {
     pub also_main: bool,
 }
 
-impl Default for OwnOutput {
+impl Default for OutputConfig {
     fn default() -> Self {
         Self {
             frame: FrameLength::default(),
@@ -164,6 +164,13 @@ impl Default for OwnOutput {
             also_main: true,
         }
     }
+}
+
+impl SessionConfig {
+    /// How much audio may wait for room in the queue, per input, beyond
+    /// the ring: a caller that never awaits its pushes cannot grow memory
+    /// past it.
+    pub const MAX_WAITING: std::time::Duration = MAX_WAITING;
 }
 
 impl Default for SessionConfig {
@@ -228,7 +235,7 @@ impl SessionConfig {
     }
 }
 
-impl OwnOutput {
+impl OutputConfig {
     /// Checks the bound holds at least a frame and at most 10 s.
     ///
     /// # Errors

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto::{
-    CallConfig, CallHandle, Clock, Engine, EngineConfig, InputFormat, OwnOutput, SampleFormat,
+    CallConfig, CallHandle, Clock, Engine, EngineConfig, InputFormat, OutputConfig, SampleFormat,
     SessionConfig, SessionOutput,
 };
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
@@ -86,7 +86,7 @@ fn main() -> std::process::ExitCode {
 /// The shipped speech at 48 kHz mono s16, looped to `seconds`.
 fn speech(seconds: u64) -> Vec<u8> {
     let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say = sotto_cli::serve::Say::from_wav(std::path::Path::new(hello)).expect("hello.wav");
+    let say = sotto_server::calls::Say::from_wav(std::path::Path::new(hello)).expect("hello.wav");
     let mut ingest = sotto_actors::ingest::Ingest::new(say.input, RATE, 1).expect("ingest");
     let mut pcm = Vec::new();
     ingest.push(&say.bytes, &mut pcm);
@@ -167,7 +167,7 @@ async fn send(args: &Args) {
         let session = engine
             .create_session(SessionConfig {
                 name: format!("call-{k}"),
-                output: SessionOutput::Own(OwnOutput::default()),
+                output: SessionOutput::Own(OutputConfig::default()),
                 input: InputFormat {
                     sample_rate: RATE,
                     channels: 1,
@@ -295,7 +295,7 @@ async fn floor(peers: Vec<sotto_net::call::CallPeer>, pcm: &[u8], seconds: u64) 
         let (samples, sent) = (Arc::clone(&samples), Arc::clone(&sent));
         tasks.push(tokio::spawn(async move {
             let mut enc =
-                sotto_net::opus::OpusEncoder::new(1, sotto_rt::FrameLength::Ms20, 64_000, 10)
+                sotto_media::opus::OpusEncoder::new(1, sotto_rt::FrameLength::Ms20, 64_000, 10)
                     .expect("opus");
             let mut tick = tokio::time::interval(Duration::from_millis(20));
             for (k, packet) in samples.chunks_exact(PACKET).enumerate() {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, VideoFrame};
 use sotto_avatar::publish::{PublishConfig, Publisher};
-use sotto_net::vp8::Vp8Config;
+use sotto_media::vp8::Vp8Config;
 use webrtc::media_stream::track_remote::TrackRemoteEvent;
 use webrtc::peer_connection::RTCSessionDescription;
 
@@ -95,7 +95,7 @@ fn main() -> std::process::ExitCode {
 /// The shipped speech at 48 kHz mono s16 samples.
 fn speech() -> Vec<i16> {
     let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say = sotto_cli::serve::Say::from_wav(std::path::Path::new(hello)).expect("hello.wav");
+    let say = sotto_server::calls::Say::from_wav(std::path::Path::new(hello)).expect("hello.wav");
     let mut ingest = sotto_actors::ingest::Ingest::new(say.input, RATE, 1).expect("ingest");
     let mut pcm = Vec::new();
     ingest.push(&say.bytes, &mut pcm);

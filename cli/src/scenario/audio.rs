@@ -7,8 +7,8 @@ use std::io::BufReader;
 use std::path::Path;
 use std::time::Duration;
 
-use sotto::decode::FileDecoder;
 use sotto::{BackgroundConfig, BackgroundMode, Duck, SampleFormat, SessionConfig};
+use sotto_actors::decode::FileDecoder;
 
 use super::{Secs, SessionSpec, Tone};
 
@@ -18,7 +18,7 @@ pub(super) fn session_config(s: &SessionSpec, out_rate: u32) -> Result<SessionCo
         ..SessionConfig::default()
     };
     c.input.sample_rate = s.input_rate.unwrap_or(out_rate);
-    if !sotto::SUPPORTED_RATES.contains(&c.input.sample_rate) {
+    if !sotto::InputFormat::RATES.contains(&c.input.sample_rate) {
         return Err(format!(
             "input_rate {} Hz is not one of 8000, 16000, 22050, 24000, 44100, 48000",
             c.input.sample_rate

@@ -2,7 +2,6 @@
 //! sample times (JSON lines).
 
 use serde_json::{json, Map, Value};
-use sotto::SessionEventKind;
 
 /// One line of the event log.
 #[derive(Debug, Clone, PartialEq)]
@@ -62,103 +61,4 @@ pub struct Rendered {
     pub sessions: Vec<(String, Vec<f32>)>,
 }
 
-/// The event-log name and fields of a session event.
-#[must_use]
-pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
-    let mut f = Map::new();
-    let name = match kind {
-        SessionEventKind::FirstAudio => "first_audio",
-        SessionEventKind::LastAudio => "last_audio",
-        SessionEventKind::StoppedSpeaking => "stopped_speaking",
-        SessionEventKind::Interrupted {
-            tail_frames,
-            dropped_frames,
-        } => {
-            f.insert("tail_frames".into(), json!(tail_frames));
-            f.insert("dropped_frames".into(), json!(dropped_frames));
-            "interrupted"
-        }
-        SessionEventKind::FadeDone => "fade_done",
-        SessionEventKind::Cleared { dropped_frames } => {
-            f.insert("dropped_frames".into(), json!(dropped_frames));
-            "cleared"
-        }
-        SessionEventKind::Paused => "paused",
-        SessionEventKind::Resumed => "resumed",
-        SessionEventKind::DroppedInput { bytes } => {
-            f.insert("bytes".into(), json!(bytes));
-            "dropped_input"
-        }
-        SessionEventKind::Underrun => "underrun",
-        SessionEventKind::QueueOverflow {
-            dropped_frames,
-            background,
-        } => {
-            f.insert("dropped_frames".into(), json!(dropped_frames));
-            f.insert("background".into(), json!(background));
-            "queue_overflow"
-        }
-        SessionEventKind::FramesLost { frames, total } => {
-            f.insert("frames".into(), json!(frames));
-            f.insert("total".into(), json!(total));
-            "frames_lost"
-        }
-        SessionEventKind::SinkDetached { sink, reason } => {
-            f.insert("sink".into(), json!(sink));
-            f.insert("message".into(), json!(reason));
-            "sink_detached"
-        }
-        SessionEventKind::Error { message } => {
-            f.insert("message".into(), json!(message));
-            "error"
-        }
-        SessionEventKind::AvatarConnected { participant } => {
-            f.insert("participant".into(), json!(participant));
-            "avatar_connected"
-        }
-        SessionEventKind::AvatarSegmentEnded {
-            segment,
-            playback_position,
-            interrupted,
-        } => {
-            f.insert("segment".into(), json!(segment));
-            f.insert("playback_position".into(), json!(playback_position));
-            f.insert("interrupted".into(), json!(interrupted));
-            "avatar_segment_ended"
-        }
-        SessionEventKind::AvatarAckTimeout { segment } => {
-            f.insert("segment".into(), json!(segment));
-            "avatar_ack_timeout"
-        }
-        SessionEventKind::AvatarDisconnected { reason } => {
-            f.insert("message".into(), json!(reason));
-            "avatar_disconnected"
-        }
-        SessionEventKind::BackgroundStarted { source } => {
-            f.insert("source".into(), json!(source));
-            "background_started"
-        }
-        SessionEventKind::BackgroundLoopWrapped { source, pass } => {
-            f.insert("source".into(), json!(source));
-            f.insert("pass".into(), json!(pass));
-            "background_loop_wrapped"
-        }
-        SessionEventKind::BackgroundEnded { source, stopped } => {
-            f.insert("source".into(), json!(source));
-            f.insert("stopped".into(), json!(stopped));
-            "background_ended"
-        }
-        SessionEventKind::BackgroundError { source, message } => {
-            f.insert("source".into(), json!(source));
-            f.insert("message".into(), json!(message));
-            "background_error"
-        }
-        SessionEventKind::BackgroundWarning { source, message } => {
-            f.insert("source".into(), json!(source));
-            f.insert("message".into(), json!(message));
-            "background_warning"
-        }
-        _ => "other",
-    };
-    (name, f)
-}
+pub use sotto_server::events::describe;

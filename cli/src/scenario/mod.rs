@@ -440,7 +440,7 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
         });
     }
     // What waits in the sessions' queues, f32 at the output rate.
-    let waiting = sotto_rt::frames_of(sotto::MAX_WAITING, file.sample_rate);
+    let waiting = sotto_rt::frames_of(sotto::SessionConfig::MAX_WAITING, file.sample_rate);
     for (i, q) in queued.iter().enumerate() {
         let frames = q.iter().map(|&f| f.min(waiting)).sum::<u64>();
         let place = format!("session[{i}] \"{}\"", printable(&file.sessions[i].name));
@@ -470,34 +470,4 @@ fn prepare(file: File, path: &str, base: &Path) -> Result<Prepared, ScenarioErro
     })
 }
 
-/// A name from a file or the network as it may be shown on a terminal: at
-/// most 64 characters (then `…`), control characters escaped, so nothing
-/// it holds can move the cursor or flood the screen.
-#[must_use]
-pub fn printable(name: &str) -> String {
-    const MAX: usize = 64;
-    let mut out = String::new();
-    for (i, c) in name.chars().enumerate() {
-        if i == MAX {
-            out.push('…');
-            break;
-        }
-        if c.is_control() {
-            out.extend(c.escape_default());
-        } else {
-            out.push(c);
-        }
-    }
-    out
-}
-
-#[cfg(test)]
-mod printable_tests {
-    #[test]
-    fn control_characters_are_escaped_and_long_names_cut() {
-        assert_eq!(super::printable("agent"), "agent");
-        assert_eq!(super::printable("a\u{1b}[2J\nb"), "a\\u{1b}[2J\\nb");
-        let long = "x".repeat(100);
-        assert_eq!(super::printable(&long).chars().count(), 65);
-    }
-}
+pub use sotto_server::events::printable;

@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use serde_json::{json, Map};
 use sotto::{
-    BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, OwnOutput,
+    BackgroundConfig, BackgroundHandle, Clock, Engine, EngineConfig, EngineError, OutputConfig,
     SessionConfig, SessionHandle, SessionOutput,
 };
-use sotto_avatar::server::AvatarServer;
+use sotto_server::avatar::AvatarServer;
 
 use super::audio::Chunks;
 use super::out::Track;
@@ -155,9 +155,9 @@ impl Prepared {
             c.output = if options.sessions {
                 // Its own output as well as the main mix; a generous bound,
                 // since the offline render is read between chunks.
-                SessionOutput::Own(OwnOutput {
+                SessionOutput::Own(OutputConfig {
                     bound: OWN_OUTPUT_BOUND,
-                    ..OwnOutput::default()
+                    ..OutputConfig::default()
                 })
             } else {
                 // Nobody reads the sessions' own outputs: the main mix is
@@ -381,7 +381,8 @@ impl Run {
                 };
                 let background = matches!(step.op, Op::PushBackgroundTone(_));
                 // Made as it is sent, and only so far ahead of the session.
-                let in_flight = (IN_FLIGHT_BYTES / size).clamp(1, sotto::MAILBOX_LIMIT);
+                let in_flight =
+                    (IN_FLIGHT_BYTES / size).clamp(1, sotto::SessionHandle::MAILBOX_LIMIT);
                 for chunk in chunks {
                     let chunk = match chunk {
                         Ok(c) => c,
@@ -461,7 +462,10 @@ impl Run {
             Op::Snapshot {} => {
                 let snap = h.snapshot_playback();
                 self.engine.settle().await?;
-                let (played, pushed) = snap.await.map_err(closed)?;
+                let sotto::PlaybackSnapshot {
+                    played_frames: played,
+                    pushed_frames: pushed,
+                } = snap.await.map_err(closed)?;
                 let mut fields = Map::new();
                 fields.insert("played".into(), json!(played));
                 fields.insert("pushed".into(), json!(pushed));

@@ -9,22 +9,20 @@
 //! digital silence skips the encoder (see `sotto_net::opus`).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto_net::call::{answer_call, AnswerError, CallPeer, OpusReceiver};
-use sotto_net::opus::{OpusEncoder, OPUS_RATE};
+pub use sotto_media::call::CallStats;
+use sotto_media::call::{resampler, Counters, Encoded, Media, MicOut, Work};
+use sotto_media::echo::EchoPath;
+use sotto_media::opus::{OpusEncoder, OPUS_RATE};
+use sotto_media::receive::OpusReceiver;
+use sotto_net::call::{answer_call, AnswerError, CallPeer};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::{
-    EchoConfig, EchoPath, Engine, Frame, FrameLength, FramesError, OutputFrames, SessionHandle,
-};
-
-mod media;
-
-use media::{f32_bytes, resampler, Encoded, Media, MicOut, Work};
+use crate::{EchoConfig, Engine, Frame, FrameLength, FramesError, OutputFrames, SessionHandle};
 
 /// How a call sends and takes audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,126 +98,11 @@ pub enum CallEvent {
     },
 }
 
-/// A call's counters.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct CallStats {
-    /// Opus packets sent.
-    pub packets_sent: u64,
-    /// Packets' worth of digital silence that skipped the encoder; past
-    /// the first 200 ms of a silence, one packet in 400 ms of it is sent
-    /// (as Opus DTX does) and the rest are not.
-    pub silent_packets: u64,
-    /// Packets the encoder thread could not take in time (dropped).
-    pub encoder_dropped: u64,
-    /// Frames of the session's output the call could not read in time
-    /// (the output's bound overran): audio the far end never got.
-    pub frames_lost: u64,
-    /// Packets received from the far end and decoded.
-    pub packets_received: u64,
-    /// Packets missing from the far end (filled by FEC or concealment).
-    pub packets_lost: u64,
-    /// Of those, packets made up by concealment (the rest came back from
-    /// the next packet's FEC).
-    pub packets_concealed: u64,
-    /// Packets that did not decode.
-    pub packets_bad: u64,
-    /// The far end's interarrival jitter (RFC 3550), in milliseconds.
-    pub jitter_ms: f32,
-    /// Microphone chunks delivered.
-    pub mic_chunks: u64,
-    /// Microphone chunks dropped (the reader lagged).
-    pub mic_dropped: u64,
-    /// The microphone's level over about the last 100 ms, in dB full
-    /// scale (−100 before any has come).
-    pub mic_level_db: f32,
-    /// How old a packet's first sample was when the packet went out, on
-    /// average, in milliseconds: from being rendered to being on the wire
-    /// (the packet's length, the wait for the encoder, the encoding).
-    pub send_age_ms: f32,
-}
-
-#[derive(Default)]
-struct Counters {
-    packets_sent: AtomicU64,
-    silent_packets: AtomicU64,
-    encoder_dropped: AtomicU64,
-    frames_lost: AtomicU64,
-    packets_received: AtomicU64,
-    packets_lost: AtomicU64,
-    packets_concealed: AtomicU64,
-    packets_bad: AtomicU64,
-    /// f32 bits.
-    jitter_ms: AtomicU32,
-    mic_chunks: AtomicU64,
-    mic_dropped: AtomicU64,
-    /// f32 bits, once a chunk has come.
-    mic_level_db: AtomicU32,
-    /// Sum over packets sent of their first sample's age, µs.
-    send_age_us: AtomicU64,
-}
-
-impl Counters {
-    fn snapshot(&self) -> CallStats {
-        let c = self;
-        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        CallStats {
-            packets_sent: get(&c.packets_sent),
-            silent_packets: get(&c.silent_packets),
-            encoder_dropped: get(&c.encoder_dropped),
-            frames_lost: get(&c.frames_lost),
-            packets_received: get(&c.packets_received),
-            packets_lost: get(&c.packets_lost),
-            packets_concealed: get(&c.packets_concealed),
-            packets_bad: get(&c.packets_bad),
-            jitter_ms: f32::from_bits(c.jitter_ms.load(Ordering::Relaxed)),
-            mic_chunks: get(&c.mic_chunks),
-            mic_dropped: get(&c.mic_dropped),
-            send_age_ms: (get(&c.send_age_us) as f64 / get(&c.packets_sent).max(1) as f64 / 1000.0)
-                as f32,
-            mic_level_db: if get(&c.mic_chunks) + get(&c.mic_dropped) == 0 {
-                -100.0
-            } else {
-                f32::from_bits(c.mic_level_db.load(Ordering::Relaxed))
-            },
-        }
-    }
-}
-
-/// Reads a call's counters; see [`CallHandle::stats_reader`].
-#[derive(Clone)]
-pub struct CallStatsReader(Arc<Counters>);
-
-impl CallStatsReader {
-    /// The counters so far.
-    #[must_use]
-    pub fn stats(&self) -> CallStats {
-        self.0.snapshot()
-    }
-}
-
-impl std::fmt::Debug for CallStatsReader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        self.stats().fmt(f)
-    }
-}
-
-/// The far end's microphone: 10 ms chunks, interleaved at the engine's
-/// rate and channels.
-#[derive(Debug)]
-pub struct MicChunks(mpsc::Receiver<Vec<f32>>);
-
-impl MicChunks {
-    /// The next chunk; `None` once the call is over.
-    pub async fn next(&mut self) -> Option<Vec<f32>> {
-        self.0.recv().await
-    }
-}
-
 /// A call in progress. Dropping it hangs up.
 pub struct CallHandle {
     counters: Arc<Counters>,
     events: mpsc::Receiver<CallEvent>,
-    mic: Option<MicChunks>,
+    mic: Option<mpsc::Receiver<Vec<f32>>>,
     hang_up: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -245,8 +128,9 @@ impl CallHandle {
     /// A reader of this call's counters that outlives the handle's borrow
     /// (a server showing a call's stats while its task owns the handle).
     #[must_use]
-    pub fn stats_reader(&self) -> CallStatsReader {
-        CallStatsReader(Arc::clone(&self.counters))
+    pub fn stats_reader(&self) -> Arc<dyn Fn() -> CallStats + Send + Sync> {
+        let counters = Arc::clone(&self.counters);
+        Arc::new(move || counters.snapshot())
     }
 
     /// The next event; `None` once the call is over and its events read.
@@ -257,12 +141,14 @@ impl CallHandle {
     /// The next 10 ms of the far end's microphone, interleaved at the
     /// engine's rate and channels; `None` once the call is over.
     pub async fn next_mic_chunk(&mut self) -> Option<Vec<f32>> {
-        self.mic.as_mut()?.next().await
+        self.mic.as_mut()?.recv().await
     }
 
     /// Takes the microphone out of the handle, to read it beside the
-    /// call's events; [`CallHandle::next_mic_chunk`] is `None` afterwards.
-    pub fn take_mic(&mut self) -> Option<MicChunks> {
+    /// call's events: 10 ms chunks, interleaved at the engine's rate and
+    /// channels, `None` once the call is over. [`CallHandle::next_mic_chunk`]
+    /// is `None` afterwards.
+    pub fn take_mic(&mut self) -> Option<mpsc::Receiver<Vec<f32>>> {
         self.mic.take()
     }
 
@@ -341,7 +227,7 @@ impl Engine {
         let (mic_tx, mic) = mpsc::channel(mic_chunks);
         let (hang_up, hung_up) = oneshot::channel();
         let call = Call {
-            telemetry: self.telemetry(),
+            telemetry: self.renderer_telemetry(),
             peer,
             frames,
             encoder,
@@ -360,7 +246,7 @@ impl Engine {
             CallHandle {
                 counters,
                 events,
-                mic: Some(MicChunks(mic)),
+                mic: Some(mic),
                 hang_up: Some(hang_up),
                 task: Some(task),
             },
@@ -370,7 +256,7 @@ impl Engine {
 
 /// A call's moving parts, owned by its task.
 struct Call {
-    telemetry: Arc<crate::Telemetry>,
+    telemetry: Arc<sotto_rt::Telemetry>,
     peer: CallPeer,
     frames: OutputFrames,
     encoder: OpusEncoder,
@@ -477,7 +363,7 @@ impl Call {
                     }
                     match &mut to_48k {
                         None => pending.extend_from_slice(first),
-                        Some(r) => r.push(&f32_bytes(first), &mut pending),
+                        Some(r) => r.push(first, &mut pending),
                     }
                     while pending.len() >= packet_samples {
                         let pcm: Vec<f32> = pending.drain(..packet_samples).collect();
@@ -541,7 +427,7 @@ async fn receive_mic(
     let Ok(mut receiver) = OpusReceiver::new(track, 1) else {
         return;
     };
-    let mut last = sotto_net::call::Received::default();
+    let mut last = sotto_media::receive::Received::default();
     while let Some(audio) = receiver.next().await {
         if work.try_send(Work::Mic(audio.to_vec())).is_err() {
             // The media thread is behind: this piece is lost like a chunk

@@ -53,9 +53,17 @@ pub struct EngineConfig {
     pub render_threads: usize,
 }
 
+impl EngineConfig {
+    /// One render thread per core the process may use, at least one: the
+    /// default of [`EngineConfig::render_threads`].
+    #[must_use]
+    pub fn default_render_threads() -> usize {
+        default_render_threads()
+    }
+}
+
 /// One render thread per core the process may use, at least one.
-#[must_use]
-pub fn default_render_threads() -> usize {
+pub(crate) fn default_render_threads() -> usize {
     std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get)
 }
 

@@ -3,9 +3,9 @@
 
 use std::sync::Arc;
 
-use sotto_actors::capture::echo::EchoConfig;
 use sotto_actors::capture::input::{DeviceInput, InputConfig};
 use sotto_actors::device_manager::{DeviceEvent, DeviceMsg, DEVICE_EVENT_QUEUE};
+use sotto_media::echo::EchoConfig;
 use tokio::sync::mpsc;
 
 use super::*;

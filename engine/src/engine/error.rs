@@ -20,15 +20,16 @@ pub enum EngineError {
         /// Why.
         reason: String,
     },
-    /// A session could not be created.
+    /// A session or an output could not be created: no free slot, a
+    /// config or input format out of range, no such shared output.
     #[error("could not create session: {0}")]
-    Create(#[from] CreateError),
+    Create(String),
     /// The operation needs the other clock.
     #[error("operation needs the {0} clock")]
     WrongClock(&'static str),
     /// The actors did not settle (a stuck actor).
-    #[error(transparent)]
-    Stuck(#[from] SettleTimeout),
+    #[error("{0}")]
+    Stuck(String),
     /// A background source's config is out of range.
     #[error("bad background source: {0}")]
     Background(#[from] BackgroundError),
@@ -41,4 +42,16 @@ pub enum EngineError {
     /// The engine was shut down.
     #[error("engine is shut down")]
     Stopped,
+}
+
+impl From<CreateError> for EngineError {
+    fn from(e: CreateError) -> Self {
+        Self::Create(e.to_string())
+    }
+}
+
+impl From<SettleTimeout> for EngineError {
+    fn from(e: SettleTimeout) -> Self {
+        Self::Stuck(e.to_string())
+    }
 }

@@ -33,10 +33,10 @@ mod render;
 mod shards;
 
 use config::validate;
-pub use config::{default_render_threads, Clock, EngineConfig, SHUTDOWN_LIMIT};
+use config::SHUTDOWN_LIMIT;
+pub use config::{Clock, EngineConfig};
 pub use error::EngineError;
 use shards::ShardInfo;
-pub use shards::ShardStats;
 
 enum Driver {
     // Boxed: it holds the renderer, which the virtual variant has moved to
@@ -114,6 +114,14 @@ struct Inner {
     /// On the offline clock: how its render calls go, for waits that need
     /// them (SPEC C5).
     offline: Option<Arc<OfflineProgress>>,
+}
+
+impl Engine {
+    /// How long [`Engine::shutdown`] takes at most.
+    pub const SHUTDOWN_LIMIT: std::time::Duration = SHUTDOWN_LIMIT;
+    /// On the offline clock, how long a push or a playout waits for a
+    /// render before it fails with [`SessionError::NotRendering`](crate::SessionError::NotRendering).
+    pub const OFFLINE_STALL: std::time::Duration = crate::handle::OFFLINE_STALL;
 }
 
 impl Engine {
@@ -337,9 +345,17 @@ impl Engine {
         &self.inner.config
     }
 
-    /// Renderer-wide counters: the sample clock, late blocks, dropped events.
+    /// The renderer's counters now: the sample clock, late blocks,
+    /// dropped events, render times, restarts (summed over every shard
+    /// where they add up).
     #[must_use]
-    pub fn telemetry(&self) -> Arc<Telemetry> {
+    pub fn stats(&self) -> crate::EngineStats {
+        let shards: Vec<&Telemetry> = self.inner.shards.iter().map(|s| &*s.telemetry).collect();
+        crate::EngineStats::read(&self.inner.telemetry, &shards)
+    }
+
+    /// The main renderer's counters, for the engine's own readers.
+    pub(crate) fn renderer_telemetry(&self) -> Arc<Telemetry> {
         Arc::clone(&self.inner.telemetry)
     }
 
@@ -459,7 +475,7 @@ impl Engine {
             .await
     }
 
-    /// Stops everything, in order, within [`SHUTDOWN_LIMIT`]: the driver
+    /// Stops everything, in order, within [`Engine::SHUTDOWN_LIMIT`]: the driver
     /// (no more audio), the avatar links (their peers closed), the sessions
     /// and background loaders (sinks finished, so a file they write is
     /// complete; a push still waiting is answered

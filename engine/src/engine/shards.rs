@@ -17,17 +17,6 @@ pub(super) struct ShardInfo {
     sessions: Arc<AtomicUsize>,
 }
 
-/// One render shard as seen from outside (SPEC C4, C6).
-#[derive(Debug, Clone)]
-pub struct ShardStats {
-    /// The shard's number: its audio thread is `sotto-audio-K`.
-    pub index: usize,
-    /// Its renderer's counters: sample clock, late blocks, render times.
-    pub telemetry: Arc<Telemetry>,
-    /// Sessions rendering on it now.
-    pub sessions: usize,
-}
-
 /// Every shard's parts, shard 0 first: its renderer for the driver, its
 /// rings for the pump, its control ends for the supervisor.
 pub(super) struct Built {
@@ -96,15 +85,13 @@ impl Engine {
     /// the main mix and every session that plays into it; a session with
     /// an output of its own alone goes to the shard with fewest sessions.
     #[must_use]
-    pub fn shards(&self) -> Vec<ShardStats> {
+    pub fn shards(&self) -> Vec<crate::ShardStats> {
         self.inner
             .shards
             .iter()
             .enumerate()
-            .map(|(index, s)| ShardStats {
-                index,
-                telemetry: Arc::clone(&s.telemetry),
-                sessions: s.sessions.load(Ordering::Relaxed),
+            .map(|(index, s)| {
+                crate::ShardStats::read(index, s.sessions.load(Ordering::Relaxed), &s.telemetry)
             })
             .collect()
     }

@@ -2,11 +2,11 @@
 //! out with theirs, a reader that falls behind.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use super::{Output, OutputConfig, OutputId, OutputReader};
+use super::{Output, OutputId, OutputReader, OutputSpec};
 use crate::{SampleTime, Saturation};
 
 fn output(ring_frames: usize) -> (OutputReader, Output) {
-    Output::new(&OutputConfig {
+    Output::new(&OutputSpec {
         id: OutputId(3),
         channels: 2,
         max_block_frames: 4,

@@ -6,13 +6,13 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sotto::avatar::LinkConfig;
 use sotto::EngineError;
+use sotto::LinkConfig;
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
-use sotto_avatar::server::{AvatarServer, ServerConfig};
 use sotto_avatar::sink::{FileSink, MemorySink};
-use sotto_avatar::token;
+use sotto_server::avatar::{AvatarServer, ServerConfig};
+use sotto_server::token;
 
 use super::{Run, ScenarioError};
 
@@ -84,9 +84,9 @@ impl Run {
     /// Takes a link off, keeping its counts for [`Run::avatar_lockstep`].
     pub(super) fn retire(&mut self, avatar: sotto::AvatarHandle) {
         let s = avatar.stats();
-        self.retired[0] += s.bytes_sent.load(Ordering::Acquire) / 2;
-        self.retired[1] += s.control_sent.load(Ordering::Acquire);
-        self.retired[2] += s.acks_handled.load(Ordering::Acquire);
+        self.retired[0] += s.bytes_sent / 2;
+        self.retired[1] += s.control_sent;
+        self.retired[2] += s.acks_handled;
         avatar.detach();
     }
 
@@ -115,17 +115,16 @@ impl Run {
             let mut unsent = 0;
             for a in self.avatars.values() {
                 let s = a.stats();
-                unsent +=
-                    s.backlog.load(Ordering::Acquire) + s.control_backlog.load(Ordering::Acquire);
-                sent[0] += s.bytes_sent.load(Ordering::Acquire) / 2;
-                sent[1] += s.control_sent.load(Ordering::Acquire);
-                sent[2] += s.acks_handled.load(Ordering::Acquire);
+                unsent += s.backlog + s.control_backlog;
+                sent[0] += s.bytes_sent / 2;
+                sent[1] += s.control_sent;
+                sent[2] += s.acks_handled;
             }
             let s = server.stats();
             let settled = unsent == 0
-                && s.pcm_arrived.load(Ordering::Acquire) >= sent[0]
-                && s.control_arrived.load(Ordering::Acquire) >= sent[1]
-                && sent[2] >= s.acks_sent.load(Ordering::Acquire)
+                && s.pcm_arrived >= sent[0]
+                && s.control_arrived >= sent[1]
+                && sent[2] >= s.acks_sent
                 && server.clocked_playouts() >= self.avatars.len()
                 && server.caught_up(now);
             if settled {

@@ -13,10 +13,9 @@ use audiopus::{Application, Bitrate, Channels, MutSignals, SampleRate};
 
 use sotto_rt::FrameLength;
 
-use crate::peer::NetError;
+use sotto_net::NetError;
 
-/// Opus's RTP clock, and the rate it is encoded and decoded at here.
-pub const OPUS_RATE: u32 = 48_000;
+pub use sotto_net::peer::OPUS_RATE;
 
 /// The longest packet Opus makes (120 ms) in samples per channel.
 const MAX_PACKET_FRAMES: usize = 5_760;

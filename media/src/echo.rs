@@ -50,7 +50,9 @@ impl Default for EchoConfig {
 pub struct EchoError(String);
 
 impl EchoError {
-    pub(crate) fn new(reason: String) -> Self {
+    /// An error for `reason`.
+    #[must_use]
+    pub fn new(reason: String) -> Self {
         Self(reason)
     }
 }

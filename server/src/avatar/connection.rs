@@ -11,8 +11,8 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::playout::Playout;
-use crate::server::{SampleClock, ServerStats, Shared};
+use super::{Counters, SampleClock, Shared};
+use sotto_avatar::playout::Playout;
 use sotto_net::avatar::{Control, CONTROL_LABEL};
 use sotto_net::peer::{Peer, PeerEvents};
 
@@ -75,7 +75,8 @@ pub(crate) async fn connection(
     let rate = playout.sample_rate();
     let tick_frames = u64::from(rate / 50).max(1);
     let origin = Instant::now();
-    let sample_now = |c: &SampleClock| origin + sotto_rt::duration_of(c(), rate);
+    let sample_now =
+        |c: &SampleClock| origin + Duration::from_secs_f64(c() as f64 / f64::from(rate.max(1)));
     let mut ticked: Option<u64> = None;
     let progress = Arc::new(AtomicU64::new(0));
     let mut acks = Vec::new();
@@ -187,6 +188,7 @@ pub(crate) async fn connection(
         p.retain(|at| !Arc::ptr_eq(at, &progress));
     }
     let _ = pc.close().await;
+    #[cfg(feature = "fault-injection")]
     if let Ok(mut peers) = shared.faults.peers.lock() {
         peers.retain(|p| !Arc::ptr_eq(p, &pc));
     }
@@ -194,6 +196,13 @@ pub(crate) async fn connection(
 }
 
 /// Whether this message is a segment end a test asked to lose.
+#[cfg(not(feature = "fault-injection"))]
+fn lost_segment_end(_: &Shared, _: &[u8]) -> bool {
+    false
+}
+
+/// Whether this message is a segment end a test asked to lose.
+#[cfg(feature = "fault-injection")]
 fn lost_segment_end(shared: &Shared, data: &[u8]) -> bool {
     let lose = &shared.faults.lose_segment_ends;
     if lose.load(Ordering::Relaxed) == 0 {
@@ -212,7 +221,7 @@ fn lost_segment_end(shared: &Shared, data: &[u8]) -> bool {
 async fn send_ack(
     channel: &Arc<dyn DataChannel>,
     data: sotto_net::avatar::StreamEnded,
-    stats: &ServerStats,
+    stats: &Counters,
 ) {
     if let Ok(text) = serde_json::to_string(&Control::StreamEnded { data }) {
         // A gone agent is noticed by the connection state; nothing to do here.

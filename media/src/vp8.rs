@@ -22,10 +22,10 @@ use vpx_sys::{
     VPX_FRAME_IS_KEY,
 };
 
-use crate::peer::NetError;
+use sotto_net::video::Vp8Frame;
+use sotto_net::NetError;
 
-/// The RTP clock of video (RFC 7741): 90 kHz.
-pub const VIDEO_RATE: u32 = 90_000;
+pub use sotto_net::peer::VIDEO_RATE;
 /// The largest picture taken: 1080p.
 pub const MAX_PIXELS: u32 = 1920 * 1080;
 
@@ -94,15 +94,6 @@ fn check(err: vpx_codec_err_t, what: &str) -> Result<(), NetError> {
     } else {
         Err(NetError(format!("libvpx {what}: {err:?}")))
     }
-}
-
-/// One encoded frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Vp8Frame {
-    /// The VP8 bitstream of the frame.
-    pub data: Vec<u8>,
-    /// A key frame: a viewer can start here.
-    pub key: bool,
 }
 
 /// Encodes I420 pictures into VP8 frames.

@@ -11,22 +11,23 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
+use crate::accept::{serve_limited, ServerLimits};
+use crate::http::{preflight, script, with_cors, Authorized, Refusal, SdpOffer, TokenGate};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
-use sotto::{CallConfig, Engine, OwnOutput, SessionConfig, SessionOutput};
-use sotto_avatar::server::{serve_limited, ServerLimits};
+use sotto::{CallConfig, Engine, OutputConfig, SessionConfig, SessionOutput};
 use tokio::sync::oneshot;
 
 pub mod agent;
+#[cfg(feature = "test-routes")]
 mod recordings;
 
 pub use agent::Say;
 
-/// The longest offer taken; a browser's is 4–6 KiB.
-pub const MAX_OFFER_BYTES: usize = sotto_net::call::MAX_OFFER_BYTES;
+pub use crate::http::MAX_OFFER_BYTES;
 
 /// Events a call keeps for its page to read; older ones are dropped.
 const EVENTS_KEPT: usize = 256;
@@ -46,12 +47,29 @@ pub struct ServeConfig {
     /// How calls send and take audio.
     pub call: CallConfig,
     /// Keeps what a page posts back as its recording, and what each call's
-    /// microphone brought (tests only; see `recordings`).
+    /// microphone brought, for tests to read (feature `test-routes`).
+    #[cfg(feature = "test-routes")]
     pub keep_recordings: bool,
     /// An avatar server each call's agent speaks through (its voice and
     /// face published there, the call's own output silent); the page
     /// watches it beside the call.
     pub avatar: Option<AvatarAttach>,
+}
+
+impl Default for ServeConfig {
+    /// No token asked, the default caps and call config, nothing to say
+    /// yet (a server needs at least one [`Say`] to start).
+    fn default() -> Self {
+        Self {
+            token_secret: None,
+            limits: ServerLimits::default(),
+            says: Vec::new(),
+            call: CallConfig::default(),
+            #[cfg(feature = "test-routes")]
+            keep_recordings: false,
+            avatar: None,
+        }
+    }
 }
 
 /// An avatar server calls attach to (SPEC O12, W5).
@@ -75,27 +93,29 @@ impl std::fmt::Debug for ServeConfig {
     }
 }
 
-/// What the server counted.
-#[derive(Debug, Default)]
-pub struct ServeStats {
-    /// Calls taken.
-    pub calls: AtomicU64,
-    /// Calls over (hung up, the far end gone, never connected).
-    pub ended: AtomicU64,
-    /// Offers refused as bad (400) or unauthorised (401).
-    pub refused: AtomicU64,
-    /// Calls refused because the server was full (503).
-    pub busy: AtomicU64,
-    /// Connections closed at once because too many were open.
-    pub connections_refused: AtomicU64,
+crate::stats::counters! {
+    /// What the server counted.
+    ServeStats / Counters {
+        /// Calls taken.
+        calls,
+        /// Calls over (hung up, the far end gone, never connected).
+        ended,
+        /// Offers refused as bad (400) or unauthorised (401).
+        refused,
+        /// Calls refused because the server was full (503).
+        busy,
+        /// Connections closed at once because too many were open.
+        connections_refused,
+    }
 }
 
 /// A call the server holds: what ends it, and its events for the page.
 struct Live {
     hang_up: Option<oneshot::Sender<()>>,
     log: Arc<Mutex<agent::EventLog>>,
+    #[cfg(feature = "test-routes")]
     recorded: Arc<Mutex<recordings::Recorded>>,
-    stats: Option<sotto::CallStatsReader>,
+    stats: Option<Arc<dyn Fn() -> sotto::CallStats + Send + Sync>>,
 }
 
 struct Shared {
@@ -103,7 +123,7 @@ struct Shared {
     config: ServeConfig,
     calls: Mutex<HashMap<u64, Live>>,
     next: AtomicU64,
-    stats: Arc<ServeStats>,
+    stats: Arc<Counters>,
 }
 
 /// A running call server.
@@ -132,7 +152,7 @@ impl CallServer {
         }
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let stats = Arc::new(ServeStats::default());
+        let stats = Arc::new(Counters::default());
         let limits = config.limits;
         let shared = Arc::new(Shared {
             engine,
@@ -146,23 +166,14 @@ impl CallServer {
             .route("/config", get(page_config))
             // An offer's limit, not the recordings': a body past it is
             // refused before it is read (413).
-            .route(
-                "/calls",
-                post(create)
-                    .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES + 1))
-                    .options(preflight),
-            )
+            .route("/sotto.js", get(script))
+            .route("/calls", post(create).options(preflight))
             .route("/calls/{id}", axum::routing::delete(end).options(preflight))
             .route("/calls/{id}/events", get(events))
             .route("/calls/{id}/stats", get(call_stats))
-            .route(
-                "/calls/{id}/recording",
-                post(recordings::put)
-                    .layer(DefaultBodyLimit::max(recordings::RECORDING_LIMIT))
-                    .get(recordings::heard),
-            )
-            .route("/calls/{id}/mic", get(recordings::mic))
             .with_state(Arc::clone(&shared));
+        #[cfg(feature = "test-routes")]
+        let app = app.merge(recordings::routes().with_state(Arc::clone(&shared)));
         let (stop, stopped) = oneshot::channel();
         let counted = Arc::clone(&stats);
         let refused = move || {
@@ -184,8 +195,8 @@ impl CallServer {
 
     /// Its counters.
     #[must_use]
-    pub fn stats(&self) -> Arc<ServeStats> {
-        Arc::clone(&self.shared.stats)
+    pub fn stats(&self) -> ServeStats {
+        self.shared.stats.snapshot()
     }
 
     /// Calls live now.
@@ -211,15 +222,21 @@ impl Drop for CallServer {
 }
 
 fn cors(r: Response) -> Response {
-    sotto_avatar::viewers::with_cors(r, "POST, DELETE, OPTIONS")
+    with_cors(r)
 }
 
 fn refuse(code: StatusCode, why: &str) -> Response {
-    cors((code, why.to_owned()).into_response())
+    Refusal::new(code, why).into_response()
 }
 
-async fn preflight() -> Response {
-    cors(StatusCode::NO_CONTENT.into_response())
+impl TokenGate for Shared {
+    fn secret(&self) -> Option<&str> {
+        self.config.token_secret.as_deref()
+    }
+
+    fn refused(&self) {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 async fn page() -> Html<&'static str> {
@@ -251,19 +268,14 @@ async fn attach_avatar(
 ) -> Option<sotto::AvatarHandle> {
     let participant = format!("call-{id}");
     let room = format!("call-{id}");
-    let creds = sotto_avatar::token::create(
+    let creds = crate::token::create(
         "sotto-serve",
         &avatar.secret,
         Some(&participant),
-        sotto_avatar::token::DEFAULT_TTL,
+        crate::token::DEFAULT_TTL,
     )
     .ok()?;
-    let link = sotto_actors::avatar_link::LinkConfig::new(
-        &avatar.join_url,
-        &room,
-        &creds.token,
-        &participant,
-    );
+    let link = sotto::LinkConfig::new(&avatar.join_url, &room, &creds.token, &participant);
     engine.attach_avatar(session, link).await.ok()
 }
 
@@ -273,51 +285,19 @@ async fn attach_avatar(
 /// that cannot be answered; 201 with the answer otherwise.
 async fn create(
     State(shared): State<Arc<Shared>>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Authorized(claims): Authorized,
+    offer: Result<SdpOffer, Refusal>,
 ) -> Response {
     let stats = &shared.stats;
-    let sdp_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.split(';')
-                .next()
-                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"))
-        });
-    if !sdp_type {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
-        return refuse(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be application/sdp",
-        );
-    }
-    if body.len() > MAX_OFFER_BYTES {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
-        return refuse(StatusCode::PAYLOAD_TOO_LARGE, "the offer is too long");
-    }
-    let mut name = None;
-    if let Some(secret) = &shared.config.token_secret {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let Some(token) = token else {
+    let offer = match offer {
+        Ok(SdpOffer(offer)) => offer,
+        Err(refusal) => {
             stats.refused.fetch_add(1, Ordering::Relaxed);
-            return refuse(StatusCode::UNAUTHORIZED, "a bearer token is required");
-        };
-        match sotto_avatar::token::verify(token, secret) {
-            Ok(claims) => name = Some(claims.participant_id),
-            Err(e) => {
-                stats.refused.fetch_add(1, Ordering::Relaxed);
-                return refuse(StatusCode::UNAUTHORIZED, &e.to_string());
-            }
+            return refusal.into_response();
         }
-    }
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        stats.refused.fetch_add(1, Ordering::Relaxed);
-        return refuse(StatusCode::BAD_REQUEST, "the offer is not text");
     };
+    let offer = offer.as_str();
+    let name = claims.map(|c| c.participant_id);
     // The cap counts a call from its reservation here.
     let id = {
         let Ok(mut calls) = shared.calls.lock() else {
@@ -336,6 +316,7 @@ async fn create(
             Live {
                 hang_up: None,
                 log: Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT))),
+                #[cfg(feature = "test-routes")]
                 recorded: Arc::new(Mutex::new(recordings::Recorded::default())),
                 stats: None,
             },
@@ -350,12 +331,12 @@ async fn create(
     let says = &shared.config.says;
     let say = Arc::clone(&says[(id as usize - 1) % says.len()]);
     // A name from a token is shown, never used as a path; it is kept short.
-    let name = name.map_or_else(|| format!("call-{id}"), |n| crate::scenario::printable(&n));
+    let name = name.map_or_else(|| format!("call-{id}"), |n| crate::events::printable(&n));
     let session = match shared
         .engine
         .create_session(SessionConfig {
             name,
-            output: SessionOutput::Own(OwnOutput::default()),
+            output: SessionOutput::Own(OutputConfig::default()),
             input: say.input,
             ..SessionConfig::default()
         })
@@ -386,7 +367,7 @@ async fn create(
         }
     };
     let (hang_up, hung_up) = oneshot::channel();
-    let (log, recorded) = {
+    let (log, mic_kept) = {
         let Ok(mut calls) = shared.calls.lock() else {
             return refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost");
         };
@@ -395,9 +376,15 @@ async fn create(
         };
         live.hang_up = Some(hang_up);
         live.stats = Some(call.stats_reader());
-        (Arc::clone(&live.log), Arc::clone(&live.recorded))
+        #[cfg(feature = "test-routes")]
+        let mic_kept = shared
+            .config
+            .keep_recordings
+            .then(|| recordings::mic_keeper(Arc::clone(&live.recorded)));
+        #[cfg(not(feature = "test-routes"))]
+        let mic_kept = None;
+        (Arc::clone(&live.log), mic_kept)
     };
-    let mic_kept = shared.config.keep_recordings.then_some(recorded);
     let avatar = match &shared.config.avatar {
         Some(a) => attach_avatar(&shared.engine, &session, a, id).await,
         None => None,
@@ -466,7 +453,7 @@ async fn call_stats(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) 
     let Some(reader) = reader else {
         return refuse(StatusCode::NOT_FOUND, "no such call");
     };
-    let s = reader.stats();
+    let s = reader();
     let body = serde_json::json!({
         "packets_sent": s.packets_sent,
         "silent_packets": s.silent_packets,

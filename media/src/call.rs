@@ -8,22 +8,120 @@
 //! echo canceller in the order they happened, and neither the encoder nor
 //! the module (which takes locks inside) runs on an async worker.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use sotto_actors::capture::echo::{EchoPath, CHUNK};
-use sotto_actors::ingest::Ingest;
-use sotto_net::opus::{OpusEncoder, OPUS_RATE};
+use sotto_rt::FrameLength;
 use tokio::sync::mpsc;
 
-use super::Counters;
-use crate::{FrameLength, InputFormat, SampleFormat};
+use crate::echo::{EchoPath, CHUNK};
+use crate::opus::{OpusEncoder, OPUS_RATE};
+use crate::resample::Resampler;
 
 /// How often a silent call sends a packet, as Opus DTX does.
 const DTX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(400);
 
+/// A call's counters.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct CallStats {
+    /// Opus packets sent.
+    pub packets_sent: u64,
+    /// Packets' worth of digital silence that skipped the encoder; past
+    /// the first 200 ms of a silence, one packet in 400 ms of it is sent
+    /// (as Opus DTX does) and the rest are not.
+    pub silent_packets: u64,
+    /// Packets the encoder thread could not take in time (dropped).
+    pub encoder_dropped: u64,
+    /// Frames of the session's output the call could not read in time
+    /// (the output's bound overran): audio the far end never got.
+    pub frames_lost: u64,
+    /// Packets received from the far end and decoded.
+    pub packets_received: u64,
+    /// Packets missing from the far end (filled by FEC or concealment).
+    pub packets_lost: u64,
+    /// Of those, packets made up by concealment (the rest came back from
+    /// the next packet's FEC).
+    pub packets_concealed: u64,
+    /// Packets that did not decode.
+    pub packets_bad: u64,
+    /// The far end's interarrival jitter (RFC 3550), in milliseconds.
+    pub jitter_ms: f32,
+    /// Microphone chunks delivered.
+    pub mic_chunks: u64,
+    /// Microphone chunks dropped (the reader lagged).
+    pub mic_dropped: u64,
+    /// The microphone's level over about the last 100 ms, in dB full
+    /// scale (−100 before any has come).
+    pub mic_level_db: f32,
+    /// How old a packet's first sample was when the packet went out, on
+    /// average, in milliseconds: from being rendered to being on the wire
+    /// (the packet's length, the wait for the encoder, the encoding).
+    pub send_age_ms: f32,
+}
+
+/// A call's counters, written by its media thread and its task, read
+/// as a [`CallStats`] snapshot.
+#[derive(Default)]
+pub struct Counters {
+    /// Opus packets sent.
+    pub packets_sent: AtomicU64,
+    /// Packets of digital silence that skipped the encoder.
+    pub silent_packets: AtomicU64,
+    /// Packets the media thread could not take in time.
+    pub encoder_dropped: AtomicU64,
+    /// Output frames the call read too late.
+    pub frames_lost: AtomicU64,
+    /// Far-end packets decoded.
+    pub packets_received: AtomicU64,
+    /// Far-end packets missing.
+    pub packets_lost: AtomicU64,
+    /// Of those, packets concealed.
+    pub packets_concealed: AtomicU64,
+    /// Far-end packets that did not decode.
+    pub packets_bad: AtomicU64,
+    /// The far end's jitter in ms, f32 bits.
+    pub jitter_ms: AtomicU32,
+    /// Microphone chunks delivered.
+    pub mic_chunks: AtomicU64,
+    /// Microphone chunks dropped.
+    pub mic_dropped: AtomicU64,
+    /// The microphone's level in dBFS, f32 bits, once a chunk has come.
+    pub mic_level_db: AtomicU32,
+    /// Sum over packets sent of their first sample's age, µs.
+    pub send_age_us: AtomicU64,
+}
+
+impl Counters {
+    /// The counters now.
+    #[must_use]
+    pub fn snapshot(&self) -> CallStats {
+        let c = self;
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        CallStats {
+            packets_sent: get(&c.packets_sent),
+            silent_packets: get(&c.silent_packets),
+            encoder_dropped: get(&c.encoder_dropped),
+            frames_lost: get(&c.frames_lost),
+            packets_received: get(&c.packets_received),
+            packets_lost: get(&c.packets_lost),
+            packets_concealed: get(&c.packets_concealed),
+            packets_bad: get(&c.packets_bad),
+            jitter_ms: f32::from_bits(c.jitter_ms.load(Ordering::Relaxed)),
+            mic_chunks: get(&c.mic_chunks),
+            mic_dropped: get(&c.mic_dropped),
+            send_age_ms: (get(&c.send_age_us) as f64 / get(&c.packets_sent).max(1) as f64 / 1000.0)
+                as f32,
+            mic_level_db: if get(&c.mic_chunks) + get(&c.mic_dropped) == 0 {
+                -100.0
+            } else {
+                f32::from_bits(c.mic_level_db.load(Ordering::Relaxed))
+            },
+        }
+    }
+}
+
 /// What the media thread is given, in the order it happened.
-pub(super) enum Work {
+pub enum Work {
     /// One packet of the call's output: 48 kHz in Opus's layout, and its
     /// pts at 48 kHz.
     Encode(Vec<f32>, u64),
@@ -32,20 +130,28 @@ pub(super) enum Work {
 }
 
 /// An encoded packet for the network.
-pub(super) struct Encoded {
+pub struct Encoded {
+    /// The Opus packet.
     pub bytes: Vec<u8>,
+    /// Its first sample's pts at 48 kHz.
     pub pts: u64,
     /// The first packet of a talk spurt (RFC 3551).
     pub marker: bool,
 }
 
 /// The thread's state.
-pub(super) struct Media {
+pub struct Media {
+    /// The call's encoder.
     pub encoder: OpusEncoder,
+    /// The packet length it encodes.
     pub packet: FrameLength,
+    /// Channels the call sends (1 or 2).
     pub opus_channels: usize,
+    /// The audio processing module on the microphone, when asked for.
     pub echo: Option<EchoPath>,
+    /// Where the microphone goes.
     pub mic: MicOut,
+    /// The call's counters.
     pub counters: Arc<Counters>,
 }
 
@@ -117,8 +223,8 @@ impl Media {
 
 /// The microphone's last stage: mono 48 kHz in, 10 ms chunks at the
 /// engine's rate and channels out, the newest dropped when nobody reads.
-pub(super) struct MicOut {
-    resampler: Option<Ingest>,
+pub struct MicOut {
+    resampler: Option<Resampler>,
     channels: usize,
     chunk: usize,
     mono: Vec<f32>,
@@ -129,6 +235,8 @@ pub(super) struct MicOut {
 }
 
 impl MicOut {
+    /// The microphone out to `tx`, as `channels` at `rate`.
+    #[must_use]
     pub fn new(
         rate: u32,
         channels: usize,
@@ -149,7 +257,7 @@ impl MicOut {
     fn push(&mut self, mono48: &[f32]) {
         match &mut self.resampler {
             None => self.mono.extend_from_slice(mono48),
-            Some(r) => r.push(&f32_bytes(mono48), &mut self.mono),
+            Some(r) => r.push(mono48, &mut self.mono),
         }
         while self.mono.len() >= self.chunk {
             let piece = &self.mono[..self.chunk];
@@ -173,23 +281,11 @@ impl MicOut {
 }
 
 /// A resampler from `from` to `to` Hz for `channels`, or none when the
-/// rates are the same: the engine's own ingest, fed f32.
-pub(super) fn resampler(from: u32, to: u32, channels: usize) -> Option<Ingest> {
+/// rates are the same (or out of the resampler's range).
+#[must_use]
+pub fn resampler(from: u32, to: u32, channels: usize) -> Option<Resampler> {
     if from == to {
         return None;
     }
-    Ingest::new(
-        InputFormat {
-            sample_rate: from,
-            channels,
-            sample_format: SampleFormat::F32,
-        },
-        to,
-        channels,
-    )
-    .ok()
-}
-
-pub(super) fn f32_bytes(samples: &[f32]) -> Vec<u8> {
-    samples.iter().flat_map(|s| s.to_le_bytes()).collect()
+    Resampler::new(from, to, channels).ok()
 }

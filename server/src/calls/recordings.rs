@@ -1,7 +1,7 @@
-//! What a test can ask `sotto serve` for when it keeps recordings
-//! ([`ServeConfig::keep_recordings`](super::ServeConfig)): what the page
-//! heard (it posts it back) and what the call's microphone brought. Off in
-//! a real server: these routes answer 404.
+//! What a test can ask the call server for when it keeps recordings
+//! (`ServeConfig::keep_recordings`): what the page heard (it posts it
+//! back) and what the call's microphone brought. The routes exist only
+//! with the `test-routes` feature, never in the program a user runs.
 
 use std::sync::Arc;
 
@@ -9,10 +9,26 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+
 use super::{call_id, cors, refuse, Shared};
 
+/// The routes: `POST`/`GET /calls/{id}/recording`, `GET /calls/{id}/mic`.
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route(
+            "/calls/{id}/recording",
+            post(put)
+                .layer(DefaultBodyLimit::max(RECORDING_LIMIT))
+                .get(heard),
+        )
+        .route("/calls/{id}/mic", get(mic))
+}
+
 /// A recording a test page posts back: 60 s of 48 kHz f32 at most.
-pub(super) const RECORDING_LIMIT: usize = 60 * 48_000 * 4;
+const RECORDING_LIMIT: usize = 60 * 48_000 * 4;
 /// The page's report beside it (JSON: when the first sound played, the
 /// jitter buffer's delay): a few dozen bytes.
 const REPORT_LIMIT: usize = 1024;
@@ -30,10 +46,19 @@ pub(super) struct Recorded {
 
 impl Recorded {
     /// Keeps a chunk of the microphone, up to [`MIC_LIMIT`] samples.
-    pub(super) fn keep_mic(&mut self, chunk: &[f32]) {
+    fn keep_mic(&mut self, chunk: &[f32]) {
         let room = MIC_LIMIT.saturating_sub(self.mic.len());
         self.mic.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
+}
+
+/// A keeper of the call's microphone into `recorded`.
+pub(super) fn mic_keeper(recorded: Arc<std::sync::Mutex<Recorded>>) -> super::agent::MicKeeper {
+    Box::new(move |chunk| {
+        if let Ok(mut r) = recorded.lock() {
+            r.keep_mic(chunk);
+        }
+    })
 }
 
 /// The call's recordings, or why there are none (a 404).
@@ -51,7 +76,7 @@ fn slot(shared: &Shared, raw: &str) -> Result<Arc<std::sync::Mutex<Recorded>>, &
 
 /// `POST /calls/{id}/recording`: what the page heard (f32 little-endian,
 /// 48 kHz mono) and its report in the `X-Sotto-Report` header.
-pub(super) async fn put(
+async fn put(
     State(shared): State<Arc<Shared>>,
     Path(raw): Path<String>,
     headers: HeaderMap,
@@ -76,7 +101,7 @@ pub(super) async fn put(
 
 /// `GET /calls/{id}/recording`: the recording a page posted, its report in
 /// `X-Sotto-Report`; 404 until there is one.
-pub(super) async fn heard(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+async fn heard(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
     let slot = match slot(&shared, &raw) {
         Ok(s) => s,
         Err(why) => return refuse(StatusCode::NOT_FOUND, why),
@@ -96,7 +121,7 @@ pub(super) async fn heard(State(shared): State<Arc<Shared>>, Path(raw): Path<Str
 
 /// `GET /calls/{id}/mic`: the call's microphone as the agent got it so
 /// far (f32 little-endian at the engine's rate and channels).
-pub(super) async fn mic(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+async fn mic(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
     let slot = match slot(&shared, &raw) {
         Ok(s) => s,
         Err(why) => return refuse(StatusCode::NOT_FOUND, why),

@@ -36,7 +36,8 @@ impl Say {
         if spec.sample_format != hound::SampleFormat::Int || spec.bits_per_sample != 16 {
             return Err(format!("{shown}: the speech must be 16-bit PCM"));
         }
-        if !sotto::SUPPORTED_RATES.contains(&spec.sample_rate) || !(1..=2).contains(&spec.channels)
+        if !sotto::InputFormat::RATES.contains(&spec.sample_rate)
+            || !(1..=2).contains(&spec.channels)
         {
             return Err(format!(
                 "{shown}: {} Hz x {} channels; the speech must be mono or stereo at 8000, 16000, 22050, 24000, 44100 or 48000 Hz",
@@ -229,6 +230,9 @@ fn rms(samples: &[f32]) -> f32 {
     (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 
+/// Keeps the call's microphone for a test to read (feature `test-routes`).
+pub(super) type MicKeeper = Box<dyn FnMut(&[f32]) + Send>;
+
 /// Runs the agent on `session` until the call ends or `stop`, then hangs
 /// up and removes the session. It says `say`, paced when it speaks through
 /// an avatar.
@@ -238,7 +242,7 @@ pub(super) async fn run(
     mut call: CallHandle,
     (say, paced): (Arc<Say>, bool),
     log: Arc<Mutex<EventLog>>,
-    mic_kept: Option<Arc<Mutex<super::recordings::Recorded>>>,
+    mut mic_kept: Option<MicKeeper>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut events = session.events();
@@ -280,7 +284,7 @@ pub(super) async fn run(
                 None => break,
             },
             Some(e) = events.recv() => {
-                let (name, mut fields) = crate::scenario::describe(&e.kind);
+                let (name, mut fields) = crate::events::describe(&e.kind);
                 if matches!(e.kind, SessionEventKind::FirstAudio) {
                     // When its first sample played here, on the wall clock,
                     // for a page to measure how much later it heard it.
@@ -300,12 +304,10 @@ pub(super) async fn run(
                 }
             },
             _ = pace.tick(), if !speech.pending.is_empty() => speech.tick(&session),
-            chunk = mic.next(), if connected => {
+            chunk = mic.recv(), if connected => {
                 let Some(chunk) = chunk else { break };
-                if let Some(kept) = &mic_kept {
-                    if let Ok(mut k) = kept.lock() {
-                        k.keep_mic(&chunk);
-                    }
+                if let Some(keep) = &mut mic_kept {
+                    keep(&chunk);
                 }
                 let level = rms(&chunk);
                 match listener.chunk(level, speaking) {

@@ -8,20 +8,22 @@
 //! - `GET` on it: where the viewer's RTP timestamps start, as JSON.
 //! - `GET /watch`: a page that watches the first avatar playing.
 //!
-//! With [`Publishing::keep_reports`] (tests) a page may also post what it
-//! received to `…/report`; a real server answers those with 404.
+//! With the `test-routes` feature and `Publishing::keep_reports`, a test
+//! page may also post what it received to `…/report` (see `reports`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::{Path, Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
-use crate::publish::{Publisher, ViewerError};
-use crate::server::Shared;
+use sotto_avatar::publish::{Publisher, ViewerError};
+
+use super::Shared;
+use crate::http::{json, preflight, script, with_cors, Authorized, Refusal, SdpOffer, TokenGate};
 
 /// How a server publishes its avatars to viewers.
 #[derive(Debug, Clone)]
@@ -35,7 +37,9 @@ pub struct Publishing {
     /// Viewers must carry `Authorization: Bearer TOKEN` signed with this
     /// (SPEC S3); `None` takes any viewer.
     pub viewer_secret: Option<String>,
-    /// Keeps what a page posts back as its report (tests only).
+    /// Keeps what a page posts back as its report, for tests to read
+    /// (feature `test-routes`).
+    #[cfg(feature = "test-routes")]
     pub keep_reports: bool,
 }
 
@@ -46,6 +50,7 @@ impl Default for Publishing {
             video_bitrate_kbps: 800,
             max_viewers: 8,
             viewer_secret: None,
+            #[cfg(feature = "test-routes")]
             keep_reports: false,
         }
     }
@@ -61,79 +66,28 @@ pub(crate) struct Published {
     pub(crate) publisher: Publisher,
 }
 
-/// The longest offer taken; a browser's is 4–6 KiB.
-const MAX_OFFER_BYTES: usize = sotto_net::call::MAX_OFFER_BYTES;
-/// A report a test page posts: a minute of 48 kHz f32 voice and a few
-/// thousand frames' numbers.
-const REPORT_LIMIT: usize = 16 << 20;
-/// Reports kept at once; the oldest goes.
-const REPORTS_KEPT: usize = 8;
-
 /// The routes, for a server that publishes.
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
         .route("/watch", get(page))
+        .route("/sotto.js", get(script))
         .route("/avatars", get(list))
         .route(
             "/avatars/{id}/viewers",
-            axum::routing::post(add)
-                .layer(DefaultBodyLimit::max(MAX_OFFER_BYTES + 1))
-                .options(preflight),
+            axum::routing::post(add).options(preflight),
         )
         .route(
             "/avatars/{id}/viewers/{viewer}",
             get(viewer).delete(leave).options(preflight),
         )
-        .route(
-            "/avatars/{id}/viewers/{viewer}/report",
-            axum::routing::post(put_report)
-                .layer(DefaultBodyLimit::max(REPORT_LIMIT))
-                .get(report),
-        )
-}
-
-/// `r` answerable to a page of any origin (CORS) for `methods`, its
-/// `Location` readable there. The call server's routes use it too.
-pub fn with_cors(mut r: Response, methods: &'static str) -> Response {
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static(methods),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location"),
-    );
-    r
 }
 
 fn cors(r: Response) -> Response {
-    with_cors(r, "GET, POST, DELETE, OPTIONS")
+    with_cors(r)
 }
 
 fn refuse(code: StatusCode, why: &str) -> Response {
-    cors((code, why.to_owned()).into_response())
-}
-
-fn json(value: &serde_json::Value) -> Response {
-    let mut r = value.to_string().into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    cors(r)
-}
-
-async fn preflight() -> Response {
-    cors(StatusCode::NO_CONTENT.into_response())
+    Refusal::new(code, why).into_response()
 }
 
 async fn page() -> Html<&'static str> {
@@ -190,49 +144,27 @@ async fn list(State(shared): State<Arc<Shared>>) -> Response {
 async fn add(
     State(shared): State<Arc<Shared>>,
     Path(raw): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    Authorized(_): Authorized,
+    request: Request,
 ) -> Response {
     let stats = &shared.stats;
-    let refused = |code, why: &str| {
+    let refused = |r: Refusal| {
         stats.viewers_refused.fetch_add(1, Ordering::Relaxed);
-        refuse(code, why)
+        r.into_response()
     };
-    let sdp_type = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/sdp"));
-    if !sdp_type {
-        return refused(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "the offer must be application/sdp",
-        );
+    // What the headers and the path can tell comes before the body.
+    if let Err(r) = SdpOffer::check(request.headers()) {
+        return refused(r);
     }
-    if body.len() > MAX_OFFER_BYTES {
-        return refused(StatusCode::PAYLOAD_TOO_LARGE, "the offer is too long");
-    }
-    let Some(publishing) = &shared.config.publish else {
-        return refused(StatusCode::NOT_FOUND, "this server publishes nothing");
-    };
-    if let Some(secret) = &publishing.viewer_secret {
-        let token = headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        let Some(token) = token else {
-            return refused(StatusCode::UNAUTHORIZED, "a bearer token is required");
-        };
-        if let Err(e) = crate::token::verify(token, secret) {
-            return refused(StatusCode::UNAUTHORIZED, &e.to_string());
-        }
-    }
-    let Ok(offer) = std::str::from_utf8(&body) else {
-        return refused(StatusCode::BAD_REQUEST, "the offer is not text");
-    };
     let Some(publisher) = publisher(&shared, &raw) else {
-        return refused(StatusCode::NOT_FOUND, "no such avatar");
+        return refused(Refusal::new(StatusCode::NOT_FOUND, "no such avatar"));
     };
+    let offer = match SdpOffer::read(request.into_body()).await {
+        Ok(SdpOffer(offer)) => offer,
+        Err(r) => return refused(r),
+    };
+    let offer = offer.as_str();
+    let refused = |code, why: &str| refused(Refusal::new(code, why));
     let viewer = match publisher.add_viewer(offer).await {
         Ok(v) => v,
         Err(ViewerError::Full) => {
@@ -287,8 +219,8 @@ async fn viewer(
     json(&serde_json::json!({
         "voice_origin": voice_origin,
         "face_origin": face_origin,
-        "voice_clock": sotto_net::opus::OPUS_RATE,
-        "face_clock": sotto_net::vp8::VIDEO_RATE,
+        "voice_clock": sotto_media::opus::OPUS_RATE,
+        "face_clock": sotto_media::vp8::VIDEO_RATE,
         "frames_encoded": s.frames_encoded,
         "voice_packets": s.voice_packets,
         "dropped": s.dropped,
@@ -297,57 +229,12 @@ async fn viewer(
     }))
 }
 
-/// The report slot of a viewer, or why there is none (a 404).
-fn report_key(shared: &Shared, raw: &str, viewer: &str) -> Result<(u64, u64), &'static str> {
-    if !shared
-        .config
-        .publish
-        .as_ref()
-        .is_some_and(|p| p.keep_reports)
-    {
-        return Err("reports are not kept");
+impl TokenGate for Shared {
+    fn secret(&self) -> Option<&str> {
+        self.config.publish.as_ref()?.viewer_secret.as_deref()
     }
-    match (number(raw), number(viewer)) {
-        (Some(a), Some(v)) => Ok((a, v)),
-        _ => Err("no such viewer"),
-    }
-}
 
-/// `POST …/report`: what a test page received, kept as it came.
-async fn put_report(
-    State(shared): State<Arc<Shared>>,
-    Path((raw, viewer)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Response {
-    let key = match report_key(&shared, &raw, &viewer) {
-        Ok(k) => k,
-        Err(why) => return refuse(StatusCode::NOT_FOUND, why),
-    };
-    if let Ok(mut reports) = shared.reports.lock() {
-        if reports.len() >= REPORTS_KEPT {
-            reports.remove(0);
-        }
-        reports.push((key, body));
-    }
-    cors(StatusCode::NO_CONTENT.into_response())
-}
-
-/// `GET …/report`: the report a page posted; 404 until there is one.
-async fn report(
-    State(shared): State<Arc<Shared>>,
-    Path((raw, viewer)): Path<(String, String)>,
-) -> Response {
-    let key = match report_key(&shared, &raw, &viewer) {
-        Ok(k) => k,
-        Err(why) => return refuse(StatusCode::NOT_FOUND, why),
-    };
-    let found = shared
-        .reports
-        .lock()
-        .ok()
-        .and_then(|r| r.iter().find(|(k, _)| *k == key).map(|(_, b)| b.clone()));
-    match found {
-        Some(bytes) => cors(bytes.into_response()),
-        None => refuse(StatusCode::NOT_FOUND, "no report"),
+    fn refused(&self) {
+        self.stats.viewers_refused.fetch_add(1, Ordering::Relaxed);
     }
 }

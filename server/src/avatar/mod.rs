@@ -1,7 +1,7 @@
 //! The avatar server (SPEC A2, A5–A7): an HTTP dispatcher that verifies the
 //! agent's token and answers its WebRTC offer, then runs each connection's
 //! task (`connection.rs`) and, when it publishes, its viewers' routes
-//! ([`crate::viewers`]).
+//! ([`viewers`]).
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -15,14 +15,21 @@ use axum::{Json, Router};
 use tokio::sync::oneshot;
 use webrtc::peer_connection::RTCSessionDescription;
 
-use crate::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
-use crate::publish::{PublishConfig, Publisher, PublisherSink};
-use crate::sink::BothSinks;
 use crate::token;
-use crate::viewers::{Published, Publishing};
+use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
+use sotto_avatar::publish::{PublishConfig, Publisher, PublisherSink};
+use sotto_avatar::sink::BothSinks;
+use viewers::{Published, Publishing};
+
+use crate::accept::{serve_limited, ServerLimits};
+
+mod connection;
+#[cfg(feature = "test-routes")]
+mod reports;
+pub mod viewers;
+use sotto_media::vp8::Vp8Config;
 use sotto_net::avatar::{JoinRequest, JoinResponse, MAX_JOIN_BODY};
-use sotto_net::peer::{complete_local, loopback_peer, Peer};
-use sotto_net::vp8::Vp8Config;
+use sotto_net::peer::{complete_local, loopback_peer};
 
 /// Makes a renderer for each connection.
 pub type RendererFactory = Arc<dyn Fn() -> Box<dyn AvatarRenderer> + Send + Sync>;
@@ -54,7 +61,7 @@ pub struct ServerConfig {
     /// `None` (a server of its own): the wall clock.
     pub clock: Option<SampleClock>,
     /// Publish each avatar's voice and face to WebRTC viewers (SPEC W5;
-    /// see [`crate::viewers`]); `None`: nobody can watch.
+    /// see [`viewers`]); `None`: nobody can watch.
     pub publish: Option<Publishing>,
 }
 
@@ -67,73 +74,46 @@ impl std::fmt::Debug for ServerConfig {
     }
 }
 
-/// Caps that keep one client from taking the server (SPEC S2).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ServerLimits {
-    /// Live peer connections at most; a join past it is a 503.
-    pub max_peers: usize,
-    /// A peer not connected this long after its answer is torn down.
-    pub connect_timeout: Duration,
-    /// Open HTTP connections at most; one past it is closed at once.
-    pub max_connections: usize,
-    /// A request's headers must arrive within this.
-    pub header_timeout: Duration,
-    /// A connection is closed this long after it opened, whatever it is
-    /// doing: one request (no keep-alive), body and answer included.
-    pub request_timeout: Duration,
-}
-
-impl Default for ServerLimits {
-    fn default() -> Self {
-        Self {
-            max_peers: 64,
-            connect_timeout: Duration::from_secs(5),
-            max_connections: 256,
-            header_timeout: Duration::from_secs(5),
-            request_timeout: Duration::from_secs(30),
-        }
+crate::stats::counters! {
+    /// What the server counted, readable while it runs.
+    ServerStats / Counters {
+        /// Joins refused for a bad request or token (no peer connection made).
+        refused,
+        /// Joins refused because `max_peers` were live (503).
+        busy,
+        /// Peers torn down because they did not connect in time.
+        never_connected,
+        /// HTTP connections closed at once because `max_connections` were open.
+        connections_refused,
+        /// Peer connections made.
+        peers,
+        /// Connections whose task has ended.
+        ended,
+        /// Messages ignored: malformed, oversized or on the wrong channel.
+        malformed,
+        /// Interrupts handled.
+        resets,
+        /// Samples dropped in an interrupt's cooldown.
+        cooldown_dropped,
+        /// PCM samples that arrived on audio channels and were handled, those
+        /// a cooldown dropped included.
+        pcm_arrived,
+        /// Messages that arrived on control channels and were handled.
+        control_arrived,
+        /// Acknowledgements sent.
+        acks_sent,
+        /// Viewers taken.
+        viewers,
+        /// Viewers refused (a bad offer or token, no such avatar, full).
+        viewers_refused,
     }
-}
-
-/// What the server counted, readable while it runs.
-#[derive(Debug, Default)]
-pub struct ServerStats {
-    /// Joins refused for a bad request or token (no peer connection made).
-    pub refused: AtomicU64,
-    /// Joins refused because `max_peers` were live (503).
-    pub busy: AtomicU64,
-    /// Peers torn down because they did not connect in time.
-    pub never_connected: AtomicU64,
-    /// HTTP connections closed at once because `max_connections` were open.
-    pub connections_refused: AtomicU64,
-    /// Peer connections made.
-    pub peers: AtomicU64,
-    /// Connections whose task has ended.
-    pub ended: AtomicU64,
-    /// Messages ignored: malformed, oversized or on the wrong channel.
-    pub malformed: AtomicU64,
-    /// Interrupts handled.
-    pub resets: AtomicU64,
-    /// Samples dropped in an interrupt's cooldown.
-    pub cooldown_dropped: AtomicU64,
-    /// PCM samples that arrived on audio channels and were handled, those
-    /// a cooldown dropped included.
-    pub pcm_arrived: AtomicU64,
-    /// Messages that arrived on control channels and were handled.
-    pub control_arrived: AtomicU64,
-    /// Acknowledgements sent.
-    pub acks_sent: AtomicU64,
-    /// Viewers taken.
-    pub viewers: AtomicU64,
-    /// Viewers refused (a bad offer or token, no such avatar, full).
-    pub viewers_refused: AtomicU64,
 }
 
 /// A running avatar server.
 #[derive(Debug)]
 pub struct AvatarServer {
     addr: SocketAddr,
-    stats: Arc<ServerStats>,
+    stats: Arc<Counters>,
     shared: Arc<Shared>,
     stop: Option<oneshot::Sender<()>>,
 }
@@ -147,7 +127,8 @@ impl std::fmt::Debug for Shared {
 pub(crate) struct Shared {
     pub(crate) config: ServerConfig,
     pub(crate) limits: ServerLimits,
-    pub(crate) stats: Arc<ServerStats>,
+    pub(crate) stats: Arc<Counters>,
+    #[cfg(feature = "fault-injection")]
     pub(crate) faults: Faults,
     /// Where each connected playout has got to on [`ServerConfig::clock`].
     pub(crate) progress: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
@@ -156,16 +137,18 @@ pub(crate) struct Shared {
     /// Avatars published so far: the next one's id.
     next_avatar: AtomicU64,
     /// Reports test pages posted, by avatar and viewer.
+    #[cfg(feature = "test-routes")]
     pub(crate) reports: std::sync::Mutex<Vec<((u64, u64), bytes::Bytes)>>,
 }
 
 /// Faults the tests inject.
+#[cfg(feature = "fault-injection")]
 #[derive(Default)]
 pub(crate) struct Faults {
     /// Segment ends still to ignore, as if lost.
     pub(crate) lose_segment_ends: std::sync::atomic::AtomicU32,
     /// Every live connection, to drop them all.
-    pub(crate) peers: std::sync::Mutex<Vec<Peer>>,
+    pub(crate) peers: std::sync::Mutex<Vec<sotto_net::Peer>>,
 }
 
 impl AvatarServer {
@@ -188,15 +171,17 @@ impl AvatarServer {
     ) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
-        let stats = Arc::new(ServerStats::default());
+        let stats = Arc::new(Counters::default());
         let shared = Arc::new(Shared {
             config,
             limits,
             stats: Arc::clone(&stats),
+            #[cfg(feature = "fault-injection")]
             faults: Faults::default(),
             progress: std::sync::Mutex::default(),
             avatars: std::sync::Mutex::default(),
             next_avatar: AtomicU64::new(1),
+            #[cfg(feature = "test-routes")]
             reports: std::sync::Mutex::default(),
         });
         let mut app = Router::new().route(
@@ -204,7 +189,11 @@ impl AvatarServer {
             post(join).layer(DefaultBodyLimit::max(MAX_JOIN_BODY)),
         );
         if shared.config.publish.is_some() {
-            app = app.merge(crate::viewers::routes());
+            app = app.merge(viewers::routes());
+            #[cfg(feature = "test-routes")]
+            {
+                app = app.merge(reports::routes());
+            }
         }
         let app = app.with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
@@ -231,6 +220,7 @@ impl AvatarServer {
     }
 
     /// Fault injection: every connection drops, as if the avatar vanished.
+    #[cfg(feature = "fault-injection")]
     pub async fn disconnect_all(&self) {
         let peers = self
             .shared
@@ -304,8 +294,8 @@ impl AvatarServer {
 
     /// Its counters.
     #[must_use]
-    pub fn stats(&self) -> Arc<ServerStats> {
-        Arc::clone(&self.stats)
+    pub fn stats(&self) -> ServerStats {
+        self.stats.snapshot()
     }
 }
 
@@ -314,49 +304,6 @@ impl Drop for AvatarServer {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-    }
-}
-
-/// Serves `app` on `listener` until `stopped`: at most `max_connections`
-/// open (one past it is closed at once and `refused` told), each one
-/// request with its header and total timeouts (SPEC S2). The avatar
-/// dispatcher and the call server (`sotto serve`) both run on it.
-pub async fn serve_limited(
-    listener: tokio::net::TcpListener,
-    app: Router,
-    limits: ServerLimits,
-    refused: impl Fn() + Send + 'static,
-    mut stopped: oneshot::Receiver<()>,
-) {
-    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = &mut stopped => return,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(_) => {
-                // Out of descriptors or the like: let connections finish.
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let Ok(permit) = Arc::clone(&slots).try_acquire_owned() else {
-            refused();
-            drop(stream);
-            continue;
-        };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
-        tokio::spawn(async move {
-            let conn = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(limits.header_timeout)
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = tokio::time::timeout(limits.request_timeout, conn).await;
-            drop(permit);
-        });
     }
 }
 
@@ -444,11 +391,12 @@ async fn join(
         avatar = Some(id);
     }
     let playout = Playout::new(config, renderer, sink);
+    #[cfg(feature = "fault-injection")]
     if let Ok(mut peers) = shared.faults.peers.lock() {
         peers.push(Arc::clone(&pc));
     }
     tokio::spawn(async move {
-        crate::connection::connection(pc, events, playout, Arc::clone(&shared)).await;
+        connection::connection(pc, events, playout, Arc::clone(&shared)).await;
         // The avatar is gone: so are its viewers.
         let publisher = avatar.and_then(|id| {
             let mut avatars = shared.avatars.lock().ok()?;
