@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sotto::{CallConfig, Clock, Engine, EngineConfig};
 use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, Say, ServeConfig};
+use sotto_server::calls::{CallServer, ServeConfig, Utterance};
 
 /// The speech the agent says when no `--say` is given (espeak-ng, 16 kHz).
 const HELLO: &[u8] = include_bytes!("../../examples/hello.wav");
@@ -33,12 +33,12 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         avatar,
     } = args;
     let say = match &say {
-        Some(path) => Say::from_wav(path),
+        Some(path) => Utterance::from_wav(path),
         None => {
             let path = std::env::temp_dir().join(format!("sotto-hello-{}.wav", std::process::id()));
             let read = std::fs::write(&path, HELLO)
                 .map_err(|e| e.to_string())
-                .and_then(|()| Say::from_wav(&path));
+                .and_then(|()| Utterance::from_wav(&path));
             let _ = std::fs::remove_file(&path);
             read
         }
@@ -74,7 +74,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             max_peers: max_calls,
             ..ServerLimits::default()
         },
-        says: vec![say],
+        utterances: vec![say],
         call: CallConfig {
             bind: media_addr,
             processing: clean_mic.then(sotto::EchoConfig::default),

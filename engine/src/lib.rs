@@ -75,8 +75,13 @@ pub use sotto_actors::device_manager::DeviceEvent;
 pub use sotto_actors::devices::{devices, DeviceError, DeviceInfo};
 pub use sotto_media::echo::{EchoConfig, EchoError};
 
-/// The README's Rust examples, compiled (and the first one run) as doctests
-/// so the text a reader pastes is the text the test suite builds.
+/// The README's and the guide's Rust examples, compiled (and the runnable
+/// ones run) as doctests, so the text a reader pastes is the text the test
+/// suite builds.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../docs/GUIDE.md")]
+pub struct GuideDoctests;

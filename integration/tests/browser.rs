@@ -14,7 +14,7 @@ use sotto_integration::browser::{heard, in_own_network, Browser};
 use sotto_integration::compare::{align, tone_power};
 use sotto_integration::{call_engine, scratch_dir, write_wav_s16};
 use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, Say, ServeConfig};
+use sotto_server::calls::{CallServer, ServeConfig, Utterance};
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -24,14 +24,14 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn hello() -> Arc<Say> {
+fn hello() -> Arc<Utterance> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    Arc::new(Say::from_wav(std::path::Path::new(path)).unwrap())
+    Arc::new(Utterance::from_wav(std::path::Path::new(path)).unwrap())
 }
 
 /// The agent's speech as the session plays it: the speech file resampled
 /// to 48 kHz by the engine's own ingest.
-fn speech_48k(say: &Say) -> Vec<f32> {
+fn speech_48k(say: &Utterance) -> Vec<f32> {
     let mut ingest = sotto_actors::ingest::Ingest::new(say.input, 48_000, 1).unwrap();
     let mut out = Vec::new();
     ingest.push(&say.bytes, &mut out);
@@ -39,7 +39,7 @@ fn speech_48k(say: &Say) -> Vec<f32> {
     out
 }
 
-async fn server(engine: &Engine, says: Vec<Arc<Say>>) -> CallServer {
+async fn server(engine: &Engine, utterances: Vec<Arc<Utterance>>) -> CallServer {
     CallServer::start(
         "127.0.0.1:0".parse().unwrap(),
         engine.clone(),
@@ -49,7 +49,7 @@ async fn server(engine: &Engine, says: Vec<Arc<Say>>) -> CallServer {
                 max_peers: 8,
                 ..ServerLimits::default()
             },
-            says,
+            utterances,
             call: CallConfig::default(),
             keep_recordings: true,
             avatar: None,
@@ -277,11 +277,11 @@ fn five_calls_from_one_browser_hear_only_their_own_agent() {
     runtime().block_on(async {
         let engine = call_engine().await;
         let freqs = [300.0, 440.0, 620.0, 830.0, 1_050.0];
-        let says: Vec<Arc<Say>> = freqs
+        let utterances: Vec<Arc<Utterance>> = freqs
             .iter()
             .map(|&f| {
                 let samples = sotto_integration::sine(48_000 * 20, f, 48_000, 1, 0.3);
-                Arc::new(Say {
+                Arc::new(Utterance {
                     bytes: samples
                         .iter()
                         .flat_map(|&s| sotto_integration::quantize(s).to_le_bytes())
@@ -294,7 +294,7 @@ fn five_calls_from_one_browser_hear_only_their_own_agent() {
                 })
             })
             .collect();
-        let server = server(&engine, says).await;
+        let server = server(&engine, utterances).await;
         let dir = scratch_dir("browser-five");
         let mic_wav = dir.join("mic.wav");
         write_wav_s16(&mic_wav, &vec![0.0; 48_000 * 60], 48_000, 1);

@@ -15,7 +15,7 @@ use sotto_media::opus::OpusEncoder;
 use sotto_media::receive::OpusReceiver;
 use sotto_net::connected;
 use sotto_rt::FrameLength;
-use sotto_server::calls::Say;
+use sotto_server::calls::Utterance;
 use webrtc::peer_connection::RTCSessionDescription;
 
 const RATE: usize = 48_000;
@@ -27,9 +27,9 @@ fn power_db(s: &[f32]) -> f64 {
 }
 
 /// The shipped speech at 48 kHz as f32 and as the session's s16 input.
-fn speech() -> (Vec<f32>, Say) {
+fn speech() -> (Vec<f32>, Utterance) {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say = Say::from_wav(std::path::Path::new(path)).unwrap();
+    let say = Utterance::from_wav(std::path::Path::new(path)).unwrap();
     let mut ingest = sotto_actors::ingest::Ingest::new(say.input, 48_000, 1).unwrap();
     let mut out = Vec::new();
     ingest.push(&say.bytes, &mut out);

@@ -11,12 +11,12 @@ use sotto::{CallConfig, Engine};
 use sotto_integration::{call_engine, far_end};
 use sotto_net::connected;
 use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, Say, ServeConfig};
+use sotto_server::calls::{CallServer, ServeConfig, Utterance};
 use webrtc::peer_connection::RTCSessionDescription;
 
-fn say() -> Arc<Say> {
+fn say() -> Arc<Utterance> {
     let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    Arc::new(Say::from_wav(std::path::Path::new(path)).unwrap())
+    Arc::new(Utterance::from_wav(std::path::Path::new(path)).unwrap())
 }
 
 async fn server(engine: &Engine, token_secret: Option<String>, max_calls: usize) -> CallServer {
@@ -29,7 +29,7 @@ async fn server(engine: &Engine, token_secret: Option<String>, max_calls: usize)
                 max_peers: max_calls,
                 ..ServerLimits::default()
             },
-            says: vec![say()],
+            utterances: vec![say()],
             call: CallConfig::default(),
             keep_recordings: true,
             avatar: None,
@@ -236,7 +236,7 @@ async fn a_call_speaks_through_the_avatar() {
         ServeConfig {
             token_secret: None,
             limits: ServerLimits::default(),
-            says: vec![say()],
+            utterances: vec![say()],
             call: CallConfig::default(),
             keep_recordings: true,
             avatar: Some(sotto_server::calls::AvatarAttach {

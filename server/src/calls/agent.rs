@@ -13,16 +13,16 @@ use serde_json::json;
 use sotto::{CallEvent, CallHandle, Engine, InputFormat, SessionEventKind, SessionHandle};
 use tokio::sync::oneshot;
 
-/// What the agent says: bytes in its input format.
+/// What the agent utterances: bytes in its input format.
 #[derive(Debug, Clone)]
-pub struct Say {
+pub struct Utterance {
     /// The speech.
     pub bytes: Vec<u8>,
     /// Its format.
     pub input: InputFormat,
 }
 
-impl Say {
+impl Utterance {
     /// Reads a 16-bit PCM WAV file (any rate the engine takes, mono or
     /// stereo).
     ///
@@ -190,7 +190,7 @@ struct Speech {
 impl Speech {
     /// Starts a turn of `say`: all of it pushed now, or queued for
     /// [`Speech::tick`].
-    fn start(&mut self, session: &SessionHandle, say: &Say) {
+    fn start(&mut self, session: &SessionHandle, say: &Utterance) {
         self.pending.clear();
         if session.mark_synthesis_start().is_err() {
             return;
@@ -240,7 +240,7 @@ pub(super) async fn run(
     engine: Engine,
     session: SessionHandle,
     mut call: CallHandle,
-    (say, paced): (Arc<Say>, bool),
+    (say, paced): (Arc<Utterance>, bool),
     log: Arc<Mutex<EventLog>>,
     mut mic_kept: Option<MicKeeper>,
     mut stop: oneshot::Receiver<()>,

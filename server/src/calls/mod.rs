@@ -25,7 +25,7 @@ pub mod agent;
 #[cfg(feature = "test-routes")]
 mod recordings;
 
-pub use agent::Say;
+pub use agent::Utterance;
 
 pub use crate::http::MAX_OFFER_BYTES;
 
@@ -41,9 +41,9 @@ pub struct ServeConfig {
     /// Connection caps and timeouts; `max_peers` is the most calls at once
     /// (a call past it is a 503).
     pub limits: ServerLimits,
-    /// What the demo agent says: call N speaks the (N−1)-th, round the
+    /// What the demo agent utterances: call N speaks the (N−1)-th, round the
     /// list (one unless a test gives each call its own voice).
-    pub says: Vec<Arc<Say>>,
+    pub utterances: Vec<Arc<Utterance>>,
     /// How calls send and take audio.
     pub call: CallConfig,
     /// Keeps what a page posts back as its recording, and what each call's
@@ -58,12 +58,12 @@ pub struct ServeConfig {
 
 impl Default for ServeConfig {
     /// No token asked, the default caps and call config, nothing to say
-    /// yet (a server needs at least one [`Say`] to start).
+    /// yet (a server needs at least one [`Utterance`] to start).
     fn default() -> Self {
         Self {
             token_secret: None,
             limits: ServerLimits::default(),
-            says: Vec::new(),
+            utterances: Vec::new(),
             call: CallConfig::default(),
             #[cfg(feature = "test-routes")]
             keep_recordings: false,
@@ -144,7 +144,7 @@ impl CallServer {
         engine: Engine,
         config: ServeConfig,
     ) -> std::io::Result<Self> {
-        if config.says.is_empty() {
+        if config.utterances.is_empty() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
                 "the agent needs something to say",
@@ -328,7 +328,7 @@ async fn create(
             calls.remove(&id);
         }
     };
-    let says = &shared.config.says;
+    let says = &shared.config.utterances;
     let say = Arc::clone(&says[(id as usize - 1) % says.len()]);
     // A name from a token is shown, never used as a path; it is kept short.
     let name = name.map_or_else(|| format!("call-{id}"), |n| crate::events::printable(&n));
