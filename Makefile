@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # their own (unshare from util-linux, ip from iproute2).
 TEST_PACKAGES := ffmpeg chromium iproute2 util-linux
 
-.PHONY: demo test check deps test-deps lint bench fuzz fuzz-deps
+.PHONY: demo test check deps test-deps lint deny-deps bench fuzz fuzz-deps
 
 # Installs what building and running the programs needs.
 deps:
@@ -33,7 +33,12 @@ demo: deps
 		--out out/barge-in.wav --events out/barge-in.jsonl --plot out/barge-in.png
 	@echo "wrote out/barge-in.wav, out/barge-in.jsonl, out/barge-in.png"
 
-lint:
+# cargo-deny checks licences, bans and sources; advisories only where an
+# advisory database is already on the machine (nothing is fetched).
+deny-deps:
+	@command -v cargo-deny >/dev/null 2>&1 || $(CARGO) install cargo-deny --locked --quiet
+
+lint: deny-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	RUSTDOCFLAGS="-D warnings" $(CARGO) doc --workspace --no-deps
@@ -47,6 +52,10 @@ lint:
 		echo "the sotto library links libvpx without being asked (feature video)"; exit 1; fi
 	@if $(CARGO) tree -p sotto-net -e normal --prefix none | sed 's/ .*//' | sort -u | grep -xE 'audiopus|audiopus_sys|env-libvpx-sys|webrtc-audio-processing' ; then \
 		echo "sotto-net links a C codec or the echo module (above); they belong in sotto-media"; exit 1; fi
+	$(CARGO) deny --log-level error check licenses bans sources
+	@if [ -d "$${CARGO_HOME:-$$HOME/.cargo}/advisory-dbs" ]; then \
+		$(CARGO) deny --log-level error check --disable-fetch advisories; \
+	else echo "note: no advisory database here; advisories not checked"; fi
 
 test: test-deps lint
 	$(CARGO) test --workspace --release

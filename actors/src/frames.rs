@@ -114,7 +114,7 @@ impl Frame {
 #[derive(Debug)]
 pub struct Framer {
     reader: OutputReader,
-    frame_frames: usize,
+    frame_len: usize,
     bound_frames: usize,
     /// The frame being filled and the pts of its first sample.
     partial: Vec<f32>,
@@ -132,14 +132,14 @@ impl Framer {
     /// `bound` behind skips its oldest audio.
     #[must_use]
     pub fn new(reader: OutputReader, length: FrameLength, rate: u32, bound: Duration) -> Self {
-        let frame_frames = length.frames_at(rate).max(1);
-        let bound_frames = (sotto_rt::frames_of(bound, rate) as usize).max(frame_frames);
+        let frame_len = length.frames_at(rate).max(1);
+        let bound_frames = (sotto_rt::frames_of(bound, rate) as usize).max(frame_len);
         let channels = reader.channels();
         Self {
             reader,
-            frame_frames,
+            frame_len,
             bound_frames,
-            partial: Vec::with_capacity(frame_frames * channels),
+            partial: Vec::with_capacity(frame_len * channels),
             partial_pts: None,
             cut_frames: 0,
             seen_overrun: 0,
@@ -147,10 +147,10 @@ impl Framer {
         }
     }
 
-    /// Frames (samples per channel) in each output frame.
+    /// The length of each output frame, in sample frames.
     #[must_use]
-    pub fn frame_frames(&self) -> usize {
-        self.frame_frames
+    pub fn frame_len(&self) -> usize {
+        self.frame_len
     }
 
     /// The output's reader (its telemetry counts rendered and lost frames).
@@ -180,13 +180,11 @@ impl Framer {
         self.reader.keep_newest(self.bound_frames);
         loop {
             let have = self.partial.len() / ch;
-            if have == self.frame_frames {
+            if have == self.frame_len {
                 let pts = self.partial_pts.take()?;
-                let samples = std::mem::replace(
-                    &mut self.partial,
-                    Vec::with_capacity(self.frame_frames * ch),
-                );
-                self.delivered += self.frame_frames as u64;
+                let samples =
+                    std::mem::replace(&mut self.partial, Vec::with_capacity(self.frame_len * ch));
+                self.delivered += self.frame_len as u64;
                 return Some(Frame {
                     pts,
                     channels: ch,
@@ -205,7 +203,7 @@ impl Framer {
             } else {
                 self.partial_pts = Some(next);
             }
-            let want = self.frame_frames - have;
+            let want = self.frame_len - have;
             let start = self.partial.len();
             self.partial.resize(start + want * ch, 0.0);
             let got = self

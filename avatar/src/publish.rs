@@ -139,7 +139,7 @@ struct Counters {
     key_frames_asked: AtomicU64,
 }
 
-struct Shared {
+struct PublisherState {
     config: PublishConfig,
     /// Connected viewers' queues.
     viewers: Mutex<Vec<(u64, mpsc::Sender<Media>)>>,
@@ -157,7 +157,7 @@ struct Shared {
 /// to the avatar's playout.
 #[derive(Clone)]
 pub struct Publisher {
-    shared: Arc<Shared>,
+    shared: Arc<PublisherState>,
 }
 
 impl std::fmt::Debug for Publisher {
@@ -185,7 +185,7 @@ impl Publisher {
         )?;
         let video = Vp8Encoder::new(config.video)?;
         let (work_tx, work_rx) = std_mpsc::sync_channel(WORK_QUEUE);
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(PublisherState {
             config,
             viewers: Mutex::new(Vec::new()),
             taken: AtomicUsize::new(0),
@@ -420,7 +420,7 @@ fn sdp_payload_type(sdp: &str, codec: &str) -> Option<u8> {
 
 /// The encoder thread: encodes while someone watches, fans out.
 fn encode(
-    shared: &Shared,
+    shared: &PublisherState,
     mut voice: OpusEncoder,
     mut video: Vp8Encoder,
     work: &std_mpsc::Receiver<Work>,
@@ -471,7 +471,7 @@ fn encode(
 /// The sink the avatar's playout writes to: passes what it plays to the
 /// encoder thread while a viewer watches, and nothing otherwise.
 pub struct PublisherSink {
-    shared: Arc<Shared>,
+    shared: Arc<PublisherState>,
     /// Dropped at the end: the encoder thread ends with it.
     work: Option<std_mpsc::SyncSender<Work>>,
     /// Voice played so far (samples per channel): the voice's clock.

@@ -281,9 +281,9 @@ fn main() -> ExitCode {
             fps,
             &size,
             stereo,
-            viewer.then(|| sotto_server::avatar::viewers::Publishing {
+            viewer.then(|| sotto_server::avatar::viewers::ViewersConfig {
                 viewer_secret,
-                ..sotto_server::avatar::viewers::Publishing::default()
+                ..sotto_server::avatar::viewers::ViewersConfig::default()
             }),
         )),
         Command::EchoCancel {
@@ -501,7 +501,7 @@ async fn avatar_server(
     fps: u32,
     size: &str,
     stereo: bool,
-    publish: Option<sotto_server::avatar::viewers::Publishing>,
+    publish: Option<sotto_server::avatar::viewers::ViewersConfig>,
 ) -> ExitCode {
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::sync::Arc;

@@ -133,7 +133,7 @@ async fn start_avatar() -> std::io::Result<(
     use sotto_avatar::face::FaceRenderer;
     use sotto_avatar::playout::{AvatarRenderer, AvatarSink};
     use sotto_avatar::sink::DiscardSink;
-    use sotto_server::avatar::viewers::Publishing;
+    use sotto_server::avatar::viewers::ViewersConfig;
     use sotto_server::avatar::{AvatarServer, ServerConfig};
 
     let secret = {
@@ -150,7 +150,7 @@ async fn start_avatar() -> std::io::Result<(
     };
     let config = ServerConfig {
         clock: None,
-        publish: Some(Publishing::default()),
+        publish: Some(ViewersConfig::default()),
         secret: secret.clone(),
         fps: 25,
         cooldown: std::time::Duration::from_millis(300),

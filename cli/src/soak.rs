@@ -159,7 +159,7 @@ impl Rng {
 
 /// What the session tasks share with the run.
 #[derive(Default)]
-struct Shared {
+struct SoakState {
     stop: AtomicBool,
     turns: AtomicU64,
     dropped_input: AtomicU64,
@@ -201,7 +201,7 @@ pub async fn run(
         ..EngineConfig::default()
     })
     .await?;
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(SoakState::default());
     let speech = speech_chunk(220.0);
     let bed = speech_chunk(90.0);
     let mut tasks = Vec::new();
@@ -354,7 +354,7 @@ fn speech_chunk(f0: f32) -> Arc<Vec<u8>> {
 async fn session_loop(
     s: SessionHandle,
     engine: Engine,
-    shared: Arc<Shared>,
+    shared: Arc<SoakState>,
     mut rng: Rng,
     config: SoakConfig,
     speech: Arc<Vec<u8>>,
@@ -427,7 +427,7 @@ async fn session_loop(
 /// A bed streamed like a live source: kept half a second ahead of what
 /// the background input has played, so it never holds up speech behind
 /// backpressure.
-async fn bed_loop(s: SessionHandle, shared: Arc<Shared>, bed: Arc<Vec<u8>>) {
+async fn bed_loop(s: SessionHandle, shared: Arc<SoakState>, bed: Arc<Vec<u8>>) {
     let mut pushed = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     while !shared.stop.load(Ordering::Acquire) {
@@ -456,7 +456,7 @@ impl CallReader {
         }
     }
 
-    fn take(&mut self, frame: &Frame, shared: &Shared) {
+    fn take(&mut self, frame: &Frame, shared: &SoakState) {
         if self.next_pts.is_some_and(|p| p != frame.pts.0) {
             shared.pts_gaps.fetch_add(1, Ordering::Relaxed);
         }
@@ -469,7 +469,7 @@ impl CallReader {
         self.lost = lost;
     }
 
-    fn drain(&mut self, shared: &Shared) {
+    fn drain(&mut self, shared: &SoakState) {
         while let Some(frame) = self.frames.try_next_frame() {
             self.take(&frame, shared);
         }
@@ -478,7 +478,7 @@ impl CallReader {
 
 /// A call's reader on a real-time clock: every frame as it comes, as a
 /// network sender would take them.
-async fn read_call(frames: OutputFrames, shared: Arc<Shared>) {
+async fn read_call(frames: OutputFrames, shared: Arc<SoakState>) {
     let mut call = CallReader::new(frames);
     while let Ok(frame) = call.frames.next_frame().await {
         call.take(&frame, &shared);
@@ -488,7 +488,7 @@ async fn read_call(frames: OutputFrames, shared: Arc<Shared>) {
 fn fill(
     report: &mut SoakReport,
     (engine, handles): (&Engine, &[SessionHandle]),
-    shared: &Shared,
+    shared: &SoakState,
     (started, cpu0, faults0): (Instant, f64, u64),
     rss: &[(f64, u64)],
 ) {

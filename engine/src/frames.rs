@@ -261,10 +261,10 @@ impl OutputFrames {
         self.framer.reader().channels()
     }
 
-    /// Frames (samples per channel) in each frame.
+    /// The length of each output frame, in sample frames.
     #[must_use]
-    pub fn frame_frames(&self) -> usize {
-        self.framer.frame_frames()
+    pub fn frame_len(&self) -> usize {
+        self.framer.frame_len()
     }
 
     /// Frames lost because this reader lagged (SPEC C3, C6).

@@ -347,9 +347,9 @@ fn five_calls_from_one_browser_hear_only_their_own_agent() {
 /// An avatar server publishing to viewers (SPEC W5): the built-in face at
 /// `w`×`h`, 25 fps, reports kept.
 async fn watched_avatar(w: u32, h: u32) -> sotto_server::avatar::AvatarServer {
-    let publishing = sotto_server::avatar::viewers::Publishing {
+    let publishing = sotto_server::avatar::viewers::ViewersConfig {
         keep_reports: true,
-        ..sotto_server::avatar::viewers::Publishing::default()
+        ..sotto_server::avatar::viewers::ViewersConfig::default()
     };
     sotto_integration::published_avatar_server(AVATAR_SECRET, (w, h), publishing).await
 }

@@ -225,7 +225,7 @@ async fn a_call_speaks_through_the_avatar() {
     let avatar = sotto_integration::published_avatar_server(
         secret,
         (64, 48),
-        sotto_server::avatar::viewers::Publishing::default(),
+        sotto_server::avatar::viewers::ViewersConfig::default(),
     )
     .await;
     let engine = call_engine().await;

@@ -20,7 +20,7 @@ use sotto_media::vp8::{Picture, Vp8Decoder};
 use sotto_net::call::opus_track;
 use sotto_net::video::{vp8_track, Vp8Receiver};
 use sotto_net::{av_peer, complete_local, connected, peer::LOOPBACK, RtpCodecKind};
-use sotto_server::avatar::viewers::Publishing;
+use sotto_server::avatar::viewers::ViewersConfig;
 use sotto_server::avatar::AvatarServer;
 use webrtc::peer_connection::RTCSessionDescription;
 
@@ -61,10 +61,10 @@ const W: u32 = 320;
 const H: u32 = 240;
 
 async fn avatar_server(viewer_secret: Option<&str>, max_viewers: usize) -> AvatarServer {
-    let publishing = Publishing {
+    let publishing = ViewersConfig {
         max_viewers,
         viewer_secret: viewer_secret.map(str::to_owned),
-        ..Publishing::default()
+        ..ViewersConfig::default()
     };
     sotto_integration::published_avatar_server(SECRET, (W, H), publishing).await
 }

@@ -1,7 +1,8 @@
 //! HTTP input typed at the edge (SPEC S1, S3) and the answers every route
 //! shares: an SDP offer ([`SdpOffer`]: content type, declared size, a
-//! bounded read, UTF-8), a bearer token checked against the server's
-//! secret ([`Authorized`]) before any body is read, CORS for pages of
+//! bounded read, UTF-8; [`OfferHeaders`] checks what its headers say
+//! first), a bearer token checked against the server's secret
+//! ([`Authorized`]) before any body is read, CORS for pages of
 //! other origins, JSON answers.
 
 use axum::body::Body;
@@ -168,12 +169,34 @@ impl<S: Send + Sync> FromRequest<S> for SdpOffer {
     }
 }
 
-/// A server that may ask for a bearer token on some routes (SPEC S3).
-pub trait TokenGate {
+/// A server's state as its extractors see it: the secret its bearer
+/// tokens are signed with (SPEC S3), and where a refused request is
+/// counted.
+pub trait Gate {
     /// The secret tokens are signed with; `None`: no token is asked for.
     fn secret(&self) -> Option<&str>;
-    /// Counts a request refused for its token.
+    /// Counts a request refused by an extractor.
     fn refused(&self);
+}
+
+/// The headers of a request carrying an SDP offer, checked before anything
+/// else and before its body is read: `application/sdp` (else 415), a
+/// declared length within [`MAX_OFFER_BYTES`] (else 413). The body is read
+/// afterwards with [`SdpOffer::read`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OfferHeaders;
+
+impl<G: Gate + Send + Sync> FromRequestParts<std::sync::Arc<G>> for OfferHeaders {
+    type Rejection = Refusal;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        gate: &std::sync::Arc<G>,
+    ) -> Result<Self, Self::Rejection> {
+        SdpOffer::check(&parts.headers)
+            .map(|()| Self)
+            .inspect_err(|_| gate.refused())
+    }
 }
 
 /// A request's bearer token, checked against the server's secret before
@@ -213,7 +236,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-impl<G: TokenGate + Send + Sync> FromRequestParts<std::sync::Arc<G>> for Authorized {
+impl<G: Gate + Send + Sync> FromRequestParts<std::sync::Arc<G>> for Authorized {
     type Rejection = Refusal;
 
     async fn from_request_parts(

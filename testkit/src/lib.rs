@@ -73,7 +73,7 @@ pub async fn face_avatar_server(secret: &str) -> AvatarServer {
 pub async fn published_avatar_server(
     secret: &str,
     (w, h): (u32, u32),
-    publishing: sotto_server::avatar::viewers::Publishing,
+    publishing: sotto_server::avatar::viewers::ViewersConfig,
 ) -> AvatarServer {
     let config = ServerConfig {
         clock: None,

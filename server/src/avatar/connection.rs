@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use webrtc::data_channel::{DataChannel, DataChannelEvent};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use super::{Counters, SampleClock, Shared};
+use super::{AvatarServerState, Counters, SampleClock};
 use sotto_avatar::playout::Playout;
 use sotto_net::avatar::{Control, CONTROL_LABEL};
 use sotto_net::peer::{Peer, PeerEvents};
@@ -59,7 +59,7 @@ pub(crate) async fn connection(
     pc: Peer,
     mut events: PeerEvents,
     mut playout: Playout,
-    shared: Arc<Shared>,
+    shared: Arc<AvatarServerState>,
 ) {
     let stats = Arc::clone(&shared.stats);
     let (inbox_tx, mut inbox) = mpsc::channel(INBOX);
@@ -197,13 +197,13 @@ pub(crate) async fn connection(
 
 /// Whether this message is a segment end a test asked to lose.
 #[cfg(not(feature = "fault-injection"))]
-fn lost_segment_end(_: &Shared, _: &[u8]) -> bool {
+fn lost_segment_end(_: &AvatarServerState, _: &[u8]) -> bool {
     false
 }
 
 /// Whether this message is a segment end a test asked to lose.
 #[cfg(feature = "fault-injection")]
-fn lost_segment_end(shared: &Shared, data: &[u8]) -> bool {
+fn lost_segment_end(shared: &AvatarServerState, data: &[u8]) -> bool {
     let lose = &shared.faults.lose_segment_ends;
     if lose.load(Ordering::Relaxed) == 0 {
         return false;

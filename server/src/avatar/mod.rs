@@ -19,7 +19,7 @@ use crate::token;
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
 use sotto_avatar::publish::{PublishConfig, Publisher, PublisherSink};
 use sotto_avatar::sink::BothSinks;
-use viewers::{Published, Publishing};
+use viewers::{Published, ViewersConfig};
 
 use crate::accept::{serve_limited, ServerLimits};
 
@@ -62,7 +62,7 @@ pub struct ServerConfig {
     pub clock: Option<SampleClock>,
     /// Publish each avatar's voice and face to WebRTC viewers (SPEC W5;
     /// see [`viewers`]); `None`: nobody can watch.
-    pub publish: Option<Publishing>,
+    pub publish: Option<ViewersConfig>,
 }
 
 impl std::fmt::Debug for ServerConfig {
@@ -114,17 +114,17 @@ crate::stats::counters! {
 pub struct AvatarServer {
     addr: SocketAddr,
     stats: Arc<Counters>,
-    shared: Arc<Shared>,
+    shared: Arc<AvatarServerState>,
     stop: Option<oneshot::Sender<()>>,
 }
 
-impl std::fmt::Debug for Shared {
+impl std::fmt::Debug for AvatarServerState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shared").finish_non_exhaustive()
+        f.debug_struct("AvatarServerState").finish_non_exhaustive()
     }
 }
 
-pub(crate) struct Shared {
+pub(crate) struct AvatarServerState {
     pub(crate) config: ServerConfig,
     pub(crate) limits: ServerLimits,
     pub(crate) stats: Arc<Counters>,
@@ -172,7 +172,7 @@ impl AvatarServer {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stats = Arc::new(Counters::default());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(AvatarServerState {
             config,
             limits,
             stats: Arc::clone(&stats),
@@ -311,7 +311,7 @@ impl Drop for AvatarServer {
 /// 401 for a bad token, both before anything is made; a body over
 /// [`MAX_JOIN_BODY`] is refused (413) before it is read.
 async fn join(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AvatarServerState>>,
     Json(req): Json<JoinRequest>,
 ) -> Result<Json<JoinResponse>, (StatusCode, String)> {
     if let Err(e) = req.validate() {
@@ -416,7 +416,7 @@ async fn join(
 /// the server was asked to publish and cannot.
 fn publisher_for(
     req: &JoinRequest,
-    publishing: &Publishing,
+    publishing: &ViewersConfig,
     config: &ServerConfig,
     renderer: &dyn AvatarRenderer,
 ) -> Result<(Publisher, PublisherSink), (StatusCode, String)> {

@@ -1,6 +1,6 @@
 //! What a test page received, posted back for the test to read
 //! (`POST`/`GET /avatars/{id}/viewers/{viewer}/report`). Only with the
-//! `test-routes` feature, and then only when `Publishing::keep_reports`.
+//! `test-routes` feature, and then only when `ViewersConfig::keep_reports`.
 
 use std::sync::Arc;
 
@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 
-use super::Shared;
+use super::AvatarServerState;
 use crate::http::{with_cors as cors, Refusal};
 
 /// A report a test page posts: a minute of 48 kHz f32 voice and a few
@@ -19,7 +19,7 @@ const REPORT_LIMIT: usize = 16 << 20;
 const REPORTS_KEPT: usize = 8;
 
 /// The routes.
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<AvatarServerState>> {
     Router::new().route(
         "/avatars/{id}/viewers/{viewer}/report",
         axum::routing::post(put_report)
@@ -40,7 +40,11 @@ fn number(raw: &str) -> Option<u64> {
 }
 
 /// The report slot of a viewer, or why there is none (a 404).
-fn report_key(shared: &Shared, raw: &str, viewer: &str) -> Result<(u64, u64), &'static str> {
+fn report_key(
+    shared: &AvatarServerState,
+    raw: &str,
+    viewer: &str,
+) -> Result<(u64, u64), &'static str> {
     if !shared
         .config
         .publish
@@ -57,7 +61,7 @@ fn report_key(shared: &Shared, raw: &str, viewer: &str) -> Result<(u64, u64), &'
 
 /// `POST …/report`: what a test page received, kept as it came.
 async fn put_report(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AvatarServerState>>,
     Path((raw, viewer)): Path<(String, String)>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -76,7 +80,7 @@ async fn put_report(
 
 /// `GET …/report`: the report a page posted; 404 until there is one.
 async fn report(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AvatarServerState>>,
     Path((raw, viewer)): Path<(String, String)>,
 ) -> Response {
     let key = match report_key(&shared, &raw, &viewer) {

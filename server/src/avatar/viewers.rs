@@ -8,13 +8,13 @@
 //! - `GET` on it: where the viewer's RTP timestamps start, as JSON.
 //! - `GET /watch`: a page that watches the first avatar playing.
 //!
-//! With the `test-routes` feature and `Publishing::keep_reports`, a test
+//! With the `test-routes` feature and `ViewersConfig::keep_reports`, a test
 //! page may also post what it received to `…/report` (see `reports`).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
@@ -22,12 +22,14 @@ use axum::Router;
 
 use sotto_avatar::publish::{Publisher, ViewerError};
 
-use super::Shared;
-use crate::http::{json, preflight, script, with_cors, Authorized, Refusal, SdpOffer, TokenGate};
+use super::AvatarServerState;
+use crate::http::{
+    json, preflight, script, with_cors, Authorized, Gate, OfferHeaders, Refusal, SdpOffer,
+};
 
 /// How a server publishes its avatars to viewers.
 #[derive(Debug, Clone)]
-pub struct Publishing {
+pub struct ViewersConfig {
     /// Opus bit rate of the voice, bits per second.
     pub voice_bitrate: u32,
     /// VP8 bit rate of the face, kbit/s.
@@ -43,7 +45,7 @@ pub struct Publishing {
     pub keep_reports: bool,
 }
 
-impl Default for Publishing {
+impl Default for ViewersConfig {
     fn default() -> Self {
         Self {
             voice_bitrate: 48_000,
@@ -67,7 +69,7 @@ pub(crate) struct Published {
 }
 
 /// The routes, for a server that publishes.
-pub(crate) fn routes() -> Router<Arc<Shared>> {
+pub(crate) fn routes() -> Router<Arc<AvatarServerState>> {
     Router::new()
         .route("/watch", get(page))
         .route("/sotto.js", get(script))
@@ -102,7 +104,7 @@ fn number(raw: &str) -> Option<u64> {
     raw.parse().ok()
 }
 
-fn publisher(shared: &Shared, raw: &str) -> Option<Publisher> {
+fn publisher(shared: &AvatarServerState, raw: &str) -> Option<Publisher> {
     let id = number(raw)?;
     let avatars = shared.avatars.lock().ok()?;
     avatars
@@ -113,7 +115,7 @@ fn publisher(shared: &Shared, raw: &str) -> Option<Publisher> {
 
 /// `GET /avatars`: id, participant, room and viewers of each avatar
 /// playing now.
-async fn list(State(shared): State<Arc<Shared>>) -> Response {
+async fn list(State(shared): State<Arc<AvatarServerState>>) -> Response {
     let list: Vec<serde_json::Value> = shared
         .avatars
         .lock()
@@ -142,10 +144,11 @@ async fn list(State(shared): State<Arc<Shared>>) -> Response {
 /// bad token when one is required, 404 for no such avatar, 503 past the
 /// viewer cap, 400 for an offer that cannot be answered; 201 otherwise.
 async fn add(
-    State(shared): State<Arc<Shared>>,
-    Path(raw): Path<String>,
+    State(shared): State<Arc<AvatarServerState>>,
+    OfferHeaders: OfferHeaders,
     Authorized(_): Authorized,
-    request: Request,
+    Path(raw): Path<String>,
+    body: axum::body::Body,
 ) -> Response {
     let stats = &shared.stats;
     let refused = |r: Refusal| {
@@ -153,13 +156,10 @@ async fn add(
         r.into_response()
     };
     // What the headers and the path can tell comes before the body.
-    if let Err(r) = SdpOffer::check(request.headers()) {
-        return refused(r);
-    }
     let Some(publisher) = publisher(&shared, &raw) else {
         return refused(Refusal::new(StatusCode::NOT_FOUND, "no such avatar"));
     };
-    let offer = match SdpOffer::read(request.into_body()).await {
+    let offer = match SdpOffer::read(body).await {
         Ok(SdpOffer(offer)) => offer,
         Err(r) => return refused(r),
     };
@@ -192,7 +192,7 @@ async fn add(
 
 /// `DELETE /avatars/{id}/viewers/{viewer}`: 204, or 404 for no such viewer.
 async fn leave(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AvatarServerState>>,
     Path((raw, viewer)): Path<(String, String)>,
 ) -> Response {
     let (Some(publisher), Some(viewer)) = (publisher(&shared, &raw), number(&viewer)) else {
@@ -208,7 +208,7 @@ async fn leave(
 /// `GET /avatars/{id}/viewers/{viewer}`: where its tracks' RTP timestamps
 /// start (pts 0 of the voice's clock), and the publisher's counters.
 async fn viewer(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<AvatarServerState>>,
     Path((raw, viewer)): Path<(String, String)>,
 ) -> Response {
     let found =
@@ -229,7 +229,7 @@ async fn viewer(
     }))
 }
 
-impl TokenGate for Shared {
+impl Gate for AvatarServerState {
     fn secret(&self) -> Option<&str> {
         self.config.publish.as_ref()?.viewer_secret.as_deref()
     }

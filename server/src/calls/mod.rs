@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::accept::{serve_limited, ServerLimits};
-use crate::http::{preflight, script, with_cors, Authorized, Refusal, SdpOffer, TokenGate};
+use crate::http::{
+    preflight, script, with_cors, Authorized, Gate, OfferHeaders, Refusal, SdpOffer,
+};
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
@@ -118,7 +120,7 @@ struct Live {
     stats: Option<Arc<dyn Fn() -> sotto::CallStats + Send + Sync>>,
 }
 
-struct Shared {
+struct CallServerState {
     engine: Engine,
     config: ServeConfig,
     calls: Mutex<HashMap<u64, Live>>,
@@ -129,7 +131,7 @@ struct Shared {
 /// A running call server.
 pub struct CallServer {
     addr: SocketAddr,
-    shared: Arc<Shared>,
+    shared: Arc<CallServerState>,
     stop: Option<oneshot::Sender<()>>,
 }
 
@@ -154,7 +156,7 @@ impl CallServer {
         let addr = listener.local_addr()?;
         let stats = Arc::new(Counters::default());
         let limits = config.limits;
-        let shared = Arc::new(Shared {
+        let shared = Arc::new(CallServerState {
             engine,
             config,
             calls: Mutex::new(HashMap::new()),
@@ -229,7 +231,7 @@ fn refuse(code: StatusCode, why: &str) -> Response {
     Refusal::new(code, why).into_response()
 }
 
-impl TokenGate for Shared {
+impl Gate for CallServerState {
     fn secret(&self) -> Option<&str> {
         self.config.token_secret.as_deref()
     }
@@ -245,7 +247,7 @@ async fn page() -> Html<&'static str> {
 
 /// `GET /config`: what the page needs to know of the server (where the
 /// avatar is watched, when calls speak through one).
-async fn page_config(State(shared): State<Arc<Shared>>) -> Response {
+async fn page_config(State(shared): State<Arc<CallServerState>>) -> Response {
     let avatar = shared.config.avatar.as_ref().map(|a| a.watch_base.clone());
     let mut r = serde_json::json!({ "avatar": avatar })
         .to_string()
@@ -284,12 +286,13 @@ async fn attach_avatar(
 /// bad token when one is required, 503 past the call cap, 400 for an offer
 /// that cannot be answered; 201 with the answer otherwise.
 async fn create(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<CallServerState>>,
+    OfferHeaders: OfferHeaders,
     Authorized(claims): Authorized,
-    offer: Result<SdpOffer, Refusal>,
+    body: axum::body::Body,
 ) -> Response {
     let stats = &shared.stats;
-    let offer = match offer {
+    let offer = match SdpOffer::read(body).await {
         Ok(SdpOffer(offer)) => offer,
         Err(refusal) => {
             stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -323,7 +326,7 @@ async fn create(
         );
         id
     };
-    let forget = move |shared: &Shared| {
+    let forget = move |shared: &CallServerState| {
         if let Ok(mut calls) = shared.calls.lock() {
             calls.remove(&id);
         }
@@ -429,7 +432,7 @@ fn call_id(raw: &str) -> Option<u64> {
 }
 
 /// `DELETE /calls/{id}`: 204, or 404 for no such call.
-async fn end(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+async fn end(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
     let hang_up = call_id(&raw).and_then(|id| {
         let mut calls = shared.calls.lock().ok()?;
         calls.get_mut(&id)?.hang_up.take()
@@ -445,7 +448,10 @@ async fn end(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Resp
 
 /// `GET /calls/{id}/stats`: the call's counters as JSON (packets each
 /// way, losses, jitter, the microphone's level), for its page to show.
-async fn call_stats(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+async fn call_stats(
+    State(shared): State<Arc<CallServerState>>,
+    Path(raw): Path<String>,
+) -> Response {
     let reader = call_id(&raw).and_then(|id| {
         let calls = shared.calls.lock().ok()?;
         calls.get(&id)?.stats.clone()
@@ -476,7 +482,11 @@ async fn call_stats(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) 
 
 /// `GET /calls/{id}/events?after=N`: the call's events after the N-th, as
 /// JSON, for its page to show.
-async fn events(State(shared): State<Arc<Shared>>, Path(raw): Path<String>, uri: Uri) -> Response {
+async fn events(
+    State(shared): State<Arc<CallServerState>>,
+    Path(raw): Path<String>,
+    uri: Uri,
+) -> Response {
     let after = uri
         .query()
         .unwrap_or("")

@@ -13,10 +13,10 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-use super::{call_id, cors, refuse, Shared};
+use super::{call_id, cors, refuse, CallServerState};
 
 /// The routes: `POST`/`GET /calls/{id}/recording`, `GET /calls/{id}/mic`.
-pub(super) fn routes() -> Router<Arc<Shared>> {
+pub(super) fn routes() -> Router<Arc<CallServerState>> {
     Router::new()
         .route(
             "/calls/{id}/recording",
@@ -62,7 +62,10 @@ pub(super) fn mic_keeper(recorded: Arc<std::sync::Mutex<Recorded>>) -> super::ag
 }
 
 /// The call's recordings, or why there are none (a 404).
-fn slot(shared: &Shared, raw: &str) -> Result<Arc<std::sync::Mutex<Recorded>>, &'static str> {
+fn slot(
+    shared: &CallServerState,
+    raw: &str,
+) -> Result<Arc<std::sync::Mutex<Recorded>>, &'static str> {
     if !shared.config.keep_recordings {
         return Err("recordings are not kept");
     }
@@ -77,7 +80,7 @@ fn slot(shared: &Shared, raw: &str) -> Result<Arc<std::sync::Mutex<Recorded>>, &
 /// `POST /calls/{id}/recording`: what the page heard (f32 little-endian,
 /// 48 kHz mono) and its report in the `X-Sotto-Report` header.
 async fn put(
-    State(shared): State<Arc<Shared>>,
+    State(shared): State<Arc<CallServerState>>,
     Path(raw): Path<String>,
     headers: HeaderMap,
     body: axum::body::Bytes,
@@ -101,7 +104,7 @@ async fn put(
 
 /// `GET /calls/{id}/recording`: the recording a page posted, its report in
 /// `X-Sotto-Report`; 404 until there is one.
-async fn heard(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+async fn heard(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
     let slot = match slot(&shared, &raw) {
         Ok(s) => s,
         Err(why) => return refuse(StatusCode::NOT_FOUND, why),
@@ -121,7 +124,7 @@ async fn heard(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Re
 
 /// `GET /calls/{id}/mic`: the call's microphone as the agent got it so
 /// far (f32 little-endian at the engine's rate and channels).
-async fn mic(State(shared): State<Arc<Shared>>, Path(raw): Path<String>) -> Response {
+async fn mic(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
     let slot = match slot(&shared, &raw) {
         Ok(s) => s,
         Err(why) => return refuse(StatusCode::NOT_FOUND, why),
