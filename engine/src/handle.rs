@@ -28,7 +28,7 @@ pub enum SessionError {
     #[error("waiting for the offline clock, which renders only when asked and was not")]
     NotRendering,
     /// The session's mailbox already holds
-    /// [`MAILBOX_LIMIT`](crate::MAILBOX_LIMIT) messages the
+    /// [`SessionHandle::MAILBOX_LIMIT`] messages the
     /// session has not handled yet: the caller sends faster than the
     /// session can take them (SPEC S5). Nothing was sent; await earlier
     /// pushes or yield before sending more.
@@ -386,7 +386,7 @@ impl SessionHandle {
     }
 
     /// Messages from the application (pushes and control calls) the
-    /// session has not handled yet; at [`MAILBOX_LIMIT`](crate::MAILBOX_LIMIT)
+    /// session has not handled yet; at [`SessionHandle::MAILBOX_LIMIT`]
     /// further sends fail with [`SessionError::Busy`] (SPEC S5, R4).
     #[must_use]
     pub fn mailbox_len(&self) -> usize {

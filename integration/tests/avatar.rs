@@ -14,6 +14,7 @@ use sotto::{LinkConfig, LinkError};
 use sotto_avatar::face::FaceRenderer;
 use sotto_avatar::playout::{AvatarRenderer, Playout, PlayoutConfig, PTS_RATE};
 use sotto_avatar::sink::MemorySink;
+use sotto_integration::wait_until;
 use sotto_server::avatar::{AvatarServer, ServerConfig};
 use sotto_server::token::{self, Claims};
 use tokio::sync::mpsc::Receiver;
@@ -102,14 +103,6 @@ async fn next_avatar_event(
         {
             return k;
         }
-    }
-}
-
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }
 

@@ -12,21 +12,12 @@ use std::time::{Duration, Instant};
 
 use assert_no_alloc::AllocDisabler;
 use sotto::{Clock, DeviceEvent, EchoConfig, Engine, EngineConfig, InputConfig, SessionConfig};
-use sotto_integration::{scratch_dir, tone_s16, use_alsa_config};
+use sotto_integration::{scratch_dir, tone_s16, use_alsa_config, wait_until};
 use tokio::sync::mpsc::Receiver;
 
 /// Counts allocations on threads that forbid them: the audio callbacks.
 #[global_allocator]
 static ALLOCATOR: AllocDisabler = AllocDisabler;
-
-/// Waits for `cond`, failing with `what` after 20 s.
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
 
 async fn next_move(moves: &mut Receiver<DeviceEvent>) -> DeviceEvent {
     tokio::time::timeout(Duration::from_secs(20), moves.recv())

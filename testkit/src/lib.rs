@@ -269,3 +269,37 @@ pub async fn held_connections_closed(addr: std::net::SocketAddr, count: usize) -
     }
     started.elapsed()
 }
+
+/// An offline engine at the defaults with one session of `config`, and
+/// that session's events.
+///
+/// # Panics
+/// If the engine or the session does not start (a test failure).
+pub async fn setup(
+    config: sotto::SessionConfig,
+) -> (Engine, sotto::SessionHandle, Receiver<SessionEvent>) {
+    let engine = Engine::start(EngineConfig::default())
+        .await
+        .expect("a default engine starts");
+    let s = engine
+        .create_session(config)
+        .await
+        .expect("the session starts");
+    let events = s.events();
+    (engine, s, events)
+}
+
+/// Polls `cond` every 5 ms until it holds.
+///
+/// # Panics
+/// After 20 s without it, naming `what`.
+pub async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}

@@ -26,13 +26,6 @@ fn decode(path: &Path, rate: u32, channels: usize) -> (Vec<f32>, PassEnd) {
         .unwrap()
 }
 
-async fn setup(config: SessionConfig) -> (Engine, SessionHandle, Events) {
-    let engine = Engine::start(EngineConfig::default()).await.unwrap();
-    let s = engine.create_session(config).await.unwrap();
-    let ev = s.events();
-    (engine, s, ev)
-}
-
 fn mixing(path: &Path, looping: bool) -> BackgroundConfig {
     BackgroundConfig {
         path: path.to_owned(),

@@ -19,13 +19,6 @@ use tokio::sync::mpsc::Receiver;
 
 type Events = Receiver<SessionEvent>;
 
-async fn setup(config: SessionConfig) -> (Engine, SessionHandle, Events) {
-    let engine = Engine::start(EngineConfig::default()).await.unwrap();
-    let s = engine.create_session(config).await.unwrap();
-    let ev = s.events();
-    (engine, s, ev)
-}
-
 fn cfg() -> SessionConfig {
     SessionConfig::default()
 }
