@@ -12,7 +12,7 @@ use std::time::Duration;
 use assert_no_alloc::AllocDisabler;
 use sotto::{
     Clock, Duck, Engine, EngineConfig, Frame, FramesError, OutputConfig, OutputFrames,
-    SessionConfig, SessionError, SessionHandle, SessionOutput, SharedOutputConfig, SharedOutputId,
+    SessionConfig, SessionError, SessionHandle, SessionOutput, SharedOutputConfig,
 };
 use sotto_integration::tone_s16;
 
@@ -417,15 +417,6 @@ async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
     assert!(mix == sum, "the room holds the sum of its sessions");
     assert!(mix.iter().any(|v| v.abs() > 0.3), "the room was speaking");
 
-    let err = engine
-        .create_session(SessionConfig {
-            output: SessionOutput::Shared(SharedOutputId(7)),
-            ..SessionConfig::default()
-        })
-        .await
-        .unwrap_err();
-    assert!(err.to_string().contains("no shared output 7"), "{err}");
-
     engine.render(RATE as u64 / 50).await.unwrap();
     engine.remove_output(&room).await.unwrap();
     assert!(
@@ -436,6 +427,16 @@ async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
         room_frames.next_frame().await.unwrap_err(),
         FramesError::Closed
     );
+    // An output gone is gone: its id names nothing (and an id cannot be
+    // made up).
+    let err = engine
+        .create_session(SessionConfig {
+            output: SessionOutput::Shared(room.id()),
+            ..SessionConfig::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("no shared output"), "{err}");
     // Its sessions play on, heard by nobody.
     engine.render(RATE as u64 / 50).await.unwrap();
     engine.shutdown().await;

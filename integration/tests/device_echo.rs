@@ -8,7 +8,7 @@
 // Session methods send at once; dropping the returned future only skips its outcome.
 #![allow(clippy::let_underscore_future)]
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
 use sotto::{Clock, DeviceEvent, EchoConfig, Engine, EngineConfig, InputConfig, SessionConfig};

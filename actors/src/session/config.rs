@@ -118,7 +118,7 @@ impl SessionOutput {
 
 /// A shared output's number, given by the engine when it makes it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct SharedOutputId(pub u32);
+pub struct SharedOutputId(pub(crate) u32);
 
 /// How a shared output is set up (SPEC C1): like an own output, and a name.
 #[derive(Debug, Clone, PartialEq)]

@@ -10,14 +10,11 @@ use std::path::{Path, PathBuf};
 
 use sotto::{
     BackgroundConfig, BackgroundError, BackgroundMode, Duck, Engine, EngineConfig, EngineError,
-    SessionConfig, SessionEvent, SessionEventKind as K, SessionHandle,
+    SessionConfig, SessionEvent, SessionEventKind as K,
 };
 use sotto_actors::decode::DecodeError;
 use sotto_actors::decode::{FileDecoder, PassEnd};
 use sotto_integration::*;
-use tokio::sync::mpsc::Receiver;
-
-type Events = Receiver<SessionEvent>;
 
 fn decode(path: &Path, rate: u32, channels: usize) -> (Vec<f32>, PassEnd) {
     FileDecoder::open(path, rate, channels)

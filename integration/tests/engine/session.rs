@@ -10,14 +10,11 @@ use std::time::Duration;
 use proptest::prelude::*;
 use sotto::{
     Engine, EngineConfig, PushOutcome, SampleFormat, SessionConfig, SessionError, SessionEvent,
-    SessionEventKind as K, SessionHandle,
+    SessionEventKind as K,
 };
 use sotto_actors::Recorder;
 use sotto_integration::*;
 use sotto_rt::fade_gain;
-use tokio::sync::mpsc::Receiver;
-
-type Events = Receiver<SessionEvent>;
 
 fn cfg() -> SessionConfig {
     SessionConfig::default()
