@@ -109,6 +109,9 @@ impl From<sotto_actors::SessionClosed> for SessionError {
     }
 }
 
+// The engine's bound is the session actor's.
+const _: () = assert!(SessionHandle::MAILBOX_LIMIT == sotto_actors::session::MAILBOX_LIMIT);
+
 impl From<sotto_actors::session::SendError> for SessionError {
     fn from(e: sotto_actors::session::SendError) -> Self {
         match e {
@@ -155,7 +158,7 @@ impl std::fmt::Debug for SessionHandle {
 impl SessionHandle {
     /// Messages from the application a session's mailbox holds at most
     /// (SPEC S5); past it a message is refused with [`SessionError::Busy`].
-    pub const MAILBOX_LIMIT: usize = sotto_actors::session::MAILBOX_LIMIT;
+    pub const MAILBOX_LIMIT: usize = 4096;
 
     pub(crate) fn new(
         shared: Arc<SessionShared>,

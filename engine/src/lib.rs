@@ -58,6 +58,7 @@ pub use sotto_rt::FrameLength;
 // Background audio under the voice.
 pub use background::BackgroundHandle;
 pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
+pub use sotto_actors::decode::DecodeError;
 
 // Calls over WebRTC.
 pub use call::{CallConfig, CallError, CallEvent, CallHandle, CallStats};

@@ -44,12 +44,15 @@ pub enum EngineError {
     Stopped,
 }
 
+// The actors' own errors stay out of the public API; their text is kept.
+#[doc(hidden)]
 impl From<CreateError> for EngineError {
     fn from(e: CreateError) -> Self {
         Self::Create(e.to_string())
     }
 }
 
+#[doc(hidden)]
 impl From<SettleTimeout> for EngineError {
     fn from(e: SettleTimeout) -> Self {
         Self::Stuck(e.to_string())
