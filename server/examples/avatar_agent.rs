@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             SessionEventKind::AvatarSegmentEnded {
                 playback_position, ..
             } => {
-                println!("the avatar played {playback_position} samples of the answer");
+                println!("the avatar played {playback_position:.2} s of the answer");
                 break;
             }
             _ => {}
