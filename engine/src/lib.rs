@@ -74,7 +74,7 @@ pub use sotto_actors::capture::echo_link::EchoStats;
 pub use sotto_actors::capture::input::{CaptureChunk, DeviceInput, InputConfig};
 pub use sotto_actors::device_manager::DeviceEvent;
 pub use sotto_actors::devices::{devices, DeviceError, DeviceInfo};
-pub use sotto_media::echo::{EchoConfig, EchoError};
+pub use sotto_media::echo::EchoConfig;
 
 /// The README's and the guide's Rust examples, compiled (and the runnable
 /// ones run) as doctests, so the text a reader pastes is the text the test
