@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
@@ -40,17 +39,6 @@ fn write_wav(path: &Path) {
     std::fs::write(path, b).unwrap();
 }
 
-fn encode(wav: &Path, out: &Path, args: &[&str]) {
-    let status = Command::new("ffmpeg")
-        .args(["-y", "-loglevel", "error", "-i"])
-        .arg(wav)
-        .args(args)
-        .arg(out)
-        .status()
-        .expect("ffmpeg must be installed (make test installs it)");
-    assert!(status.success());
-}
-
 fn files() -> Vec<(&'static str, PathBuf)> {
     let dir = std::env::temp_dir().join(format!("sotto-decode-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -65,7 +53,7 @@ fn files() -> Vec<(&'static str, PathBuf)> {
     ];
     for (name, ext, args) in formats {
         let path = dir.join(format!("music.{ext}"));
-        encode(&wav, &path, args);
+        sotto_testkit::ffmpeg(&wav, &path, args);
         out.push((name, path));
     }
     out

@@ -40,6 +40,22 @@ impl IntoResponse for Refusal {
     }
 }
 
+/// `code` for `why`, answered with CORS.
+#[must_use]
+pub fn refuse(code: StatusCode, why: &str) -> Response {
+    Refusal::new(code, why).into_response()
+}
+
+/// A number from a request's path (a call's, an avatar's, a viewer's
+/// id); anything else, or one longer than a `u64` can be, names nothing.
+#[must_use]
+pub fn path_number(raw: &str) -> Option<u64> {
+    if raw.len() > 20 {
+        return None;
+    }
+    raw.parse().ok()
+}
+
 /// The methods a page of another origin may use on these servers.
 const CORS_METHODS: &str = "GET, POST, DELETE, OPTIONS";
 

@@ -10,7 +10,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 
 use super::AvatarServerState;
-use crate::http::{with_cors as cors, Refusal};
+use crate::http::{path_number as number, refuse, with_cors as cors};
 
 /// A report a test page posts: a minute of 48 kHz f32 voice and a few
 /// thousand frames' numbers.
@@ -26,17 +26,6 @@ pub(super) fn routes() -> Router<Arc<AvatarServerState>> {
             .layer(DefaultBodyLimit::max(REPORT_LIMIT))
             .get(report),
     )
-}
-
-fn refuse(code: StatusCode, why: &str) -> Response {
-    Refusal::new(code, why).into_response()
-}
-
-fn number(raw: &str) -> Option<u64> {
-    if raw.len() > 20 {
-        return None;
-    }
-    raw.parse().ok()
 }
 
 /// The report slot of a viewer, or why there is none (a 404).

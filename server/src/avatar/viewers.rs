@@ -24,7 +24,8 @@ use sotto_avatar::publish::{Publisher, ViewerError};
 
 use super::AvatarServerState;
 use crate::http::{
-    json, preflight, script, with_cors, Authorized, Gate, OfferHeaders, Refusal, SdpOffer,
+    json, path_number as number, preflight, refuse, script, with_cors as cors, Authorized, Gate,
+    OfferHeaders, Refusal, SdpOffer,
 };
 
 /// How a server publishes its avatars to viewers.
@@ -84,26 +85,11 @@ pub(crate) fn routes() -> Router<Arc<AvatarServerState>> {
         )
 }
 
-fn cors(r: Response) -> Response {
-    with_cors(r)
-}
-
-fn refuse(code: StatusCode, why: &str) -> Response {
-    Refusal::new(code, why).into_response()
-}
-
 async fn page() -> Html<&'static str> {
     Html(include_str!("watch.html"))
 }
 
 /// A number in a path; anything else (or one too long to be ours) is none.
-fn number(raw: &str) -> Option<u64> {
-    if raw.len() > 20 {
-        return None;
-    }
-    raw.parse().ok()
-}
-
 fn publisher(shared: &AvatarServerState, raw: &str) -> Option<Publisher> {
     let id = number(raw)?;
     let avatars = shared.avatars.lock().ok()?;

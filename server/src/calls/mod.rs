@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::accept::{serve_limited, ServerLimits};
 use crate::http::{
-    preflight, script, with_cors, Authorized, Gate, OfferHeaders, Refusal, SdpOffer,
+    path_number as call_id, preflight, refuse, script, with_cors as cors, Authorized, Gate,
+    OfferHeaders, SdpOffer,
 };
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
@@ -223,14 +224,6 @@ impl Drop for CallServer {
     }
 }
 
-fn cors(r: Response) -> Response {
-    with_cors(r)
-}
-
-fn refuse(code: StatusCode, why: &str) -> Response {
-    Refusal::new(code, why).into_response()
-}
-
 impl Gate for CallServerState {
     fn secret(&self) -> Option<&str> {
         self.config.token_secret.as_deref()
@@ -421,14 +414,6 @@ async fn create(
         h.insert(header::LOCATION, v);
     }
     cors(r)
-}
-
-/// The id in a call's path; anything but a number is no call.
-fn call_id(raw: &str) -> Option<u64> {
-    if raw.len() > 20 {
-        return None;
-    }
-    raw.parse().ok()
 }
 
 /// `DELETE /calls/{id}`: 204, or 404 for no such call.
