@@ -1,9 +1,12 @@
-//! What crosses the network between Sotto's processes, shared by the agent
-//! side (`sotto-actors`) and the avatar side (`sotto-avatar`) so that
-//! neither needs the other: WebRTC peers kept on loopback, and the avatar
-//! link's wire protocol.
+//! Sotto's network plumbing, in pure Rust (no C codec, no echo module):
+//! WebRTC peers kept on loopback ([`peer`]), a call's answer and its Opus
+//! RTP track ([`call`]), the avatar's VP8 RTP packets ([`video`]), and the
+//! avatar link's wire protocol ([`avatar`]), shared by the agent side and
+//! the avatar side so neither needs the other. Encoding lives in
+//! `sotto-media`.
 //!
-//! Everything here runs on the tokio runtime; nothing is on an audio thread.
+//! Peers and tracks run on the tokio runtime; nothing here is reachable
+//! from an audio thread.
 #![deny(missing_docs)]
 
 pub mod avatar;
