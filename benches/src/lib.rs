@@ -4,7 +4,7 @@
 /// `n` frames of a mono s16 sine at amplitude 8000, as bytes.
 #[must_use]
 pub fn tone_s16(n: usize, freq: f32, rate: u32) -> Vec<u8> {
-    sotto_cli::signal::tone_s16(n, freq, rate, 8000.0)
+    sotto_testkit::signal::tone_s16(n, freq, rate, 8000.0)
 }
 
 /// CPU seconds of this process's threads from `/proc/self/task`: all of

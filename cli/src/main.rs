@@ -5,8 +5,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
+mod measure;
+mod plot;
 mod render;
+// The tests, benchmarks and fuzz targets compile these same files through
+// sotto-testkit and drive parts the program does not call (the rendered
+// samples in memory, the step list, the f32 tone writer).
+#[allow(dead_code, unused_imports)]
+mod scenario;
 mod serve_cmd;
+#[allow(dead_code)]
+mod signal;
+mod soak;
 
 use render::RenderFiles;
 
@@ -249,15 +259,15 @@ fn main() -> ExitCode {
             render_threads,
             report,
         } => runtime.block_on(soak(
-            sotto_cli::soak::SoakConfig {
+            crate::soak::SoakConfig {
                 sessions: calls.unwrap_or(sessions),
                 calls: calls.is_some(),
                 seconds,
                 background,
                 interrupt_every,
                 clock: match clock {
-                    SoakClockArg::Virtual => sotto_cli::soak::SoakClock::Virtual,
-                    SoakClockArg::Offline => sotto_cli::soak::SoakClock::Offline,
+                    SoakClockArg::Virtual => crate::soak::SoakClock::Virtual,
+                    SoakClockArg::Offline => crate::soak::SoakClock::Offline,
                 },
                 seed: 1,
                 render_threads: render_threads
@@ -451,8 +461,8 @@ fn devices() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-async fn soak(config: sotto_cli::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
-    let result = sotto_cli::soak::run(&config, |t, r| {
+async fn soak(config: crate::soak::SoakConfig, out: Option<PathBuf>) -> ExitCode {
+    let result = crate::soak::run(&config, |t, r| {
         eprint!(
             "\r{t:6.1}/{:.0} s  {} {}  {} turns  late {} ({} while the host stole, {} in {} machine pauses)  underruns {}  lost frames {}  p99 block {:.0} µs  cpu {:.0}%  rss {} MiB   ",
             config.seconds,

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use sotto_cli::scenario::{OutFiles, RenderClock, RenderOptions, Scenario};
+use crate::scenario::{OutFiles, RenderClock, RenderOptions, Scenario};
 
 use crate::{ClockArg, FormatArg};
 
@@ -96,7 +96,7 @@ pub(crate) async fn render(
         }
     }
     if let Some(path) = &plot {
-        if let Err(e) = sotto_cli::plot::plot(&rendered, path) {
+        if let Err(e) = crate::plot::plot(&rendered, path) {
             eprintln!("sotto: {e}");
             return ExitCode::from(1);
         }
@@ -117,13 +117,13 @@ pub(crate) async fn render(
 }
 
 /// The event log, a line each.
-fn print_events(rendered: &sotto_cli::scenario::Rendered) {
+fn print_events(rendered: &crate::scenario::Rendered) {
     for e in &rendered.events {
         let extra: Vec<String> = e.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
             "  {:>8.3}s  {:<8} {:<17} {}",
             e.sample as f64 / f64::from(rendered.sample_rate),
-            sotto_cli::scenario::printable(&e.session),
+            crate::scenario::printable(&e.session),
             e.event,
             extra.join(" ")
         );

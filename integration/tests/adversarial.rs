@@ -148,7 +148,7 @@ async fn hostile_joins_are_refused_before_anything_is_made() {
     // Twenty rounds: what sized gigabytes once must now size nothing. The
     // bound is loose because the binary's other tests share the process.
     const ROUNDS: u64 = 20;
-    let before = sotto_cli::measure::rss().current_kib;
+    let before = sotto_testkit::measure::rss().current_kib;
     for _ in 0..ROUNDS {
         for (what, req) in &probes {
             let started = Instant::now();
@@ -159,7 +159,7 @@ async fn hostile_joins_are_refused_before_anything_is_made() {
             assert!(started.elapsed() < Duration::from_secs(1), "{what}");
         }
     }
-    let grown = sotto_cli::measure::rss().current_kib.saturating_sub(before);
+    let grown = sotto_testkit::measure::rss().current_kib.saturating_sub(before);
     assert!(grown < 256 * 1024, "grew {grown} KiB over the probes");
     // Over the body limit: refused before it is read.
     let big = format!("{{\"room_name\":\"{}\"}}", "a".repeat(MAX_JOIN_BODY + 1));

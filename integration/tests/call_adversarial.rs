@@ -94,7 +94,7 @@ async fn hostile_offers_are_refused_before_anything_is_made() {
         ),
     ];
     const ROUNDS: u64 = 10;
-    let before = sotto_cli::measure::rss().current_kib;
+    let before = sotto_testkit::measure::rss().current_kib;
     for _ in 0..ROUNDS {
         for (what, body) in &probes {
             let started = Instant::now();
@@ -109,7 +109,7 @@ async fn hostile_offers_are_refused_before_anything_is_made() {
             );
         }
     }
-    let grown = sotto_cli::measure::rss().current_kib.saturating_sub(before);
+    let grown = sotto_testkit::measure::rss().current_kib.saturating_sub(before);
     assert!(grown < 128 * 1024, "grew {grown} KiB over the probes");
     let stats = || server.stats();
     assert_eq!(stats().refused, ROUNDS * probes.len() as u64);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
 use sotto::{Clock, Engine, EngineConfig, SessionConfig};
-use sotto_cli::scenario::{RenderClock, Scenario};
+use sotto_testkit::scenario::{RenderClock, Scenario};
 use sotto_integration::tone_s16;
 
 #[global_allocator]

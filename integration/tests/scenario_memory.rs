@@ -7,8 +7,8 @@
 
 use std::path::Path;
 
-use sotto_cli::measure::rss;
-use sotto_cli::scenario::{OutFiles, RenderClock, RenderOptions, Scenario};
+use sotto_testkit::measure::rss;
+use sotto_testkit::scenario::{OutFiles, RenderClock, RenderOptions, Scenario};
 
 const MIB: u64 = 1024;
 

@@ -2,7 +2,7 @@
 //! interrupts, pauses and snapshots on the virtual clock; the report holds.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use sotto_cli::soak::{run, SoakClock, SoakConfig};
+use sotto_testkit::soak::{run, SoakClock, SoakConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_keeps_time_and_reports() {

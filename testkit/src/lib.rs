@@ -1,14 +1,27 @@
 //! What Sotto's tests and benchmarks share: generated audio (the tone
-//! generator the program uses too), `/proc` readings, engines and servers
-//! set up for tests, waits to a deadline, a headless browser, signal
-//! comparisons. Never shipped.
+//! generator the program uses too), `/proc` readings, the program's
+//! scenario runner and soak run, engines and servers set up for tests,
+//! waits to a deadline, a headless browser, signal comparisons. Never
+//! shipped.
 
 pub mod browser;
 pub mod compare;
+
+// The program's own modules, compiled in here by path: the program is a
+// binary with no library, and its scenario runner, soak run, tone
+// generator and `/proc` readings are what the tests, the benchmarks and the
+// fuzz targets drive. One source, so a scenario means the same render in
+// the program and in a test.
 #[path = "../../cli/src/measure.rs"]
 pub mod measure;
+#[path = "../../cli/src/plot.rs"]
+pub mod plot;
+#[path = "../../cli/src/scenario/mod.rs"]
+pub mod scenario;
 #[path = "../../cli/src/signal.rs"]
 pub mod signal;
+#[path = "../../cli/src/soak.rs"]
+pub mod soak;
 
 pub use signal::{quantize, sine, tone_s16};
 

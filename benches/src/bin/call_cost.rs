@@ -96,7 +96,7 @@ fn speech(seconds: u64) -> Vec<u8> {
     pcm.iter()
         .cycle()
         .take(want)
-        .flat_map(|s| sotto_cli::signal::quantize(*s).to_le_bytes())
+        .flat_map(|s| sotto_testkit::signal::quantize(*s).to_le_bytes())
         .collect()
 }
 
@@ -123,7 +123,7 @@ fn bare_opus_per_packet(pcm: &[u8]) -> f64 {
         .map(|b| f32::from(i16::from_le_bytes([b[0], b[1]])) / 32_768.0)
         .collect();
     let mut out = [0u8; 1_500];
-    let started = sotto_cli::measure::cpu_seconds();
+    let started = sotto_testkit::measure::cpu_seconds();
     let mut n = 0u64;
     for _ in 0..3 {
         for p in samples.chunks_exact(PACKET) {
@@ -131,7 +131,7 @@ fn bare_opus_per_packet(pcm: &[u8]) -> f64 {
             n += 1;
         }
     }
-    (sotto_cli::measure::cpu_seconds() - started) / n as f64
+    (sotto_testkit::measure::cpu_seconds() - started) / n as f64
 }
 
 async fn send(args: &Args) {

@@ -102,7 +102,7 @@ fn speech() -> Vec<i16> {
     ingest.push(&say.bytes, &mut pcm);
     ingest.flush(&mut pcm);
     pcm.iter()
-        .map(|&s| sotto_cli::signal::quantize(s))
+        .map(|&s| sotto_testkit::signal::quantize(s))
         .collect()
 }
 

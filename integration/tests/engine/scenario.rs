@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use sotto_cli::scenario::{RenderClock, Scenario, ScenarioError};
+use sotto_testkit::scenario::{RenderClock, Scenario, ScenarioError};
 
 fn examples() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
@@ -15,7 +15,7 @@ async fn same_scenario_same_bytes() {
     let a = p.render(RenderClock::Offline).await.unwrap();
     let b = p.render(RenderClock::Offline).await.unwrap();
     assert_eq!(a.samples.len(), 7 * 24_000);
-    let bits = |r: &sotto_cli::scenario::Rendered| {
+    let bits = |r: &sotto_testkit::scenario::Rendered| {
         r.samples.iter().map(|s| s.to_bits()).collect::<Vec<_>>()
     };
     assert_eq!(bits(&a), bits(&b));
@@ -410,7 +410,7 @@ async fn offline_avatar_acknowledgements_are_exact_and_repeat() {
          [[at]]\nt = 1.5\nsession = \"agent\"\nop = \"end_synthesis\"\n\
          [[at]]\nt = 2.0\nsession = \"agent\"\nop = \"interrupt\"\n";
     let p = Scenario::parse(text, "avatar-offline.toml", Path::new(".")).unwrap();
-    let acks = |r: &sotto_cli::scenario::Rendered| -> Vec<(u64, bool, f64, u64)> {
+    let acks = |r: &sotto_testkit::scenario::Rendered| -> Vec<(u64, bool, f64, u64)> {
         r.events
             .iter()
             .filter(|e| e.event == "avatar_segment_ended")
