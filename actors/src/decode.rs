@@ -21,7 +21,6 @@ const MAX_RATE_TERM: u32 = 4096;
 
 /// Why a background file cannot be played (SPEC B7).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum DecodeError {
     /// The file does not exist.
     #[error("{0}: no such file")]

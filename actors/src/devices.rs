@@ -5,7 +5,6 @@ use cpal::traits::{DeviceTrait, HostTrait};
 
 /// Why a device cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum DeviceError {
     /// No such device, or no default device (no sound card).
     #[error("no output device {0}")]

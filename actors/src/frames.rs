@@ -272,6 +272,7 @@ impl Framer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use sotto_rt::FromSlot;
     use sotto_rt::{
         Output, OutputId, OutputSpec, Renderer, RendererConfig, Saturation, SessionId, Voice,
         VoiceConfig, VoiceControl,
@@ -298,7 +299,7 @@ mod tests {
         });
         control.add_output(Box::new(output)).unwrap();
         let (mut voice_control, voice) = Voice::new(&VoiceConfig {
-            session: SessionId(0),
+            session: SessionId::from_slot(0),
             generation: 0,
             channels: 1,
             speech_capacity_frames: 10_000,

@@ -28,5 +28,5 @@ pub use session::{
     SessionEventKind, SessionMsg, SessionOutput, SessionShared, SharedOutputConfig, SharedOutputId,
     MAX_WAITING,
 };
-pub use sink::{AudioSink, Recorder, RecorderLog, SinkError, WavSink};
+pub use sink::{AudioSink, Recorder, RecorderLog, WavSink};
 pub use supervisor::{CreateError, EngineSupervisor, SupervisorArgs, SupervisorMsg};

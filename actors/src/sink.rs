@@ -6,10 +6,9 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-/// Why a sink gave up; the session detaches it and plays on.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SinkError(pub String);
+// A sink gives up with an `io::Error` (it is a writer of audio); the
+// session detaches it and plays on.
+type SinkError = std::io::Error;
 
 /// A receiver of a session's ingested speech.
 pub trait AudioSink: Send + 'static {
@@ -25,7 +24,7 @@ pub trait AudioSink: Send + 'static {
     /// Takes one chunk of interleaved f32 frames at the output format.
     ///
     /// # Errors
-    /// Any [`SinkError`] detaches the sink.
+    /// Any error detaches the sink; the session plays on.
     fn write(&mut self, frames: &[f32], sample_rate: u32, channels: usize)
         -> Result<(), SinkError>;
 
@@ -45,7 +44,7 @@ pub trait AudioSink: Send + 'static {
     /// and close, so nothing is left half-written.
     ///
     /// # Errors
-    /// A [`SinkError`] is logged, and reported as an event while the
+    /// An error is logged, and reported as an event while the
     /// session still has listeners.
     fn finish(&mut self) -> Result<(), SinkError> {
         Ok(())
@@ -113,7 +112,7 @@ impl AudioSink for Recorder {
         let mut log = self
             .inner
             .lock()
-            .map_err(|_| SinkError("recorder poisoned".into()))?;
+            .map_err(|_| SinkError::other("recorder poisoned"))?;
         log.frames.extend_from_slice(frames);
         Ok(())
     }
@@ -134,7 +133,7 @@ impl AudioSink for Recorder {
         let mut log = self
             .inner
             .lock()
-            .map_err(|_| SinkError("recorder poisoned".into()))?;
+            .map_err(|_| SinkError::other("recorder poisoned"))?;
         log.finished += 1;
         Ok(())
     }
@@ -166,20 +165,22 @@ impl WavSink {
     /// `channels` channels: the engine's output format.
     ///
     /// # Errors
-    /// [`SinkError`] naming the path when the file cannot be created or the
+    /// An error naming the path when the file cannot be created or the
     /// format cannot be written.
     pub fn create(path: &Path, sample_rate: u32, channels: usize) -> Result<Self, SinkError> {
         let spec = hound::WavSpec {
             channels: u16::try_from(channels)
                 .ok()
                 .filter(|&c| c > 0)
-                .ok_or_else(|| SinkError(format!("{channels} channels cannot be written")))?,
+                .ok_or_else(|| {
+                    SinkError::other(format!("{channels} channels cannot be written"))
+                })?,
             sample_rate,
             bits_per_sample: 16,
             sample_format: hound::SampleFormat::Int,
         };
         let writer = hound::WavWriter::create(path, spec)
-            .map_err(|e| SinkError(format!("{}: {e}", path.display())))?;
+            .map_err(|e| SinkError::other(format!("{}: {e}", path.display())))?;
         Ok(Self {
             name: format!("wav:{}", path.display()),
             path: path.to_owned(),
@@ -208,24 +209,23 @@ impl AudioSink for WavSink {
         channels: usize,
     ) -> Result<(), SinkError> {
         if (sample_rate, channels) != (self.sample_rate, self.channels) {
-            return Err(SinkError(format!(
+            return Err(SinkError::other(format!(
                 "{}: made for {} Hz x{}, given {sample_rate} Hz x{channels}",
                 self.path.display(),
                 self.sample_rate,
                 self.channels
             )));
         }
-        let writer = self
-            .writer
-            .as_mut()
-            .ok_or_else(|| SinkError(format!("{}: already finished", self.path.display())))?;
+        let writer = self.writer.as_mut().ok_or_else(|| {
+            SinkError::other(format!("{}: already finished", self.path.display()))
+        })?;
         for &v in frames {
             // The inverse of 16-bit ingest (x / 32768), so 16-bit input at
             // the output rate is written back bit for bit.
             let q = sotto_rt::to_s16(v);
             writer
                 .write_sample(q)
-                .map_err(|e| SinkError(format!("{}: {e}", self.path.display())))?;
+                .map_err(|e| SinkError::other(format!("{}: {e}", self.path.display())))?;
         }
         Ok(())
     }
@@ -234,7 +234,7 @@ impl AudioSink for WavSink {
         match self.writer.take() {
             Some(w) => w
                 .finalize()
-                .map_err(|e| SinkError(format!("{}: {e}", self.path.display()))),
+                .map_err(|e| SinkError::other(format!("{}: {e}", self.path.display()))),
             None => Ok(()),
         }
     }
@@ -251,7 +251,7 @@ mod tests {
         let path = dir.join("tee.wav");
         let missing = dir.join("no/such/dir.wav");
         let err = WavSink::create(&missing, 24_000, 1).unwrap_err();
-        assert!(err.0.contains("no/such/dir.wav"), "{err}");
+        assert!(err.to_string().contains("no/such/dir.wav"), "{err}");
         assert!(WavSink::create(&path, 24_000, 0).is_err());
 
         let mut sink = WavSink::create(&path, 24_000, 2).unwrap();

@@ -2,6 +2,7 @@
 //! session actor), removes them, and restarts a session actor that fails
 //! with a fresh voice in the same slot (SPEC R2).
 
+use sotto_rt::FromSlot;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -186,7 +187,7 @@ impl Actor for EngineSupervisor {
                     shard.sessions.fetch_sub(1, Ordering::Relaxed);
                     if shard.command_tx.push(Command::RemoveVoice(id)).is_err() {
                         tracing::error!(
-                            session = id.0,
+                            session = id.slot(),
                             "renderer command ring full; voice stays until the next removal"
                         );
                     }
@@ -279,14 +280,14 @@ impl SupervisorState {
             .ok_or(CreateError::NoFreeSlot(self.slots.len()))?;
         let shard = self.place(&config)?;
         let shared = SessionShared::new(
-            SessionId(index as u32),
+            SessionId::from_slot(index as u32),
             config,
             self.args.renderer.sample_rate,
             Arc::clone(&self.args.quiesce),
             Arc::clone(&self.args.shards[shard].telemetry),
         );
         if let Some(own) = shared.config.output.own() {
-            let framer = self.add_output(OutputId(shared.id.0), own, shard)?;
+            let framer = self.add_output(OutputId(shared.id.slot()), own, shard)?;
             if let Ok(mut f) = shared.frames.lock() {
                 *f = Some(framer);
             }
@@ -394,11 +395,11 @@ impl SupervisorState {
         if shared.config.output.own().is_some()
             && self.args.shards[shard]
                 .command_tx
-                .push(Command::RemoveOutput(OutputId(shared.id.0)))
+                .push(Command::RemoveOutput(OutputId(shared.id.slot())))
                 .is_err()
         {
             tracing::error!(
-                session = shared.id.0,
+                session = shared.id.slot(),
                 "renderer command ring full; output stays until the slot is reused"
             );
         }

@@ -2,6 +2,7 @@
 //! silence and the poisoned flag — never an abort, never garbage.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use sotto_rt::FromSlot;
 use std::sync::atomic::Ordering;
 
 use sotto_actors::driver::guarded_render;
@@ -15,7 +16,7 @@ fn a_renderer_panic_gives_silence_and_the_poisoned_flag() {
     };
     let (mut control, mut renderer) = Renderer::new(config).unwrap();
     let (mut voice, installed) = Voice::new(&VoiceConfig {
-        session: SessionId(0),
+        session: SessionId::from_slot(0),
         generation: 0,
         channels: 1,
         speech_capacity_frames: 48_000,

@@ -2,6 +2,7 @@
 //! an active fade tail on a quarter of them, 10 ms blocks.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use sotto_rt::FromSlot;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -34,7 +35,7 @@ fn setup(sessions: usize, rate: u32) -> (Renderer, Vec<Fed>, usize) {
     let mut fed = Vec::new();
     for i in 0..sessions {
         let (vc, voice) = Voice::new(&VoiceConfig {
-            session: SessionId(i as u32),
+            session: SessionId::from_slot(i as u32),
             generation: 0,
             channels: 1,
             speech_capacity_frames: block * 8,

@@ -116,8 +116,8 @@ enum Command {
         #[arg(long)]
         interrupt_every: Option<f64>,
         /// Which clock drives the renderer.
-        #[arg(long, value_enum, default_value_t = SoakClockArg::Virtual)]
-        clock: SoakClockArg,
+        #[arg(long, value_enum, default_value_t = ClockArg::Virtual)]
+        clock: ClockArg,
         /// Render shards on the virtual clock (default: one per core).
         #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
         render_threads: Option<u16>,
@@ -198,12 +198,6 @@ enum ClockArg {
 }
 
 #[derive(Clone, Copy, ValueEnum)]
-enum SoakClockArg {
-    Virtual,
-    Offline,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
 enum FormatArg {
     S16,
     F32,
@@ -266,8 +260,8 @@ fn main() -> ExitCode {
                 background,
                 interrupt_every,
                 clock: match clock {
-                    SoakClockArg::Virtual => crate::soak::SoakClock::Virtual,
-                    SoakClockArg::Offline => crate::soak::SoakClock::Offline,
+                    ClockArg::Virtual => crate::scenario::RenderClock::Virtual,
+                    ClockArg::Offline => crate::scenario::RenderClock::Offline,
                 },
                 seed: 1,
                 render_threads: render_threads
@@ -412,7 +406,7 @@ fn echo_cancel(
 }
 
 fn devices() -> ExitCode {
-    let list = match sotto::devices() {
+    let list = match sotto::Engine::devices() {
         Ok(l) => l,
         Err(e) => {
             eprintln!("sotto: {e}");

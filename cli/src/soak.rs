@@ -13,6 +13,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::scenario::RenderClock;
+
 use sotto::{
     Clock, Engine, EngineConfig, EngineError, Frame, OutputConfig, OutputFrames, SessionConfig,
     SessionEventKind, SessionHandle, SessionOutput,
@@ -22,15 +24,6 @@ use sotto::{
 const RATE: u32 = 24_000;
 /// 100 ms of speech per pushed chunk.
 const CHUNK_FRAMES: usize = 2_400;
-
-/// Which clock drives a soak.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SoakClock {
-    /// Real time on the `sotto-audio` thread.
-    Virtual,
-    /// As fast as possible (nothing can be late).
-    Offline,
-}
 
 /// What to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -43,8 +36,9 @@ pub struct SoakConfig {
     pub background: bool,
     /// Mean seconds between a session's interrupts; `None`: never.
     pub interrupt_every: Option<f64>,
-    /// The clock.
-    pub clock: SoakClock,
+    /// The clock: virtual (real time) or offline (as fast as possible,
+    /// nothing can be late); a soak plays to no device.
+    pub clock: RenderClock,
     /// Seed of the sessions' random choices.
     pub seed: u64,
     /// Every session is a call (SPEC C1–C3): an output of its own, read
@@ -187,15 +181,20 @@ pub async fn run(
             "a soak needs 1..=65536 sessions and a positive length".into(),
         ));
     }
+    if matches!(config.clock, RenderClock::Device(_)) {
+        return Err(EngineError::Config(
+            "a soak runs on the virtual or the offline clock".into(),
+        ));
+    }
     let engine = Engine::start(EngineConfig {
         sample_rate: RATE,
         max_sessions: config.sessions,
         clock: match config.clock {
-            SoakClock::Virtual => Clock::Virtual {
+            RenderClock::Virtual | RenderClock::Device(_) => Clock::Virtual {
                 capture: None,
                 deferred: false,
             },
-            SoakClock::Offline => Clock::Offline,
+            RenderClock::Offline => Clock::Offline,
         },
         render_threads: config.render_threads,
         ..EngineConfig::default()
@@ -219,8 +218,10 @@ pub async fn run(
                         // run reads a second at a time.
                         also_main: false,
                         bound: match config.clock {
-                            SoakClock::Virtual => OutputConfig::default().bound,
-                            SoakClock::Offline => Duration::from_secs(2),
+                            RenderClock::Virtual | RenderClock::Device(_) => {
+                                OutputConfig::default().bound
+                            }
+                            RenderClock::Offline => Duration::from_secs(2),
                         },
                         ..OutputConfig::default()
                     })
@@ -234,10 +235,10 @@ pub async fn run(
         if config.calls {
             let frames = s.frames().map_err(|e| EngineError::Config(e.to_string()))?;
             match config.clock {
-                SoakClock::Virtual => {
+                RenderClock::Virtual | RenderClock::Device(_) => {
                     readers.push(tokio::spawn(read_call(frames, Arc::clone(&shared))));
                 }
-                SoakClock::Offline => offline_calls.push(CallReader::new(frames)),
+                RenderClock::Offline => offline_calls.push(CallReader::new(frames)),
             }
         }
         let rng = Rng(config.seed ^ (0x9E37_79B9_7F4A_7C15u64.wrapping_mul(i as u64 + 1)) | 1);
@@ -270,8 +271,10 @@ pub async fn run(
             break;
         }
         match config.clock {
-            SoakClock::Virtual => tokio::time::sleep(Duration::from_secs(1)).await,
-            SoakClock::Offline => {
+            RenderClock::Virtual | RenderClock::Device(_) => {
+                tokio::time::sleep(Duration::from_secs(1)).await
+            }
+            RenderClock::Offline => {
                 // One second of audio per step, as fast as it renders.
                 offline_out.clear();
                 engine
@@ -432,7 +435,7 @@ async fn bed_loop(s: SessionHandle, shared: Arc<SoakState>, bed: Arc<Vec<u8>>) {
     let mut tick = tokio::time::interval(Duration::from_millis(50));
     while !shared.stop.load(Ordering::Acquire) {
         tick.tick().await;
-        let played = s.stats().background_frames;
+        let played = s.stats().background_frames.get();
         if pushed.saturating_sub(played) < (RATE / 2).into() {
             drop(s.push_background(bed.to_vec()));
             pushed += CHUNK_FRAMES as u64;

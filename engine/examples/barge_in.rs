@@ -47,9 +47,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     agent.interrupt()?;
     println!(
         "heard {} of {} frames; {} frames cut",
-        heard.played_frames,
-        heard.pushed_frames,
-        answer.await?.dropped_frames
+        heard.played_frames.get(),
+        heard.pushed_frames.get(),
+        answer.await?.dropped_frames.get()
     );
     mix.extend(engine.render_for(Duration::from_millis(500)).await?);
 

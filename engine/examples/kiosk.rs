@@ -74,7 +74,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     push.await?;
     println!(
         "played {} frames, {} underruns; {chunks} microphone chunks of 10 ms",
-        agent.stats().played_frames,
+        agent.stats().played_frames.get(),
         agent.stats().underruns
     );
     if let Some(stats) = input.as_ref().and_then(|i| i.echo_stats()) {

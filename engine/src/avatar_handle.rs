@@ -57,7 +57,7 @@ impl AvatarHandle {
             .await
             .map_err(|e| match e {
                 SpawnErr::StartupFailed(inner) => match inner.downcast::<LinkError>() {
-                    Ok(link) => EngineError::Avatar(*link),
+                    Ok(link) => EngineError::from(*link),
                     Err(other) => EngineError::Start {
                         what: "avatar link",
                         reason: other.to_string(),

@@ -1,7 +1,9 @@
 //! The background source handle (SPEC B1–B7).
 
 use ractor::{ActorRef, RpcReplyPort};
-use sotto_actors::background::{BackgroundError, LoaderMsg};
+use sotto_actors::background::LoaderMsg;
+
+use crate::EngineError;
 use sotto_actors::SessionEvent;
 use tokio::sync::{mpsc, oneshot};
 
@@ -48,12 +50,12 @@ impl BackgroundHandle {
     async fn request<T>(
         &self,
         msg: impl FnOnce(RpcReplyPort<T>) -> LoaderMsg,
-    ) -> Result<T, BackgroundError> {
+    ) -> Result<T, EngineError> {
         let (tx, rx) = oneshot::channel();
         self.loader
             .cast(msg(tx.into()))
-            .map_err(|_| BackgroundError::Closed)?;
-        rx.await.map_err(|_| BackgroundError::Closed)
+            .map_err(|_| EngineError::BackgroundClosed)?;
+        rx.await.map_err(|_| EngineError::BackgroundClosed)
     }
 
     /// Opens the file and starts playing it; a no-op while it plays.
@@ -62,27 +64,30 @@ impl BackgroundHandle {
     /// `BackgroundError` event).
     ///
     /// # Errors
-    /// [`BackgroundError`]: a missing, empty, unsupported or corrupt file,
-    /// or [`BackgroundError::Closed`].
-    pub async fn start(&self) -> Result<(), BackgroundError> {
-        self.request(LoaderMsg::Start).await?
+    /// [`EngineError::NoSuchFile`], [`EngineError::EmptyFile`],
+    /// [`EngineError::Unsupported`], [`EngineError::Corrupt`] and the like for a file that cannot play,
+    /// or [`EngineError::BackgroundClosed`].
+    pub async fn start(&self) -> Result<(), EngineError> {
+        Ok(self.request(LoaderMsg::Start).await??)
     }
 
     /// Stops at once, releasing the decoder, the decoded cache and whatever
     /// is queued. The audio ramps out in a few milliseconds, without a click.
     ///
     /// # Errors
-    /// [`BackgroundError::Closed`].
-    pub async fn stop(&self) -> Result<(), BackgroundError> {
+    /// [`EngineError::BackgroundClosed`].
+    pub async fn stop(&self) -> Result<(), EngineError> {
         self.request(LoaderMsg::Stop).await
     }
 
     /// Changes the volume (0..=2) through a ramp.
     ///
     /// # Errors
-    /// [`BackgroundError::Volume`] or [`BackgroundError::Closed`].
-    pub async fn set_volume(&self, volume: f32) -> Result<(), BackgroundError> {
-        self.request(|tx| LoaderMsg::SetVolume(volume, tx)).await?
+    /// [`EngineError::Volume`] or [`EngineError::BackgroundClosed`].
+    pub async fn set_volume(&self, volume: f32) -> Result<(), EngineError> {
+        Ok(self
+            .request(|tx| LoaderMsg::SetVolume(volume, tx))
+            .await??)
     }
 
     /// The session's events; this source's carry its id.
@@ -94,11 +99,11 @@ impl BackgroundHandle {
     /// Fault injection for supervision tests: the loader panics.
     ///
     /// # Errors
-    /// [`BackgroundError::Closed`].
+    /// [`EngineError::BackgroundClosed`].
     #[cfg(feature = "fault-injection")]
-    pub fn inject_fault(&self) -> Result<(), BackgroundError> {
+    pub fn inject_fault(&self) -> Result<(), EngineError> {
         self.loader
             .cast(LoaderMsg::Panic)
-            .map_err(|_| BackgroundError::Closed)
+            .map_err(|_| EngineError::BackgroundClosed)
     }
 }

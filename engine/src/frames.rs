@@ -8,30 +8,12 @@ use std::task::{Context, Poll};
 use futures_core::Stream;
 use sotto_actors::frames::{Frame, Framer, OutputShared};
 use sotto_actors::session::SessionShared;
-use sotto_actors::{AudioSink, SessionEvent, SessionEventKind, SinkError};
+use sotto_rt::FrameCount;
+
+use crate::SessionError;
+use sotto_actors::{AudioSink, SessionEvent, SessionEventKind};
 use tokio::sync::futures::OwnedNotified;
 use tokio::sync::Notify;
-
-/// Why no frame could be had.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum FramesError {
-    /// The session plays into the engine's main output only: give it an
-    /// own output in its [`SessionConfig`](crate::SessionConfig).
-    #[error("the session has no output of its own")]
-    NoOutput,
-    /// Another reader has the session's frames.
-    #[error("the session's frames are already being read")]
-    Taken,
-    /// On the offline clock nothing renders by itself: render first
-    /// ([`Engine::render`](crate::Engine::render)). Waiting would never end.
-    #[error("no frame is rendered yet, and the offline clock only renders when asked")]
-    NotRendered,
-    /// The session or output was removed or the engine stopped, and every
-    /// frame it rendered has been read.
-    #[error("the output is closed")]
-    Closed,
-}
 
 /// An output (a session's own, or a shared one), read frame by frame: each frame with its pts on
 /// the engine's sample clock, one frame after the other. A reader that
@@ -41,7 +23,7 @@ pub enum FramesError {
 ///
 /// On the real-time clocks [`OutputFrames::next_frame`] waits for the next
 /// frame. On the offline clock it never waits: a frame not yet rendered is
-/// [`FramesError::NotRendered`] (C5), so a caller cannot hang by awaiting a
+/// [`SessionError::NotRendering`] (C5), so a caller cannot hang by awaiting a
 /// frame nobody will render.
 ///
 /// It is also a [`Stream`] of frames, which ends when the session is gone
@@ -129,7 +111,10 @@ impl OutputFrames {
                 session.emit(SessionEvent {
                     session: session.id,
                     at: frame.pts,
-                    kind: SessionEventKind::FramesLost { frames, total },
+                    kind: SessionEventKind::FramesLost {
+                        frames: FrameCount(frames),
+                        total: FrameCount(total),
+                    },
                 });
             }
         }
@@ -156,10 +141,10 @@ impl OutputFrames {
     /// The next frame, waiting for it on a real-time clock.
     ///
     /// # Errors
-    /// [`FramesError::NotRendered`] on the offline clock when the frame is
-    /// not rendered yet; [`FramesError::Closed`] once the session is gone
+    /// [`SessionError::NotRendering`] on the offline clock when the frame is
+    /// not rendered yet; [`SessionError::Closed`] once the session is gone
     /// and its frames are read.
-    pub async fn next_frame(&mut self) -> Result<Frame, FramesError> {
+    pub async fn next_frame(&mut self) -> Result<Frame, SessionError> {
         loop {
             // Registered before looking, so a pump between the look and
             // the wait still wakes it.
@@ -169,10 +154,10 @@ impl OutputFrames {
                 return Ok(frame);
             }
             if self.owner.is_closed() {
-                return Err(FramesError::Closed);
+                return Err(SessionError::Closed);
             }
             if self.offline {
-                return Err(FramesError::NotRendered);
+                return Err(SessionError::NotRendering);
             }
             woken.await;
         }
@@ -207,13 +192,13 @@ impl OutputFrames {
     /// the recorder loses frames, counted like any slow reader's.
     ///
     /// # Errors
-    /// The task resolves to the first [`SinkError`] the sink gave; the
+    /// The task resolves to the first error the sink gave; the
     /// sink is finished all the same.
     pub fn into_sink(
         mut self,
         mut sink: Box<dyn AudioSink>,
         sample_rate: u32,
-    ) -> tokio::task::JoinHandle<Result<u64, SinkError>> {
+    ) -> tokio::task::JoinHandle<Result<u64, std::io::Error>> {
         tokio::spawn(async move {
             let channels = self.channels();
             let owner = self.owner.clone();
@@ -334,59 +319,5 @@ impl Stream for OutputFrames {
                 Poll::Pending => return Poll::Pending,
             }
         }
-    }
-}
-
-/// A shared output several sessions mix into (SPEC C1): a room mix, made by
-/// [`Engine::create_output`](crate::Engine::create_output). Sessions join
-/// it with [`SessionOutput::Shared`](crate::SessionOutput) and its
-/// [`id`](SharedOutput::id); its sum is saturated like the main mix, and
-/// read as frames like any output.
-#[derive(Debug, Clone)]
-pub struct SharedOutput {
-    shared: Arc<OutputShared>,
-    rendered: Arc<Notify>,
-    offline: bool,
-}
-
-impl SharedOutput {
-    pub(crate) fn new(shared: Arc<OutputShared>, rendered: Arc<Notify>, offline: bool) -> Self {
-        Self {
-            shared,
-            rendered,
-            offline,
-        }
-    }
-
-    /// Its number, for [`SessionOutput::Shared`](crate::SessionOutput).
-    #[must_use]
-    pub fn id(&self) -> sotto_actors::SharedOutputId {
-        self.shared.id
-    }
-
-    /// Its name.
-    #[must_use]
-    pub fn name(&self) -> &str {
-        &self.shared.name
-    }
-
-    /// The render shard it (and every session in it) renders on.
-    #[must_use]
-    pub fn shard(&self) -> usize {
-        self.shared.shard
-    }
-
-    /// Its frames; one reader.
-    ///
-    /// # Errors
-    /// [`FramesError::Taken`] when a reader already has them.
-    pub fn frames(&self) -> Result<OutputFrames, FramesError> {
-        let framer = self.shared.take_framer().ok_or(FramesError::Taken)?;
-        Ok(OutputFrames::new(
-            framer,
-            Arc::clone(&self.rendered),
-            self.offline,
-            Owner::Shared(Arc::clone(&self.shared)),
-        ))
     }
 }

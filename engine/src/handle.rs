@@ -8,13 +8,13 @@ use std::time::Duration;
 use ractor::RpcReplyPort;
 use sotto_actors::session::{EventCallback, SessionMsg, SessionShared};
 use sotto_actors::{AudioSink, Duck, Input, PushOutcome, SessionEvent};
-use sotto_rt::SessionId;
+use sotto_rt::{FrameCount, SessionId};
 use tokio::sync::{mpsc, oneshot, Notify};
 
-use crate::frames::{FramesError, OutputFrames, Owner};
+use crate::frames::{OutputFrames, Owner};
 
 /// A session's failures.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
     /// The session was removed, restarted mid-request, or the engine stopped.
@@ -34,6 +34,28 @@ pub enum SessionError {
     /// pushes or yield before sending more.
     #[error("session mailbox full: too many messages not yet handled")]
     Busy,
+    /// The session plays into the engine's main output only: give it an
+    /// own output in its [`SessionConfig`](crate::SessionConfig) to read
+    /// its frames or to call it.
+    #[error("the session has no output of its own")]
+    NoOutput,
+    /// Another reader (a call, or an [`OutputFrames`]) has the session's
+    /// frames; release it first.
+    #[error("the session's frames are already being read")]
+    Taken,
+    /// A call's offer is too long, not SDP, or offers no Opus audio: the
+    /// far end's fault (a 400 for a server).
+    #[error("bad offer: {0}")]
+    BadOffer(String),
+    /// The engine renders offline: a call needs a real-time clock.
+    #[error("calls need a real-time clock (virtual or device)")]
+    Offline,
+    /// A call's config is out of range.
+    #[error("call config: {0}")]
+    CallConfig(String),
+    /// A call's peer connection could not be set up.
+    #[error("webrtc: {0}")]
+    Net(String),
 }
 
 /// How long a push or playout on the offline clock may wait while nothing
@@ -126,9 +148,9 @@ impl From<sotto_actors::session::SendError> for SessionError {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PlaybackSnapshot {
     /// Frames of the turn the user heard (fade tails included).
-    pub played_frames: u64,
+    pub played_frames: FrameCount,
     /// Frames of the turn pushed so far.
-    pub pushed_frames: u64,
+    pub pushed_frames: FrameCount,
 }
 
 /// Controls one session. Cheap to clone.
@@ -179,11 +201,11 @@ impl SessionHandle {
     /// there is one reader per session.
     ///
     /// # Errors
-    /// [`FramesError::NoOutput`] without an own output,
-    /// [`FramesError::Taken`] when a reader already has it.
-    pub fn frames(&self) -> Result<OutputFrames, FramesError> {
+    /// [`SessionError::NoOutput`] without an own output,
+    /// [`SessionError::Taken`] when a reader already has it.
+    pub fn frames(&self) -> Result<OutputFrames, SessionError> {
         if self.shared.config.output.own().is_none() {
-            return Err(FramesError::NoOutput);
+            return Err(SessionError::NoOutput);
         }
         let framer = self
             .shared
@@ -191,7 +213,7 @@ impl SessionHandle {
             .lock()
             .ok()
             .and_then(|mut f| f.take())
-            .ok_or(FramesError::Taken)?;
+            .ok_or(SessionError::Taken)?;
         Ok(OutputFrames::new(
             framer,
             Arc::clone(&self.rendered),
@@ -367,12 +389,10 @@ impl SessionHandle {
     ) -> impl Future<Output = Result<PlaybackSnapshot, SessionError>> + Send + 'static {
         let reply = self.request(SessionMsg::Snapshot);
         async move {
-            reply
-                .await
-                .map(|(played_frames, pushed_frames)| PlaybackSnapshot {
-                    played_frames,
-                    pushed_frames,
-                })
+            reply.await.map(|(played, pushed)| PlaybackSnapshot {
+                played_frames: FrameCount(played),
+                pushed_frames: FrameCount(pushed),
+            })
         }
     }
 

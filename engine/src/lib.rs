@@ -33,47 +33,48 @@ mod call;
 mod engine;
 mod frames;
 mod handle;
+mod input;
 mod player;
 mod stats;
 
 // The engine and what it reports.
 pub use engine::{Clock, Engine, EngineConfig, EngineError};
-pub use sotto_rt::{SampleTime, Saturation};
-pub use stats::{EngineStats, LinkStats, SessionStats, ShardStats};
+pub use sotto_rt::{FrameCount, SampleTime, Saturation};
+pub use stats::{EngineStats, LinkStats, SessionStats};
 
 // Sessions: the agent's voice, pushed as bytes, controlled by messages.
 pub use handle::{PlaybackSnapshot, SessionError, SessionHandle};
 pub use sotto_actors::{
     Duck, InputFormat, OutputConfig, PushOutcome, SampleFormat, SessionConfig, SessionEvent,
-    SessionEventKind, SessionOutput, SharedOutputConfig, SharedOutputId,
+    SessionEventKind, SessionOutput, SharedOutputId,
 };
 pub use sotto_rt::SessionId;
 
 // What a session tees and where its audio comes out.
-pub use frames::{FramesError, OutputFrames, SharedOutput};
+pub use frames::OutputFrames;
 pub use sotto_actors::frames::Frame;
-pub use sotto_actors::{AudioSink, SinkError};
+pub use sotto_actors::AudioSink;
 pub use sotto_rt::FrameLength;
 
 // Background audio under the voice.
 pub use background::BackgroundHandle;
-pub use sotto_actors::background::{BackgroundConfig, BackgroundError, BackgroundMode};
-pub use sotto_actors::decode::DecodeError;
+pub use sotto_actors::background::{BackgroundConfig, BackgroundMode};
 
 // Calls over WebRTC.
-pub use call::{CallConfig, CallError, CallEvent, CallHandle, CallStats};
+pub use call::{CallConfig, CallEvent, CallHandle, CallStats};
 
 // The avatar link, agent side.
 pub use avatar_handle::AvatarHandle;
-pub use sotto_actors::avatar_link::{LinkConfig, LinkError};
+pub use sotto_actors::avatar_link::LinkConfig;
 
 // A sound card: devices, their microphones with echo cancellation, the
 // output player.
-pub use player::{OutputPlayer, PlayerError};
+pub use input::DeviceInput;
+pub use player::OutputPlayer;
 pub use sotto_actors::capture::echo_link::EchoStats;
-pub use sotto_actors::capture::input::{CaptureChunk, DeviceInput, InputConfig};
+pub use sotto_actors::capture::input::{CaptureChunk, InputConfig};
 pub use sotto_actors::device_manager::DeviceEvent;
-pub use sotto_actors::devices::{devices, DeviceError, DeviceInfo};
+pub use sotto_actors::devices::DeviceInfo;
 pub use sotto_media::echo::EchoConfig;
 
 /// The README's and the guide's Rust examples, compiled (and the runnable

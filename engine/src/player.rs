@@ -10,33 +10,6 @@ use tokio::sync::{mpsc, Mutex};
 
 use crate::{Engine, EngineError, SessionHandle};
 
-/// Why a player operation failed.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum PlayerError {
-    /// A track of that name is already playing.
-    #[error("track '{0}' is already added")]
-    DuplicateTrack(String),
-    /// No track of that name.
-    #[error("no track '{0}'")]
-    NoSuchTrack(String),
-    /// The player was started before.
-    #[error("the player is already started")]
-    AlreadyStarted,
-    /// The player was closed.
-    #[error("the player is closed")]
-    Closed,
-    /// The engine refused, for the reason given.
-    #[error("{0}")]
-    Engine(String),
-}
-
-impl From<EngineError> for PlayerError {
-    fn from(e: EngineError) -> Self {
-        Self::Engine(e.to_string())
-    }
-}
-
 struct Track {
     session: SessionHandle,
     feeder: tokio::task::JoinHandle<()>,
@@ -76,19 +49,19 @@ impl OutputPlayer {
     /// offline clock the application renders as before.
     ///
     /// # Errors
-    /// [`PlayerError::AlreadyStarted`], [`PlayerError::Closed`].
-    pub async fn start(&self) -> Result<(), PlayerError> {
+    /// [`EngineError::AlreadyStarted`], [`EngineError::PlayerClosed`].
+    pub async fn start(&self) -> Result<(), EngineError> {
         let mut state = self.state.lock().await;
         if state.closed {
-            return Err(PlayerError::Closed);
+            return Err(EngineError::PlayerClosed);
         }
         if state.started {
-            return Err(PlayerError::AlreadyStarted);
+            return Err(EngineError::AlreadyStarted);
         }
         state.started = true;
         match self.engine.run_clock().await {
             Ok(()) | Err(EngineError::WrongClock(_)) => Ok(()),
-            Err(e) => Err(e.into()),
+            Err(e) => Err(e),
         }
     }
 
@@ -97,19 +70,19 @@ impl OutputPlayer {
     /// track's 1 s queue.
     ///
     /// # Errors
-    /// [`PlayerError::DuplicateTrack`], [`PlayerError::Closed`], or the
+    /// [`EngineError::DuplicateTrack`], [`EngineError::PlayerClosed`], or the
     /// engine's refusal (no free session slot).
     pub async fn add_track(
         &self,
         name: &str,
         mut frames: mpsc::Receiver<Vec<f32>>,
-    ) -> Result<(), PlayerError> {
+    ) -> Result<(), EngineError> {
         let mut state = self.state.lock().await;
         if state.closed {
-            return Err(PlayerError::Closed);
+            return Err(EngineError::PlayerClosed);
         }
         if state.tracks.contains_key(name) {
-            return Err(PlayerError::DuplicateTrack(name.to_owned()));
+            return Err(EngineError::DuplicateTrack(name.to_owned()));
         }
         let config = self.engine.config();
         let session = self
@@ -142,19 +115,19 @@ impl OutputPlayer {
     /// Removes a track at once; what it had queued is dropped.
     ///
     /// # Errors
-    /// [`PlayerError::NoSuchTrack`].
-    pub async fn remove_track(&self, name: &str) -> Result<(), PlayerError> {
+    /// [`EngineError::NoSuchTrack`].
+    pub async fn remove_track(&self, name: &str) -> Result<(), EngineError> {
         let track = self
             .state
             .lock()
             .await
             .tracks
             .remove(name)
-            .ok_or_else(|| PlayerError::NoSuchTrack(name.to_owned()))?;
+            .ok_or_else(|| EngineError::NoSuchTrack(name.to_owned()))?;
         self.release(track).await
     }
 
-    async fn release(&self, track: Track) -> Result<(), PlayerError> {
+    async fn release(&self, track: Track) -> Result<(), EngineError> {
         track.feeder.abort();
         self.engine.remove_session(&track.session).await?;
         Ok(())
@@ -172,7 +145,7 @@ impl OutputPlayer {
     ///
     /// # Errors
     /// The engine's refusal.
-    pub async fn close(&self) -> Result<(), PlayerError> {
+    pub async fn close(&self) -> Result<(), EngineError> {
         let tracks: Vec<Track> = {
             let mut state = self.state.lock().await;
             state.closed = true;

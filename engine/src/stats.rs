@@ -4,16 +4,24 @@
 
 use std::sync::atomic::Ordering;
 
-use sotto_rt::{Telemetry, VoiceTelemetry};
+use sotto_rt::{FrameCount, Telemetry, VoiceTelemetry};
 
-/// The renderer's counters ([`Engine::stats`](crate::Engine::stats)), summed
-/// over every shard where a sum makes sense.
+/// The renderer's counters: the whole engine's
+/// ([`Engine::stats`](crate::Engine::stats), summed over every shard where a
+/// sum makes sense) or one shard's
+/// ([`Engine::shards`](crate::Engine::shards)). One shape for both, so a
+/// dashboard reads a shard as it reads the engine.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 #[non_exhaustive]
 pub struct EngineStats {
+    /// `Some(k)` for shard `k` (its audio thread is `sotto-audio-K`);
+    /// `None` for the whole engine.
+    pub shard: Option<usize>,
+    /// Sessions rendering (on the shard, or on every shard).
+    pub sessions: usize,
     /// The output sample clock, in frames since the engine started.
     pub clock_frames: u64,
-    /// Blocks rendered.
+    /// Blocks rendered (by the main renderer, for the whole engine).
     pub blocks: u64,
     /// Events the audio thread could not hand over (the event ring was
     /// full): each is lost, never waited for.
@@ -27,9 +35,11 @@ pub struct EngineStats {
     pub alloc_violations: u64,
     /// Whether a render panicked (silence went out instead).
     pub poisoned: bool,
-    /// Actors restarted after a failure.
+    /// Actors restarted after a failure (counted by the engine, so 0 for
+    /// a shard).
     pub actor_restarts: u64,
-    /// The main mix's peak over the last block, linear.
+    /// The mix's peak over the last block, linear (the main mix for the
+    /// whole engine).
     pub peak: f32,
     /// The median time one block took to render, in nanoseconds.
     pub render_p50_ns: Option<u64>,
@@ -40,20 +50,25 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
-    /// The main renderer's counters, with `shards` (every shard's, the
-    /// main one first) summed where they add up.
-    pub(crate) fn read(main: &Telemetry, shards: &[&Telemetry]) -> Self {
+    /// The main renderer's counters, with `shards` (every shard's
+    /// telemetry and session count, the main one first) summed where they
+    /// add up.
+    pub(crate) fn read(main: &Telemetry, shards: &[(&Telemetry, usize)]) -> Self {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-        let sum = |f: fn(&Telemetry) -> u64| shards.iter().map(|t| f(t)).sum::<u64>();
+        let sum = |f: fn(&Telemetry) -> u64| shards.iter().map(|(t, _)| f(t)).sum::<u64>();
         let times = &main.render_times;
         Self {
+            shard: None,
+            sessions: shards.iter().map(|(_, n)| n).sum(),
             clock_frames: get(&main.clock_frames),
             blocks: get(&main.blocks),
             events_dropped: sum(|t| t.events_dropped.load(Ordering::Relaxed)),
             retire_backlog: sum(|t| t.retire_backlog.load(Ordering::Relaxed)),
             late_blocks: sum(|t| t.late_blocks.load(Ordering::Relaxed)),
             alloc_violations: sum(|t| t.alloc_violations.load(Ordering::Relaxed)),
-            poisoned: shards.iter().any(|t| t.poisoned.load(Ordering::Relaxed)),
+            poisoned: shards
+                .iter()
+                .any(|(t, _)| t.poisoned.load(Ordering::Relaxed)),
             actor_restarts: get(&main.actor_restarts),
             peak: main.peak.load(Ordering::Relaxed),
             render_p50_ns: times.quantile_ns(0.5),
@@ -61,41 +76,22 @@ impl EngineStats {
             render_max_ns: times.max_ns(),
         }
     }
-}
 
-/// One render shard ([`Engine::shards`](crate::Engine::shards)).
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-#[non_exhaustive]
-pub struct ShardStats {
-    /// The shard's number: its audio thread is `sotto-audio-K`.
-    pub index: usize,
-    /// Sessions rendering on it now.
-    pub sessions: usize,
-    /// Its sample clock, in frames.
-    pub clock_frames: u64,
-    /// Blocks it rendered.
-    pub blocks: u64,
-    /// Blocks it finished after their deadline.
-    pub late_blocks: u64,
-    /// Allocations or frees seen on its thread (with the audit).
-    pub alloc_violations: u64,
-    /// The median time one of its blocks took, in nanoseconds.
-    pub render_p50_ns: Option<u64>,
-    /// The 99th percentile of the same.
-    pub render_p99_ns: Option<u64>,
-    /// Its longest block, in nanoseconds.
-    pub render_max_ns: u64,
-}
-
-impl ShardStats {
-    pub(crate) fn read(index: usize, sessions: usize, t: &Telemetry) -> Self {
+    /// Shard `index`'s counters.
+    pub(crate) fn read_shard(index: usize, sessions: usize, t: &Telemetry) -> Self {
+        let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         Self {
-            index,
+            shard: Some(index),
             sessions,
-            clock_frames: t.clock_frames.load(Ordering::Relaxed),
-            blocks: t.blocks.load(Ordering::Relaxed),
-            late_blocks: t.late_blocks.load(Ordering::Relaxed),
-            alloc_violations: t.alloc_violations.load(Ordering::Relaxed),
+            clock_frames: get(&t.clock_frames),
+            blocks: get(&t.blocks),
+            events_dropped: get(&t.events_dropped),
+            retire_backlog: get(&t.retire_backlog),
+            late_blocks: get(&t.late_blocks),
+            alloc_violations: get(&t.alloc_violations),
+            poisoned: t.poisoned.load(Ordering::Relaxed),
+            actor_restarts: 0,
+            peak: t.peak.load(Ordering::Relaxed),
             render_p50_ns: t.render_times.quantile_ns(0.5),
             render_p99_ns: t.render_times.quantile_ns(0.99),
             render_max_ns: t.render_times.max_ns(),
@@ -109,15 +105,15 @@ impl ShardStats {
 #[non_exhaustive]
 pub struct SessionStats {
     /// Frames of speech taken from the queue, faded ones included.
-    pub consumed_frames: u64,
+    pub consumed_frames: FrameCount,
     /// Frames of speech the user heard (SPEC O8).
-    pub played_frames: u64,
+    pub played_frames: FrameCount,
     /// Of those, frames heard in the current turn.
-    pub turn_played_frames: u64,
+    pub turn_played_frames: FrameCount,
     /// Frames of speech queued for the audio thread now.
-    pub queued_frames: u64,
+    pub queued_frames: FrameCount,
     /// Frames of background audio played.
-    pub background_frames: u64,
+    pub background_frames: FrameCount,
     /// Blocks in which speech ran out while the agent was speaking.
     pub underruns: u64,
     /// Whether the voice is speaking now (grace period included).
@@ -130,11 +126,11 @@ impl SessionStats {
     pub(crate) fn read(t: &VoiceTelemetry) -> Self {
         let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
         Self {
-            consumed_frames: get(&t.consumed_frames),
-            played_frames: get(&t.played_frames),
-            turn_played_frames: t.turn_played(),
-            queued_frames: get(&t.queued_frames),
-            background_frames: get(&t.background_frames),
+            consumed_frames: FrameCount(get(&t.consumed_frames)),
+            played_frames: FrameCount(get(&t.played_frames)),
+            turn_played_frames: FrameCount(t.turn_played()),
+            queued_frames: FrameCount(get(&t.queued_frames)),
+            background_frames: FrameCount(get(&t.background_frames)),
             underruns: get(&t.underruns),
             speaking: t.is_speaking(),
             duck_gain: t.duck_gain.load(Ordering::Relaxed),

@@ -11,9 +11,9 @@ use std::time::{Duration, Instant};
 use sotto_actors::decode::FileDecoder;
 use sotto_actors::{Ingest, InputFormat, SampleFormat, SUPPORTED_RATES};
 use sotto_avatar::playout::{AvatarRenderer, AvatarSink, Playout, PlayoutConfig};
-use sotto_testkit::scenario::{RenderClock, Scenario};
 use sotto_net::avatar::{JoinRequest, StreamEnded, INTERRUPT, JOIN_RATES, MAX_JOIN_BODY, MAX_NAME};
 use sotto_server::token;
+use sotto_testkit::scenario::{RenderClock, Scenario};
 
 /// One target's check.
 pub type Check = fn(&[u8]);

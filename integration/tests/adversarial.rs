@@ -159,7 +159,9 @@ async fn hostile_joins_are_refused_before_anything_is_made() {
             assert!(started.elapsed() < Duration::from_secs(1), "{what}");
         }
     }
-    let grown = sotto_testkit::measure::rss().current_kib.saturating_sub(before);
+    let grown = sotto_testkit::measure::rss()
+        .current_kib
+        .saturating_sub(before);
     assert!(grown < 256 * 1024, "grew {grown} KiB over the probes");
     // Over the body limit: refused before it is read.
     let big = format!("{{\"room_name\":\"{}\"}}", "a".repeat(MAX_JOIN_BODY + 1));

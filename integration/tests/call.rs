@@ -216,7 +216,7 @@ async fn bad_offers_are_refused() {
             .accept_call(&session, &offer, CallConfig::default())
             .await
             .unwrap_err();
-        assert!(matches!(e, sotto::CallError::BadOffer(_)), "{e}");
+        assert!(matches!(e, sotto::SessionError::BadOffer(_)), "{e}");
     }
     // The output was given back each time.
     assert!(session.frames().is_ok());

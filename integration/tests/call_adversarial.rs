@@ -109,7 +109,9 @@ async fn hostile_offers_are_refused_before_anything_is_made() {
             );
         }
     }
-    let grown = sotto_testkit::measure::rss().current_kib.saturating_sub(before);
+    let grown = sotto_testkit::measure::rss()
+        .current_kib
+        .saturating_sub(before);
     assert!(grown < 128 * 1024, "grew {grown} KiB over the probes");
     let stats = || server.stats();
     assert_eq!(stats().refused, ROUNDS * probes.len() as u64);

@@ -11,8 +11,8 @@ use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
 use sotto::{
-    Clock, Duck, Engine, EngineConfig, Frame, FramesError, OutputConfig, OutputFrames,
-    SessionConfig, SessionError, SessionHandle, SessionOutput, SharedOutputConfig,
+    Clock, Duck, Engine, EngineConfig, Frame, OutputConfig, OutputFrames, SessionConfig,
+    SessionError, SessionHandle, SessionOutput,
 };
 use sotto_integration::tone_s16;
 
@@ -62,10 +62,10 @@ async fn an_own_output_holds_exactly_what_the_mix_held_for_one_session() {
     let engine = engine(Clock::Offline).await;
     let s = engine.create_session(call("alone")).await.unwrap();
     let mut frames = s.frames().unwrap();
-    assert_eq!(s.frames().unwrap_err(), FramesError::Taken);
+    assert_eq!(s.frames().unwrap_err(), SessionError::Taken);
     assert_eq!(
         frames.next_frame().await.unwrap_err(),
-        FramesError::NotRendered,
+        SessionError::NotRendering,
         "the offline clock never waits for a frame nobody renders"
     );
     speak(&s, 330.0);
@@ -246,7 +246,9 @@ async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_do
     let reported: Vec<_> = sotto_integration::drain(&mut slow_events)
         .into_iter()
         .filter_map(|e| match e.kind {
-            sotto::SessionEventKind::FramesLost { frames, total } => Some((e.at.0, frames, total)),
+            sotto::SessionEventKind::FramesLost { frames, total } => {
+                Some((e.at.0, frames.get(), total.get()))
+            }
             _ => None,
         })
         .collect();
@@ -364,14 +366,20 @@ async fn a_recorder_on_the_output_keeps_what_the_user_heard() {
 async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
     let engine = engine(Clock::Offline).await;
     let room = engine
-        .create_output(SharedOutputConfig::default())
+        .create_output(
+            "room",
+            OutputConfig {
+                also_main: false,
+                ..OutputConfig::default()
+            },
+        )
         .await
         .unwrap();
-    let mut room_frames = room.frames().unwrap();
-    assert_eq!(room.frames().unwrap_err(), FramesError::Taken);
+    let mut room_frames = engine.output_frames(room).unwrap();
+    assert_eq!(engine.output_frames(room).unwrap_err(), SessionError::Taken);
     let in_room = |name: &str| SessionConfig {
         name: name.into(),
-        output: SessionOutput::Shared(room.id()),
+        output: SessionOutput::Shared(room),
         ..SessionConfig::default()
     };
     let alone = |name: &str| SessionConfig {
@@ -388,7 +396,7 @@ async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
     );
     assert_eq!(
         a.frames().unwrap_err(),
-        FramesError::NoOutput,
+        SessionError::NoOutput,
         "a session in a room has no output of its own"
     );
     let (c, d) = (
@@ -418,20 +426,20 @@ async fn a_shared_output_holds_the_sum_of_the_sessions_in_it() {
     assert!(mix.iter().any(|v| v.abs() > 0.3), "the room was speaking");
 
     engine.render(RATE as u64 / 50).await.unwrap();
-    engine.remove_output(&room).await.unwrap();
+    engine.remove_output(room).await.unwrap();
     assert!(
         room_frames.try_next_frame().is_some(),
         "rendered before removal"
     );
     assert_eq!(
         room_frames.next_frame().await.unwrap_err(),
-        FramesError::Closed
+        SessionError::Closed
     );
     // An output gone is gone: its id names nothing (and an id cannot be
     // made up).
     let err = engine
         .create_session(SessionConfig {
-            output: SessionOutput::Shared(room.id()),
+            output: SessionOutput::Shared(room),
             ..SessionConfig::default()
         })
         .await

@@ -83,7 +83,7 @@ fn a_file_device_plays_exactly_what_offline_renders() {
         out
     });
     runtime.block_on(async {
-        let list = sotto::devices().unwrap();
+        let list = sotto::Engine::devices().unwrap();
         assert!(list.iter().any(|d| d.name == "sotto_file"), "{list:?}");
 
         let engine = file_engine().await;
@@ -181,11 +181,11 @@ fn a_file_device_plays_exactly_what_offline_renders() {
             }
         );
         let telemetry = || s.stats();
-        while telemetry().played_frames < minute as u64 {
+        while telemetry().played_frames.get() < minute as u64 {
             assert!(Instant::now() < deadline, "speech stalled");
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        assert_eq!(telemetry().played_frames, minute as u64);
+        assert_eq!(telemetry().played_frames.get(), minute as u64);
         assert_eq!(telemetry().underruns, 0);
         engine.shutdown().await;
 

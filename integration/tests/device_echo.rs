@@ -126,7 +126,7 @@ fn echo_cancellation_follows_the_output_across_moves() {
         assert_eq!(stats(&input).0, 1);
 
         let played = || s.stats();
-        wait_until("speech", || played().played_frames > 0).await;
+        wait_until("speech", || played().played_frames.get() > 0).await;
 
         // The default output changes: the renderer follows it and the
         // echo path re-binds to the new stream's reverse tap.
@@ -168,8 +168,11 @@ fn echo_cancellation_follows_the_output_across_moves() {
         );
 
         // Nothing queued was lost on the way, and both devices played it.
-        wait_until("all the speech", || played().played_frames >= total as u64).await;
-        assert_eq!(played().played_frames, total as u64);
+        wait_until("all the speech", || {
+            played().played_frames.get() >= total as u64
+        })
+        .await;
+        assert_eq!(played().played_frames.get(), total as u64);
         assert_eq!(played().underruns, 0);
         let t = engine.stats();
         assert_eq!(t.alloc_violations, 0, "the output callback allocated");

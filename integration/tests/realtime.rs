@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use assert_no_alloc::AllocDisabler;
 use sotto::{Clock, Engine, EngineConfig, SessionConfig};
-use sotto_testkit::scenario::{RenderClock, Scenario};
 use sotto_integration::tone_s16;
+use sotto_testkit::scenario::{RenderClock, Scenario};
 
 #[global_allocator]
 static ALLOCATOR: AllocDisabler = AllocDisabler;

@@ -2,7 +2,8 @@
 //! interrupts, pauses and snapshots on the virtual clock; the report holds.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use sotto_testkit::soak::{run, SoakClock, SoakConfig};
+use sotto_testkit::scenario::RenderClock;
+use sotto_testkit::soak::{run, SoakConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_keeps_time_and_reports() {
@@ -11,7 +12,7 @@ async fn a_short_soak_keeps_time_and_reports() {
         seconds: 4.0,
         background: true,
         interrupt_every: Some(2.0),
-        clock: SoakClock::Virtual,
+        clock: RenderClock::Virtual,
         seed: 7,
         calls: false,
         render_threads: 1,
@@ -47,7 +48,7 @@ async fn a_short_soak_of_calls_reads_every_frame() {
         seconds: 4.0,
         background: true,
         interrupt_every: Some(2.0),
-        clock: SoakClock::Virtual,
+        clock: RenderClock::Virtual,
         seed: 7,
         calls: true,
         render_threads: 2,
@@ -66,7 +67,7 @@ async fn a_short_soak_of_calls_reads_every_frame() {
 
     let offline = run(
         &SoakConfig {
-            clock: SoakClock::Offline,
+            clock: RenderClock::Offline,
             seconds: 1.0,
             ..config
         },

@@ -25,5 +25,7 @@ pub use message::{ClipCommand, Command, Event, EventKind, VoiceCommand};
 pub use output::{Output, OutputId, OutputReader, OutputSpec, OutputTelemetry};
 pub use renderer::{Renderer, RendererConfig, RendererControl, RendererError};
 pub use telemetry::{RenderTimes, Telemetry, VoiceTelemetry};
-pub use time::{duration_of, frames_of, FrameLength, SampleTime, SessionId, StreamPos};
+pub use time::{
+    duration_of, frames_of, FrameCount, FrameLength, FromSlot, SampleTime, SessionId, StreamPos,
+};
 pub use voice::{DuckConfig, Voice, VoiceConfig, VoiceControl};

@@ -71,7 +71,7 @@ impl std::fmt::Display for RendererError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::InvalidConfig => f.write_str("invalid renderer configuration"),
-            Self::NoSuchSlot(id) => write!(f, "session slot {} is out of range", id.0),
+            Self::NoSuchSlot(id) => write!(f, "session slot {} is out of range", id.index()),
             Self::NoSuchOutput(id) => write!(f, "output slot {} is out of range", id.0),
             Self::ChannelMismatch { renderer, voice } => {
                 write!(f, "voice has {voice} channels, renderer has {renderer}")

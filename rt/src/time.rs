@@ -65,11 +65,98 @@ impl StreamPos {
     }
 }
 
-/// A session's slot in the renderer's fixed voice table.
+/// A count of sample frames (one sample per channel): how much audio, not
+/// when. A point on the clock is a [`SampleTime`], a place in a stream a
+/// [`StreamPos`]; how far apart two of either are is a `FrameCount`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct FrameCount(pub u64);
+
+impl FrameCount {
+    /// No frames.
+    pub const ZERO: Self = Self(0);
+
+    /// The count as a number.
+    #[must_use]
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    /// How long these frames last at `rate`.
+    #[must_use]
+    pub fn duration(self, rate: u32) -> Duration {
+        duration_of(self.0, rate)
+    }
+
+    /// The same in seconds.
+    #[must_use]
+    pub fn seconds(self, rate: u32) -> f64 {
+        self.0 as f64 / f64::from(rate.max(1))
+    }
+
+    /// The frames in `self` not in `other`, 0 when `other` is more.
+    #[must_use]
+    pub fn saturating_sub(self, other: Self) -> Self {
+        Self(self.0.saturating_sub(other.0))
+    }
+}
+
+impl std::ops::Add for FrameCount {
+    type Output = Self;
+    fn add(self, other: Self) -> Self {
+        Self(self.0.saturating_add(other.0))
+    }
+}
+
+impl std::ops::AddAssign for FrameCount {
+    fn add_assign(&mut self, other: Self) {
+        *self = *self + other;
+    }
+}
+
+impl std::iter::Sum for FrameCount {
+    fn sum<I: Iterator<Item = Self>>(iter: I) -> Self {
+        iter.fold(Self::ZERO, |a, b| a + b)
+    }
+}
+
+impl std::fmt::Display for FrameCount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} frames", self.0)
+    }
+}
+
+/// A session's slot in the renderer's fixed voice table. Only the crates
+/// that own the table make one ([`FromSlot`]); an application gets its ids
+/// from the sessions the engine made, and cannot forge another's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct SessionId(pub u32);
+pub struct SessionId(u32);
+
+/// Makes an id from a slot number. `sotto` does not export it: ids come
+/// from the engine, never from an application.
+pub trait FromSlot {
+    /// The id of slot `slot`.
+    fn from_slot(slot: u32) -> Self;
+}
+
+impl FromSlot for SessionId {
+    fn from_slot(slot: u32) -> Self {
+        Self(slot)
+    }
+}
+
+impl std::fmt::Display for SessionId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
 
 impl SessionId {
+    /// The slot number.
+    #[must_use]
+    pub fn slot(self) -> u32 {
+        self.0
+    }
+
     /// The slot index.
     #[must_use]
     pub fn index(self) -> usize {

@@ -7,6 +7,7 @@
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
 use assert_no_alloc::{assert_no_alloc, violation_count, AllocDisabler};
+use sotto_rt::FromSlot;
 use sotto_rt::{
     ClipCommand, Command, Doorbells, DuckConfig, Output, OutputId, OutputSpec, Renderer,
     RendererConfig, Saturation, SessionId, StreamPos, Voice, VoiceCommand, VoiceConfig,
@@ -27,7 +28,7 @@ fn voice_into(
     output: Option<OutputId>,
 ) -> (VoiceControl, Voice) {
     Voice::new(&VoiceConfig {
-        session: SessionId(session),
+        session: SessionId::from_slot(session),
         generation,
         channels: 2,
         speech_capacity_frames: 48_000,
@@ -171,7 +172,9 @@ fn every_render_path_is_allocation_free() {
     // Replace a voice (the old one is retired) and remove another.
     let (_a2, va2) = voice(0, 1, Some(&control.doorbells));
     control.add_voice(Box::new(va2)).unwrap();
-    control.send(Command::RemoveVoice(SessionId(1))).unwrap();
+    control
+        .send(Command::RemoveVoice(SessionId::from_slot(1)))
+        .unwrap();
     render_guarded(&mut renderer, &mut out, 4);
     assert_eq!(
         violation_count(),

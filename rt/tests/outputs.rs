@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
+use sotto_rt::FromSlot;
 use sotto_rt::{
     DuckConfig, Output, OutputId, OutputReader, OutputSpec, Renderer, RendererConfig, Saturation,
     SessionId, StreamPos, Voice, VoiceCommand, VoiceConfig, VoiceControl,
@@ -22,7 +23,7 @@ fn renderer() -> (sotto_rt::RendererControl, Renderer) {
 
 fn voice(session: u32, output: Option<OutputId>) -> (VoiceControl, Voice) {
     Voice::new(&VoiceConfig {
-        session: SessionId(session),
+        session: SessionId::from_slot(session),
         generation: 0,
         channels: 1,
         speech_capacity_frames: 48_000,

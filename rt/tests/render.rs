@@ -3,13 +3,14 @@
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 #![allow(clippy::disallowed_macros, clippy::disallowed_methods)] // not on the audio thread
 
+use sotto_rt::FromSlot;
 use sotto_rt::{
     EventKind, Renderer, RendererConfig, RendererError, SessionId, Voice, VoiceCommand, VoiceConfig,
 };
 
 fn config(channels: usize) -> VoiceConfig {
     VoiceConfig {
-        session: SessionId(0),
+        session: SessionId::from_slot(0),
         generation: 0,
         channels,
         speech_capacity_frames: 10_000,
@@ -81,11 +82,11 @@ fn control_side_errors_are_typed() {
         }
     );
     let mut far = config(1);
-    far.session = SessionId(1000);
+    far.session = SessionId::from_slot(1000);
     let (_, v) = Voice::new(&far);
     assert_eq!(
         control.add_voice(Box::new(v)).unwrap_err(),
-        RendererError::NoSuchSlot(SessionId(1000))
+        RendererError::NoSuchSlot(SessionId::from_slot(1000))
     );
 }
 
@@ -109,7 +110,7 @@ fn commands_arrive_with_and_without_doorbells() {
     // Slots in three different words of the bitset.
     for (slot, bells) in [0u32, 64, 129].into_iter().zip(bells) {
         let mut c = config(1);
-        c.session = SessionId(slot);
+        c.session = SessionId::from_slot(slot);
         c.doorbells = bells;
         let (mut vc, v) = Voice::new(&c);
         let _ = vc.speech_tx.push_partial_slice(&[0.25; 1000]);

@@ -16,13 +16,13 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
             tail_frames,
             dropped_frames,
         } => {
-            f.insert("tail_frames".into(), json!(tail_frames));
-            f.insert("dropped_frames".into(), json!(dropped_frames));
+            f.insert("tail_frames".into(), json!(tail_frames.get()));
+            f.insert("dropped_frames".into(), json!(dropped_frames.get()));
             "interrupted"
         }
         SessionEventKind::FadeDone => "fade_done",
         SessionEventKind::Cleared { dropped_frames } => {
-            f.insert("dropped_frames".into(), json!(dropped_frames));
+            f.insert("dropped_frames".into(), json!(dropped_frames.get()));
             "cleared"
         }
         SessionEventKind::Paused => "paused",
@@ -36,13 +36,13 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
             dropped_frames,
             background,
         } => {
-            f.insert("dropped_frames".into(), json!(dropped_frames));
+            f.insert("dropped_frames".into(), json!(dropped_frames.get()));
             f.insert("background".into(), json!(background));
             "queue_overflow"
         }
         SessionEventKind::FramesLost { frames, total } => {
-            f.insert("frames".into(), json!(frames));
-            f.insert("total".into(), json!(total));
+            f.insert("frames".into(), json!(frames.get()));
+            f.insert("total".into(), json!(total.get()));
             "frames_lost"
         }
         SessionEventKind::SinkDetached { sink, reason } => {

@@ -65,7 +65,6 @@ impl LinkConfig {
 
 /// Why the link could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
 pub enum LinkError {
     /// No dispatcher URL: nothing to spin up (SPEC A2).
     #[error("no dispatcher URL")]

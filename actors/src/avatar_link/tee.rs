@@ -7,7 +7,7 @@ use std::sync::Arc;
 use ractor::ActorRef;
 
 use super::*;
-use crate::sink::{AudioSink, SinkError};
+use crate::sink::AudioSink;
 
 /// The session sink feeding an [`AvatarLink`] (SPEC O12): the session's
 /// direct output is silent while it is attached.
@@ -64,9 +64,9 @@ impl AudioSink for AvatarTee {
         true
     }
 
-    fn write(&mut self, frames: &[f32], _: u32, _: usize) -> Result<(), SinkError> {
+    fn write(&mut self, frames: &[f32], _: u32, _: usize) -> std::io::Result<()> {
         if !self.alive.load(Ordering::Acquire) {
-            return Err(SinkError("avatar link closed".into()));
+            return Err(std::io::Error::other("avatar link closed"));
         }
         let n = frames.len() as u64;
         if self.stats.backlog.load(Ordering::Acquire) + n > self.backlog_cap {
@@ -78,7 +78,7 @@ impl AudioSink for AvatarTee {
         self.just_interrupted = false;
         self.link
             .send_message(LinkMsg::Audio(frames.to_vec()))
-            .map_err(|_| SinkError("avatar link stopped".into()))
+            .map_err(|_| std::io::Error::other("avatar link stopped"))
     }
 
     fn interrupt(&mut self, fade_frames: u64) {

@@ -2,6 +2,7 @@
 //! session's bounded queue (SPEC B4, B5), handing a looping source's
 //! decoded first pass to the audio thread as a shared clip.
 
+use sotto_rt::FrameCount;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::Arc;
 
@@ -78,7 +79,7 @@ impl Feed {
             Ok(outcome) => {
                 // The session counted this thread busy when it replied.
                 self.busy = true;
-                outcome.dropped_frames == 0
+                outcome.dropped_frames == FrameCount::ZERO
             }
             Err(_) => false,
         }

@@ -65,18 +65,18 @@ impl BackgroundConfig {
             looping: false,
         }
     }
+}
 
-    /// Checks the values a user chose.
-    ///
-    /// # Errors
-    /// [`BackgroundError::Volume`] or [`BackgroundError::Config`].
-    pub fn validate(&self) -> Result<(), BackgroundError> {
-        check_volume(self.volume)?;
-        if self.path.as_os_str().is_empty() {
-            return Err(BackgroundError::Config("the path is empty".into()));
-        }
-        Ok(())
+/// Checks the values a user chose in `config`.
+///
+/// # Errors
+/// [`BackgroundError::Volume`] or [`BackgroundError::Config`].
+pub fn validate(config: &BackgroundConfig) -> Result<(), BackgroundError> {
+    check_volume(config.volume)?;
+    if config.path.as_os_str().is_empty() {
+        return Err(BackgroundError::Config("the path is empty".into()));
     }
+    Ok(())
 }
 
 fn check_volume(volume: f32) -> Result<(), BackgroundError> {
@@ -89,7 +89,6 @@ fn check_volume(volume: f32) -> Result<(), BackgroundError> {
 
 /// Why a background operation failed.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[non_exhaustive]
 pub enum BackgroundError {
     /// The file cannot be decoded (SPEC B7).
     #[error(transparent)]
@@ -262,7 +261,7 @@ impl LoaderState {
         }
         self.stop().await;
         let config = self.args.config.clone();
-        config.validate()?;
+        validate(&config)?;
         if !config.enabled {
             return Ok(());
         }

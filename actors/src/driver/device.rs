@@ -355,7 +355,7 @@ mod tests {
     use std::sync::Arc;
 
     use rtrb::RingBuffer;
-    use sotto_rt::{Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceConfig};
+    use sotto_rt::{FromSlot, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceConfig};
 
     use super::{tap, to_i16, Holder};
 
@@ -375,7 +375,7 @@ mod tests {
         })
         .unwrap();
         let (mut voice_control, voice) = Voice::new(&VoiceConfig {
-            session: SessionId(0),
+            session: SessionId::from_slot(0),
             generation: 0,
             channels: 2,
             speech_capacity_frames: 48_000,

@@ -303,7 +303,7 @@ pub fn voice_config(
         saturation: c.saturation,
         doorbells: Some(doorbells.clone()),
         output: match c.output {
-            SessionOutput::Own(_) => Some(sotto_rt::OutputId(session.0)),
+            SessionOutput::Own(_) => Some(sotto_rt::OutputId(session.slot())),
             SessionOutput::Main => None,
             SessionOutput::Shared(id) => Some(shared_output_id(renderer, id)),
         },

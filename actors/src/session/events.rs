@@ -1,7 +1,7 @@
 //! What a session reports: its events (each at an exact sample time) and
 //! the outcome of a push.
 
-use sotto_rt::{SampleTime, SessionId};
+use sotto_rt::{FrameCount, SampleTime, SessionId};
 
 /// Something that happened to a session, at an exact sample time.
 #[derive(Debug, Clone, PartialEq)]
@@ -27,16 +27,16 @@ pub enum SessionEventKind {
     /// An interrupt was applied (SPEC O5).
     Interrupted {
         /// Frames kept as the fade tail.
-        tail_frames: u64,
+        tail_frames: FrameCount,
         /// Frames discarded, including cut waiting pushes.
-        dropped_frames: u64,
+        dropped_frames: FrameCount,
     },
     /// The fade tail finished.
     FadeDone,
     /// The queue was cleared (SPEC O2).
     Cleared {
         /// Frames discarded, including cut waiting pushes.
-        dropped_frames: u64,
+        dropped_frames: FrameCount,
     },
     /// Playback paused (SPEC O6).
     Paused,
@@ -54,7 +54,7 @@ pub enum SessionEventKind {
     /// ring was dropped, and the push says so too.
     QueueOverflow {
         /// Output frames dropped.
-        dropped_frames: u64,
+        dropped_frames: FrameCount,
         /// Whether it was the background input.
         background: bool,
     },
@@ -63,9 +63,9 @@ pub enum SessionEventKind {
     /// its pts, which jumped by exactly `frames`.
     FramesLost {
         /// Frames (samples per channel) lost this time.
-        frames: u64,
+        frames: FrameCount,
         /// Frames lost so far.
-        total: u64,
+        total: FrameCount,
     },
     /// A sink failed and was detached (SPEC O12).
     SinkDetached {
@@ -144,9 +144,9 @@ pub enum SessionEventKind {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PushOutcome {
     /// Output frames that entered the queue.
-    pub accepted_frames: u64,
+    pub accepted_frames: FrameCount,
     /// Output frames discarded: cut by an interrupt or clear, or input disabled.
-    pub dropped_frames: u64,
+    pub dropped_frames: FrameCount,
     /// Input bytes dropped because input was disabled (SPEC O4).
     pub dropped_bytes: u64,
 }

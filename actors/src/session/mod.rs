@@ -17,6 +17,7 @@ pub use events::*;
 pub use messages::*;
 use queue::*;
 pub use shared::*;
+use sotto_rt::FrameCount;
 pub use state::*;
 
 use std::collections::VecDeque;
@@ -210,7 +211,7 @@ impl Actor for Session {
                     let dropped = (frames.len() / state.channels) as u64;
                     state.emit(state.now(), SessionEventKind::DroppedInput { bytes: 0 });
                     reply.send(PushOutcome {
-                        dropped_frames: dropped,
+                        dropped_frames: FrameCount(dropped),
                         ..PushOutcome::default()
                     });
                 } else {

@@ -3,6 +3,7 @@
 //! interrupt or a clear cuts from them.
 
 use ractor::RpcReplyPort;
+use sotto_rt::FrameCount;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -96,13 +97,13 @@ impl SessionState {
         let overflow = rest > 0 && self.waiting[slot] + rest > limit;
         if overflow {
             reply.send(PushOutcome {
-                accepted_frames: written as u64,
-                dropped_frames: (rest / ch) as u64,
+                accepted_frames: FrameCount(written as u64),
+                dropped_frames: FrameCount((rest / ch) as u64),
                 ..PushOutcome::default()
             });
         } else if rest == 0 {
             reply.send(PushOutcome {
-                accepted_frames: written as u64,
+                accepted_frames: FrameCount(written as u64),
                 ..PushOutcome::default()
             });
         } else {
@@ -130,7 +131,7 @@ impl SessionState {
             self.emit(
                 self.now(),
                 SessionEventKind::QueueOverflow {
-                    dropped_frames: (rest / ch) as u64,
+                    dropped_frames: FrameCount((rest / ch) as u64),
                     background: input == Input::Background,
                 },
             );
@@ -276,8 +277,8 @@ pub(super) fn cut(queue: &mut VecDeque<Pending>, ch: usize) -> (u64, bool) {
                 let left = ((frames.len() - offset) / ch) as u64;
                 dropped += left;
                 reply.send(PushOutcome {
-                    accepted_frames: accepted,
-                    dropped_frames: left,
+                    accepted_frames: FrameCount(accepted),
+                    dropped_frames: FrameCount(left),
                     dropped_bytes: 0,
                 });
             }
@@ -327,7 +328,7 @@ pub(super) fn advance_front(
     }) = pending.pop_front()
     {
         reply.send(PushOutcome {
-            accepted_frames: accepted,
+            accepted_frames: FrameCount(accepted),
             ..PushOutcome::default()
         });
     }

@@ -2,6 +2,7 @@
 //! renderer's events turned into session events.
 
 use ractor::RpcReplyPort;
+use sotto_rt::FrameCount;
 use std::collections::VecDeque;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -152,7 +153,7 @@ impl SessionState {
         }
         for (i, err) in failed.into_iter().rev() {
             let sink = self.sinks.remove(i);
-            self.detached(sink, Some(err.0));
+            self.detached(sink, Some(err.to_string()));
         }
     }
 
@@ -171,7 +172,7 @@ impl SessionState {
     /// A sink is gone: finish it, say why if it failed, and unmute the
     /// direct output when no other sink publishes the voice.
     pub(super) fn detached(&mut self, mut sink: Box<dyn AudioSink>, reason: Option<String>) {
-        let finished = sink.finish().err().map(|e| e.0);
+        let finished = sink.finish().err().map(|e| e.to_string());
         if let Some(reason) = reason.or(finished) {
             tracing::warn!(session = %self.shared.config.name, sink = sink.name(), error = %reason, "sink failed, detached");
             self.emit(
@@ -289,11 +290,15 @@ impl SessionState {
                 tail_frames,
                 skipped_frames,
             } => SessionEventKind::Interrupted {
-                tail_frames,
-                dropped_frames: skipped_frames + std::mem::take(&mut self.cut_by_interrupt),
+                tail_frames: FrameCount(tail_frames),
+                dropped_frames: FrameCount(
+                    skipped_frames + std::mem::take(&mut self.cut_by_interrupt),
+                ),
             },
             EventKind::Cleared { skipped_frames } => SessionEventKind::Cleared {
-                dropped_frames: skipped_frames + std::mem::take(&mut self.cut_by_interrupt),
+                dropped_frames: FrameCount(
+                    skipped_frames + std::mem::take(&mut self.cut_by_interrupt),
+                ),
             },
             EventKind::FadeDone => SessionEventKind::FadeDone,
             EventKind::Underrun => SessionEventKind::Underrun,

@@ -83,7 +83,7 @@ pub(super) fn background_config(
         volume,
         looping,
     };
-    config.validate().map_err(|e| e.to_string())?;
+    sotto_actors::background::validate(&config).map_err(|e| e.to_string())?;
     // Reads the headers only: a missing, empty or undecodable file is
     // named here, before anything renders.
     FileDecoder::open(&config.path, rate, channels).map_err(|e| e.to_string())?;

@@ -467,8 +467,8 @@ impl Run {
                     pushed_frames: pushed,
                 } = snap.await.map_err(closed)?;
                 let mut fields = Map::new();
-                fields.insert("played".into(), json!(played));
-                fields.insert("pushed".into(), json!(pushed));
+                fields.insert("played".into(), json!(played.get()));
+                fields.insert("pushed".into(), json!(pushed.get()));
                 self.log.push(LogEvent {
                     sample: self.engine.clock().0,
                     session: config.name.clone(),

@@ -22,7 +22,7 @@ use sotto_net::call::{answer_call, AnswerError, CallPeer};
 use tokio::sync::{mpsc, oneshot};
 use webrtc::peer_connection::RTCPeerConnectionState;
 
-use crate::{EchoConfig, Engine, Frame, FrameLength, FramesError, OutputFrames, SessionHandle};
+use crate::{EchoConfig, Engine, Frame, FrameLength, OutputFrames, SessionError, SessionHandle};
 
 /// How a call sends and takes audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,30 +58,6 @@ impl Default for CallConfig {
             processing: None,
         }
     }
-}
-
-/// Why a call could not be taken.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum CallError {
-    /// The offer is too long, not SDP, or offers no Opus audio.
-    #[error("bad offer: {0}")]
-    BadOffer(String),
-    /// The session has no own output, or another reader (a call) has it.
-    #[error("the session's output cannot be taken: {0}")]
-    Output(FramesError),
-    /// The engine renders offline: a call needs a real-time clock.
-    #[error("calls need a real-time clock (virtual or device)")]
-    Offline,
-    /// The config is out of range.
-    #[error("call config: {0}")]
-    Config(String),
-    /// The peer connection could not be set up.
-    #[error("webrtc: {0}")]
-    Net(String),
-    /// The engine is shut down.
-    #[error("the engine is stopped")]
-    Stopped,
 }
 
 /// What happened to a call.
@@ -179,22 +155,22 @@ impl Engine {
     /// until it ends.
     ///
     /// # Errors
-    /// [`CallError`]: a bad offer, the output not free, the offline clock,
+    /// [`SessionError`]: a bad offer, the output not free, the offline clock,
     /// a config out of range, a peer that cannot be built.
     pub async fn accept_call(
         &self,
         session: &SessionHandle,
         offer: &str,
         config: CallConfig,
-    ) -> Result<(String, CallHandle), CallError> {
+    ) -> Result<(String, CallHandle), SessionError> {
         if self.running().is_err() {
-            return Err(CallError::Stopped);
+            return Err(SessionError::Closed);
         }
         if matches!(self.config().clock, crate::Clock::Offline) {
-            return Err(CallError::Offline);
+            return Err(SessionError::Offline);
         }
         if !(6_000..=510_000).contains(&config.bitrate) {
-            return Err(CallError::Config(format!(
+            return Err(SessionError::CallConfig(format!(
                 "bitrate {} is outside 6000..=510000",
                 config.bitrate
             )));
@@ -203,21 +179,21 @@ impl Engine {
         let channels = self.config().channels;
         let opus_channels = channels.min(2);
         let encoder = OpusEncoder::new(opus_channels, config.packet, config.bitrate, 10)
-            .map_err(|e| CallError::Config(e.to_string()))?;
+            .map_err(|e| SessionError::CallConfig(e.to_string()))?;
         let echo = match config.processing {
-            Some(c) => {
-                Some(EchoPath::finding_delay(c).map_err(|e| CallError::Config(e.to_string()))?)
-            }
+            Some(c) => Some(
+                EchoPath::finding_delay(c).map_err(|e| SessionError::CallConfig(e.to_string()))?,
+            ),
             None => None,
         };
-        let frames = session.frames().map_err(CallError::Output)?;
+        let frames = session.frames()?;
         let (answer, peer) = match answer_call(offer, config.bind).await {
             Ok(a) => a,
             Err(e) => {
                 frames.release();
                 return Err(match e {
-                    AnswerError::BadOffer(m) => CallError::BadOffer(m),
-                    AnswerError::Net(e) => CallError::Net(e.0),
+                    AnswerError::BadOffer(m) => SessionError::BadOffer(m),
+                    AnswerError::Net(e) => SessionError::Net(e.0),
                 });
             }
         };

@@ -13,12 +13,14 @@ impl Engine {
     /// output is silent until the link is detached or drops.
     ///
     /// # Errors
-    /// [`EngineError::Avatar`] when the dispatcher refuses (an HTTP error,
-    /// e.g. 401 for a bad token) or the connection cannot be made.
+    /// [`EngineError::AvatarRefused`] when the avatar server answers with
+    /// an HTTP error (401 for a bad token); [`EngineError::AvatarConfig`]
+    /// for no dispatcher or room; [`EngineError::AvatarUnreachable`] when
+    /// the connection cannot be made.
     pub async fn attach_avatar(
         &self,
         session: &SessionHandle,
-        config: sotto_actors::avatar_link::LinkConfig,
+        config: crate::LinkConfig,
     ) -> Result<crate::AvatarHandle, EngineError> {
         self.running()?;
         let handle = crate::AvatarHandle::attach(

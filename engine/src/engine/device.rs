@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use sotto_actors::capture::input::{DeviceInput, InputConfig};
+use sotto_actors::capture::input::{DeviceInput as Capture, InputConfig};
+
+use crate::DeviceInput;
 use sotto_actors::device_manager::{DeviceEvent, DeviceMsg, DEVICE_EVENT_QUEUE};
 use sotto_media::echo::EchoConfig;
 use tokio::sync::mpsc;
@@ -41,19 +43,19 @@ impl Engine {
     /// at 48 kHz.
     ///
     /// # Errors
-    /// [`EngineError::Device`] naming the device and the reason.
+    /// [`EngineError::NoDevice`], [`EngineError::DeviceFormat`] or
+    /// [`EngineError::DeviceStream`] naming the device;
+    /// [`EngineError::Echo`] when echo cancellation cannot run as asked.
     pub fn open_input(
         &self,
         config: &InputConfig,
         echo: Option<EchoConfig>,
     ) -> Result<DeviceInput, EngineError> {
         let input = match echo {
-            None => DeviceInput::open(config),
-            Some(echo) => {
-                DeviceInput::open_with_echo(config, echo, Arc::clone(&self.inner.reverse))
-            }
+            None => Capture::open(config),
+            Some(echo) => Capture::open_with_echo(config, echo, Arc::clone(&self.inner.reverse)),
         };
-        Ok(input?)
+        Ok(DeviceInput::new(input?))
     }
 
     /// Why the engine runs on the virtual clock although a device was

@@ -14,7 +14,7 @@ use super::{Clock, Engine, EngineConfig, EngineError};
 /// What the engine keeps of a render shard.
 pub(super) struct ShardInfo {
     pub(super) telemetry: Arc<Telemetry>,
-    sessions: Arc<AtomicUsize>,
+    pub(super) sessions: Arc<AtomicUsize>,
 }
 
 /// Every shard's parts, shard 0 first: its renderer for the driver, its
@@ -85,13 +85,17 @@ impl Engine {
     /// the main mix and every session that plays into it; a session with
     /// an output of its own alone goes to the shard with fewest sessions.
     #[must_use]
-    pub fn shards(&self) -> Vec<crate::ShardStats> {
+    pub fn shards(&self) -> Vec<crate::EngineStats> {
         self.inner
             .shards
             .iter()
             .enumerate()
             .map(|(index, s)| {
-                crate::ShardStats::read(index, s.sessions.load(Ordering::Relaxed), &s.telemetry)
+                crate::EngineStats::read_shard(
+                    index,
+                    s.sessions.load(Ordering::Relaxed),
+                    &s.telemetry,
+                )
             })
             .collect()
     }

@@ -9,10 +9,9 @@
 use std::path::{Path, PathBuf};
 
 use sotto::{
-    BackgroundConfig, BackgroundError, BackgroundMode, Duck, Engine, EngineConfig, EngineError,
-    SessionConfig, SessionEvent, SessionEventKind as K,
+    BackgroundConfig, BackgroundMode, Duck, Engine, EngineConfig, EngineError, SessionConfig,
+    SessionEvent, SessionEventKind as K,
 };
-use sotto_actors::decode::DecodeError;
 use sotto_actors::decode::{FileDecoder, PassEnd};
 use sotto_integration::*;
 
@@ -320,22 +319,22 @@ async fn bad_files_are_typed_errors_and_the_engine_plays_on() {
         .status()
         .unwrap();
     assert!(status.success());
-    type Expect = fn(&DecodeError) -> bool;
+    type Expect = fn(&EngineError) -> bool;
     let cases: Vec<(PathBuf, Expect)> = vec![
         (dir.join("missing.wav"), |e| {
-            matches!(e, DecodeError::NotFound(_))
+            matches!(e, EngineError::NoSuchFile(_))
         }),
         (make(&dir, "empty.wav", b""), |e| {
-            matches!(e, DecodeError::Empty(_))
+            matches!(e, EngineError::EmptyFile(_))
         }),
         (make(&dir, "noise.wav", &[0x5a; 4096]), |e| {
-            matches!(e, DecodeError::Unsupported { .. })
+            matches!(e, EngineError::Unsupported { .. })
         }),
-        (opus, |e| matches!(e, DecodeError::Unsupported { .. })),
+        (opus, |e| matches!(e, EngineError::Unsupported { .. })),
         (video, |e| {
             matches!(
                 e,
-                DecodeError::NoAudioTrack(_) | DecodeError::Unsupported { .. }
+                EngineError::NoAudioTrack(_) | EngineError::Unsupported { .. }
             )
         }),
     ];
@@ -360,7 +359,7 @@ async fn bad_files_are_typed_errors_and_the_engine_plays_on() {
     for (path, want) in &cases {
         let bg = engine.background(&s, mixing(path, false)).await.unwrap();
         match bg.start().await {
-            Err(BackgroundError::Decode(e)) => assert!(want(&e), "{}: {e}", path.display()),
+            Err(e) => assert!(want(&e), "{}: {e}", path.display()),
             other => panic!("{}: {other:?}", path.display()),
         }
         engine.render_into(2_400, &mut out).await.unwrap();
@@ -381,12 +380,12 @@ async fn bad_files_are_typed_errors_and_the_engine_plays_on() {
     loud.volume = 5.0;
     assert!(matches!(
         engine.background(&s, loud).await,
-        Err(EngineError::Background(BackgroundError::Volume(_)))
+        Err(EngineError::Volume(_))
     ));
     let bg = engine.background(&s, mixing(&wav, false)).await.unwrap();
     assert!(matches!(
         bg.set_volume(f32::NAN).await,
-        Err(BackgroundError::Volume(_))
+        Err(EngineError::Volume(_))
     ));
     assert!(bg.set_volume(2.0).await.is_ok());
     engine.shutdown().await;

@@ -3,7 +3,7 @@
 //! releases everything.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use sotto::{Engine, EngineConfig, OutputPlayer, PlayerError};
+use sotto::{Engine, EngineConfig, EngineError, OutputPlayer};
 use tokio::sync::mpsc;
 
 /// Waits until the track's feeder has taken every frame sent, then until
@@ -25,7 +25,7 @@ async fn tracks_mix_come_and_go() {
     let engine = Engine::start(EngineConfig::default()).await.unwrap();
     let player = OutputPlayer::new(&engine);
     player.start().await.unwrap();
-    assert_eq!(player.start().await, Err(PlayerError::AlreadyStarted));
+    assert_eq!(player.start().await, Err(EngineError::AlreadyStarted));
 
     let (a_tx, a_rx) = mpsc::channel(8);
     let (b_tx, b_rx) = mpsc::channel(8);
@@ -34,7 +34,7 @@ async fn tracks_mix_come_and_go() {
     let (_, dup_rx) = mpsc::channel(1);
     assert_eq!(
         player.add_track("remote", dup_rx).await,
-        Err(PlayerError::DuplicateTrack("remote".into()))
+        Err(EngineError::DuplicateTrack("remote".into()))
     );
     assert_eq!(player.tracks().await, ["music", "remote"]);
 
@@ -56,7 +56,7 @@ async fn tracks_mix_come_and_go() {
     assert!(out.iter().all(|&v| v == 0.125), "{}", out[0]);
     assert_eq!(
         player.remove_track("remote").await,
-        Err(PlayerError::NoSuchTrack("remote".into()))
+        Err(EngineError::NoSuchTrack("remote".into()))
     );
 
     player.close().await.unwrap();
@@ -64,7 +64,7 @@ async fn tracks_mix_come_and_go() {
     let (_, late_rx) = mpsc::channel(1);
     assert_eq!(
         player.add_track("late", late_rx).await,
-        Err(PlayerError::Closed)
+        Err(EngineError::PlayerClosed)
     );
     engine.shutdown().await;
 }

@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use sotto::{
-    Engine, EngineConfig, PushOutcome, SampleFormat, SessionConfig, SessionError, SessionEvent,
-    SessionEventKind as K,
+    Engine, EngineConfig, FrameCount, PushOutcome, SampleFormat, SessionConfig, SessionError,
+    SessionEvent, SessionEventKind as K,
 };
 use sotto_actors::Recorder;
 use sotto_integration::*;
@@ -114,7 +114,7 @@ async fn o2_backpressure_waits_then_completes_in_order() {
     assert_eq!(s.queued_duration(), Duration::from_millis(100));
     assert!(!push.is_finished(), "a push into a full queue must wait");
     let mut out = engine.render(480).await.unwrap();
-    let depth = s.stats().queued_frames;
+    let depth = s.stats().queued_frames.get();
     // Read at the end of the block, before the session refilled the freed room.
     assert_eq!(
         depth,
@@ -126,7 +126,7 @@ async fn o2_backpressure_waits_then_completes_in_order() {
     assert_eq!(
         outcome,
         PushOutcome {
-            accepted_frames: 12_000,
+            accepted_frames: FrameCount(12_000),
             ..Default::default()
         }
     );
@@ -164,7 +164,7 @@ async fn o2_pushes_never_awaited_are_bounded() {
             K::QueueOverflow {
                 dropped_frames,
                 background: false,
-            } => Some(dropped_frames),
+            } => Some(dropped_frames.get()),
             _ => None,
         })
         .collect();
@@ -176,8 +176,8 @@ async fn o2_pushes_never_awaited_are_bounded() {
     let mut dropped = 0;
     for p in pushes.drain(pushes.len() - refused_pushes..) {
         let outcome = p.await.unwrap().unwrap();
-        assert_eq!(outcome.accepted_frames, 0);
-        dropped += outcome.dropped_frames;
+        assert_eq!(outcome.accepted_frames.get(), 0);
+        dropped += outcome.dropped_frames.get();
     }
     assert_eq!(dropped, refused as u64);
     // The first ten seconds play exactly as pushed.
@@ -218,8 +218,8 @@ async fn o2_wait_for_playout_and_clear_release_waiters() {
     let dropped = s.clear_queue().await.unwrap();
     wait.await.unwrap().unwrap();
     let cut = waiting_push.await.unwrap().unwrap();
-    assert_eq!(cut.accepted_frames + cut.dropped_frames, 5000);
-    assert!(cut.dropped_frames > 0);
+    assert_eq!(cut.accepted_frames.get() + cut.dropped_frames.get(), 5000);
+    assert!(cut.dropped_frames.get() > 0);
     assert_eq!(dropped, 5000 - 480);
     let after = engine.render(480).await.unwrap();
     assert!(
@@ -252,8 +252,8 @@ async fn o3_resampling_keeps_length_and_pitch() {
             "{rate} Hz: {crossings} cycles"
         );
         let sotto::PlaybackSnapshot {
-            played_frames: _,
-            pushed_frames: pushed,
+            played_frames: FrameCount(_),
+            pushed_frames: FrameCount(pushed),
         } = s.snapshot_playback().await.unwrap();
         assert_eq!(pushed, 24_000, "{rate} Hz");
         engine.shutdown().await;
@@ -266,7 +266,7 @@ async fn o4_disabled_input_is_dropped_and_counted() {
     s.disable_audio_input().unwrap();
     let outcome = s.push(dc_s16(100, 1000)).await.unwrap();
     assert_eq!(outcome.dropped_bytes, 200);
-    assert_eq!(outcome.accepted_frames, 0);
+    assert_eq!(outcome.accepted_frames.get(), 0);
     let out = engine.render(480).await.unwrap();
     assert!(out.iter().all(|&v| v == 0.0));
     assert_eq!(
@@ -278,7 +278,11 @@ async fn o4_disabled_input_is_dropped_and_counted() {
     );
     s.enable_audio_input(false).unwrap();
     assert_eq!(
-        s.push(dc_s16(100, 1000)).await.unwrap().accepted_frames,
+        s.push(dc_s16(100, 1000))
+            .await
+            .unwrap()
+            .accepted_frames
+            .get(),
         100
     );
 }
@@ -296,11 +300,25 @@ async fn o4_manual_control_disables_intake_at_every_interrupt() {
         "an old answer must not bleed into the next"
     );
     s.enable_audio_input(true).unwrap();
-    assert_eq!(s.push(dc_s16(10, 1000)).await.unwrap().accepted_frames, 10);
+    assert_eq!(
+        s.push(dc_s16(10, 1000))
+            .await
+            .unwrap()
+            .accepted_frames
+            .get(),
+        10
+    );
     // Without manual control an interrupt leaves intake open.
     s.enable_audio_input(false).unwrap();
     s.interrupt().unwrap();
-    assert_eq!(s.push(dc_s16(10, 1000)).await.unwrap().accepted_frames, 10);
+    assert_eq!(
+        s.push(dc_s16(10, 1000))
+            .await
+            .unwrap()
+            .accepted_frames
+            .get(),
+        10
+    );
     engine.render(480).await.unwrap();
 }
 
@@ -337,7 +355,7 @@ async fn interrupt_case(played: usize, pending: usize, fade_frames: u64) {
             K::Interrupted {
                 tail_frames,
                 dropped_frames,
-            } => Some((e.at.0, tail_frames, dropped_frames)),
+            } => Some((e.at.0, tail_frames.get(), dropped_frames.get())),
             _ => None,
         })
         .collect();
@@ -397,8 +415,8 @@ async fn o5_audio_pushed_after_interrupt_plays_after_the_tail() {
     assert_eq!(
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
-            played_frames: 1000,
-            pushed_frames: 1000
+            played_frames: FrameCount(1000),
+            pushed_frames: FrameCount(1000)
         }
     );
 }
@@ -446,15 +464,15 @@ async fn o5_waiting_push_is_cut_by_interrupt_and_says_how_much() {
     engine.render(480).await.unwrap();
     s.interrupt().unwrap();
     let outcome = push.await.unwrap().unwrap();
-    assert_eq!(outcome.accepted_frames, 2400 + 480);
-    assert_eq!(outcome.dropped_frames, 10_000 - 2880);
+    assert_eq!(outcome.accepted_frames.get(), 2400 + 480);
+    assert_eq!(outcome.dropped_frames.get(), 10_000 - 2880);
     let out = engine.render(10_000).await.unwrap();
     assert!(out[2400..].iter().all(|&v| v == 0.0));
     let events = drain(&mut ev);
     let dropped: Vec<u64> = events
         .iter()
         .filter_map(|e| match e.kind {
-            K::Interrupted { dropped_frames, .. } => Some(dropped_frames),
+            K::Interrupted { dropped_frames, .. } => Some(dropped_frames.get()),
             _ => None,
         })
         .collect();
@@ -507,7 +525,7 @@ async fn o2_a_stalled_bed_never_delays_speech() {
         .await
         .expect("speech waited behind the bed")
         .unwrap();
-    assert_eq!(speech.accepted_frames, 12_000);
+    assert_eq!(speech.accepted_frames.get(), 12_000);
     assert!(!bed.is_finished(), "the bed is still waiting for room");
     let out = engine.render(480).await.unwrap();
     assert!(
@@ -518,7 +536,7 @@ async fn o2_a_stalled_bed_never_delays_speech() {
         engine.render(2400).await.unwrap();
     }
     let bed = bed.await.unwrap().unwrap();
-    assert_eq!(bed.accepted_frames, 24_000);
+    assert_eq!(bed.accepted_frames.get(), 24_000);
 }
 
 /// SPEC O5: what an interrupt drops includes the audio still inside the
@@ -540,7 +558,7 @@ async fn o5_an_interrupt_counts_what_the_resampler_held() {
     let dropped: Vec<u64> = drain(&mut ev)
         .iter()
         .filter_map(|e| match e.kind {
-            K::Interrupted { dropped_frames, .. } => Some(dropped_frames),
+            K::Interrupted { dropped_frames, .. } => Some(dropped_frames.get()),
             _ => None,
         })
         .collect();
@@ -679,30 +697,30 @@ async fn o9_counters_count_heard_audio_only() {
     assert_eq!(
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
-            played_frames: 0,
-            pushed_frames: 0
+            played_frames: FrameCount(0),
+            pushed_frames: FrameCount(0)
         }
     );
     let _ = s.push(dc_s16(5000, 1000));
     engine.render(2400).await.unwrap(); // 2520 left of the old turn... 120 of it remain
     let sotto::PlaybackSnapshot {
-        played_frames: played,
-        pushed_frames: pushed,
+        played_frames: FrameCount(played),
+        pushed_frames: FrameCount(pushed),
     } = s.snapshot_playback().await.unwrap();
     assert_eq!((played, pushed), (0, 5000));
     engine.render(1000).await.unwrap();
     assert_eq!(
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
-            played_frames: 1000 - 120,
-            pushed_frames: 5000
+            played_frames: FrameCount(1000 - 120),
+            pushed_frames: FrameCount(5000)
         }
     );
     s.pause().unwrap();
     engine.render(4800).await.unwrap();
     let sotto::PlaybackSnapshot {
-        played_frames: paused_played,
-        pushed_frames: _,
+        played_frames: FrameCount(paused_played),
+        pushed_frames: FrameCount(_),
     } = s.snapshot_playback().await.unwrap();
     assert_eq!(
         paused_played,
@@ -712,8 +730,8 @@ async fn o9_counters_count_heard_audio_only() {
     s.interrupt().unwrap();
     engine.render(24_000).await.unwrap();
     let sotto::PlaybackSnapshot {
-        played_frames: p,
-        pushed_frames: q,
+        played_frames: FrameCount(p),
+        pushed_frames: FrameCount(q),
     } = s.snapshot_playback().await.unwrap();
     assert_eq!(
         (p, q),
@@ -821,8 +839,8 @@ async fn o12_avatar_sink_silences_direct_output_but_counters_work() {
     assert_eq!(
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
-            played_frames: 1000,
-            pushed_frames: 1000
+            played_frames: FrameCount(1000),
+            pushed_frames: FrameCount(1000)
         }
     );
     let events = drain(&mut ev);
@@ -839,8 +857,8 @@ impl sotto::AudioSink for Failing {
     fn publishes_voice(&self) -> bool {
         true
     }
-    fn write(&mut self, _: &[f32], _: u32, _: usize) -> Result<(), sotto::SinkError> {
-        Err(sotto::SinkError("link down".into()))
+    fn write(&mut self, _: &[f32], _: u32, _: usize) -> std::io::Result<()> {
+        Err(std::io::Error::other("link down"))
     }
 }
 

@@ -2,6 +2,7 @@
 //! renderer drives it, with no renderer, actor or clock around it.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
+use crate::FromSlot;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
@@ -18,7 +19,7 @@ const EPS: f32 = 1e-6;
 
 fn config() -> VoiceConfig {
     VoiceConfig {
-        session: SessionId(0),
+        session: SessionId::from_slot(0),
         generation: 0,
         channels: 1,
         speech_capacity_frames: 10_000,

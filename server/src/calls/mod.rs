@@ -356,7 +356,7 @@ async fn create(
             let _ = shared.engine.remove_session(&session).await;
             stats.refused.fetch_add(1, Ordering::Relaxed);
             let code = match e {
-                sotto::CallError::BadOffer(_) => StatusCode::BAD_REQUEST,
+                sotto::SessionError::BadOffer(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             return refuse(code, &e.to_string());
