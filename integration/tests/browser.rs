@@ -24,19 +24,10 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn hello() -> Arc<Utterance> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    Arc::new(Utterance::from_wav(std::path::Path::new(path)).unwrap())
-}
-
 /// The agent's speech as the session plays it: the speech file resampled
 /// to 48 kHz by the engine's own ingest.
 fn speech_48k(say: &Utterance) -> Vec<f32> {
-    let mut ingest = sotto_actors::ingest::Ingest::new(say.input, 48_000, 1).unwrap();
-    let mut out = Vec::new();
-    ingest.push(&say.bytes, &mut out);
-    ingest.flush(&mut out);
-    out
+    sotto_testkit::utterance_at(say, 48_000)
 }
 
 async fn server(engine: &Engine, utterances: Vec<Arc<Utterance>>) -> CallServer {
@@ -85,7 +76,7 @@ fn a_browser_calls_hears_the_agent_and_barges_in() {
     }
     runtime().block_on(async {
         let engine = call_engine().await;
-        let say = hello();
+        let say = sotto_testkit::hello();
         let speech = speech_48k(&say);
         let server = server(&engine, vec![Arc::clone(&say)]).await;
         let dir = scratch_dir("browser-call");
@@ -216,7 +207,7 @@ fn the_browser_microphone_reaches_the_session() {
     }
     runtime().block_on(async {
         let engine = call_engine().await;
-        let say = hello();
+        let say = sotto_testkit::hello();
         let speech = speech_48k(&say);
         let server = server(&engine, vec![say]).await;
         let dir = scratch_dir("browser-mic");
@@ -417,7 +408,7 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
         let seconds = 60;
         let avatar_server = watched_avatar(w, h).await;
         let engine = call_engine().await;
-        let say = hello();
+        let say = sotto_testkit::hello();
         let speech = speech_48k(&say);
         let session = engine
             .create_session(sotto::SessionConfig {

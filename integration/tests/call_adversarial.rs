@@ -7,17 +7,15 @@
 #![allow(clippy::unwrap_used)]
 // test code: a failed unwrap is a failed test
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto::{CallConfig, Engine};
 use sotto_integration::{call_engine, far_end};
 use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, ServeConfig, Utterance, MAX_OFFER_BYTES};
+use sotto_server::calls::{CallServer, ServeConfig, MAX_OFFER_BYTES};
 
 async fn server(engine: &Engine, limits: ServerLimits, keep: bool) -> CallServer {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say = Arc::new(Utterance::from_wav(std::path::Path::new(path)).unwrap());
+    let say = sotto_testkit::hello();
     CallServer::start(
         "127.0.0.1:0".parse().unwrap(),
         engine.clone(),

@@ -28,13 +28,8 @@ fn power_db(s: &[f32]) -> f64 {
 
 /// The shipped speech at 48 kHz as f32 and as the session's s16 input.
 fn speech() -> (Vec<f32>, Utterance) {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say = Utterance::from_wav(std::path::Path::new(path)).unwrap();
-    let mut ingest = sotto_actors::ingest::Ingest::new(say.input, 48_000, 1).unwrap();
-    let mut out = Vec::new();
-    ingest.push(&say.bytes, &mut out);
-    ingest.flush(&mut out);
-    (out, say)
+    let say = Utterance::clone(&sotto_testkit::hello());
+    (sotto_testkit::utterance_at(&say, 48_000), say)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

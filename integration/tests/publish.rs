@@ -19,15 +19,13 @@ use sotto_net::call::opus_track;
 use sotto_net::video::{vp8_track, Vp8Receiver};
 use sotto_net::RtpCodecKind;
 use sotto_net::{av_peer, complete_local, connected, peer::LOOPBACK};
-use sotto_server::calls::Utterance;
 use webrtc::peer_connection::RTCSessionDescription;
 
 const RATE: u32 = 16_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say = Utterance::from_wav(std::path::Path::new(path)).unwrap();
+    let say = sotto_testkit::hello();
     assert_eq!(say.input.sample_rate, RATE);
     let voice: Vec<i16> = say
         .bytes

@@ -15,8 +15,7 @@ use sotto_server::calls::{CallServer, ServeConfig, Utterance};
 use webrtc::peer_connection::RTCSessionDescription;
 
 fn say() -> Arc<Utterance> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    Arc::new(Utterance::from_wav(std::path::Path::new(path)).unwrap())
+    sotto_testkit::hello()
 }
 
 async fn server(engine: &Engine, token_secret: Option<String>, max_calls: usize) -> CallServer {

@@ -25,6 +25,36 @@ pub mod soak;
 
 pub use signal::{quantize, sine, tone_s16};
 
+/// The shipped speech (`examples/hello.wav`, 16 kHz mono s16) as the
+/// demo agent's utterance.
+///
+/// # Panics
+/// If the file is missing (a broken checkout).
+#[must_use]
+pub fn hello() -> std::sync::Arc<sotto_server::calls::Utterance> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
+    std::sync::Arc::new(
+        sotto_server::calls::Utterance::from_wav(std::path::Path::new(path))
+            .expect("examples/hello.wav reads"),
+    )
+}
+
+/// An utterance as a session at `rate` plays it: mono f32 resampled by
+/// the engine's own ingest, to the last sample. What a test compares a
+/// call's or an avatar's received voice against.
+///
+/// # Panics
+/// If the engine's ingest refuses the rates (a test failure).
+#[must_use]
+pub fn utterance_at(say: &sotto_server::calls::Utterance, rate: u32) -> Vec<f32> {
+    let mut ingest =
+        sotto_actors::ingest::Ingest::new(say.input, rate, 1).expect("the ingest takes the rate");
+    let mut out = Vec::new();
+    ingest.push(&say.bytes, &mut out);
+    ingest.flush(&mut out);
+    out
+}
+
 /// This process's resident set size in KiB (Linux), 0 where unknown.
 #[must_use]
 pub fn rss_kib() -> u64 {

@@ -85,13 +85,7 @@ fn main() -> std::process::ExitCode {
 
 /// The shipped speech at 48 kHz mono s16, looped to `seconds`.
 fn speech(seconds: u64) -> Vec<u8> {
-    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say =
-        sotto_server::calls::Utterance::from_wav(std::path::Path::new(hello)).expect("hello.wav");
-    let mut ingest = sotto_actors::ingest::Ingest::new(say.input, RATE, 1).expect("ingest");
-    let mut pcm = Vec::new();
-    ingest.push(&say.bytes, &mut pcm);
-    ingest.flush(&mut pcm);
+    let pcm = sotto_testkit::utterance_at(&sotto_testkit::hello(), RATE);
     let want = seconds as usize * RATE as usize;
     pcm.iter()
         .cycle()

@@ -94,14 +94,8 @@ fn main() -> std::process::ExitCode {
 
 /// The shipped speech at 48 kHz mono s16 samples.
 fn speech() -> Vec<i16> {
-    let hello = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/hello.wav");
-    let say =
-        sotto_server::calls::Utterance::from_wav(std::path::Path::new(hello)).expect("hello.wav");
-    let mut ingest = sotto_actors::ingest::Ingest::new(say.input, RATE, 1).expect("ingest");
-    let mut pcm = Vec::new();
-    ingest.push(&say.bytes, &mut pcm);
-    ingest.flush(&mut pcm);
-    pcm.iter()
+    sotto_testkit::utterance_at(&sotto_testkit::hello(), RATE)
+        .iter()
         .map(|&s| sotto_testkit::signal::quantize(s))
         .collect()
 }
