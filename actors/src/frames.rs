@@ -403,12 +403,22 @@ mod tests {
     }
 
     #[test]
-    fn s16_view_rounds_and_clamps() {
+    fn the_s16_view_rounds() {
         let frame = Frame {
             pts: SampleTime(0),
             channels: 1,
-            samples: vec![0.5, -1.5, 1.0],
+            samples: vec![0.5, -0.25, 0.000_02],
         };
-        assert_eq!(frame.to_s16(), [16384, -32768, 32767]);
+        assert_eq!(frame.to_s16(), [16384, -8192, 1]);
+    }
+
+    #[test]
+    fn the_s16_view_clamps() {
+        let frame = Frame {
+            pts: SampleTime(0),
+            channels: 1,
+            samples: vec![-1.5, 1.0],
+        };
+        assert_eq!(frame.to_s16(), [-32768, 32767]);
     }
 }

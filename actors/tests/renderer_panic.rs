@@ -9,7 +9,7 @@ use sotto_actors::driver::guarded_render;
 use sotto_rt::{Command, Renderer, RendererConfig, Saturation, SessionId, Voice, VoiceConfig};
 
 #[test]
-fn a_renderer_panic_gives_silence_and_the_poisoned_flag() {
+fn a_renderer_panic_leaves_flagged_silence() {
     let config = RendererConfig {
         channels: 1,
         ..RendererConfig::default()

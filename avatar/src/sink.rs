@@ -245,7 +245,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_memory_sink_keeps_its_limit_and_counts_the_rest() {
+    fn a_full_memory_sink_counts_what_it_could_not_keep() {
         let mut sink = MemorySink::with_limit(1, 1_000);
         sink.voice(&[1; 600]);
         sink.voice(&[2; 900]);

@@ -8,7 +8,7 @@ fn sotto() -> Command {
 }
 
 #[test]
-fn renders_wav_events_and_picture() {
+fn render_writes_every_output_asked_for() {
     let dir = std::env::temp_dir().join(format!("sotto-cli-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/barge-in.toml");

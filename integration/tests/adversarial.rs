@@ -284,7 +284,7 @@ async fn tokens_that_should_not_pass_do_not() {
 /// peer that never connects is torn down after `connect_timeout`, and its
 /// place is free again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn peers_are_capped_and_those_that_never_connect_are_torn_down() {
+async fn peers_cannot_pile_up() {
     use sotto_net::avatar::{AUDIO_LABEL, CONTROL_LABEL};
     use sotto_net::peer::{complete_local, loopback_peer};
 
@@ -364,7 +364,7 @@ fn open_fds() -> usize {
 /// once; one that sends no headers is closed after `header_timeout`; then
 /// the descriptors are back to where they were and the server serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn held_connections_are_capped_and_timed_out() {
+async fn held_connections_cannot_pile_up() {
     let limits = ServerLimits {
         max_connections: 8,
         header_timeout: Duration::from_millis(500),

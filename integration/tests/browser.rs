@@ -70,8 +70,8 @@ fn peak(s: &[f32]) -> f32 {
 /// quiet where the session's events say the agent stopped; mouth-to-ear is
 /// measured; the browser vanishing ends the call within 5 s.
 #[test]
-fn a_browser_calls_hears_the_agent_and_barges_in() {
-    if !in_own_network("a_browser_calls_hears_the_agent_and_barges_in") {
+fn a_browser_call_barges_in_on_the_agent() {
+    if !in_own_network("a_browser_call_barges_in_on_the_agent") {
         return;
     }
     runtime().block_on(async {

@@ -180,7 +180,7 @@ async fn hostile_offers_are_refused_before_anything_is_made() {
 /// connect timeout: its place under the cap is free again and its session
 /// gone. Past the cap a call is a 503.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_that_never_connect_are_torn_down_and_the_cap_holds() {
+async fn calls_that_never_connect_cannot_pile_up() {
     let engine = call_engine().await;
     let limits = ServerLimits {
         max_peers: 3,
@@ -218,7 +218,7 @@ async fn calls_that_never_connect_are_torn_down_and_the_cap_holds() {
 /// Connections past the cap are closed at once, silent ones after the
 /// header timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn held_connections_to_the_call_server_are_capped_and_timed_out() {
+async fn held_connections_to_the_call_server_cannot_pile_up() {
     let engine = call_engine().await;
     let limits = ServerLimits {
         max_connections: 8,

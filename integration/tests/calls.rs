@@ -208,7 +208,7 @@ async fn one_call_interrupted_leaves_the_other_bit_identical_in_real_time() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reader_that_stops_for_two_seconds_loses_its_oldest_and_nobody_else_does() {
+async fn a_stopped_reader_loses_only_its_own_oldest_frames() {
     let engine = engine(Clock::Virtual {
         capture: None,
         deferred: false,

@@ -73,8 +73,10 @@ fn input_frames_arrive_in_order_and_drops_are_counted() {
             ..config
         })
         .unwrap();
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        assert!(input.dropped_chunks() > 0);
+        sotto_integration::wait_until("chunks dropped from the full queue", || {
+            input.dropped_chunks() > 0
+        })
+        .await;
         for k in 0..5 {
             let f = input.try_chunk().unwrap();
             assert_eq!(

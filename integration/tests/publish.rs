@@ -215,7 +215,10 @@ async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
 
     // The viewer leaves: encoding stops.
     viewer.close().await.unwrap();
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    sotto_integration::wait_until("the viewer to be gone", || publisher.stats().viewers == 0).await;
+    // A picture already in the encoder when the viewer went still counts:
+    // let it finish (a few picture intervals), then watch.
+    tokio::time::sleep(Duration::from_millis(200)).await;
     let left = publisher.stats();
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = publisher.stats();

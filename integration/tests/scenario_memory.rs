@@ -13,7 +13,7 @@ use sotto_testkit::scenario::{OutFiles, RenderClock, RenderOptions, Scenario};
 const MIB: u64 = 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn long_renders_and_long_pushes_hold_little_memory() {
+async fn memory_stays_flat_over_long_renders_or_pushes() {
     let dir = sotto_integration::scratch_dir("scenario-memory");
 
     // Ten minutes of 48 kHz stereo written to files as it renders: kept in

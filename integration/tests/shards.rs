@@ -77,7 +77,7 @@ impl Rng {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_come_and_go_on_four_shards_while_two_hundred_play_on() {
+async fn call_churn_on_four_shards_disturbs_none_of_two_hundred() {
     let engine = Engine::start(EngineConfig {
         max_sessions: 256,
         clock: Clock::Virtual {

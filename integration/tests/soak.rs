@@ -6,7 +6,7 @@ use sotto_testkit::scenario::RenderClock;
 use sotto_testkit::soak::{run, SoakConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_short_soak_keeps_time_and_reports() {
+async fn a_short_soak_keeps_time() {
     let config = SoakConfig {
         sessions: 24,
         seconds: 4.0,

@@ -238,7 +238,7 @@ async fn receive(
 /// session's fade length (400 ms, −60 dB at its end) and the mouth is
 /// closed within one video frame (40 ms) of the fade's end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_viewer_hears_the_fade_and_sees_the_mouth_close_with_it() {
+async fn a_viewer_sees_the_mouth_close_with_the_fade() {
     let server = avatar_server(None, 4).await;
     let engine = call_engine().await;
     let (session, link) = agent(&engine, &server).await;

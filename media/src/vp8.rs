@@ -446,7 +446,7 @@ mod tests {
     }
 
     #[test]
-    fn bad_configs_and_planes_are_refused() {
+    fn bad_encoder_input_is_refused() {
         for c in [
             Vp8Config {
                 width: 641,

@@ -182,7 +182,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn messages_round_trip_and_chunks_stay_small_and_even() {
+    fn control_messages_round_trip() {
         let end = serde_json::to_string(&Control::SegmentEnd {
             id: None,
             samples: None,
@@ -203,6 +203,10 @@ mod tests {
                 }
             }
         );
+    }
+
+    #[test]
+    fn chunks_stay_small_and_even() {
         let pcm = vec![0u8; 40_002];
         let sizes: Vec<usize> = chunks(&pcm).map(<[u8]>::len).collect();
         assert_eq!(sizes, vec![15_000, 15_000, 10_002]);

@@ -430,25 +430,33 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
-    fn fade_curve_matches_formula_and_ends_at_zero() {
+    fn the_fade_tail_follows_its_formula() {
         for len in [1u64, 2, 3, 17, 480, 9600] {
             let mut buf = vec![1.0f32; len as usize];
-            let mut tail = Tail::new(len);
-            tail.apply(&mut buf, 1);
+            Tail::new(len).apply(&mut buf, 1);
             for (k, g) in buf.iter().enumerate() {
                 let want = fade_gain(k as u64, len);
                 assert!((g - want).abs() < 1e-6, "len {len} k {k}: {g} vs {want}");
             }
-            assert_eq!(buf[len as usize - 1], 0.0);
-            assert_eq!(tail.remaining(), 0);
         }
         assert_eq!(fade_gain(0, 10), 1.0);
-        assert!((fade_gain(8, 9) - 0.0).abs() < f32::EPSILON);
         assert!((fade_gain(7, 9) - 10f32.powf(-3.0 * 7.0 / 8.0)).abs() < 1e-7);
     }
 
     #[test]
-    fn pause_ramps_reach_zero_and_unity() {
+    fn a_fade_tail_ends_at_zero() {
+        for len in [1u64, 2, 3, 17, 480, 9600] {
+            let mut buf = vec![1.0f32; len as usize];
+            let mut tail = Tail::new(len);
+            tail.apply(&mut buf, 1);
+            assert_eq!(buf[len as usize - 1], 0.0);
+            assert_eq!(tail.remaining(), 0);
+        }
+        assert!((fade_gain(8, 9) - 0.0).abs() < f32::EPSILON);
+    }
+
+    #[test]
+    fn a_pause_ramp_reaches_zero() {
         let mut s = PauseState::RampDown { k: 0 };
         let mut gains = Vec::new();
         for _ in 0..4 {
@@ -458,6 +466,10 @@ mod tests {
         }
         assert_eq!(gains, vec![0.75, 0.5, 0.25, 0.0]);
         assert_eq!(s, PauseState::Paused);
+    }
+
+    #[test]
+    fn a_resume_ramp_reaches_unity() {
         let mut s = PauseState::RampUp { k: 0 };
         let mut gains = Vec::new();
         for _ in 0..4 {
@@ -474,7 +486,7 @@ mod tests {
     /// resume right after a pause once produced a ramp with none left,
     /// and the render loop spun on it.)
     #[test]
-    fn pause_and_resume_never_leave_an_empty_ramp() {
+    fn no_pause_or_resume_leaves_an_empty_ramp() {
         for len in [1u32, 2, 5, 240] {
             let mut states = vec![PauseState::Playing, PauseState::Paused];
             states.extend((0..len).map(|k| PauseState::RampDown { k }));
@@ -484,7 +496,13 @@ mod tests {
                     assert_ne!(next.ramp_left(len), Some(0), "len {len}: {s:?} -> {next:?}");
                 }
             }
-            // Gain carries over where a ramp reverses.
+        }
+    }
+
+    /// Gain carries over where a ramp reverses.
+    #[test]
+    fn a_reversed_ramp_keeps_its_gain() {
+        for len in [1u32, 2, 5, 240] {
             for k in 1..len {
                 let down = PauseState::RampDown { k };
                 let up = down.resume(len);
@@ -572,15 +590,23 @@ mod tests {
         }
 
         #[test]
-        fn saturation_stays_in_range_and_keeps_sign(x in -1000.0f32..1000.0) {
+        fn saturation_stays_in_range(x in -1000.0f32..1000.0) {
+            for s in [Saturation::Hard, Saturation::Soft] {
+                prop_assert!((-1.0..=1.0).contains(&s.apply(x)));
+            }
+        }
+
+        #[test]
+        fn saturation_keeps_the_sign(x in -1000.0f32..1000.0) {
             for s in [Saturation::Hard, Saturation::Soft] {
                 let y = s.apply(x);
-                prop_assert!((-1.0..=1.0).contains(&y));
                 prop_assert!(y == 0.0 || y.signum() == x.signum());
             }
-            if x.abs() <= KNEE {
-                prop_assert_eq!(Saturation::Soft.apply(x), x);
-            }
+        }
+
+        #[test]
+        fn soft_saturation_leaves_what_is_below_the_knee(x in -KNEE..=KNEE) {
+            prop_assert_eq!(Saturation::Soft.apply(x), x);
         }
 
         #[test]

@@ -93,7 +93,7 @@ fn control_side_errors_are_typed() {
 /// A command reaches its voice on the next block whether the voice rings the
 /// renderer's doorbells, rings another renderer's, or has none.
 #[test]
-fn commands_arrive_with_and_without_doorbells() {
+fn commands_arrive_with_or_without_doorbells() {
     let (mut control, mut r) = Renderer::new(RendererConfig {
         max_block_frames: 64,
         max_sessions: 130,

@@ -211,7 +211,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_track_is_cut_at_its_length_and_padded_to_it() {
+    fn a_track_is_exactly_its_length() {
         let mut t = Track::memory(6, 1);
         t.place(2, &[1.0, 2.0]);
         // Overlapping what is written: only the new part is taken.

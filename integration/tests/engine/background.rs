@@ -54,7 +54,7 @@ fn first(events: &[SessionEvent], want: fn(&K) -> bool) -> usize {
 const RAMP_IN: usize = 480;
 
 #[test]
-fn every_format_decodes_and_resamples_to_its_tone() {
+fn every_format_decodes_to_its_tone_at_the_output_rate() {
     let dir = scratch_dir("formats");
     // 1 s of 441 Hz at 44.1 kHz stereo, decoded to 24 kHz mono.
     let wav = dir.join("tone.wav");
@@ -90,7 +90,7 @@ fn every_format_decodes_and_resamples_to_its_tone() {
 }
 
 #[test]
-fn lossless_files_decode_to_the_exact_samples_and_remix() {
+fn lossless_files_decode_exactly_in_any_layout() {
     let dir = scratch_dir("lossless");
     let mono = sawtooth(10_000);
     let wav = dir.join("mono.wav");
@@ -305,7 +305,7 @@ fn make(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 /// Every bad input is a typed error from `start` and a `BackgroundError`
 /// event; the engine keeps playing another session's speech untouched.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_files_are_typed_errors_and_the_engine_plays_on() {
+async fn a_bad_file_is_a_typed_error_that_disturbs_nobody() {
     let dir = scratch_dir("bad");
     let wav = dir.join("ok.wav");
     write_wav_s16(&wav, &sine(24_000, 300.0, 24_000, 1, 0.5), 24_000, 1);
@@ -447,7 +447,7 @@ async fn damaged_files_keep_what_decoded() {
 /// A loader that fails restarts in place (SPEC R2): an error event says
 /// so, the bed plays on untouched, and the handle still controls it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_failed_loader_restarts_and_its_bed_plays_on() {
+async fn a_failed_loader_restarts_with_its_bed() {
     let dir = scratch_dir("loader-fault");
     let path = dir.join("bed.wav");
     write_wav_s16(&path, &vec![0.25; 24_000], 24_000, 1);

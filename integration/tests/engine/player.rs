@@ -21,7 +21,7 @@ async fn fed(engine: &Engine, senders: &[&mpsc::Sender<Vec<f32>>]) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn tracks_mix_come_and_go() {
+async fn tracks_mix_while_added_or_removed() {
     let engine = Engine::start(EngineConfig::default()).await.unwrap();
     let player = OutputPlayer::new(&engine);
     player.start().await.unwrap();

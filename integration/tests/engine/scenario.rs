@@ -399,7 +399,7 @@ async fn on_the_virtual_clock_steps_land_on_the_sample_clock() {
 /// interrupted 0.5 s in is acknowledged as the second segment at the end
 /// of its fade tail, at the interrupt, the same in every run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn offline_avatar_acknowledgements_are_exact_and_repeat() {
+async fn offline_avatar_acknowledgements_repeat_exactly() {
     let text = "sample_rate = 24000\nduration = \"3s\"\n[[session]]\nname = \"agent\"\n\
          [[at]]\nt = 0\nsession = \"agent\"\nop = \"avatar_attach\"\n\
          [[at]]\nt = 0\nsession = \"agent\"\nop = \"begin_synthesis\"\n\

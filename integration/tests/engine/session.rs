@@ -80,7 +80,7 @@ proptest! {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o1_odd_byte_is_held_and_never_shifts_later_samples() {
+async fn o1_an_odd_byte_waits_for_its_pair() {
     let (engine, s, _) = setup(cfg()).await;
     let bytes = counting(1000, 100);
     let _ = s.push(bytes[..3].to_vec());
@@ -201,7 +201,7 @@ async fn o2_pushes_never_awaited_are_bounded() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o2_wait_for_playout_and_clear_release_waiters() {
+async fn o2_waiters_are_released_by_playout_or_clear() {
     let mut c = cfg();
     c.queue = Duration::from_millis(100);
     let (engine, s, _) = setup(c).await;
@@ -230,7 +230,7 @@ async fn o2_wait_for_playout_and_clear_release_waiters() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o3_resampling_keeps_length_and_pitch() {
+async fn o3_resampling_keeps_the_tone() {
     for rate in [8_000u32, 16_000, 22_050, 44_100, 48_000] {
         let mut c = cfg();
         c.input.sample_rate = rate;
@@ -261,7 +261,7 @@ async fn o3_resampling_keeps_length_and_pitch() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o4_disabled_input_is_dropped_and_counted() {
+async fn o4_disabled_input_is_dropped_with_a_count() {
     let (engine, s, mut ev) = setup(cfg()).await;
     s.disable_audio_input().unwrap();
     let outcome = s.push(dc_s16(100, 1000)).await.unwrap();
@@ -373,7 +373,7 @@ async fn interrupt_case(played: usize, pending: usize, fade_frames: u64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o5_interrupt_with_pending_less_equal_and_more_than_fade() {
+async fn o5_interrupt_fades_whatever_is_pending() {
     interrupt_case(480, 3000, 9600).await; // pending < fade
     interrupt_case(480, 9600, 9600).await; // pending = fade
     interrupt_case(960, 20_000, 9600).await; // pending > fade
@@ -422,7 +422,7 @@ async fn o5_audio_pushed_after_interrupt_plays_after_the_tail() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o5_interrupt_during_a_tail_keeps_it_and_cuts_what_came_since() {
+async fn o5_a_second_interrupt_keeps_the_running_tail() {
     let (engine, s, mut ev) = setup(cfg()).await;
     let _ = s.push(dc_s16(24_000, 16384));
     engine.render(480).await.unwrap();
@@ -456,7 +456,7 @@ async fn o5_interrupt_during_a_tail_keeps_it_and_cuts_what_came_since() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o5_waiting_push_is_cut_by_interrupt_and_says_how_much() {
+async fn o5_an_interrupt_cuts_a_waiting_push_by_a_known_amount() {
     let mut c = cfg();
     c.queue = Duration::from_millis(100);
     let (engine, s, mut ev) = setup(c).await;
@@ -566,7 +566,7 @@ async fn o5_an_interrupt_counts_what_the_resampler_held() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o6_pause_freezes_and_resume_continues_exactly() {
+async fn o6_resume_continues_exactly_where_pause_froze() {
     let (engine, s, mut ev) = setup(cfg()).await;
     let _ = s.push(counting(4800, 1000));
     engine.render(480).await.unwrap();
@@ -863,7 +863,7 @@ impl sotto::AudioSink for Failing {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn o12_failing_sink_is_detached_and_playback_continues() {
+async fn o12_a_failing_sink_is_detached_without_stopping_playback() {
     let (engine, s, mut ev) = setup(cfg()).await;
     s.add_sink(Box::new(Failing)).unwrap();
     let _ = s.push(dc_s16(1000, 16384));
@@ -922,7 +922,7 @@ async fn many_sessions_mix_into_one_output() {
 /// An application drives the engine from its own tasks on a multi-threaded
 /// runtime: every future of the engine and the handle is `Send`.
 #[test]
-fn engine_and_handle_work_from_spawned_tasks() {
+fn handles_work_from_spawned_tasks() {
     let rt = rt();
     let out = rt.block_on(async {
         let engine = Engine::start(EngineConfig::default()).await.unwrap();

@@ -157,11 +157,10 @@ async fn shutdown_in_flight_leaves_nothing_half_written() {
     assert!(avatar.is_connected());
     face.mark_synthesis_start().unwrap();
     let _ = face.push(tone_s16(48_000, 330.0, 24_000, 3000.0));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(
-        recorder.log().frames.len() >= 72_000,
-        "the tee saw the push"
-    );
+    sotto_integration::wait_until("the tee to see the push", || {
+        recorder.log().frames.len() >= 72_000
+    })
+    .await;
 
     let t = Instant::now();
     engine.shutdown().await;

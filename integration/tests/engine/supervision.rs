@@ -14,7 +14,7 @@ use sotto_integration::{dc_s16, drain, mono_engine};
 fn assert_send_sync<T: Send + Sync>() {}
 
 #[test]
-fn handles_are_send_and_sync() {
+fn handles_can_be_shared_across_threads() {
     assert_send_sync::<Engine>();
     assert_send_sync::<SessionHandle>();
 }

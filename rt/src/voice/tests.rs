@@ -130,7 +130,7 @@ fn assert_close_case(got: &[f32], want: &[f32], what: &str, case: Option<(u64, u
 }
 
 #[test]
-fn interrupt_fades_up_to_the_fence_and_plays_what_follows_after_the_tail() {
+fn interrupt_fades_to_the_fence_then_plays_what_follows() {
     let mut rig = Rig::new(&VoiceConfig {
         fade_frames: 100,
         ..config()
@@ -205,7 +205,7 @@ fn a_second_interrupt_keeps_the_tail_that_is_playing() {
 }
 
 #[test]
-fn pause_ramps_down_freezes_and_resumes_where_it_stopped() {
+fn pause_resumes_where_it_stopped() {
     let mut rig = Rig::new(&VoiceConfig {
         pause_ramp_frames: 4,
         ..config()
@@ -327,7 +327,7 @@ fn speaking_lasts_the_grace_period_after_the_last_real_sample() {
 }
 
 #[test]
-fn the_duck_envelope_switches_at_the_exact_samples_speech_starts_and_stops() {
+fn the_duck_envelope_follows_speech_to_the_sample() {
     let mut rig = Rig::new(&VoiceConfig {
         duck: Some(DuckConfig {
             gain: 0.25,

@@ -19,7 +19,7 @@ fn inputs(folder: &str, target: &str) -> Vec<PathBuf> {
 }
 
 #[test]
-fn seeds_and_past_crashes_pass_every_check() {
+fn the_fuzz_corpus_passes_every_check() {
     let mut ran = 0;
     for (target, check) in TARGETS {
         let seeds = inputs("seeds", target);
