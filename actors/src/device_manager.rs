@@ -29,7 +29,8 @@ const REOPEN_PERIOD: Duration = Duration::from_millis(200);
 /// How often the host's default output is compared with the one playing.
 const DEFAULT_PERIOD: Duration = Duration::from_millis(500);
 
-/// A move of the renderer between outputs.
+/// A move of the renderer between outputs, from `Engine::device_events`:
+/// a device failed, came back, or the host's default changed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DeviceEvent {

@@ -32,7 +32,9 @@ pub enum DeviceError {
     },
 }
 
-/// One audio device as the host reports it (SPEC D1).
+/// One audio device as the host reports it (SPEC D1), from
+/// `Engine::devices`: the name to put in a `Clock::Device` or an
+/// [`InputConfig`](crate::capture::input::InputConfig).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeviceInfo {
     /// Position in the list.

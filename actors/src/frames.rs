@@ -85,7 +85,8 @@ impl OutputShared {
 
 pub use sotto_rt::FrameLength;
 
-/// One output frame: interleaved f32 samples and the pts of the first.
+/// One output frame, read from `OutputFrames` to send to a call's transport:
+/// interleaved f32 samples and the pts of the first.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Frame {
     /// Where the frame starts on the sample clock.

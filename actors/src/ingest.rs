@@ -5,7 +5,8 @@
 
 pub(crate) use sotto_media::resample::Resampler as Resample;
 
-/// Sample encoding of pushed bytes.
+/// Sample encoding of pushed bytes: 16-bit integers or 32-bit floats,
+/// little-endian, as the TTS sends them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SampleFormat {
     /// Signed 16-bit little-endian.
@@ -29,7 +30,8 @@ impl SampleFormat {
 /// Input rates a session may declare (SPEC O3).
 pub const SUPPORTED_RATES: [u32; 6] = [8_000, 16_000, 22_050, 24_000, 44_100, 48_000];
 
-/// The format of a session's pushed audio.
+/// The format of the TTS bytes an application pushes into a session: set
+/// it in the session's config to match the TTS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InputFormat {
     /// Sample rate in Hz.

@@ -10,7 +10,9 @@ use std::path::{Path, PathBuf};
 // session detaches it and plays on.
 type SinkError = std::io::Error;
 
-/// A receiver of a session's ingested speech.
+/// Implement it to receive a session's speech as the engine takes it in
+/// (a recorder, a transcriber, a transport of your own), and attach it
+/// with `SessionHandle::add_sink`.
 pub trait AudioSink: Send + 'static {
     /// A short name for events and traces.
     fn name(&self) -> &str;
@@ -99,6 +101,7 @@ impl Recorder {
     }
 }
 
+#[doc(hidden)]
 impl AudioSink for Recorder {
     fn name(&self) -> &str {
         &self.name
@@ -197,6 +200,7 @@ impl WavSink {
     }
 }
 
+#[doc(hidden)]
 impl AudioSink for WavSink {
     fn name(&self) -> &str {
         &self.name

@@ -65,7 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let at = e.at.0 as f64 / f64::from(rate);
         match e.kind {
             SessionEventKind::Interrupted { tail_frames, .. } => {
-                println!("{at:6.3} s interrupted, fading {tail_frames} frames");
+                println!("{at:6.3} s interrupted, fading {tail_frames}");
             }
             kind => println!("{at:6.3} s {kind:?}"),
         }

@@ -9,7 +9,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::SessionHandle;
 
-/// Controls one background source of a session. Cheap to clone.
+/// Starts, stops and sets the volume of one background source of a
+/// session. Cheap to clone.
 ///
 /// Its events ([`SessionEventKind::BackgroundStarted`] and the other
 /// `Background*` kinds) arrive on the session's event stream, named by

@@ -13,7 +13,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use crate::frames::{OutputFrames, Owner};
 
-/// A session's failures.
+/// Why a session, its frames or its call refused: `Busy` asks the caller
+/// to slow down, `Closed` to stop, the rest name a mistake.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum SessionError {
@@ -125,6 +126,7 @@ async fn unless_stalled<T>(
     }
 }
 
+#[doc(hidden)]
 impl From<sotto_actors::SessionClosed> for SessionError {
     fn from(_: sotto_actors::SessionClosed) -> Self {
         Self::Closed
@@ -134,6 +136,7 @@ impl From<sotto_actors::SessionClosed> for SessionError {
 // The engine's bound is the session actor's.
 const _: () = assert!(SessionHandle::MAILBOX_LIMIT == sotto_actors::session::MAILBOX_LIMIT);
 
+#[doc(hidden)]
 impl From<sotto_actors::session::SendError> for SessionError {
     fn from(e: sotto_actors::session::SendError) -> Self {
         match e {
@@ -153,7 +156,8 @@ pub struct PlaybackSnapshot {
     pub pushed_frames: FrameCount,
 }
 
-/// Controls one session. Cheap to clone.
+/// Controls one session: push the agent's speech, interrupt, pause, and
+/// learn what the user heard. Cheap to clone.
 ///
 /// Every method sends its message at once, in call order, so a push issued
 /// before an interrupt belongs to the interrupted turn even if its future is

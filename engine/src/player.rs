@@ -22,7 +22,8 @@ struct State {
     closed: bool,
 }
 
-/// Mixes tracks into the engine's output. Cheap to clone.
+/// Plays remote audio tracks (another participant, a file) into the
+/// engine's output beside the agent's voice. Cheap to clone.
 #[derive(Clone)]
 pub struct OutputPlayer {
     engine: Engine,

@@ -32,6 +32,14 @@ async fn a_short_soak_keeps_time() {
     assert!(r.rss_peak_kib >= r.rss_final_kib && r.rss_final_kib > 0);
     assert!(r.cpu_percent > 0.0);
 
+    let no_device = SoakConfig {
+        clock: RenderClock::Device(None),
+        ..config.clone()
+    };
+    assert!(
+        run(&no_device, |_, _| ()).await.is_err(),
+        "a soak plays to no device"
+    );
     let bad = SoakConfig {
         sessions: 0,
         ..config

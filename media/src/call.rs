@@ -21,7 +21,8 @@ use crate::resample::Resampler;
 /// How often a silent call sends a packet, as Opus DTX does.
 const DTX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(400);
 
-/// A call's counters.
+/// A call's counters, from `CallHandle::stats`: what to watch for packet
+/// loss, jitter and the microphone's level.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
 pub struct CallStats {
     /// Opus packets sent.

@@ -16,7 +16,8 @@ pub const RATE: u32 = 48_000;
 /// Samples in one 10 ms mono chunk at [`RATE`].
 pub const CHUNK: usize = 480;
 
-/// Which stages run (all on by default) and the stream delay.
+/// What to pass to `Engine::open_input` or a call to cancel echo: which
+/// stages run (all on by default) and the stream delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EchoConfig {
     /// Acoustic echo cancellation.

@@ -192,7 +192,7 @@ pub fn to_s16(s: f32) -> i16 {
     (s * 32768.0).round().clamp(-32768.0, 32767.0) as i16
 }
 
-/// How a sum is kept inside full scale (SPEC O11).
+/// How a mix is kept inside full scale (SPEC O11): pick it per output.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Saturation {
     /// Clip at ±1.0.

@@ -21,7 +21,8 @@ pub fn duration_of(frames: u64, rate: u32) -> Duration {
     Duration::from_secs_f64(frames as f64 / f64::from(rate))
 }
 
-/// A point on the renderer's sample clock: frames rendered since start.
+/// A point on the renderer's sample clock (frames rendered since start):
+/// when an event happened and a frame's pts, to line audio up with text.
 ///
 /// Every timing in the engine (grace periods, fades, event times) is counted
 /// on this clock, never in wall time, so offline renders are deterministic.
@@ -66,8 +67,9 @@ impl StreamPos {
 }
 
 /// A count of sample frames (one sample per channel): how much audio, not
-/// when. A point on the clock is a [`SampleTime`], a place in a stream a
-/// [`StreamPos`]; how far apart two of either are is a `FrameCount`.
+/// when. A point on the clock is a [`SampleTime`]; how far apart two
+/// points are, or how much was played, pushed or dropped, is a
+/// `FrameCount`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct FrameCount(pub u64);
 
@@ -126,8 +128,9 @@ impl std::fmt::Display for FrameCount {
 }
 
 /// A session's slot in the renderer's fixed voice table. Only the crates
-/// that own the table make one ([`FromSlot`]); an application gets its ids
-/// from the sessions the engine made, and cannot forge another's.
+/// that own the table make one; an application gets its ids from the
+/// sessions the engine made (`SessionHandle::id`, every event's
+/// `session`), and cannot forge another's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct SessionId(u32);
 
@@ -138,6 +141,7 @@ pub trait FromSlot {
     fn from_slot(slot: u32) -> Self;
 }
 
+#[doc(hidden)]
 impl FromSlot for SessionId {
     fn from_slot(slot: u32) -> Self {
         Self(slot)

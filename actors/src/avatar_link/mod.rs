@@ -28,7 +28,8 @@ use crate::session::{SessionEvent, SessionEventKind, SessionMsg, SessionShared};
 use sotto_net::avatar::{chunks, Control, StreamEnded, INTERRUPT};
 use sotto_net::peer::{NetError, Peer};
 
-/// How the agent reaches its avatar.
+/// What to pass to `Engine::attach_avatar`: where the avatar server is and
+/// how the agent proves it may join.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkConfig {
     /// The dispatcher's join URL (`http://127.0.0.1:PORT/join`).

@@ -55,6 +55,8 @@ impl AvatarTee {
     }
 }
 
+// Internal implementors stay out of the trait's page in `sotto`'s docs.
+#[doc(hidden)]
 impl AudioSink for AvatarTee {
     fn name(&self) -> &str {
         &self.name

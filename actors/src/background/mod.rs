@@ -29,7 +29,8 @@ use crate::session::{Input, SessionEvent, SessionEventKind, SessionMsg, SessionS
 /// Frames decoded per chunk fed to a session (about 100 ms at 24 kHz).
 const CHUNK_FRAMES: usize = 2400;
 
-/// Where a background source plays (SPEC B3).
+/// Where a background source plays (SPEC B3): as interruptible speech, or
+/// under it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum BackgroundMode {
     /// Into the speech input: counted as speech and interruptible.
@@ -39,7 +40,8 @@ pub enum BackgroundMode {
     Mixing,
 }
 
-/// A background source (SPEC B1).
+/// A background source to pass to `Engine::background`: a file
+/// played under or into a session's speech (SPEC B1).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BackgroundConfig {
     /// The audio file: WAV, FLAC, Ogg/Vorbis, MP3, AAC/M4A.

@@ -65,7 +65,8 @@ impl ReverseSlot {
     }
 }
 
-/// Counters of one echo path, readable while it runs.
+/// Counters of one echo path, readable while it runs: how an application
+/// checks that echo cancellation sees both streams.
 #[derive(Debug, Default)]
 pub struct EchoStats {
     render_frames: AtomicU64,

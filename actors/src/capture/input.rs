@@ -15,7 +15,8 @@ use crate::devices::{name_of, DeviceError};
 use crate::driver::audit;
 use sotto_media::echo::{EchoConfig, CHUNK as ECHO_CHUNK, RATE as ECHO_RATE};
 
-/// How an input stream is opened (SPEC D3).
+/// What to pass to `Engine::open_input` or `DeviceInput::open`: which
+/// microphone, at what rate and channels (SPEC D3).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InputConfig {
     /// The device's name; `None`: the default input.
@@ -39,11 +40,12 @@ impl Default for InputConfig {
     }
 }
 
-/// 10 ms of captured audio.
+/// 10 ms of a microphone's audio, as `DeviceInput::next_chunk` hands it
+/// to the application (for speech recognition, say).
 #[derive(Debug, Clone, PartialEq)]
 pub struct CaptureChunk {
     /// Position among the chunks delivered (drops are counted apart, in
-    /// [`DeviceInput::dropped_chunks`]).
+    /// `DeviceInput::dropped_chunks`).
     pub index: u64,
     /// Interleaved samples, `rate / 100 * channels` of them (mono at
     /// 48 kHz after echo processing).

@@ -56,7 +56,8 @@ impl Duck {
     }
 }
 
-/// How a session is set up. Durations convert to frames at the output rate.
+/// What to pass to `Engine::create_session`: the session's input format,
+/// output, fades and limits. Durations convert to frames at the output rate.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     /// A name for events and traces.
@@ -116,7 +117,8 @@ impl SessionOutput {
     }
 }
 
-/// A shared output's number, given by the engine when it makes it.
+/// A shared output's number, given by `Engine::create_output`: put it in
+/// `SessionOutput::Shared` to join a session to the room.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct SharedOutputId(pub(crate) u32);
 

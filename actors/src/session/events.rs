@@ -3,7 +3,8 @@
 
 use sotto_rt::{FrameCount, SampleTime, SessionId};
 
-/// Something that happened to a session, at an exact sample time.
+/// Something that happened to a session, at an exact sample time, read
+/// from `SessionHandle::events` to drive the agent's turn-taking.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SessionEvent {
     /// The session.
@@ -14,7 +15,7 @@ pub struct SessionEvent {
     pub kind: SessionEventKind,
 }
 
-/// The kinds of [`SessionEvent`].
+/// What a [`SessionEvent`] says happened: match on it.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum SessionEventKind {
@@ -49,7 +50,7 @@ pub enum SessionEventKind {
     },
     /// The speech queue ran dry in the middle of a turn.
     Underrun,
-    /// A push found [`MAX_WAITING`](super::MAX_WAITING) of audio already waiting for room (its
+    /// A push found [`SessionConfig::MAX_WAITING`](crate::SessionConfig::MAX_WAITING) of audio already waiting for room (its
     /// caller did not wait for earlier pushes): what did not fit in the
     /// ring was dropped, and the push says so too.
     QueueOverflow {
@@ -140,7 +141,8 @@ pub enum SessionEventKind {
     },
 }
 
-/// Result of a push that completed or was cut.
+/// What a push resolved to: how much of it entered the queue and how much
+/// an interrupt, a clear or disabled input dropped.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PushOutcome {
     /// Output frames that entered the queue.

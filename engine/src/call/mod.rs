@@ -24,7 +24,8 @@ use webrtc::peer_connection::RTCPeerConnectionState;
 
 use crate::{EchoConfig, Engine, Frame, FrameLength, OutputFrames, SessionError, SessionHandle};
 
-/// How a call sends and takes audio.
+/// What to pass to [`Engine::accept_call`]: how a call sends and takes
+/// audio.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CallConfig {
     /// Opus packet length (W1): 20 ms unless asked.
@@ -60,7 +61,8 @@ impl Default for CallConfig {
     }
 }
 
-/// What happened to a call.
+/// What happened to a call, from `CallHandle::events`: connected, ended,
+/// and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum CallEvent {
@@ -74,7 +76,8 @@ pub enum CallEvent {
     },
 }
 
-/// A call in progress. Dropping it hangs up.
+/// A call in progress: its events, counters and microphone. Dropping it
+/// hangs up.
 pub struct CallHandle {
     counters: Arc<Counters>,
     events: mpsc::Receiver<CallEvent>,

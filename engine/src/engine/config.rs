@@ -7,7 +7,8 @@ use sotto_rt::Saturation;
 
 use super::*;
 
-/// Who drives the renderer.
+/// Who drives the renderer: the application (offline, for tests and
+/// files), a real-time thread, or a sound card.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum Clock {
     /// Rendered on request by [`Engine::render`], as fast as possible; deterministic.
@@ -32,7 +33,8 @@ pub enum Clock {
     },
 }
 
-/// How an engine is set up.
+/// What to pass to [`Engine::start`]: the rate, channels, clock and limits
+/// of an engine.
 #[derive(Debug, Clone)]
 pub struct EngineConfig {
     /// Output rate in Hz (8 kHz to 192 kHz).

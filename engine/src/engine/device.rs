@@ -15,7 +15,7 @@ use super::*;
 impl Engine {
     /// Moves of the renderer between outputs (SPEC D6), from now on. The
     /// stream ends at once when the engine plays no device. At most
-    /// [`DEVICE_EVENT_QUEUE`] unread moves are kept; later ones are dropped.
+    /// 256 unread moves are kept; later ones are dropped.
     #[must_use]
     pub fn device_events(&self) -> mpsc::Receiver<DeviceEvent> {
         let (tx, rx) = mpsc::channel(DEVICE_EVENT_QUEUE);

@@ -138,18 +138,21 @@ pub enum EngineError {
 }
 
 // The actors' own errors stay out of the public API; their text is kept.
+#[doc(hidden)]
 impl From<CreateError> for EngineError {
     fn from(e: CreateError) -> Self {
         Self::Create(e.to_string())
     }
 }
 
+#[doc(hidden)]
 impl From<SettleTimeout> for EngineError {
     fn from(e: SettleTimeout) -> Self {
         Self::Stuck(e.to_string())
     }
 }
 
+#[doc(hidden)]
 impl From<DecodeError> for EngineError {
     fn from(e: DecodeError) -> Self {
         match e {
@@ -163,6 +166,7 @@ impl From<DecodeError> for EngineError {
     }
 }
 
+#[doc(hidden)]
 impl From<BackgroundError> for EngineError {
     fn from(e: BackgroundError) -> Self {
         match e {
@@ -174,6 +178,7 @@ impl From<BackgroundError> for EngineError {
     }
 }
 
+#[doc(hidden)]
 impl From<DeviceError> for EngineError {
     fn from(e: DeviceError) -> Self {
         match e {
@@ -193,6 +198,7 @@ impl From<DeviceError> for EngineError {
     }
 }
 
+#[doc(hidden)]
 impl From<LinkError> for EngineError {
     fn from(e: LinkError) -> Self {
         match e {

@@ -74,7 +74,8 @@ enum Outputs {
     Clock { fallback: Option<String> },
 }
 
-/// The running engine. Cheap to clone; every clone drives the same engine.
+/// The running engine: start one, make sessions on it, render or let it
+/// run. Cheap to clone; every clone drives the same engine.
 #[derive(Clone)]
 pub struct Engine {
     inner: Arc<Inner>,
