@@ -332,6 +332,16 @@ pub async fn setup(
     (engine, s, events)
 }
 
+/// Held by a test that must run alone in its binary (one that measures
+/// what a real-time peer heard); the others in that binary wait for it.
+static ALONE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other test of this binary holding it runs; hold the
+/// guard for the whole test.
+pub async fn alone() -> tokio::sync::MutexGuard<'static, ()> {
+    ALONE.lock().await
+}
+
 /// Polls `cond` every 5 ms until it holds.
 ///
 /// # Panics

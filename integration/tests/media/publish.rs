@@ -25,6 +25,7 @@ const RATE: u32 = 16_000;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_viewer_watches_the_avatar_and_nothing_is_encoded_for_nobody() {
+    let _alone = sotto_testkit::alone().await;
     let say = sotto_testkit::hello();
     assert_eq!(say.input.sample_rate, RATE);
     let voice: Vec<i16> = say

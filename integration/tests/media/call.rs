@@ -54,6 +54,7 @@ fn session_config() -> SessionConfig {
 /// frees the session's output for the next call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_carries_voice_both_ways() {
+    let _alone = sotto_testkit::alone().await;
     let engine = call_engine().await;
     let session = engine.create_session(session_config()).await.unwrap();
 
@@ -166,6 +167,7 @@ async fn a_call_carries_voice_both_ways() {
 /// session goes on rendering and its output can take a new call (W6).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vanished_far_end_ends_only_the_call() {
+    let _alone = sotto_testkit::alone().await;
     let engine = call_engine().await;
     let session = engine.create_session(session_config()).await.unwrap();
     let (far, mut far_events, offer, _mic) = far_end().await;
@@ -201,6 +203,7 @@ async fn a_vanished_far_end_ends_only_the_call() {
 /// Bad offers are refused with a typed error and no call.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_offers_are_refused() {
+    let _alone = sotto_testkit::alone().await;
     let engine = call_engine().await;
     let session = engine.create_session(session_config()).await.unwrap();
     for offer in [

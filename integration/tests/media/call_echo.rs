@@ -34,6 +34,7 @@ fn speech() -> (Vec<f32>, Utterance) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_without_its_own_echo_canceller_is_cleaned_per_call() {
+    let _alone = sotto_testkit::alone().await;
     let engine = call_engine().await;
     let (voice, say) = speech();
     let mut config = SessionConfig {

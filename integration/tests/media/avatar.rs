@@ -115,6 +115,7 @@ fn first_voice(log: &sotto_avatar::sink::MemoryLog, from: usize) -> Option<usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn speech_reaches_the_avatar_whole_and_each_segment_is_acknowledged() {
+    let _alone = sotto_testkit::alone().await;
     let (server, sinks) = server().await;
     let (engine, s, avatar) = attached(&server).await;
     let mut events = s.events();
@@ -196,6 +197,7 @@ async fn speech_reaches_the_avatar_whole_and_each_segment_is_acknowledged() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working() {
+    let _alone = sotto_testkit::alone().await;
     let (server, sinks) = server().await;
     let engine = Engine::start(EngineConfig::default()).await.unwrap();
     let s = engine
@@ -300,6 +302,7 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_tokens_are_refused_before_any_peer_connection() {
+    let _alone = sotto_testkit::alone().await;
     let (server, _) = server().await;
     let engine = Engine::start(EngineConfig::default()).await.unwrap();
     let s = engine
@@ -352,6 +355,7 @@ async fn bad_tokens_are_refused_before_any_peer_connection() {
 /// A hand-made agent that sends what no agent should.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_messages_are_counted_and_a_vanished_client_leaves_the_server_serving() {
+    let _alone = sotto_testkit::alone().await;
     use bytes::BytesMut;
     use sotto_net::avatar::{JoinRequest, JoinResponse, AUDIO_LABEL, CONTROL_LABEL};
     use sotto_net::peer::{complete_local, connected, loopback_peer};
@@ -493,6 +497,7 @@ fn video_stays_within_a_frame_of_the_voice_over_a_minute() {
 /// the session's own output plays again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_segment_end_is_recovered_and_a_dropped_link_falls_back_to_the_output() {
+    let _alone = sotto_testkit::alone().await;
     let (server, _) = server().await;
     let engine = Engine::start(EngineConfig::default()).await.unwrap();
     let s = engine
@@ -578,6 +583,7 @@ fn mono_plays_as_stereo_when_asked_and_odd_chunks_join() {
 /// and counted, never queued without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_spun_on_stays_bounded_on_the_link() {
+    let _alone = sotto_testkit::alone().await;
     let (server, _sinks) = server().await;
     let (engine, s, avatar) = attached(&server).await;
     let (bytes, _) = speech(RATE / 2, 0.0);

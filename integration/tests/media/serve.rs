@@ -59,6 +59,7 @@ fn post(
 /// with the right code and no call: 415, 413, 400, 401, 503, 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
+    let _alone = sotto_testkit::alone().await;
     let engine = call_engine().await;
     let secret = "serve-test".to_owned();
     let server = server(&engine, Some(secret.clone()), 1).await;
@@ -220,6 +221,7 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
 /// the avatar speaks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_speaks_through_the_avatar() {
+    let _alone = sotto_testkit::alone().await;
     let secret = "avatar-of-calls";
     let avatar = sotto_integration::published_avatar_server(
         secret,
