@@ -8,13 +8,10 @@
 
 use std::time::Duration;
 
-use assert_no_alloc::AllocDisabler;
 use sotto::{Clock, Engine, EngineConfig, SessionConfig};
 use sotto_integration::tone_s16;
 use sotto_testkit::scenario::{RenderClock, Scenario};
 
-#[global_allocator]
-static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 /// An engine on the virtual clock, running at once, capturing nothing.
 async fn live_engine(max_sessions: usize) -> Engine {
@@ -32,6 +29,7 @@ async fn live_engine(max_sessions: usize) -> Engine {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn thirty_seconds_of_64_sessions_in_real_time() {
+    let _alone = sotto_testkit::alone().await;
     let engine = live_engine(64).await;
     let mut sessions = Vec::new();
     for i in 0..64 {
@@ -86,6 +84,7 @@ async fn thirty_seconds_of_64_sessions_in_real_time() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn virtual_clock_renders_the_same_samples_as_offline() {
+    let _alone = sotto_testkit::alone().await;
     let text = r#"
 sample_rate = 24000
 block = 240
@@ -137,6 +136,7 @@ seconds = 0.9
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stalled_event_consumer_never_blocks_the_clock() {
+    let _alone = sotto_testkit::alone().await;
     let engine = live_engine(64).await;
     let s = engine
         .create_session(SessionConfig::default())

@@ -7,6 +7,7 @@ use sotto_testkit::soak::{run, SoakConfig};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_keeps_time() {
+    let _alone = sotto_testkit::alone().await;
     let config = SoakConfig {
         sessions: 24,
         seconds: 4.0,
@@ -51,6 +52,7 @@ async fn a_short_soak_keeps_time() {
 /// a task of its own, every frame following the last, nothing lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_short_soak_of_calls_reads_every_frame() {
+    let _alone = sotto_testkit::alone().await;
     let config = SoakConfig {
         sessions: 24,
         seconds: 4.0,

@@ -10,15 +10,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use assert_no_alloc::AllocDisabler;
 use sotto::{
     Clock, Engine, EngineConfig, OutputConfig, OutputFrames, SessionConfig, SessionEventKind,
     SessionHandle, SessionOutput,
 };
 use sotto_integration::tone_s16;
 
-#[global_allocator]
-static ALLOCATOR: AllocDisabler = AllocDisabler;
 
 const RATE: usize = 24_000;
 const BLOCK: u64 = 480;
@@ -78,6 +75,7 @@ impl Rng {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn call_churn_on_four_shards_disturbs_none_of_two_hundred() {
+    let _alone = sotto_testkit::alone().await;
     let engine = Engine::start(EngineConfig {
         max_sessions: 256,
         clock: Clock::Virtual {
