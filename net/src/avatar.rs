@@ -206,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn chunks_stay_small_and_even() {
+    fn chunks_stay_small_in_whole_samples() {
         let pcm = vec![0u8; 40_002];
         let sizes: Vec<usize> = chunks(&pcm).map(<[u8]>::len).collect();
         assert_eq!(sizes, vec![15_000, 15_000, 10_002]);

@@ -260,9 +260,9 @@ async fn playback_mode_is_speech() {
     std::fs::remove_dir_all(&dir).ok();
 }
 
-/// Stop is immediate and ramps out; a non-looping stream ends by itself.
+/// Stop is immediate and ramps out, and says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn stop_and_end() {
+async fn a_stop_ramps_out_at_once() {
     let dir = scratch_dir("stop");
     let path = dir.join("bed.wav");
     write_wav_s16(&path, &vec![0.25; 24_000], 24_000, 1);
@@ -278,21 +278,36 @@ async fn stop_and_end() {
         "a ramp, not a cut"
     );
     assert!(out[480..].iter().all(|&v| v == 0.0), "then silent");
+    assert_eq!(ended(&mut ev), vec![(looped.id(), true)]);
+    engine.shutdown().await;
+}
+
+/// A stream that does not loop plays once, whole, and ends by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_ends_by_itself() {
+    let dir = scratch_dir("end");
+    let path = dir.join("bed.wav");
+    write_wav_s16(&path, &vec![0.25; 24_000], 24_000, 1);
+    let (engine, s, mut ev) = setup(SessionConfig::default()).await;
     let once = engine.background(&s, mixing(&path, false)).await.unwrap();
     once.start().await.unwrap();
     let out = engine.render(48_000).await.unwrap();
     let played = out.iter().filter(|&&v| v == 0.25).count();
     assert_eq!(played, 24_000, "a stream plays once, whole");
-    let events = drain(&mut ev);
-    let ended: Vec<_> = events
+    assert_eq!(ended(&mut ev), vec![(once.id(), false)]);
+    engine.shutdown().await;
+}
+
+/// The sources that ended, and whether each was stopped.
+fn ended(ev: &mut tokio::sync::mpsc::Receiver<SessionEvent>) -> Vec<(u32, bool)> {
+    drain(ev)
         .iter()
         .filter_map(|e| match e.kind {
             K::BackgroundEnded { source, stopped } => Some((source, stopped)),
             _ => None,
         })
-        .collect();
-    assert_eq!(ended, vec![(looped.id(), true), (once.id(), false)]);
-    engine.shutdown().await;
+        .collect()
+}
     std::fs::remove_dir_all(&dir).ok();
 }
 

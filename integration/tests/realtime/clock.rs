@@ -12,7 +12,6 @@ use sotto::{Clock, Engine, EngineConfig, SessionConfig};
 use sotto_integration::tone_s16;
 use sotto_testkit::scenario::{RenderClock, Scenario};
 
-
 /// An engine on the virtual clock, running at once, capturing nothing.
 async fn live_engine(max_sessions: usize) -> Engine {
     Engine::start(EngineConfig {

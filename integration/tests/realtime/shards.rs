@@ -16,7 +16,6 @@ use sotto::{
 };
 use sotto_integration::tone_s16;
 
-
 const RATE: usize = 24_000;
 const BLOCK: u64 = 480;
 const SHARDS: usize = 4;
