@@ -280,6 +280,7 @@ async fn a_stop_ramps_out_at_once() {
     assert!(out[480..].iter().all(|&v| v == 0.0), "then silent");
     assert_eq!(ended(&mut ev), vec![(looped.id(), true)]);
     engine.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// A stream that does not loop plays once, whole, and ends by itself.
@@ -296,6 +297,7 @@ async fn a_stream_ends_by_itself() {
     assert_eq!(played, 24_000, "a stream plays once, whole");
     assert_eq!(ended(&mut ev), vec![(once.id(), false)]);
     engine.shutdown().await;
+    std::fs::remove_dir_all(&dir).ok();
 }
 
 /// The sources that ended, and whether each was stopped.
@@ -307,8 +309,6 @@ fn ended(ev: &mut tokio::sync::mpsc::Receiver<SessionEvent>) -> Vec<(u32, bool)>
             _ => None,
         })
         .collect()
-}
-    std::fs::remove_dir_all(&dir).ok();
 }
 
 fn make(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
