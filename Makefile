@@ -53,6 +53,7 @@ lint: deny-deps
 	@if $(CARGO) tree -p sotto-net -e normal --prefix none | sed 's/ .*//' | sort -u | grep -xE 'audiopus|audiopus_sys|env-libvpx-sys|webrtc-audio-processing' ; then \
 		echo "sotto-net links a C codec or the echo module (above); they belong in sotto-media"; exit 1; fi
 	$(CARGO) deny --log-level error check licenses bans sources
+	@echo "crates in more than one version (reported, not refused): $$($(CARGO) tree --workspace -d --depth 0 -e normal,build --prefix none | sort -u | awk '{print $$1}' | uniq -d | tr '\n' ' ')"
 	@if [ -d "$${CARGO_HOME:-$$HOME/.cargo}/advisory-dbs" ]; then \
 		$(CARGO) deny --log-level error check --disable-fetch advisories; \
 	else echo "note: no advisory database here; advisories not checked"; fi
