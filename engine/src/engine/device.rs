@@ -13,6 +13,17 @@ use tokio::sync::mpsc;
 use super::*;
 
 impl Engine {
+    /// Every sound card device of the default host, with its channels,
+    /// rates and whether it is the default input or output: what a
+    /// [`Clock::Device`] or a [`DeviceInput`](crate::DeviceInput) names.
+    ///
+    /// # Errors
+    /// [`EngineError::DeviceStream`] when the host cannot enumerate its
+    /// devices.
+    pub fn devices() -> Result<Vec<crate::DeviceInfo>, EngineError> {
+        Ok(sotto_actors::devices::devices()?)
+    }
+
     /// Moves of the renderer between outputs (SPEC D6), from now on. The
     /// stream ends at once when the engine plays no device. At most
     /// 256 unread moves are kept; later ones are dropped.

@@ -20,9 +20,8 @@ use sotto_rt::{RendererConfig, SampleTime, Telemetry};
 use tokio::sync::{oneshot, Mutex, Notify};
 
 use crate::background::BackgroundHandle;
-use crate::frames::{OutputFrames, Owner};
 use crate::handle::{OfflineProgress, SessionHandle};
-use crate::{SessionError, SharedOutputId};
+use crate::SharedOutputId;
 use sotto_actors::frames::OutputShared;
 
 mod avatar;
@@ -31,6 +30,7 @@ mod device;
 mod error;
 #[cfg(feature = "fault-injection")]
 mod faults;
+mod outputs;
 mod render;
 mod shards;
 
@@ -395,79 +395,6 @@ impl Engine {
         ))
     }
 
-    /// Every sound card device of the default host, with its channels,
-    /// rates and whether it is the default input or output: what a
-    /// [`Clock::Device`] or a [`DeviceInput`](crate::DeviceInput) names.
-    ///
-    /// # Errors
-    /// [`EngineError::DeviceStream`] when the host cannot enumerate its
-    /// devices.
-    pub fn devices() -> Result<Vec<crate::DeviceInfo>, EngineError> {
-        Ok(sotto_actors::devices::devices()?)
-    }
-
-    /// Makes a shared output (SPEC C1): a room mix that sessions join with
-    /// [`SessionOutput::Shared`](crate::SessionOutput) and the id returned;
-    /// its sum is saturated like the main mix, and read as frames with
-    /// [`Engine::output_frames`]. It renders on the least loaded shard, or
-    /// on shard 0 when it also plays into the main mix (`config.also_main`).
-    /// `name` names it in logs.
-    ///
-    /// # Errors
-    /// [`EngineError::Create`] for a bad bound or no free output slot (one
-    /// per session slot); [`EngineError::Stopped`] after shutdown.
-    pub async fn create_output(
-        &self,
-        name: &str,
-        config: crate::OutputConfig,
-    ) -> Result<SharedOutputId, EngineError> {
-        self.running()?;
-        let config = sotto_actors::SharedOutputConfig {
-            name: name.to_owned(),
-            output: config,
-        };
-        let shared = self
-            .ask_supervisor(|reply| SupervisorMsg::CreateOutput(config, reply))
-            .await??;
-        let id = shared.id;
-        let mut outputs = lock(&self.inner.outputs);
-        outputs.retain(|(other, _)| *other != id);
-        outputs.push((id, shared));
-        Ok(id)
-    }
-
-    /// A shared output's frames; one reader at a time.
-    ///
-    /// # Errors
-    /// [`SessionError::Taken`] when a reader already has them;
-    /// [`SessionError::Closed`] when the output was removed.
-    pub fn output_frames(&self, output: SharedOutputId) -> Result<OutputFrames, SessionError> {
-        let shared = lock(&self.inner.outputs)
-            .iter()
-            .find(|(id, _)| *id == output)
-            .map(|(_, shared)| Arc::clone(shared))
-            .ok_or(SessionError::Closed)?;
-        let framer = shared.take_framer().ok_or(SessionError::Taken)?;
-        Ok(OutputFrames::new(
-            framer,
-            Arc::clone(&self.inner.rendered),
-            self.inner.offline.is_some(),
-            Owner::Shared(shared),
-        ))
-    }
-
-    /// Removes a shared output. Its reader gets what was rendered, then
-    /// [`SessionError::Closed`](crate::SessionError); sessions still in it
-    /// play on, heard by nobody, until they are removed.
-    ///
-    /// # Errors
-    /// [`EngineError::Stopped`] after shutdown.
-    pub async fn remove_output(&self, output: SharedOutputId) -> Result<(), EngineError> {
-        lock(&self.inner.outputs).retain(|(id, _)| *id != output);
-        self.ask_supervisor(|reply| SupervisorMsg::RemoveOutput(output, reply))
-            .await
-    }
-
     /// Sends the supervisor a request and waits for its answer.
     async fn ask_supervisor<T>(
         &self,
@@ -603,11 +530,4 @@ fn spawn_ticker(parts: &Parts, config: &EngineConfig) -> tokio::task::JoinHandle
             let _ = rx.await;
         }
     })
-}
-
-/// The shared outputs' list, even after a panic elsewhere held it (a
-/// panicking holder leaves it consistent: every change is one push or
-/// retain).
-fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
