@@ -1,4 +1,6 @@
-//! The `sotto` program: renders scenarios through the whole engine.
+//! The `sotto` program: renders scenarios through the whole engine, plays,
+//! soaks, lists devices, runs echo cancellation on recordings, and serves
+//! calls and avatars. A binary with no library.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

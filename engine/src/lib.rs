@@ -3,10 +3,10 @@
 //! An application starts an [`Engine`], opens sessions with
 //! [`Engine::create_session`], streams TTS bytes into each
 //! [`SessionHandle`] and controls playback with messages: interrupt with a
-//! fade, pause and resume, turn marks, counters of what the user heard. All
-//! audio comes out of one real-time renderer, driven by the offline clock
-//! (deterministic, as fast as possible), the virtual real-time clock or a
-//! sound card.
+//! fade, pause and resume, turn marks, counters of what the user heard.
+//! Every session renders on one sample clock, driven by the offline clock
+//! (deterministic, as fast as possible), the virtual real-time clock (one
+//! render thread per shard) or a sound card.
 //!
 //! This crate is the library an application embeds: it has no command
 //! line, HTTP server, plotting or token-signing dependencies. The avatar
