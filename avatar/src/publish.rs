@@ -300,9 +300,17 @@ impl Publisher {
         if offer.len() > sotto_net::call::MAX_OFFER_BYTES {
             return Err(ViewerError::BadOffer("the offer is too long".into()));
         }
-        let desc = RTCSessionDescription::offer(offer.to_owned())
+        let bind = sotto_net::peer::LOOPBACK;
+        let rules = sotto_net::sdp::OfferRules {
+            opus_audio: true,
+            loopback: bind.is_loopback(),
+        };
+        let vetted = sotto_net::sdp::vet_offer(offer, rules)
+            .map_err(|why| ViewerError::BadOffer(why.into()))?;
+        sotto_net::sdp::log_dropped(vetted.dropped);
+        let desc = RTCSessionDescription::offer(vetted.sdp)
             .map_err(|_| ViewerError::BadOffer("not SDP".into()))?;
-        let (peer, mut events) = av_peer(sotto_net::peer::LOOPBACK).await?;
+        let (peer, mut events) = av_peer(bind).await?;
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         // One media stream: a browser plays the two tracks in sync.
         let stream = format!("avatar-{id}");

@@ -155,7 +155,9 @@ enum Command {
         /// `POST /avatars/{id}/viewers`).
         #[arg(long)]
         viewer: bool,
-        /// Viewers must carry a bearer token signed with this secret.
+        /// Viewers must carry a bearer token signed with this secret,
+        /// granting `allow_view` for the avatar's room (or `operator`).
+        /// Without it anyone who reaches the server may watch and list.
         #[arg(long, requires = "viewer")]
         viewer_secret: Option<String>,
     },
@@ -176,6 +178,18 @@ enum Command {
         /// Calls at once at most; one more is refused with 503.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
         max_calls: u16,
+        /// Calls at once for one participant (a token's `participantId`)
+        /// at most; one more is refused with 429.
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        max_calls_per_participant: u16,
+        /// Open HTTP connections from one client (an IPv4 address, an IPv6
+        /// /64) at most; one more is closed at once.
+        #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
+        max_connections_per_client: u16,
+        /// The longest lifetime, in seconds, a call's token may claim
+        /// (`exp` − `iat`); a longer-lived one is refused with 401.
+        #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
+        token_lifetime: u32,
         /// The address calls' media sockets bind and offer: loopback by
         /// default; an interface's address to take calls from elsewhere.
         #[arg(long, default_value = "127.0.0.1")]
@@ -321,6 +335,9 @@ fn main() -> ExitCode {
             media_addr,
             clean_mic,
             avatar,
+            max_calls_per_participant,
+            max_connections_per_client,
+            token_lifetime,
         } => runtime.block_on(serve_cmd::serve(serve_cmd::ServeArgs {
             listen,
             say,
@@ -329,6 +346,9 @@ fn main() -> ExitCode {
             media_addr,
             clean_mic,
             avatar,
+            max_calls_per_participant: usize::from(max_calls_per_participant),
+            max_connections_per_client: usize::from(max_connections_per_client),
+            token_lifetime: std::time::Duration::from_secs(u64::from(token_lifetime)),
         })),
     }
 }
@@ -536,6 +556,12 @@ async fn avatar_server(
     }
     let connections = Arc::new(AtomicU64::new(0));
     let watched = publish.is_some();
+    if publish.as_ref().is_some_and(|p| p.viewer_secret.is_none()) {
+        eprintln!(
+            "avatar server: no --viewer-secret: anyone who reaches {listen} may list and \
+             watch every avatar (keep it on a trusted network)"
+        );
+    }
     let config = ServerConfig {
         publish,
         clock: None,

@@ -20,6 +20,9 @@ pub(crate) struct ServeArgs {
     pub media_addr: std::net::IpAddr,
     pub clean_mic: bool,
     pub avatar: bool,
+    pub max_calls_per_participant: usize,
+    pub max_connections_per_client: usize,
+    pub token_lifetime: std::time::Duration,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -31,6 +34,9 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         media_addr,
         clean_mic,
         avatar,
+        max_calls_per_participant,
+        max_connections_per_client,
+        token_lifetime,
     } = args;
     let say = match &say {
         Some(path) => Utterance::from_wav(path),
@@ -75,8 +81,11 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         token_secret,
         limits: ServerLimits {
             max_peers: max_calls,
+            max_connections_per_client,
             ..ServerLimits::default()
         },
+        max_calls_per_participant,
+        max_token_lifetime: token_lifetime,
         utterances: vec![say],
         call: CallConfig {
             bind: media_addr,
@@ -127,8 +136,9 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
 }
 
 /// An avatar server for `sotto serve --avatar`: the built-in face at
-/// 640x480, 25 fps, published to viewers, its tokens signed with a secret
-/// made here (only this process mints them).
+/// 640x480, 25 fps, published to viewers, its agents' and its viewers'
+/// tokens signed with secrets made here (only this process mints them: a
+/// call's page is handed a viewer token for its own call's avatar).
 async fn start_avatar() -> std::io::Result<(
     sotto_server::avatar::AvatarServer,
     sotto_server::calls::AvatarAttach,
@@ -139,21 +149,14 @@ async fn start_avatar() -> std::io::Result<(
     use sotto_server::avatar::viewers::ViewersConfig;
     use sotto_server::avatar::{AvatarServer, ServerConfig};
 
-    let secret = {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u128(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_nanos()),
-        );
-        let a = h.finish();
-        h.write_u64(a);
-        format!("{a:016x}{:016x}", h.finish())
-    };
+    let secret = sotto_server::http::random_id();
+    let viewer_secret = sotto_server::http::random_id();
     let config = ServerConfig {
         clock: None,
-        publish: Some(ViewersConfig::default()),
+        publish: Some(ViewersConfig {
+            viewer_secret: Some(viewer_secret.clone()),
+            ..ViewersConfig::default()
+        }),
         secret: secret.clone(),
         fps: 25,
         cooldown: std::time::Duration::from_millis(300),
@@ -170,10 +173,10 @@ async fn start_avatar() -> std::io::Result<(
         join_url: server.join_url(),
         secret,
         watch_base: format!("http://{}", server.addr()),
+        viewer_secret,
     };
     eprintln!(
-        "sotto serve: the agent speaks through an avatar; watch it alone at {}",
-        server.watch_url()
+        "sotto serve: the agent speaks through an avatar; each call's page watches its own"
     );
     Ok((server, attach))
 }

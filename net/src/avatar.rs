@@ -105,15 +105,21 @@ impl JoinRequest {
     }
 }
 
-/// A name safe to use as one path component and in logs.
-fn check_name(name: &str, field: &'static str) -> Result<(), JoinError> {
-    let ok = !name.is_empty()
+/// Whether `name` is safe as one path component and in logs: 1 to
+/// [`MAX_NAME`] letters, digits, `-`, `_` and `.`, not starting with `.`.
+#[must_use]
+pub fn safe_name(name: &str) -> bool {
+    !name.is_empty()
         && name.len() <= MAX_NAME
         && !name.starts_with('.')
         && name
             .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-    if ok {
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// `Ok` for a [`safe_name`], else the field it is in.
+fn check_name(name: &str, field: &'static str) -> Result<(), JoinError> {
+    if safe_name(name) {
         Ok(())
     } else {
         Err(JoinError::Name(field))

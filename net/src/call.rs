@@ -71,7 +71,16 @@ pub async fn answer_call(offer: &str, bind: IpAddr) -> Result<(String, CallPeer)
             "an offer may have at most {MAX_MEDIA_SECTIONS} media sections"
         )));
     }
-    let desc = RTCSessionDescription::offer(offer.to_owned()).map_err(|_| bad("not SDP"))?;
+    let vetted = crate::sdp::vet_offer(
+        offer,
+        crate::sdp::OfferRules {
+            opus_audio: true,
+            loopback: bind.is_loopback(),
+        },
+    )
+    .map_err(bad)?;
+    crate::sdp::log_dropped(vetted.dropped);
+    let desc = RTCSessionDescription::offer(vetted.sdp).map_err(|_| bad("not SDP"))?;
     let (peer, mut events) = audio_peer(bind).await?;
     let (track, mut sender) = opus_track();
     peer.add_track(track).await.map_err(NetError::from)?;

@@ -6,10 +6,12 @@
 //! other origins, JSON answers.
 
 use axum::body::Body;
-use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+
+use std::time::Duration;
 
 use crate::token::{self, Claims};
 
@@ -46,18 +48,96 @@ pub fn refuse(code: StatusCode, why: &str) -> Response {
     Refusal::new(code, why).into_response()
 }
 
-/// A number from a request's path (a call's, an avatar's, a viewer's
-/// id); anything else, or one longer than a `u64` can be, names nothing.
+/// A fresh id or key: 128 random bits from the operating system, as 32
+/// lowercase hex digits. Nobody can guess one, so a path or a bearer
+/// holding one names one thing only to whoever was handed it.
+///
+/// # Panics
+/// When the operating system has no randomness to give (no server can
+/// run safely then).
 #[must_use]
-pub fn path_number(raw: &str) -> Option<u64> {
-    if raw.len() > 20 {
-        return None;
+pub fn random_id() -> String {
+    let mut bits = [0u8; 16];
+    #[allow(clippy::expect_used)] // no randomness: nothing here is safe to run
+    getrandom::getrandom(&mut bits).expect("the operating system gives random bytes");
+    bits.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `raw` is an id as [`random_id`] writes them: exactly 32
+/// lowercase hex digits. Anything else (upper case, a sign, padding,
+/// escapes) names nothing, so each thing has one path only.
+#[must_use]
+pub fn canonical_id(raw: &str) -> bool {
+    raw.len() == 32 && raw.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+/// Whether `a` and `b` are the same secret, in time that does not depend
+/// on where they first differ.
+#[must_use]
+pub fn same_secret(a: &str, b: &str) -> bool {
+    if a.len() != b.len() {
+        return false;
     }
-    raw.parse().ok()
+    a.bytes().zip(b.bytes()).fold(0u8, |d, (x, y)| d | (x ^ y)) == 0
+}
+
+/// The header a `201 Created` hands back the new resource's key in: the
+/// bearer its later requests carry (`Authorization: Bearer KEY`).
+pub const KEY_HEADER: &str = "sotto-key";
+
+/// A request's body, read whole into one buffer (SPEC S2, S6): at most
+/// `limit` bytes (else 413), and no slower than `limits.body_min_rate`
+/// bytes a second after `limits.body_grace` (else 408). Each piece is
+/// copied out as it comes, so a body trickled a byte at a time holds one
+/// buffer of its length, not one buffer per piece.
+///
+/// # Errors
+/// The 413 or 408 [`Refusal`]; a 400 for a body that breaks off.
+pub async fn read_body(
+    body: Body,
+    limit: usize,
+    limits: &crate::accept::ServerLimits,
+) -> Result<Vec<u8>, Refusal> {
+    use http_body_util::BodyExt;
+    let started = tokio::time::Instant::now();
+    let rate = u64::from(limits.body_min_rate.max(1));
+    let mut body = body;
+    let mut got: Vec<u8> = Vec::new();
+    loop {
+        // The next piece is due by the time the bytes so far would fall
+        // under the rate.
+        let ahead = Duration::from_millis(got.len() as u64 * 1000 / rate);
+        let due = started + limits.body_grace + ahead;
+        let frame = match tokio::time::timeout_at(due, body.frame()).await {
+            Err(_) => {
+                return Err(Refusal::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the body came too slowly",
+                ))
+            }
+            Ok(None) => return Ok(got),
+            Ok(Some(Err(_))) => return Err(Refusal::new(StatusCode::BAD_REQUEST, "the body broke off")),
+            Ok(Some(Ok(frame))) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers: nothing to keep
+        };
+        if got.len() + data.len() > limit {
+            return Err(Refusal::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "the body is too long",
+            ));
+        }
+        got.extend_from_slice(&data);
+    }
 }
 
 /// The methods a page of another origin may use on these servers.
 const CORS_METHODS: &str = "GET, POST, DELETE, OPTIONS";
+/// What a page of another origin may read of an answer: where the new
+/// resource is and its key. Only bearer headers authorise here (never a
+/// cookie), so any origin may call, and learns only what it was handed.
+const CORS_EXPOSED: &str = "Location, Sotto-Key";
 
 /// `r` answerable to a page of any origin (CORS), its `Location` readable
 /// there.
@@ -78,7 +158,7 @@ pub fn with_cors(mut r: Response) -> Response {
     );
     h.insert(
         header::ACCESS_CONTROL_EXPOSE_HEADERS,
-        HeaderValue::from_static("Location"),
+        HeaderValue::from_static(CORS_EXPOSED),
     );
     r
 }
@@ -151,22 +231,20 @@ impl SdpOffer {
         Ok(())
     }
 
-    /// Reads an offer's body, at most [`MAX_OFFER_BYTES`] of it.
+    /// Reads an offer's body, at most [`MAX_OFFER_BYTES`] of it, at the
+    /// pace `limits` asks for (see [`read_body`]).
     ///
     /// # Errors
-    /// A 413 [`Refusal`] past the limit, 400 for a body that breaks off or
-    /// is not text.
-    pub async fn read(body: Body) -> Result<Self, Refusal> {
-        use http_body_util::BodyExt;
-        let bytes = match http_body_util::Limited::new(body, MAX_OFFER_BYTES)
-            .collect()
+    /// A 413 [`Refusal`] past the limit, 408 for a body too slow, 400 for
+    /// one that breaks off or is not text.
+    pub async fn read(body: Body, limits: &crate::accept::ServerLimits) -> Result<Self, Refusal> {
+        let bytes = read_body(body, MAX_OFFER_BYTES, limits)
             .await
-        {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<http_body_util::LengthLimitError>() => return Err(too_long()),
-            Err(_) => return Err(Refusal::new(StatusCode::BAD_REQUEST, "the offer broke off")),
-        };
-        String::from_utf8(bytes.to_vec())
+            .map_err(|r| match r.code {
+                StatusCode::PAYLOAD_TOO_LARGE => too_long(),
+                _ => r,
+            })?;
+        String::from_utf8(bytes)
             .map(Self)
             .map_err(|_| Refusal::new(StatusCode::BAD_REQUEST, "the offer is not text"))
     }
@@ -174,15 +252,6 @@ impl SdpOffer {
 
 fn too_long() -> Refusal {
     Refusal::new(StatusCode::PAYLOAD_TOO_LARGE, "the offer is too long")
-}
-
-impl<S: Send + Sync> FromRequest<S> for SdpOffer {
-    type Rejection = Refusal;
-
-    async fn from_request(req: Request, _: &S) -> Result<Self, Self::Rejection> {
-        Self::check(req.headers())?;
-        Self::read(req.into_body()).await
-    }
 }
 
 /// A server's state as its extractors see it: the secret its bearer
@@ -194,6 +263,9 @@ pub trait Gate {
     /// Counts a request refused by an extractor.
     fn refused(&self);
 }
+
+/// The longest bearer token looked at; a longer one is refused unread.
+pub const MAX_BEARER: usize = 4_096;
 
 /// The headers of a request carrying an SDP offer, checked before anything
 /// else and before its body is read: `application/sdp` (else 415), a
@@ -250,6 +322,7 @@ pub fn bearer(headers: &HeaderMap) -> Option<&str> {
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| t.len() <= MAX_BEARER)
 }
 
 impl<G: Gate + Send + Sync> FromRequestParts<std::sync::Arc<G>> for Authorized {
@@ -297,16 +370,47 @@ mod tests {
     #[tokio::test]
     async fn an_offer_past_the_limit_is_too_long() {
         let body = Body::from(vec![b'a'; MAX_OFFER_BYTES + 1]);
-        let e = SdpOffer::read(body).await.unwrap_err();
+        let e = SdpOffer::read(body, &Default::default()).await.unwrap_err();
         assert_eq!(e.code, StatusCode::PAYLOAD_TOO_LARGE);
     }
 
     #[tokio::test]
     async fn an_offer_that_is_not_text_is_bad() {
-        let e = SdpOffer::read(Body::from(vec![0xff, 0xfe]))
+        let e = SdpOffer::read(Body::from(vec![0xff, 0xfe]), &Default::default())
             .await
             .unwrap_err();
         assert_eq!(e.code, StatusCode::BAD_REQUEST);
+    }
+
+    #[test]
+    fn ids_are_random_and_canonical() {
+        let (a, b) = (random_id(), random_id());
+        assert_ne!(a, b);
+        assert!(canonical_id(&a) && canonical_id(&b));
+        assert!(!canonical_id(&a.to_uppercase()));
+        assert!(!canonical_id(&format!("+{}", &a[1..])));
+        assert!(!canonical_id("2"));
+        assert!(same_secret(&a, &a.clone()));
+        assert!(!same_secret(&a, &b));
+    }
+
+    #[tokio::test]
+    async fn a_trickled_body_is_cut_off() {
+        let limits = crate::accept::ServerLimits {
+            body_grace: Duration::from_millis(200),
+            body_min_rate: 1024,
+            ..Default::default()
+        };
+        // One byte every 5 ms: 200 bytes a second.
+        let trickle = futures_util::stream::unfold(0, |n| async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            (n < 1000).then(|| (Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"v")), n + 1))
+        });
+        let body = Body::from_stream(trickle);
+        let started = std::time::Instant::now();
+        let e = read_body(body, 32 << 10, &limits).await.unwrap_err();
+        assert_eq!(e.code, StatusCode::REQUEST_TIMEOUT);
+        assert!(started.elapsed() < Duration::from_secs(2));
     }
 
     #[test]

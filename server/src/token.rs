@@ -1,5 +1,9 @@
-//! Avatar credentials (SPEC A1): an HS256 JWT naming the participant, with
-//! the `allow_join` permission, protocol version 2 and an expiry.
+//! Bearer tokens (SPEC A1, S3): an HS256 JWT naming the participant, with
+//! a permission, protocol version 2 and an expiry. An agent joins an
+//! avatar with `allow_join`; a viewer watches the avatars of one room with
+//! `allow_view` (and its `room`); an operator lists every avatar with
+//! `operator`. Participant ids and rooms are safe names (at most 64
+//! letters, digits, `-`, `_`, `.`).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -10,8 +14,17 @@ use serde::{Deserialize, Serialize};
 pub const VERSION: u32 = 2;
 /// The permission a token must grant.
 pub const ALLOW_JOIN: &str = "allow_join";
+/// The permission to watch a room's avatars.
+pub const ALLOW_VIEW: &str = "allow_view";
+/// The permission to list every avatar (an operator's).
+pub const OPERATOR: &str = "operator";
 /// How long a token is valid unless asked otherwise.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(3600);
+/// The longest a call's token may live by default, and how long the
+/// viewer tokens a call server hands its pages live: a call's token is
+/// spent when the call is made, so a short life costs nothing and limits
+/// what a leaked one can do.
+pub const CALL_TOKEN_LIFETIME: Duration = Duration::from_secs(600);
 /// The longest lifetime (`exp` − `iat`) a token may claim (SPEC S3).
 pub const MAX_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 /// How far ahead of this clock a token's `iat` or `nbf` may be: the
@@ -66,9 +79,12 @@ pub enum TokenError {
     /// The token is for another room than the join names.
     #[error("token is for another room")]
     Room,
-    /// The token does not grant `allow_join`.
-    #[error("token lacks the allow_join permission")]
+    /// The token does not grant what is asked of it.
+    #[error("token lacks the permission")]
     NoPermission,
+    /// The token's participant id or room is not a safe name.
+    #[error("invalid token: a participant id or room of other than letters, digits, '-', '_', '.'")]
+    Name,
     /// The token is for another protocol version.
     #[error("token version {0}, expected 2")]
     Version(u32),
@@ -125,12 +141,43 @@ pub fn sign(claims: &Claims, secret: &str) -> Result<String, TokenError> {
     .map_err(|e| TokenError::Sign(e.to_string()))
 }
 
+/// Signs a viewer's token: it may watch the avatars of `room` for `ttl`.
+///
+/// # Errors
+/// [`TokenError::Sign`] if signing fails.
+pub fn viewer(secret: &str, room: &str, ttl: Duration) -> Result<String, TokenError> {
+    let now = now_secs();
+    let claims = Claims {
+        apikey: "viewer".to_owned(),
+        permissions: vec![ALLOW_VIEW.to_owned()],
+        version: VERSION,
+        iat: now,
+        exp: now + ttl.as_secs(),
+        participant_id: random_participant().replace("avatar_", "viewer_"),
+        nbf: None,
+        room: Some(room.to_owned()),
+    };
+    sign(&claims, secret)
+}
+
 /// Checks a token's signature (HS256 only), expiry, start, issue time,
-/// lifetime, permission and version (SPEC A1, S3).
+/// lifetime, names, the `allow_join` permission and version (SPEC A1, S3).
 ///
 /// # Errors
 /// The [`TokenError`] saying which check failed.
 pub fn verify(token: &str, secret: &str) -> Result<Claims, TokenError> {
+    verify_granting(token, secret, &[ALLOW_JOIN])
+}
+
+/// [`verify`], the token granting any one of `permissions`.
+///
+/// # Errors
+/// The [`TokenError`] saying which check failed.
+pub fn verify_granting(
+    token: &str,
+    secret: &str,
+    permissions: &[&str],
+) -> Result<Claims, TokenError> {
     let mut validation = Validation::new(Algorithm::HS256);
     validation.leeway = 0;
     validation.set_required_spec_claims(&["exp"]);
@@ -151,8 +198,16 @@ pub fn verify(token: &str, secret: &str) -> Result<Claims, TokenError> {
     if claims.exp.saturating_sub(claims.iat) > MAX_LIFETIME.as_secs() {
         return Err(TokenError::Invalid("lifetime over 24 hours"));
     }
-    if !claims.permissions.iter().any(|p| p == ALLOW_JOIN) {
+    if !claims
+        .permissions
+        .iter()
+        .any(|p| permissions.contains(&p.as_str()))
+    {
         return Err(TokenError::NoPermission);
+    }
+    let safe = sotto_net::avatar::safe_name;
+    if !safe(&claims.participant_id) || claims.room.as_deref().is_some_and(|r| !safe(r)) {
+        return Err(TokenError::Name);
     }
     if claims.version != VERSION {
         return Err(TokenError::Version(claims.version));
@@ -220,6 +275,18 @@ mod tests {
     }
 
     #[test]
+    fn a_viewer_token_grants_viewing_its_room_only() {
+        let t = viewer("secret", "call-1", CALL_TOKEN_LIFETIME).unwrap();
+        let claims = verify_granting(&t, "secret", &[ALLOW_VIEW]).unwrap();
+        assert_eq!(claims.room.as_deref(), Some("call-1"));
+        assert_eq!(verify(&t, "secret"), Err(TokenError::NoPermission));
+        assert_eq!(
+            verify_granting(&t, "secret", &[OPERATOR]),
+            Err(TokenError::NoPermission)
+        );
+    }
+
+    #[test]
     fn a_bad_token_is_refused() {
         let c = create("key", "secret", None, DEFAULT_TTL).unwrap();
         let claims = verify(&c.token, "secret").unwrap();
@@ -239,6 +306,14 @@ mod tests {
         no_join.permissions = vec!["allow_mod".into()];
         let t = sign(&no_join, "secret").unwrap();
         assert_eq!(verify(&t, "secret"), Err(TokenError::NoPermission));
+        let mut long_name = claims.clone();
+        long_name.participant_id = "x".repeat(65);
+        let t = sign(&long_name, "secret").unwrap();
+        assert_eq!(verify(&t, "secret"), Err(TokenError::Name));
+        let mut odd = claims.clone();
+        odd.participant_id = "../etc".into();
+        let t = sign(&odd, "secret").unwrap();
+        assert_eq!(verify(&t, "secret"), Err(TokenError::Name));
         let mut v1 = claims;
         v1.version = 1;
         let t = sign(&v1, "secret").unwrap();

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
 use tokio::sync::oneshot;
@@ -85,6 +86,12 @@ crate::stats::counters! {
         never_connected,
         /// HTTP connections closed at once because `max_connections` were open.
         connections_refused,
+        /// Of those, closed because `max_connections_per_client` were open
+        /// from one client.
+        client_refused,
+        /// Joins and viewers set up for a client that had gone before the
+        /// answer, and torn down at once.
+        abandoned,
         /// Peer connections made.
         peers,
         /// Connections whose task has ended.
@@ -134,11 +141,9 @@ pub(crate) struct AvatarServerState {
     pub(crate) progress: std::sync::Mutex<Vec<Arc<AtomicU64>>>,
     /// The avatars viewers can watch now.
     pub(crate) avatars: std::sync::Mutex<Vec<Published>>,
-    /// Avatars published so far: the next one's id.
-    next_avatar: AtomicU64,
-    /// Reports test pages posted, by avatar and viewer.
+    /// Reports test pages posted, by avatar.
     #[cfg(feature = "test-routes")]
-    pub(crate) reports: std::sync::Mutex<Vec<((u64, u64), bytes::Bytes)>>,
+    pub(crate) reports: std::sync::Mutex<Vec<(String, Vec<u8>)>>,
 }
 
 /// Faults the tests inject.
@@ -180,14 +185,10 @@ impl AvatarServer {
             faults: Faults::default(),
             progress: std::sync::Mutex::default(),
             avatars: std::sync::Mutex::default(),
-            next_avatar: AtomicU64::new(1),
             #[cfg(feature = "test-routes")]
             reports: std::sync::Mutex::default(),
         });
-        let mut app = Router::new().route(
-            "/join",
-            post(join).layer(DefaultBodyLimit::max(MAX_JOIN_BODY)),
-        );
+        let mut app = Router::new().route("/join", post(join));
         if shared.config.publish.is_some() {
             app = app.merge(viewers::routes());
             #[cfg(feature = "test-routes")]
@@ -198,8 +199,11 @@ impl AvatarServer {
         let app = app.with_state(Arc::clone(&shared));
         let (stop, stopped) = oneshot::channel::<()>();
         let counted = Arc::clone(&stats);
-        let refused = move || {
+        let refused = move |why| {
             counted.connections_refused.fetch_add(1, Ordering::Relaxed);
+            if why == crate::accept::Crowded::Client {
+                counted.client_refused.fetch_add(1, Ordering::Relaxed);
+            }
         };
         tokio::spawn(serve_limited(listener, app, limits, refused, stopped));
         Ok(Self {
@@ -266,19 +270,20 @@ impl AvatarServer {
         format!("http://{}/watch", self.addr)
     }
 
-    /// Ids of the avatars viewers can watch now, oldest first.
+    /// Ids of the avatars viewers can watch now (as their paths name
+    /// them: `/avatars/{id}/viewers`), oldest first.
     #[must_use]
-    pub fn published(&self) -> Vec<u64> {
+    pub fn published(&self) -> Vec<String> {
         self.shared
             .avatars
             .lock()
-            .map(|a| a.iter().map(|p| p.id).collect())
+            .map(|a| a.iter().map(|p| p.id.clone()).collect())
             .unwrap_or_default()
     }
 
     /// Avatar `id`'s publisher, while it plays.
     #[must_use]
-    pub fn publisher(&self, id: u64) -> Option<Publisher> {
+    pub fn publisher(&self, id: &str) -> Option<Publisher> {
         let avatars = self.shared.avatars.lock().ok()?;
         avatars
             .iter()
@@ -307,16 +312,48 @@ impl Drop for AvatarServer {
     }
 }
 
-/// `POST /join` (SPEC A2, S1): 400 for a number or name out of bounds and
-/// 401 for a bad token, both before anything is made; a body over
-/// [`MAX_JOIN_BODY`] is refused (413) before it is read.
+/// `POST /join` (SPEC A2, S1, S2): 415 for a body that is not JSON, 413
+/// past [`MAX_JOIN_BODY`] (on its declared length, before any of it is
+/// read), 408 for one too slow, 400 for a number or name out of bounds or
+/// an offer that can never connect and 401 for a bad token, all before
+/// anything is made; 503 past `max_peers`.
+///
+/// The peer is set up in a task of its own: an agent that goes before its
+/// answer leaves nothing behind.
 async fn join(
     State(shared): State<Arc<AvatarServerState>>,
-    Json(req): Json<JoinRequest>,
-) -> Result<Json<JoinResponse>, (StatusCode, String)> {
-    if let Err(e) = req.validate() {
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Response {
+    let refused = |code: StatusCode, why: &str| {
         shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return Err((StatusCode::BAD_REQUEST, e.to_string()));
+        crate::http::refuse(code, why)
+    };
+    let json = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    if !json {
+        return refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a join is application/json");
+    }
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_JOIN_BODY as u64) {
+        return refused(StatusCode::PAYLOAD_TOO_LARGE, "the join is too long");
+    }
+    let bytes = match crate::http::read_body(body, MAX_JOIN_BODY, &shared.limits).await {
+        Ok(b) => b,
+        Err(r) => return refused(r.code, &r.why),
+    };
+    let req: JoinRequest = match serde_json::from_slice(&bytes) {
+        Ok(r) => r,
+        Err(_) => return refused(StatusCode::BAD_REQUEST, "not a join request"),
+    };
+    if let Err(e) = req.validate() {
+        return refused(StatusCode::BAD_REQUEST, &e.to_string());
     }
     if let Err(e) = token::verify_for(
         &req.token,
@@ -324,30 +361,71 @@ async fn join(
         &req.participant_id,
         &req.room_name,
     ) {
-        shared.stats.refused.fetch_add(1, Ordering::Relaxed);
-        return Err((StatusCode::UNAUTHORIZED, e.to_string()));
+        return refused(StatusCode::UNAUTHORIZED, &e.to_string());
     }
+    let rules = sotto_net::sdp::OfferRules {
+        opus_audio: false,
+        loopback: true,
+    };
+    let offer = match sotto_net::sdp::vet_offer(&req.offer, rules) {
+        Ok(v) => {
+            sotto_net::sdp::log_dropped(v.dropped);
+            v.sdp
+        }
+        Err(why) => return refused(StatusCode::BAD_REQUEST, &format!("bad offer: {why}")),
+    };
     let live =
         shared.stats.peers.load(Ordering::Relaxed) - shared.stats.ended.load(Ordering::Relaxed);
     if live >= shared.limits.max_peers as u64 {
         shared.stats.busy.fetch_add(1, Ordering::Relaxed);
-        return Err((
+        let mut r = crate::http::refuse(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many avatar connections; try again later".into(),
-        ));
+            "too many avatar connections; try again later",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        return r;
     }
+    let (answered, answer) = oneshot::channel();
+    tokio::spawn(set_up(Arc::clone(&shared), req, offer, answered));
+    match answer.await {
+        Ok(Ok(answer)) => Json(JoinResponse { answer }).into_response(),
+        Ok(Err((code, why))) => crate::http::refuse(code, &why),
+        Err(_) => crate::http::refuse(StatusCode::INTERNAL_SERVER_ERROR, "the join was lost"),
+    }
+}
+
+/// Sets up the peer for a join and answers on `answered`; with nobody
+/// there to take the answer, closes it again.
+async fn set_up(
+    shared: Arc<AvatarServerState>,
+    req: JoinRequest,
+    offer: String,
+    answered: oneshot::Sender<Result<String, (StatusCode, String)>>,
+) {
     let renderer = (shared.config.renderer)();
     let published = match &shared.config.publish {
-        Some(publishing) => Some(publisher_for(&req, publishing, &shared.config, &*renderer)?),
+        Some(publishing) => match publisher_for(&req, publishing, &shared.config, &*renderer) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                shared.stats.refused.fetch_add(1, Ordering::Relaxed);
+                let _ = answered.send(Err(e));
+                return;
+            }
+        },
         None => None,
     };
-    let bad = |code: StatusCode| move |e: String| (code, e);
-    let offer = RTCSessionDescription::offer(req.offer.clone())
-        .map_err(|e| (StatusCode::BAD_REQUEST, format!("bad offer: {e}")))?;
-    let (pc, mut events) = loopback_peer()
-        .await
-        .map_err(|e| e.0)
-        .map_err(bad(StatusCode::INTERNAL_SERVER_ERROR))?;
+    let Ok(offer) = RTCSessionDescription::offer(offer) else {
+        let _ = answered.send(Err((StatusCode::BAD_REQUEST, "bad offer: not SDP".into())));
+        return;
+    };
+    let (pc, mut events) = match loopback_peer().await {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = answered.send(Err((StatusCode::INTERNAL_SERVER_ERROR, e.0)));
+            return;
+        }
+    };
     shared.stats.peers.fetch_add(1, Ordering::Relaxed);
     let answer = async {
         pc.set_remote_description(offer)
@@ -364,9 +442,17 @@ async fn join(
         Err(e) => {
             let _ = pc.close().await;
             shared.stats.ended.fetch_add(1, Ordering::Relaxed);
-            return Err((StatusCode::BAD_REQUEST, e));
+            let _ = answered.send(Err((StatusCode::BAD_REQUEST, e)));
+            return;
         }
     };
+    if answered.send(Ok(answer)).is_err() {
+        // The agent went before its answer: nobody will connect.
+        let _ = pc.close().await;
+        shared.stats.ended.fetch_add(1, Ordering::Relaxed);
+        shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
     let config = PlayoutConfig {
         sample_rate: req.sample_rate,
         channels: usize::from(req.channels.max(1)),
@@ -379,13 +465,14 @@ async fn join(
     let mut avatar = None;
     if let Some((publisher, publisher_sink)) = published {
         sink = Box::new(BothSinks(sink, Box::new(publisher_sink)));
-        let id = shared.next_avatar.fetch_add(1, Ordering::Relaxed);
+        let id = crate::http::random_id();
         if let Ok(mut avatars) = shared.avatars.lock() {
             avatars.push(Published {
-                id,
+                id: id.clone(),
                 participant_id: req.participant_id.clone(),
                 room_name: req.room_name.clone(),
                 publisher,
+                viewers: Vec::new(),
             });
         }
         avatar = Some(id);
@@ -395,19 +482,16 @@ async fn join(
     if let Ok(mut peers) = shared.faults.peers.lock() {
         peers.push(Arc::clone(&pc));
     }
-    tokio::spawn(async move {
-        connection::connection(pc, events, playout, Arc::clone(&shared)).await;
-        // The avatar is gone: so are its viewers.
-        let publisher = avatar.and_then(|id| {
-            let mut avatars = shared.avatars.lock().ok()?;
-            let k = avatars.iter().position(|a| a.id == id)?;
-            Some(avatars.remove(k).publisher)
-        });
-        if let Some(p) = publisher {
-            p.close().await;
-        }
+    connection::connection(pc, events, playout, Arc::clone(&shared)).await;
+    // The avatar is gone: so are its viewers.
+    let publisher = avatar.and_then(|id| {
+        let mut avatars = shared.avatars.lock().ok()?;
+        let k = avatars.iter().position(|a| a.id == id)?;
+        Some(avatars.remove(k).publisher)
     });
-    Ok(Json(JoinResponse { answer }))
+    if let Some(p) = publisher {
+        p.close().await;
+    }
 }
 
 /// The publisher of an agent's avatar: its voice at the agent's rate and

@@ -1,12 +1,22 @@
-//! Watching an avatar (SPEC W5, S1–S5): the avatar server's routes for
+//! Watching an avatar (SPEC W5, S1–S7): the avatar server's routes for
 //! viewers, signalled as WHEP does it, and a page to watch from.
 //!
 //! - `GET /avatars`: the avatars playing now, as JSON.
 //! - `POST /avatars/{id}/viewers` with an SDP offer (`application/sdp`, at
-//!   most 32 KiB): `201 Created`, the answer, and a `Location`.
-//! - `DELETE` on that location: the viewer leaves (`204`, or `404`).
+//!   most 32 KiB): `201 Created`, the answer, a `Location` and the viewer's
+//!   key (`Sotto-Key`).
+//! - `DELETE` on that location: the viewer leaves (`204`).
 //! - `GET` on it: where the viewer's RTP timestamps start, as JSON.
-//! - `GET /watch`: a page that watches the first avatar playing.
+//! - `GET /watch`: a page that watches the first avatar it may.
+//!
+//! Avatar and viewer ids are 128 random bits. With a viewer secret
+//! ([`ViewersConfig::viewer_secret`]) every route but the page asks for
+//! `Authorization: Bearer`: a token signed with it granting `operator`
+//! (every avatar) or `allow_view` with a `room` (that room's avatars), or,
+//! on a viewer's own location, the key its `201` handed back. Without one
+//! (401), with one for something else (404: a stranger learns nothing of
+//! what exists). A list asked with a viewer's token holds its room's
+//! avatars only.
 //!
 //! With the `test-routes` feature and `ViewersConfig::keep_reports`, a test
 //! page may also post what it received to `…/report` (see `reports`).
@@ -15,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -24,9 +34,10 @@ use sotto_avatar::publish::{Publisher, ViewerError};
 
 use super::AvatarServerState;
 use crate::http::{
-    json, path_number as number, preflight, refuse, script, with_cors as cors, Authorized, Gate,
-    OfferHeaders, Refusal, SdpOffer,
+    bearer, canonical_id, json, preflight, random_id, refuse, same_secret, script,
+    with_cors as cors, Gate, OfferHeaders, Refusal, SdpOffer, KEY_HEADER,
 };
+use crate::token::{self, Claims};
 
 /// How a server publishes its avatars to viewers.
 #[derive(Debug, Clone)]
@@ -37,8 +48,10 @@ pub struct ViewersConfig {
     pub video_bitrate_kbps: u32,
     /// Viewers of one avatar at once; one more is a 503.
     pub max_viewers: usize,
-    /// Viewers must carry `Authorization: Bearer TOKEN` signed with this
-    /// (SPEC S3); `None` takes any viewer.
+    /// Viewers must carry `Authorization: Bearer TOKEN` signed with this,
+    /// granting `allow_view` for the avatar's room or `operator` (SPEC
+    /// S3); `None` lets anyone who reaches the server watch (for a
+    /// trusted network only).
     pub viewer_secret: Option<String>,
     /// Keeps what a page posts back as its report, for tests to read
     /// (feature `test-routes`).
@@ -61,12 +74,69 @@ impl Default for ViewersConfig {
 
 /// An avatar playing now, as viewers find it.
 pub(crate) struct Published {
-    /// Its id in the viewers' paths.
-    pub(crate) id: u64,
+    /// Its id in the viewers' paths (128 random bits).
+    pub(crate) id: String,
     /// The agent's participant and room, as its join named them.
     pub(crate) participant_id: String,
     pub(crate) room_name: String,
     pub(crate) publisher: Publisher,
+    /// Its viewers as their paths name them.
+    pub(crate) viewers: Vec<ViewerAccess>,
+}
+
+/// A viewer as its path names it: its id there, the publisher's for it,
+/// and the key that lets its holder read or end it.
+pub(crate) struct ViewerAccess {
+    pub(crate) id: String,
+    pub(crate) inner: u64,
+    pub(crate) key: String,
+}
+
+/// Who is asking, as far as the viewer routes care.
+enum Asker {
+    /// No secret is set: anyone may watch anything.
+    Anyone,
+    /// An operator: every avatar.
+    Operator,
+    /// A viewer of one room.
+    Room(String),
+    /// A bearer that is no token here (perhaps a viewer's key).
+    Key(String),
+}
+
+impl Asker {
+    /// Whether it may watch an avatar in `room`.
+    fn may_watch(&self, room: &str) -> bool {
+        match self {
+            Self::Anyone | Self::Operator => true,
+            Self::Room(r) => r == room,
+            Self::Key(_) => false,
+        }
+    }
+}
+
+/// Who `headers` say is asking: 401 when a secret is set and no bearer is
+/// given.
+fn asker(shared: &AvatarServerState, headers: &HeaderMap) -> Result<Asker, Response> {
+    let Some(secret) = shared.secret() else {
+        return Ok(Asker::Anyone);
+    };
+    let Some(presented) = bearer(headers) else {
+        shared.refused();
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "a viewer token is required (Authorization: Bearer TOKEN)",
+        ));
+    };
+    Ok(
+        match token::verify_granting(presented, secret, &[token::OPERATOR, token::ALLOW_VIEW]) {
+            Ok(Claims { permissions, .. }) if permissions.iter().any(|p| p == token::OPERATOR) => {
+                Asker::Operator
+            }
+            Ok(Claims { room: Some(room), .. }) => Asker::Room(room),
+            _ => Asker::Key(presented.to_owned()),
+        },
+    )
 }
 
 /// The routes, for a server that publishes.
@@ -74,11 +144,11 @@ pub(crate) fn routes() -> Router<Arc<AvatarServerState>> {
     Router::new()
         .route("/watch", get(page))
         .route("/sotto.js", get(script))
-        .route("/avatars", get(list))
         .route(
             "/avatars/{id}/viewers",
             axum::routing::post(add).options(preflight),
         )
+        .route("/avatars", get(list).options(preflight))
         .route(
             "/avatars/{id}/viewers/{viewer}",
             get(viewer).delete(leave).options(preflight),
@@ -89,25 +159,39 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("watch.html"))
 }
 
-/// A number in a path; anything else (or one too long to be ours) is none.
-fn publisher(shared: &AvatarServerState, raw: &str) -> Option<Publisher> {
-    let id = number(raw)?;
+/// Avatar `raw`'s publisher, when `may` lets the asker see its room.
+fn publisher(
+    shared: &AvatarServerState,
+    raw: &str,
+    may: impl FnOnce(&Published) -> bool,
+) -> Option<Publisher> {
+    if !canonical_id(raw) {
+        return None;
+    }
     let avatars = shared.avatars.lock().ok()?;
-    avatars
-        .iter()
-        .find(|a| a.id == id)
-        .map(|a| a.publisher.clone())
+    let a = avatars.iter().find(|a| a.id == raw)?;
+    may(a).then(|| a.publisher.clone())
 }
 
 /// `GET /avatars`: id, participant, room and viewers of each avatar
-/// playing now.
-async fn list(State(shared): State<Arc<AvatarServerState>>) -> Response {
+/// playing now that the asker may watch; 401 without a token when one is
+/// asked for.
+async fn list(State(shared): State<Arc<AvatarServerState>>, headers: HeaderMap) -> Response {
+    let asker = match asker(&shared, &headers) {
+        Ok(Asker::Key(_)) => {
+            shared.refused();
+            return refuse(StatusCode::UNAUTHORIZED, "not a viewer token");
+        }
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     let list: Vec<serde_json::Value> = shared
         .avatars
         .lock()
         .map(|avatars| {
             avatars
                 .iter()
+                .filter(|a| asker.may_watch(&a.room_name))
                 .map(|a| {
                     let s = a.publisher.stats();
                     serde_json::json!({
@@ -125,15 +209,18 @@ async fn list(State(shared): State<Arc<AvatarServerState>>) -> Response {
     json(&serde_json::Value::Array(list))
 }
 
-/// `POST /avatars/{id}/viewers` (SPEC W5, S1, S3): 415 for a body that is
-/// not `application/sdp`, 413 past the offer limit, 401 for a missing or
-/// bad token when one is required, 404 for no such avatar, 503 past the
-/// viewer cap, 400 for an offer that cannot be answered; 201 otherwise.
+/// `POST /avatars/{id}/viewers` (SPEC W5, S1, S3, S6): 415 for a body
+/// that is not `application/sdp`, 413 past the offer limit, 401 for a
+/// missing or bad token when one is required, 404 for no such avatar (or
+/// none the token is for), all before the body is read; 408 for a body too
+/// slow, 400 for an offer that can never connect, 503 past the viewer cap;
+/// 201 otherwise. The viewer is set up in a task of its own: a client
+/// that goes before its answer leaves no viewer behind.
 async fn add(
     State(shared): State<Arc<AvatarServerState>>,
     OfferHeaders: OfferHeaders,
-    Authorized(_): Authorized,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     let stats = &shared.stats;
@@ -141,27 +228,58 @@ async fn add(
         stats.viewers_refused.fetch_add(1, Ordering::Relaxed);
         r.into_response()
     };
+    let asker = match asker(&shared, &headers) {
+        Ok(a) => a,
+        Err(r) => return r,
+    };
     // What the headers and the path can tell comes before the body.
-    let Some(publisher) = publisher(&shared, &raw) else {
+    let Some(publisher) = publisher(&shared, &raw, |a| asker.may_watch(&a.room_name)) else {
         return refused(Refusal::new(StatusCode::NOT_FOUND, "no such avatar"));
     };
-    let offer = match SdpOffer::read(body).await {
+    let offer = match SdpOffer::read(body, &shared.limits).await {
         Ok(SdpOffer(offer)) => offer,
         Err(r) => return refused(r),
     };
-    let offer = offer.as_str();
+    let (answered, answer) = tokio::sync::oneshot::channel();
+    let task_publisher = publisher.clone();
+    tokio::spawn(async move {
+        let added = task_publisher.add_viewer(&offer).await;
+        if let Err(Ok(viewer)) = answered.send(added) {
+            // The viewer went before its answer.
+            task_publisher.remove_viewer(viewer.id).await;
+        }
+    });
     let refused = |code, why: &str| refused(Refusal::new(code, why));
-    let viewer = match publisher.add_viewer(offer).await {
-        Ok(v) => v,
-        Err(ViewerError::Full) => {
-            return refused(
+    let viewer = match answer.await {
+        Ok(Ok(v)) => v,
+        Ok(Err(ViewerError::Full)) => {
+            let mut r = refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many viewers; try again later",
-            )
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
         }
-        Err(ViewerError::BadOffer(why)) => return refused(StatusCode::BAD_REQUEST, &why),
-        Err(e) => return refused(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Ok(Err(ViewerError::BadOffer(why))) => return refused(StatusCode::BAD_REQUEST, &why),
+        Ok(Err(e)) => return refused(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+        Err(_) => return refused(StatusCode::INTERNAL_SERVER_ERROR, "the viewer was lost"),
     };
+    let (id, key) = (random_id(), random_id());
+    let kept = shared.avatars.lock().ok().and_then(|mut avatars| {
+        let a = avatars.iter_mut().find(|a| a.id == raw)?;
+        a.viewers.push(ViewerAccess {
+            id: id.clone(),
+            inner: viewer.id,
+            key: key.clone(),
+        });
+        Some(())
+    });
+    if kept.is_none() {
+        // The avatar went meanwhile.
+        publisher.remove_viewer(viewer.id).await;
+        return refused(StatusCode::NOT_FOUND, "no such avatar");
+    }
     stats.viewers.fetch_add(1, Ordering::Relaxed);
     let mut r = (StatusCode::CREATED, viewer.answer).into_response();
     let h = r.headers_mut();
@@ -169,25 +287,71 @@ async fn add(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/sdp"),
     );
-    // `raw` is a number (it found the avatar): safe in a header.
-    if let Ok(v) = HeaderValue::from_str(&format!("/avatars/{raw}/viewers/{}", viewer.id)) {
+    // Both ids are hex digits: safe in a header.
+    if let Ok(v) = HeaderValue::from_str(&format!("/avatars/{raw}/viewers/{id}")) {
         h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&key) {
+        h.insert(KEY_HEADER, v);
     }
     cors(r)
 }
 
-/// `DELETE /avatars/{id}/viewers/{viewer}`: 204, or 404 for no such viewer.
+/// Viewer `viewer` of avatar `raw`, when the request may reach it (its
+/// key, or a token for the avatar's room): the publisher and the
+/// publisher's id for it. 401 without a bearer where one is asked for, 404
+/// otherwise.
+pub(crate) fn viewer_of(
+    shared: &AvatarServerState,
+    headers: &HeaderMap,
+    raw: &str,
+    viewer: &str,
+    leaving: bool,
+) -> Result<(Publisher, u64), Response> {
+    let asker = asker(shared, headers)?;
+    let not_found = || {
+        shared.refused();
+        refuse(StatusCode::NOT_FOUND, "no such viewer")
+    };
+    if !canonical_id(raw) || !canonical_id(viewer) {
+        return Err(not_found());
+    }
+    let Ok(mut avatars) = shared.avatars.lock() else {
+        return Err(not_found());
+    };
+    let Some(a) = avatars.iter_mut().find(|a| a.id == raw) else {
+        return Err(not_found());
+    };
+    let Some(k) = a.viewers.iter().position(|v| v.id == viewer) else {
+        return Err(not_found());
+    };
+    let allowed = match &asker {
+        Asker::Key(key) => same_secret(key, &a.viewers[k].key),
+        other => other.may_watch(&a.room_name),
+    };
+    if !allowed {
+        return Err(not_found());
+    }
+    let inner = if leaving {
+        a.viewers.remove(k).inner
+    } else {
+        a.viewers[k].inner
+    };
+    Ok((a.publisher.clone(), inner))
+}
+
+/// `DELETE /avatars/{id}/viewers/{viewer}`: 204, or 401, or 404.
 async fn leave(
     State(shared): State<Arc<AvatarServerState>>,
     Path((raw, viewer)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
-    let (Some(publisher), Some(viewer)) = (publisher(&shared, &raw), number(&viewer)) else {
-        return refuse(StatusCode::NOT_FOUND, "no such viewer");
-    };
-    if publisher.remove_viewer(viewer).await {
-        cors(StatusCode::NO_CONTENT.into_response())
-    } else {
-        refuse(StatusCode::NOT_FOUND, "no such viewer")
+    match viewer_of(&shared, &headers, &raw, &viewer, true) {
+        Ok((publisher, inner)) => {
+            publisher.remove_viewer(inner).await;
+            cors(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(r) => r,
     }
 }
 
@@ -196,12 +360,16 @@ async fn leave(
 async fn viewer(
     State(shared): State<Arc<AvatarServerState>>,
     Path((raw, viewer)): Path<(String, String)>,
+    headers: HeaderMap,
 ) -> Response {
-    let found =
-        publisher(&shared, &raw).and_then(|p| Some((p.origins(number(&viewer)?)?, p.stats())));
-    let Some(((voice_origin, face_origin), s)) = found else {
+    let (publisher, inner) = match viewer_of(&shared, &headers, &raw, &viewer, false) {
+        Ok(v) => v,
+        Err(r) => return r,
+    };
+    let Some((voice_origin, face_origin)) = publisher.origins(inner) else {
         return refuse(StatusCode::NOT_FOUND, "no such viewer");
     };
+    let s = publisher.stats();
     json(&serde_json::json!({
         "voice_origin": voice_origin,
         "face_origin": face_origin,

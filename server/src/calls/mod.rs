@@ -1,10 +1,14 @@
-//! `sotto serve` (SPEC W3, W4, S1–S5): calls over WebRTC to browsers,
+//! `sotto serve` (SPEC W3, W4, S1–S7): calls over WebRTC to browsers,
 //! signalled as WHIP does it. `POST /calls` with an SDP offer
 //! (`application/sdp`, at most 32 KiB) answers `201 Created` with the SDP
-//! answer and a `Location`; `DELETE` on it ends the call; `OPTIONS` answers
-//! a page from another origin (CORS). Each call is a session of its own
-//! with a demo agent speaking into it (see [`agent`]). `GET /` is a page
-//! where a person talks to that agent.
+//! answer, a `Location` (`/calls/ID`, ID 128 random bits) and the call's
+//! key (`Sotto-Key`); `DELETE` on the location ends the call, `GET
+//! …/events`, `…/stats` and `…/avatar` read it, each only with
+//! `Authorization: Bearer` the key or the token that made the call (401
+//! without one, 404 for any other); `OPTIONS` answers a page from another
+//! origin (CORS). Each call is a session of its own with a demo agent
+//! speaking into it (see [`agent`]). `GET /` is a page where a person talks
+//! to that agent.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,11 +17,11 @@ use std::sync::{Arc, Mutex};
 
 use crate::accept::{serve_limited, ServerLimits};
 use crate::http::{
-    path_number as call_id, preflight, refuse, script, with_cors as cors, Authorized, Gate,
-    OfferHeaders, SdpOffer,
+    bearer, canonical_id, preflight, random_id, refuse, same_secret, script, with_cors as cors,
+    Authorized, Gate, OfferHeaders, SdpOffer, KEY_HEADER,
 };
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderValue, StatusCode, Uri};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::Router;
@@ -44,6 +48,13 @@ pub struct ServeConfig {
     /// Connection caps and timeouts; `max_peers` is the most calls at once
     /// (a call past it is a 503).
     pub limits: ServerLimits,
+    /// Calls live at once for one participant (a token's `participantId`);
+    /// one more is a 429. With no token asked, not counted.
+    pub max_calls_per_participant: usize,
+    /// The longest lifetime (`exp` − `iat`) a call's token may have; a
+    /// token that claims longer is refused (401), so a leaked one is
+    /// good for a short while only.
+    pub max_token_lifetime: std::time::Duration,
     /// What the demo agent utterances: call N speaks the (N−1)-th, round the
     /// list (one unless a test gives each call its own voice).
     pub utterances: Vec<Arc<Utterance>>,
@@ -66,6 +77,8 @@ impl Default for ServeConfig {
         Self {
             token_secret: None,
             limits: ServerLimits::default(),
+            max_calls_per_participant: 4,
+            max_token_lifetime: crate::token::CALL_TOKEN_LIFETIME,
             utterances: Vec::new(),
             call: CallConfig::default(),
             #[cfg(feature = "test-routes")]
@@ -85,6 +98,9 @@ pub struct AvatarAttach {
     /// Where its viewers' routes are (`http://127.0.0.1:PORT`), for the
     /// page.
     pub watch_base: String,
+    /// The secret its viewer tokens are signed with: each call's page is
+    /// handed one for its own avatar only.
+    pub viewer_secret: String,
 }
 
 impl std::fmt::Debug for ServeConfig {
@@ -105,15 +121,32 @@ crate::stats::counters! {
         ended,
         /// Offers refused as bad (400) or unauthorised (401).
         refused,
-        /// Calls refused because the server was full (503).
+        /// Calls refused because the server was full (503) or their
+        /// participant had its share (429).
         busy,
+        /// Requests for a call without its key or token (401, 404).
+        unauthorised,
+        /// Calls set up for a client that had gone before its answer.
+        abandoned,
         /// Connections closed at once because too many were open.
         connections_refused,
+        /// Of those, closed because too many were open from one client.
+        client_refused,
     }
 }
 
-/// A call the server holds: what ends it, and its events for the page.
+/// A call the server holds: who may ask for it, what ends it, and its
+/// events for the page.
 struct Live {
+    /// The n-th call taken (from 1): how a test finds it.
+    #[cfg(feature = "test-routes")]
+    ordinal: u64,
+    /// The secret its `201` handed back.
+    key: String,
+    /// The bearer token that made it, when one was asked for.
+    token: Option<String>,
+    /// The participant it counts against.
+    participant: Option<String>,
     hang_up: Option<oneshot::Sender<()>>,
     log: Arc<Mutex<agent::EventLog>>,
     #[cfg(feature = "test-routes")]
@@ -124,8 +157,10 @@ struct Live {
 struct CallServerState {
     engine: Engine,
     config: ServeConfig,
-    calls: Mutex<HashMap<u64, Live>>,
-    next: AtomicU64,
+    /// Live calls by id.
+    calls: Mutex<HashMap<String, Live>>,
+    /// Calls taken so far.
+    taken: AtomicU64,
     stats: Arc<Counters>,
 }
 
@@ -161,26 +196,27 @@ impl CallServer {
             engine,
             config,
             calls: Mutex::new(HashMap::new()),
-            next: AtomicU64::new(1),
+            taken: AtomicU64::new(0),
             stats: Arc::clone(&stats),
         });
         let app = Router::new()
             .route("/", get(page))
-            .route("/config", get(page_config))
-            // An offer's limit, not the recordings': a body past it is
-            // refused before it is read (413).
             .route("/sotto.js", get(script))
             .route("/calls", post(create).options(preflight))
             .route("/calls/{id}", axum::routing::delete(end).options(preflight))
-            .route("/calls/{id}/events", get(events))
-            .route("/calls/{id}/stats", get(call_stats))
+            .route("/calls/{id}/events", get(events).options(preflight))
+            .route("/calls/{id}/stats", get(call_stats).options(preflight))
+            .route("/calls/{id}/avatar", get(avatar_of).options(preflight))
             .with_state(Arc::clone(&shared));
         #[cfg(feature = "test-routes")]
         let app = app.merge(recordings::routes().with_state(Arc::clone(&shared)));
         let (stop, stopped) = oneshot::channel();
         let counted = Arc::clone(&stats);
-        let refused = move || {
+        let refused = move |why| {
             counted.connections_refused.fetch_add(1, Ordering::Relaxed);
+            if why == crate::accept::Crowded::Client {
+                counted.client_refused.fetch_add(1, Ordering::Relaxed);
+            }
         };
         tokio::spawn(serve_limited(listener, app, limits, refused, stopped));
         Ok(Self {
@@ -238,20 +274,6 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-/// `GET /config`: what the page needs to know of the server (where the
-/// avatar is watched, when calls speak through one).
-async fn page_config(State(shared): State<Arc<CallServerState>>) -> Response {
-    let avatar = shared.config.avatar.as_ref().map(|a| a.watch_base.clone());
-    let mut r = serde_json::json!({ "avatar": avatar })
-        .to_string()
-        .into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    r
-}
-
 /// Attaches call `id`'s session to the avatar: a token minted for it, the
 /// avatar named after the call (so its page finds it). A call whose
 /// avatar cannot be had goes on with its voice in the call.
@@ -259,7 +281,7 @@ async fn attach_avatar(
     engine: &Engine,
     session: &sotto::SessionHandle,
     avatar: &AvatarAttach,
-    id: u64,
+    id: &str,
 ) -> Option<sotto::AvatarHandle> {
     let participant = format!("call-{id}");
     let room = format!("call-{id}");
@@ -274,60 +296,195 @@ async fn attach_avatar(
     engine.attach_avatar(session, link).await.ok()
 }
 
-/// `POST /calls` (SPEC W3, S1, S3): 415 for a body that is not
+/// `503` with `Retry-After` (SPEC S7): the server has no room now.
+fn busy(why: &str) -> Response {
+    let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, why);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// A call's place in the server's table until the call is set up; a set-up
+/// that fails or is abandoned midway takes it out again when dropped.
+struct Reserved {
+    shared: Arc<CallServerState>,
+    id: String,
+    kept: bool,
+}
+
+impl Drop for Reserved {
+    fn drop(&mut self) {
+        if !self.kept {
+            if let Ok(mut calls) = self.shared.calls.lock() {
+                calls.remove(&self.id);
+            }
+        }
+    }
+}
+
+/// Takes a place for a new call, if the server and the participant have
+/// room: 503 past `max_peers`, 429 past the participant's share.
+fn reserve(
+    shared: &Arc<CallServerState>,
+    token: Option<String>,
+    participant: Option<String>,
+) -> Result<(Reserved, u64, String), Response> {
+    let stats = &shared.stats;
+    let Ok(mut calls) = shared.calls.lock() else {
+        return Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost"));
+    };
+    if calls.len() >= shared.config.limits.max_peers {
+        stats.busy.fetch_add(1, Ordering::Relaxed);
+        return Err(busy("too many calls; try again later"));
+    }
+    if let Some(p) = &participant {
+        let theirs = calls
+            .values()
+            .filter(|l| l.participant.as_ref() == Some(p))
+            .count();
+        if theirs >= shared.config.max_calls_per_participant {
+            stats.busy.fetch_add(1, Ordering::Relaxed);
+            return Err(refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "this participant has as many calls as it may",
+            ));
+        }
+    }
+    let id = random_id();
+    let key = random_id();
+    let ordinal = shared.taken.fetch_add(1, Ordering::Relaxed) + 1;
+    calls.insert(
+        id.clone(),
+        Live {
+            #[cfg(feature = "test-routes")]
+            ordinal,
+            key: key.clone(),
+            token,
+            participant,
+            hang_up: None,
+            log: Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT))),
+            #[cfg(feature = "test-routes")]
+            recorded: Arc::new(Mutex::new(recordings::Recorded::default())),
+            stats: None,
+        },
+    );
+    let reserved = Reserved {
+        shared: Arc::clone(shared),
+        id,
+        kept: false,
+    };
+    Ok((reserved, ordinal, key))
+}
+
+/// `POST /calls` (SPEC W3, S1–S3, S6, S7): 415 for a body that is not
 /// `application/sdp`, 413 past [`MAX_OFFER_BYTES`], 401 for a missing or
-/// bad token when one is required, 503 past the call cap, 400 for an offer
-/// that cannot be answered; 201 with the answer otherwise.
+/// bad token when one is required (or one living too long), 503 past the
+/// call cap and 429 past the participant's, all before the body is read;
+/// 408 for a body too slow, 400 for an offer that can never connect; 201
+/// with the answer, the call's `Location` and its key otherwise.
+///
+/// The call is set up in a task of its own: a client that goes before its
+/// answer leaves nothing behind (the call it would have had is ended at
+/// once), wherever in the set-up it went.
 async fn create(
     State(shared): State<Arc<CallServerState>>,
     OfferHeaders: OfferHeaders,
     Authorized(claims): Authorized,
+    headers: HeaderMap,
     body: axum::body::Body,
 ) -> Response {
     let stats = &shared.stats;
-    let offer = match SdpOffer::read(body).await {
-        Ok(SdpOffer(offer)) => offer,
-        Err(refusal) => {
-            stats.refused.fetch_add(1, Ordering::Relaxed);
-            return refusal.into_response();
-        }
+    let refused = |r: crate::http::Refusal| {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        r.into_response()
     };
-    let offer = offer.as_str();
-    let name = claims.map(|c| c.participant_id);
-    // The cap counts a call from its reservation here.
-    let id = {
-        let Ok(mut calls) = shared.calls.lock() else {
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost");
-        };
-        if calls.len() >= shared.config.limits.max_peers {
+    if let Some(c) = &claims {
+        let lifetime = c.exp.saturating_sub(c.iat);
+        if lifetime > shared.config.max_token_lifetime.as_secs() {
+            return refused(crate::http::Refusal::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid token: it lives too long for a call",
+            ));
+        }
+    }
+    // Room first, so that a full server reads no body.
+    {
+        let full = shared
+            .calls
+            .lock()
+            .map_or(true, |c| c.len() >= shared.config.limits.max_peers);
+        if full {
             stats.busy.fetch_add(1, Ordering::Relaxed);
-            return refuse(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many calls; try again later",
+            return busy("too many calls; try again later");
+        }
+    }
+    let offer = match SdpOffer::read(body, &shared.config.limits).await {
+        Ok(SdpOffer(offer)) => offer,
+        Err(r) => return refused(r),
+    };
+    // What can never connect is refused before a session is made.
+    let rules = sotto_net::sdp::OfferRules {
+        opus_audio: true,
+        loopback: shared.config.call.bind.is_loopback(),
+    };
+    if let Err(why) = sotto_net::sdp::vet_offer(&offer, rules) {
+        return refused(crate::http::Refusal::new(
+            StatusCode::BAD_REQUEST,
+            format!("bad offer: {why}"),
+        ));
+    }
+    let token = claims.as_ref().and(bearer(&headers)).map(str::to_owned);
+    let participant = claims.map(|c| c.participant_id);
+    let (reserved, ordinal, key) = match reserve(&shared, token, participant.clone()) {
+        Ok(r) => r,
+        Err(r) => return r,
+    };
+    let (answered, answer) = oneshot::channel();
+    tokio::spawn(set_up(Arc::clone(&shared), reserved, ordinal, participant, offer, answered));
+    match answer.await {
+        Ok(Ok((id, sdp))) => {
+            let mut r = (StatusCode::CREATED, sdp).into_response();
+            let h = r.headers_mut();
+            h.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/sdp"),
             );
+            // Both are hex digits: safe in a header.
+            if let Ok(v) = HeaderValue::from_str(&format!("/calls/{id}")) {
+                h.insert(header::LOCATION, v);
+            }
+            if let Ok(v) = HeaderValue::from_str(&key) {
+                h.insert(KEY_HEADER, v);
+            }
+            cors(r)
         }
-        let id = shared.next.fetch_add(1, Ordering::Relaxed);
-        calls.insert(
-            id,
-            Live {
-                hang_up: None,
-                log: Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT))),
-                #[cfg(feature = "test-routes")]
-                recorded: Arc::new(Mutex::new(recordings::Recorded::default())),
-                stats: None,
-            },
-        );
-        id
-    };
-    let forget = move |shared: &CallServerState| {
-        if let Ok(mut calls) = shared.calls.lock() {
-            calls.remove(&id);
-        }
-    };
+        Ok(Err(r)) => r,
+        Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the call was lost"),
+    }
+}
+
+/// What a set-up answers: the call's id and SDP answer, or the refusal.
+type SetUp = Result<(String, String), Response>;
+
+/// Sets up the call `reserved` holds a place for, and answers on
+/// `answered`; when nobody is there to take the answer, ends the call.
+async fn set_up(
+    shared: Arc<CallServerState>,
+    mut reserved: Reserved,
+    ordinal: u64,
+    participant: Option<String>,
+    offer: String,
+    answered: oneshot::Sender<SetUp>,
+) {
+    let stats = &shared.stats;
+    let id = reserved.id.clone();
     let says = &shared.config.utterances;
-    let say = Arc::clone(&says[(id as usize - 1) % says.len()]);
+    let say = Arc::clone(&says[(ordinal as usize - 1) % says.len()]);
     // A name from a token is shown, never used as a path; it is kept short.
-    let name = name.map_or_else(|| format!("call-{id}"), |n| crate::events::printable(&n));
+    let name = participant.map_or_else(
+        || format!("call-{ordinal}"),
+        |n| crate::events::printable(&n),
+    );
     let session = match shared
         .engine
         .create_session(SessionConfig {
@@ -340,36 +497,31 @@ async fn create(
     {
         Ok(s) => s,
         Err(e) => {
-            forget(&shared);
             stats.busy.fetch_add(1, Ordering::Relaxed);
-            return refuse(StatusCode::SERVICE_UNAVAILABLE, &e.to_string());
+            let _ = answered.send(Err(busy(&e.to_string())));
+            return;
         }
     };
     let (answer, call) = match shared
         .engine
-        .accept_call(&session, offer, shared.config.call.clone())
+        .accept_call(&session, &offer, shared.config.call.clone())
         .await
     {
         Ok(a) => a,
         Err(e) => {
-            forget(&shared);
             let _ = shared.engine.remove_session(&session).await;
             stats.refused.fetch_add(1, Ordering::Relaxed);
             let code = match e {
                 sotto::SessionError::BadOffer(_) => StatusCode::BAD_REQUEST,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
-            return refuse(code, &e.to_string());
+            let _ = answered.send(Err(refuse(code, &e.to_string())));
+            return;
         }
     };
     let (hang_up, hung_up) = oneshot::channel();
-    let (log, mic_kept) = {
-        let Ok(mut calls) = shared.calls.lock() else {
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost");
-        };
-        let Some(live) = calls.get_mut(&id) else {
-            return refuse(StatusCode::INTERNAL_SERVER_ERROR, "call lost");
-        };
+    let found = shared.calls.lock().ok().and_then(|mut calls| {
+        let live = calls.get_mut(&id)?;
         live.hang_up = Some(hang_up);
         live.stats = Some(call.stats_reader());
         #[cfg(feature = "test-routes")]
@@ -379,55 +531,97 @@ async fn create(
             .then(|| recordings::mic_keeper(Arc::clone(&live.recorded)));
         #[cfg(not(feature = "test-routes"))]
         let mic_kept = None;
-        (Arc::clone(&live.log), mic_kept)
+        Some((Arc::clone(&live.log), mic_kept))
+    });
+    let Some((log, mic_kept)) = found else {
+        let _ = shared.engine.remove_session(&session).await;
+        let _ = answered.send(Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "call lost")));
+        return;
     };
     let avatar = match &shared.config.avatar {
-        Some(a) => attach_avatar(&shared.engine, &session, a, id).await,
+        Some(a) => attach_avatar(&shared.engine, &session, a, &id).await,
         None => None,
     };
+    // From here the call's own task owns its place in the table.
+    reserved.kept = true;
+    drop(reserved);
     stats.calls.fetch_add(1, Ordering::Relaxed);
-    let task_shared = Arc::clone(&shared);
-    tokio::spawn(async move {
-        agent::run(
-            task_shared.engine.clone(),
-            session,
-            call,
-            (say, avatar.is_some()),
-            log,
-            mic_kept,
-            hung_up,
-        )
-        .await;
-        if let Some(a) = avatar {
-            a.detach();
-        }
-        forget(&task_shared);
-        task_shared.stats.ended.fetch_add(1, Ordering::Relaxed);
-    });
-    let mut r = (StatusCode::CREATED, answer).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    if let Ok(v) = HeaderValue::from_str(&format!("/calls/{id}")) {
-        h.insert(header::LOCATION, v);
+    let (mut hung_up, gone) = (hung_up, answered.send(Ok((id.clone(), answer))).is_err());
+    if gone {
+        // Nobody took the answer: the call would only wait out its
+        // connect timeout. It ends now.
+        stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        hung_up = {
+            let (tx, rx) = oneshot::channel();
+            let _ = tx.send(());
+            rx
+        };
     }
-    cors(r)
+    agent::run(
+        shared.engine.clone(),
+        session,
+        call,
+        (say, avatar.is_some()),
+        log,
+        mic_kept,
+        hung_up,
+    )
+    .await;
+    if let Some(a) = avatar {
+        a.detach();
+    }
+    if let Ok(mut calls) = shared.calls.lock() {
+        calls.remove(&id);
+    }
+    stats.ended.fetch_add(1, Ordering::Relaxed);
 }
 
-/// `DELETE /calls/{id}`: 204, or 404 for no such call.
-async fn end(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
-    let hang_up = call_id(&raw).and_then(|id| {
-        let mut calls = shared.calls.lock().ok()?;
-        calls.get_mut(&id)?.hang_up.take()
-    });
-    match hang_up {
-        Some(tx) => {
-            let _ = tx.send(());
+/// What `f` reads of call `raw`, when the request's bearer is the call's
+/// key or the token that made it: 401 with no bearer, 404 for no such call
+/// and for a bearer that is not its (a stranger learns nothing of which
+/// calls exist).
+fn with_call<T>(
+    shared: &CallServerState,
+    headers: &HeaderMap,
+    raw: &str,
+    f: impl FnOnce(&mut Live) -> T,
+) -> Result<T, Response> {
+    let Some(presented) = bearer(headers) else {
+        shared.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+        return Err(refuse(
+            StatusCode::UNAUTHORIZED,
+            "the call's key is required (Authorization: Bearer KEY)",
+        ));
+    };
+    let found = canonical_id(raw)
+        .then(|| shared.calls.lock().ok())
+        .flatten()
+        .and_then(|mut calls| {
+            let live = calls.get_mut(raw)?;
+            let theirs = same_secret(presented, &live.key)
+                || live.token.as_deref().is_some_and(|t| same_secret(presented, t));
+            theirs.then(|| f(live))
+        });
+    found.ok_or_else(|| {
+        shared.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
+        refuse(StatusCode::NOT_FOUND, "no such call")
+    })
+}
+
+/// `DELETE /calls/{id}`: 204 (the call ends), 401 or 404.
+async fn end(
+    State(shared): State<Arc<CallServerState>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    match with_call(&shared, &headers, &raw, |live| live.hang_up.take()) {
+        Ok(hang_up) => {
+            if let Some(tx) = hang_up {
+                let _ = tx.send(());
+            }
             cors(StatusCode::NO_CONTENT.into_response())
         }
-        None => refuse(StatusCode::NOT_FOUND, "no such call"),
+        Err(r) => r,
     }
 }
 
@@ -436,16 +630,15 @@ async fn end(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>
 async fn call_stats(
     State(shared): State<Arc<CallServerState>>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
 ) -> Response {
-    let reader = call_id(&raw).and_then(|id| {
-        let calls = shared.calls.lock().ok()?;
-        calls.get(&id)?.stats.clone()
-    });
-    let Some(reader) = reader else {
-        return refuse(StatusCode::NOT_FOUND, "no such call");
+    let reader = match with_call(&shared, &headers, &raw, |live| live.stats.clone()) {
+        Ok(Some(r)) => r,
+        Ok(None) => return refuse(StatusCode::NOT_FOUND, "no such call"),
+        Err(r) => return r,
     };
     let s = reader();
-    let body = serde_json::json!({
+    crate::http::json(&serde_json::json!({
         "packets_sent": s.packets_sent,
         "silent_packets": s.silent_packets,
         "send_age_ms": s.send_age_ms,
@@ -456,13 +649,7 @@ async fn call_stats(
         "jitter_ms": s.jitter_ms,
         "mic_level_db": s.mic_level_db,
         "mic_dropped": s.mic_dropped,
-    });
-    let mut r = body.to_string().into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    cors(r)
+    }))
 }
 
 /// `GET /calls/{id}/events?after=N`: the call's events after the N-th, as
@@ -470,6 +657,7 @@ async fn call_stats(
 async fn events(
     State(shared): State<Arc<CallServerState>>,
     Path(raw): Path<String>,
+    headers: HeaderMap,
     uri: Uri,
 ) -> Response {
     let after = uri
@@ -479,18 +667,35 @@ async fn events(
         .find_map(|kv| kv.strip_prefix("after="))
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0);
-    let log = call_id(&raw).and_then(|id| {
-        let calls = shared.calls.lock().ok()?;
-        Some(Arc::clone(&calls.get(&id)?.log))
-    });
-    let Some(log) = log else {
-        return refuse(StatusCode::NOT_FOUND, "no such call");
+    let log = match with_call(&shared, &headers, &raw, |live| Arc::clone(&live.log)) {
+        Ok(l) => l,
+        Err(r) => return r,
     };
     let body = log.lock().map(|l| l.since(after)).unwrap_or_default();
-    let mut r = body.into_response();
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    cors(r)
+    crate::http::typed(body, "application/json")
+}
+
+/// `GET /calls/{id}/avatar`: where the call's agent can be watched, and a
+/// viewer token for its avatar alone (`null` when calls have no avatar).
+async fn avatar_of(
+    State(shared): State<Arc<CallServerState>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err(r) = with_call(&shared, &headers, &raw, |_| ()) {
+        return r;
+    }
+    let Some(avatar) = &shared.config.avatar else {
+        return crate::http::json(&serde_json::Value::Null);
+    };
+    let room = format!("call-{raw}");
+    let token = crate::token::viewer(&avatar.viewer_secret, &room, crate::token::CALL_TOKEN_LIFETIME);
+    match token {
+        Ok(token) => crate::http::json(&serde_json::json!({
+            "watch": avatar.watch_base,
+            "room": room,
+            "token": token,
+        })),
+        Err(e) => refuse(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
+    }
 }

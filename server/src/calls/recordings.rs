@@ -2,6 +2,10 @@
 //! (`ServeConfig::keep_recordings`): what the page heard (it posts it
 //! back) and what the call's microphone brought. The routes exist only
 //! with the `test-routes` feature, never in the program a user runs.
+//!
+//! The page posts to its call's location with the call's key; a test,
+//! which never sees the key, reads by the call's ordinal (the n-th taken)
+//! under `/test/calls/{n}/…`.
 
 use std::sync::Arc;
 
@@ -13,18 +17,20 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use axum::Router;
 
-use super::{call_id, cors, refuse, CallServerState};
+use super::{cors, refuse, with_call, CallServerState};
 
-/// The routes: `POST`/`GET /calls/{id}/recording`, `GET /calls/{id}/mic`.
+/// The routes: `POST /calls/{id}/recording`, `GET
+/// /test/calls/{n}/recording`, `GET /test/calls/{n}/mic`.
 pub(super) fn routes() -> Router<Arc<CallServerState>> {
     Router::new()
         .route(
             "/calls/{id}/recording",
             post(put)
                 .layer(DefaultBodyLimit::max(RECORDING_LIMIT))
-                .get(heard),
+                .options(crate::http::preflight),
         )
-        .route("/calls/{id}/mic", get(mic))
+        .route("/test/calls/{n}/recording", get(heard))
+        .route("/test/calls/{n}/mic", get(mic))
 }
 
 /// A recording a test page posts back: 60 s of 48 kHz f32 at most.
@@ -61,7 +67,7 @@ pub(super) fn mic_keeper(recorded: Arc<std::sync::Mutex<Recorded>>) -> super::ag
     })
 }
 
-/// The call's recordings, or why there are none (a 404).
+/// The recordings of the n-th call taken, or why there are none (a 404).
 fn slot(
     shared: &CallServerState,
     raw: &str,
@@ -69,11 +75,12 @@ fn slot(
     if !shared.config.keep_recordings {
         return Err("recordings are not kept");
     }
-    call_id(raw)
-        .and_then(|id| {
-            let calls = shared.calls.lock().ok()?;
-            Some(Arc::clone(&calls.get(&id)?.recorded))
-        })
+    let n: u64 = raw.parse().map_err(|_| "no such call")?;
+    let calls = shared.calls.lock().map_err(|_| "no such call")?;
+    calls
+        .values()
+        .find(|l| l.ordinal == n)
+        .map(|l| Arc::clone(&l.recorded))
         .ok_or("no such call")
 }
 
@@ -85,9 +92,12 @@ async fn put(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
-    let slot = match slot(&shared, &raw) {
+    if !shared.config.keep_recordings {
+        return refuse(StatusCode::NOT_FOUND, "recordings are not kept");
+    }
+    let slot = match with_call(&shared, &headers, &raw, |l| Arc::clone(&l.recorded)) {
         Ok(s) => s,
-        Err(why) => return refuse(StatusCode::NOT_FOUND, why),
+        Err(r) => return r,
     };
     let report = headers
         .get(REPORT)
@@ -102,7 +112,7 @@ async fn put(
     cors(StatusCode::NO_CONTENT.into_response())
 }
 
-/// `GET /calls/{id}/recording`: the recording a page posted, its report in
+/// `GET /test/calls/{n}/recording`: the recording a page posted, its report in
 /// `X-Sotto-Report`; 404 until there is one.
 async fn heard(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
     let slot = match slot(&shared, &raw) {
@@ -122,7 +132,7 @@ async fn heard(State(shared): State<Arc<CallServerState>>, Path(raw): Path<Strin
     }
 }
 
-/// `GET /calls/{id}/mic`: the call's microphone as the agent got it so
+/// `GET /test/calls/{n}/mic`: the call's microphone as the agent got it so
 /// far (f32 little-endian at the engine's rate and channels).
 async fn mic(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
     let slot = match slot(&shared, &raw) {
