@@ -43,7 +43,7 @@ async fn server(engine: &Engine, utterances: Vec<Arc<Utterance>>) -> CallServer 
             utterances,
             call: CallConfig::default(),
             keep_recordings: true,
-            avatar: None,
+            ..ServeConfig::default()
         },
     )
     .await
@@ -51,7 +51,7 @@ async fn server(engine: &Engine, utterances: Vec<Arc<Utterance>>) -> CallServer 
 }
 
 async fn events(server: &CallServer, id: u64) -> Vec<serde_json::Value> {
-    let url = format!("http://{}/calls/{id}/events?after=0", server.addr());
+    let url = format!("http://{}/test/calls/{id}/events", server.addr());
     let feed: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     feed.as_array().unwrap().clone()
 }
@@ -163,7 +163,7 @@ fn a_browser_call_barges_in_on_the_agent() {
         let jitter_ms = report["jitterBufferMs"].as_f64().unwrap_or(f64::NAN);
         // And its parts: a packet's age on the wire (the server's count)
         // and the browser's mean jitter buffer delay (its own stats).
-        let stats: serde_json::Value = reqwest::get(format!("http://{}/calls/1/stats", server.addr()))
+        let stats: serde_json::Value = reqwest::get(format!("http://{}/test/calls/1/stats", server.addr()))
             .await
             .unwrap()
             .json()
@@ -222,7 +222,7 @@ fn the_browser_microphone_reaches_the_session() {
         let url = format!("http://{}/?autostart=1&rawmic=1", server.addr());
         let browser = Browser::open(&url, &mic_wav, &dir);
         let http = reqwest::Client::new();
-        let mic_url = format!("http://{}/calls/1/mic", server.addr());
+        let mic_url = format!("http://{}/test/calls/1/mic", server.addr());
         let deadline = Instant::now() + Duration::from_secs(60);
         let mut got = Vec::new();
         while got.len() < 48_000 * 23 && Instant::now() < deadline {
@@ -350,10 +350,10 @@ const AVATAR_SECRET: &str = "avatar-secret";
 /// What the watch page posted: its JSON and the voice it heard.
 async fn watch_report(
     server: &sotto_server::avatar::AvatarServer,
-    avatar: u64,
+    avatar: &str,
     limit: Duration,
 ) -> (serde_json::Value, Vec<f32>) {
-    let url = format!("http://{}/avatars/{avatar}/viewers/1/report", server.addr());
+    let url = format!("http://{}/test/avatars/{avatar}/report", server.addr());
     let until = Instant::now() + limit;
     while Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -436,7 +436,7 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
             )
             .await
             .unwrap();
-        let avatar = avatar_server.published()[0];
+        let avatar = avatar_server.published()[0].clone();
         let dir = scratch_dir("browser-watch");
         let mic_wav = dir.join("mic.wav");
         write_wav_s16(&mic_wav, &vec![0.0; 48_000], 48_000, 1);
@@ -486,7 +486,7 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
             }
         }
         let (voice_origin, face_origin) = origins.expect("the viewer is taken");
-        let (report, heard) = watch_report(&avatar_server, avatar, Duration::from_secs(seconds + 40)).await;
+        let (report, heard) = watch_report(&avatar_server, &avatar, Duration::from_secs(seconds + 40)).await;
         talking.abort();
         if let Ok(d) = std::env::var("SOTTO_WATCH_DUMP") {
             std::fs::write(format!("{d}/report.json"), report.to_string()).unwrap();
@@ -496,7 +496,7 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
         let frames = report["frames"].as_array().unwrap();
         let chunks = report["chunks"].as_array().unwrap();
         let sync = report["sync"].as_array().unwrap();
-        let publisher = avatar_server.publisher(avatar).unwrap().stats();
+        let publisher = avatar_server.publisher(&avatar).unwrap().stats();
         eprintln!(
             "watch: {} frames, {} s of voice, {} sync samples; publisher {publisher:?}",
             frames.len(),

@@ -28,7 +28,7 @@ async fn server(engine: &Engine, limits: ServerLimits, keep: bool) -> CallServer
                 ..CallConfig::default()
             },
             keep_recordings: keep,
-            avatar: None,
+            ..ServeConfig::default()
         },
     )
     .await
@@ -140,6 +140,13 @@ async fn hostile_offers_are_refused_before_anything_is_made() {
     for path in ["/calls/1/events", "/calls/-1/events", "/calls/%00/events"] {
         let r = http
             .get(format!("http://{}{path}", server.addr()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 401, "{path}");
+        let r = http
+            .get(format!("http://{}{path}", server.addr()))
+            .bearer_auth("k")
             .send()
             .await
             .unwrap();

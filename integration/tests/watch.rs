@@ -119,11 +119,13 @@ fn talk(session: &SessionHandle, seconds: usize) -> tokio::task::JoinHandle<()> 
     })
 }
 
-/// A viewer joined through `POST /avatars/1/viewers`: its peer, its
-/// location and the two tracks' receivers.
+/// A viewer joined through `POST /avatars/{id}/viewers` (the first avatar
+/// published): its peer, its location and key, and the two tracks'
+/// receivers.
 struct Watching {
     peer: sotto_net::Peer,
     location: String,
+    key: String,
     voice: OpusReceiver,
     face: Vp8Receiver,
     origins: (u32, u32),
@@ -139,8 +141,9 @@ async fn watch(server: &AvatarServer, token: Option<&str>) -> Watching {
     peer.add_track(cam).await.unwrap();
     let offer = peer.create_offer(None).await.unwrap();
     let offer = complete_local(&peer, &mut events, offer).await.unwrap();
+    let avatar = server.published()[0].clone();
     let mut post = reqwest::Client::new()
-        .post(format!("http://{}/avatars/1/viewers", server.addr()))
+        .post(format!("http://{}/avatars/{avatar}/viewers", server.addr()))
         .header("content-type", "application/sdp")
         .body(offer);
     if let Some(t) = token {
@@ -149,6 +152,7 @@ async fn watch(server: &AvatarServer, token: Option<&str>) -> Watching {
     let r = post.send().await.unwrap();
     assert_eq!(r.status(), 201, "{:?}", r.text().await);
     let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let key = r.headers()["sotto-key"].to_str().unwrap().to_owned();
     let answer = r.text().await.unwrap();
     peer.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
@@ -156,7 +160,10 @@ async fn watch(server: &AvatarServer, token: Option<&str>) -> Watching {
     connected(&mut events, Duration::from_secs(10))
         .await
         .unwrap();
-    let info: serde_json::Value = reqwest::get(format!("http://{}{location}", server.addr()))
+    let info: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://{}{location}", server.addr()))
+        .bearer_auth(&key)
+        .send()
         .await
         .unwrap()
         .json()
@@ -180,6 +187,7 @@ async fn watch(server: &AvatarServer, token: Option<&str>) -> Watching {
     Watching {
         peer,
         location,
+        key,
         voice: voice.unwrap(),
         face: face.unwrap(),
         origins,
@@ -354,7 +362,7 @@ async fn a_viewer_that_leaves_stops_the_encoder_and_frees_its_memory() {
     // The avatar plays (silence, the face) and nothing else grows: the
     // agent says nothing.
     let (_session, link) = agent(&engine, &server).await;
-    let publisher = server.publisher(1).unwrap();
+    let publisher = server.publisher(&server.published()[0]).unwrap();
     let http = reqwest::Client::new();
     let mut after = Vec::new();
     for round in 0..4 {
@@ -372,12 +380,14 @@ async fn a_viewer_that_leaves_stops_the_encoder_and_frees_its_memory() {
         assert!(faces.len() >= 40, "round {round}: {} pictures", faces.len());
         let r = http
             .delete(format!("http://{}{}", server.addr(), viewer.location))
+            .bearer_auth(&viewer.key)
             .send()
             .await
             .unwrap();
         assert_eq!(r.status(), 204);
         let r = http
             .delete(format!("http://{}{}", server.addr(), viewer.location))
+            .bearer_auth(&viewer.key)
             .send()
             .await
             .unwrap();
@@ -419,23 +429,33 @@ async fn a_viewer_that_leaves_stops_the_encoder_and_frees_its_memory() {
     engine.shutdown().await;
 }
 
-/// S1–S3, S5 on the viewer routes: every refusal is a clear 4xx or 503
-/// before anything is made.
+/// S1–S3, S5, S6 on the viewer routes: every refusal is a clear 4xx or
+/// 503 before anything is made; a viewer watches only the avatars of the
+/// room its token is for, a list is an operator's (or a viewer's, of its
+/// own room), and a viewer's location answers only to its key.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_viewer_routes_refuse_what_they_should() {
+    use sotto_server::token;
     let server = avatar_server(Some(VIEWER_SECRET), 1).await;
     let engine = call_engine().await;
     let (_session, link) = agent(&engine, &server).await;
     let http = reqwest::Client::new();
     let base = format!("http://{}", server.addr());
-    let token = sotto_server::token::create(
-        "key",
-        VIEWER_SECRET,
-        Some("viewer"),
-        sotto_server::token::DEFAULT_TTL,
-    )
-    .unwrap()
-    .token;
+    let id = server.published()[0].clone();
+    assert!(sotto_server::http::canonical_id(&id), "{id}");
+    let token = token::viewer(VIEWER_SECRET, "room", Duration::from_secs(60)).unwrap();
+    let elsewhere = token::viewer(VIEWER_SECRET, "another", Duration::from_secs(60)).unwrap();
+    let operator = {
+        let mut c = token::verify_granting(&token, VIEWER_SECRET, &[token::ALLOW_VIEW]).unwrap();
+        c.permissions = vec![token::OPERATOR.into()];
+        c.room = None;
+        token::sign(&c, VIEWER_SECRET).unwrap()
+    };
+    // An agent's token, signed with the viewers' secret: it grants no
+    // viewing.
+    let joiner = token::create("key", VIEWER_SECRET, Some("avatar_w"), token::DEFAULT_TTL)
+        .unwrap()
+        .token;
     let post = |path: &str, ct: &str, body: Vec<u8>, bearer: Option<&str>| {
         let mut r = http
             .post(format!("{base}{path}"))
@@ -454,79 +474,23 @@ async fn the_viewer_routes_refuse_what_they_should() {
         .await
         .unwrap()
         .into_bytes();
+    let ours = format!("/avatars/{id}/viewers");
+    let upper = format!("/avatars/{}/viewers", id.to_uppercase());
     // Path, content type, body, bearer token, the status wanted.
     type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<&'a str>, u16);
     let cases: Vec<Case> = vec![
-        (
-            "/avatars/1/viewers",
-            "text/plain",
-            offer.clone(),
-            Some(&token),
-            415,
-        ),
-        (
-            "/avatars/1/viewers",
-            "application/sdp",
-            vec![b'v'; 33 * 1024],
-            Some(&token),
-            413,
-        ),
-        (
-            "/avatars/1/viewers",
-            "application/sdp",
-            vec![b'v'; 64 << 20],
-            Some(&token),
-            413,
-        ),
-        (
-            "/avatars/1/viewers",
-            "application/sdp",
-            offer.clone(),
-            None,
-            401,
-        ),
-        (
-            "/avatars/1/viewers",
-            "application/sdp",
-            offer.clone(),
-            Some("not.a.token"),
-            401,
-        ),
-        (
-            "/avatars/1/viewers",
-            "application/sdp",
-            vec![0xff, 0xfe],
-            Some(&token),
-            400,
-        ),
-        (
-            "/avatars/1/viewers",
-            "application/sdp",
-            b"v=0\r\nnonsense".to_vec(),
-            Some(&token),
-            400,
-        ),
-        (
-            "/avatars/9/viewers",
-            "application/sdp",
-            offer.clone(),
-            Some(&token),
-            404,
-        ),
-        (
-            "/avatars/99999999999999999999999/viewers",
-            "application/sdp",
-            offer.clone(),
-            Some(&token),
-            404,
-        ),
-        (
-            "/avatars/x/viewers",
-            "application/sdp",
-            offer.clone(),
-            Some(&token),
-            404,
-        ),
+        (&ours, "text/plain", offer.clone(), Some(&token), 415),
+        (&ours, "application/sdp", vec![b'v'; 33 * 1024], Some(&token), 413),
+        (&ours, "application/sdp", vec![b'v'; 64 << 20], Some(&token), 413),
+        (&ours, "application/sdp", offer.clone(), None, 401),
+        (&ours, "application/sdp", offer.clone(), Some("not.a.token"), 404),
+        (&ours, "application/sdp", offer.clone(), Some(&elsewhere), 404),
+        (&ours, "application/sdp", offer.clone(), Some(&joiner), 404),
+        (&ours, "application/sdp", vec![0xff, 0xfe], Some(&token), 400),
+        (&ours, "application/sdp", b"v=0\r\nnonsense".to_vec(), Some(&token), 400),
+        ("/avatars/1/viewers", "application/sdp", offer.clone(), Some(&operator), 404),
+        (&upper, "application/sdp", offer.clone(), Some(&operator), 404),
+        ("/avatars/x/viewers", "application/sdp", offer.clone(), Some(&token), 404),
     ];
     for (path, ct, body, bearer, want) in cases {
         let len = body.len();
@@ -539,52 +503,82 @@ async fn the_viewer_routes_refuse_what_they_should() {
         assert_eq!(status, want, "{path} {ct} {len} bytes");
     }
     // One viewer fits; the next is a 503 while it watches.
-    let first = post(
-        "/avatars/1/viewers",
-        "application/sdp",
-        offer.clone(),
-        Some(&token),
-    )
-    .await
-    .unwrap();
-    assert_eq!(first.status(), 201);
-    let second = post(
-        "/avatars/1/viewers",
-        "application/sdp",
-        offer.clone(),
-        Some(&token),
-    )
-    .await
-    .unwrap();
-    assert_eq!(second.status(), 503);
-    for path in [
-        "/avatars/1/viewers/77",
-        "/avatars/1/viewers/x",
-        "/avatars/5/viewers/1",
-    ] {
-        let r = http.delete(format!("{base}{path}")).send().await.unwrap();
-        assert_eq!(r.status(), 404, "{path}");
-    }
-    let list: serde_json::Value = http
-        .get(format!("{base}/avatars"))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let first = post(&ours, "application/sdp", offer.clone(), Some(&token))
         .await
         .unwrap();
-    assert_eq!(list[0]["id"], 1);
-    assert_eq!(list[0]["participant_id"], "avatar_w");
+    assert_eq!(first.status(), 201);
+    let location = first.headers()["location"].to_str().unwrap().to_owned();
+    let key = first.headers()["sotto-key"].to_str().unwrap().to_owned();
+    let viewer_id = location.rsplit('/').next().unwrap().to_owned();
+    assert!(sotto_server::http::canonical_id(&viewer_id), "{location}");
+    let second = post(&ours, "application/sdp", offer.clone(), Some(&token))
+        .await
+        .unwrap();
+    assert_eq!(second.status(), 503);
+    assert!(second.headers().contains_key("retry-after"));
+    // The viewer's location: its key or its room's token, nobody else.
+    let at = |bearer: Option<&str>| {
+        let mut r = http.get(format!("{base}{location}"));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        r.send()
+    };
+    assert_eq!(at(None).await.unwrap().status(), 401);
+    assert_eq!(at(Some(&elsewhere)).await.unwrap().status(), 404);
+    assert_eq!(at(Some(&"0".repeat(32))).await.unwrap().status(), 404);
+    assert_eq!(at(Some(&key)).await.unwrap().status(), 200);
+    assert_eq!(at(Some(&token)).await.unwrap().status(), 200);
+    for path in [
+        format!("/avatars/{id}/viewers/77"),
+        format!("/avatars/{id}/viewers/x"),
+        format!("/avatars/{}/viewers/{viewer_id}", "0".repeat(32)),
+    ] {
+        let r = http
+            .delete(format!("{base}{path}"))
+            .bearer_auth(&operator)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = http.delete(format!("{base}{location}")).send().await.unwrap();
+    assert_eq!(r.status(), 401, "a stranger cannot end a viewer");
+    // Listing: an operator sees every avatar, a viewer its room's only,
+    // a stranger nothing.
+    let list = |bearer: Option<&str>| {
+        let mut r = http.get(format!("{base}/avatars"));
+        if let Some(b) = bearer {
+            r = r.bearer_auth(b);
+        }
+        r.send()
+    };
+    assert_eq!(list(None).await.unwrap().status(), 401);
+    assert_eq!(list(Some(&key)).await.unwrap().status(), 401);
+    let all: serde_json::Value = list(Some(&operator)).await.unwrap().json().await.unwrap();
+    assert_eq!(all[0]["id"], id.as_str());
+    assert_eq!(all[0]["participant_id"], "avatar_w");
+    let theirs: serde_json::Value = list(Some(&token)).await.unwrap().json().await.unwrap();
+    assert_eq!(theirs.as_array().unwrap().len(), 1);
+    let others: serde_json::Value = list(Some(&elsewhere)).await.unwrap().json().await.unwrap();
+    assert_eq!(others.as_array().unwrap().len(), 0);
     // Reports are for tests that keep them: a real server has none.
     let r = post(
-        "/avatars/1/viewers/1/report",
+        &format!("{location}/report"),
         "application/octet-stream",
         vec![0; 16],
-        None,
+        Some(&key),
     )
     .await
     .unwrap();
     assert_eq!(r.status(), 404);
+    let r = http
+        .delete(format!("{base}{location}"))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 204);
     let page = http.get(format!("{base}/watch")).send().await.unwrap();
     assert_eq!(page.status(), 200);
     assert!(page.text().await.unwrap().contains("RTCPeerConnection"));

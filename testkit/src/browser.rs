@@ -148,7 +148,7 @@ pub async fn heard(
     limit: Duration,
 ) -> (Vec<f32>, serde_json::Value) {
     let http = reqwest::Client::new();
-    let url = format!("http://{server}/calls/{id}/recording");
+    let url = format!("http://{server}/test/calls/{id}/recording");
     let until = tokio::time::Instant::now() + limit;
     while tokio::time::Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;

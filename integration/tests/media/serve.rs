@@ -31,7 +31,7 @@ async fn server(engine: &Engine, token_secret: Option<String>, max_calls: usize)
             utterances: vec![say()],
             call: CallConfig::default(),
             keep_recordings: true,
-            avatar: None,
+            ..ServeConfig::default()
         },
     )
     .await
@@ -134,6 +134,9 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
     assert_eq!(r.headers()["content-type"], "application/sdp");
     let location = r.headers()["location"].to_str().unwrap().to_owned();
     assert!(location.starts_with("/calls/"));
+    let key = r.headers()["sotto-key"].to_str().unwrap().to_owned();
+    assert_eq!(key.len(), 32, "{key}");
+    assert_ne!(&location["/calls/".len()..], key);
     let answer = r.text().await.unwrap();
     far.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
@@ -167,8 +170,14 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
     assert_eq!(server.stats().busy, 1);
 
     // The page's event feed shows the agent's turn.
+    let feed_url = format!("http://{}{location}/events?after=0", server.addr());
+    let r = http.get(&feed_url).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "a stranger has no key");
+    let r = http.get(&feed_url).bearer_auth("0".repeat(32)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 404, "nor a made-up one");
     let feed: serde_json::Value = http
-        .get(format!("http://{}{location}/events?after=0", server.addr()))
+        .get(&feed_url)
+        .bearer_auth(&key)
         .send()
         .await
         .unwrap()
@@ -186,19 +195,38 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
         "{names:?}"
     );
 
-    // Ended by DELETE; a second DELETE, or any unknown call, is a 404.
+    // Ended by DELETE with the token that made it (as WHIP does); a second
+    // DELETE, or any unknown call, is a 404.
     let url = format!("http://{}{location}", server.addr());
     assert_eq!(
         http.delete(&url).send().await.unwrap().status().as_u16(),
+        401
+    );
+    assert_eq!(
+        http.delete(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
         204
     );
     assert_eq!(
-        http.delete(&url).send().await.unwrap().status().as_u16(),
+        http.delete(&url)
+            .bearer_auth(&key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16(),
         404
     );
-    for bad in ["/calls/999", "/calls/abc", "/calls/99999999999999999999999"] {
+    let upper = location.to_uppercase().replace("/CALLS/", "/calls/");
+    for bad in ["/calls/999", "/calls/abc", "/calls/99999999999999999999999", &upper] {
         let r = http
             .delete(format!("http://{}{bad}", server.addr()))
+            .bearer_auth(&key)
             .send()
             .await
             .unwrap();
@@ -214,19 +242,23 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
     engine.shutdown().await;
 }
 
-/// `sotto serve --avatar` (SPEC O12, W5): a call's agent speaks through an
-/// avatar. The avatar is published under the call's name (the page's
-/// `/config` says where), the agent's speech reaches it paced (none of it
-/// dropped for running ahead), and the call's own voice is silent while
-/// the avatar speaks.
+/// `sotto serve --avatar` (SPEC O12, W5, S3): a call's agent speaks
+/// through an avatar. The avatar is published in the call's room (the
+/// call's `…/avatar` says where, with a viewer token for that room only),
+/// the agent's speech reaches it paced (none of it dropped for running
+/// ahead), and the call's own voice is silent while the avatar speaks.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_speaks_through_the_avatar() {
     let _alone = sotto_testkit::alone().await;
     let secret = "avatar-of-calls";
+    let viewer_secret = "viewers-of-calls";
     let avatar = sotto_integration::published_avatar_server(
         secret,
         (64, 48),
-        sotto_server::avatar::viewers::ViewersConfig::default(),
+        sotto_server::avatar::viewers::ViewersConfig {
+            viewer_secret: Some(viewer_secret.into()),
+            ..sotto_server::avatar::viewers::ViewersConfig::default()
+        },
     )
     .await;
     let engine = call_engine().await;
@@ -235,34 +267,38 @@ async fn a_call_speaks_through_the_avatar() {
         "127.0.0.1:0".parse().unwrap(),
         engine.clone(),
         ServeConfig {
-            token_secret: None,
-            limits: ServerLimits::default(),
             utterances: vec![say()],
-            call: CallConfig::default(),
             keep_recordings: true,
             avatar: Some(sotto_server::calls::AvatarAttach {
                 join_url: avatar.join_url(),
                 secret: secret.into(),
                 watch_base: base.clone(),
+                viewer_secret: viewer_secret.into(),
             }),
+            ..ServeConfig::default()
         },
     )
     .await
     .unwrap();
     let http = reqwest::Client::new();
-    let config: serde_json::Value = http
-        .get(format!("http://{}/config", server.addr()))
+    let (far, mut events, sdp, _mic) = far_end().await;
+    let r = post(&http, &server, sdp).send().await.unwrap();
+    assert_eq!(r.status(), 201);
+    let location = r.headers()["location"].to_str().unwrap().to_owned();
+    let key = r.headers()["sotto-key"].to_str().unwrap().to_owned();
+    let answer = r.text().await.unwrap();
+    let watching: serde_json::Value = http
+        .get(format!("http://{}{location}/avatar", server.addr()))
+        .bearer_auth(&key)
         .send()
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(config["avatar"], base.as_str());
-    let (far, mut events, sdp, _mic) = far_end().await;
-    let r = post(&http, &server, sdp).send().await.unwrap();
-    assert_eq!(r.status(), 201);
-    let answer = r.text().await.unwrap();
+    assert_eq!(watching["watch"], base.as_str());
+    let room = watching["room"].as_str().unwrap().to_owned();
+    let viewer_token = watching["token"].as_str().unwrap().to_owned();
     far.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
         .await
         .unwrap();
@@ -281,8 +317,11 @@ async fn a_call_speaks_through_the_avatar() {
         }
     };
     let _ = tokio::time::timeout(Duration::from_secs(6), listen).await;
+    let r = http.get(format!("{base}/avatars")).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 401, "no list for a stranger");
     let list: serde_json::Value = http
         .get(format!("{base}/avatars"))
+        .bearer_auth(&viewer_token)
         .send()
         .await
         .unwrap()
@@ -294,7 +333,8 @@ async fn a_call_speaks_through_the_avatar() {
     println!(
         "avatars {list}; {arrived} samples reached the avatar; the call's loudest {loudest:.4}"
     );
-    assert_eq!(list[0]["participant_id"], "call-1");
+    assert_eq!(list[0]["room_name"], room.as_str());
+    assert_eq!(list.as_array().unwrap().len(), 1);
     // Six seconds into a 9.5 s speech streamed at twice real time: all of
     // it has reached the avatar (at 48 kHz), nothing dropped on the way.
     assert!(arrived >= 48_000 * 9, "{arrived} samples");

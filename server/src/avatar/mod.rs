@@ -446,13 +446,6 @@ async fn set_up(
             return;
         }
     };
-    if answered.send(Ok(answer)).is_err() {
-        // The agent went before its answer: nobody will connect.
-        let _ = pc.close().await;
-        shared.stats.ended.fetch_add(1, Ordering::Relaxed);
-        shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
-        return;
-    }
     let config = PlayoutConfig {
         sample_rate: req.sample_rate,
         channels: usize::from(req.channels.max(1)),
@@ -477,14 +470,27 @@ async fn set_up(
         }
         avatar = Some(id);
     }
+    // Viewers find the avatar from the moment its agent has the answer.
+    if answered.send(Ok(answer)).is_err() {
+        // The agent went before its answer: nobody will connect.
+        let _ = pc.close().await;
+        shared.stats.ended.fetch_add(1, Ordering::Relaxed);
+        shared.stats.abandoned.fetch_add(1, Ordering::Relaxed);
+        unpublish(&shared, avatar).await;
+        return;
+    }
     let playout = Playout::new(config, renderer, sink);
     #[cfg(feature = "fault-injection")]
     if let Ok(mut peers) = shared.faults.peers.lock() {
         peers.push(Arc::clone(&pc));
     }
     connection::connection(pc, events, playout, Arc::clone(&shared)).await;
-    // The avatar is gone: so are its viewers.
-    let publisher = avatar.and_then(|id| {
+    unpublish(&shared, avatar).await;
+}
+
+/// Avatar `id` is gone: so are its viewers.
+async fn unpublish(shared: &AvatarServerState, id: Option<String>) {
+    let publisher = id.and_then(|id| {
         let mut avatars = shared.avatars.lock().ok()?;
         let k = avatars.iter().position(|a| a.id == id)?;
         Some(avatars.remove(k).publisher)

@@ -637,6 +637,11 @@ async fn call_stats(
         Ok(None) => return refuse(StatusCode::NOT_FOUND, "no such call"),
         Err(r) => return r,
     };
+    stats_json(&*reader)
+}
+
+/// A call's counters as JSON.
+fn stats_json(reader: &(dyn Fn() -> sotto::CallStats + Send + Sync)) -> Response {
     let s = reader();
     crate::http::json(&serde_json::json!({
         "packets_sent": s.packets_sent,

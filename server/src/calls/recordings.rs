@@ -31,6 +31,8 @@ pub(super) fn routes() -> Router<Arc<CallServerState>> {
         )
         .route("/test/calls/{n}/recording", get(heard))
         .route("/test/calls/{n}/mic", get(mic))
+        .route("/test/calls/{n}/events", get(events))
+        .route("/test/calls/{n}/stats", get(stats))
 }
 
 /// A recording a test page posts back: 60 s of 48 kHz f32 at most.
@@ -67,21 +69,44 @@ pub(super) fn mic_keeper(recorded: Arc<std::sync::Mutex<Recorded>>) -> super::ag
     })
 }
 
-/// The recordings of the n-th call taken, or why there are none (a 404).
-fn slot(
+/// What `f` reads of the n-th call taken, or why there is none (a 404).
+fn nth<T>(
     shared: &CallServerState,
     raw: &str,
-) -> Result<Arc<std::sync::Mutex<Recorded>>, &'static str> {
+    f: impl FnOnce(&super::Live) -> T,
+) -> Result<T, &'static str> {
     if !shared.config.keep_recordings {
         return Err("recordings are not kept");
     }
     let n: u64 = raw.parse().map_err(|_| "no such call")?;
     let calls = shared.calls.lock().map_err(|_| "no such call")?;
-    calls
-        .values()
-        .find(|l| l.ordinal == n)
-        .map(|l| Arc::clone(&l.recorded))
-        .ok_or("no such call")
+    calls.values().find(|l| l.ordinal == n).map(f).ok_or("no such call")
+}
+
+/// The recordings of the n-th call taken.
+fn slot(shared: &CallServerState, raw: &str) -> Result<Arc<std::sync::Mutex<Recorded>>, &'static str> {
+    nth(shared, raw, |l| Arc::clone(&l.recorded))
+}
+
+/// `GET /test/calls/{n}/stats`: the n-th call's counters.
+async fn stats(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
+    match nth(&shared, &raw, |l| l.stats.clone()) {
+        Ok(Some(reader)) => super::stats_json(&*reader),
+        Ok(None) => refuse(StatusCode::NOT_FOUND, "not set up yet"),
+        Err(why) => refuse(StatusCode::NOT_FOUND, why),
+    }
+}
+
+/// `GET /test/calls/{n}/events`: the n-th call's events, as its page
+/// reads them.
+async fn events(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
+    match nth(&shared, &raw, |l| Arc::clone(&l.log)) {
+        Ok(log) => crate::http::typed(
+            log.lock().map(|l| l.since(0)).unwrap_or_default(),
+            "application/json",
+        ),
+        Err(why) => refuse(StatusCode::NOT_FOUND, why),
+    }
 }
 
 /// `POST /calls/{id}/recording`: what the page heard (f32 little-endian,
