@@ -175,8 +175,6 @@ async fn start_avatar() -> std::io::Result<(
         watch_base: format!("http://{}", server.addr()),
         viewer_secret,
     };
-    eprintln!(
-        "sotto serve: the agent speaks through an avatar; each call's page watches its own"
-    );
+    eprintln!("sotto serve: the agent speaks through an avatar; each call's page watches its own");
     Ok((server, attach))
 }

@@ -480,17 +480,71 @@ async fn the_viewer_routes_refuse_what_they_should() {
     type Case<'a> = (&'a str, &'a str, Vec<u8>, Option<&'a str>, u16);
     let cases: Vec<Case> = vec![
         (&ours, "text/plain", offer.clone(), Some(&token), 415),
-        (&ours, "application/sdp", vec![b'v'; 33 * 1024], Some(&token), 413),
-        (&ours, "application/sdp", vec![b'v'; 64 << 20], Some(&token), 413),
+        (
+            &ours,
+            "application/sdp",
+            vec![b'v'; 33 * 1024],
+            Some(&token),
+            413,
+        ),
+        (
+            &ours,
+            "application/sdp",
+            vec![b'v'; 64 << 20],
+            Some(&token),
+            413,
+        ),
         (&ours, "application/sdp", offer.clone(), None, 401),
-        (&ours, "application/sdp", offer.clone(), Some("not.a.token"), 404),
-        (&ours, "application/sdp", offer.clone(), Some(&elsewhere), 404),
+        (
+            &ours,
+            "application/sdp",
+            offer.clone(),
+            Some("not.a.token"),
+            404,
+        ),
+        (
+            &ours,
+            "application/sdp",
+            offer.clone(),
+            Some(&elsewhere),
+            404,
+        ),
         (&ours, "application/sdp", offer.clone(), Some(&joiner), 404),
-        (&ours, "application/sdp", vec![0xff, 0xfe], Some(&token), 400),
-        (&ours, "application/sdp", b"v=0\r\nnonsense".to_vec(), Some(&token), 400),
-        ("/avatars/1/viewers", "application/sdp", offer.clone(), Some(&operator), 404),
-        (&upper, "application/sdp", offer.clone(), Some(&operator), 404),
-        ("/avatars/x/viewers", "application/sdp", offer.clone(), Some(&token), 404),
+        (
+            &ours,
+            "application/sdp",
+            vec![0xff, 0xfe],
+            Some(&token),
+            400,
+        ),
+        (
+            &ours,
+            "application/sdp",
+            b"v=0\r\nnonsense".to_vec(),
+            Some(&token),
+            400,
+        ),
+        (
+            "/avatars/1/viewers",
+            "application/sdp",
+            offer.clone(),
+            Some(&operator),
+            404,
+        ),
+        (
+            &upper,
+            "application/sdp",
+            offer.clone(),
+            Some(&operator),
+            404,
+        ),
+        (
+            "/avatars/x/viewers",
+            "application/sdp",
+            offer.clone(),
+            Some(&token),
+            404,
+        ),
     ];
     for (path, ct, body, bearer, want) in cases {
         let len = body.len();
@@ -542,7 +596,11 @@ async fn the_viewer_routes_refuse_what_they_should() {
             .unwrap();
         assert_eq!(r.status(), 404, "{path}");
     }
-    let r = http.delete(format!("{base}{location}")).send().await.unwrap();
+    let r = http
+        .delete(format!("{base}{location}"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "a stranger cannot end a viewer");
     // Listing: an operator sees every avatar, a viewer its room's only,
     // a stranger nothing.

@@ -120,7 +120,10 @@ pub fn vet_offer(offer: &str, rules: OfferRules) -> Result<VettedOffer, &'static
 /// refused (not once per check a peer would have sent).
 pub fn log_dropped(dropped: usize) {
     if dropped > 0 {
-        tracing::info!(dropped, "an offer's candidates at unreachable addresses were dropped");
+        tracing::info!(
+            dropped,
+            "an offer's candidates at unreachable addresses were dropped"
+        );
     }
 }
 
@@ -177,8 +180,7 @@ fn good_fingerprint(v: &str) -> bool {
 /// (an mDNS `.local` name is resolved by the peer, on the link only).
 fn usable_candidate(v: &str, loopback: bool) -> bool {
     let fields: Vec<&str> = v.split(' ').take(8).collect();
-    let [_foundation, component, transport, _priority, address, port, typ, _kind] =
-        fields[..]
+    let [_foundation, component, transport, _priority, address, port, typ, _kind] = fields[..]
     else {
         return false;
     };
@@ -238,7 +240,14 @@ mod tests {
 
     #[test]
     fn addresses_no_far_end_has_are_dropped() {
-        for ip in ["224.0.0.1", "0.0.0.0", "255.255.255.255", "::", "ff02::1", "127.0.0.1"] {
+        for ip in [
+            "224.0.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::",
+            "ff02::1",
+            "127.0.0.1",
+        ] {
             let v = vet_offer(&offer(AUDIO, &candidate(ip)), RULES).unwrap();
             assert_eq!(v.dropped, 1, "{ip}");
             assert!(!v.sdp.contains("a=candidate"), "{ip}");
@@ -247,22 +256,44 @@ mod tests {
             loopback: true,
             ..RULES
         };
-        assert_eq!(vet_offer(&offer(AUDIO, &candidate("127.0.0.1")), lo).unwrap().dropped, 0);
+        assert_eq!(
+            vet_offer(&offer(AUDIO, &candidate("127.0.0.1")), lo)
+                .unwrap()
+                .dropped,
+            0
+        );
     }
 
     #[test]
     fn too_many_candidates_is_refused() {
-        let many: String = (0..=MAX_CANDIDATES).map(|k| candidate(&format!("10.0.{}.{}", k / 250, k % 250 + 1))).collect();
-        assert_eq!(vet_offer(&offer(AUDIO, &many), RULES), Err("too many ICE candidates"));
+        let many: String = (0..=MAX_CANDIDATES)
+            .map(|k| candidate(&format!("10.0.{}.{}", k / 250, k % 250 + 1)))
+            .collect();
+        assert_eq!(
+            vet_offer(&offer(AUDIO, &many), RULES),
+            Err("too many ICE candidates")
+        );
     }
 
     #[test]
     fn offers_that_can_never_connect_are_refused() {
         let bad = [
-            offer("m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n", ""),
-            offer("m=video 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n", ""),
-            offer("m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=rtpmap:111 opus/48000/2\r\n", ""),
-            offer("m=audio 9 UDP/TLS/RTP/SAVPF 255\r\na=rtpmap:255 opus/48000/2\r\n", ""),
+            offer(
+                "m=audio 0 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
+                "",
+            ),
+            offer(
+                "m=video 9 UDP/TLS/RTP/SAVPF 111\r\na=rtpmap:111 opus/48000/2\r\n",
+                "",
+            ),
+            offer(
+                "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=rtpmap:111 opus/48000/2\r\n",
+                "",
+            ),
+            offer(
+                "m=audio 9 UDP/TLS/RTP/SAVPF 255\r\na=rtpmap:255 opus/48000/2\r\n",
+                "",
+            ),
             offer(AUDIO, "").replace("sha-256", "md5"),
             offer(AUDIO, "").replace("AB:CD:EF:01", "AB:CD:EF"),
             offer(AUDIO, "").replace("abcd\r", &format!("{}\r", "u".repeat(30_000))),

@@ -27,9 +27,9 @@ pub struct ServerLimits {
     pub max_connections_per_client: usize,
     /// A request's headers must arrive within this.
     pub header_timeout: Duration,
-    /// A body must keep ahead of `body_min_rate` bytes a second once this
-    /// much time has passed since its request arrived; a client that falls
-    /// behind is answered 408 and cut off.
+    /// Once this much time has passed since a request arrived, its body
+    /// must have come at `body_min_rate` bytes a second on average; a
+    /// client that falls behind is answered 408 and cut off.
     pub body_grace: Duration,
     /// The slowest a body may arrive, in bytes a second, after the grace.
     pub body_min_rate: u32,

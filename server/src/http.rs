@@ -86,8 +86,9 @@ pub fn same_secret(a: &str, b: &str) -> bool {
 pub const KEY_HEADER: &str = "sotto-key";
 
 /// A request's body, read whole into one buffer (SPEC S2, S6): at most
-/// `limit` bytes (else 413), and no slower than `limits.body_min_rate`
-/// bytes a second after `limits.body_grace` (else 408). Each piece is
+/// `limit` bytes (else 413), and, once `limits.body_grace` has passed, at
+/// least `limits.body_min_rate` bytes a second on average since the
+/// request came (else 408). Each piece is
 /// copied out as it comes, so a body trickled a byte at a time holds one
 /// buffer of its length, not one buffer per piece.
 ///
@@ -104,10 +105,11 @@ pub async fn read_body(
     let mut body = body;
     let mut got: Vec<u8> = Vec::new();
     loop {
-        // The next piece is due by the time the bytes so far would fall
-        // under the rate.
-        let ahead = Duration::from_millis(got.len() as u64 * 1000 / rate);
-        let due = started + limits.body_grace + ahead;
+        // After the grace the average since the request came must stay at
+        // the rate: the next piece is due when the bytes so far fall under
+        // it (at once, for a client already behind).
+        let earned = Duration::from_millis(got.len() as u64 * 1000 / rate);
+        let due = started + limits.body_grace.max(earned);
         let frame = match tokio::time::timeout_at(due, body.frame()).await {
             Err(_) => {
                 return Err(Refusal::new(
@@ -116,7 +118,9 @@ pub async fn read_body(
                 ))
             }
             Ok(None) => return Ok(got),
-            Ok(Some(Err(_))) => return Err(Refusal::new(StatusCode::BAD_REQUEST, "the body broke off")),
+            Ok(Some(Err(_))) => {
+                return Err(Refusal::new(StatusCode::BAD_REQUEST, "the body broke off"))
+            }
             Ok(Some(Ok(frame))) => frame,
         };
         let Ok(data) = frame.into_data() else {
@@ -404,7 +408,12 @@ mod tests {
         // One byte every 5 ms: 200 bytes a second.
         let trickle = futures_util::stream::unfold(0, |n| async move {
             tokio::time::sleep(Duration::from_millis(5)).await;
-            (n < 1000).then(|| (Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"v")), n + 1))
+            (n < 1000).then(|| {
+                (
+                    Ok::<_, std::io::Error>(bytes::Bytes::from_static(b"v")),
+                    n + 1,
+                )
+            })
         });
         let body = Body::from_stream(trickle);
         let started = std::time::Instant::now();

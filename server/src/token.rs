@@ -83,7 +83,9 @@ pub enum TokenError {
     #[error("token lacks the permission")]
     NoPermission,
     /// The token's participant id or room is not a safe name.
-    #[error("invalid token: a participant id or room of other than letters, digits, '-', '_', '.'")]
+    #[error(
+        "invalid token: a participant id or room of other than letters, digits, '-', '_', '.'"
+    )]
     Name,
     /// The token is for another protocol version.
     #[error("token version {0}, expected 2")]

@@ -173,7 +173,12 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
     let feed_url = format!("http://{}{location}/events?after=0", server.addr());
     let r = http.get(&feed_url).send().await.unwrap();
     assert_eq!(r.status().as_u16(), 401, "a stranger has no key");
-    let r = http.get(&feed_url).bearer_auth("0".repeat(32)).send().await.unwrap();
+    let r = http
+        .get(&feed_url)
+        .bearer_auth("0".repeat(32))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status().as_u16(), 404, "nor a made-up one");
     let feed: serde_json::Value = http
         .get(&feed_url)
@@ -223,7 +228,12 @@ async fn calls_are_signalled_as_whip_does_and_bad_ones_refused() {
         404
     );
     let upper = location.to_uppercase().replace("/CALLS/", "/calls/");
-    for bad in ["/calls/999", "/calls/abc", "/calls/99999999999999999999999", &upper] {
+    for bad in [
+        "/calls/999",
+        "/calls/abc",
+        "/calls/99999999999999999999999",
+        &upper,
+    ] {
         let r = http
             .delete(format!("http://{}{bad}", server.addr()))
             .bearer_auth(&key)

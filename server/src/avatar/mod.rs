@@ -335,7 +335,10 @@ async fn join(
         .and_then(|v| v.split(';').next())
         .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
     if !json {
-        return refused(StatusCode::UNSUPPORTED_MEDIA_TYPE, "a join is application/json");
+        return refused(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "a join is application/json",
+        );
     }
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -64,10 +64,7 @@ async fn put_report(
 
 /// `GET /test/avatars/{id}/report`: the latest report a page posted for
 /// avatar `id`; 404 until there is one.
-async fn report(
-    State(shared): State<Arc<AvatarServerState>>,
-    Path(raw): Path<String>,
-) -> Response {
+async fn report(State(shared): State<Arc<AvatarServerState>>, Path(raw): Path<String>) -> Response {
     if !kept(&shared) {
         return refuse(StatusCode::NOT_FOUND, "reports are not kept");
     }

@@ -133,7 +133,9 @@ fn asker(shared: &AvatarServerState, headers: &HeaderMap) -> Result<Asker, Respo
             Ok(Claims { permissions, .. }) if permissions.iter().any(|p| p == token::OPERATOR) => {
                 Asker::Operator
             }
-            Ok(Claims { room: Some(room), .. }) => Asker::Room(room),
+            Ok(Claims {
+                room: Some(room), ..
+            }) => Asker::Room(room),
             _ => Asker::Key(presented.to_owned()),
         },
     )

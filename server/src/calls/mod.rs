@@ -331,7 +331,10 @@ fn reserve(
 ) -> Result<(Reserved, u64, String), Response> {
     let stats = &shared.stats;
     let Ok(mut calls) = shared.calls.lock() else {
-        return Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "server state lost"));
+        return Err(refuse(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server state lost",
+        ));
     };
     if calls.len() >= shared.config.limits.max_peers {
         stats.busy.fetch_add(1, Ordering::Relaxed);
@@ -440,7 +443,14 @@ async fn create(
         Err(r) => return r,
     };
     let (answered, answer) = oneshot::channel();
-    tokio::spawn(set_up(Arc::clone(&shared), reserved, ordinal, participant, offer, answered));
+    tokio::spawn(set_up(
+        Arc::clone(&shared),
+        reserved,
+        ordinal,
+        participant,
+        offer,
+        answered,
+    ));
     match answer.await {
         Ok(Ok((id, sdp))) => {
             let mut r = (StatusCode::CREATED, sdp).into_response();
@@ -599,7 +609,10 @@ fn with_call<T>(
         .and_then(|mut calls| {
             let live = calls.get_mut(raw)?;
             let theirs = same_secret(presented, &live.key)
-                || live.token.as_deref().is_some_and(|t| same_secret(presented, t));
+                || live
+                    .token
+                    .as_deref()
+                    .is_some_and(|t| same_secret(presented, t));
             theirs.then(|| f(live))
         });
     found.ok_or_else(|| {
@@ -694,7 +707,11 @@ async fn avatar_of(
         return crate::http::json(&serde_json::Value::Null);
     };
     let room = format!("call-{raw}");
-    let token = crate::token::viewer(&avatar.viewer_secret, &room, crate::token::CALL_TOKEN_LIFETIME);
+    let token = crate::token::viewer(
+        &avatar.viewer_secret,
+        &room,
+        crate::token::CALL_TOKEN_LIFETIME,
+    );
     match token {
         Ok(token) => crate::http::json(&serde_json::json!({
             "watch": avatar.watch_base,

@@ -80,11 +80,18 @@ fn nth<T>(
     }
     let n: u64 = raw.parse().map_err(|_| "no such call")?;
     let calls = shared.calls.lock().map_err(|_| "no such call")?;
-    calls.values().find(|l| l.ordinal == n).map(f).ok_or("no such call")
+    calls
+        .values()
+        .find(|l| l.ordinal == n)
+        .map(f)
+        .ok_or("no such call")
 }
 
 /// The recordings of the n-th call taken.
-fn slot(shared: &CallServerState, raw: &str) -> Result<Arc<std::sync::Mutex<Recorded>>, &'static str> {
+fn slot(
+    shared: &CallServerState,
+    raw: &str,
+) -> Result<Arc<std::sync::Mutex<Recorded>>, &'static str> {
     nth(shared, raw, |l| Arc::clone(&l.recorded))
 }
 
