@@ -37,8 +37,15 @@ impl Refusal {
 }
 
 impl IntoResponse for Refusal {
+    /// With `Retry-After` on a 503 (SPEC S7): the server is full for now.
     fn into_response(self) -> Response {
-        with_cors((self.code, self.why).into_response())
+        let busy = self.code == StatusCode::SERVICE_UNAVAILABLE;
+        let mut r = with_cors((self.code, self.why).into_response());
+        if busy {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+        }
+        r
     }
 }
 

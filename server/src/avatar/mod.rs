@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Json, Router};
@@ -381,13 +381,10 @@ async fn join(
         shared.stats.peers.load(Ordering::Relaxed) - shared.stats.ended.load(Ordering::Relaxed);
     if live >= shared.limits.max_peers as u64 {
         shared.stats.busy.fetch_add(1, Ordering::Relaxed);
-        let mut r = crate::http::refuse(
+        return crate::http::refuse(
             StatusCode::SERVICE_UNAVAILABLE,
             "too many avatar connections; try again later",
         );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-        return r;
     }
     let (answered, answer) = oneshot::channel();
     tokio::spawn(set_up(Arc::clone(&shared), req, offer, answered));

@@ -51,7 +51,7 @@ async fn put_report(
         return refuse(StatusCode::NOT_FOUND, "reports are not kept");
     }
     if let Err(r) = super::viewers::viewer_of(&shared, &headers, &raw, &viewer, false) {
-        return r;
+        return r.into_response();
     }
     if let Ok(mut reports) = shared.reports.lock() {
         if reports.len() >= REPORTS_KEPT {

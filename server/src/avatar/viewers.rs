@@ -117,13 +117,13 @@ impl Asker {
 
 /// Who `headers` say is asking: 401 when a secret is set and no bearer is
 /// given.
-fn asker(shared: &AvatarServerState, headers: &HeaderMap) -> Result<Asker, Response> {
+fn asker(shared: &AvatarServerState, headers: &HeaderMap) -> Result<Asker, Refusal> {
     let Some(secret) = shared.secret() else {
         return Ok(Asker::Anyone);
     };
     let Some(presented) = bearer(headers) else {
         shared.refused();
-        return Err(refuse(
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "a viewer token is required (Authorization: Bearer TOKEN)",
         ));
@@ -185,7 +185,7 @@ async fn list(State(shared): State<Arc<AvatarServerState>>, headers: HeaderMap) 
             return refuse(StatusCode::UNAUTHORIZED, "not a viewer token");
         }
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let list: Vec<serde_json::Value> = shared
         .avatars
@@ -232,7 +232,7 @@ async fn add(
     };
     let asker = match asker(&shared, &headers) {
         Ok(a) => a,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     // What the headers and the path can tell comes before the body.
     let Some(publisher) = publisher(&shared, &raw, |a| asker.may_watch(&a.room_name)) else {
@@ -255,13 +255,10 @@ async fn add(
     let viewer = match answer.await {
         Ok(Ok(v)) => v,
         Ok(Err(ViewerError::Full)) => {
-            let mut r = refused(
+            return refused(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "too many viewers; try again later",
             );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            return r;
         }
         Ok(Err(ViewerError::BadOffer(why))) => return refused(StatusCode::BAD_REQUEST, &why),
         Ok(Err(e)) => return refused(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
@@ -309,11 +306,11 @@ pub(crate) fn viewer_of(
     raw: &str,
     viewer: &str,
     leaving: bool,
-) -> Result<(Publisher, u64), Response> {
+) -> Result<(Publisher, u64), Refusal> {
     let asker = asker(shared, headers)?;
     let not_found = || {
         shared.refused();
-        refuse(StatusCode::NOT_FOUND, "no such viewer")
+        Refusal::new(StatusCode::NOT_FOUND, "no such viewer")
     };
     if !canonical_id(raw) || !canonical_id(viewer) {
         return Err(not_found());
@@ -353,7 +350,7 @@ async fn leave(
             publisher.remove_viewer(inner).await;
             cors(StatusCode::NO_CONTENT.into_response())
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -366,7 +363,7 @@ async fn viewer(
 ) -> Response {
     let (publisher, inner) = match viewer_of(&shared, &headers, &raw, &viewer, false) {
         Ok(v) => v,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let Some((voice_origin, face_origin)) = publisher.origins(inner) else {
         return refuse(StatusCode::NOT_FOUND, "no such viewer");

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use crate::accept::{serve_limited, ServerLimits};
 use crate::http::{
     bearer, canonical_id, preflight, random_id, refuse, same_secret, script, with_cors as cors,
-    Authorized, Gate, OfferHeaders, SdpOffer, KEY_HEADER,
+    Authorized, Gate, OfferHeaders, Refusal, SdpOffer, KEY_HEADER,
 };
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
@@ -298,10 +298,7 @@ async fn attach_avatar(
 
 /// `503` with `Retry-After` (SPEC S7): the server has no room now.
 fn busy(why: &str) -> Response {
-    let mut r = refuse(StatusCode::SERVICE_UNAVAILABLE, why);
-    r.headers_mut()
-        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-    r
+    refuse(StatusCode::SERVICE_UNAVAILABLE, why)
 }
 
 /// A call's place in the server's table until the call is set up; a set-up
@@ -328,17 +325,20 @@ fn reserve(
     shared: &Arc<CallServerState>,
     token: Option<String>,
     participant: Option<String>,
-) -> Result<(Reserved, u64, String), Response> {
+) -> Result<(Reserved, u64, String), Refusal> {
     let stats = &shared.stats;
     let Ok(mut calls) = shared.calls.lock() else {
-        return Err(refuse(
+        return Err(Refusal::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "server state lost",
         ));
     };
     if calls.len() >= shared.config.limits.max_peers {
         stats.busy.fetch_add(1, Ordering::Relaxed);
-        return Err(busy("too many calls; try again later"));
+        return Err(Refusal::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many calls; try again later",
+        ));
     }
     if let Some(p) = &participant {
         let theirs = calls
@@ -347,7 +347,7 @@ fn reserve(
             .count();
         if theirs >= shared.config.max_calls_per_participant {
             stats.busy.fetch_add(1, Ordering::Relaxed);
-            return Err(refuse(
+            return Err(Refusal::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "this participant has as many calls as it may",
             ));
@@ -397,14 +397,14 @@ async fn create(
     body: axum::body::Body,
 ) -> Response {
     let stats = &shared.stats;
-    let refused = |r: crate::http::Refusal| {
+    let refused = |r: Refusal| {
         stats.refused.fetch_add(1, Ordering::Relaxed);
         r.into_response()
     };
     if let Some(c) = &claims {
         let lifetime = c.exp.saturating_sub(c.iat);
         if lifetime > shared.config.max_token_lifetime.as_secs() {
-            return refused(crate::http::Refusal::new(
+            return refused(Refusal::new(
                 StatusCode::UNAUTHORIZED,
                 "invalid token: it lives too long for a call",
             ));
@@ -431,7 +431,7 @@ async fn create(
         loopback: shared.config.call.bind.is_loopback(),
     };
     if let Err(why) = sotto_net::sdp::vet_offer(&offer, rules) {
-        return refused(crate::http::Refusal::new(
+        return refused(Refusal::new(
             StatusCode::BAD_REQUEST,
             format!("bad offer: {why}"),
         ));
@@ -440,7 +440,7 @@ async fn create(
     let participant = claims.map(|c| c.participant_id);
     let (reserved, ordinal, key) = match reserve(&shared, token, participant.clone()) {
         Ok(r) => r,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let (answered, answer) = oneshot::channel();
     tokio::spawn(set_up(
@@ -595,10 +595,10 @@ fn with_call<T>(
     headers: &HeaderMap,
     raw: &str,
     f: impl FnOnce(&mut Live) -> T,
-) -> Result<T, Response> {
+) -> Result<T, Refusal> {
     let Some(presented) = bearer(headers) else {
         shared.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
-        return Err(refuse(
+        return Err(Refusal::new(
             StatusCode::UNAUTHORIZED,
             "the call's key is required (Authorization: Bearer KEY)",
         ));
@@ -617,7 +617,7 @@ fn with_call<T>(
         });
     found.ok_or_else(|| {
         shared.stats.unauthorised.fetch_add(1, Ordering::Relaxed);
-        refuse(StatusCode::NOT_FOUND, "no such call")
+        Refusal::new(StatusCode::NOT_FOUND, "no such call")
     })
 }
 
@@ -634,7 +634,7 @@ async fn end(
             }
             cors(StatusCode::NO_CONTENT.into_response())
         }
-        Err(r) => r,
+        Err(r) => r.into_response(),
     }
 }
 
@@ -648,7 +648,7 @@ async fn call_stats(
     let reader = match with_call(&shared, &headers, &raw, |live| live.stats.clone()) {
         Ok(Some(r)) => r,
         Ok(None) => return refuse(StatusCode::NOT_FOUND, "no such call"),
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     stats_json(&*reader)
 }
@@ -687,7 +687,7 @@ async fn events(
         .unwrap_or(0);
     let log = match with_call(&shared, &headers, &raw, |live| Arc::clone(&live.log)) {
         Ok(l) => l,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let body = log.lock().map(|l| l.since(after)).unwrap_or_default();
     crate::http::typed(body, "application/json")
@@ -701,7 +701,7 @@ async fn avatar_of(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = with_call(&shared, &headers, &raw, |_| ()) {
-        return r;
+        return r.into_response();
     }
     let Some(avatar) = &shared.config.avatar else {
         return crate::http::json(&serde_json::Value::Null);

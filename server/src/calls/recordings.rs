@@ -129,7 +129,7 @@ async fn put(
     }
     let slot = match with_call(&shared, &headers, &raw, |l| Arc::clone(&l.recorded)) {
         Ok(s) => s,
-        Err(r) => return r,
+        Err(r) => return r.into_response(),
     };
     let report = headers
         .get(REPORT)
