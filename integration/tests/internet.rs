@@ -218,6 +218,7 @@ async fn aborted_joins_leave_nothing_behind() {
     };
     let body = serde_json::to_vec(&join).unwrap();
     let raw = request("/join", "application/json", None, &body);
+    let before = rss_mib();
     let mut aborts = Vec::new();
     for k in 0..40u64 {
         let to = server.addr();
@@ -327,6 +328,7 @@ async fn a_crowd_from_one_address_leaves_another_served() {
         sotto_server::avatar::viewers::ViewersConfig::default(),
     )
     .await;
+    let before = rss_mib();
     for (name, addr, path) in [
         ("call server", calls.addr(), "/sotto.js"),
         ("avatar server", avatar.addr(), "/watch"),
@@ -358,6 +360,9 @@ async fn a_crowd_from_one_address_leaves_another_served() {
         assert!(slowest < Duration::from_secs(1), "{name}: {slowest:?}");
         drop(crowd);
     }
+    let after = rss_mib();
+    println!("resident {before:.1} -> {after:.1} MiB");
+    assert!(after - before < 8.0, "{before:.1} -> {after:.1} MiB");
     assert!(calls.stats().client_refused >= 250 - 16);
     assert!(avatar.stats().client_refused >= 250 - 16);
     drop(calls);
