@@ -248,10 +248,12 @@ async fn aborted_joins_leave_nothing_behind() {
     )
     .await;
     let s = server.stats();
+    let after = rss_mib();
     println!(
-        "40 aborted joins: {} peers made, {} abandoned at once",
+        "40 aborted joins: {} peers made, {} abandoned at once; resident {before:.1} -> {after:.1} MiB",
         s.peers, s.abandoned
     );
+    assert!(after - before < 24.0, "{before:.1} -> {after:.1} MiB");
     let _ = pc.close().await;
 }
 
