@@ -469,20 +469,14 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
                 }
             })
         };
-        // Where the viewer's timestamps start, while it watches.
-        let viewer_url = format!("http://{}/avatars/{avatar}/viewers/1", avatar_server.addr());
+        // Where the viewer's timestamps start, while it watches (the
+        // publisher's first viewer; its route id is the page's secret).
         let mut origins = None;
         for _ in 0..200 {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            if let Ok(r) = reqwest::get(&viewer_url).await {
-                if r.status().is_success() {
-                    let v: serde_json::Value = r.json().await.unwrap();
-                    origins = Some((
-                        v["voice_origin"].as_u64().unwrap() as u32,
-                        v["face_origin"].as_u64().unwrap() as u32,
-                    ));
-                    break;
-                }
+            origins = avatar_server.publisher(&avatar).and_then(|p| p.origins(1));
+            if origins.is_some() {
+                break;
             }
         }
         let (voice_origin, face_origin) = origins.expect("the viewer is taken");
