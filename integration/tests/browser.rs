@@ -108,50 +108,31 @@ fn a_browser_call_barges_in_on_the_agent() {
 
         // The barge-in: the agent pauses the moment the caller makes a
         // sound (a 5 ms ramp, then silence); 200 ms of it and the agent
-        // interrupts, which fades what was paused over 0.4 s (SPEC O5: the
-        // tail is the queued audio from where it stopped). The browser's
-        // recording must hold exactly that where the events put it.
+        // interrupts. Fully paused, nothing is left to fade (SPEC O5): the
+        // caller hears nothing more of that turn, neither while paused nor
+        // after the interrupt.
         let time = |name: &str| {
             find(&log, name)
                 .and_then(|e| e["t"].as_f64())
                 .unwrap_or_else(|| panic!("no {name} in {log:?}"))
         };
-        let (t0, tp, ti, tf) = (
-            time("first_audio"),
-            time("paused"),
-            time("interrupted"),
-            time("fade_done"),
-        );
+        let (t0, tp, ti) = (time("first_audio"), time("paused"), time("interrupted"));
+        assert!(find(&log, "fade_done").is_none(), "no tail to fade");
         // Recording index of session time t: where speech sample 24000 is,
         // moved by the time since then.
         let at = |t: f64| (found.lags[0] as f64 + (t - t0) * 48_000.0 - 24_000.0) as usize;
-        let paused = &got[at(tp + 0.06)..at(ti - 0.06)];
-        let after = &got[at(tf + 0.06)..at(tf + 0.5).min(got.len())];
-        // The tail: the speech from where the pause stopped it (after the
-        // 5 ms ramp), under the fade's gain 10^(-3t).
-        let from = ((tp - t0) * 48_000.0) as usize + 240;
-        let tail: Vec<f32> = (0..9_600)
-            .map(|k| speech[from + k] * 10f32.powf(-3.0 * k as f32 / 19_200.0))
-            .collect();
-        let best = (at(ti) - 1_920..at(ti) + 1_920)
-            .map(|l| (sotto_integration::compare::ncc(&tail, &got[l..l + tail.len()]), l))
-            .fold((f64::MIN, 0), |a, b| if b.0 > a.0 { b } else { a });
+        let paused = &got[at(tp + 0.06)..at(ti)];
+        let after = &got[at(ti)..at(ti + 0.6).min(got.len())];
         eprintln!(
             "barge-in: paused {:.3} s after first audio, interrupted {:.3} s later; \
-             peak while paused {:.4}, after the fade {:.4}; the fade's tail found \
-             {:+.1} ms from its event, correlation {:.3}",
+             peak while paused {:.4}, in the 0.6 s after the interrupt {:.4}",
             tp - t0,
             ti - tp,
             peak(paused),
             peak(after),
-            (best.1 as f64 - at(ti) as f64) / 48.0,
-            best.0
         );
         assert!(peak(paused) < 0.01, "silence while paused");
-        assert!(peak(after) < 0.01, "silence after the fade");
-        // 0.79–0.9 across runs: Chromium's jitter buffer stretches some
-        // of the tail.
-        assert!(best.0 >= 0.75, "the fade's tail is where the events say");
+        assert!(peak(after) < 0.01, "silence after an interrupt while paused");
 
         // Mouth-to-ear: from the first loud sample leaving the session
         // (its first audio's wall time plus where the speech first gets

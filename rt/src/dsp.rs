@@ -57,8 +57,24 @@ impl Tail {
         }
     }
 
+    /// A tail at unity gain but for its last frame: the pause ramp it
+    /// plays under does the fading (SPEC O5, an interrupt while pausing).
+    pub fn flat(len: u64) -> Self {
+        Self {
+            len,
+            pos: 0,
+            lanes: [1.0; LANES],
+            stride: 1.0,
+        }
+    }
+
     pub fn remaining(&self) -> u64 {
         self.len - self.pos
+    }
+
+    /// Ends the tail at most `frames` from here.
+    pub fn cut_to(&mut self, frames: u64) {
+        self.len = self.pos + self.remaining().min(frames);
     }
 
     /// Applies the next `buf.len() / channels` gains to interleaved `buf`.

@@ -17,6 +17,9 @@ impl Voice {
                 VoiceCommand::Clear { fence } => {
                     let before = self.consumed;
                     self.tail = None;
+                    if std::mem::take(&mut self.ramp_tail) {
+                        self.pause = crate::dsp::PauseState::Playing;
+                    }
                     self.skip_until = self.skip_until.max(fence.0);
                     self.discard_to(self.skip_until);
                     self.drain_ok_at = self.skip_until;
@@ -24,10 +27,13 @@ impl Voice {
                     self.event(events, now, EventKind::Cleared { skipped_frames });
                 }
                 VoiceCommand::Pause => {
+                    // A pause asked for now outlasts a tail's end.
+                    self.ramp_tail = false;
                     self.pause = self.pause.pause(self.pause_ramp_frames);
                     self.event(events, now, EventKind::Paused);
                 }
                 VoiceCommand::Resume => {
+                    self.ramp_tail = false;
                     self.pause = self.pause.resume(self.pause_ramp_frames);
                     self.event(events, now, EventKind::Resumed);
                 }

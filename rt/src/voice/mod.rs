@@ -151,6 +151,9 @@ pub struct Voice {
 
     skip_until: u64,
     tail: Option<Tail>,
+    /// The tail plays out a pause ramp an interrupt came during; when it
+    /// ends, the next turn starts unpaused.
+    ramp_tail: bool,
     fade_frames: u32,
     pause: PauseState,
     pause_ramp_frames: u32,
@@ -210,6 +213,7 @@ impl Voice {
             background_frames: 0,
             skip_until: 0,
             tail: None,
+            ramp_tail: false,
             fade_frames: config.fade_frames,
             pause: PauseState::Playing,
             pause_ramp_frames: config.pause_ramp_frames.max(1),

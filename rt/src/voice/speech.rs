@@ -22,15 +22,31 @@ impl Voice {
         }
     }
 
+    /// An interrupt (SPEC O5): what is audible now fades; what is not is
+    /// dropped. Playing, the tail is the fade curve; during a pause ramp
+    /// down, the ramp goes on to zero and is the tail; fully paused,
+    /// nothing is heard again; during a resume ramp, the fade plays under
+    /// the ramp still rising.
     pub(super) fn interrupt(&mut self, fence: u64, now: SampleTime, events: &mut EventOut<'_>) {
-        if let Some(tail) = self.tail {
+        if let Some(tail) = &mut self.tail {
             // A tail is already playing: keep it as it is; only move the fence.
             self.skip_until = self.skip_until.max(fence);
-            let after_tail = self.consumed + tail.remaining();
+            match self.pause {
+                PauseState::Paused => {
+                    self.tail = None;
+                    self.ramp_tail = false;
+                    self.pause = PauseState::Playing;
+                }
+                PauseState::RampDown { .. } => {
+                    if let Some(left) = self.pause.ramp_left(self.pause_ramp_frames) {
+                        tail.cut_to(u64::from(left));
+                    }
+                    self.ramp_tail = true;
+                }
+                PauseState::Playing | PauseState::RampUp { .. } => {}
+            }
+            let after_tail = self.consumed + self.tail.map_or(0, |t| t.remaining());
             let skipped_frames = self.skip_until.saturating_sub(after_tail);
-            // An interrupt ends a pause (the turn state resets), so a tail
-            // paused mid-way plays on.
-            self.pause = self.pause.resume(self.pause_ramp_frames);
             self.after_interrupt(fence);
             self.event(
                 events,
@@ -45,14 +61,24 @@ impl Voice {
         self.discard_to(self.skip_until);
         let start = self.consumed;
         let pending = fence.saturating_sub(start);
-        let tail_frames = pending.min(u64::from(self.fade_frames));
+        let tail_frames = match self.pause {
+            PauseState::Paused => 0,
+            PauseState::RampDown { .. } => {
+                let left = self.pause.ramp_left(self.pause_ramp_frames).unwrap_or(0);
+                pending.min(u64::from(left))
+            }
+            PauseState::Playing | PauseState::RampUp { .. } => {
+                pending.min(u64::from(self.fade_frames))
+            }
+        };
         self.skip_until = self.skip_until.max(fence);
         if tail_frames > 0 {
-            self.tail = Some(Tail::new(tail_frames));
-            // Paused or pausing, the tail fades from where playback stopped
-            // and comes back in over the resume ramp: a tail starting at
-            // full gain out of silence would be a step, a click.
-            self.pause = self.pause.resume(self.pause_ramp_frames);
+            if let PauseState::RampDown { .. } = self.pause {
+                self.tail = Some(Tail::flat(tail_frames));
+                self.ramp_tail = true;
+            } else {
+                self.tail = Some(Tail::new(tail_frames));
+            }
         } else {
             self.discard_to(self.skip_until);
             // The next turn must not start frozen.
@@ -136,6 +162,11 @@ impl Voice {
                         *s *= g;
                     }
                 }
+            }
+            if self.ramp_tail && self.tail.is_none() {
+                // The ramp's tail is over: the next turn plays.
+                self.ramp_tail = false;
+                self.pause = PauseState::Playing;
             }
             self.account(filled, take, now, events);
             filled += take;

@@ -232,7 +232,7 @@ fn pause_resumes_where_it_stopped() {
 }
 
 #[test]
-fn an_interrupt_while_paused_fades_from_where_playback_stopped() {
+fn an_interrupt_while_paused_is_silent() {
     let mut rig = Rig::new(&VoiceConfig {
         pause_ramp_frames: 4,
         fade_frames: 40,
@@ -243,33 +243,29 @@ fn an_interrupt_while_paused_fades_from_where_playback_stopped() {
     rig.block(8);
     rig.send(V::Pause);
     rig.run(16, 8); // four frames of ramp, then frozen at frame 12
+    assert_eq!(rig.voice.played, 12);
     rig.send(V::Interrupt {
         fence: StreamPos(100),
     });
     let out = rig.run(64, 8);
-    let up = [0.25, 0.5, 0.75];
-    let want: Vec<f32> = (0..64)
-        .map(|k| {
-            if k >= 40 {
-                return 0.0;
-            }
-            let ramp_gain = up.get(k).copied().unwrap_or(1.0);
-            ramp[12 + k] * fade_gain(k as u64, 40) * ramp_gain
-        })
-        .collect();
-    assert_close(&out, &want, "the tail, from the paused frame, ramped in");
+    assert_close(&out, &[0.0; 64], "nothing of the paused turn again");
     let events = rig.events();
     assert!(events.contains(&(
         24,
         EventKind::Interrupted {
-            tail_frames: 40,
-            skipped_frames: 48
+            tail_frames: 0,
+            skipped_frames: 88
         }
     )));
-    assert!(events.iter().any(|e| e.1 == EventKind::FadeDone));
+    assert!(!events.iter().any(|e| e.1 == EventKind::FadeDone));
+    assert_eq!(rig.voice.played, 12, "what was heard, no more");
+    // The next turn plays at once, unpaused.
+    rig.speech(&[0.5; 8]);
+    assert_close(&rig.block(8), &[0.5; 8], "the next turn");
+}
 
-    // Interrupted half-way down the pause ramp: the ramp turns back up
-    // from the gain it had reached, never a jump.
+#[test]
+fn an_interrupt_during_the_pause_ramp_lets_the_ramp_finish() {
     let mut rig = Rig::new(&VoiceConfig {
         pause_ramp_frames: 4,
         fade_frames: 40,
@@ -283,13 +279,50 @@ fn an_interrupt_while_paused_fades_from_where_playback_stopped() {
     rig.send(V::Interrupt {
         fence: StreamPos(100),
     });
+    let out = rig.block(8);
+    assert_close(
+        &out,
+        &[0.125, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0],
+        "the ramp goes on to zero, then silence",
+    );
+    let events = rig.events();
+    assert!(events.contains(&(
+        10,
+        EventKind::Interrupted {
+            tail_frames: 2,
+            skipped_frames: 88
+        }
+    )));
+    assert!(events.iter().any(|e| e.1 == EventKind::FadeDone));
+    assert_eq!(rig.voice.played, 12, "the ramp's two frames were heard");
+    rig.speech(&[0.5; 8]);
+    assert_close(&rig.block(8), &[0.5; 8], "the next turn, unpaused");
+}
+
+#[test]
+fn an_interrupt_during_the_resume_ramp_fades_under_it() {
+    let mut rig = Rig::new(&VoiceConfig {
+        pause_ramp_frames: 4,
+        fade_frames: 40,
+        ..config()
+    });
+    rig.speech(&[0.5; 100]);
+    rig.block(8);
+    rig.send(V::Pause);
+    rig.run(8, 8); // down and frozen at frame 12
+    rig.send(V::Resume);
+    let up = rig.block(1);
+    assert_close(&up, &[0.125], "one frame up");
+    rig.send(V::Interrupt {
+        fence: StreamPos(100),
+    });
     let out = rig.block(4);
-    let want: Vec<f32> = [0.75f32, 1.0, 1.0, 1.0]
+    let want: Vec<f32> = [0.5f32, 0.75, 1.0, 1.0]
         .iter()
         .enumerate()
         .map(|(k, g)| 0.5 * g * fade_gain(k as u64, 40))
         .collect();
-    assert_close(&out, &want, "back up from 0.5, under the fade");
+    assert_close(&out, &want, "the fade, under the ramp still rising");
 }
 
 #[test]

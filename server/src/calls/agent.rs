@@ -297,6 +297,10 @@ pub(super) async fn run(
                 match e.kind {
                     SessionEventKind::FirstAudio => speaking = true,
                     SessionEventKind::LastAudio | SessionEventKind::FadeDone => speaking = false,
+                    // Interrupted while paused: nothing to fade, done now.
+                    SessionEventKind::Interrupted { tail_frames, .. } if tail_frames.0 == 0 => {
+                        speaking = false;
+                    }
                     _ => {}
                 }
                 if let Ok(mut l) = log.lock() {
