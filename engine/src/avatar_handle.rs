@@ -74,6 +74,7 @@ impl AvatarHandle {
             Arc::clone(&alive),
             Arc::clone(&stats),
             u64::from(sample_rate) * channels as u64,
+            shared.config.queue,
         );
         if shared.send(SessionMsg::AddSink(Box::new(tee))).is_err() {
             link.stop(None);

@@ -17,7 +17,7 @@ pub use tee::AvatarTee;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
@@ -112,7 +112,8 @@ pub struct LinkStats {
     pub settled: AtomicU64,
     /// Samples handed to the link and not yet sent.
     pub backlog: AtomicU64,
-    /// Samples dropped because the link was [`LINK_BACKLOG`] behind.
+    /// Samples dropped because the link had stopped sending and was the
+    /// session's queue and [`LINK_BACKLOG`] behind.
     pub backlog_dropped: AtomicU64,
     /// Interrupts and segment ends handed to the link and not yet sent.
     pub control_backlog: AtomicU64,
@@ -131,8 +132,10 @@ pub struct LinkStats {
 /// dropped: a caller spinning on them cannot grow the link's mailbox.
 pub const LINK_CONTROL_BACKLOG: u64 = 256;
 
-/// Audio the link may fall behind the session before newer audio is
-/// dropped: the mailbox between them is bounded by this.
+/// Audio the link may fall behind beyond the session's queue before newer
+/// audio is dropped: the mailbox between them is bounded by this and the
+/// queue. A link that sends keeps it near zero: the session hands it
+/// speech only as its queue takes it in.
 pub const LINK_BACKLOG: Duration = Duration::from_secs(5);
 
 impl LinkStats {
@@ -199,6 +202,10 @@ pub struct LinkState {
     counts: Vec<(u64, u64)>,
     /// Samples sent in the current segment.
     segment_samples: u64,
+    /// When the avatar, playing in real time what it was sent, will have
+    /// played the last of it: a segment's acknowledgement is awaited from
+    /// its end's due time, not from when it was sent.
+    due: Instant,
     pcm: Vec<u8>,
 }
 
@@ -233,6 +240,7 @@ impl Actor for AvatarLink {
             pending: Vec::new(),
             counts: Vec::new(),
             segment_samples: 0,
+            due: Instant::now(),
             pcm: Vec::new(),
         })
     }
@@ -292,12 +300,15 @@ impl LinkState {
                     .stats
                     .control_backlog
                     .fetch_sub(1, Ordering::AcqRel);
-                myself.send_after(self.args.config.ack_timeout, move || {
+                let until_played = self.due.saturating_duration_since(Instant::now());
+                myself.send_after(until_played + self.args.config.ack_timeout, move || {
                     LinkMsg::CheckAck(id, 0)
                 });
             }
             LinkMsg::Interrupt { fade_frames } => {
                 self.segment_samples = 0;
+                // The avatar drops what it holds past the fade.
+                self.due = Instant::now();
                 // The fade first, on the same ordered channel: an avatar
                 // that does not know it ignores it and cuts at INTERRUPT.
                 let fade = Control::InterruptFade {
@@ -364,6 +375,9 @@ impl LinkState {
 
     async fn send_audio(&mut self, frames: &[f32]) {
         self.segment_samples += frames.len() as u64;
+        let per_second = f64::from(self.args.sample_rate) * self.args.channels.max(1) as f64;
+        let lasts = Duration::from_secs_f64(frames.len() as f64 / per_second.max(1.0));
+        self.due = self.due.max(Instant::now()) + lasts;
         self.pcm.clear();
         self.pcm.extend(
             frames

@@ -23,8 +23,11 @@ pub struct AvatarTee {
 
 impl AvatarTee {
     /// A sink named `name` feeding `link` while `alive`, counting
-    /// segments in the link's `stats`; `samples_per_second` (rate times
-    /// channels) sizes its [`LINK_BACKLOG`].
+    /// segments in the link's `stats`. The session hands it speech as its
+    /// queue (`queue` long) takes it in, so the link is never more than
+    /// that ahead of playback; its backlog may hold that and
+    /// [`LINK_BACKLOG`] more (`samples_per_second` is rate times channels)
+    /// before a link that has stopped sending loses audio.
     #[must_use]
     pub fn new(
         name: String,
@@ -32,14 +35,15 @@ impl AvatarTee {
         alive: Arc<AtomicBool>,
         stats: Arc<LinkStats>,
         samples_per_second: u64,
+        queue: Duration,
     ) -> Self {
+        let held = LINK_BACKLOG.saturating_add(queue);
         Self {
             name,
             link,
             alive,
             stats,
-            backlog_cap: (LINK_BACKLOG.as_millis() as u64).saturating_mul(samples_per_second)
-                / 1000,
+            backlog_cap: (held.as_millis() as u64).saturating_mul(samples_per_second) / 1000,
             just_interrupted: false,
         }
     }
@@ -72,7 +76,8 @@ impl AudioSink for AvatarTee {
         }
         let n = frames.len() as u64;
         if self.stats.backlog.load(Ordering::Acquire) + n > self.backlog_cap {
-            // The link cannot keep up: drop rather than grow its mailbox.
+            // The link has stopped sending (its peer stalled): drop, counted,
+            // rather than grow its mailbox.
             self.stats.backlog_dropped.fetch_add(n, Ordering::Relaxed);
             return Ok(());
         }

@@ -64,6 +64,7 @@ impl Actor for Session {
             background_pending: VecDeque::new(),
             waiting: [0; 2],
             decoded: Vec::new(),
+            teed: Vec::new(),
             command_backlog: VecDeque::new(),
             clip_backlog: VecDeque::new(),
             pushed: StreamPos(0),

@@ -118,9 +118,11 @@ impl SessionState {
         match input {
             Input::Speech => {
                 self.pushed = self.pushed.plus(written as u64);
-                // The tee sees exactly what the queue took.
-                let kept = if overflow { written * ch } else { frames.len() };
-                self.tee(&frames[..kept]);
+                // The sinks see speech as it enters the ring, no sooner: an
+                // avatar is fed at the pace the session plays, however fast
+                // the agent pushes, and what an interrupt cuts from the
+                // waiting pushes never reaches it.
+                self.tee(&frames[..written * ch]);
             }
             Input::Background => {
                 self.background_pushed = self.background_pushed.plus(written as u64);
@@ -204,6 +206,7 @@ impl SessionState {
                 &mut self.background_pending,
                 &mut self.voice.background_tx,
                 ch,
+                None,
             );
             self.background_pushed = self.background_pushed.plus(written);
             let left = &mut self.waiting[Input::Background as usize];
@@ -238,8 +241,13 @@ impl SessionState {
         loop {
             match self.pending.front() {
                 Some(Pending::Frames { .. }) => {
+                    let mut teed = std::mem::take(&mut self.teed);
+                    teed.clear();
+                    let tee = (!self.sinks.is_empty()).then_some(&mut teed);
                     let (written, done) =
-                        advance_front(&mut self.pending, &mut self.voice.speech_tx, ch);
+                        advance_front(&mut self.pending, &mut self.voice.speech_tx, ch, tee);
+                    self.tee(&teed);
+                    self.teed = teed;
                     self.pushed = self.pushed.plus(written);
                     let left = &mut self.waiting[Input::Speech as usize];
                     *left = left.saturating_sub(written as usize * ch);
@@ -307,6 +315,7 @@ pub(super) fn advance_front(
     pending: &mut VecDeque<Pending>,
     tx: &mut rtrb::Producer<f32>,
     ch: usize,
+    tee: Option<&mut Vec<f32>>,
 ) -> (u64, bool) {
     let Some(Pending::Frames {
         frames,
@@ -318,6 +327,9 @@ pub(super) fn advance_front(
         return (0, false);
     };
     let n = write_frames(tx, &frames[*offset..], ch);
+    if let Some(tee) = tee {
+        tee.extend_from_slice(&frames[*offset..*offset + n * ch]);
+    }
     *offset += n * ch;
     *accepted += n as u64;
     if *offset < frames.len() {

@@ -52,6 +52,9 @@ pub struct SessionState {
     pub(super) waiting: [usize; 2],
     /// Decoded frames of the push being handled; kept for its capacity.
     pub(super) decoded: Vec<f32>,
+    /// Frames a waiting push just moved into the ring, for the sinks;
+    /// kept for its capacity.
+    pub(super) teed: Vec<f32>,
     pub(super) command_backlog: VecDeque<VoiceCommand>,
     pub(super) clip_backlog: VecDeque<ClipCommand>,
     /// Speech frames written into the voice's ring so far.
@@ -198,7 +201,6 @@ impl SessionState {
         let mut tail = Vec::new();
         self.ingest.flush(&mut tail);
         if !tail.is_empty() {
-            self.tee(&tail);
             self.waiting[Input::Speech as usize] += tail.len();
             let (tx, _) = oneshot::channel();
             self.pending.push_back(Pending::Frames {
@@ -211,9 +213,6 @@ impl SessionState {
                 },
             });
         }
-        for sink in &mut self.sinks {
-            sink.segment_end();
-        }
         // Behind a waiting push, a completion right after another adds
         // nothing (both apply once the push is in, while it plays): one
         // mark stands for both, so a caller spinning on it cannot grow
@@ -224,6 +223,11 @@ impl SessionState {
     }
 
     pub(super) fn complete(&mut self) {
+        // The sinks hear the end after the turn's last frame, which has
+        // just entered the ring.
+        for sink in &mut self.sinks {
+            sink.segment_end();
+        }
         self.synthesis_complete = true;
         self.command(VoiceCommand::SynthesisComplete { end: self.pushed });
         let t = self.telemetry();

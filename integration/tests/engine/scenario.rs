@@ -439,3 +439,47 @@ async fn offline_avatar_acknowledgements_repeat_exactly() {
     let again = p.render(RenderClock::Offline).await.unwrap();
     assert_eq!(acks(&again), got, "the same acknowledgements every run");
 }
+
+/// A minute of speech pushed at once reaches the avatar whole (SPEC O2,
+/// O12): the session's queue holds the agent back and the link is fed as
+/// the queue takes the audio in, so nothing accepted is dropped, and the
+/// avatar, playing in the render's time, acknowledges all 60 s as the
+/// call's own clock reaches them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minute_pushed_at_once_reaches_the_avatar_whole() {
+    let text = "sample_rate = 24000\nduration = \"62s\"\n[[session]]\nname = \"agent\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"avatar_attach\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"begin_synthesis\"\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"push_tone\"\nseconds = 60\nchunk_bytes = 480000\n\
+         [[at]]\nt = 0\nsession = \"agent\"\nop = \"end_synthesis\"\n";
+    let p = Scenario::parse(text, "avatar-minute.toml", Path::new(".")).unwrap();
+    let r = p.render(RenderClock::Offline).await.unwrap();
+    let acks: Vec<_> = r
+        .events
+        .iter()
+        .filter(|e| e.event.starts_with("avatar_"))
+        .map(|e| (e.event.clone(), e.fields.clone(), e.sample))
+        .collect();
+    let ended: Vec<_> = acks
+        .iter()
+        .filter(|a| a.0 == "avatar_segment_ended")
+        .collect();
+    assert_eq!(ended.len(), 1, "{acks:?}");
+    let (_, fields, at) = ended[0];
+    assert_eq!(fields["interrupted"].as_bool(), Some(false), "{acks:?}");
+    let pos = fields["playback_position"].as_f64().unwrap();
+    assert!((pos - 60.0).abs() < 1e-9, "the avatar played {pos} s of 60");
+    // Acknowledged as the call's clock reaches the end: in sync.
+    assert!(
+        (1_440_000..=1_440_480).contains(at),
+        "acknowledged at sample {at}"
+    );
+    assert!(
+        !acks.iter().any(|a| a.0 == "avatar_ack_timeout"),
+        "{acks:?}"
+    );
+    assert!(
+        !r.events.iter().any(|e| e.event == "queue_overflow"),
+        "nothing dropped on the way in"
+    );
+}

@@ -157,8 +157,10 @@ async fn shutdown_in_flight_leaves_nothing_half_written() {
     assert!(avatar.is_connected());
     face.mark_synthesis_start().unwrap();
     let _ = face.push(tone_s16(48_000, 330.0, 24_000, 3000.0));
-    sotto_integration::wait_until("the tee to see the push", || {
-        recorder.log().frames.len() >= 72_000
+    // The sinks see speech as the queue takes it in: its first half
+    // second now, the rest as it plays.
+    sotto_integration::wait_until("the tee to see what the queue took", || {
+        recorder.log().frames.len() >= 12_000
     })
     .await;
 
@@ -196,8 +198,13 @@ async fn shutdown_in_flight_leaves_nothing_half_written() {
     let tee: Vec<i16> = log.frames.iter().map(|&s| quantize(s)).collect();
     assert!(written == tee, "the file differs from what was tee'd");
     assert!(
-        written[..72_000] == tone_as_i16(72_000, 220.0, 8000.0)[..],
-        "the file starts with the push, bit for bit"
+        (12_000..72_000).contains(&written.len()),
+        "{} frames written",
+        written.len()
+    );
+    assert!(
+        written[..] == tone_as_i16(72_000, 220.0, 8000.0)[..written.len()],
+        "the file is the push as far as the queue took it, bit for bit"
     );
 
     // The link is down, and the avatar's side saw its peer go.

@@ -619,3 +619,53 @@ async fn control_spun_on_stays_bounded_on_the_link() {
     avatar.detach();
     engine.shutdown().await;
 }
+
+/// A segment's acknowledgement is awaited from when its end is due to
+/// play, not from when it was sent: three seconds handed to the avatar at
+/// once, with a one-second acknowledgement timeout, end acknowledged whole
+/// and on time, never timed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_early_segment_end_waits_for_its_audio_to_play() {
+    let _alone = sotto_testkit::alone().await;
+    let (server, _sinks) = server().await;
+    let engine = Engine::start(EngineConfig::default()).await.unwrap();
+    let s = engine
+        .create_session(SessionConfig {
+            queue: Duration::from_secs(3),
+            ..SessionConfig::default()
+        })
+        .await
+        .unwrap();
+    let config = LinkConfig {
+        ack_timeout: Duration::from_secs(1),
+        ..link_config(&server, &good_token())
+    };
+    let avatar = engine.attach_avatar(&s, config).await.unwrap();
+    let mut events = s.events();
+    let (bytes, _) = speech(3 * RATE, 3.0);
+    s.mark_synthesis_start().unwrap();
+    let _ = s.push(bytes);
+    s.mark_synthesis_complete().unwrap();
+    let sent = Instant::now();
+    let ack = next_avatar_event(&mut events, Duration::from_secs(10)).await;
+    let SessionEventKind::AvatarSegmentEnded {
+        playback_position,
+        interrupted: false,
+        ..
+    } = ack
+    else {
+        panic!("{ack:?} after {:?}", sent.elapsed());
+    };
+    assert!(
+        (playback_position - 3.0).abs() <= 0.020,
+        "position {playback_position}"
+    );
+    assert!(
+        sent.elapsed() >= Duration::from_millis(2_500),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(avatar.stats().ack_timeouts, 0);
+    avatar.detach();
+    engine.shutdown().await;
+}

@@ -178,52 +178,19 @@ impl Listener {
     }
 }
 
-/// The agent's speech as streamed TTS: a turn, 100 ms a push.
-struct Speech {
-    /// Pushes still to make, when paced.
-    pending: VecDeque<Vec<u8>>,
-    /// Pushes go at twice real time rather than all at once: an avatar
-    /// link takes at most a few seconds ahead of what it plays.
-    paced: bool,
-}
-
-impl Speech {
-    /// Starts a turn of `say`: all of it pushed now, or queued for
-    /// [`Speech::tick`].
-    fn start(&mut self, session: &SessionHandle, say: &Utterance) {
-        self.pending.clear();
-        if session.mark_synthesis_start().is_err() {
-            return;
-        }
-        let chunk = say.input.sample_rate as usize / 10 * say.input.channels * 2;
-        for piece in say.bytes.chunks(chunk.max(2)) {
-            if self.paced {
-                self.pending.push_back(piece.to_vec());
-            } else {
-                // Sent at once; the outcome is the session's business.
-                drop(session.push(piece.to_vec()));
-            }
-        }
-        if !self.paced {
-            let _ = session.mark_synthesis_complete();
-        }
+/// Says `say` as a turn, pushed at once in 100 ms pieces as a fast TTS
+/// streams it: the session's queue holds the agent back (and feeds an
+/// avatar as it plays), so nothing needs pacing here.
+fn speak(session: &SessionHandle, say: &Utterance) {
+    if session.mark_synthesis_start().is_err() {
+        return;
     }
-
-    /// Every 50 ms: the next push of a paced turn, and its end after the
-    /// last.
-    fn tick(&mut self, session: &SessionHandle) {
-        if let Some(piece) = self.pending.pop_front() {
-            drop(session.push(piece));
-            if self.pending.is_empty() {
-                let _ = session.mark_synthesis_complete();
-            }
-        }
+    let chunk = say.input.sample_rate as usize / 10 * say.input.channels * 2;
+    for piece in say.bytes.chunks(chunk.max(2)) {
+        // Sent at once; the outcome is the session's business.
+        drop(session.push(piece.to_vec()));
     }
-
-    /// The turn was interrupted: nothing more of it is pushed.
-    fn cut(&mut self) {
-        self.pending.clear();
-    }
+    let _ = session.mark_synthesis_complete();
 }
 
 fn rms(samples: &[f32]) -> f32 {
@@ -234,23 +201,17 @@ fn rms(samples: &[f32]) -> f32 {
 pub(super) type MicKeeper = Box<dyn FnMut(&[f32]) + Send>;
 
 /// Runs the agent on `session` until the call ends or `stop`, then hangs
-/// up and removes the session. It says `say`, paced when it speaks through
-/// an avatar.
+/// up and removes the session. It says `say`.
 pub(super) async fn run(
     engine: Engine,
     session: SessionHandle,
     mut call: CallHandle,
-    (say, paced): (Arc<Utterance>, bool),
+    say: Arc<Utterance>,
     log: Arc<Mutex<EventLog>>,
     mut mic_kept: Option<MicKeeper>,
     mut stop: oneshot::Receiver<()>,
 ) {
     let mut events = session.events();
-    let mut speech = Speech {
-        pending: VecDeque::new(),
-        paced,
-    };
-    let mut pace = tokio::time::interval(Duration::from_millis(50));
     let rate = f64::from(engine.config().sample_rate);
     let note = |log: &Mutex<EventLog>, event: &str, t: f64| {
         if let Ok(mut l) = log.lock() {
@@ -270,7 +231,7 @@ pub(super) async fn run(
                 Some(CallEvent::Connected) => {
                     connected = true;
                     note(&log, "connected", engine.clock().0 as f64 / rate);
-                    speech.start(&session, &say);
+                    speak(&session, &say);
                 }
                 Some(CallEvent::Ended { reason }) => {
                     let mut fields = serde_json::Map::new();
@@ -307,7 +268,6 @@ pub(super) async fn run(
                     l.push(name, e.at.0 as f64 / rate, fields);
                 }
             },
-            _ = pace.tick(), if !speech.pending.is_empty() => speech.tick(&session),
             chunk = mic.recv(), if connected => {
                 let Some(chunk) = chunk else { break };
                 if let Some(keep) = &mut mic_kept {
@@ -318,10 +278,9 @@ pub(super) async fn run(
                     Some(Act::Pause) => { let _ = session.pause(); }
                     Some(Act::Resume) => { let _ = session.resume(); }
                     Some(Act::Interrupt) => {
-                        speech.cut();
                         let _ = session.interrupt();
                     }
-                    Some(Act::SpeakAgain) => speech.start(&session, &say),
+                    Some(Act::SpeakAgain) => speak(&session, &say),
                     None => {}
                 }
             },

@@ -571,7 +571,7 @@ async fn set_up(
         shared.engine.clone(),
         session,
         call,
-        (say, avatar.is_some()),
+        say,
         log,
         mic_kept,
         hung_up,
