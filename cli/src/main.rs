@@ -186,6 +186,13 @@ enum Command {
         /// /64) at most; one more is closed at once.
         #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=256))]
         max_connections_per_client: u16,
+        /// Calls being set up at once at most (admitted, not yet
+        /// connected); one more is refused with 503 and `Retry-After`.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        max_connecting: u16,
+        /// New calls admitted a second at most, on average.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        admit_per_second: u16,
         /// The longest lifetime, in seconds, a call's token may claim
         /// (`exp` − `iat`); a longer-lived one is refused with 401.
         #[arg(long, default_value_t = 600, value_parser = clap::value_parser!(u32).range(1..=86_400))]
@@ -338,6 +345,8 @@ fn main() -> ExitCode {
             max_calls_per_participant,
             max_connections_per_client,
             token_lifetime,
+            max_connecting,
+            admit_per_second,
         } => runtime.block_on(serve_cmd::serve(serve_cmd::ServeArgs {
             listen,
             say,
@@ -349,6 +358,11 @@ fn main() -> ExitCode {
             max_calls_per_participant: usize::from(max_calls_per_participant),
             max_connections_per_client: usize::from(max_connections_per_client),
             token_lifetime: std::time::Duration::from_secs(u64::from(token_lifetime)),
+            admission: sotto::AdmissionConfig {
+                max_connecting: usize::from(max_connecting),
+                per_second: f64::from(admit_per_second),
+                ..sotto::AdmissionConfig::default()
+            },
         })),
     }
 }

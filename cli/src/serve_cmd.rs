@@ -23,6 +23,7 @@ pub(crate) struct ServeArgs {
     pub max_calls_per_participant: usize,
     pub max_connections_per_client: usize,
     pub token_lifetime: std::time::Duration,
+    pub admission: sotto::AdmissionConfig,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -37,6 +38,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         max_calls_per_participant,
         max_connections_per_client,
         token_lifetime,
+        admission,
     } = args;
     let say = match &say {
         Some(path) => Utterance::from_wav(path),
@@ -64,6 +66,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             capture: None,
             deferred: false,
         },
+        admission,
         ..EngineConfig::default()
     })
     .await

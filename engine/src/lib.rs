@@ -27,6 +27,7 @@
 //! ```
 #![deny(missing_docs)]
 
+mod admission;
 mod avatar_handle;
 mod background;
 mod call;
@@ -38,6 +39,7 @@ mod player;
 mod stats;
 
 // The engine and what it reports.
+pub use admission::{AdmissionConfig, CallPermit, Refusal};
 pub use engine::{Clock, Engine, EngineConfig, EngineError};
 pub use sotto_rt::{FrameCount, SampleTime, Saturation};
 pub use stats::{EngineStats, LinkStats, SessionStats};

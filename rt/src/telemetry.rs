@@ -45,6 +45,8 @@ const BUCKETS: usize = 4_096;
 pub struct RenderTimes {
     buckets: Box<[AtomicU64]>,
     max_ns: AtomicU64,
+    /// The recent render time, smoothed over about the last 16 blocks.
+    recent_ns: AtomicU64,
 }
 
 impl Default for RenderTimes {
@@ -52,6 +54,7 @@ impl Default for RenderTimes {
         Self {
             buckets: (0..BUCKETS).map(|_| AtomicU64::new(0)).collect(),
             max_ns: AtomicU64::new(0),
+            recent_ns: AtomicU64::new(0),
         }
     }
 }
@@ -62,6 +65,17 @@ impl RenderTimes {
         let i = usize::try_from(ns / BUCKET_NS).map_or(BUCKETS - 1, |i| i.min(BUCKETS - 1));
         self.buckets[i].fetch_add(1, Ordering::Relaxed);
         self.max_ns.fetch_max(ns, Ordering::Relaxed);
+        // One writer (this thread): a load and a store, no read-modify-write.
+        let old = self.recent_ns.load(Ordering::Relaxed);
+        self.recent_ns
+            .store(old - old / 16 + ns / 16, Ordering::Relaxed);
+    }
+
+    /// The recent render time of a block in ns, smoothed over about the
+    /// last 16 blocks (0 before the first).
+    #[must_use]
+    pub fn recent_ns(&self) -> u64 {
+        self.recent_ns.load(Ordering::Relaxed)
     }
 
     /// Blocks counted.

@@ -251,6 +251,14 @@ pub async fn call_engine() -> Engine {
             capture: None,
             deferred: false,
         },
+        // Tests of other things set calls up as fast as they like; the
+        // admission tests use the defaults.
+        admission: sotto::AdmissionConfig {
+            max_connecting: 64,
+            per_second: 1_000.0,
+            max_render_load: 100.0,
+            max_cpu_load: 100.0,
+        },
         ..EngineConfig::default()
     })
     .await

@@ -53,6 +53,10 @@ pub struct EngineConfig {
     /// `sotto-audio-K`, 1 to 64, by default one per available core. The
     /// device and offline clocks render on one.
     pub render_threads: usize,
+    /// When a new call may be set up (SPEC S4): see [`Engine::admit`].
+    ///
+    /// [`Engine::admit`]: crate::Engine::admit
+    pub admission: crate::AdmissionConfig,
 }
 
 impl EngineConfig {
@@ -79,6 +83,7 @@ impl Default for EngineConfig {
             clock: Clock::Offline,
             saturation: Saturation::Hard,
             render_threads: default_render_threads(),
+            admission: crate::AdmissionConfig::default(),
         }
     }
 }
@@ -111,6 +116,7 @@ pub(super) fn validate(c: &EngineConfig) -> Result<(), EngineError> {
             c.max_sessions
         )));
     }
+    c.admission.check().map_err(EngineError::Config)?;
     if !(1..=64).contains(&c.render_threads) {
         return Err(EngineError::Config(format!(
             "render_threads {} is outside 1..=64",

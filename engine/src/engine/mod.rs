@@ -119,6 +119,8 @@ struct Inner {
     /// On the offline clock: how its render calls go, for waits that need
     /// them (SPEC C5).
     offline: Option<Arc<OfflineProgress>>,
+    /// Whether a new call may be set up now.
+    admission: crate::admission::Admission,
 }
 
 impl Engine {
@@ -315,6 +317,7 @@ impl Engine {
         };
         let offline =
             matches!(config.clock, Clock::Offline).then(|| Arc::new(OfflineProgress::default()));
+        let admission = crate::admission::Admission::new(config.admission);
         Engine {
             inner: Arc::new(Inner {
                 config,
@@ -331,6 +334,7 @@ impl Engine {
                 links: std::sync::Mutex::new(Vec::new()),
                 stopped: AtomicBool::new(false),
                 rendered,
+                admission,
                 shards,
                 offline,
             }),
@@ -363,6 +367,42 @@ impl Engine {
             .map(|s| (&*s.telemetry, s.sessions.load(Ordering::Relaxed)))
             .collect();
         crate::EngineStats::read(&self.inner.telemetry, &shards)
+    }
+
+    /// Asks whether one more call may be set up now (SPEC S4), and takes a
+    /// place among the calls being set up if so: hold the permit until the
+    /// call has connected or failed. Refused while
+    /// [`AdmissionConfig::max_connecting`](crate::AdmissionConfig::max_connecting)
+    /// calls are being set up, faster than `per_second`, while the busiest
+    /// render shard or the process's CPU is past its share, or when the
+    /// engine holds all its sessions; the refusal says when to try again.
+    ///
+    /// # Errors
+    /// [`Refusal`](crate::Refusal), with its `retry_after`.
+    pub fn admit(&self) -> Result<crate::CallPermit, crate::Refusal> {
+        let period_ns =
+            self.inner.config.block_frames as f64 * 1e9 / f64::from(self.inner.config.sample_rate);
+        let render_load = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.telemetry.render_times.recent_ns() as f64 / period_ns)
+            .fold(0.0, f64::max);
+        let sessions: usize = self
+            .inner
+            .shards
+            .iter()
+            .map(|s| s.sessions.load(Ordering::Relaxed))
+            .sum();
+        self.inner
+            .admission
+            .admit(render_load, sessions >= self.inner.config.max_sessions)
+    }
+
+    /// Calls admitted by [`Engine::admit`] whose permits are still held.
+    #[must_use]
+    pub fn calls_connecting(&self) -> usize {
+        self.inner.admission.connecting()
     }
 
     /// The main renderer's counters, for the engine's own readers.

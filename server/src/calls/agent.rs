@@ -209,8 +209,11 @@ pub(super) async fn run(
     say: Arc<Utterance>,
     log: Arc<Mutex<EventLog>>,
     mut mic_kept: Option<MicKeeper>,
-    mut stop: oneshot::Receiver<()>,
+    (mut stop, permit): (oneshot::Receiver<()>, sotto::CallPermit),
 ) {
+    // Held while the call is set up: once it connects (or ends), another
+    // may be set up in its place.
+    let mut permit = Some(permit);
     let mut events = session.events();
     let rate = f64::from(engine.config().sample_rate);
     let note = |log: &Mutex<EventLog>, event: &str, t: f64| {
@@ -230,6 +233,7 @@ pub(super) async fn run(
             event = call.next_event() => match event {
                 Some(CallEvent::Connected) => {
                     connected = true;
+                    drop(permit.take());
                     note(&log, "connected", engine.clock().0 as f64 / rate);
                     speak(&session, &say);
                 }

@@ -128,6 +128,9 @@ crate::stats::counters! {
         unauthorised,
         /// Calls set up for a client that had gone before its answer.
         abandoned,
+        /// Calls refused (503) because the engine had not the budget for
+        /// one more now (`Engine::admit`).
+        not_admitted,
         /// Connections closed at once because too many were open.
         connections_refused,
         /// Of those, closed because too many were open from one client.
@@ -436,6 +439,20 @@ async fn create(
             format!("bad offer: {why}"),
         ));
     }
+    // Only while the engine has the budget for one more (SPEC S4): the
+    // calls already running come first.
+    let permit = match shared.engine.admit() {
+        Ok(p) => p,
+        Err(why) => {
+            stats.not_admitted.fetch_add(1, Ordering::Relaxed);
+            let mut r = busy(&format!("not now: {why}"));
+            let secs = why.retry_after().as_secs().max(1);
+            if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return r;
+        }
+    };
     let token = claims.as_ref().and(bearer(&headers)).map(str::to_owned);
     let participant = claims.map(|c| c.participant_id);
     let (reserved, ordinal, key) = match reserve(&shared, token, participant.clone()) {
@@ -445,7 +462,7 @@ async fn create(
     let (answered, answer) = oneshot::channel();
     tokio::spawn(set_up(
         Arc::clone(&shared),
-        reserved,
+        (reserved, permit),
         ordinal,
         participant,
         offer,
@@ -478,9 +495,10 @@ type SetUp = Result<(String, String), Response>;
 
 /// Sets up the call `reserved` holds a place for, and answers on
 /// `answered`; when nobody is there to take the answer, ends the call.
+/// The admission `permit` is held until the call connects or ends.
 async fn set_up(
     shared: Arc<CallServerState>,
-    mut reserved: Reserved,
+    (mut reserved, permit): (Reserved, sotto::CallPermit),
     ordinal: u64,
     participant: Option<String>,
     offer: String,
@@ -574,7 +592,7 @@ async fn set_up(
         say,
         log,
         mic_kept,
-        hung_up,
+        (hung_up, permit),
     )
     .await;
     if let Some(a) = avatar {
@@ -661,6 +679,7 @@ fn stats_json(reader: &(dyn Fn() -> sotto::CallStats + Send + Sync)) -> Response
         "silent_packets": s.silent_packets,
         "send_age_ms": s.send_age_ms,
         "frames_lost": s.frames_lost,
+        "encoder_dropped": s.encoder_dropped,
         "packets_received": s.packets_received,
         "packets_lost": s.packets_lost,
         "packets_concealed": s.packets_concealed,

@@ -1,0 +1,256 @@
+//! Admission (SPEC S4, C4): whether the engine has the budget for one
+//! more call now. Setting calls up is the expensive part of a call (ICE
+//! gathering, the DTLS handshake, a media thread): many at once starve the
+//! calls already running. A call is admitted only while few are being set
+//! up, at a bounded rate, with headroom left in the render and the
+//! process's CPU; a refusal says when to try again.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// What admission allows (SPEC S4).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdmissionConfig {
+    /// Calls being set up at once: admitted and not yet connected or gone.
+    pub max_connecting: usize,
+    /// Calls admitted a second at most, on average; up to
+    /// `max_connecting` may come together.
+    pub per_second: f64,
+    /// The busiest render shard's recent render time, as a share of a
+    /// block's period, above which no call is admitted.
+    pub max_render_load: f64,
+    /// The process's CPU use over about the last second, as a share of
+    /// the machine's cores, above which no call is admitted.
+    pub max_cpu_load: f64,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            max_connecting: 8,
+            per_second: 20.0,
+            max_render_load: 0.5,
+            max_cpu_load: 0.9,
+        }
+    }
+}
+
+impl AdmissionConfig {
+    pub(crate) fn check(&self) -> Result<(), String> {
+        if self.max_connecting == 0 {
+            return Err("admission: max_connecting must be at least 1".into());
+        }
+        if !(self.per_second.is_finite() && self.per_second > 0.0) {
+            return Err(format!(
+                "admission: per_second {} must be above 0",
+                self.per_second
+            ));
+        }
+        for (name, v) in [
+            ("max_render_load", self.max_render_load),
+            ("max_cpu_load", self.max_cpu_load),
+        ] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(format!("admission: {name} {v} must be above 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Why a call was not admitted now.
+#[derive(Debug, Clone, Copy, PartialEq, thiserror::Error)]
+pub enum Refusal {
+    /// The engine holds as many sessions as it may.
+    #[error("the engine is full")]
+    Full,
+    /// `max_connecting` calls are being set up.
+    #[error("{0} calls are being set up")]
+    Connecting(usize),
+    /// Calls came faster than `per_second`.
+    #[error("calls are arriving too fast")]
+    Rate,
+    /// The render has too little headroom.
+    #[error("the render is {0:.0}% loaded")]
+    Render(f64),
+    /// The machine is short of CPU.
+    #[error("the CPU is {0:.0}% used")]
+    Cpu(f64),
+}
+
+impl Refusal {
+    /// When trying again makes sense.
+    #[must_use]
+    pub fn retry_after(&self) -> Duration {
+        match self {
+            Self::Connecting(_) | Self::Rate => Duration::from_secs(1),
+            Self::Full | Self::Render(_) | Self::Cpu(_) => Duration::from_secs(5),
+        }
+    }
+}
+
+/// A call admitted and being set up: drop it once the call has connected
+/// (or failed), and another may be set up in its place.
+#[derive(Debug)]
+pub struct CallPermit {
+    connecting: Arc<AtomicUsize>,
+}
+
+impl Drop for CallPermit {
+    fn drop(&mut self) {
+        self.connecting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// The admission state of one engine.
+#[derive(Debug)]
+pub(crate) struct Admission {
+    config: AdmissionConfig,
+    connecting: Arc<AtomicUsize>,
+    meter: Mutex<Meter>,
+}
+
+#[derive(Debug)]
+struct Meter {
+    /// Calls that may be admitted now (a token bucket).
+    tokens: f64,
+    filled: Instant,
+    /// The CPU seconds read last, when, and the load they gave.
+    cpu: Option<(Instant, f64)>,
+    load: f64,
+}
+
+/// CPU load is read over at least this long.
+const CPU_WINDOW: Duration = Duration::from_millis(500);
+
+impl Admission {
+    pub(crate) fn new(config: AdmissionConfig) -> Self {
+        Self {
+            config,
+            connecting: Arc::new(AtomicUsize::new(0)),
+            meter: Mutex::new(Meter {
+                tokens: config.max_connecting as f64,
+                filled: Instant::now(),
+                cpu: process_cpu().map(|c| (Instant::now(), c)),
+                load: 0.0,
+            }),
+        }
+    }
+
+    /// Calls admitted and still being set up.
+    pub(crate) fn connecting(&self) -> usize {
+        self.connecting.load(Ordering::Acquire)
+    }
+
+    /// Admits one call when the budget allows; `render_load` is the
+    /// busiest shard's recent render time over a block's period, `full`
+    /// whether the engine holds all the sessions it may.
+    pub(crate) fn admit(&self, render_load: f64, full: bool) -> Result<CallPermit, Refusal> {
+        if full {
+            return Err(Refusal::Full);
+        }
+        if render_load > self.config.max_render_load {
+            return Err(Refusal::Render(render_load * 100.0));
+        }
+        let mut m = self.meter.lock().map_err(|_| Refusal::Full)?;
+        let now = Instant::now();
+        if let (Some((at, seconds)), Some(cpu)) = (m.cpu, process_cpu()) {
+            let span = now.duration_since(at);
+            if span >= CPU_WINDOW {
+                m.load = (cpu - seconds) / span.as_secs_f64() / cores();
+                m.cpu = Some((now, cpu));
+            }
+        }
+        if m.load > self.config.max_cpu_load {
+            return Err(Refusal::Cpu(m.load * 100.0));
+        }
+        let burst = self.config.max_connecting as f64;
+        let refill = now.duration_since(m.filled).as_secs_f64() * self.config.per_second;
+        m.tokens = (m.tokens + refill).min(burst);
+        m.filled = now;
+        if m.tokens < 1.0 {
+            return Err(Refusal::Rate);
+        }
+        let was = self.connecting.fetch_add(1, Ordering::AcqRel);
+        if was >= self.config.max_connecting {
+            self.connecting.fetch_sub(1, Ordering::AcqRel);
+            return Err(Refusal::Connecting(was));
+        }
+        m.tokens -= 1.0;
+        Ok(CallPermit {
+            connecting: Arc::clone(&self.connecting),
+        })
+    }
+}
+
+fn cores() -> f64 {
+    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
+}
+
+/// This process's CPU seconds (user and system), where the system says.
+fn process_cpu() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The command may hold spaces and parentheses: fields follow the last ')'.
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_ascii_whitespace();
+    // utime and stime are fields 14 and 15; `rest` starts at field 3.
+    let utime: f64 = fields.nth(11)?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    // The kernel's USER_HZ is 100 on every Linux the engine builds for.
+    Some((utime + stime) / 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admission(max_connecting: usize, per_second: f64) -> Admission {
+        Admission::new(AdmissionConfig {
+            max_connecting,
+            per_second,
+            max_render_load: 0.5,
+            max_cpu_load: 1e9,
+        })
+    }
+
+    #[test]
+    fn set_ups_at_once_are_bounded_and_freed_by_their_permits() {
+        let a = admission(2, 1e12);
+        let one = a.admit(0.0, false).unwrap();
+        let _two = a.admit(0.0, false).unwrap();
+        assert_eq!(a.admit(0.0, false).unwrap_err(), Refusal::Connecting(2));
+        drop(one);
+        assert_eq!(a.connecting(), 1);
+        assert!(a.admit(0.0, false).is_ok());
+    }
+
+    #[test]
+    fn the_rate_is_bounded_after_a_burst() {
+        let a = admission(3, 0.5);
+        for _ in 0..3 {
+            drop(a.admit(0.0, false).unwrap());
+        }
+        assert_eq!(a.admit(0.0, false).unwrap_err(), Refusal::Rate);
+        assert_eq!(Refusal::Rate.retry_after(), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn no_headroom_and_a_full_engine_refuse() {
+        let a = admission(3, 10.0);
+        assert!(matches!(a.admit(0.7, false), Err(Refusal::Render(_))));
+        assert_eq!(a.admit(0.1, true).unwrap_err(), Refusal::Full);
+        assert_eq!(a.connecting(), 0);
+    }
+
+    #[test]
+    fn a_config_out_of_range_is_an_error() {
+        let bad = AdmissionConfig {
+            per_second: f64::NAN,
+            ..AdmissionConfig::default()
+        };
+        assert!(bad.check().is_err());
+        assert!(AdmissionConfig::default().check().is_ok());
+        assert!(process_cpu().is_some());
+    }
+}

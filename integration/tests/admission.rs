@@ -1,0 +1,258 @@
+//! Admission under load (SPEC S4, C4): calls already running come first.
+//! Fifty calls speak to far ends on loopback; then a hundred more arrive
+//! within one second. The server admits them as the engine's budget allows
+//! (a few set up at once, at a bounded rate, with render and CPU headroom)
+//! and refuses the rest with 503 and `Retry-After`; the fifty lose no frame
+//! and the ones admitted connect; nothing half set up is left behind.
+#![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sotto::{CallConfig, Clock, Engine, EngineConfig};
+use sotto_integration::far_end;
+use sotto_server::accept::ServerLimits;
+use sotto_server::calls::{CallServer, ServeConfig, Utterance};
+use webrtc::media_stream::track_remote::TrackRemoteEvent;
+use webrtc::peer_connection::RTCSessionDescription;
+
+const LIVE: usize = 50;
+const ARRIVING: usize = 100;
+
+/// The shipped speech, said over and over for a minute: every call speaks
+/// through the whole test.
+fn long_speech() -> Arc<Utterance> {
+    let hello = sotto_testkit::hello();
+    let seconds = hello.bytes.len() as f64
+        / (f64::from(hello.input.sample_rate) * hello.input.channels as f64 * 2.0);
+    let times = (60.0 / seconds).ceil() as usize;
+    Arc::new(Utterance {
+        bytes: hello.bytes.repeat(times),
+        input: hello.input,
+    })
+}
+
+struct Posted {
+    status: u16,
+    location: String,
+    key: String,
+    retry_after: Option<u64>,
+    answer: String,
+}
+
+async fn post(http: &reqwest::Client, base: &str, offer: &str) -> Posted {
+    let r = http
+        .post(format!("{base}/calls"))
+        .header("Content-Type", "application/sdp")
+        .body(offer.to_owned())
+        .send()
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        r.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    Posted {
+        status: r.status().as_u16(),
+        location: header("location").unwrap_or_default(),
+        key: header("sotto-key").unwrap_or_default(),
+        retry_after: header("retry-after").and_then(|v| v.parse().ok()),
+        answer: r.text().await.unwrap_or_default(),
+    }
+}
+
+/// Reads every track the far end receives, as a phone would play it.
+fn drain(events: &mut sotto_net::PeerEvents) {
+    if let Ok(track) = events.tracks.try_recv() {
+        tokio::spawn(async move {
+            while let Some(ev) = track.poll().await {
+                if matches!(ev, TrackRemoteEvent::OnEnded) {
+                    break;
+                }
+            }
+        });
+    }
+}
+
+/// Frames lost and packets the encoder dropped, summed over `calls`.
+async fn losses(http: &reqwest::Client, base: &str, calls: &[(String, String)]) -> (u64, u64) {
+    let mut sum = (0, 0);
+    for (location, key) in calls {
+        let v: serde_json::Value = http
+            .get(format!("{base}{location}/stats"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        sum.0 += v["frames_lost"].as_u64().unwrap();
+        sum.1 += v["encoder_dropped"].as_u64().unwrap();
+    }
+    sum
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_arrivals_costs_the_live_calls_nothing() {
+    let engine = Engine::start(EngineConfig {
+        sample_rate: 48_000,
+        channels: 1,
+        max_sessions: LIVE + ARRIVING,
+        clock: Clock::Virtual {
+            capture: None,
+            deferred: false,
+        },
+        ..EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    let server = CallServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        ServeConfig {
+            limits: ServerLimits {
+                max_peers: LIVE + ARRIVING,
+                // A hundred callers are a hundred clients; here they share
+                // one address.
+                max_connections_per_client: 256,
+                ..ServerLimits::default()
+            },
+            max_calls_per_participant: LIVE + ARRIVING,
+            utterances: vec![long_speech()],
+            call: CallConfig {
+                connect_timeout: Duration::from_secs(10),
+                ..CallConfig::default()
+            },
+            ..ServeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let base = format!("http://{}", server.addr());
+    let http = reqwest::Client::new();
+
+    // Fifty calls, set up as admission allows: a refused one tries again
+    // when told.
+    let mut live = Vec::new();
+    let mut far_ends = Vec::new();
+    let mut refused_while_filling = 0;
+    while live.len() < LIVE {
+        let (far, mut events, offer, mic) = far_end().await;
+        loop {
+            let p = post(&http, &base, &offer).await;
+            if p.status == 201 {
+                far.set_remote_description(RTCSessionDescription::answer(p.answer).unwrap())
+                    .await
+                    .unwrap();
+                live.push((p.location, p.key));
+                break;
+            }
+            assert_eq!(p.status, 503, "{}", p.answer);
+            refused_while_filling += 1;
+            let wait = p.retry_after.expect("a 503 says when to try again");
+            tokio::time::sleep(Duration::from_millis(200).min(Duration::from_secs(wait))).await;
+        }
+        sotto_net::connected(&mut events, Duration::from_secs(20))
+            .await
+            .unwrap();
+        far_ends.push((far, events, mic));
+    }
+    for (_, events, _) in &mut far_ends {
+        drain(events);
+    }
+    // The hundred to come, their offers made now (gathering is the far
+    // ends' work, not the server's).
+    let mut arriving = Vec::new();
+    for _ in 0..ARRIVING {
+        arriving.push(far_end().await);
+    }
+    sotto_testkit::wait_until("every live call connected", || {
+        engine.calls_connecting() == 0
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = losses(&http, &base, &live).await;
+    let late_before = engine.late_blocks();
+
+    // A hundred arrive within one second.
+    let started = Instant::now();
+    let mut posts = Vec::new();
+    for (k, (_, _, offer, _)) in arriving.iter().enumerate() {
+        let (http, base, offer) = (http.clone(), base.clone(), offer.clone());
+        posts.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(k as u64 * 9)).await;
+            post(&http, &base, &offer).await
+        }));
+    }
+    let mut admitted = Vec::new();
+    let mut refused = 0;
+    for (p, (far, events, _, mic)) in posts.into_iter().zip(arriving) {
+        let p = p.await.unwrap();
+        match p.status {
+            201 => {
+                far.set_remote_description(RTCSessionDescription::answer(p.answer).unwrap())
+                    .await
+                    .unwrap();
+                admitted.push((far, events, mic, p.location, p.key));
+            }
+            503 => {
+                assert!(p.retry_after.is_some_and(|s| s >= 1), "{}", p.answer);
+                refused += 1;
+                let _ = far.close().await;
+            }
+            other => panic!("{other}: {}", p.answer),
+        }
+    }
+    let burst = started.elapsed();
+    for (_, events, ..) in &mut admitted {
+        sotto_net::connected(events, Duration::from_secs(20))
+            .await
+            .unwrap();
+        drain(events);
+    }
+    // Long enough for every admitted call to be set up and speaking.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let after = losses(&http, &base, &live).await;
+    let late = engine.late_blocks() - late_before;
+    let stats = server.stats();
+    println!(
+        "admission: {LIVE} live calls (filled with {refused_while_filling} refusals on the way); \
+         {ARRIVING} arriving in {burst:?}: {} admitted, {refused} refused (503); \
+         the live calls lost {} frames, their encoders dropped {} packets; {late} late blocks",
+        admitted.len(),
+        after.0 - before.0,
+        after.1 - before.1,
+    );
+    assert_eq!(after.0 - before.0, 0, "frames the live calls lost");
+    assert_eq!(
+        after.1 - before.1,
+        0,
+        "packets the live calls' encoders dropped"
+    );
+    assert_eq!(admitted.len() + refused, ARRIVING);
+    assert!(
+        refused > 0,
+        "a hundred at once cannot all be set up at once"
+    );
+    assert!(
+        !admitted.is_empty(),
+        "some are admitted as the budget allows"
+    );
+    assert_eq!(stats.not_admitted as usize, refused + refused_while_filling);
+    // Nothing half set up: every call the server holds is connected and
+    // has its session.
+    assert_eq!(engine.calls_connecting(), 0);
+    assert_eq!(server.live_calls(), LIVE + admitted.len());
+    assert_eq!(engine.stats().sessions, LIVE + admitted.len());
+    for (far, ..) in admitted {
+        let _ = far.close().await;
+    }
+    for (far, ..) in far_ends {
+        let _ = far.close().await;
+    }
+    drop(server);
+    engine.shutdown().await;
+}
