@@ -10,7 +10,7 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # their own (unshare from util-linux, ip from iproute2).
 TEST_PACKAGES := ffmpeg chromium iproute2 util-linux
 
-.PHONY: demo test check deps test-deps lint deny-deps bench fuzz fuzz-deps
+.PHONY: demo test check deps test-deps lint deny-deps bench fuzz fuzz-deps soak
 
 # Installs what building and running the programs needs.
 deps:
@@ -71,6 +71,11 @@ check: deps
 
 bench:
 	$(CARGO) bench -p sotto-benches
+
+# The long runs `make test` leaves out: an hour of calls coming and going
+# (memory must stay flat). SOTTO_CHURN_MINUTES shortens it.
+soak: test-deps
+	$(CARGO) test --release -p sotto-integration --test churn -- --ignored --nocapture
 
 # Fuzzing needs a nightly toolchain and cargo-fuzz; both are installed here
 # when missing. Each target runs FUZZ_SECONDS from its seeds and its corpus;
