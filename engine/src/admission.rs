@@ -3,7 +3,7 @@
 //! gathering, the DTLS handshake, a media thread): many at once starve the
 //! calls already running. A call is admitted only while few are being set
 //! up, at a bounded rate, with headroom left in the render and the
-//! process's CPU; a refusal says when to try again.
+//! machine's CPU; a refusal says when to try again.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,8 +20,10 @@ pub struct AdmissionConfig {
     /// The busiest render shard's recent render time, as a share of a
     /// block's period, above which no call is admitted.
     pub max_render_load: f64,
-    /// The process's CPU use over about the last second, as a share of
-    /// the machine's cores, above which no call is admitted.
+    /// The machine's CPU use over about the last second (every process's,
+    /// and time a virtual machine's host took), as a share of all its
+    /// cores, above which no call is admitted: a machine short of CPU for
+    /// any reason takes no more calls.
     pub max_cpu_load: f64,
 }
 
@@ -116,8 +118,9 @@ struct Meter {
     /// Calls that may be admitted now (a token bucket).
     tokens: f64,
     filled: Instant,
-    /// The CPU seconds read last, when, and the load they gave.
-    cpu: Option<(Instant, f64)>,
+    /// The machine's busy and total CPU time read last, when, and the
+    /// load they gave.
+    cpu: Option<(Instant, (u64, u64))>,
     load: f64,
 }
 
@@ -132,7 +135,7 @@ impl Admission {
             meter: Mutex::new(Meter {
                 tokens: config.max_connecting as f64,
                 filled: Instant::now(),
-                cpu: process_cpu().map(|c| (Instant::now(), c)),
+                cpu: machine_cpu().map(|c| (Instant::now(), c)),
                 load: 0.0,
             }),
         }
@@ -155,11 +158,15 @@ impl Admission {
         }
         let mut m = self.meter.lock().map_err(|_| Refusal::Full)?;
         let now = Instant::now();
-        if let (Some((at, seconds)), Some(cpu)) = (m.cpu, process_cpu()) {
-            let span = now.duration_since(at);
-            if span >= CPU_WINDOW {
-                m.load = (cpu - seconds) / span.as_secs_f64() / cores();
-                m.cpu = Some((now, cpu));
+        if let Some((at, (busy0, total0))) = m.cpu {
+            if now.duration_since(at) >= CPU_WINDOW {
+                if let Some((busy, total)) = machine_cpu() {
+                    let spent = total.saturating_sub(total0);
+                    if spent > 0 {
+                        m.load = busy.saturating_sub(busy0) as f64 / spent as f64;
+                    }
+                    m.cpu = Some((now, (busy, total)));
+                }
             }
         }
         if m.load > self.config.max_cpu_load {
@@ -184,21 +191,23 @@ impl Admission {
     }
 }
 
-fn cores() -> f64 {
-    std::thread::available_parallelism().map_or(1.0, |n| n.get() as f64)
-}
-
-/// This process's CPU seconds (user and system), where the system says.
-fn process_cpu() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The command may hold spaces and parentheses: fields follow the last ')'.
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_ascii_whitespace();
-    // utime and stime are fields 14 and 15; `rest` starts at field 3.
-    let utime: f64 = fields.nth(11)?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    // The kernel's USER_HZ is 100 on every Linux the engine builds for.
-    Some((utime + stime) / 100.0)
+/// The machine's CPU time so far, busy and in all (`/proc/stat`'s first
+/// line, in ticks): everything but idle and I/O wait is busy, steal too.
+fn machine_cpu() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let ticks: Vec<u64> = line
+        .split_ascii_whitespace()
+        .take(8)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    if ticks.len() < 5 {
+        return None;
+    }
+    let total: u64 = ticks.iter().sum();
+    // user nice system idle iowait irq softirq steal
+    let idle = ticks[3] + ticks[4];
+    Some((total - idle, total))
 }
 
 #[cfg(test)]
@@ -251,6 +260,6 @@ mod tests {
         };
         assert!(bad.check().is_err());
         assert!(AdmissionConfig::default().check().is_ok());
-        assert!(process_cpu().is_some());
+        assert!(machine_cpu().is_some_and(|(busy, total)| busy <= total));
     }
 }

@@ -2,5 +2,6 @@
 //! testkit's helpers under this crate's name.
 
 pub mod fuzz;
+pub mod load;
 
 pub use sotto_testkit::*;

@@ -6,94 +6,17 @@
 //! and the ones admitted connect; nothing half set up is left behind.
 #![allow(clippy::unwrap_used)] // test code: a failed unwrap is a failed test
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use sotto::{CallConfig, Clock, Engine, EngineConfig};
 use sotto_integration::far_end;
+use sotto_integration::load::{drain, fill, long_speech, losses, post};
 use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, ServeConfig, Utterance};
-use webrtc::media_stream::track_remote::TrackRemoteEvent;
+use sotto_server::calls::{CallServer, ServeConfig};
 use webrtc::peer_connection::RTCSessionDescription;
 
 const LIVE: usize = 50;
 const ARRIVING: usize = 100;
-
-/// The shipped speech, said over and over for a minute: every call speaks
-/// through the whole test.
-fn long_speech() -> Arc<Utterance> {
-    let hello = sotto_testkit::hello();
-    let seconds = hello.bytes.len() as f64
-        / (f64::from(hello.input.sample_rate) * hello.input.channels as f64 * 2.0);
-    let times = (60.0 / seconds).ceil() as usize;
-    Arc::new(Utterance {
-        bytes: hello.bytes.repeat(times),
-        input: hello.input,
-    })
-}
-
-struct Posted {
-    status: u16,
-    location: String,
-    key: String,
-    retry_after: Option<u64>,
-    answer: String,
-}
-
-async fn post(http: &reqwest::Client, base: &str, offer: &str) -> Posted {
-    let r = http
-        .post(format!("{base}/calls"))
-        .header("Content-Type", "application/sdp")
-        .body(offer.to_owned())
-        .send()
-        .await
-        .unwrap();
-    let header = |name: &str| {
-        r.headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    Posted {
-        status: r.status().as_u16(),
-        location: header("location").unwrap_or_default(),
-        key: header("sotto-key").unwrap_or_default(),
-        retry_after: header("retry-after").and_then(|v| v.parse().ok()),
-        answer: r.text().await.unwrap_or_default(),
-    }
-}
-
-/// Reads every track the far end receives, as a phone would play it.
-fn drain(events: &mut sotto_net::PeerEvents) {
-    if let Ok(track) = events.tracks.try_recv() {
-        tokio::spawn(async move {
-            while let Some(ev) = track.poll().await {
-                if matches!(ev, TrackRemoteEvent::OnEnded) {
-                    break;
-                }
-            }
-        });
-    }
-}
-
-/// Frames lost and packets the encoder dropped, summed over `calls`.
-async fn losses(http: &reqwest::Client, base: &str, calls: &[(String, String)]) -> (u64, u64) {
-    let mut sum = (0, 0);
-    for (location, key) in calls {
-        let v: serde_json::Value = http
-            .get(format!("{base}{location}/stats"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        sum.0 += v["frames_lost"].as_u64().unwrap();
-        sum.1 += v["encoder_dropped"].as_u64().unwrap();
-    }
-    sum
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_arrivals_costs_the_live_calls_nothing() {
@@ -136,33 +59,7 @@ async fn a_burst_of_arrivals_costs_the_live_calls_nothing() {
 
     // Fifty calls, set up as admission allows: a refused one tries again
     // when told.
-    let mut live = Vec::new();
-    let mut far_ends = Vec::new();
-    let mut refused_while_filling = 0;
-    while live.len() < LIVE {
-        let (far, mut events, offer, mic) = far_end().await;
-        loop {
-            let p = post(&http, &base, &offer).await;
-            if p.status == 201 {
-                far.set_remote_description(RTCSessionDescription::answer(p.answer).unwrap())
-                    .await
-                    .unwrap();
-                live.push((p.location, p.key));
-                break;
-            }
-            assert_eq!(p.status, 503, "{}", p.answer);
-            refused_while_filling += 1;
-            let wait = p.retry_after.expect("a 503 says when to try again");
-            tokio::time::sleep(Duration::from_millis(200).min(Duration::from_secs(wait))).await;
-        }
-        sotto_net::connected(&mut events, Duration::from_secs(20))
-            .await
-            .unwrap();
-        far_ends.push((far, events, mic));
-    }
-    for (_, events, _) in &mut far_ends {
-        drain(events);
-    }
+    let (live, far_ends, refused_while_filling) = fill(&http, &base, LIVE).await;
     // The hundred to come, their offers made now (gathering is the far
     // ends' work, not the server's).
     let mut arriving = Vec::new();

@@ -374,7 +374,7 @@ impl Engine {
     /// call has connected or failed. Refused while
     /// [`AdmissionConfig::max_connecting`](crate::AdmissionConfig::max_connecting)
     /// calls are being set up, faster than `per_second`, while the busiest
-    /// render shard or the process's CPU is past its share, or when the
+    /// render shard or the machine's CPU is past its share, or when the
     /// engine holds all its sessions; the refusal says when to try again.
     ///
     /// # Errors
