@@ -1,6 +1,7 @@
 //! Many calls against a call server, as load tests drive them: a long
 //! speech for the agent, offers POSTed and their answers, far ends that
 //! read what they receive, and the calls' losses summed.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)] // test helpers: a failed unwrap is a failed test
 
 use std::sync::Arc;
 

@@ -117,7 +117,7 @@ async fn an_hour_of_calls_coming_and_going_keeps_memory_flat() {
         } else {
             assert_eq!(r.status(), 503, "{:?}", r.text().await);
         }
-        if second % 60 == 0 {
+        if second.is_multiple_of(60) {
             let kib = rss_kib();
             let s = server.stats();
             eprintln!(
