@@ -225,6 +225,10 @@ async fn interrupts_silence_the_avatar_and_ten_in_a_row_leave_the_link_working()
         let start = first_voice(&log(), before).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
         s.interrupt().unwrap();
+        // The offline clock moves only when rendered: a second of it plays
+        // the session's own tail and drops the rest, so the queue has room
+        // for the next round (the sinks are fed as it takes speech in).
+        engine.render(RATE as u64).await.unwrap();
         let ack = next_avatar_event(&mut events, Duration::from_secs(5)).await;
         let SessionEventKind::AvatarSegmentEnded {
             interrupted,
