@@ -152,3 +152,47 @@ async fn an_hour_of_calls_coming_and_going_keeps_memory_flat() {
     drop(server);
     engine.shutdown().await;
 }
+
+/// The same churn with WebRTC alone: pairs of webrtc-rs peers on loopback
+/// (a far end and an answer as a call makes it), one pair a second, `LIVE`
+/// pairs up, no engine and no server. Tells what the peers keep from what
+/// Sotto keeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "minutes long: a diagnostic"]
+async fn peers_alone_coming_and_going() {
+    let minutes = setting("SOTTO_CHURN_MINUTES", 60).max(4);
+    let live = setting("SOTTO_CHURN_LIVE", 100).max(1) as usize;
+    let mut up = VecDeque::new();
+    let mut held = Vec::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    for second in 1..=minutes * 60 {
+        tick.tick().await;
+        if up.len() >= live {
+            let (far, ours): (sotto_net::Peer, sotto_net::call::CallPeer) = up.pop_front().unwrap();
+            let _ = far.close().await;
+            let _ = ours.peer.close().await;
+        }
+        let (far, mut events, offer, _mic) = far_end().await;
+        let (answer, ours) = sotto_net::call::answer_call(&offer, sotto_net::peer::LOOPBACK)
+            .await
+            .unwrap();
+        far.set_remote_description(RTCSessionDescription::answer(answer).unwrap())
+            .await
+            .unwrap();
+        sotto_net::connected(&mut events, Duration::from_secs(10))
+            .await
+            .unwrap();
+        up.push_back((far, ours));
+        if second.is_multiple_of(60) {
+            let kib = held_kib();
+            eprintln!("minute {}: held {kib} KiB", second / 60);
+            held.push(kib as f64);
+        }
+    }
+    println!(
+        "peers alone: held {:.1} -> {:.1} MiB; second-half slope {:.1} KiB/min",
+        held[0] / 1024.0,
+        held[held.len() - 1] / 1024.0,
+        slope(&held[held.len() / 2..])
+    );
+}
