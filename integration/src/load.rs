@@ -78,11 +78,15 @@ pub fn drain(events: &mut sotto_net::PeerEvents) {
     }
 }
 
-/// Frames lost and packets the encoder dropped, summed over `calls`.
+/// Each call's frames lost and packets its encoder dropped.
 /// # Panics
 /// When a call's stats cannot be read.
-pub async fn losses(http: &reqwest::Client, base: &str, calls: &[(String, String)]) -> (u64, u64) {
-    let mut sum = (0, 0);
+pub async fn losses(
+    http: &reqwest::Client,
+    base: &str,
+    calls: &[(String, String)],
+) -> Vec<(u64, u64)> {
+    let mut all = Vec::new();
     for (location, key) in calls {
         let v: serde_json::Value = http
             .get(format!("{base}{location}/stats"))
@@ -93,10 +97,61 @@ pub async fn losses(http: &reqwest::Client, base: &str, calls: &[(String, String
             .json()
             .await
             .unwrap();
-        sum.0 += v["frames_lost"].as_u64().unwrap();
-        sum.1 += v["encoder_dropped"].as_u64().unwrap();
+        all.push((
+            v["frames_lost"].as_u64().unwrap(),
+            v["encoder_dropped"].as_u64().unwrap(),
+        ));
     }
-    sum
+    all
+}
+
+/// Frames lost and encoder packets dropped, summed.
+#[must_use]
+pub fn summed(losses: &[(u64, u64)]) -> (u64, u64) {
+    losses.iter().fold((0, 0), |a, l| (a.0 + l.0, a.1 + l.1))
+}
+
+/// A call engine (48 kHz mono, virtual clock, default admission) for
+/// `calls` at once, and a call server on loopback taking as many, whose
+/// agent says `say`.
+pub async fn call_server(
+    calls: usize,
+    say: Arc<Utterance>,
+) -> (sotto::Engine, sotto_server::calls::CallServer) {
+    let engine = sotto::Engine::start(sotto::EngineConfig {
+        sample_rate: 48_000,
+        channels: 1,
+        max_sessions: calls,
+        clock: sotto::Clock::Virtual {
+            capture: None,
+            deferred: false,
+        },
+        ..sotto::EngineConfig::default()
+    })
+    .await
+    .unwrap();
+    let server = sotto_server::calls::CallServer::start(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        sotto_server::calls::ServeConfig {
+            limits: sotto_server::accept::ServerLimits {
+                max_peers: calls,
+                // Many callers are many clients; here they share one address.
+                max_connections_per_client: 256,
+                ..sotto_server::accept::ServerLimits::default()
+            },
+            max_calls_per_participant: calls,
+            utterances: vec![say],
+            call: sotto::CallConfig {
+                connect_timeout: Duration::from_secs(10),
+                ..sotto::CallConfig::default()
+            },
+            ..sotto_server::calls::ServeConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    (engine, server)
 }
 
 /// A far end of a call: its peer, its events, its microphone's sender.

@@ -8,11 +8,8 @@
 
 use std::time::{Duration, Instant};
 
-use sotto::{CallConfig, Clock, Engine, EngineConfig};
 use sotto_integration::far_end;
-use sotto_integration::load::{drain, fill, long_speech, losses, post};
-use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, ServeConfig};
+use sotto_integration::load::{call_server, drain, fill, long_speech, losses, post, summed};
 use webrtc::peer_connection::RTCSessionDescription;
 
 const LIVE: usize = 50;
@@ -20,40 +17,7 @@ const ARRIVING: usize = 100;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_arrivals_costs_the_live_calls_nothing() {
-    let engine = Engine::start(EngineConfig {
-        sample_rate: 48_000,
-        channels: 1,
-        max_sessions: LIVE + ARRIVING,
-        clock: Clock::Virtual {
-            capture: None,
-            deferred: false,
-        },
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
-    let server = CallServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        engine.clone(),
-        ServeConfig {
-            limits: ServerLimits {
-                max_peers: LIVE + ARRIVING,
-                // A hundred callers are a hundred clients; here they share
-                // one address.
-                max_connections_per_client: 256,
-                ..ServerLimits::default()
-            },
-            max_calls_per_participant: LIVE + ARRIVING,
-            utterances: vec![long_speech()],
-            call: CallConfig {
-                connect_timeout: Duration::from_secs(10),
-                ..CallConfig::default()
-            },
-            ..ServeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (engine, server) = call_server(LIVE + ARRIVING, long_speech()).await;
     let base = format!("http://{}", server.addr());
     let http = reqwest::Client::new();
 
@@ -71,7 +35,7 @@ async fn a_burst_of_arrivals_costs_the_live_calls_nothing() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = losses(&http, &base, &live).await;
+    let before = summed(&losses(&http, &base, &live).await);
     let late_before = engine.late_blocks();
 
     // A hundred arrive within one second.
@@ -112,7 +76,7 @@ async fn a_burst_of_arrivals_costs_the_live_calls_nothing() {
     }
     // Long enough for every admitted call to be set up and speaking.
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let after = losses(&http, &base, &live).await;
+    let after = summed(&losses(&http, &base, &live).await);
     let late = engine.late_blocks() - late_before;
     let stats = server.stats();
     println!(

@@ -11,10 +11,8 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use sotto::{CallConfig, Clock, Engine, EngineConfig};
+use sotto_integration::load::call_server;
 use sotto_integration::{far_end, rss_kib};
-use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, ServeConfig};
 use webrtc::peer_connection::RTCSessionDescription;
 
 fn setting(name: &str, default: u64) -> u64 {
@@ -54,37 +52,7 @@ fn slope(ys: &[f64]) -> f64 {
 async fn an_hour_of_calls_coming_and_going_keeps_memory_flat() {
     let minutes = setting("SOTTO_CHURN_MINUTES", 60).max(4);
     let live = setting("SOTTO_CHURN_LIVE", 100).max(1) as usize;
-    let engine = Engine::start(EngineConfig {
-        sample_rate: 48_000,
-        channels: 1,
-        max_sessions: live + 8,
-        clock: Clock::Virtual {
-            capture: None,
-            deferred: false,
-        },
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
-    let server = CallServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        engine.clone(),
-        ServeConfig {
-            limits: ServerLimits {
-                max_peers: live + 8,
-                ..ServerLimits::default()
-            },
-            max_calls_per_participant: live + 8,
-            utterances: vec![sotto_testkit::hello()],
-            call: CallConfig {
-                connect_timeout: Duration::from_secs(10),
-                ..CallConfig::default()
-            },
-            ..ServeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (engine, server) = call_server(live + 8, sotto_testkit::hello()).await;
     let base = format!("http://{}", server.addr());
     let http = reqwest::Client::new();
     let mut up = VecDeque::new();

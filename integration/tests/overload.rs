@@ -9,80 +9,22 @@
 
 use std::time::Duration;
 
-use sotto::{CallConfig, Clock, Engine, EngineConfig};
 use sotto_integration::far_end;
-use sotto_integration::load::{fill, long_speech, post};
-use sotto_server::accept::ServerLimits;
-use sotto_server::calls::{CallServer, ServeConfig};
+use sotto_integration::load::{call_server, fill, long_speech, losses, post};
 
 const CALLS: usize = 80;
 const HOG: Duration = Duration::from_secs(15);
 
-/// Each call's frames lost and packets its encoder dropped.
-async fn per_call(
-    http: &reqwest::Client,
-    base: &str,
-    calls: &[(String, String)],
-) -> Vec<(u64, u64)> {
-    let mut all = Vec::new();
-    for (location, key) in calls {
-        let v: serde_json::Value = http
-            .get(format!("{base}{location}/stats"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        all.push((
-            v["frames_lost"].as_u64().unwrap(),
-            v["encoder_dropped"].as_u64().unwrap(),
-        ));
-    }
-    all
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "takes the machine's CPU: make soak"]
 async fn a_cpu_hog_costs_encoders_frames_never_the_render() {
-    let engine = Engine::start(EngineConfig {
-        sample_rate: 48_000,
-        channels: 1,
-        max_sessions: CALLS + 8,
-        clock: Clock::Virtual {
-            capture: None,
-            deferred: false,
-        },
-        ..EngineConfig::default()
-    })
-    .await
-    .unwrap();
-    let server = CallServer::start(
-        "127.0.0.1:0".parse().unwrap(),
-        engine.clone(),
-        ServeConfig {
-            limits: ServerLimits {
-                max_peers: CALLS + 8,
-                ..ServerLimits::default()
-            },
-            max_calls_per_participant: CALLS + 8,
-            utterances: vec![long_speech()],
-            call: CallConfig {
-                connect_timeout: Duration::from_secs(10),
-                ..CallConfig::default()
-            },
-            ..ServeConfig::default()
-        },
-    )
-    .await
-    .unwrap();
+    let (engine, server) = call_server(CALLS + 8, long_speech()).await;
     let base = format!("http://{}", server.addr());
     let http = reqwest::Client::new();
     let (live, far_ends, _) = fill(&http, &base, CALLS).await;
     let (_spare, _ev, spare_offer, _m) = far_end().await;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let before = per_call(&http, &base, &live).await;
+    let before = losses(&http, &base, &live).await;
     let watch = sotto_testkit::host::Watch::start(&engine, Duration::from_millis(5));
 
     // Another process takes a core.
@@ -96,7 +38,7 @@ async fn a_cpu_hog_costs_encoders_frames_never_the_render() {
     let _ = hog.kill();
     let _ = hog.wait();
     let late = watch.stop();
-    let after = per_call(&http, &base, &live).await;
+    let after = losses(&http, &base, &live).await;
 
     let lost: Vec<(u64, u64)> = before
         .iter()
