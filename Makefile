@@ -77,6 +77,7 @@ bench:
 # calls coming and going (memory must stay flat; SOTTO_CHURN_MINUTES
 # shortens it).
 soak: test-deps
+	$(CARGO) test --release -p sotto-integration --test admission -- --ignored --nocapture
 	$(CARGO) test --release -p sotto-integration --test overload -- --ignored --nocapture
 	$(CARGO) test --release -p sotto-integration --test churn -- --ignored --nocapture
 
