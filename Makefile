@@ -79,7 +79,7 @@ bench:
 soak: test-deps
 	$(CARGO) test --release -p sotto-integration --test admission -- --ignored --nocapture
 	$(CARGO) test --release -p sotto-integration --test overload -- --ignored --nocapture
-	$(CARGO) test --release -p sotto-integration --test churn -- --ignored --nocapture
+	$(CARGO) test --release -p sotto-integration --test churn -- --ignored --nocapture --exact an_hour_of_calls_coming_and_going_keeps_memory_flat
 
 # Fuzzing needs a nightly toolchain and cargo-fuzz; both are installed here
 # when missing. Each target runs FUZZ_SECONDS from its seeds and its corpus;

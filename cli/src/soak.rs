@@ -127,6 +127,12 @@ pub struct SoakReport {
     pub machine_pause_max_ms: f64,
     /// Of `late_blocks`, those in a second with a machine pause.
     pub late_blocks_while_paused: u64,
+    /// The seconds with late blocks: when (seconds into the run) and how
+    /// many, to find them in a trace of the same run.
+    pub late_seconds: Vec<(f64, u64)>,
+    /// When the run started, in seconds since the Unix epoch (a trace
+    /// taken with a real-time clock lines up with `late_seconds`).
+    pub started_unix_s: f64,
     /// With calls: 20 ms frames the calls' readers took.
     pub frames_read: u64,
     /// With calls: frames lost to a reader that fell behind its bound.
@@ -262,6 +268,9 @@ pub async fn run(
     let mut rss = Vec::new();
     let mut report = SoakReport {
         sessions: config.sessions,
+        started_unix_s: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64()),
         ..SoakReport::default()
     };
     let mut offline_out = Vec::new();
@@ -311,6 +320,10 @@ pub async fn run(
                 report.late_blocks_while_paused += report.late_blocks - late_then;
             }
             pauses_then = report.machine_pauses;
+        }
+        if report.late_blocks > late_then {
+            let at = started.elapsed().as_secs_f64();
+            report.late_seconds.push((at, report.late_blocks - late_then));
         }
         (steal_then, late_then) = (steal, report.late_blocks);
         let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
