@@ -188,10 +188,10 @@ enum Command {
         max_connections_per_client: u16,
         /// Calls being set up at once at most (admitted, not yet
         /// connected); one more is refused with 503 and `Retry-After`.
-        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=1024))]
+        #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=1024))]
         max_connecting: u16,
         /// New calls admitted a second at most, on average.
-        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(1..=10_000))]
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u16).range(1..=10_000))]
         admit_per_second: u16,
         /// The longest lifetime, in seconds, a call's token may claim
         /// (`exp` − `iat`); a longer-lived one is refused with 401.

@@ -323,7 +323,9 @@ pub async fn run(
         }
         if report.late_blocks > late_then {
             let at = started.elapsed().as_secs_f64();
-            report.late_seconds.push((at, report.late_blocks - late_then));
+            report
+                .late_seconds
+                .push((at, report.late_blocks - late_then));
         }
         (steal_then, late_then) = (steal, report.late_blocks);
         let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;

@@ -5,7 +5,7 @@
 //! up, at a bounded rate, with headroom left in the render and the
 //! machine's CPU; a refusal says when to try again.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -25,15 +25,22 @@ pub struct AdmissionConfig {
     /// cores, above which no call is admitted: a machine short of CPU for
     /// any reason takes no more calls.
     pub max_cpu_load: f64,
+    /// How far the calls' readers (the tasks that take a call's frames to
+    /// its encoder) may have fallen behind the render over the last second
+    /// or two, at most, for a call to be admitted: readers behind mean the
+    /// runtime is short of time, and a reader that falls behind by its
+    /// output's bound loses frames.
+    pub max_reader_lag: Duration,
 }
 
 impl Default for AdmissionConfig {
     fn default() -> Self {
         Self {
-            max_connecting: 8,
-            per_second: 20.0,
+            max_connecting: 4,
+            per_second: 10.0,
             max_render_load: 0.5,
             max_cpu_load: 0.9,
+            max_reader_lag: Duration::from_millis(60),
         }
     }
 }
@@ -57,6 +64,9 @@ impl AdmissionConfig {
                 return Err(format!("admission: {name} {v} must be above 0"));
             }
         }
+        if self.max_reader_lag.is_zero() {
+            return Err("admission: max_reader_lag must be above 0".into());
+        }
         Ok(())
     }
 }
@@ -79,6 +89,9 @@ pub enum Refusal {
     /// The machine is short of CPU.
     #[error("the CPU is {0:.0}% used")]
     Cpu(f64),
+    /// The calls' readers are behind the render by this many milliseconds.
+    #[error("the calls' readers are {0} ms behind")]
+    Behind(u64),
 }
 
 impl Refusal {
@@ -86,7 +99,7 @@ impl Refusal {
     #[must_use]
     pub fn retry_after(&self) -> Duration {
         match self {
-            Self::Connecting(_) | Self::Rate => Duration::from_secs(1),
+            Self::Connecting(_) | Self::Rate | Self::Behind(_) => Duration::from_secs(1),
             Self::Full | Self::Render(_) | Self::Cpu(_) => Duration::from_secs(5),
         }
     }
@@ -111,6 +124,67 @@ pub(crate) struct Admission {
     config: AdmissionConfig,
     connecting: Arc<AtomicUsize>,
     meter: Mutex<Meter>,
+    lag: Arc<ReaderLag>,
+}
+
+/// The worst lag the calls' readers reported over the last one to two
+/// seconds: two one-second windows, the older dropped as a new one opens.
+#[derive(Debug)]
+pub(crate) struct ReaderLag {
+    base: Instant,
+    /// The second `current` counts, since `base`.
+    window: AtomicU64,
+    current: AtomicU64,
+    previous: AtomicU64,
+}
+
+impl ReaderLag {
+    fn new() -> Self {
+        Self {
+            base: Instant::now(),
+            window: AtomicU64::new(0),
+            current: AtomicU64::new(0),
+            previous: AtomicU64::new(0),
+        }
+    }
+
+    fn second(&self) -> u64 {
+        self.base.elapsed().as_secs()
+    }
+
+    /// A reader is `lag` behind the render now.
+    pub(crate) fn report(&self, lag: Duration) {
+        let now = self.second();
+        let window = self.window.load(Ordering::Acquire);
+        if window != now
+            && self
+                .window
+                .compare_exchange(window, now, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+        {
+            let last = self.current.swap(0, Ordering::AcqRel);
+            let kept = if now == window + 1 { last } else { 0 };
+            self.previous.store(kept, Ordering::Release);
+        }
+        let us = u64::try_from(lag.as_micros()).unwrap_or(u64::MAX);
+        self.current.fetch_max(us, Ordering::AcqRel);
+    }
+
+    /// The worst lag reported over the last one to two seconds.
+    fn worst(&self) -> Duration {
+        let now = self.second();
+        let window = self.window.load(Ordering::Acquire);
+        let us = if window == now {
+            self.current
+                .load(Ordering::Acquire)
+                .max(self.previous.load(Ordering::Acquire))
+        } else if window + 1 == now {
+            self.current.load(Ordering::Acquire)
+        } else {
+            0
+        };
+        Duration::from_micros(us)
+    }
 }
 
 #[derive(Debug)]
@@ -132,6 +206,7 @@ impl Admission {
         Self {
             config,
             connecting: Arc::new(AtomicUsize::new(0)),
+            lag: Arc::new(ReaderLag::new()),
             meter: Mutex::new(Meter {
                 tokens: config.max_connecting as f64,
                 filled: Instant::now(),
@@ -139,6 +214,11 @@ impl Admission {
                 load: 0.0,
             }),
         }
+    }
+
+    /// Where the calls' readers report how far behind they are.
+    pub(crate) fn reader_lag(&self) -> Arc<ReaderLag> {
+        Arc::clone(&self.lag)
     }
 
     /// Calls admitted and still being set up.
@@ -155,6 +235,12 @@ impl Admission {
         }
         if render_load > self.config.max_render_load {
             return Err(Refusal::Render(render_load * 100.0));
+        }
+        let lag = self.lag.worst();
+        if lag > self.config.max_reader_lag {
+            return Err(Refusal::Behind(
+                u64::try_from(lag.as_millis()).unwrap_or(u64::MAX),
+            ));
         }
         let mut m = self.meter.lock().map_err(|_| Refusal::Full)?;
         let now = Instant::now();
@@ -220,6 +306,7 @@ mod tests {
             per_second,
             max_render_load: 0.5,
             max_cpu_load: 1e9,
+            max_reader_lag: Duration::from_millis(60),
         })
     }
 
@@ -250,6 +337,27 @@ mod tests {
         assert!(matches!(a.admit(0.7, false), Err(Refusal::Render(_))));
         assert_eq!(a.admit(0.1, true).unwrap_err(), Refusal::Full);
         assert_eq!(a.connecting(), 0);
+    }
+
+    #[test]
+    fn readers_behind_refuse_until_they_catch_up() {
+        let a = admission(3, 10.0);
+        a.reader_lag().report(Duration::from_millis(20));
+        assert!(a.admit(0.0, false).is_ok());
+        a.reader_lag().report(Duration::from_millis(150));
+        let refusal = a.admit(0.0, false).unwrap_err();
+        assert_eq!(refusal, Refusal::Behind(150));
+        assert_eq!(refusal.retry_after(), Duration::from_secs(1));
+        // Two seconds on, the lag has left both windows.
+        let lag = ReaderLag {
+            base: Instant::now() - Duration::from_secs(5),
+            window: AtomicU64::new(2),
+            current: AtomicU64::new(150_000),
+            previous: AtomicU64::new(150_000),
+        };
+        assert_eq!(lag.worst(), Duration::ZERO);
+        lag.report(Duration::from_millis(1));
+        assert_eq!(lag.worst(), Duration::from_millis(1));
     }
 
     #[test]

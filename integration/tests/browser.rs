@@ -588,6 +588,65 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
             worst
         );
         assert!(per_second.len() as u64 >= seconds - u64::from(settle) - 1);
+
+        // Whose skew it is. The browser also reads each track's playout in
+        // the sender's clock from the sender reports
+        // (`estimatedPlayoutTimestamp`): their difference is the skew as
+        // the browser believes it. Against the skew from the pts it tells
+        // how far the two tracks' sender reports disagree about one clock
+        // (ours to fix); what is left is the browser's own choice.
+        let later = |s: &serde_json::Value| s["t"].as_f64().is_some_and(|t| t >= t0 + f64::from(settle) * 1000.0);
+        let report_error: Vec<f64> = sync
+            .iter()
+            .filter(|s| later(s))
+            .filter_map(|s| {
+                let (a, v, est) = (s.get("audio")?, s.get("video")?, s.get("est")?);
+                let (ea, ev) = (est.get("audio")?.as_f64()?, est.get("video")?.as_f64()?);
+                let pa = pts(a["rtp"].as_u64()?, voice_origin, 48_000.0);
+                let pv = pts(v["rtp"].as_u64()?, face_origin, 90_000.0);
+                let skew = (v["ts"].as_f64()? - pv) - (a["ts"].as_f64()? - pa);
+                Some((ea - ev) - skew)
+            })
+            .collect();
+        // When each picture is due on screen (`requestVideoFrameCallback`)
+        // against when the voice of the same pts is heard (its playout
+        // plus the audio output's latency).
+        let latency = report["outputLatency"].as_f64().unwrap_or(0.0) * 1000.0;
+        let on_page = |s: &serde_json::Value, ts: f64| -> Option<f64> {
+            // Synchronization source times are on the page's clock or, in
+            // older browsers, on the wall clock.
+            Some(if ts > 1e12 { ts - (s["now"].as_f64()? - s["t"].as_f64()?) } else { ts })
+        };
+        let shown: Vec<(f64, f64)> = report["shown"]
+            .as_array()
+            .map(|v| v.as_slice())
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|f| {
+                let at = f["at"].as_f64()?;
+                let pv = pts(f["rtp"].as_u64()?, face_origin, 90_000.0);
+                let k = sync.partition_point(|s| s["t"].as_f64().is_some_and(|t| t < at));
+                let s = sync.get(k)?;
+                let a = s.get("audio")?;
+                let pa = pts(a["rtp"].as_u64()?, voice_origin, 48_000.0);
+                let heard = on_page(s, a["ts"].as_f64()?)? + latency;
+                Some((at, (at - pv) - (heard - pa)))
+            })
+            .filter(|&(at, _)| at >= t0 + f64::from(settle) * 1000.0)
+            .collect();
+        let spread = |mut v: Vec<f64>| -> (f64, f64, f64) {
+            v.sort_by(f64::total_cmp);
+            let at = |q: f64| v.get(((v.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(f64::NAN);
+            (at(0.1), at(0.5), at(0.9))
+        };
+        let (e10, e50, e90) = spread(report_error.clone());
+        let (s10, s50, s90) = spread(shown.iter().map(|&(_, s)| s).collect());
+        eprintln!(
+            "watch: sender reports against the pts: {e50:+.1} ms (p10..p90 {e10:+.1}..{e90:+.1}, {} samples); \
+             pictures on screen against the voice heard (output latency {latency:.1} ms): median {s50:+.1} ms (p10..p90 {s10:+.1}..{s90:+.1}, {} pictures)",
+            report_error.len(),
+            shown.len()
+        );
         // Chrome corrects its lip sync only past 30 ms of difference it
         // measures, so from run to run the skew settles anywhere within
         // about a frame of zero: the minute's median must be within one

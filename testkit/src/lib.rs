@@ -259,6 +259,7 @@ pub async fn call_engine() -> Engine {
             per_second: 1_000.0,
             max_render_load: 100.0,
             max_cpu_load: 100.0,
+            max_reader_lag: std::time::Duration::from_secs(3600),
         },
         ..EngineConfig::default()
     })

@@ -207,6 +207,7 @@ impl Engine {
         let (hang_up, hung_up) = oneshot::channel();
         let call = Call {
             telemetry: self.renderer_telemetry(),
+            lag: self.reader_lag(),
             peer,
             frames,
             encoder,
@@ -236,6 +237,8 @@ impl Engine {
 /// A call's moving parts, owned by its task.
 struct Call {
     telemetry: Arc<sotto_rt::Telemetry>,
+    /// Where this call's reader says how far behind the render it is.
+    lag: Arc<crate::admission::ReaderLag>,
     peer: CallPeer,
     frames: OutputFrames,
     encoder: OpusEncoder,
@@ -260,6 +263,7 @@ impl Call {
     async fn run(self, mut hung_up: oneshot::Receiver<()>) {
         let Call {
             telemetry,
+            lag,
             peer,
             mut frames,
             encoder,
@@ -335,6 +339,9 @@ impl Call {
                 frame = frames.next_frame() => {
                     let Ok(frame) = frame else { break "the session's output closed" };
                     counters.frames_lost.store(frames.lost_frames() - lost_before, Ordering::Relaxed);
+                    let end = frame.pts.0 + (frame.samples.len() / channels.max(1)) as u64;
+                    let behind = telemetry.clock().0.saturating_sub(end);
+                    lag.report(Duration::from_micros(behind * 1_000_000 / u64::from(rate)));
                     let first = to_opus_layout(&frame, channels, opus_channels, &mut scratch);
                     let at48 = frame.pts.0 * u64::from(OPUS_RATE) / u64::from(rate);
                     if pending_pts.is_none() {

@@ -399,6 +399,11 @@ impl Engine {
             .admit(render_load, sessions >= self.inner.config.max_sessions)
     }
 
+    /// Where a call's reader reports how far behind the render it is.
+    pub(crate) fn reader_lag(&self) -> Arc<crate::admission::ReaderLag> {
+        self.inner.admission.reader_lag()
+    }
+
     /// Calls admitted by [`Engine::admit`] whose permits are still held.
     #[must_use]
     pub fn calls_connecting(&self) -> usize {
