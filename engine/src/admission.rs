@@ -1,4 +1,4 @@
-//! Admission (SPEC S4, C4): whether the engine has the budget for one
+//! Admission (SPEC S7): whether the engine has the budget for one
 //! more call now. Setting calls up is the expensive part of a call (ICE
 //! gathering, the DTLS handshake, a media thread): many at once starve the
 //! calls already running. A call is admitted only while few are being set
@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// What admission allows (SPEC S4).
+/// What admission allows (SPEC S7).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdmissionConfig {
     /// Calls being set up at once: admitted and not yet connected or gone.

@@ -1,4 +1,4 @@
-//! Admission under load (SPEC S4, C4): calls already running come first.
+//! Admission under load (SPEC S7): calls already running come first.
 //! Fifty calls speak to far ends on loopback; then a hundred more arrive
 //! within one second. The server admits them as the engine's budget allows
 //! (a few set up at once, at a bounded rate, with render and CPU headroom)

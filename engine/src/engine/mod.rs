@@ -369,13 +369,15 @@ impl Engine {
         crate::EngineStats::read(&self.inner.telemetry, &shards)
     }
 
-    /// Asks whether one more call may be set up now (SPEC S4), and takes a
+    /// Asks whether one more call may be set up now (SPEC S7), and takes a
     /// place among the calls being set up if so: hold the permit until the
     /// call has connected or failed. Refused while
     /// [`AdmissionConfig::max_connecting`](crate::AdmissionConfig::max_connecting)
     /// calls are being set up, faster than `per_second`, while the busiest
-    /// render shard or the machine's CPU is past its share, or when the
-    /// engine holds all its sessions; the refusal says when to try again.
+    /// render shard or the machine's CPU is past its share, while the calls'
+    /// readers have fallen behind the render (`max_reader_lag`), or when
+    /// the engine holds all its sessions; the refusal says when to try
+    /// again.
     ///
     /// # Errors
     /// [`Refusal`](crate::Refusal), with its `retry_after`.

@@ -1,4 +1,4 @@
-//! A call's set-up (SPEC S4, S6, S7): its place reserved, admission asked,
+//! A call's set-up (SPEC S5–S7): its place reserved, admission asked,
 //! the offer answered and the session made, in a task of its own so a
 //! client that goes away midway leaves nothing behind.
 
@@ -159,7 +159,7 @@ pub(super) async fn create(
             format!("bad offer: {why}"),
         ));
     }
-    // Only while the engine has the budget for one more (SPEC S4): the
+    // Only while the engine has the budget for one more (SPEC S7): the
     // calls already running come first.
     let permit = match shared.engine.admit() {
         Ok(p) => p,
