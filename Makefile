@@ -73,13 +73,15 @@ bench:
 	$(CARGO) bench -p sotto-benches
 
 # The long runs `make test` leaves out: eighty calls under a CPU hog (the
-# render keeps its deadlines, the server stops admitting), and an hour of
+# render keeps its deadlines, the server stops admitting), an hour of
 # calls coming and going (memory must stay flat; SOTTO_CHURN_MINUTES
-# shortens it).
+# shortens it), and an hour of 1000 calls on one render shard (late
+# blocks per hour; SOAK_SECONDS shortens it).
+SOAK_SECONDS ?= 3600
 soak: test-deps
-	$(CARGO) test --release -p sotto-integration --test admission -- --ignored --nocapture
 	$(CARGO) test --release -p sotto-integration --test overload -- --ignored --nocapture
 	$(CARGO) test --release -p sotto-integration --test churn -- --ignored --nocapture --exact an_hour_of_calls_coming_and_going_keeps_memory_flat
+	$(CARGO) run --release -p sotto-cli -- soak --calls 1000 --seconds $(SOAK_SECONDS) --background --interrupt-every 10 --render-threads 1 --report target/soak-1000-calls.json
 
 # Fuzzing needs a nightly toolchain and cargo-fuzz; both are installed here
 # when missing. Each target runs FUZZ_SECONDS from its seeds and its corpus;
