@@ -461,7 +461,26 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
             }
         }
         let (voice_origin, face_origin) = origins.expect("the viewer is taken");
+        // The host's steal while the page records, with the wall clock
+        // (the page's `now`), to tell seconds the host took from the rest.
+        let steal_log = Arc::new(std::sync::Mutex::new(Vec::<(f64, u64)>::new()));
+        let stealing = {
+            let log = Arc::clone(&steal_log);
+            tokio::spawn(async move {
+                loop {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0.0, |d| d.as_secs_f64() * 1000.0);
+                    if let Ok(mut l) = log.lock() {
+                        l.push((now, sotto_testkit::host::steal_ms()));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            })
+        };
         let (report, heard) = watch_report(&avatar_server, &avatar, Duration::from_secs(seconds + 40)).await;
+        stealing.abort();
+        let steal_log = steal_log.lock().map(|l| l.clone()).unwrap_or_default();
         talking.abort();
         if let Ok(d) = std::env::var("SOTTO_WATCH_DUMP") {
             std::fs::write(format!("{d}/report.json"), report.to_string()).unwrap();
@@ -572,20 +591,39 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
             settling.iter().copied().fold(f64::MAX, f64::min),
             settling.iter().copied().fold(f64::MIN, f64::max)
         );
-        let per_second: Vec<f64> = (u64::from(settle)..seconds)
+        // The page's clock against the wall clock, and the host's steal
+        // over a wall-clock span (ms).
+        let wall = sync
+            .first()
+            .and_then(|s| Some(s["now"].as_f64()? - s["t"].as_f64()?))
+            .unwrap_or(0.0);
+        let steal_over = |from: f64, to: f64| -> u64 {
+            let at = |w: f64| steal_log.iter().find(|&&(t, _)| t >= w).or(steal_log.last()).map_or(0, |&(_, s)| s);
+            at(to).saturating_sub(at(from))
+        };
+        // Each second's median skew, and whether the host stole over 50 ms
+        // of CPU in it or the three seconds before (the browser's sync
+        // takes that long to recover from a stall).
+        let seconds_measured: Vec<(f64, bool)> = (u64::from(settle)..seconds)
             .map(|k| {
                 let (from, to) = (t0 + k as f64 * 1000.0, t0 + (k + 1) as f64 * 1000.0);
-                median(skews.iter().filter(|(t, _)| (from..to).contains(t)).map(|&(_, s)| s).collect())
+                let m = median(skews.iter().filter(|(t, _)| (from..to).contains(t)).map(|&(_, s)| s).collect());
+                (m, steal_over(from + wall - 3000.0, to + wall) > 50)
             })
-            .filter(|s| s.is_finite())
+            .filter(|(s, _)| s.is_finite())
             .collect();
-        let worst = per_second.iter().fold(0.0f64, |m, s| m.max(s.abs()));
+        let per_second: Vec<f64> = seconds_measured.iter().map(|&(s, _)| s).collect();
+        let worst = seconds_measured.iter().filter(|&&(_, stolen)| !stolen).fold(0.0f64, |m, &(s, _)| m.max(s.abs()));
+        let stolen: Vec<f64> = seconds_measured.iter().filter(|&&(_, stolen)| stolen).map(|&(s, _)| s).collect();
         eprintln!(
-            "watch: A/V skew (face minus voice) after it: median {:+.1} ms, per-second medians {:+.1}..{:+.1} ms, worst {:.1} ms",
+            "watch: A/V skew (face minus voice) after it: median {:+.1} ms, per-second medians {:+.1}..{:+.1} ms, worst {:.1} ms \
+             ({} seconds the host stole from, apart: {:?})",
             median(skews.iter().filter(|(t, _)| *t >= t0 + f64::from(settle) * 1000.0).map(|&(_, s)| s).collect()),
             per_second.iter().copied().fold(f64::MAX, f64::min),
             per_second.iter().copied().fold(f64::MIN, f64::max),
-            worst
+            worst,
+            stolen.len(),
+            stolen
         );
         assert!(per_second.len() as u64 >= seconds - u64::from(settle) - 1);
 
@@ -647,13 +685,21 @@ fn a_browser_watches_the_avatar_talk_in_sync() {
             report_error.len(),
             shown.len()
         );
+        // Over 20 runs the browser read the reports 5 to 14 ms off the pts,
+        // the same sign every run, the outlier run included: the skew that
+        // varies from run to run is not in what the sender reports. Half
+        // a frame is the bound.
+        assert!(report_error.len() as u64 >= seconds, "{} readings", report_error.len());
+        assert!(e50.abs() <= 20.0, "the browser reads the sender reports {e50:+.1} ms off the pts");
         // Chrome corrects its lip sync only past 30 ms of difference it
         // measures, so from run to run the skew settles anywhere within
-        // about a frame of zero: the minute's median must be within one
-        // frame, every second's within two.
+        // about a frame of zero: the minute's median and every second's
+        // must be within one frame (over 20 runs here: worst seconds 14 to
+        // 31 ms; one run reached 71 ms in a second while the host took a
+        // fifth of the CPU, which is why stolen seconds are kept apart).
         let overall = median(per_second.clone());
         assert!(overall.abs() <= 40.0, "A/V skew {overall:.1} ms: over one frame");
-        assert!(worst <= 80.0, "A/V skew {worst:.1} ms in a second: over two frames");
+        assert!(worst <= 40.0, "A/V skew {worst:.1} ms in a second: over one frame");
 
         drop(browser);
         link.detach();

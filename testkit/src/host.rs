@@ -121,9 +121,11 @@ fn run_delay_ns() -> u64 {
         .sum()
 }
 
-/// The host's steal time, in ms (the `cpu` line's eighth value, in
-/// 10 ms ticks).
-fn steal_ms() -> u64 {
+/// The host's steal time so far, in ms (`/proc/stat`'s `cpu` line, its
+/// eighth value, in 10 ms ticks): time a hypervisor ran something else
+/// while this machine's CPUs wanted to run.
+#[must_use]
+pub fn steal_ms() -> u64 {
     std::fs::read_to_string("/proc/stat")
         .ok()
         .and_then(|s| {
