@@ -194,6 +194,26 @@ pub fn typed(body: String, content_type: &'static str) -> Response {
     with_cors(r)
 }
 
+/// `201 Created` for a WHIP-style POST: the SDP `answer`, where the new
+/// resource is (`location`) and its key (`Sotto-Key`), with CORS. Both
+/// are made here of hex digits and slashes, so safe in a header.
+#[must_use]
+pub fn created_sdp(answer: String, location: &str, key: &str) -> Response {
+    let mut r = (StatusCode::CREATED, answer).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/sdp"),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        h.insert(header::LOCATION, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(key) {
+        h.insert(KEY_HEADER, v);
+    }
+    with_cors(r)
+}
+
 /// The shared JavaScript module both pages load (`GET /sotto.js`).
 pub async fn script() -> Response {
     let mut r = include_str!("sotto.js").into_response();

@@ -25,7 +25,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
@@ -34,8 +34,8 @@ use sotto_avatar::publish::{Publisher, ViewerError};
 
 use super::AvatarServerState;
 use crate::http::{
-    bearer, canonical_id, json, preflight, random_id, refuse, same_secret, script,
-    with_cors as cors, Gate, OfferHeaders, Refusal, SdpOffer, KEY_HEADER,
+    bearer, canonical_id, created_sdp, json, preflight, random_id, refuse, same_secret, script,
+    with_cors as cors, Gate, OfferHeaders, Refusal, SdpOffer,
 };
 use crate::token::{self, Claims};
 
@@ -280,20 +280,7 @@ async fn add(
         return refused(StatusCode::NOT_FOUND, "no such avatar");
     }
     stats.viewers.fetch_add(1, Ordering::Relaxed);
-    let mut r = (StatusCode::CREATED, viewer.answer).into_response();
-    let h = r.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/sdp"),
-    );
-    // Both ids are hex digits: safe in a header.
-    if let Ok(v) = HeaderValue::from_str(&format!("/avatars/{raw}/viewers/{id}")) {
-        h.insert(header::LOCATION, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&key) {
-        h.insert(KEY_HEADER, v);
-    }
-    cors(r)
+    created_sdp(viewer.answer, &format!("/avatars/{raw}/viewers/{id}"), &key)
 }
 
 /// Viewer `viewer` of avatar `raw`, when the request may reach it (its

@@ -15,8 +15,7 @@ use tokio::sync::oneshot;
 use super::recordings;
 use super::{agent, attach_avatar, CallServerState, Live, EVENTS_KEPT};
 use crate::http::{
-    bearer, random_id, refuse, with_cors as cors, Authorized, OfferHeaders, Refusal, SdpOffer,
-    KEY_HEADER,
+    bearer, created_sdp, random_id, refuse, Authorized, OfferHeaders, Refusal, SdpOffer,
 };
 
 /// `503` with `Retry-After` (SPEC S7): the server has no room now.
@@ -189,22 +188,7 @@ pub(super) async fn create(
         answered,
     ));
     match answer.await {
-        Ok(Ok((id, sdp))) => {
-            let mut r = (StatusCode::CREATED, sdp).into_response();
-            let h = r.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/sdp"),
-            );
-            // Both are hex digits: safe in a header.
-            if let Ok(v) = HeaderValue::from_str(&format!("/calls/{id}")) {
-                h.insert(header::LOCATION, v);
-            }
-            if let Ok(v) = HeaderValue::from_str(&key) {
-                h.insert(KEY_HEADER, v);
-            }
-            cors(r)
-        }
+        Ok(Ok((id, sdp))) => created_sdp(sdp, &format!("/calls/{id}"), &key),
         Ok(Err(r)) => r,
         Err(_) => refuse(StatusCode::INTERNAL_SERVER_ERROR, "the call was lost"),
     }
