@@ -57,6 +57,10 @@ pub enum SessionError {
     /// A call's peer connection could not be set up.
     #[error("webrtc: {0}")]
     Net(String),
+    /// A room on an SFU could not be joined: unreachable, no such room,
+    /// a wrong PIN, garbage in reply.
+    #[error(transparent)]
+    Room(#[from] crate::RoomError),
 }
 
 /// How long a push or playout on the offline clock may wait while nothing

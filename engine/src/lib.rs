@@ -36,6 +36,7 @@ mod frames;
 mod handle;
 mod input;
 mod player;
+mod room;
 mod stats;
 
 // The engine and what it reports.
@@ -64,6 +65,7 @@ pub use sotto_actors::background::{BackgroundConfig, BackgroundMode};
 
 // Calls over WebRTC.
 pub use call::{CallConfig, CallEvent, CallHandle, CallStats};
+pub use room::{RoomConfig, RoomError, RoomEvent, RoomHandle, Subscribe};
 
 // The avatar link, agent side.
 pub use avatar_handle::AvatarHandle;

@@ -126,8 +126,11 @@ pub enum Work {
     /// One packet of the call's output: 48 kHz in Opus's layout, and its
     /// pts at 48 kHz.
     Encode(Vec<f32>, u64),
-    /// Decoded microphone audio, mono at 48 kHz.
-    Mic(Vec<f32>),
+    /// Decoded microphone audio, mono at 48 kHz, from feed `.0` (a call
+    /// has one, feed 0; a room one per participant heard, mixed here).
+    Mic(u64, Vec<f32>),
+    /// Feed `.0` is gone: what it sent is mixed out and it is forgotten.
+    FeedGone(u64),
 }
 
 /// An encoded packet for the network.
@@ -167,6 +170,7 @@ impl Media {
         let mut silent_run = 0u64;
         let mut render = Vec::with_capacity(CHUNK * 8);
         let mut capture = Vec::with_capacity(CHUNK * 8);
+        let mut mix = MicMix::default();
         while let Some(w) = work.blocking_recv() {
             match w {
                 Work::Encode(pcm, pts) => {
@@ -206,8 +210,9 @@ impl Media {
                         break;
                     }
                 }
-                Work::Mic(mono) => {
-                    capture.extend_from_slice(&mono);
+                Work::FeedGone(feed) => mix.remove(feed, &mut capture),
+                Work::Mic(feed, mono) => {
+                    mix.add(feed, &mono, &mut capture);
                     let whole = capture.len() / CHUNK * CHUNK;
                     for chunk in capture[..whole].chunks_exact_mut(CHUNK) {
                         if let Some(echo) = &mut self.echo {
@@ -218,6 +223,69 @@ impl Media {
                     capture.drain(..whole);
                 }
             }
+        }
+    }
+}
+
+/// Several feeds' microphones summed into one, as they arrive: each
+/// feed writes at its own position in a shared buffer; the mix is handed
+/// on up to where every feed has written, or, when one lags (a feed
+/// gone quiet, a burst after loss), up to [`MIX_SLACK`] behind the one
+/// furthest ahead, the laggard's late samples then dropped. One feed
+/// passes straight through.
+#[derive(Default)]
+struct MicMix {
+    /// Samples not yet handed on.
+    sum: Vec<f32>,
+    /// Each feed's write position in `sum`.
+    feeds: Vec<(u64, usize)>,
+}
+
+/// How far one feed may run ahead of another before the mix goes on
+/// without the laggard: 60 ms at 48 kHz.
+const MIX_SLACK: usize = 2_880;
+
+/// Feeds mixed at most; a further feed's audio is dropped.
+const MAX_FEEDS: usize = 16;
+
+impl MicMix {
+    fn add(&mut self, feed: u64, mono: &[f32], out: &mut Vec<f32>) {
+        let at = match self.feeds.iter().position(|(f, _)| *f == feed) {
+            Some(i) => i,
+            None if self.feeds.len() < MAX_FEEDS => {
+                self.feeds.push((feed, 0));
+                self.feeds.len() - 1
+            }
+            None => return,
+        };
+        let start = self.feeds[at].1;
+        let end = start + mono.len();
+        if self.sum.len() < end {
+            self.sum.resize(end, 0.0);
+        }
+        for (m, s) in self.sum[start..end].iter_mut().zip(mono) {
+            *m += s;
+        }
+        self.feeds[at].1 = end;
+        self.flush(out);
+    }
+
+    fn remove(&mut self, feed: u64, out: &mut Vec<f32>) {
+        self.feeds.retain(|(f, _)| *f != feed);
+        self.flush(out);
+    }
+
+    /// Hands on what every feed has written (or all but [`MIX_SLACK`]).
+    fn flush(&mut self, out: &mut Vec<f32>) {
+        let Some(least) = self.feeds.iter().map(|(_, w)| *w).min() else {
+            out.append(&mut self.sum);
+            return;
+        };
+        let most = self.feeds.iter().map(|(_, w)| *w).max().unwrap_or(0);
+        let ready = least.max(most.saturating_sub(MIX_SLACK));
+        out.extend(self.sum.drain(..ready));
+        for (_, w) in &mut self.feeds {
+            *w = w.saturating_sub(ready);
         }
     }
 }

@@ -102,6 +102,103 @@ pub async fn answer_call(offer: &str, bind: IpAddr) -> Result<(String, CallPeer)
     ))
 }
 
+/// Offers to publish one Opus track from a peer bound to `bind`, as a
+/// participant does to an SFU (SPEC F2): the offer's SDP, complete with
+/// its candidates, and the peer, which waits for
+/// [`accept_answer`].
+///
+/// # Errors
+/// [`NetError`] when the peer cannot be built or gather.
+pub async fn offer_publish(bind: IpAddr) -> Result<(String, CallPeer), NetError> {
+    let (peer, mut events) = audio_peer(bind).await?;
+    let (track, sender) = opus_track();
+    let built = async {
+        peer.add_track(track).await.map_err(NetError::from)?;
+        let offer = peer.create_offer(None).await.map_err(NetError::from)?;
+        complete_local(&peer, &mut events, offer).await
+    }
+    .await;
+    match built {
+        Ok(sdp) => Ok((
+            sdp,
+            CallPeer {
+                peer,
+                events,
+                sender,
+            },
+        )),
+        Err(e) => {
+            let _ = peer.close().await;
+            Err(e)
+        }
+    }
+}
+
+/// Applies the SFU's `answer` to a peer that offered with
+/// [`offer_publish`], and takes its Opus payload type.
+///
+/// # Errors
+/// [`AnswerError::BadOffer`] when the answer is not SDP or does not fit the
+/// offer.
+pub async fn accept_answer(call: &mut CallPeer, answer: &str) -> Result<(), AnswerError> {
+    let bad = |m: &str| AnswerError::BadOffer(format!("the answer: {m}"));
+    if answer.len() > MAX_OFFER_BYTES {
+        return Err(bad("too long"));
+    }
+    let desc = RTCSessionDescription::answer(answer.to_owned()).map_err(|_| bad("not SDP"))?;
+    call.peer
+        .set_remote_description(desc)
+        .await
+        .map_err(|e| bad(&e.to_string()))?;
+    if let Some(pt) = offer_opus_type(answer) {
+        call.sender.set_payload_type(pt);
+    }
+    Ok(())
+}
+
+/// Answers an SFU's `offer` of a feed to subscribe to (SPEC F2) with a
+/// receive-only audio peer bound to `bind`: the answer's SDP, complete,
+/// and the peer, whose tracks come through its events.
+///
+/// # Errors
+/// [`AnswerError::BadOffer`] for an offer that cannot be answered (no Opus,
+/// too long, malformed); [`AnswerError::Net`] for a peer that cannot be
+/// built.
+pub async fn answer_subscription(
+    offer: &str,
+    bind: IpAddr,
+) -> Result<(String, Peer, PeerEvents), AnswerError> {
+    if offer.len() > MAX_OFFER_BYTES {
+        return Err(AnswerError::BadOffer("an offer too long".into()));
+    }
+    let vetted = crate::sdp::vet_offer(
+        offer,
+        crate::sdp::OfferRules {
+            opus_audio: true,
+            loopback: bind.is_loopback(),
+        },
+    )
+    .map_err(|m| AnswerError::BadOffer(m.to_owned()))?;
+    let desc = RTCSessionDescription::offer(vetted.sdp)
+        .map_err(|_| AnswerError::BadOffer("not SDP".into()))?;
+    let (peer, mut events) = audio_peer(bind).await?;
+    let built = async {
+        peer.set_remote_description(desc)
+            .await
+            .map_err(|e| AnswerError::BadOffer(e.to_string()))?;
+        let answer = peer.create_answer(None).await.map_err(NetError::from)?;
+        Ok::<_, AnswerError>(complete_local(&peer, &mut events, answer).await?)
+    }
+    .await;
+    match built {
+        Ok(sdp) => Ok((sdp, peer, events)),
+        Err(e) => {
+            let _ = peer.close().await;
+            Err(e)
+        }
+    }
+}
+
 /// An Opus track to add to a peer, and the sender that writes it (with
 /// [`OPUS_PAYLOAD_TYPE`](crate::peer::OPUS_PAYLOAD_TYPE) until told the
 /// negotiated one): a call's voice, or a test's microphone.

@@ -2,7 +2,8 @@
 //! WebRTC peers kept on loopback ([`peer`]), a call's answer and its Opus
 //! RTP track ([`call`]), the avatar's VP8 RTP packets ([`video`]), and the
 //! avatar link's wire protocol ([`avatar`]), offers looked over before
-//! anything is built for them ([`sdp`]), shared by the agent side and
+//! anything is built for them ([`sdp`]), the Janus API a room
+//! participant speaks ([`janus`]), shared by the agent side and
 //! the avatar side so neither needs the other. Encoding lives in
 //! `sotto-media`.
 //!
@@ -12,6 +13,7 @@
 
 pub mod avatar;
 pub mod call;
+pub mod janus;
 pub mod peer;
 pub mod sdp;
 pub mod video;

@@ -36,8 +36,40 @@ static ONE_BROWSER: std::sync::Mutex<()> = std::sync::Mutex::new(());
 /// run inside fails.
 #[must_use]
 pub fn in_own_network(name: &str) -> bool {
+    run_inside(name, "ip link set lo up", only_loopback)
+}
+
+/// The address an SFU started by a test listens on for media, inside the
+/// namespace of [`in_own_network_with_sfu`]: Janus's ICE gathers nothing
+/// on loopback alone.
+pub const SFU_ADDRESS: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 0, 1));
+
+/// Like [`in_own_network`], with one more interface in the namespace: a
+/// veth pair (`v0` at [`SFU_ADDRESS`], `v1` its unnumbered peer) that an
+/// SFU and the peers meeting it can gather on. Nothing routes out of it.
+///
+/// # Panics
+/// As [`in_own_network`].
+#[must_use]
+pub fn in_own_network_with_sfu(name: &str) -> bool {
+    run_inside(
+        name,
+        "ip link set lo up && ip link add v0 type veth peer name v1 \
+         && ip addr add 10.99.0.1/24 dev v0 && ip link set v0 up && ip link set v1 up",
+        || {
+            std::fs::read_to_string("/proc/net/dev").is_ok_and(|dev| {
+                dev.lines()
+                    .skip(2)
+                    .filter_map(|l| l.split_once(':'))
+                    .all(|(name, _)| ["lo", "v0", "v1"].contains(&name.trim()))
+            })
+        },
+    )
+}
+
+fn run_inside(name: &str, setup: &str, check: fn() -> bool) -> bool {
     if std::env::var_os(INSIDE).is_some() {
-        assert!(only_loopback(), "the network namespace has more than lo");
+        assert!(check(), "the network namespace has more than it should");
         return true;
     }
     // One browser at a time: each plays and measures media in real time,
@@ -47,14 +79,9 @@ pub fn in_own_network(name: &str) -> bool {
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let exe = std::env::current_exe().expect("the test binary");
     let status = Command::new("unshare")
-        .args([
-            "--net",
-            "--",
-            "sh",
-            "-c",
-            "ip link set lo up && exec \"$@\"",
-            "sh",
-        ])
+        .args(["--net", "--", "sh", "-c"])
+        .arg(format!("{setup} && exec \"$@\""))
+        .arg("sh")
         .arg(exe)
         .args([name, "--exact", "--include-ignored", "--nocapture"])
         .args(["--test-threads", "1"])

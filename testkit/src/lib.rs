@@ -7,6 +7,7 @@
 pub mod browser;
 pub mod compare;
 pub mod host;
+pub mod janus;
 
 // The program's own modules, compiled in here by path: the program is a
 // binary with no library, and its scenario runner, soak run, tone

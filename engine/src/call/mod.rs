@@ -322,11 +322,7 @@ impl Call {
             work.clone(),
         ));
 
-        let mut to_48k = resampler(rate, OPUS_RATE, opus_channels);
-        let packet_samples = config.packet.frames_at(OPUS_RATE) * opus_channels;
-        let mut pending: Vec<f32> = Vec::with_capacity(packet_samples * 2);
-        let mut pending_pts: Option<u64> = None;
-        let mut scratch = Vec::new();
+        let mut outgoing = Outgoing::new(rate, channels, opus_channels, config.packet);
         let reason = loop {
             tokio::select! {
                 _ = &mut hung_up => break "hung up",
@@ -339,34 +335,10 @@ impl Call {
                 frame = frames.next_frame() => {
                     let Ok(frame) = frame else { break "the session's output closed" };
                     counters.frames_lost.store(frames.lost_frames() - lost_before, Ordering::Relaxed);
-                    let end = frame.pts.0 + (frame.samples.len() / channels.max(1)) as u64;
-                    let behind = telemetry.clock().0.saturating_sub(end);
-                    lag.report(Duration::from_micros(behind * 1_000_000 / u64::from(rate)));
-                    let first = to_opus_layout(&frame, channels, opus_channels, &mut scratch);
-                    let at48 = frame.pts.0 * u64::from(OPUS_RATE) / u64::from(rate);
-                    if pending_pts.is_none() {
-                        pending_pts = Some(at48);
-                    }
-                    match &mut to_48k {
-                        None => pending.extend_from_slice(first),
-                        Some(r) => r.push(first, &mut pending),
-                    }
-                    while pending.len() >= packet_samples {
-                        let pcm: Vec<f32> = pending.drain(..packet_samples).collect();
-                        let pts = pending_pts.unwrap_or(0);
-                        pending_pts = Some(pts + config.packet.frames_at(OPUS_RATE) as u64);
-                        if work.try_send(Work::Encode(pcm, pts)).is_err() {
-                            counters.encoder_dropped.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
+                    outgoing.frame(&frame, &telemetry, &lag, &work, &counters);
                 },
                 Some(packet) = encoded.recv() => {
-                    if sender.send(&packet.bytes, packet.pts, packet.marker).await.is_ok() {
-                        counters.packets_sent.fetch_add(1, Ordering::Relaxed);
-                        let pts = packet.pts * u64::from(rate) / u64::from(OPUS_RATE);
-                        let age = telemetry.clock().0.saturating_sub(pts) * 1_000_000 / u64::from(rate);
-                        counters.send_age_us.fetch_add(age, Ordering::Relaxed);
-                    }
+                    outgoing.send(&mut sender, &packet, &telemetry, &counters).await;
                 },
             }
         };
@@ -377,6 +349,88 @@ impl Call {
         let _ = peer.close().await;
         frames.release();
         let _ = events.try_send(ended(reason));
+    }
+}
+
+/// A session's output on its way to Opus packets: in the encoder's layout,
+/// resampled to 48 kHz, cut into packets stamped with their pts; shared
+/// by calls and rooms.
+pub(crate) struct Outgoing {
+    to_48k: Option<sotto_media::resample::Resampler>,
+    pending: Vec<f32>,
+    pending_pts: Option<u64>,
+    scratch: Vec<f32>,
+    packet: FrameLength,
+    packet_samples: usize,
+    rate: u32,
+    channels: usize,
+    opus_channels: usize,
+}
+
+impl Outgoing {
+    pub(crate) fn new(rate: u32, channels: usize, opus_channels: usize, packet: FrameLength) -> Self {
+        let packet_samples = packet.frames_at(OPUS_RATE) * opus_channels;
+        Self {
+            to_48k: resampler(rate, OPUS_RATE, opus_channels),
+            pending: Vec::with_capacity(packet_samples * 2),
+            pending_pts: None,
+            scratch: Vec::new(),
+            packet,
+            packet_samples,
+            rate,
+            channels,
+            opus_channels,
+        }
+    }
+
+    /// Takes one output frame: reports how far behind the render its
+    /// reader is, and hands every whole packet to the media thread.
+    pub(crate) fn frame(
+        &mut self,
+        frame: &Frame,
+        telemetry: &sotto_rt::Telemetry,
+        lag: &crate::admission::ReaderLag,
+        work: &mpsc::Sender<Work>,
+        counters: &Counters,
+    ) {
+        let rate = u64::from(self.rate);
+        let end = frame.pts.0 + (frame.samples.len() / self.channels.max(1)) as u64;
+        let behind = telemetry.clock().0.saturating_sub(end);
+        lag.report(Duration::from_micros(behind * 1_000_000 / rate));
+        let first = to_opus_layout(frame, self.channels, self.opus_channels, &mut self.scratch);
+        let at48 = frame.pts.0 * u64::from(OPUS_RATE) / rate;
+        if self.pending_pts.is_none() {
+            self.pending_pts = Some(at48);
+        }
+        match &mut self.to_48k {
+            None => self.pending.extend_from_slice(first),
+            Some(r) => r.push(first, &mut self.pending),
+        }
+        while self.pending.len() >= self.packet_samples {
+            let pcm: Vec<f32> = self.pending.drain(..self.packet_samples).collect();
+            let pts = self.pending_pts.unwrap_or(0);
+            self.pending_pts = Some(pts + self.packet.frames_at(OPUS_RATE) as u64);
+            if work.try_send(Work::Encode(pcm, pts)).is_err() {
+                counters.encoder_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Sends an encoded packet on `sender`, counting it and its age.
+    pub(crate) async fn send(
+        &self,
+        sender: &mut sotto_net::call::OpusSender,
+        packet: &Encoded,
+        telemetry: &sotto_rt::Telemetry,
+        counters: &Counters,
+    ) {
+        if sender.send(&packet.bytes, packet.pts, packet.marker).await.is_ok() {
+            counters.packets_sent.fetch_add(1, Ordering::Relaxed);
+            let rate = u64::from(self.rate);
+            let pts = packet.pts * rate / u64::from(OPUS_RATE);
+            let age = telemetry.clock().0.saturating_sub(pts) * 1_000_000 / rate;
+            counters.send_age_us.fetch_add(age, Ordering::Relaxed);
+        }
     }
 }
 
@@ -408,6 +462,18 @@ async fn receive_mic(
     let Some(track) = tracks.recv().await else {
         return;
     };
+    receive_feed(track, 0, counters, work).await;
+}
+
+/// Decodes one remote audio track, feed `feed` of the microphone, and
+/// hands it, mono at 48 kHz, to the media thread; counts what the packets
+/// were.
+pub(crate) async fn receive_feed(
+    track: Arc<dyn webrtc::media_stream::track_remote::TrackRemote>,
+    feed: u64,
+    counters: Arc<Counters>,
+    work: mpsc::Sender<Work>,
+) {
     // Browsers send Opus as stereo in the SDP and mono on the wire;
     // decoding as mono takes either.
     let Ok(mut receiver) = OpusReceiver::new(track, 1) else {
@@ -415,7 +481,7 @@ async fn receive_mic(
     };
     let mut last = sotto_media::receive::Received::default();
     while let Some(audio) = receiver.next().await {
-        if work.try_send(Work::Mic(audio.to_vec())).is_err() {
+        if work.try_send(Work::Mic(feed, audio.to_vec())).is_err() {
             // The media thread is behind: this piece is lost like a chunk
             // nobody read.
             counters.mic_dropped.fetch_add(1, Ordering::Relaxed);

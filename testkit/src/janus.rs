@@ -1,0 +1,169 @@
+//! A real Janus (Debian's `janus`, its VideoRoom plugin and HTTP
+//! transport) started by a test inside the namespace of
+//! [`in_own_network_with_sfu`](crate::browser::in_own_network_with_sfu):
+//! a configuration of its own in a temp dir, its HTTP API on a free
+//! loopback port, ICE only on the namespace's veth, a small RTP port
+//! range, no STUN. Killed when dropped.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Where Debian installs Janus's plugins and transports.
+const LIBS: &str = "/usr/lib/x86_64-linux-gnu/janus";
+
+/// A room with a PIN, for tests of a wrong one.
+pub const PIN_ROOM: u64 = 4321;
+/// That room's PIN.
+pub const PIN: &str = "open-sesame";
+
+/// A running Janus.
+pub struct Janus {
+    child: Child,
+    dir: PathBuf,
+    port: u16,
+}
+
+impl Janus {
+    /// Starts Janus with its files under `dir`; rooms 1234 (open),
+    /// 1000–1009 (open) and [`PIN_ROOM`] (with [`PIN`]); waits until its
+    /// API answers.
+    ///
+    /// # Panics
+    /// When Janus is not installed (`make test` installs it) or does not
+    /// answer within 10 s.
+    #[must_use]
+    pub fn start(dir: &Path) -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        Self::start_on(dir, port)
+    }
+
+    /// Starts Janus as [`Janus::start`] does, its API on `port`.
+    ///
+    /// # Panics
+    /// As [`Janus::start`].
+    #[must_use]
+    pub fn start_on(dir: &Path, port: u16) -> Self {
+        assert!(
+            Path::new("/usr/bin/janus").exists(),
+            "janus must be installed (make test installs it)"
+        );
+        let dir = dir.join("janus");
+        for sub in ["plugins", "transports", "events", "loggers"] {
+            std::fs::create_dir_all(dir.join(sub)).expect("a janus dir");
+        }
+        for (sub, lib) in [
+            ("plugins", "libjanus_videoroom.so"),
+            ("transports", "libjanus_http.so"),
+        ] {
+            let link = dir.join(sub).join(lib);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(Path::new(LIBS).join(sub).join(lib), link)
+                .expect("a plugin link");
+        }
+        let d = dir.display();
+        write(
+            &dir.join("janus.jcfg"),
+            &format!(
+                "general: {{\n configs_folder = \"{d}\"\n plugins_folder = \"{d}/plugins\"\n \
+                 transports_folder = \"{d}/transports\"\n events_folder = \"{d}/events\"\n \
+                 loggers_folder = \"{d}/loggers\"\n debug_level = 4\n session_timeout = 30\n}}\n\
+                 media: {{\n rtp_port_range = \"40000-40400\"\n}}\n\
+                 nat: {{\n nice_debug = false\n ice_enforce_list = \"v0\"\n}}\n"
+            ),
+        );
+        write(
+            &dir.join("janus.transport.http.jcfg"),
+            &format!(
+                "general: {{\n json = \"compact\"\n base_path = \"/janus\"\n http = true\n \
+                 port = {port}\n ip = \"127.0.0.1\"\n https = false\n}}\n\
+                 admin: {{\n admin_http = false\n}}\ncors: {{\n allow_origin = \"*\"\n}}\n"
+            ),
+        );
+        let room = |id: u64, extra: &str| {
+            format!(
+                "room-{id}: {{\n description = \"room {id}\"\n publishers = 16\n \
+                 audiocodec = \"opus\"\n videocodec = \"vp8\"\n{extra}}}\n"
+            )
+        };
+        let mut rooms = String::from("general: {\n}\n");
+        rooms.push_str(&room(1234, ""));
+        for id in 1000..1010 {
+            rooms.push_str(&room(id, ""));
+        }
+        rooms.push_str(&room(PIN_ROOM, &format!(" pin = \"{PIN}\"\n")));
+        write(&dir.join("janus.plugin.videoroom.jcfg"), &rooms);
+        let log = std::fs::File::create(dir.join("janus.log")).expect("a log");
+        let child = Command::new("janus")
+            .arg("-F")
+            .arg(&dir)
+            .arg("-C")
+            .arg(dir.join("janus.jcfg"))
+            .args(["--interface=10.99.0.1", "--ice-enforce-list=v0"])
+            .stdout(log.try_clone().expect("a log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("janus starts");
+        let janus = Self { child, dir, port };
+        janus.wait_ready();
+        janus
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("janus did not answer; its log: {}", self.log());
+    }
+
+    /// Its HTTP API: `http://127.0.0.1:PORT/janus`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/janus", self.port)
+    }
+
+    /// The port its API listens on.
+    #[must_use]
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The process id.
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// What it logged so far.
+    #[must_use]
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("janus.log")).unwrap_or_default()
+    }
+
+    /// Kills it now.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Janus {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn write(path: &Path, text: &str) {
+    std::fs::File::create(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("a janus config file");
+}
