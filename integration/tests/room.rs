@@ -65,6 +65,25 @@ async fn until(room: &mut RoomHandle, limit: Duration, want: impl Fn(&RoomEvent)
     .unwrap_or_else(|_| panic!("no such event within {limit:?}"))
 }
 
+/// Waits (up to 5 s) until the process holds no more file descriptors
+/// than `baseline`: peers, sockets and connections of rooms that are over
+/// are all closed.
+async fn fds_back_to(baseline: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = sotto_integration::host::open_fds();
+        if now <= baseline {
+            eprintln!("file descriptors: {now} (baseline {baseline})");
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{now} file descriptors open, {baseline} before"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reads `seconds` of what `room` hears.
 async fn hear(mic: &mut tokio::sync::mpsc::Receiver<Vec<f32>>, seconds: f64) -> Vec<f32> {
     let want = (48_000.0 * seconds) as usize;
@@ -156,6 +175,7 @@ fn rooms_that_cannot_be_joined_fail_clearly() {
         let engine = call_engine().await;
         let say = sotto_testkit::hello();
         let s = session(&engine, &say).await;
+        let fds = sotto_integration::host::open_fds();
         let join = |config: RoomConfig| {
             let engine = engine.clone();
             let s = s.clone();
@@ -195,6 +215,7 @@ fn rooms_that_cannot_be_joined_fail_clearly() {
         let server = tokio::spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             let mut n = 0;
+            let mut held = Vec::new();
             loop {
                 let (mut c, _) = listener.accept().await.unwrap();
                 n += 1;
@@ -210,10 +231,7 @@ fn rooms_that_cannot_be_joined_fail_clearly() {
                         .await;
                 } else {
                     // Says nothing, holds the connection.
-                    tokio::spawn(async move {
-                        tokio::time::sleep(Duration::from_secs(60)).await;
-                        drop(c);
-                    });
+                    held.push(c);
                 }
             }
         });
@@ -226,6 +244,7 @@ fn rooms_that_cannot_be_joined_fail_clearly() {
         eprintln!("silence: {e}");
         assert!(matches!(e, SessionError::Room(RoomError::Unreachable(_))), "{e:?}");
         server.abort();
+        fds_back_to(fds).await;
         engine.shutdown().await;
     });
 }
@@ -246,6 +265,7 @@ fn a_room_survives_janus_restarting() {
         let say = sotto_testkit::hello();
         let agent = session(&engine, &say).await;
         let user = session(&engine, &say).await;
+        let fds = sotto_integration::host::open_fds();
         let mut config = room(&janus, 1234, "agent");
         config.rejoin_backoff = Duration::from_millis(300);
         config.rejoin_attempts = 6;
@@ -265,6 +285,7 @@ fn a_room_survives_janus_restarting() {
         eprintln!("{ended:?}");
         agent.frames().unwrap().release();
         drop(u);
+        fds_back_to(fds).await;
         engine.shutdown().await;
     });
 }

@@ -138,3 +138,9 @@ pub fn steal_ms() -> u64 {
         })
         .map_or(0, |ticks| ticks * 10)
 }
+
+/// Open file descriptors of this process.
+#[must_use]
+pub fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
+}

@@ -79,7 +79,7 @@ impl Janus {
         let reply = tokio::time::timeout(self.request_timeout, async {
             let response = send
                 .await
-                .map_err(|e| RoomError::Unreachable(e.without_url().to_string()))?;
+                .map_err(unreachable)?;
             read_bounded(response).await
         })
         .await
@@ -182,7 +182,7 @@ impl Janus {
                 .get(&url)
                 .send()
                 .await
-                .map_err(|e| RoomError::Unreachable(e.without_url().to_string()))?;
+                .map_err(unreachable)?;
             read_bounded(response).await
         })
         .await
@@ -199,6 +199,22 @@ impl Janus {
     }
 }
 
+/// An HTTP failure in words, with its causes (reqwest's own says only
+/// "error sending request").
+fn unreachable(e: reqwest::Error) -> RoomError {
+    let e = e.without_url();
+    let mut words = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    // A chain is a handful deep (hyper, io); bounded all the same.
+    for _ in 0..4 {
+        let Some(c) = cause else { break };
+        words.push_str(": ");
+        words.push_str(&c.to_string());
+        cause = c.source();
+    }
+    RoomError::Unreachable(words)
+}
+
 /// A response's body, at most [`MAX_REPLY_BYTES`], read as it comes.
 async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, RoomError> {
     let status = response.status();
@@ -209,7 +225,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, RoomEr
     while let Some(chunk) = response
         .chunk()
         .await
-        .map_err(|e| RoomError::Unreachable(e.without_url().to_string()))?
+        .map_err(unreachable)?
     {
         if body.len() + chunk.len() > MAX_REPLY_BYTES {
             return Err(RoomError::Protocol(format!(

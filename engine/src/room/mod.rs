@@ -483,6 +483,10 @@ fn refusal_of(news: &RoomNews) -> RoomError {
     match news {
         RoomNews::Error { code: 426, reason } => RoomError::NoSuchRoom(reason.clone()),
         RoomNews::Error { code: 433, reason } => RoomError::Unauthorized(reason.clone()),
+        // A room with a PIN asked without one.
+        RoomNews::Error { code: 429, reason } if reason.contains("(pin)") => {
+            RoomError::Unauthorized(format!("the room needs a PIN ({reason})"))
+        }
         RoomNews::Error { code, reason } => RoomError::Refused {
             code: *code,
             reason: reason.clone(),
