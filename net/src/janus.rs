@@ -189,8 +189,7 @@ impl Reply {
         if bytes.len() > MAX_REPLY_BYTES {
             return Err(format!("a reply over {MAX_REPLY_BYTES} bytes"));
         }
-        let value: Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
+        let value: Value = serde_json::from_slice(bytes).map_err(|e| format!("not JSON ({e})"))?;
         let items = match value {
             Value::Array(items) => items,
             one @ Value::Object(_) => vec![one],
@@ -281,7 +280,8 @@ fn publishers(data: &Value) -> Vec<Publisher> {
 /// The VideoRoom's `join` as a publisher of `room`.
 #[must_use]
 pub fn join_publisher(room: u64, display: &str, pin: Option<&str>) -> Value {
-    let mut body = json!({"request": "join", "ptype": "publisher", "room": room, "display": display});
+    let mut body =
+        json!({"request": "join", "ptype": "publisher", "room": room, "display": display});
     if let Some(pin) = pin {
         body["pin"] = pin.into();
     }

@@ -187,7 +187,7 @@ pub fn json(value: &serde_json::Value) -> Response {
 
 /// `body` answered as `content_type`, with CORS.
 #[must_use]
-pub fn typed(body: String, content_type: &'static str) -> Response {
+pub fn typed(body: impl IntoResponse, content_type: &'static str) -> Response {
     let mut r = body.into_response();
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));

@@ -42,7 +42,8 @@ pub fn in_own_network(name: &str) -> bool {
 /// The address an SFU started by a test listens on for media, inside the
 /// namespace of [`in_own_network_with_sfu`]: Janus's ICE gathers nothing
 /// on loopback alone.
-pub const SFU_ADDRESS: std::net::IpAddr = std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 0, 1));
+pub const SFU_ADDRESS: std::net::IpAddr =
+    std::net::IpAddr::V4(std::net::Ipv4Addr::new(10, 99, 0, 1));
 
 /// Like [`in_own_network`], with one more interface in the namespace: a
 /// veth pair (`v0` at [`SFU_ADDRESS`], `v1` its unnumbered peer) that an

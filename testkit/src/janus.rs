@@ -3,7 +3,11 @@
 //! [`in_own_network_with_sfu`](crate::browser::in_own_network_with_sfu):
 //! a configuration of its own in a temp dir, its HTTP API on a free
 //! loopback port, ICE only on the namespace's veth, a small RTP port
-//! range, no STUN. Killed when dropped.
+//! range, no STUN. Sessions time out after 5 s without a keepalive, so a
+//! participant whose process died is seen to leave within that: Sotto
+//! keeps its sessions alive over HTTP, and browsers (`janus.js`, whose
+//! keepalives go over WebSocket only) reach it on its WebSocket
+//! transport. Killed when dropped.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -23,6 +27,7 @@ pub struct Janus {
     child: Child,
     dir: PathBuf,
     port: u16,
+    ws_port: u16,
 }
 
 impl Janus {
@@ -35,11 +40,7 @@ impl Janus {
     /// answer within 10 s.
     #[must_use]
     pub fn start(dir: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
-        Self::start_on(dir, port)
+        Self::start_on(dir, free_port())
     }
 
     /// Starts Janus as [`Janus::start`] does, its API on `port`.
@@ -59,6 +60,7 @@ impl Janus {
         for (sub, lib) in [
             ("plugins", "libjanus_videoroom.so"),
             ("transports", "libjanus_http.so"),
+            ("transports", "libjanus_websockets.so"),
         ] {
             let link = dir.join(sub).join(lib);
             let _ = std::fs::remove_file(&link);
@@ -71,7 +73,7 @@ impl Janus {
             &format!(
                 "general: {{\n configs_folder = \"{d}\"\n plugins_folder = \"{d}/plugins\"\n \
                  transports_folder = \"{d}/transports\"\n events_folder = \"{d}/events\"\n \
-                 loggers_folder = \"{d}/loggers\"\n debug_level = 4\n session_timeout = 30\n}}\n\
+                 loggers_folder = \"{d}/loggers\"\n debug_level = 4\n session_timeout = 5\n}}\n\
                  media: {{\n rtp_port_range = \"40000-40400\"\n}}\n\
                  nat: {{\n nice_debug = false\n ice_enforce_list = \"v0\"\n}}\n"
             ),
@@ -82,6 +84,14 @@ impl Janus {
                 "general: {{\n json = \"compact\"\n base_path = \"/janus\"\n http = true\n \
                  port = {port}\n ip = \"127.0.0.1\"\n https = false\n}}\n\
                  admin: {{\n admin_http = false\n}}\ncors: {{\n allow_origin = \"*\"\n}}\n"
+            ),
+        );
+        let ws_port = free_port();
+        write(
+            &dir.join("janus.transport.websockets.jcfg"),
+            &format!(
+                "general: {{\n json = \"compact\"\n ws = true\n ws_port = {ws_port}\n \
+                 ws_ip = \"127.0.0.1\"\n wss = false\n}}\nadmin: {{\n admin_ws = false\n}}\n"
             ),
         );
         let room = |id: u64, extra: &str| {
@@ -109,7 +119,12 @@ impl Janus {
             .stdin(Stdio::null())
             .spawn()
             .expect("janus starts");
-        let janus = Self { child, dir, port };
+        let janus = Self {
+            child,
+            dir,
+            port,
+            ws_port,
+        };
         janus.wait_ready();
         janus
     }
@@ -117,7 +132,9 @@ impl Janus {
     fn wait_ready(&self) {
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+                && std::net::TcpStream::connect(("127.0.0.1", self.ws_port)).is_ok()
+            {
                 return;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -129,6 +146,12 @@ impl Janus {
     #[must_use]
     pub fn url(&self) -> String {
         format!("http://127.0.0.1:{}/janus", self.port)
+    }
+
+    /// Its WebSocket API, for `janus.js`: `ws://127.0.0.1:PORT`.
+    #[must_use]
+    pub fn ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ws_port)
     }
 
     /// The port its API listens on.
@@ -160,6 +183,13 @@ impl Drop for Janus {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port()
 }
 
 fn write(path: &Path, text: &str) {

@@ -368,7 +368,12 @@ pub(crate) struct Outgoing {
 }
 
 impl Outgoing {
-    pub(crate) fn new(rate: u32, channels: usize, opus_channels: usize, packet: FrameLength) -> Self {
+    pub(crate) fn new(
+        rate: u32,
+        channels: usize,
+        opus_channels: usize,
+        packet: FrameLength,
+    ) -> Self {
         let packet_samples = packet.frames_at(OPUS_RATE) * opus_channels;
         Self {
             to_48k: resampler(rate, OPUS_RATE, opus_channels),
@@ -424,7 +429,11 @@ impl Outgoing {
         telemetry: &sotto_rt::Telemetry,
         counters: &Counters,
     ) {
-        if sender.send(&packet.bytes, packet.pts, packet.marker).await.is_ok() {
+        if sender
+            .send(&packet.bytes, packet.pts, packet.marker)
+            .await
+            .is_ok()
+        {
             counters.packets_sent.fetch_add(1, Ordering::Relaxed);
             let rate = u64::from(self.rate);
             let pts = packet.pts * rate / u64::from(OPUS_RATE);

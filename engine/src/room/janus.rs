@@ -57,7 +57,10 @@ impl Janus {
     }
 
     fn transaction(&self) -> String {
-        format!("sotto-{}", self.transactions.fetch_add(1, Ordering::Relaxed))
+        format!(
+            "sotto-{}",
+            self.transactions.fetch_add(1, Ordering::Relaxed)
+        )
     }
 
     fn request<'a>(&'a self, janus: &'a str) -> Request<'a> {
@@ -77,9 +80,7 @@ impl Janus {
         let url = format!("{}{path}", self.base);
         let send = self.http.post(&url).json(request).send();
         let reply = tokio::time::timeout(self.request_timeout, async {
-            let response = send
-                .await
-                .map_err(unreachable)?;
+            let response = send.await.map_err(unreachable)?;
             read_bounded(response).await
         })
         .await
@@ -140,9 +141,7 @@ impl Janus {
         let mut request = self.request("message");
         request.body = Some(body);
         request.jsep = jsep;
-        let reply = self
-            .post(&format!("/{session}/{handle}"), &request)
-            .await?;
+        let reply = self.post(&format!("/{session}/{handle}"), &request).await?;
         match reply.janus.as_str() {
             "ack" | "success" => Ok(request.transaction),
             other => Err(RoomError::Protocol(format!("{other:?} to a message"))),
@@ -156,9 +155,20 @@ impl Janus {
             .await;
     }
 
+    /// Tells Janus the session is alive (between long polls, which Janus
+    /// holds up to 30 s, a `session_timeout` shorter than that would
+    /// otherwise end it).
+    pub(crate) async fn keepalive(&self, session: u64) -> Result<(), RoomError> {
+        self.post(&format!("/{session}"), &self.request("keepalive"))
+            .await
+            .map(drop)
+    }
+
     /// Destroys `session` and everything in it.
     pub(crate) async fn destroy(&self, session: u64) {
-        let _ = self.post(&format!("/{session}"), &self.request("destroy")).await;
+        let _ = self
+            .post(&format!("/{session}"), &self.request("destroy"))
+            .await;
     }
 
     /// Waits for the session's next events (a `keepalive` after 30 s of
@@ -177,12 +187,7 @@ impl Janus {
             }));
         }
         let body = tokio::time::timeout(POLL_LIMIT, async {
-            let response = self
-                .http
-                .get(&url)
-                .send()
-                .await
-                .map_err(unreachable)?;
+            let response = self.http.get(&url).send().await.map_err(unreachable)?;
             read_bounded(response).await
         })
         .await
@@ -222,11 +227,7 @@ async fn read_bounded(mut response: reqwest::Response) -> Result<Vec<u8>, RoomEr
         return Err(RoomError::Protocol(format!("HTTP {status}")));
     }
     let mut body = Vec::new();
-    while let Some(chunk) = response
-        .chunk()
-        .await
-        .map_err(unreachable)?
-    {
+    while let Some(chunk) = response.chunk().await.map_err(unreachable)? {
         if body.len() + chunk.len() > MAX_REPLY_BYTES {
             return Err(RoomError::Protocol(format!(
                 "a reply over {MAX_REPLY_BYTES} bytes"

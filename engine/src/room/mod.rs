@@ -48,7 +48,7 @@ impl Subscribe {
         p.audio
             && match self {
                 Self::AllAudio => true,
-                Self::Named(names) => names.iter().any(|n| *n == p.display),
+                Self::Named(names) => names.contains(&p.display),
                 Self::Nobody => false,
             }
     }
@@ -81,6 +81,10 @@ pub struct RoomConfig {
     pub rejoin_attempts: u32,
     /// The wait before the first rejoin; it doubles each attempt, to 8 s.
     pub rejoin_backoff: Duration,
+    /// How often the Janus session is kept alive: well under Janus's
+    /// `session_timeout` (60 s by default), which is also how soon the
+    /// room sees a participant whose process died leave.
+    pub keepalive: Duration,
 }
 
 impl Default for RoomConfig {
@@ -96,6 +100,7 @@ impl Default for RoomConfig {
             request_timeout: Duration::from_secs(5),
             rejoin_attempts: 5,
             rejoin_backoff: Duration::from_millis(500),
+            keepalive: Duration::from_secs(15),
         }
     }
 }
@@ -212,6 +217,13 @@ impl RoomHandle {
         self.counters.snapshot()
     }
 
+    /// A reader of the room's counters that outlives the handle's borrow.
+    #[must_use]
+    pub fn stats_reader(&self) -> Arc<dyn Fn() -> CallStats + Send + Sync> {
+        let counters = Arc::clone(&self.counters);
+        Arc::new(move || counters.snapshot())
+    }
+
     /// The next event; `None` once the room is over and its events read.
     pub async fn next_event(&mut self) -> Option<RoomEvent> {
         self.events.recv().await
@@ -278,7 +290,8 @@ impl Engine {
                 config.media.bitrate
             )));
         }
-        if config.display.len() > MAX_NAME || config.pin.as_ref().is_some_and(|p| p.len() > MAX_NAME)
+        if config.display.len() > MAX_NAME
+            || config.pin.as_ref().is_some_and(|p| p.len() > MAX_NAME)
         {
             return Err(RoomError::Config(format!(
                 "display names and PINs are at most {MAX_NAME} bytes"
@@ -293,8 +306,9 @@ impl Engine {
         let rate = self.config().sample_rate;
         let channels = self.config().channels;
         let opus_channels = channels.min(2);
-        let encoder = OpusEncoder::new(opus_channels, config.media.packet, config.media.bitrate, 10)
-            .map_err(|e| SessionError::CallConfig(e.to_string()))?;
+        let encoder =
+            OpusEncoder::new(opus_channels, config.media.packet, config.media.bitrate, 10)
+                .map_err(|e| SessionError::CallConfig(e.to_string()))?;
         let echo = match config.media.processing {
             Some(c) => Some(
                 EchoPath::finding_delay(c).map_err(|e| SessionError::CallConfig(e.to_string()))?,
@@ -373,7 +387,13 @@ impl Membership {
         let session = janus.create().await?;
         let routes: Routes = Arc::default();
         let (tx, mut replies) = mpsc::channel(ROOM_EVENTS);
-        let poller = tokio::spawn(long_poll(Arc::clone(janus), session, tx, Arc::clone(&routes)));
+        let poller = tokio::spawn(long_poll(
+            Arc::clone(janus),
+            session,
+            tx,
+            Arc::clone(&routes),
+            config.keepalive.max(Duration::from_millis(100)),
+        ));
         let joined = async {
             let handle = janus.attach(session).await?;
             let pin = config.pin.as_deref();
@@ -389,9 +409,8 @@ impl Membership {
                 return Err(refusal(&reply));
             };
             let bind = config.media.bind;
-            let (offer, mut publisher) = offer_publish(bind)
-                .await
-                .map_err(|e| RoomError::Net(e.0))?;
+            let (offer, mut publisher) =
+                offer_publish(bind).await.map_err(|e| RoomError::Net(e.0))?;
             let publish = api::publish(&config.display);
             let tx = janus
                 .message(session, handle, publish, Some(Jsep::offer(offer)))
@@ -497,12 +516,37 @@ fn refusal_of(news: &RoomNews) -> RoomError {
 
 /// Polls the session's events until Janus fails or the session is gone:
 /// each reply to its subscription's route, or to `tx`; the failure last.
+/// Beside it, a keepalive every `keepalive`.
 async fn long_poll(
     janus: Arc<Janus>,
     session: u64,
     tx: mpsc::Sender<Result<Reply, RoomError>>,
     routes: Routes,
+    keepalive: Duration,
 ) {
+    let alive = {
+        let janus = Arc::clone(&janus);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(keepalive);
+            every.tick().await;
+            loop {
+                every.tick().await;
+                if let Err(e) = janus.keepalive(session).await {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        })
+    };
+    // Stops the keepalives with the poll, however it ends (aborted too).
+    struct Stop(tokio::task::JoinHandle<()>);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _stop = Stop(alive);
     loop {
         match janus.poll(session).await {
             Ok(replies) => {
@@ -630,7 +674,9 @@ impl Room {
                         rejoined = Some(m);
                         break;
                     }
-                    Some(Err(e)) => tracing::info!(attempt, error = %e, "rejoining the room failed"),
+                    Some(Err(e)) => {
+                        tracing::info!(attempt, error = %e, "rejoining the room failed")
+                    }
                     None => break,
                 }
             }
@@ -697,7 +743,12 @@ impl Room {
 
     /// Acts on a Janus event for the publisher or the session; `Some`
     /// when it ends the membership.
-    fn on_reply(&mut self, m: &Membership, reply: &Reply, work: &mpsc::Sender<Work>) -> Option<String> {
+    fn on_reply(
+        &mut self,
+        m: &Membership,
+        reply: &Reply,
+        work: &mpsc::Sender<Work>,
+    ) -> Option<String> {
         match reply.janus.as_str() {
             "hangup" if reply.sender == Some(m.handle) => {
                 return Some(format!(
@@ -848,7 +899,12 @@ async fn subscribe(
             .map_err(|e| RoomError::Net(e.to_string()))?;
         peer = Some(Arc::clone(&pc));
         janus
-            .message(plan.session, handle, api::start(), Some(Jsep::answer(answer)))
+            .message(
+                plan.session,
+                handle,
+                api::start(),
+                Some(Jsep::answer(answer)),
+            )
             .await?;
         let track = tokio::time::timeout(plan.connect_limit, pc_events.tracks.recv())
             .await

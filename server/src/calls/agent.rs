@@ -10,8 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::json;
-use sotto::{CallEvent, CallHandle, Engine, InputFormat, SessionEventKind, SessionHandle};
-use tokio::sync::oneshot;
+use sotto::{
+    CallEvent, CallHandle, Engine, InputFormat, RoomEvent, RoomHandle, SessionEventKind,
+    SessionHandle,
+};
+use tokio::sync::{mpsc, oneshot};
 
 /// What the agent utterances: bytes in its input format.
 #[derive(Debug, Clone)]
@@ -197,23 +200,79 @@ fn rms(samples: &[f32]) -> f32 {
     (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 
+/// What the agent talks through: a call a browser made, or a room on an
+/// SFU it joined.
+pub(super) enum Link {
+    /// A call (SPEC W3).
+    Call(CallHandle),
+    /// A room (SPEC F1).
+    Room(RoomHandle),
+}
+
+/// What a link's events mean to the agent.
+enum News {
+    /// Someone hears and is heard: a call connected, a room's participant
+    /// subscribed to.
+    Up,
+    /// Over, and why.
+    Ended(String),
+    /// Worth a line in the log.
+    Note(&'static str),
+    /// Nothing to act on.
+    Other,
+}
+
+impl Link {
+    fn take_mic(&mut self) -> Option<mpsc::Receiver<Vec<f32>>> {
+        match self {
+            Self::Call(c) => c.take_mic(),
+            Self::Room(r) => r.take_mic(),
+        }
+    }
+
+    async fn next(&mut self) -> Option<News> {
+        Some(match self {
+            Self::Call(c) => match c.next_event().await? {
+                CallEvent::Connected => News::Up,
+                CallEvent::Ended { reason } => News::Ended(reason),
+                _ => News::Other,
+            },
+            Self::Room(r) => match r.next_event().await? {
+                RoomEvent::Hearing { .. } => News::Up,
+                RoomEvent::Ended { reason } => News::Ended(reason),
+                RoomEvent::Joined { .. } => News::Note("room_joined"),
+                RoomEvent::ParticipantLeft { .. } => News::Note("participant_left"),
+                RoomEvent::Reconnecting { .. } => News::Note("room_reconnecting"),
+                _ => News::Other,
+            },
+        })
+    }
+
+    async fn close(self) {
+        match self {
+            Self::Call(c) => c.hang_up().await,
+            Self::Room(r) => r.leave().await,
+        }
+    }
+}
+
 /// Keeps the call's microphone for a test to read (feature `test-routes`).
 pub(super) type MicKeeper = Box<dyn FnMut(&[f32]) + Send>;
 
-/// Runs the agent on `session` until the call ends or `stop`, then hangs
-/// up and removes the session. It says `say`.
+/// Runs the agent on `session` until the call (or room) ends or `stop`,
+/// then hangs up (or leaves) and removes the session. It says `say`.
 pub(super) async fn run(
     engine: Engine,
     session: SessionHandle,
-    mut call: CallHandle,
+    mut call: Link,
     say: Arc<Utterance>,
     log: Arc<Mutex<EventLog>>,
     mut mic_kept: Option<MicKeeper>,
-    (mut stop, permit): (oneshot::Receiver<()>, sotto::CallPermit),
+    (mut stop, permit): (oneshot::Receiver<()>, Option<sotto::CallPermit>),
 ) {
     // Held while the call is set up: once it connects (or ends), another
     // may be set up in its place.
-    let mut permit = Some(permit);
+    let mut permit = permit;
     let mut events = session.events();
     let rate = f64::from(engine.config().sample_rate);
     let note = |log: &Mutex<EventLog>, event: &str, t: f64| {
@@ -230,14 +289,16 @@ pub(super) async fn run(
     loop {
         tokio::select! {
             _ = &mut stop => break,
-            event = call.next_event() => match event {
-                Some(CallEvent::Connected) => {
+            event = call.next() => match event {
+                Some(News::Up) if !connected => {
                     connected = true;
                     drop(permit.take());
                     note(&log, "connected", engine.clock().0 as f64 / rate);
                     speak(&session, &say);
                 }
-                Some(CallEvent::Ended { reason }) => {
+                Some(News::Up) => note(&log, "hearing", engine.clock().0 as f64 / rate),
+                Some(News::Note(what)) => note(&log, what, engine.clock().0 as f64 / rate),
+                Some(News::Ended(reason)) => {
                     let mut fields = serde_json::Map::new();
                     fields.insert("reason".into(), json!(reason));
                     if let Ok(mut l) = log.lock() {
@@ -290,7 +351,7 @@ pub(super) async fn run(
             },
         }
     }
-    call.hang_up().await;
+    call.close().await;
     let _ = engine.remove_session(&session).await;
 }
 

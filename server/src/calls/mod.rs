@@ -30,9 +30,11 @@ use tokio::sync::oneshot;
 pub mod agent;
 #[cfg(feature = "test-routes")]
 mod recordings;
+mod rooms;
 mod setup;
 
 pub use agent::Utterance;
+pub use rooms::HostError;
 
 pub use crate::http::MAX_OFFER_BYTES;
 
@@ -165,6 +167,8 @@ struct CallServerState {
     /// Calls taken so far.
     taken: AtomicU64,
     stats: Arc<Counters>,
+    /// The room the agent was sent into, for `/room`.
+    hosted: Mutex<Option<rooms::Hosted>>,
 }
 
 /// A running call server.
@@ -201,6 +205,7 @@ impl CallServer {
             calls: Mutex::new(HashMap::new()),
             taken: AtomicU64::new(0),
             stats: Arc::clone(&stats),
+            hosted: Mutex::new(None),
         });
         let app = Router::new()
             .route("/", get(page))
@@ -210,7 +215,8 @@ impl CallServer {
             .route("/calls/{id}/events", get(events).options(preflight))
             .route("/calls/{id}/stats", get(call_stats).options(preflight))
             .route("/calls/{id}/avatar", get(avatar_of).options(preflight))
-            .with_state(Arc::clone(&shared));
+            .with_state(Arc::clone(&shared))
+            .merge(rooms::routes().with_state(Arc::clone(&shared)));
         #[cfg(feature = "test-routes")]
         let app = app.merge(recordings::routes().with_state(Arc::clone(&shared)));
         let (stop, stopped) = oneshot::channel();

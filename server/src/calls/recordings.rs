@@ -29,7 +29,12 @@ pub(super) fn routes() -> Router<Arc<CallServerState>> {
                 .layer(DefaultBodyLimit::max(RECORDING_LIMIT))
                 .options(crate::http::preflight),
         )
-        .route("/test/calls/{n}/recording", get(heard))
+        .route(
+            "/test/calls/{n}/recording",
+            get(heard)
+                .post(put_nth)
+                .layer(DefaultBodyLimit::max(RECORDING_LIMIT)),
+        )
         .route("/test/calls/{n}/mic", get(mic))
         .route("/test/calls/{n}/events", get(events))
         .route("/test/calls/{n}/stats", get(stats))
@@ -131,6 +136,26 @@ async fn put(
         Ok(s) => s,
         Err(r) => return r.into_response(),
     };
+    keep(&slot, &headers, &body)
+}
+
+/// `POST /test/calls/{n}/recording`: what a test page that has no call
+/// key (the room page) heard, as [`put`] takes it.
+async fn put_nth(
+    State(shared): State<Arc<CallServerState>>,
+    Path(raw): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let slot = match slot(&shared, &raw) {
+        Ok(s) => s,
+        Err(why) => return refuse(StatusCode::NOT_FOUND, why),
+    };
+    keep(&slot, &headers, &body)
+}
+
+/// Keeps a page's recording and its report in `slot`.
+fn keep(slot: &std::sync::Mutex<Recorded>, headers: &HeaderMap, body: &[u8]) -> Response {
     let report = headers
         .get(REPORT)
         .and_then(|v| v.to_str().ok())

@@ -292,11 +292,11 @@ async fn set_up(
     agent::run(
         shared.engine.clone(),
         session,
-        call,
+        agent::Link::Call(call),
         say,
         log,
         mic_kept,
-        (hung_up, permit),
+        (hung_up, Some(permit)),
     )
     .await;
     if let Some(a) = avatar {
