@@ -193,6 +193,27 @@ pub(crate) enum Command {
         /// beside the call.
         #[arg(long)]
         avatar: bool,
+        /// A Janus SFU's HTTP API (`http://host:8088/janus`): the agent
+        /// also joins the VideoRoom rooms given with `--room` and talks to
+        /// whoever joins them; `/room` lets a browser join the first.
+        #[arg(long, requires = "room")]
+        janus: Option<String>,
+        /// A VideoRoom to join (repeatable: one agent per room).
+        #[arg(long, requires = "janus", value_parser = clap::value_parser!(u64).range(1..))]
+        room: Vec<u64>,
+        /// The rooms' PIN, when they have one.
+        #[arg(long, requires = "janus")]
+        room_pin: Option<String>,
+        /// The address of the same Janus that `/room` hands the browser's
+        /// `janus.js` (its WebSocket API, `ws://host:8188`, so the page's
+        /// session is kept alive); the `--janus` URL when not given.
+        #[arg(long, requires = "janus")]
+        janus_page: Option<String>,
+        /// Seconds between keepalives of the agent's Janus sessions: well
+        /// under Janus's `session_timeout`, which is how soon a room sees
+        /// this process leave if it dies.
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u16).range(1..=300))]
+        janus_keepalive: u16,
     },
 }
 

@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                // The DTLS stack warns of every extension a peer's hello
+                // offers that it does not take (Janus offers two per
+                // handshake): nothing for an operator to act on.
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,rtc_dtls=error")),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -145,7 +148,19 @@ fn main() -> ExitCode {
             token_lifetime,
             max_connecting,
             admit_per_second,
+            janus,
+            room,
+            room_pin,
+            janus_page,
+            janus_keepalive,
         } => runtime.block_on(serve_cmd::serve(serve_cmd::ServeArgs {
+            rooms: janus.map(|url| serve_cmd::Rooms {
+                url,
+                rooms: room,
+                pin: room_pin,
+                page_url: janus_page,
+                keepalive: std::time::Duration::from_secs(u64::from(janus_keepalive)),
+            }),
             listen,
             say,
             token_secret,

@@ -24,6 +24,16 @@ pub(crate) struct ServeArgs {
     pub max_connections_per_client: usize,
     pub token_lifetime: std::time::Duration,
     pub admission: sotto::AdmissionConfig,
+    pub rooms: Option<Rooms>,
+}
+
+/// `--janus`, `--room` and the rest: the rooms the agent joins.
+pub(crate) struct Rooms {
+    pub url: String,
+    pub rooms: Vec<u64>,
+    pub pin: Option<String>,
+    pub page_url: Option<String>,
+    pub keepalive: std::time::Duration,
 }
 
 pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
@@ -39,6 +49,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         max_connections_per_client,
         token_lifetime,
         admission,
+        rooms,
     } = args;
     let say = match &say {
         Some(path) => Utterance::from_wav(path),
@@ -122,6 +133,36 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    if let Some(r) = rooms {
+        for (k, &room) in r.rooms.iter().enumerate() {
+            let config = sotto::RoomConfig {
+                url: r.url.clone(),
+                room,
+                pin: r.pin.clone(),
+                display: format!("sotto-agent-{}", std::process::id()),
+                media: CallConfig {
+                    bind: media_addr,
+                    processing: clean_mic.then(sotto::EchoConfig::default),
+                    ..CallConfig::default()
+                },
+                keepalive: r.keepalive,
+                ..sotto::RoomConfig::default()
+            };
+            // The page joins the first room.
+            let page = (k == 0).then(|| r.page_url.clone()).flatten();
+            match server.host_room(config, page).await {
+                Ok(_) => eprintln!("sotto serve: the agent is in room {room} on {}", r.url),
+                Err(e) => {
+                    eprintln!("sotto: cannot join room {room}: {e}");
+                    return ExitCode::from(1);
+                }
+            }
+        }
+        eprintln!(
+            "sotto serve: join the agent from a browser at http://{}/room",
+            server.addr()
+        );
+    }
     eprintln!(
         "sotto serve: open http://{}/ in a browser; calls at POST /calls (Ctrl-C to stop)",
         server.addr()

@@ -36,7 +36,7 @@ fn room(janus: &Janus, room: u64, display: &str) -> RoomConfig {
             ..CallConfig::default()
         },
         request_timeout: Duration::from_secs(3),
-        // Janus here forgets a session after 5 s without one.
+        // Janus here forgets a session after 3 s without one.
         keepalive: Duration::from_secs(1),
         ..RoomConfig::default()
     }

@@ -3,7 +3,7 @@
 //! [`in_own_network_with_sfu`](crate::browser::in_own_network_with_sfu):
 //! a configuration of its own in a temp dir, its HTTP API on a free
 //! loopback port, ICE only on the namespace's veth, a small RTP port
-//! range, no STUN. Sessions time out after 5 s without a keepalive, so a
+//! range, no STUN. Sessions time out after 3 s without a keepalive, so a
 //! participant whose process died is seen to leave within that: Sotto
 //! keeps its sessions alive over HTTP, and browsers (`janus.js`, whose
 //! keepalives go over WebSocket only) reach it on its WebSocket
@@ -73,7 +73,7 @@ impl Janus {
             &format!(
                 "general: {{\n configs_folder = \"{d}\"\n plugins_folder = \"{d}/plugins\"\n \
                  transports_folder = \"{d}/transports\"\n events_folder = \"{d}/events\"\n \
-                 loggers_folder = \"{d}/loggers\"\n debug_level = 4\n session_timeout = 5\n}}\n\
+                 loggers_folder = \"{d}/loggers\"\n debug_level = 4\n session_timeout = 3\n}}\n\
                  media: {{\n rtp_port_range = \"40000-40400\"\n}}\n\
                  nat: {{\n nice_debug = false\n ice_enforce_list = \"v0\"\n}}\n"
             ),

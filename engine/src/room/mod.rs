@@ -229,6 +229,11 @@ impl RoomHandle {
         self.events.recv().await
     }
 
+    /// The next event if one is waiting.
+    pub fn try_next_event(&mut self) -> Option<RoomEvent> {
+        self.events.try_recv().ok()
+    }
+
     /// Takes the microphone out of the handle: 10 ms chunks of everyone
     /// heard, mixed, interleaved at the engine's rate and channels; `None`
     /// once the room is over.
@@ -706,6 +711,9 @@ impl Room {
         left: &mut oneshot::Receiver<()>,
     ) -> Exit {
         let lost_before = frames.lost_frames();
+        // Packets go out once the publisher's connection is up; before,
+        // they would only be refused by its transport.
+        let mut up = false;
         loop {
             tokio::select! {
                 _ = &mut *left => return Exit::Left,
@@ -713,6 +721,7 @@ impl Room {
                     Some(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed) | None => {
                         return Exit::Lost("the publisher's connection failed".into());
                     }
+                    Some(RTCPeerConnectionState::Connected) => up = true,
                     Some(_) => {}
                 },
                 reply = m.replies.recv() => match reply {
@@ -732,7 +741,7 @@ impl Room {
                     );
                     self.outgoing.frame(&frame, &self.telemetry, &self.lag, work, &self.counters);
                 },
-                Some(packet) = encoded.recv() => {
+                Some(packet) = encoded.recv() => if up {
                     self.outgoing
                         .send(&mut m.publisher.sender, &packet, &self.telemetry, &self.counters)
                         .await;

@@ -27,7 +27,6 @@ const JANUS_JS: &str = "/usr/share/javascript/janus-gateway/janus.js";
 pub(super) struct Hosted {
     url: String,
     room: u64,
-    #[cfg_attr(not(feature = "test-routes"), allow(dead_code))]
     ordinal: u64,
 }
 
@@ -122,7 +121,8 @@ impl CallServer {
             );
         }
         if let Ok(mut hosted) = shared.hosted.lock() {
-            *hosted = Some(Hosted {
+            // The page joins the first room hosted.
+            hosted.get_or_insert(Hosted {
                 url,
                 room: number,
                 ordinal,
@@ -144,7 +144,9 @@ impl CallServer {
                 calls.remove(&id);
             }
             if let Ok(mut hosted) = shared.hosted.lock() {
-                *hosted = None;
+                if hosted.as_ref().is_some_and(|h| h.ordinal == ordinal) {
+                    *hosted = None;
+                }
             }
         });
         Ok(ordinal)
@@ -162,6 +164,7 @@ async fn config(State(shared): State<Arc<CallServerState>>) -> Response {
     let Some(h) = hosted else {
         return refuse(StatusCode::NOT_FOUND, "the agent is in no room");
     };
+    #[cfg_attr(not(feature = "test-routes"), allow(unused_mut))]
     let mut body = json!({"janus": h.url, "room": h.room});
     #[cfg(feature = "test-routes")]
     if shared.config.keep_recordings {
