@@ -7,8 +7,9 @@ CARGO ?= cargo
 DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf automake libtool libclang-dev g++ fonts-dejavu-core
 # The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg;
 # the browser tests call with headless Chromium, in a network namespace of
-# their own (unshare from util-linux, ip from iproute2).
-TEST_PACKAGES := ffmpeg chromium iproute2 util-linux
+# their own (unshare from util-linux, ip from iproute2); the room tests
+# start a Janus SFU of their own and give the browser Janus's janus.js.
+TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway
 
 .PHONY: demo test check deps test-deps lint deny-deps bench fuzz fuzz-deps soak
 
