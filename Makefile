@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # start a Janus SFU of their own and give the browser Janus's janus.js.
 TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway
 
-.PHONY: demo test check deps test-deps lint deny-deps bench fuzz fuzz-deps soak
+.PHONY: demo test check deps test-deps lint deny-deps bench bench-rooms fuzz fuzz-deps soak
 
 # Installs what building and running the programs needs.
 deps:
@@ -72,6 +72,11 @@ check: deps
 
 bench:
 	$(CARGO) bench -p sotto-benches
+
+# Rooms per core on a Janus of the test's own (BENCHMARKS.md); SOTTO_ROOMS
+# picks the room counts (default 10,25,50).
+bench-rooms: test-deps
+	$(CARGO) test --release -p sotto-cli --test rooms -- --ignored rooms_per_core --nocapture
 
 # The long runs `make test` leaves out: eighty calls under a CPU hog (the
 # render keeps its deadlines, the server stops admitting), an hour of

@@ -165,3 +165,105 @@ fn a_process_that_dies_takes_only_its_own_rooms() {
 fn b_alive(b: &Serve) -> bool {
     std::fs::metadata(format!("/proc/{}", b.0.id())).is_ok()
 }
+
+/// Rooms per core (BENCHMARKS.md): one `sotto serve` hosting N rooms on
+/// the test Janus, its agent speaking to one listener per room (sessions
+/// of this process that send silence); the CPU of the Sotto process, of
+/// Janus and of the listeners over 20 s, then the same rooms split over
+/// two processes. Run by `make bench-rooms`.
+#[test]
+#[ignore = "a measurement of a minute or more; make bench-rooms"]
+fn rooms_per_core() {
+    if !in_own_network_with_sfu("rooms_per_core") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = sotto_testkit::scratch_dir("rooms-per-core");
+        let counts: Vec<u64> = std::env::var("SOTTO_ROOMS")
+            .ok()
+            .map(|v| v.split(',').filter_map(|n| n.parse().ok()).collect())
+            .unwrap_or_else(|| vec![10, 25, 50]);
+        let seconds = 20.0;
+        for &n in &counts {
+            for processes in [1u64, 2] {
+                let janus = Janus::start(&dir);
+                let per = n / processes;
+                let serves: Vec<Serve> = (0..processes)
+                    .map(|p| {
+                        let rooms: Vec<u64> = (1000 + p * per..1000 + (p + 1) * per).collect();
+                        Serve::start(&janus, &rooms)
+                    })
+                    .collect();
+                let engine = sotto_testkit::call_engine().await;
+                tokio::time::sleep(Duration::from_secs(2 + n / 10)).await;
+                let mut users = Vec::new();
+                for (p, serve) in serves.iter().enumerate() {
+                    for r in 0..per {
+                        let room = 1000 + p as u64 * per + r;
+                        let (mut u, _) = user(&engine, &janus, room, serve.0.id()).await;
+                        let mic = u.take_mic().unwrap();
+                        users.push((u, mic));
+                    }
+                }
+                // Everyone hears; let the agents get going.
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                let pids: Vec<u32> = serves.iter().map(|s| s.0.id()).collect();
+                let cpu = |pid: u32| sotto_testkit::host::cpu_seconds(pid);
+                let me = std::process::id();
+                let before: Vec<f64> = pids.iter().map(|&p| cpu(p)).collect();
+                let (janus0, me0, steal0) = (cpu(janus.pid()), cpu(me), sotto_testkit::host::steal_ms());
+                // The listeners read what they hear, as an application would.
+                let heard = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+                let readers: Vec<_> = users
+                    .iter_mut()
+                    .map(|(_, mic)| {
+                        let mut mic = std::mem::replace(mic, tokio::sync::mpsc::channel(1).1);
+                        let heard = std::sync::Arc::clone(&heard);
+                        tokio::spawn(async move {
+                            while let Some(c) = mic.recv().await {
+                                if sotto_testkit::rms(&c) > 0.01 {
+                                    heard.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                                }
+                            }
+                        })
+                    })
+                    .collect();
+                tokio::time::sleep(Duration::from_secs_f64(seconds)).await;
+                let sotto_pct: Vec<f64> = pids
+                    .iter()
+                    .zip(&before)
+                    .map(|(&p, b)| (cpu(p) - b) / seconds * 100.0)
+                    .collect();
+                let janus_pct = (cpu(janus.pid()) - janus0) / seconds * 100.0;
+                let users_pct = (cpu(me) - me0) / seconds * 100.0;
+                let steal = (sotto_testkit::host::steal_ms() - steal0) as f64 / 10.0 / seconds;
+                let voiced = heard.load(std::sync::atomic::Ordering::Relaxed) as f64
+                    / (n as f64 * seconds * 100.0)
+                    * 100.0;
+                let total: f64 = sotto_pct.iter().sum();
+                println!(
+                    "rooms {n} processes {processes}: sotto {sotto_pct:.1?} % (total {total:.1} %, \
+                     {:.2} % a room), janus {janus_pct:.1} % ({:.2} % a room), listeners {users_pct:.1} %, \
+                     steal {steal:.1} %, listeners heard speech {voiced:.0} % of the time",
+                    total / n as f64,
+                    janus_pct / n as f64
+                );
+                for r in readers {
+                    r.abort();
+                }
+                for (u, _) in users {
+                    u.leave().await;
+                }
+                engine.shutdown().await;
+                drop(serves);
+                drop(janus);
+            }
+        }
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}

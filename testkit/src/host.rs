@@ -144,3 +144,17 @@ pub fn steal_ms() -> u64 {
 pub fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").map_or(0, Iterator::count)
 }
+
+/// CPU time process `pid` has used so far (user and system), in seconds:
+/// `/proc/PID/stat`'s fields 14 and 15, in clock ticks of 10 ms.
+#[must_use]
+pub fn cpu_seconds(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).map_or(0.0, |stat| {
+        // The command name may hold spaces: fields count from after it.
+        let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15; here 11 and 12 after ')'.
+        (ticks(11) + ticks(12)) / 100.0
+    })
+}

@@ -32,7 +32,7 @@ pub struct Janus {
 
 impl Janus {
     /// Starts Janus with its files under `dir`; rooms 1234 (open),
-    /// 1000–1009 (open) and [`PIN_ROOM`] (with [`PIN`]); waits until its
+    /// 1000–1099 (open) and [`PIN_ROOM`] (with [`PIN`]); waits until its
     /// API answers.
     ///
     /// # Panics
@@ -102,7 +102,7 @@ impl Janus {
         };
         let mut rooms = String::from("general: {\n}\n");
         rooms.push_str(&room(1234, ""));
-        for id in 1000..1010 {
+        for id in 1000..1100 {
             rooms.push_str(&room(id, ""));
         }
         rooms.push_str(&room(PIN_ROOM, &format!(" pin = \"{PIN}\"\n")));
