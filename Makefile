@@ -11,7 +11,7 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # start a Janus SFU of their own and give the browser Janus's janus.js.
 TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway
 
-.PHONY: demo test check deps test-deps lint deny-deps bench bench-rooms fuzz fuzz-deps soak
+.PHONY: demo test check deps test-deps whip-server lint deny-deps bench bench-rooms fuzz fuzz-deps soak
 
 # Installs what building and running the programs needs.
 deps:
@@ -21,11 +21,27 @@ deps:
 	fi
 
 # Installs what the tests need besides the programs' own.
-test-deps: deps
+test-deps: deps whip-server
 	@if ! dpkg -s $(TEST_PACKAGES) >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
 		else echo "error: install $(TEST_PACKAGES) to run the tests"; exit 1; fi; \
 	fi
+
+# Debian's simple-whip-server (a WHIP endpoint into Janus) for the WHIP
+# test. Where Debian's node modules cannot go in beside the machine's own
+# nodejs (a nodejs from elsewhere conflicts with them), the package is
+# unpacked into target/ and its modules come from the npm registry.
+WHIP_DIR := target/simple-whip-server
+whip-server:
+	@if [ -f /usr/share/simple-whip-server/src/server.js ] || [ -d $(WHIP_DIR)/node_modules/express ]; then exit 0; fi; \
+	if [ "$$(id -u)" != 0 ]; then echo "error: install simple-whip-server to run the tests"; exit 1; fi; \
+	apt-get update -qq; \
+	if DEBIAN_FRONTEND=noninteractive apt-get install -y -qq simple-whip-server >/dev/null 2>&1; then exit 0; fi; \
+	tmp=$$(mktemp -d) && chmod 755 $$tmp && (cd $$tmp && apt-get download simple-whip-server >/dev/null 2>&1) \
+		&& dpkg -x $$tmp/simple-whip-server_*.deb $$tmp/root && mkdir -p $(WHIP_DIR) \
+		&& cp -r $$tmp/root/usr/share/simple-whip-server/src $(WHIP_DIR)/ && rm -rf $$tmp; \
+	command -v npm >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq npm >/dev/null; \
+	cd $(WHIP_DIR) && npm install --no-save --no-audit --no-fund --silent express cors colors debug async websocket body-parser >/dev/null
 
 demo: deps
 	$(CARGO) build --release -p sotto-cli --bin sotto

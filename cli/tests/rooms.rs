@@ -22,7 +22,9 @@ impl Serve {
             .arg(janus.url())
             .args(["--media-addr", &SFU_ADDRESS.to_string()])
             // The test Janus forgets a session after 3 s without one.
-            .args(["--janus-keepalive", "1"]);
+            .args(["--janus-keepalive", "1"])
+            // Each room's agent is a session.
+            .args(["--max-calls", "128"]);
         for room in rooms {
             cmd.args(["--room", &room.to_string()]);
         }

@@ -38,6 +38,7 @@ mod input;
 mod player;
 mod room;
 mod stats;
+mod whip;
 
 // The engine and what it reports.
 pub use admission::{AdmissionConfig, CallPermit, Refusal};
@@ -66,6 +67,7 @@ pub use sotto_actors::background::{BackgroundConfig, BackgroundMode};
 // Calls over WebRTC.
 pub use call::{CallConfig, CallEvent, CallHandle, CallStats};
 pub use room::{RoomConfig, RoomError, RoomEvent, RoomHandle, Subscribe};
+pub use whip::WhipHandle;
 
 // The avatar link, agent side.
 pub use avatar_handle::AvatarHandle;

@@ -509,3 +509,93 @@ async fn call_events(server: &sotto_server::calls::CallServer, n: u64) -> Vec<se
     let feed: serde_json::Value = reqwest::get(url).await.unwrap().json().await.unwrap();
     feed.as_array().unwrap().clone()
 }
+
+/// F2: a session publishes over WHIP (RFC 9725) to Debian's
+/// `simple-whip-server`, which puts it in a Janus room; a session in that
+/// room hears it (correlation ≥ 0.9). A wrong token is refused with a
+/// typed error; hanging up deletes the resource and the room sees the
+/// publisher leave.
+#[test]
+fn a_session_publishes_over_whip_into_janus() {
+    if !in_own_network_with_sfu("a_session_publishes_over_whip_into_janus") {
+        return;
+    }
+    runtime().block_on(async {
+        let dir = scratch_dir("room-whip");
+        let janus = Janus::start(&dir);
+        let whip = sotto_integration::janus::WhipServer::start(&dir, &janus);
+        let endpoint = whip.endpoint("sotto", 1234, Some("whip-token")).await;
+        let engine = call_engine().await;
+        let say = sotto_testkit::hello();
+        let speech = sotto_testkit::utterance_at(&say, 48_000);
+        let publisher = session(&engine, &say).await;
+        let listener = session(&engine, &say).await;
+        let media = CallConfig {
+            bind: SFU_ADDRESS,
+            ..CallConfig::default()
+        };
+        // A wrong token: refused, the output free again.
+        let e = engine
+            .publish_whip(&publisher, &endpoint, Some("nope"), media.clone())
+            .await
+            .unwrap_err();
+        eprintln!("wrong token: {e}");
+        assert!(
+            matches!(e, SessionError::Room(RoomError::Unauthorized(_))),
+            "{e:?}"
+        );
+        let mut l = engine
+            .join_room(&listener, room(&janus, 1234, "listener"))
+            .await
+            .unwrap();
+        let mut w = engine
+            .publish_whip(&publisher, &endpoint, Some("whip-token"), media)
+            .await
+            .unwrap();
+        eprintln!("published at {}", w.resource());
+        let connected = tokio::time::timeout(Duration::from_secs(10), w.next_event())
+            .await
+            .unwrap();
+        assert_eq!(connected, Some(sotto::CallEvent::Connected));
+        let RoomEvent::ParticipantJoined { id: whip_id, .. } =
+            until(&mut l, Duration::from_secs(10), |e| {
+                matches!(e, RoomEvent::ParticipantJoined { .. })
+            })
+            .await
+        else {
+            unreachable!()
+        };
+        until(&mut l, Duration::from_secs(10), |e| {
+            matches!(e, RoomEvent::Hearing { .. })
+        })
+        .await;
+        let mut mic = l.take_mic().unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        while mic.try_recv().is_ok() {}
+        drop(publisher.push(say.bytes.clone()));
+        let got = hear(&mut mic, 4.0).await;
+        let found = align(&speech, 24_000, &got, 96_000);
+        eprintln!(
+            "the room heard the WHIP publisher: correlation {:.3}, level {:+.2} dB",
+            found.correlation, found.level_db
+        );
+        assert!(
+            found.correlation >= 0.9,
+            "correlation {:.3}",
+            found.correlation
+        );
+        // Hanging up deletes the resource: the room sees the publisher go.
+        tokio::time::timeout(Duration::from_secs(10), w.hang_up())
+            .await
+            .unwrap();
+        until(
+            &mut l,
+            Duration::from_secs(10),
+            |e| matches!(e, RoomEvent::ParticipantLeft { id } if *id == whip_id),
+        )
+        .await;
+        publisher.frames().unwrap().release();
+        l.leave().await;
+        engine.shutdown().await;
+    });
+}

@@ -197,3 +197,106 @@ fn write(path: &Path, text: &str) {
         .and_then(|mut f| f.write_all(text.as_bytes()))
         .expect("a janus config file");
 }
+
+/// Debian's `simple-whip-server`: a WHIP endpoint that publishes into a
+/// Janus VideoRoom over Janus's WebSocket API. Found where Debian installs
+/// it (`/usr/share/simple-whip-server`, its modules in `/usr/share/nodejs`)
+/// or where `make test-deps` unpacks it when Debian's node modules cannot
+/// be installed beside the machine's nodejs (`target/simple-whip-server`,
+/// its modules from the npm registry). Killed when dropped.
+pub struct WhipServer {
+    child: Child,
+    port: u16,
+}
+
+impl WhipServer {
+    /// Starts it with its files under `dir`, speaking to `janus`.
+    ///
+    /// # Panics
+    /// When it is not installed (`make test-deps` installs it) or does
+    /// not answer within 10 s.
+    #[must_use]
+    pub fn start(dir: &Path, janus: &Janus) -> Self {
+        let unpacked = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/simple-whip-server");
+        let (home, modules) = [
+            (
+                PathBuf::from("/usr/share/simple-whip-server"),
+                PathBuf::from("/usr/share/nodejs"),
+            ),
+            (unpacked.clone(), unpacked.join("node_modules")),
+        ]
+        .into_iter()
+        .find(|(home, _)| home.join("src/server.js").exists())
+        .expect("simple-whip-server must be installed (make test-deps)");
+        // Its configuration is `src/config.js` beside the server: a copy of
+        // the sources with one of our own.
+        let src = dir.join("whip");
+        std::fs::create_dir_all(&src).expect("a whip dir");
+        for file in ["server.js", "whip-janus.js"] {
+            std::fs::copy(home.join("src").join(file), src.join(file)).expect("the whip sources");
+        }
+        let port = free_port();
+        write(
+            &src.join("config.js"),
+            &format!(
+                "module.exports = {{ janus: {{ address: '{}' }}, port: {port}, rest: '/whip', \
+                 allowTrickle: true, strictETags: false, iceServers: [] }};\n",
+                janus.ws_url()
+            ),
+        );
+        let log = std::fs::File::create(dir.join("whip.log")).expect("a log");
+        let child = Command::new("node")
+            .arg(src.join("server.js"))
+            .current_dir(&src)
+            .env("NODE_PATH", modules)
+            .stdout(log.try_clone().expect("a log"))
+            .stderr(log)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("node starts");
+        let server = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "simple-whip-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    /// Its base: `http://127.0.0.1:PORT/whip`.
+    #[must_use]
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}/whip", self.port)
+    }
+
+    /// Creates endpoint `id` publishing into `room` (its non-standard
+    /// `POST /whip/create`), with `token` required when given: the
+    /// endpoint's URL.
+    ///
+    /// # Panics
+    /// When it refuses.
+    pub async fn endpoint(&self, id: &str, room: u64, token: Option<&str>) -> String {
+        let mut body = serde_json::json!({"id": id, "room": room});
+        if let Some(t) = token {
+            body["token"] = t.into();
+        }
+        let r = reqwest::Client::new()
+            .post(format!("{}/create", self.url()))
+            .json(&body)
+            .send()
+            .await
+            .expect("simple-whip-server answers");
+        assert!(r.status().is_success(), "create: {}", r.status());
+        format!("{}/endpoint/{id}", self.url())
+    }
+}
+
+impl Drop for WhipServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -105,7 +105,8 @@ impl Default for RoomConfig {
     }
 }
 
-/// Why a room could not be joined, or was lost.
+/// Why a room could not be joined, or was lost; or why a WHIP endpoint
+/// refused a publication.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum RoomError {
