@@ -8,8 +8,10 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg;
 # the browser tests call with headless Chromium, in a network namespace of
 # their own (unshare from util-linux, ip from iproute2); the room tests
-# start a Janus SFU of their own and give the browser Janus's janus.js.
-TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway
+# start a Janus SFU of their own and give the browser Janus's janus.js;
+# a WHIP client no one here wrote (Debian's whip-client, GStreamer) calls
+# the call server.
+TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway simple-whip-client gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
 
 .PHONY: demo test check deps test-deps whip-server lint deny-deps bench bench-rooms fuzz fuzz-deps soak
 
@@ -27,12 +29,20 @@ test-deps: deps whip-server
 		else echo "error: install $(TEST_PACKAGES) to run the tests"; exit 1; fi; \
 	fi
 
+# Debian's whip-client (GStreamer) aborts at start-up: it links libsoup2,
+# and GStreamer's ICE pulls in libsoup3 through UPnP port mapping. The
+# tests run it with a libgupnp-igd that maps nothing first on its library
+# path (testkit/whip/no-upnp.c).
+target/whip-client-env/libgupnp-igd-1.0.so.4: testkit/whip/no-upnp.c
+	@mkdir -p $(@D)
+	cc -shared -fPIC -O2 -Wall -Wl,-soname,libgupnp-igd-1.0.so.4 -o $@ $<
+
 # Debian's simple-whip-server (a WHIP endpoint into Janus) for the WHIP
 # test. Where Debian's node modules cannot go in beside the machine's own
 # nodejs (a nodejs from elsewhere conflicts with them), the package is
 # unpacked into target/ and its modules come from the npm registry.
 WHIP_DIR := target/simple-whip-server
-whip-server:
+whip-server: target/whip-client-env/libgupnp-igd-1.0.so.4
 	@if [ -f /usr/share/simple-whip-server/src/server.js ] || [ -d $(WHIP_DIR)/node_modules/express ]; then exit 0; fi; \
 	if [ "$$(id -u)" != 0 ]; then echo "error: install simple-whip-server to run the tests"; exit 1; fi; \
 	apt-get update -qq; \

@@ -599,3 +599,119 @@ fn a_session_publishes_over_whip_into_janus() {
         engine.shutdown().await;
     });
 }
+
+/// F2 the other way: a WHIP client no one here wrote (Debian's
+/// `whip-client`, GStreamer's webrtcbin) publishes a speech file into the
+/// call server's `POST /calls`; the call's session hears it (correlation
+/// ≥ 0.9 with what it sent). `whip-client` runs with a UPnP library that
+/// maps nothing first on its library path (`testkit/whip/no-upnp.c`, built
+/// by `make test-deps`): otherwise it aborts at start-up, holding libsoup2
+/// and, through GStreamer's ICE, libsoup3.
+///
+/// Not passing yet: the offer is taken and answered (201, answer,
+/// `Location`), ICE connects, but with Sotto as the DTLS client GStreamer
+/// never answers its ClientHello, and with Sotto as the DTLS server (a
+/// setting tried) the handshake completes yet no RTP arrives before the
+/// call's 3 s silence limit.
+#[test]
+#[ignore = "whip-client's media does not reach the session yet (see the doc comment)"]
+fn a_gstreamer_whip_client_calls_the_server() {
+    if !in_own_network_with_sfu("a_gstreamer_whip_client_calls_the_server") {
+        return;
+    }
+    runtime().block_on(async {
+        let dir = scratch_dir("whip-client");
+        let env =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/whip-client-env");
+        assert!(
+            env.join("libgupnp-igd-1.0.so.4").exists(),
+            "make test-deps builds target/whip-client-env"
+        );
+        let engine = call_engine().await;
+        let say = sotto_testkit::hello();
+        let speech = sotto_testkit::utterance_at(&say, 48_000);
+        let server = sotto_server::calls::CallServer::start(
+            "127.0.0.1:0".parse().unwrap(),
+            engine.clone(),
+            sotto_server::calls::ServeConfig {
+                utterances: vec![say],
+                keep_recordings: true,
+                call: CallConfig {
+                    bind: SFU_ADDRESS,
+                    ..CallConfig::default()
+                },
+                ..sotto_server::calls::ServeConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        let wav = dir.join("speech.wav");
+        sotto_integration::write_wav_s16(&wav, &speech, 48_000, 1);
+        let pipeline = format!(
+            "filesrc location={} ! wavparse ! identity sync=true ! audioconvert ! audioresample \
+             ! audio/x-raw,rate=48000,channels=1 ! opusenc ! rtpopuspay pt=111 ! queue \
+             ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111",
+            wav.display()
+        );
+        let mut client = std::process::Command::new("whip-client")
+            .args([
+                "-u",
+                &format!("http://{}/calls", server.addr()),
+                "-n",
+                "-o",
+                "-l",
+                "3",
+            ])
+            .args(["-A", &pipeline])
+            .env("LD_LIBRARY_PATH", &env)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("whip-client must be installed (make test-deps)");
+        // The speech is 9.5 s; the microphone as the session got it.
+        let http = reqwest::Client::new();
+        let mic_url = format!("http://{}/test/calls/1/mic", server.addr());
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        let mut got = Vec::new();
+        while got.len() < 48_000 * 9 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            if let Ok(r) = http.get(&mic_url).send().await {
+                if r.status().is_success() {
+                    got = sotto_integration::browser::f32s(&r.bytes().await.unwrap());
+                }
+            }
+        }
+        let _ = client.kill();
+        let _ = client.wait();
+        let log = reqwest::get(format!("http://{}/test/calls/1/events", server.addr()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let stats = reqwest::get(format!("http://{}/test/calls/1/stats", server.addr()))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        eprintln!("the call: {log}\n{stats}");
+        assert!(
+            got.len() >= 48_000 * 6,
+            "{} samples of microphone",
+            got.len()
+        );
+        let found = align(&speech, 48_000, &got, 48_000 * 4);
+        eprintln!(
+            "the session heard whip-client: correlation {:.3}, level {:+.2} dB",
+            found.correlation, found.level_db
+        );
+        assert!(
+            found.correlation >= 0.9,
+            "correlation {:.3}",
+            found.correlation
+        );
+        drop(server);
+        engine.shutdown().await;
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}

@@ -80,7 +80,10 @@ pub async fn answer_call(offer: &str, bind: IpAddr) -> Result<(String, CallPeer)
     )
     .map_err(bad)?;
     crate::sdp::log_dropped(vetted.dropped);
-    let desc = RTCSessionDescription::offer(vetted.sdp).map_err(|_| bad("not SDP"))?;
+    let bundled = crate::sdp::bundle_single_section(&vetted.sdp);
+    let unbundled = bundled.is_some();
+    let desc =
+        RTCSessionDescription::offer(bundled.unwrap_or(vetted.sdp)).map_err(|_| bad("not SDP"))?;
     let (peer, mut events) = audio_peer(bind).await?;
     let (track, mut sender) = opus_track();
     peer.add_track(track).await.map_err(NetError::from)?;
@@ -89,7 +92,10 @@ pub async fn answer_call(offer: &str, bind: IpAddr) -> Result<(String, CallPeer)
         return Err(bad("it cannot be answered"));
     }
     let answer = peer.create_answer(None).await.map_err(NetError::from)?;
-    let sdp = complete_local(&peer, &mut events, answer).await?;
+    let mut sdp = complete_local(&peer, &mut events, answer).await?;
+    if unbundled {
+        sdp = crate::sdp::unbundle_answer(&sdp);
+    }
     // The answer takes the offer's payload type for Opus.
     sender.payload_type = offer_opus_type(&sdp).unwrap_or(crate::peer::OPUS_PAYLOAD_TYPE);
     Ok((

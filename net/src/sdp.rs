@@ -116,6 +116,45 @@ pub fn vet_offer(offer: &str, rules: OfferRules) -> Result<VettedOffer, &'static
     Ok(VettedOffer { sdp: kept, dropped })
 }
 
+/// An offer of one media section without a BUNDLE group (a WHIP client's
+/// such as GStreamer's, with its bundle policy `none`), made to name that
+/// section in one: the WebRTC stack here answers only what is bundled and
+/// would reject it (port 0). With a single section, bundled or not is the
+/// same on the wire. `None` when the offer needs no change; the answer's
+/// group line is taken out again by [`unbundle_answer`], so the answer
+/// adds nothing the offer did not have (RFC 8843 § 7.3).
+#[must_use]
+pub fn bundle_single_section(offer: &str) -> Option<String> {
+    if offer.lines().any(|l| l.starts_with("a=group:BUNDLE")) {
+        return None;
+    }
+    if offer.lines().filter(|l| l.starts_with("m=")).count() != 1 {
+        return None;
+    }
+    let mid = offer
+        .lines()
+        .find_map(|l| l.trim_end_matches('\r').strip_prefix("a=mid:"))?;
+    if mid.is_empty() || mid.len() > 32 || !mid.bytes().all(|b| b.is_ascii_graphic()) {
+        return None;
+    }
+    let at = offer.find("\nm=")? + 1;
+    Some(format!(
+        "{}a=group:BUNDLE {mid}\r\n{}",
+        &offer[..at],
+        &offer[at..]
+    ))
+}
+
+/// An answer without its session's BUNDLE group: see
+/// [`bundle_single_section`].
+#[must_use]
+pub fn unbundle_answer(answer: &str) -> String {
+    answer
+        .split_inclusive('\n')
+        .filter(|l| !l.starts_with("a=group:BUNDLE"))
+        .collect()
+}
+
 /// Says once, for the whole offer, that `dropped` of its candidates were
 /// refused (not once per check a peer would have sent).
 pub fn log_dropped(dropped: usize) {
@@ -209,6 +248,20 @@ fn reachable(ip: IpAddr, loopback: bool) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_lone_unbundled_section_is_bundled_and_unbundled_again() {
+        let offer = "v=0\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio0\r\n";
+        let bundled = bundle_single_section(offer).unwrap();
+        assert_eq!(
+            bundled,
+            "v=0\r\ns=-\r\nt=0 0\r\na=group:BUNDLE audio0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:audio0\r\n"
+        );
+        assert_eq!(bundle_single_section(&bundled), None);
+        assert_eq!(unbundle_answer(&bundled), offer);
+        let two = format!("{offer}m=video 9 UDP/TLS/RTP/SAVPF 96\r\na=mid:v\r\n");
+        assert_eq!(bundle_single_section(&two), None);
+    }
 
     const FP: &str = "a=fingerprint:sha-256 \
         AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89";
