@@ -606,7 +606,8 @@ fn a_session_publishes_over_whip_into_janus() {
 /// ≥ 0.9 with what it sent). `whip-client` runs with a UPnP library that
 /// maps nothing first on its library path (`testkit/whip/no-upnp.c`, built
 /// by `make test-deps`): otherwise it aborts at start-up, holding libsoup2
-/// and, through GStreamer's ICE, libsoup3.
+/// and, through GStreamer's ICE, libsoup3. Needs `apt install
+/// simple-whip-client gstreamer1.0-plugins-good gstreamer1.0-plugins-bad`.
 ///
 /// Not passing yet: the offer is taken and answered (201, answer,
 /// `Location`), ICE connects, but with Sotto as the DTLS client GStreamer
