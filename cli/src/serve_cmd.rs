@@ -143,7 +143,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
                 media: CallConfig {
                     bind: media_addr,
                     processing: clean_mic.then(sotto::EchoConfig::default),
-                    ..CallConfig::default()
+                    ..sotto::RoomConfig::default().media
                 },
                 keepalive: r.keepalive,
                 ..sotto::RoomConfig::default()

@@ -55,7 +55,7 @@ async fn user(engine: &sotto::Engine, janus: &Janus, room: u64, agent: u32) -> (
                 display: format!("user-{room}"),
                 media: CallConfig {
                     bind: SFU_ADDRESS,
-                    ..CallConfig::default()
+                    ..RoomConfig::default().media
                 },
                 keepalive: Duration::from_secs(1),
                 ..RoomConfig::default()

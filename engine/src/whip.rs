@@ -160,6 +160,7 @@ impl Engine {
             echo: None,
             mic: MicOut::new(rate, channels, Arc::clone(&counters), mic_tx),
             counters: Arc::clone(&counters),
+            dtx: config.dtx,
         };
         let outgoing = Outgoing::new(rate, channels, opus_channels, config.packet);
         let telemetry = self.renderer_telemetry();

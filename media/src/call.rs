@@ -157,6 +157,9 @@ pub struct Media {
     pub mic: MicOut,
     /// The call's counters.
     pub counters: Arc<Counters>,
+    /// Silence sent as Opus DTX does (one packet in 400 ms) rather than
+    /// every packet.
+    pub dtx: bool,
 }
 
 impl Media {
@@ -166,7 +169,11 @@ impl Media {
         // Silence, once the encoder skips it, goes out as Opus DTX does
         // it: one packet per DTX_INTERVAL, so a silent call costs the
         // network, SRTP and the far end almost nothing either.
-        let every = (DTX_INTERVAL.as_millis() / self.packet.duration().as_millis()).max(1) as u64;
+        let every = if self.dtx {
+            (DTX_INTERVAL.as_millis() / self.packet.duration().as_millis()).max(1) as u64
+        } else {
+            1
+        };
         let mut silent_run = 0u64;
         let mut render = Vec::with_capacity(CHUNK * 8);
         let mut capture = Vec::with_capacity(CHUNK * 8);

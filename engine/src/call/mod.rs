@@ -46,6 +46,13 @@ pub struct CallConfig {
     /// echo's delay is found by the module. `None`: the microphone as
     /// decoded.
     pub processing: Option<EchoConfig>,
+    /// Silence goes out as Opus DTX sends it, one packet in 400 ms (past
+    /// its first 200 ms), instead of every packet: a silent call costs
+    /// the network and the far end almost nothing. Rooms turn it off by
+    /// default: Chrome's jitter buffer squeezes the first half second of
+    /// speech after such a silence while it adapts (measured through
+    /// Janus), and an SFU's subscribers join during silences.
+    pub dtx: bool,
 }
 
 impl Default for CallConfig {
@@ -57,6 +64,7 @@ impl Default for CallConfig {
             mic_queue: Duration::from_secs(1),
             bind: sotto_net::peer::LOOPBACK,
             processing: None,
+            dtx: true,
         }
     }
 }
@@ -312,6 +320,7 @@ impl Call {
             echo,
             mic: MicOut::new(rate, channels, Arc::clone(&counters), mic),
             counters: Arc::clone(&counters),
+            dtx: config.dtx,
         };
         let media_thread = tokio::task::spawn_blocking(move || media.run(work_in, encoded_tx));
 

@@ -96,7 +96,11 @@ impl Default for RoomConfig {
             token: None,
             display: "sotto".into(),
             subscribe: Subscribe::AllAudio,
-            media: CallConfig::default(),
+            // Every packet sent, silence too (see `CallConfig::dtx`).
+            media: CallConfig {
+                dtx: false,
+                ..CallConfig::default()
+            },
             request_timeout: Duration::from_secs(5),
             rejoin_attempts: 5,
             rejoin_backoff: Duration::from_millis(500),
@@ -342,6 +346,7 @@ impl Engine {
             echo,
             mic: MicOut::new(rate, channels, Arc::clone(&counters), mic_tx),
             counters: Arc::clone(&counters),
+            dtx: config.media.dtx,
         };
         let room = Room {
             telemetry: self.renderer_telemetry(),
