@@ -139,6 +139,17 @@ fn two_sessions_hear_each_other_through_janus() {
         // Let the peers settle, then the agent speaks.
         tokio::time::sleep(Duration::from_millis(500)).await;
         while u_mic.try_recv().is_ok() {}
+        // Silence both ways hears as silence.
+        let quiet = hear(&mut a_mic, 1.0).await;
+        let loudest = quiet
+            .chunks(480)
+            .map(sotto_testkit::rms)
+            .fold(0.0f32, f32::max);
+        eprintln!(
+            "silence heard: {} samples, loudest 10 ms at rms {loudest:.5}",
+            quiet.len()
+        );
+        assert!(loudest < 0.001, "silence heard as sound: rms {loudest}");
         drop(agent.push(say.bytes.clone()));
         let got = hear(&mut u_mic, 4.0).await;
         let found = align(&speech, 24_000, &got, 96_000);

@@ -2,8 +2,9 @@
 //! its speech as streamed TTS, pauses the moment the caller makes a sound,
 //! resumes if that was a blip (under 300 ms: a false interruption), and
 //! barges in — an interrupt with the session's fade — once the caller has
-//! spoken for 200 ms. When the caller has been quiet for a second it
-//! speaks again.
+//! spoken for 200 ms. When the caller has been quiet for a second and the
+//! agent has had nothing to say for as long, it speaks again: turn after
+//! turn to a caller who only listens.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -136,6 +137,11 @@ const SPEAK_AGAIN: Duration = Duration::from_secs(1);
 struct Listener {
     voiced_ms: u64,
     quiet_ms: u64,
+    /// How long the agent has had nothing to say (its turn over, or
+    /// barged out of it).
+    idle_ms: u64,
+    /// It has spoken again since it last fell idle.
+    spoke_again: bool,
     paused: bool,
     barged: bool,
 }
@@ -151,6 +157,12 @@ enum Act {
 
 impl Listener {
     fn chunk(&mut self, rms: f32, agent_speaking: bool) -> Option<Act> {
+        if agent_speaking && !self.barged {
+            self.idle_ms = 0;
+            self.spoke_again = false;
+        } else {
+            self.idle_ms += 10;
+        }
         if rms > VOICE_RMS {
             self.quiet_ms = 0;
             self.voiced_ms += 10;
@@ -173,8 +185,12 @@ impl Listener {
                 return Some(Act::Resume);
             }
         }
-        if self.quiet_ms == SPEAK_AGAIN.as_millis() as u64 && (self.barged || !agent_speaking) {
+        // A second of the caller's quiet with the agent idle as long: it
+        // speaks again, once per idle spell (its next turn starts a new one).
+        let second = SPEAK_AGAIN.as_millis() as u64;
+        if self.quiet_ms >= second && self.idle_ms >= second && !self.spoke_again {
             self.barged = false;
+            self.spoke_again = true;
             return Some(Act::SpeakAgain);
         }
         None
@@ -377,6 +393,19 @@ mod tests {
         assert_eq!(feed(&mut l, 1_000, 0.0, false), [Act::SpeakAgain]);
         // Sound while the agent is quiet changes nothing.
         assert_eq!(feed(&mut l, 300, 0.1, false), []);
+    }
+
+    #[test]
+    fn a_quiet_caller_hears_turn_after_turn() {
+        let mut l = Listener::default();
+        // The first turn, then a second of nothing: the next turn.
+        assert_eq!(feed(&mut l, 2_000, 0.0, true), []);
+        assert_eq!(feed(&mut l, 1_000, 0.0, false), [Act::SpeakAgain]);
+        // Until it starts, nothing more is asked.
+        assert_eq!(feed(&mut l, 500, 0.0, false), []);
+        // It plays and ends: a second later, the next.
+        assert_eq!(feed(&mut l, 2_000, 0.0, true), []);
+        assert_eq!(feed(&mut l, 1_000, 0.0, false), [Act::SpeakAgain]);
     }
 
     #[test]
