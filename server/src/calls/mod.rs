@@ -153,6 +153,9 @@ struct Live {
     /// The participant it counts against.
     participant: Option<String>,
     hang_up: Option<oneshot::Sender<()>>,
+    /// A `DELETE` ended it: a later one finds no such call, though its
+    /// task may still be closing it.
+    ended: bool,
     log: Arc<Mutex<agent::EventLog>>,
     #[cfg(feature = "test-routes")]
     recorded: Arc<Mutex<recordings::Recorded>>,
@@ -346,13 +349,19 @@ async fn end(
     Path(raw): Path<String>,
     headers: HeaderMap,
 ) -> Response {
-    match with_call(&shared, &headers, &raw, |live| live.hang_up.take()) {
-        Ok(hang_up) => {
+    let ended = with_call(&shared, &headers, &raw, |live| {
+        // A call set up now hangs up as soon as it can (`setup::set_up`).
+        (!std::mem::replace(&mut live.ended, true)).then(|| live.hang_up.take())
+    });
+    match ended {
+        Ok(Some(hang_up)) => {
             if let Some(tx) = hang_up {
                 let _ = tx.send(());
             }
             cors(StatusCode::NO_CONTENT.into_response())
         }
+        // Ended already: as gone as a call that never was.
+        Ok(None) => refuse(StatusCode::NOT_FOUND, "no such call"),
         Err(r) => r.into_response(),
     }
 }

@@ -113,6 +113,7 @@ impl CallServer {
                     token: None,
                     participant: None,
                     hang_up: Some(hang_up),
+                    ended: false,
                     log: Arc::clone(&log),
                     #[cfg(feature = "test-routes")]
                     recorded,

@@ -87,6 +87,7 @@ fn reserve(
             token,
             participant,
             hang_up: None,
+            ended: false,
             log: Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT))),
             #[cfg(feature = "test-routes")]
             recorded: Arc::new(Mutex::new(recordings::Recorded::default())),
@@ -254,7 +255,12 @@ async fn set_up(
     let (hang_up, hung_up) = oneshot::channel();
     let found = shared.calls.lock().ok().and_then(|mut calls| {
         let live = calls.get_mut(&id)?;
-        live.hang_up = Some(hang_up);
+        if live.ended {
+            // Deleted while it was set up: over at once.
+            let _ = hang_up.send(());
+        } else {
+            live.hang_up = Some(hang_up);
+        }
         live.stats = Some(call.stats_reader());
         #[cfg(feature = "test-routes")]
         let mic_kept = shared
