@@ -96,18 +96,7 @@ impl Engine {
         token: Option<&str>,
         config: CallConfig,
     ) -> Result<WhipHandle, SessionError> {
-        if self.running().is_err() {
-            return Err(SessionError::Closed);
-        }
-        if matches!(self.config().clock, crate::Clock::Offline) {
-            return Err(SessionError::Offline);
-        }
-        if !(6_000..=510_000).contains(&config.bitrate) {
-            return Err(SessionError::CallConfig(format!(
-                "bitrate {} is outside 6000..=510000",
-                config.bitrate
-            )));
-        }
+        self.can_carry_media(&config)?;
         let endpoint = reqwest::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))

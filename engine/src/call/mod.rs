@@ -174,18 +174,7 @@ impl Engine {
         offer: &str,
         config: CallConfig,
     ) -> Result<(String, CallHandle), SessionError> {
-        if self.running().is_err() {
-            return Err(SessionError::Closed);
-        }
-        if matches!(self.config().clock, crate::Clock::Offline) {
-            return Err(SessionError::Offline);
-        }
-        if !(6_000..=510_000).contains(&config.bitrate) {
-            return Err(SessionError::CallConfig(format!(
-                "bitrate {} is outside 6000..=510000",
-                config.bitrate
-            )));
-        }
+        self.can_carry_media(&config)?;
         let rate = self.config().sample_rate;
         let channels = self.config().channels;
         let opus_channels = channels.min(2);
@@ -239,6 +228,26 @@ impl Engine {
                 task: Some(task),
             },
         ))
+    }
+}
+
+impl Engine {
+    /// What every WebRTC link (a call, a room, a WHIP publication) needs:
+    /// the engine running, a real-time clock, a bit rate Opus takes.
+    pub(crate) fn can_carry_media(&self, config: &CallConfig) -> Result<(), SessionError> {
+        if self.running().is_err() {
+            return Err(SessionError::Closed);
+        }
+        if matches!(self.config().clock, crate::Clock::Offline) {
+            return Err(SessionError::Offline);
+        }
+        if !(6_000..=510_000).contains(&config.bitrate) {
+            return Err(SessionError::CallConfig(format!(
+                "bitrate {} is outside 6000..=510000",
+                config.bitrate
+            )));
+        }
+        Ok(())
     }
 }
 
