@@ -310,30 +310,85 @@ impl Publisher {
         sotto_net::sdp::log_dropped(vetted.dropped);
         let desc = RTCSessionDescription::offer(vetted.sdp)
             .map_err(|_| ViewerError::BadOffer("not SDP".into()))?;
-        let (peer, mut events) = av_peer(bind).await?;
-        let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
-        // One media stream: a browser plays the two tracks in sync.
-        let stream = format!("avatar-{id}");
-        let (voice_track, mut voice) = opus_track_in(Some(&stream));
-        let (face_track, mut face) = vp8_track(Some(&stream));
-        peer.add_track(voice_track).await.map_err(NetError::from)?;
-        peer.add_track(face_track).await.map_err(NetError::from)?;
-        if peer.set_remote_description(desc).await.is_err() {
-            let _ = peer.close().await;
+        let mut tracks = Tracks::new(&self.shared, bind).await?;
+        if tracks.peer.set_remote_description(desc).await.is_err() {
+            let _ = tracks.peer.close().await;
             return Err(ViewerError::BadOffer("it cannot be answered".into()));
         }
-        let answer = peer.create_answer(None).await.map_err(NetError::from)?;
-        let sdp = complete_local(&peer, &mut events, answer).await?;
-        voice.set_payload_type(offer_opus_type(&sdp).unwrap_or(sotto_net::peer::OPUS_PAYLOAD_TYPE));
-        face.set_payload_type(
-            sdp_payload_type(&sdp, "vp8/90000").unwrap_or(sotto_net::peer::VP8_PAYLOAD_TYPE),
-        );
-        let viewer = Viewer {
-            id,
-            answer: sdp,
-            voice_origin: voice.origin(),
-            face_origin: face.origin(),
+        let made = match tracks.peer.create_answer(None).await {
+            Ok(answer) => complete_local(&tracks.peer, &mut tracks.events, answer).await,
+            Err(e) => Err(NetError::from(e)),
         };
+        let sdp = match made {
+            Ok(sdp) => sdp,
+            Err(e) => {
+                let _ = tracks.peer.close().await;
+                return Err(e.into());
+            }
+        };
+        let viewer = tracks.viewer(sdp);
+        Ok(self.watch_with(tracks, viewer, None))
+    }
+
+    /// Offers the voice and face to a peer that answers, such as an SFU
+    /// taking the avatar as a publisher in a room (SPEC F1): the peer binds
+    /// `bind` (an address the SFU can reach). The offer counts as a viewer
+    /// toward the cap from here until it is given up or its peer goes.
+    ///
+    /// # Errors
+    /// [`ViewerError::Full`] past the cap; [`ViewerError::Net`] for a peer
+    /// that cannot be built.
+    pub async fn offer_feed(&self, bind: std::net::IpAddr) -> Result<FeedOffer, ViewerError> {
+        let shared = &self.shared;
+        let taken = shared.taken.fetch_add(1, Ordering::AcqRel);
+        if taken >= shared.config.max_viewers {
+            shared.taken.fetch_sub(1, Ordering::AcqRel);
+            return Err(ViewerError::Full);
+        }
+        let made = async {
+            let mut tracks = Tracks::new(shared, bind).await?;
+            let offer = match tracks.peer.create_offer(None).await {
+                Ok(offer) => complete_local(&tracks.peer, &mut tracks.events, offer).await,
+                Err(e) => Err(NetError::from(e)),
+            };
+            match offer {
+                Ok(sdp) => Ok((sdp, tracks)),
+                Err(e) => {
+                    let _ = tracks.peer.close().await;
+                    Err(ViewerError::from(e))
+                }
+            }
+        }
+        .await;
+        match made {
+            Ok((sdp, tracks)) => Ok(FeedOffer {
+                sdp,
+                tracks: Some(tracks),
+                publisher: self.clone(),
+            }),
+            Err(e) => {
+                shared.taken.fetch_sub(1, Ordering::AcqRel);
+                Err(e)
+            }
+        }
+    }
+
+    /// Registers a viewer whose description is settled, and runs it: its
+    /// packets flow once it connects, until it leaves or its peer goes.
+    /// `ended` is told when it is over.
+    fn watch_with(
+        &self,
+        tracks: Tracks,
+        viewer: Viewer,
+        ended: Option<tokio::sync::oneshot::Sender<()>>,
+    ) -> Viewer {
+        let Tracks {
+            peer,
+            mut events,
+            id,
+            mut voice,
+            mut face,
+        } = tracks;
         let leave = Arc::new(tokio::sync::Notify::new());
         if let Ok(mut peers) = self.shared.peers.lock() {
             peers.insert(
@@ -382,8 +437,148 @@ impl Publisher {
                 peers.remove(&id);
             }
             shared.taken.fetch_sub(1, Ordering::AcqRel);
+            if let Some(ended) = ended {
+                let _ = ended.send(());
+            }
         });
-        Ok(viewer)
+        viewer
+    }
+}
+
+/// A viewer's peer with the voice and face tracks on it, before its
+/// description is settled.
+struct Tracks {
+    peer: sotto_net::Peer,
+    events: sotto_net::PeerEvents,
+    id: u64,
+    voice: OpusSender,
+    face: Vp8Sender,
+}
+
+impl Tracks {
+    async fn new(shared: &PublisherState, bind: std::net::IpAddr) -> Result<Self, ViewerError> {
+        let (peer, events) = av_peer(bind).await?;
+        let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+        // One media stream: a browser plays the two tracks in sync.
+        let stream = format!("avatar-{id}");
+        let (voice_track, voice) = opus_track_in(Some(&stream));
+        let (face_track, face) = vp8_track(Some(&stream));
+        let added = async {
+            peer.add_track(voice_track).await?;
+            peer.add_track(face_track).await
+        }
+        .await;
+        if let Err(e) = added {
+            let _ = peer.close().await;
+            return Err(NetError::from(e).into());
+        }
+        Ok(Self {
+            peer,
+            events,
+            id,
+            voice,
+            face,
+        })
+    }
+
+    /// The viewer, once `sdp` (the answer, whichever side made it) has
+    /// settled the payload types.
+    fn viewer(&mut self, sdp: String) -> Viewer {
+        self.voice
+            .set_payload_type(offer_opus_type(&sdp).unwrap_or(sotto_net::peer::OPUS_PAYLOAD_TYPE));
+        self.face.set_payload_type(
+            sdp_payload_type(&sdp, "vp8/90000").unwrap_or(sotto_net::peer::VP8_PAYLOAD_TYPE),
+        );
+        Viewer {
+            id: self.id,
+            answer: sdp,
+            voice_origin: self.voice.origin(),
+            face_origin: self.face.origin(),
+        }
+    }
+}
+
+/// The voice and face offered to a peer that answers
+/// ([`Publisher::offer_feed`]): its offer to send, then
+/// [`FeedOffer::accept`] with the answer. Dropped unaccepted, its peer is
+/// closed and its place given back.
+pub struct FeedOffer {
+    /// The offer (every candidate in it).
+    pub sdp: String,
+    tracks: Option<Tracks>,
+    publisher: Publisher,
+}
+
+impl std::fmt::Debug for FeedOffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedOffer").finish_non_exhaustive()
+    }
+}
+
+/// A feed taken by the peer it was offered to: a viewer of the
+/// publisher's, and word of when it is over.
+#[derive(Debug)]
+pub struct Feed {
+    /// The viewer it is ([`Publisher::remove_viewer`] ends it).
+    pub viewer: Viewer,
+    ended: tokio::sync::oneshot::Receiver<()>,
+}
+
+impl Feed {
+    /// Resolves once the feed is over: its peer failed, did not connect
+    /// in time, or was removed.
+    pub async fn ended(&mut self) {
+        let _ = (&mut self.ended).await;
+    }
+}
+
+impl FeedOffer {
+    /// Applies the peer's `answer`: the feed's packets flow once it
+    /// connects.
+    ///
+    /// # Errors
+    /// [`ViewerError::BadOffer`] for an answer that is not SDP or does not
+    /// fit the offer (the offer is then given up).
+    pub async fn accept(mut self, answer: &str) -> Result<Feed, ViewerError> {
+        let Some(mut tracks) = self.tracks.take() else {
+            return Err(ViewerError::BadOffer("the offer was given up".into()));
+        };
+        let bad = |why: &str| ViewerError::BadOffer(format!("the answer: {why}"));
+        let applied = if answer.len() > sotto_net::call::MAX_OFFER_BYTES {
+            Err(bad("too long"))
+        } else {
+            match RTCSessionDescription::answer(answer.to_owned()) {
+                Ok(desc) => tracks
+                    .peer
+                    .set_remote_description(desc)
+                    .await
+                    .map_err(|e| bad(&e.to_string())),
+                Err(_) => Err(bad("not SDP")),
+            }
+        };
+        if let Err(e) = applied {
+            let _ = tracks.peer.close().await;
+            self.publisher.shared.taken.fetch_sub(1, Ordering::AcqRel);
+            return Err(e);
+        }
+        let viewer = tracks.viewer(answer.to_owned());
+        let (tx, ended) = tokio::sync::oneshot::channel();
+        let viewer = self.publisher.watch_with(tracks, viewer, Some(tx));
+        Ok(Feed { viewer, ended })
+    }
+}
+
+impl Drop for FeedOffer {
+    fn drop(&mut self) {
+        if let Some(tracks) = self.tracks.take() {
+            self.publisher.shared.taken.fetch_sub(1, Ordering::AcqRel);
+            // Closing waits on the peer's tasks: off the dropping thread.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                rt.spawn(async move {
+                    let _ = tracks.peer.close().await;
+                });
+            }
+        }
     }
 }
 

@@ -112,8 +112,10 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     // The avatar side in this process, on loopback: every call's agent
     // speaks through it and the page watches it.
     let mut config = config;
+    // Each room's agent's avatar goes into its room as a feed of its own.
+    let feeds = rooms.as_ref().map(|r| room_config(r, 0, media_addr, false));
     let avatar_server = if avatar {
-        match start_avatar().await {
+        match start_avatar(feeds).await {
             Ok((server, attach)) => {
                 config.avatar = Some(attach);
                 Some(server)
@@ -135,19 +137,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     };
     if let Some(r) = rooms {
         for (k, &room) in r.rooms.iter().enumerate() {
-            let config = sotto::RoomConfig {
-                url: r.url.clone(),
-                room,
-                pin: r.pin.clone(),
-                display: format!("sotto-agent-{}", std::process::id()),
-                media: CallConfig {
-                    bind: media_addr,
-                    processing: clean_mic.then(sotto::EchoConfig::default),
-                    ..sotto::RoomConfig::default().media
-                },
-                keepalive: r.keepalive,
-                ..sotto::RoomConfig::default()
-            };
+            let config = room_config(&r, room, media_addr, clean_mic);
             // The page joins the first room.
             let page = (k == 0).then(|| r.page_url.clone()).flatten();
             match server.host_room(config, page).await {
@@ -179,11 +169,36 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// Room `room` as `--janus` and the rest name it.
+fn room_config(
+    r: &Rooms,
+    room: u64,
+    media_addr: std::net::IpAddr,
+    clean_mic: bool,
+) -> sotto::RoomConfig {
+    sotto::RoomConfig {
+        url: r.url.clone(),
+        room,
+        pin: r.pin.clone(),
+        display: format!("sotto-agent-{}", std::process::id()),
+        media: CallConfig {
+            bind: media_addr,
+            processing: clean_mic.then(sotto::EchoConfig::default),
+            ..sotto::RoomConfig::default().media
+        },
+        keepalive: r.keepalive,
+        ..sotto::RoomConfig::default()
+    }
+}
+
 /// An avatar server for `sotto serve --avatar`: the built-in face at
-/// 640x480, 25 fps, published to viewers, its agents' and its viewers'
-/// tokens signed with secrets made here (only this process mints them: a
-/// call's page is handed a viewer token for its own call's avatar).
-async fn start_avatar() -> std::io::Result<(
+/// 640x480, 25 fps, published to viewers (and into the rooms of `rooms`'
+/// SFU, when the agent is in rooms), its agents' and its viewers' tokens
+/// signed with secrets made here (only this process mints them: a call's
+/// page is handed a viewer token for its own call's avatar).
+async fn start_avatar(
+    rooms: Option<sotto::RoomConfig>,
+) -> std::io::Result<(
     sotto_server::avatar::AvatarServer,
     sotto_server::calls::AvatarAttach,
 )> {
@@ -199,6 +214,7 @@ async fn start_avatar() -> std::io::Result<(
         clock: None,
         publish: Some(ViewersConfig {
             viewer_secret: Some(viewer_secret.clone()),
+            rooms,
             ..ViewersConfig::default()
         }),
         secret: secret.clone(),

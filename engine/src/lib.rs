@@ -66,7 +66,7 @@ pub use sotto_actors::background::{BackgroundConfig, BackgroundMode};
 
 // Calls over WebRTC.
 pub use call::{CallConfig, CallEvent, CallHandle, CallStats};
-pub use room::{RoomConfig, RoomError, RoomEvent, RoomHandle, Subscribe};
+pub use room::{RoomConfig, RoomError, RoomEvent, RoomFeed, RoomHandle, Subscribe};
 pub use whip::WhipHandle;
 
 // The avatar link, agent side.

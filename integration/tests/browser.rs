@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use sotto::{CallConfig, Engine, InputFormat, SampleFormat};
 use sotto_integration::browser::{heard, in_own_network, Browser};
-use sotto_integration::compare::{align, tone_power};
+use sotto_integration::compare::{align, pearson, tone_power};
 use sotto_integration::{call_engine, scratch_dir, write_wav_s16};
 use sotto_server::accept::ServerLimits;
 use sotto_server::calls::{CallServer, ServeConfig, Utterance};
@@ -350,19 +350,6 @@ async fn watch_report(
         return (json, sotto_integration::browser::f32s(&body[4 + n..]));
     }
     panic!("the watch page posted no report within {limit:?}");
-}
-
-/// Pearson correlation.
-fn pearson(x: &[f64], y: &[f64]) -> f64 {
-    let n = x.len().min(y.len()) as f64;
-    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx) * (a - mx);
-        syy += (b - my) * (b - my);
-    }
-    sxy / (sxx * syy).sqrt().max(1e-12)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

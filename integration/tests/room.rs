@@ -10,12 +10,10 @@
 
 use std::time::Duration;
 
-use sotto::{
-    CallConfig, Engine, RoomConfig, RoomError, RoomEvent, RoomHandle, SessionError, SessionHandle,
-};
-use sotto_integration::browser::{heard, in_own_network_with_sfu, Browser, SFU_ADDRESS};
-use sotto_integration::compare::align;
-use sotto_integration::janus::{Janus, PIN, PIN_ROOM};
+use sotto::{Engine, RoomConfig, RoomError, RoomEvent, SessionError, SessionHandle};
+use sotto_integration::browser::{heard, in_own_network_with_sfu, Browser};
+use sotto_integration::compare::{align, pearson};
+use sotto_integration::janus::{hear, until, Janus, PIN, PIN_ROOM};
 use sotto_integration::{call_engine, scratch_dir};
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -26,22 +24,6 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-fn room(janus: &Janus, room: u64, display: &str) -> RoomConfig {
-    RoomConfig {
-        url: janus.url(),
-        room,
-        display: display.into(),
-        media: CallConfig {
-            bind: SFU_ADDRESS,
-            ..RoomConfig::default().media
-        },
-        request_timeout: Duration::from_secs(3),
-        // Janus here forgets a session after 3 s without one.
-        keepalive: Duration::from_secs(1),
-        ..RoomConfig::default()
-    }
-}
-
 async fn session(engine: &Engine, say: &sotto_server::calls::Utterance) -> SessionHandle {
     engine
         .create_session(sotto::SessionConfig {
@@ -50,25 +32,6 @@ async fn session(engine: &Engine, say: &sotto_server::calls::Utterance) -> Sessi
         })
         .await
         .unwrap()
-}
-
-/// The next event that `want` picks, within `limit`.
-async fn until(
-    room: &mut RoomHandle,
-    limit: Duration,
-    want: impl Fn(&RoomEvent) -> bool,
-) -> RoomEvent {
-    tokio::time::timeout(limit, async {
-        loop {
-            let e = room.next_event().await.expect("the room is live");
-            eprintln!("room {}: {e:?}", room.id());
-            if want(&e) {
-                return e;
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("no such event within {limit:?}"))
 }
 
 /// Waits (up to 5 s) until the process holds no more file descriptors
@@ -90,23 +53,6 @@ async fn fds_back_to(baseline: usize) {
     }
 }
 
-/// Reads `seconds` of what `room` hears.
-async fn hear(mic: &mut tokio::sync::mpsc::Receiver<Vec<f32>>, seconds: f64) -> Vec<f32> {
-    let want = (48_000.0 * seconds) as usize;
-    let mut got = Vec::with_capacity(want);
-    tokio::time::timeout(Duration::from_secs_f64(seconds + 5.0), async {
-        while got.len() < want {
-            match mic.recv().await {
-                Some(chunk) => got.extend(chunk),
-                None => break,
-            }
-        }
-    })
-    .await
-    .ok();
-    got
-}
-
 /// F1, F2: two sessions in one room hear each other through Janus; the
 /// agent's speech arrives at the other with correlation ≥ 0.9 and its
 /// level within 1 dB.
@@ -124,11 +70,11 @@ fn two_sessions_hear_each_other_through_janus() {
         let agent = session(&engine, &say).await;
         let user = session(&engine, &say).await;
         let mut a = engine
-            .join_room(&agent, room(&janus, 1234, "agent"))
+            .join_room(&agent, janus.room(1234, "agent"))
             .await
             .unwrap();
         let mut u = engine
-            .join_room(&user, room(&janus, 1234, "user"))
+            .join_room(&user, janus.room(1234, "user"))
             .await
             .unwrap();
         let limit = Duration::from_secs(10);
@@ -229,31 +175,31 @@ fn rooms_that_cannot_be_joined_fail_clearly() {
                 r.map(|_| ()).unwrap_err()
             }
         };
-        let e = join(room(&janus, 999_999, "x")).await;
+        let e = join(janus.room(999_999, "x")).await;
         eprintln!("no such room: {e}");
         assert!(
             matches!(e, SessionError::Room(RoomError::NoSuchRoom(_))),
             "{e:?}"
         );
-        let e = join(room(&janus, PIN_ROOM, "x")).await;
+        let e = join(janus.room(PIN_ROOM, "x")).await;
         eprintln!("no pin: {e}");
         assert!(
             matches!(e, SessionError::Room(RoomError::Unauthorized(_))),
             "{e:?}"
         );
-        let mut wrong = room(&janus, PIN_ROOM, "x");
+        let mut wrong = janus.room(PIN_ROOM, "x");
         wrong.pin = Some("nope".into());
         let e = join(wrong).await;
         assert!(
             matches!(e, SessionError::Room(RoomError::Unauthorized(_))),
             "{e:?}"
         );
-        let mut right = room(&janus, PIN_ROOM, "x");
+        let mut right = janus.room(PIN_ROOM, "x");
         right.pin = Some(PIN.into());
         engine.join_room(&s, right).await.unwrap().leave().await;
 
         // Nothing listening.
-        let mut nobody = room(&janus, 1234, "x");
+        let mut nobody = janus.room(1234, "x");
         nobody.url = "http://127.0.0.1:9/janus".into();
         let e = join(nobody).await;
         eprintln!("nobody: {e}");
@@ -290,7 +236,7 @@ fn rooms_that_cannot_be_joined_fail_clearly() {
                 }
             }
         });
-        let mut garbage = room(&janus, 1234, "x");
+        let mut garbage = janus.room(1234, "x");
         garbage.url = format!("http://{addr}/janus");
         let e = join(garbage.clone()).await;
         eprintln!("garbage: {e}");
@@ -327,12 +273,12 @@ fn a_room_survives_janus_restarting() {
         let agent = session(&engine, &say).await;
         let user = session(&engine, &say).await;
         let fds = sotto_integration::host::open_fds();
-        let mut config = room(&janus, 1234, "agent");
+        let mut config = janus.room(1234, "agent");
         config.rejoin_backoff = Duration::from_millis(300);
         config.rejoin_attempts = 6;
         let mut a = engine.join_room(&agent, config.clone()).await.unwrap();
         let u = engine
-            .join_room(&user, room(&janus, 1234, "user"))
+            .join_room(&user, janus.room(1234, "user"))
             .await
             .unwrap();
         let limit = Duration::from_secs(10);
@@ -396,7 +342,7 @@ fn a_browser_talks_to_the_agent_through_janus() {
         .await
         .unwrap();
         let n = server
-            .host_room(room(&janus, 1234, "agent"), Some(janus.ws_url()))
+            .host_room(janus.room(1234, "agent"), Some(janus.ws_url()))
             .await
             .unwrap();
         // The microphone: quiet for 6 s, a second of speech (the barge-in),
@@ -519,200 +465,83 @@ async fn call_events(server: &sotto_server::calls::CallServer, n: u64) -> Vec<se
     feed.as_array().unwrap().clone()
 }
 
-/// F2: a session publishes over WHIP (RFC 9725) to Debian's
-/// `simple-whip-server`, which puts it in a Janus room; a session in that
-/// room hears it (correlation ≥ 0.9). A wrong token is refused with a
-/// typed error; hanging up deletes the resource and the room sees the
-/// publisher leave.
+/// F1 with the avatar: the agent in the room speaks through an avatar
+/// whose voice and face the avatar server publishes into the same room as
+/// a feed of its own. Headless Chromium joins with `janus.js`, hears the
+/// agent's voice from that feed (correlation ≥ 0.9) and sees its face
+/// through Janus: at least 90 % of 25 fps, the mouth following the
+/// voice's level (correlation ≥ 0.7, as a viewer of the avatar server
+/// itself sees it).
 #[test]
-fn a_session_publishes_over_whip_into_janus() {
-    if !in_own_network_with_sfu("a_session_publishes_over_whip_into_janus") {
+fn a_browser_sees_the_avatar_through_janus() {
+    if !in_own_network_with_sfu("a_browser_sees_the_avatar_through_janus") {
         return;
     }
     runtime().block_on(async {
-        let dir = scratch_dir("room-whip");
+        let dir = scratch_dir("room-avatar");
         let janus = Janus::start(&dir);
-        let whip = sotto_integration::janus::WhipServer::start(&dir, &janus);
-        let endpoint = whip.endpoint("sotto", 1234, Some("whip-token")).await;
         let engine = call_engine().await;
         let say = sotto_testkit::hello();
         let speech = sotto_testkit::utterance_at(&say, 48_000);
-        let publisher = session(&engine, &say).await;
-        let listener = session(&engine, &say).await;
-        let media = CallConfig {
-            bind: SFU_ADDRESS,
-            ..CallConfig::default()
-        };
-        // A wrong token: refused, the output free again.
-        let e = engine
-            .publish_whip(&publisher, &endpoint, Some("nope"), media.clone())
-            .await
-            .unwrap_err();
-        eprintln!("wrong token: {e}");
-        assert!(
-            matches!(e, SessionError::Room(RoomError::Unauthorized(_))),
-            "{e:?}"
-        );
-        let mut l = engine
-            .join_room(&listener, room(&janus, 1234, "listener"))
-            .await
-            .unwrap();
-        let mut w = engine
-            .publish_whip(&publisher, &endpoint, Some("whip-token"), media)
-            .await
-            .unwrap();
-        eprintln!("published at {}", w.resource());
-        let connected = tokio::time::timeout(Duration::from_secs(10), w.next_event())
-            .await
-            .unwrap();
-        assert_eq!(connected, Some(sotto::CallEvent::Connected));
-        let RoomEvent::ParticipantJoined { id: whip_id, .. } =
-            until(&mut l, Duration::from_secs(10), |e| {
-                matches!(e, RoomEvent::ParticipantJoined { .. })
-            })
-            .await
-        else {
-            unreachable!()
-        };
-        until(&mut l, Duration::from_secs(10), |e| {
-            matches!(e, RoomEvent::Hearing { .. })
-        })
-        .await;
-        let mut mic = l.take_mic().unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        while mic.try_recv().is_ok() {}
-        drop(publisher.push(say.bytes.clone()));
-        let got = hear(&mut mic, 4.0).await;
-        let found = align(&speech, 24_000, &got, 96_000);
-        eprintln!(
-            "the room heard the WHIP publisher: correlation {:.3}, level {:+.2} dB",
-            found.correlation, found.level_db
-        );
-        assert!(
-            found.correlation >= 0.9,
-            "correlation {:.3}",
-            found.correlation
-        );
-        // Hanging up deletes the resource: the room sees the publisher go.
-        tokio::time::timeout(Duration::from_secs(10), w.hang_up())
-            .await
-            .unwrap();
-        until(
-            &mut l,
-            Duration::from_secs(10),
-            |e| matches!(e, RoomEvent::ParticipantLeft { id } if *id == whip_id),
+        let secret = "avatar-secret";
+        let viewer_secret = "viewer-secret";
+        let avatar_server = sotto_integration::published_avatar_server(
+            secret,
+            (320, 240),
+            sotto_server::avatar::viewers::ViewersConfig {
+                viewer_secret: Some(viewer_secret.into()),
+                rooms: Some(janus.room(0, "")),
+                ..sotto_server::avatar::viewers::ViewersConfig::default()
+            },
         )
         .await;
-        publisher.frames().unwrap().release();
-        l.leave().await;
-        engine.shutdown().await;
-    });
-}
-
-/// F2 the other way: a WHIP client no one here wrote (Debian's
-/// `whip-client`, GStreamer's webrtcbin) publishes a speech file into the
-/// call server's `POST /calls`; the call's session hears it (correlation
-/// ≥ 0.9 with what it sent). `whip-client` runs with a UPnP library that
-/// maps nothing first on its library path (`testkit/whip/no-upnp.c`, built
-/// by `make test-deps`): otherwise it aborts at start-up, holding libsoup2
-/// and, through GStreamer's ICE, libsoup3. Needs `apt install
-/// simple-whip-client gstreamer1.0-plugins-good gstreamer1.0-plugins-bad`.
-///
-/// Not passing yet: the offer is taken and answered (201, answer,
-/// `Location`), ICE connects, but with Sotto as the DTLS client GStreamer
-/// never answers its ClientHello, and with Sotto as the DTLS server (a
-/// setting tried) the handshake completes yet no RTP arrives before the
-/// call's 3 s silence limit.
-#[test]
-#[ignore = "whip-client's media does not reach the session yet (see the doc comment)"]
-fn a_gstreamer_whip_client_calls_the_server() {
-    if !in_own_network_with_sfu("a_gstreamer_whip_client_calls_the_server") {
-        return;
-    }
-    runtime().block_on(async {
-        let dir = scratch_dir("whip-client");
-        let env =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/whip-client-env");
-        assert!(
-            env.join("libgupnp-igd-1.0.so.4").exists(),
-            "make test-deps builds target/whip-client-env"
-        );
-        let engine = call_engine().await;
-        let say = sotto_testkit::hello();
-        let speech = sotto_testkit::utterance_at(&say, 48_000);
         let server = sotto_server::calls::CallServer::start(
             "127.0.0.1:0".parse().unwrap(),
             engine.clone(),
             sotto_server::calls::ServeConfig {
                 utterances: vec![say],
                 keep_recordings: true,
-                call: CallConfig {
-                    bind: SFU_ADDRESS,
-                    ..CallConfig::default()
-                },
+                avatar: Some(sotto_server::calls::AvatarAttach {
+                    join_url: avatar_server.join_url(),
+                    secret: secret.into(),
+                    watch_base: format!("http://{}", avatar_server.addr()),
+                    viewer_secret: viewer_secret.into(),
+                }),
                 ..sotto_server::calls::ServeConfig::default()
             },
         )
         .await
         .unwrap();
-        let wav = dir.join("speech.wav");
-        sotto_integration::write_wav_s16(&wav, &speech, 48_000, 1);
-        let pipeline = format!(
-            "filesrc location={} ! wavparse ! identity sync=true ! audioconvert ! audioresample \
-             ! audio/x-raw,rate=48000,channels=1 ! opusenc ! rtpopuspay pt=111 ! queue \
-             ! application/x-rtp,media=audio,encoding-name=OPUS,payload=111",
-            wav.display()
+        let n = server
+            .host_room(janus.room(1234, "agent"), Some(janus.ws_url()))
+            .await
+            .unwrap();
+        let mic_wav = dir.join("mic.wav");
+        sotto_integration::write_wav_s16(&mic_wav, &vec![0.0; 48_000 * 30], 48_000, 1);
+        let seconds = 12;
+        let url = format!(
+            "http://{}/room?autostart=1&record={seconds}&frames={seconds}",
+            server.addr()
         );
-        let mut client = std::process::Command::new("whip-client")
-            .args([
-                "-u",
-                &format!("http://{}/calls", server.addr()),
-                "-n",
-                "-o",
-                "-l",
-                "3",
-            ])
-            .args(["-A", &pipeline])
-            .env("LD_LIBRARY_PATH", &env)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("whip-client must be installed (make test-deps)");
-        // The speech is 9.5 s; the microphone as the session got it.
-        let http = reqwest::Client::new();
-        let mic_url = format!("http://{}/test/calls/1/mic", server.addr());
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        let mut got = Vec::new();
-        while got.len() < 48_000 * 9 && std::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-            if let Ok(r) = http.get(&mic_url).send().await {
-                if r.status().is_success() {
-                    got = sotto_integration::browser::f32s(&r.bytes().await.unwrap());
-                }
+        let _browser = Browser::open(&url, &mic_wav, &dir);
+        let (got, _) = heard(server.addr(), n, Duration::from_secs(50)).await;
+        // The page posts what it saw after what it heard.
+        let url = format!("http://{}/test/calls/{n}/face", server.addr());
+        let mut face = serde_json::Value::Null;
+        for _ in 0..100 {
+            let r = reqwest::get(&url).await.unwrap();
+            if r.status().is_success() {
+                face = r.json().await.unwrap();
+                break;
             }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
-        let _ = client.kill();
-        let _ = client.wait();
-        let log = reqwest::get(format!("http://{}/test/calls/1/events", server.addr()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let stats = reqwest::get(format!("http://{}/test/calls/1/stats", server.addr()))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        eprintln!("the call: {log}\n{stats}");
-        assert!(
-            got.len() >= 48_000 * 6,
-            "{} samples of microphone",
-            got.len()
-        );
-        let found = align(&speech, 48_000, &got, 48_000 * 4);
+        assert!(!face.is_null(), "the page posted no face report");
+
+        // The voice, from the avatar's feed.
+        let found = align(&speech, 24_000, &got, 96_000);
         eprintln!(
-            "the session heard whip-client: correlation {:.3}, level {:+.2} dB",
+            "browser heard the avatar through Janus: correlation {:.3}, level {:+.2} dB",
             found.correlation, found.level_db
         );
         assert!(
@@ -720,7 +549,61 @@ fn a_gstreamer_whip_client_calls_the_server() {
             "correlation {:.3}",
             found.correlation
         );
+
+        // The face: every frame at its size, at least 90 % of 25 fps.
+        let frames = face["frames"].as_array().unwrap();
+        eprintln!(
+            "the face through Janus: {} frames in {seconds} s",
+            frames.len()
+        );
+        assert!(
+            frames.len() as f64 >= 0.9 * 25.0 * f64::from(seconds),
+            "{} frames",
+            frames.len()
+        );
+        assert!(
+            frames.iter().all(|f| f[1] == 320 && f[2] == 240),
+            "sized 320x240"
+        );
+
+        // The mouth follows the voice: each frame's mouth against the
+        // voice's level over the 40 ms of chunks that arrived before it
+        // (best within ±120 ms).
+        let levels: Vec<(f64, f64)> = face["levels"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| (l[0].as_f64().unwrap(), l[1].as_f64().unwrap()))
+            .collect();
+        let level_at = |t: f64| -> Option<f64> {
+            let k = levels.partition_point(|&(lt, _)| lt < t);
+            let window: Vec<f64> = levels[k.saturating_sub(4)..k].iter().map(|l| l.1).collect();
+            (window.len() == 4).then(|| window.iter().sum::<f64>() / 4.0)
+        };
+        let mut best = (f64::MIN, 0);
+        for lag in (-120..=120).step_by(20) {
+            let (mut mouths, mut voice) = (Vec::new(), Vec::new());
+            for f in frames {
+                let (Some(t), Some(m)) = (f[0].as_f64(), f[3].as_f64()) else {
+                    continue;
+                };
+                if let Some(l) = level_at(t + f64::from(lag)) {
+                    mouths.push(m);
+                    voice.push(l);
+                }
+            }
+            let r = pearson(&mouths, &voice);
+            if r > best.0 {
+                best = (r, lag);
+            }
+        }
+        eprintln!(
+            "the mouth against the voice through Janus: correlation {:.3} at {:+} ms",
+            best.0, best.1
+        );
+        assert!(best.0 >= 0.7, "mouth correlation {:.3}", best.0);
         drop(server);
+        drop(avatar_server);
         engine.shutdown().await;
         std::fs::remove_dir_all(&dir).ok();
     });

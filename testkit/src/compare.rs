@@ -113,3 +113,17 @@ pub fn tone_power(samples: &[f32], freq: f64, rate: u32) -> f64 {
     let n = samples.len().max(1) as f64;
     2.0 * power / (n * n)
 }
+
+/// Pearson correlation of `x` and `y` (over the shorter).
+#[must_use]
+pub fn pearson(x: &[f64], y: &[f64]) -> f64 {
+    let n = x.len().min(y.len()) as f64;
+    let (mx, my) = (x.iter().sum::<f64>() / n, y.iter().sum::<f64>() / n);
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    sxy / (sxx * syy).sqrt().max(1e-12)
+}

@@ -154,6 +154,26 @@ impl Janus {
         format!("ws://127.0.0.1:{}", self.ws_port)
     }
 
+    /// A session's config for `room` as `display`: media on the
+    /// namespace's veth ([`SFU_ADDRESS`](crate::browser::SFU_ADDRESS)),
+    /// requests bounded at 3 s, keepalives every second (this Janus
+    /// forgets a session after 3 s without one).
+    #[must_use]
+    pub fn room(&self, room: u64, display: &str) -> sotto::RoomConfig {
+        sotto::RoomConfig {
+            url: self.url(),
+            room,
+            display: display.into(),
+            media: sotto::CallConfig {
+                bind: crate::browser::SFU_ADDRESS,
+                ..sotto::RoomConfig::default().media
+            },
+            request_timeout: Duration::from_secs(3),
+            keepalive: Duration::from_secs(1),
+            ..sotto::RoomConfig::default()
+        }
+    }
+
     /// The port its API listens on.
     #[must_use]
     pub fn port(&self) -> u16 {
@@ -299,4 +319,45 @@ impl Drop for WhipServer {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// The next event of `room` that `want` picks, within `limit` (printed
+/// as they come).
+///
+/// # Panics
+/// When none comes in time, or the room ends first.
+pub async fn until(
+    room: &mut sotto::RoomHandle,
+    limit: Duration,
+    want: impl Fn(&sotto::RoomEvent) -> bool,
+) -> sotto::RoomEvent {
+    tokio::time::timeout(limit, async {
+        loop {
+            let e = room.next_event().await.expect("the room is live");
+            eprintln!("room {}: {e:?}", room.id());
+            if want(&e) {
+                return e;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no such event within {limit:?}"))
+}
+
+/// Reads `seconds` of a room's microphone (48 kHz mono), or what came in
+/// `seconds` + 5 s.
+pub async fn hear(mic: &mut tokio::sync::mpsc::Receiver<Vec<f32>>, seconds: f64) -> Vec<f32> {
+    let want = (48_000.0 * seconds) as usize;
+    let mut got = Vec::with_capacity(want);
+    tokio::time::timeout(Duration::from_secs_f64(seconds + 5.0), async {
+        while got.len() < want {
+            match mic.recv().await {
+                Some(chunk) => got.extend(chunk),
+                None => break,
+            }
+        }
+    })
+    .await
+    .ok();
+    got
 }

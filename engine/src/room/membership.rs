@@ -18,25 +18,25 @@ pub(super) type Routes = Arc<Mutex<HashMap<u64, mpsc::Sender<Reply>>>>;
 /// Replies a subscription's handle gets in its life: a few.
 pub(super) const SUBSCRIPTION_EVENTS: usize = 8;
 
-/// One presence in a room: the Janus session, the publisher's handle and
-/// peer, and the long poll routing events.
-pub(super) struct Membership {
+/// One presence in a room: the Janus session, the publisher's handle
+/// joined, and the long poll routing events. What it publishes is the
+/// caller's offer ([`Presence::publish`]).
+pub(super) struct Presence {
     pub(super) session: u64,
     pub(super) handle: u64,
     pub(super) id: u64,
     pub(super) private_id: u64,
     pub(super) publishers: Vec<Publisher>,
-    pub(super) publisher: CallPeer,
     /// The publisher handle's and the session's events.
     pub(super) replies: mpsc::Receiver<Result<Reply, RoomError>>,
     pub(super) routes: Routes,
     pub(super) poller: tokio::task::JoinHandle<()>,
 }
 
-impl Membership {
-    /// Creates a Janus session, joins the room as a publisher and
-    /// publishes; undone on any error.
-    pub(super) async fn join(janus: &Arc<Janus>, config: &RoomConfig) -> Result<Self, RoomError> {
+impl Presence {
+    /// Creates a Janus session and joins the room as a publisher (not yet
+    /// publishing); undone on any error.
+    pub(super) async fn open(janus: &Arc<Janus>, config: &RoomConfig) -> Result<Self, RoomError> {
         let session = janus.create().await?;
         let routes: Routes = Arc::default();
         let (tx, mut replies) = mpsc::channel(ROOM_EVENTS);
@@ -53,54 +53,23 @@ impl Membership {
             let join = api::join_publisher(config.room, &config.display, pin);
             let tx = janus.message(session, handle, join, None).await?;
             let reply = answer_to(&mut replies, &tx, config.request_timeout).await?;
-            let Some(RoomNews::Joined {
-                id,
-                private_id,
-                publishers,
-            }) = reply.news()
-            else {
-                return Err(refusal(&reply));
-            };
-            let bind = config.media.bind;
-            let (offer, mut publisher) =
-                offer_publish(bind).await.map_err(|e| RoomError::Net(e.0))?;
-            let publish = api::publish(&config.display);
-            let tx = janus
-                .message(session, handle, publish, Some(Jsep::offer(offer)))
-                .await;
-            let answer = match tx {
-                Ok(tx) => answer_to(&mut replies, &tx, config.request_timeout).await,
-                Err(e) => Err(e),
-            };
-            let answered = match answer {
-                Ok(reply) => match (reply.news(), reply.jsep) {
-                    (Some(RoomNews::Ok), Some(jsep)) if jsep.kind == "answer" => {
-                        accept_answer(&mut publisher, &jsep.sdp)
-                            .await
-                            .map_err(|e| RoomError::Protocol(e.to_string()))
-                    }
-                    (news, _) => Err(news.map_or_else(
-                        || RoomError::Protocol("a publish without an answer".into()),
-                        |n| refusal_of(&n),
-                    )),
-                },
-                Err(e) => Err(e),
-            };
-            if let Err(e) = answered {
-                let _ = publisher.peer.close().await;
-                return Err(e);
+            match reply.news() {
+                Some(RoomNews::Joined {
+                    id,
+                    private_id,
+                    publishers,
+                }) => Ok((handle, id, private_id, publishers)),
+                _ => Err(refusal(&reply)),
             }
-            Ok((handle, id, private_id, publishers, publisher))
         }
         .await;
         match joined {
-            Ok((handle, id, private_id, publishers, publisher)) => Ok(Self {
+            Ok((handle, id, private_id, publishers)) => Ok(Self {
                 session,
                 handle,
                 id,
                 private_id,
                 publishers,
-                publisher,
                 replies,
                 routes,
                 poller,
@@ -113,12 +82,96 @@ impl Membership {
         }
     }
 
-    /// Leaves: the publisher's peer closed, the Janus session destroyed
-    /// (when Janus is still there), the long poll stopped.
+    /// Publishes `offer` as the presence's feed: Janus's answer.
+    pub(super) async fn publish(
+        &mut self,
+        janus: &Janus,
+        config: &RoomConfig,
+        offer: String,
+    ) -> Result<String, RoomError> {
+        let publish = api::publish(&config.display);
+        let tx = janus
+            .message(self.session, self.handle, publish, Some(Jsep::offer(offer)))
+            .await?;
+        let reply = answer_to(&mut self.replies, &tx, config.request_timeout).await?;
+        match (reply.news(), reply.jsep) {
+            (Some(RoomNews::Ok), Some(jsep)) if jsep.kind == "answer" => Ok(jsep.sdp),
+            (news, _) => Err(news.map_or_else(
+                || RoomError::Protocol("a publish without an answer".into()),
+                |n| refusal_of(&n),
+            )),
+        }
+    }
+
+    /// Why a Janus event ends this presence, if it does: the publisher
+    /// hung up or detached, the session timed out, the room destroyed.
+    pub(super) fn ended_by(&self, reply: &Reply) -> Option<String> {
+        match reply.janus.as_str() {
+            "hangup" if reply.sender == Some(self.handle) => Some(format!(
+                "the SFU hung up the publisher ({})",
+                reply.reason.as_deref().unwrap_or("no reason")
+            )),
+            "detached" if reply.sender == Some(self.handle) => {
+                Some("the SFU detached the publisher".into())
+            }
+            "timeout" => Some("the SFU timed the session out".into()),
+            _ => matches!(reply.news(), Some(RoomNews::Destroyed))
+                .then(|| "the room was destroyed".into()),
+        }
+    }
+
+    /// Leaves: the Janus session destroyed (when Janus is still there),
+    /// the long poll stopped.
     pub(super) async fn close(self, janus: &Janus) {
-        let _ = self.publisher.peer.close().await;
         self.poller.abort();
         let _ = tokio::time::timeout(Duration::from_secs(2), janus.destroy(self.session)).await;
+    }
+}
+
+/// The session's own presence: publishing its output from a peer of its
+/// own.
+pub(super) struct Membership {
+    pub(super) at: Presence,
+    pub(super) publisher: CallPeer,
+}
+
+impl Membership {
+    /// Joins the room as a publisher and publishes the session's output;
+    /// undone on any error.
+    pub(super) async fn join(janus: &Arc<Janus>, config: &RoomConfig) -> Result<Self, RoomError> {
+        let mut at = Presence::open(janus, config).await?;
+        let published = async {
+            let (offer, mut publisher) = offer_publish(config.media.bind)
+                .await
+                .map_err(|e| RoomError::Net(e.0))?;
+            let answered = match at.publish(janus, config, offer).await {
+                Ok(answer) => accept_answer(&mut publisher, &answer)
+                    .await
+                    .map_err(|e| RoomError::Protocol(e.to_string())),
+                Err(e) => Err(e),
+            };
+            match answered {
+                Ok(()) => Ok(publisher),
+                Err(e) => {
+                    let _ = publisher.peer.close().await;
+                    Err(e)
+                }
+            }
+        }
+        .await;
+        match published {
+            Ok(publisher) => Ok(Self { at, publisher }),
+            Err(e) => {
+                at.close(janus).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Leaves: the publisher's peer closed, then the presence.
+    pub(super) async fn close(self, janus: &Janus) {
+        let _ = self.publisher.peer.close().await;
+        self.at.close(janus).await;
     }
 }
 

@@ -12,11 +12,13 @@
 //! call has. A Janus lost under a live room is rejoined with backoff; past
 //! the last attempt the room reports itself lost and ends.
 
+mod feed;
 mod janus;
 mod membership;
 mod subscription;
 mod task;
 
+pub use feed::RoomFeed;
 use membership::Membership;
 use task::Room;
 
@@ -42,6 +44,10 @@ pub enum Subscribe {
     AllAudio,
     /// Only participants with these display names.
     Named(Vec<String>),
+    /// Every participant that publishes audio but those with these
+    /// display names (the session's own avatar, say, published as a feed
+    /// of its own).
+    AllBut(Vec<String>),
     /// Nobody: the session only speaks.
     Nobody,
 }
@@ -52,6 +58,7 @@ impl Subscribe {
             && match self {
                 Self::AllAudio => true,
                 Self::Named(names) => names.contains(&p.display),
+                Self::AllBut(names) => !names.contains(&p.display),
                 Self::Nobody => false,
             }
     }
@@ -275,6 +282,20 @@ pub(super) const ROOM_EVENTS: usize = 64;
 /// The longest display name or PIN sent.
 const MAX_NAME: usize = 128;
 
+/// The Janus `config` names, once its names are in bounds.
+fn janus_for(config: &RoomConfig) -> Result<Arc<Janus>, RoomError> {
+    if config.display.len() > MAX_NAME || config.pin.as_ref().is_some_and(|p| p.len() > MAX_NAME) {
+        return Err(RoomError::Config(format!(
+            "display names and PINs are at most {MAX_NAME} bytes"
+        )));
+    }
+    Ok(Arc::new(Janus::new(
+        &config.url,
+        config.token.clone(),
+        config.request_timeout,
+    )?))
+}
+
 impl Engine {
     /// Joins `session` to a room on a Janus SFU (SPEC F1–F3): publishes its
     /// own output and hears the participants `config` names. Returns once
@@ -292,19 +313,7 @@ impl Engine {
         config: RoomConfig,
     ) -> Result<RoomHandle, SessionError> {
         self.can_carry_media(&config.media)?;
-        if config.display.len() > MAX_NAME
-            || config.pin.as_ref().is_some_and(|p| p.len() > MAX_NAME)
-        {
-            return Err(RoomError::Config(format!(
-                "display names and PINs are at most {MAX_NAME} bytes"
-            ))
-            .into());
-        }
-        let janus = Arc::new(Janus::new(
-            &config.url,
-            config.token.clone(),
-            config.request_timeout,
-        )?);
+        let janus = janus_for(&config)?;
         let rate = self.config().sample_rate;
         let channels = self.config().channels;
         let opus_channels = channels.min(2);
@@ -330,7 +339,7 @@ impl Engine {
         let mic_chunks = (config.media.mic_queue.as_millis() / 10).clamp(1, 6_000) as usize;
         let (mic_tx, mic) = mpsc::channel(mic_chunks);
         let (leave, left) = oneshot::channel();
-        let id = membership.id;
+        let id = membership.at.id;
         let media = Media {
             encoder,
             packet: config.media.packet,

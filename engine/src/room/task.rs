@@ -63,10 +63,10 @@ impl Room {
                 break "no membership".to_owned();
             };
             let mut attempt = 0;
-            let _ = self.events.try_send(RoomEvent::Joined { id: m.id });
+            let _ = self.events.try_send(RoomEvent::Joined { id: m.at.id });
             // What rendered while joining is in the past (see calls).
             while frames.try_next_frame().is_some() {}
-            for p in std::mem::take(&mut m.publishers) {
+            for p in std::mem::take(&mut m.at.publishers) {
                 self.heard_of(&m, p, &work);
             }
             let exit = self
@@ -161,7 +161,7 @@ impl Room {
                     Some(RTCPeerConnectionState::Connected) => up = true,
                     Some(_) => {}
                 },
-                reply = m.replies.recv() => match reply {
+                reply = m.at.replies.recv() => match reply {
                     Some(Ok(reply)) => {
                         if let Some(why) = self.on_reply(m, &reply, work) {
                             return Exit::Lost(why);
@@ -195,18 +195,8 @@ impl Room {
         reply: &Reply,
         work: &mpsc::Sender<Work>,
     ) -> Option<String> {
-        match reply.janus.as_str() {
-            "hangup" if reply.sender == Some(m.handle) => {
-                return Some(format!(
-                    "the SFU hung up the publisher ({})",
-                    reply.reason.as_deref().unwrap_or("no reason")
-                ));
-            }
-            "detached" if reply.sender == Some(m.handle) => {
-                return Some("the SFU detached the publisher".into());
-            }
-            "timeout" => return Some("the SFU timed the session out".into()),
-            _ => {}
+        if let Some(why) = m.at.ended_by(reply) {
+            return Some(why);
         }
         match reply.news()? {
             RoomNews::Publishers(list) => {
@@ -218,11 +208,10 @@ impl Room {
                 if let Some(s) = self.subscriptions.remove(&id) {
                     s.stop();
                 }
-                if id != m.id {
+                if id != m.at.id {
                     let _ = self.events.try_send(RoomEvent::ParticipantLeft { id });
                 }
             }
-            RoomNews::Destroyed => return Some("the room was destroyed".into()),
             _ => {}
         }
         None
@@ -230,7 +219,7 @@ impl Room {
 
     /// A publisher appeared: announced, and subscribed to if wanted.
     fn heard_of(&mut self, m: &Membership, p: Publisher, work: &mpsc::Sender<Work>) {
-        if p.id == m.id || self.subscriptions.contains_key(&p.id) {
+        if p.id == m.at.id || self.subscriptions.contains_key(&p.id) {
             return;
         }
         if !self.config.subscribe.wants(&p) || self.subscriptions.len() >= MAX_SUBSCRIPTIONS {
@@ -244,16 +233,16 @@ impl Room {
         let task = tokio::spawn(subscribe(
             Arc::clone(&self.janus),
             SubscriptionPlan {
-                session: m.session,
+                session: m.at.session,
                 room: self.config.room,
                 feed: p.id,
-                private_id: m.private_id,
+                private_id: m.at.private_id,
                 pin: self.config.pin.clone(),
                 bind: self.config.media.bind,
                 limit: self.config.request_timeout,
                 connect_limit: self.config.media.connect_timeout,
             },
-            Arc::clone(&m.routes),
+            Arc::clone(&m.at.routes),
             Arc::clone(&self.counters),
             work.clone(),
             self.events.clone(),

@@ -25,6 +25,7 @@ use viewers::{Published, ViewersConfig};
 use crate::accept::{serve_limited, ServerLimits};
 
 mod connection;
+mod feeds;
 #[cfg(feature = "test-routes")]
 mod reports;
 pub mod viewers;
@@ -459,6 +460,22 @@ async fn set_up(
     if let Some((publisher, publisher_sink)) = published {
         sink = Box::new(BothSinks(sink, Box::new(publisher_sink)));
         let id = crate::http::random_id();
+        let feed = shared
+            .config
+            .publish
+            .as_ref()
+            .and_then(|p| p.rooms.as_ref())
+            .zip(feeds::room_of(&req.room_name))
+            .map(|(rooms, room)| {
+                let (stop, stopped) = oneshot::channel();
+                let config = sotto::RoomConfig {
+                    room,
+                    display: req.participant_id.clone(),
+                    ..rooms.clone()
+                };
+                tokio::spawn(feeds::publish(publisher.clone(), config, stopped));
+                stop
+            });
         if let Ok(mut avatars) = shared.avatars.lock() {
             avatars.push(Published {
                 id: id.clone(),
@@ -466,6 +483,7 @@ async fn set_up(
                 room_name: req.room_name.clone(),
                 publisher,
                 viewers: Vec::new(),
+                _feed: feed,
             });
         }
         avatar = Some(id);

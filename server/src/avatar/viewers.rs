@@ -46,8 +46,16 @@ pub struct ViewersConfig {
     pub voice_bitrate: u32,
     /// VP8 bit rate of the face, kbit/s.
     pub video_bitrate_kbps: u32,
-    /// Viewers of one avatar at once; one more is a 503.
+    /// Viewers of one avatar at once; one more is a 503. A feed into a
+    /// room ([`ViewersConfig::rooms`]) counts as one.
     pub max_viewers: usize,
+    /// Publishes each avatar whose agent's join names a room that is a
+    /// number into that room of this Janus as well (SPEC F1): its voice
+    /// and face as a feed beside the agent's, displayed as the agent's
+    /// participant id. The config's `room` and `display` are each
+    /// avatar's; its `media.bind` is where the feed's peer binds (an
+    /// address the SFU can reach). `None`: no avatar goes into a room.
+    pub rooms: Option<sotto::RoomConfig>,
     /// Viewers must carry `Authorization: Bearer TOKEN` signed with this,
     /// granting `allow_view` for the avatar's room or `operator` (SPEC
     /// S3); `None` lets anyone who reaches the server watch (for a
@@ -65,6 +73,7 @@ impl Default for ViewersConfig {
             voice_bitrate: 48_000,
             video_bitrate_kbps: 800,
             max_viewers: 8,
+            rooms: None,
             viewer_secret: None,
             #[cfg(feature = "test-routes")]
             keep_reports: false,
@@ -82,6 +91,8 @@ pub(crate) struct Published {
     pub(crate) publisher: Publisher,
     /// Its viewers as their paths name them.
     pub(crate) viewers: Vec<ViewerAccess>,
+    /// Its feed in a room on an SFU, stopped when this is dropped.
+    pub(crate) _feed: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// A viewer as its path names it: its id there, the publisher's for it,

@@ -286,25 +286,26 @@ async fn page() -> Html<&'static str> {
     Html(include_str!("page.html"))
 }
 
-/// Attaches call `id`'s session to the avatar: a token minted for it, the
-/// avatar named after the call (so its page finds it). A call whose
-/// avatar cannot be had goes on with its voice in the call.
+/// Attaches a session to the avatar as `participant` in `room`: a token
+/// minted for it. A call's avatar is named after the call (so its page
+/// finds it); a room's names the room's number (so the avatar server
+/// publishes it into the room). A session whose avatar cannot be had goes
+/// on with its own voice.
 async fn attach_avatar(
     engine: &Engine,
     session: &sotto::SessionHandle,
     avatar: &AvatarAttach,
-    id: &str,
+    room: &str,
+    participant: &str,
 ) -> Option<sotto::AvatarHandle> {
-    let participant = format!("call-{id}");
-    let room = format!("call-{id}");
     let creds = crate::token::create(
         "sotto-serve",
         &avatar.secret,
-        Some(&participant),
+        Some(participant),
         crate::token::DEFAULT_TTL,
     )
     .ok()?;
-    let link = sotto::LinkConfig::new(&avatar.join_url, &room, &creds.token, &participant);
+    let link = sotto::LinkConfig::new(&avatar.join_url, room, &creds.token, participant);
     engine.attach_avatar(session, link).await.ok()
 }
 

@@ -20,7 +20,8 @@ use axum::Router;
 use super::{cors, refuse, with_call, CallServerState};
 
 /// The routes: `POST /calls/{id}/recording`, `GET
-/// /test/calls/{n}/recording`, `GET /test/calls/{n}/mic`.
+/// /test/calls/{n}/recording`, `/test/calls/{n}/face`, `GET
+/// /test/calls/{n}/mic`.
 pub(super) fn routes() -> Router<Arc<CallServerState>> {
     Router::new()
         .route(
@@ -35,6 +36,12 @@ pub(super) fn routes() -> Router<Arc<CallServerState>> {
                 .post(put_nth)
                 .layer(DefaultBodyLimit::max(RECORDING_LIMIT)),
         )
+        .route(
+            "/test/calls/{n}/face",
+            get(face)
+                .post(put_face)
+                .layer(DefaultBodyLimit::max(FACE_LIMIT)),
+        )
         .route("/test/calls/{n}/mic", get(mic))
         .route("/test/calls/{n}/events", get(events))
         .route("/test/calls/{n}/stats", get(stats))
@@ -45,6 +52,9 @@ const RECORDING_LIMIT: usize = 60 * 48_000 * 4;
 /// The page's report beside it (JSON: when the first sound played, the
 /// jitter buffer's delay): a few dozen bytes.
 const REPORT_LIMIT: usize = 1024;
+/// What a room page saw of the agent's face (JSON: each frame's time and
+/// mouth, the voice's level beside them).
+const FACE_LIMIT: usize = 256 << 10;
 /// Microphone samples kept per call: 60 s of 48 kHz mono.
 const MIC_LIMIT: usize = 60 * 48_000;
 /// The header the page's report comes in.
@@ -54,6 +64,7 @@ const REPORT: &str = "x-sotto-report";
 #[derive(Debug, Default)]
 pub(super) struct Recorded {
     heard: Option<(Vec<u8>, String)>,
+    face: Option<axum::body::Bytes>,
     mic: Vec<f32>,
 }
 
@@ -186,6 +197,34 @@ async fn heard(State(shared): State<Arc<CallServerState>>, Path(raw): Path<Strin
             r
         }
         None => refuse(StatusCode::NOT_FOUND, "no recording"),
+    }
+}
+
+/// `POST /test/calls/{n}/face`: what the room page saw of the face.
+async fn put_face(
+    State(shared): State<Arc<CallServerState>>,
+    Path(raw): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    match slot(&shared, &raw) {
+        Ok(slot) => {
+            if let Ok(mut r) = slot.lock() {
+                r.face = Some(body);
+            }
+            cors(StatusCode::NO_CONTENT.into_response())
+        }
+        Err(why) => refuse(StatusCode::NOT_FOUND, why),
+    }
+}
+
+/// `GET /test/calls/{n}/face`: what the room page posted of the face; 404
+/// until it has.
+async fn face(State(shared): State<Arc<CallServerState>>, Path(raw): Path<String>) -> Response {
+    let got = slot(&shared, &raw).map(|s| s.lock().ok().and_then(|r| r.face.clone()));
+    match got {
+        Ok(Some(body)) => crate::http::typed(body, "application/json"),
+        Ok(None) => refuse(StatusCode::NOT_FOUND, "no face report"),
+        Err(why) => refuse(StatusCode::NOT_FOUND, why),
     }
 }
 

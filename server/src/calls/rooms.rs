@@ -14,7 +14,7 @@ use axum::response::{Html, Response};
 use axum::routing::get;
 use axum::Router;
 use serde_json::json;
-use sotto::{EngineError, RoomConfig, SessionError};
+use sotto::{EngineError, RoomConfig, SessionError, Subscribe};
 use tokio::sync::oneshot;
 
 use super::{agent, refuse, CallServer, CallServerState, Live, EVENTS_KEPT};
@@ -28,6 +28,8 @@ pub(super) struct Hosted {
     url: String,
     room: u64,
     ordinal: u64,
+    /// The display name of the agent's avatar's feed, when it has one.
+    face: Option<String>,
 }
 
 /// `GET /room`, `GET /room/config`, `GET /janus.js`.
@@ -79,12 +81,29 @@ impl CallServer {
             })
             .await?;
         let (url, number) = (page_url.unwrap_or_else(|| room.url.clone()), room.room);
+        // With an avatar, its feed is the agent's voice in the room: the
+        // agent does not hear it as a participant.
+        let face = shared
+            .config
+            .avatar
+            .as_ref()
+            .map(|_| format!("{}-face", room.display));
+        let mut room = room;
+        if let (Some(face), Subscribe::AllAudio) = (&face, &room.subscribe) {
+            room.subscribe = Subscribe::AllBut(vec![face.clone()]);
+        }
         let handle = match shared.engine.join_room(&session, room).await {
             Ok(h) => h,
             Err(e) => {
                 let _ = shared.engine.remove_session(&session).await;
                 return Err(e.into());
             }
+        };
+        let avatar = match (&shared.config.avatar, &face) {
+            (Some(a), Some(face)) => {
+                super::attach_avatar(&shared.engine, &session, a, &number.to_string(), face).await
+            }
+            _ => None,
         };
         let id = crate::http::random_id();
         let log = Arc::new(Mutex::new(agent::EventLog::new(EVENTS_KEPT)));
@@ -127,6 +146,7 @@ impl CallServer {
                 url,
                 room: number,
                 ordinal,
+                face: avatar.as_ref().and(face),
             });
         }
         let shared = Arc::clone(shared);
@@ -141,6 +161,9 @@ impl CallServer {
                 (hung_up, None),
             )
             .await;
+            if let Some(a) = avatar {
+                a.detach();
+            }
             if let Ok(mut calls) = shared.calls.lock() {
                 calls.remove(&id);
             }
@@ -159,17 +182,19 @@ async fn page() -> Html<&'static str> {
 }
 
 /// `GET /room/config`: the SFU and room the agent is in (404 when it is
-/// in none); with recordings kept, where a test page posts what it heard.
+/// in none) and its avatar's feed; with recordings kept, where a test
+/// page posts what it heard and saw.
 async fn config(State(shared): State<Arc<CallServerState>>) -> Response {
     let hosted = shared.hosted.lock().ok().and_then(|h| h.clone());
     let Some(h) = hosted else {
         return refuse(StatusCode::NOT_FOUND, "the agent is in no room");
     };
     #[cfg_attr(not(feature = "test-routes"), allow(unused_mut))]
-    let mut body = json!({"janus": h.url, "room": h.room});
+    let mut body = json!({"janus": h.url, "room": h.room, "face": h.face});
     #[cfg(feature = "test-routes")]
     if shared.config.keep_recordings {
         body["recording"] = json!(format!("/test/calls/{}/recording", h.ordinal));
+        body["faceReport"] = json!(format!("/test/calls/{}/face", h.ordinal));
     }
     crate::http::typed(body.to_string(), "application/json")
 }

@@ -277,7 +277,10 @@ async fn set_up(
         return;
     };
     let avatar = match &shared.config.avatar {
-        Some(a) => attach_avatar(&shared.engine, &session, a, &id).await,
+        Some(a) => {
+            let name = format!("call-{id}");
+            attach_avatar(&shared.engine, &session, a, &name, &name).await
+        }
         None => None,
     };
     // From here the call's own task owns its place in the table.
