@@ -8,8 +8,11 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # The tests encode their FLAC, Ogg/Vorbis, MP3 and AAC files with ffmpeg;
 # the browser tests call with headless Chromium, in a network namespace of
 # their own (unshare from util-linux, ip from iproute2); the room tests
-# start a Janus SFU of their own and give the browser Janus's janus.js.
-TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway
+# start a Janus SFU of their own and give the browser Janus's janus.js;
+# the WHIP test publishes into the call server with Debian's whip-client
+# (GStreamer; the package brings its plugins).
+TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway \
+	simple-whip-client
 
 .PHONY: demo test check deps test-deps whip-server lint deny-deps bench bench-rooms fuzz fuzz-deps soak
 
@@ -27,8 +30,7 @@ test-deps: deps whip-server
 		else echo "error: install $(TEST_PACKAGES) to run the tests"; exit 1; fi; \
 	fi
 
-# Debian's whip-client (GStreamer; not installed by default: its test is
-# ignored, see integration/tests/room.rs) aborts at start-up: it links
+# Debian's whip-client (GStreamer) aborts at start-up: it links
 # libsoup2, and GStreamer's ICE pulls in libsoup3 through UPnP port
 # mapping. It runs with a libgupnp-igd that maps nothing first on its
 # library path (testkit/whip/no-upnp.c).

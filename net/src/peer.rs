@@ -27,7 +27,8 @@ pub const SEND_BUFFER: usize = 1 << 20;
 const PEER_EVENTS: usize = 16;
 
 /// How long a call's far end may send nothing (media, keepalives) before
-/// the connection counts as gone.
+/// the connection counts as gone: ICE reports its STUN quiet this long
+/// (Disconnected), and a call is over when its media is quiet too.
 pub const CALL_SILENT_LIMIT: Duration = Duration::from_secs(3);
 
 /// How long candidate gathering may take on loopback.
@@ -297,11 +298,15 @@ async fn build(
         .with_multicast_dns_mode(MulticastDnsMode::Disabled)
         .with_include_loopback_candidate(bind.is_loopback());
     if media.is_some() {
-        // A call whose far end has gone quiet for this long is over
-        // (SPEC W6: within a few seconds, not ICE's default 5 s + 25 s).
+        // ICE says Disconnected once the far end's STUN has been quiet
+        // this long (SPEC W6: within a few seconds, not ICE's default 5 s);
+        // a call then also asks whether its media stopped (see
+        // `CALL_SILENT_LIMIT`). Failed comes only well after: an agent
+        // that keeps its pair alive with RFC 5245's 25 s keepalives
+        // (libnice's, GStreamer's) while media flows is not dropped.
         setting_engine = setting_engine.with_ice_timeouts(
             Some(CALL_SILENT_LIMIT),
-            Some(Duration::from_secs(10)),
+            Some(Duration::from_secs(30)),
             Some(Duration::from_secs(1)),
         );
     }

@@ -341,14 +341,25 @@ impl Call {
         ));
 
         let mut outgoing = Outgoing::new(rate, channels, opus_channels, config.packet);
+        let mut quiet = FarEnd::new(&counters);
+        let mut check = tokio::time::interval(Duration::from_millis(250));
         let reason = loop {
             tokio::select! {
                 _ = &mut hung_up => break "hung up",
                 state = peer_events.state.recv() => match state {
-                    Some(RTCPeerConnectionState::Disconnected
-                        | RTCPeerConnectionState::Failed
-                        | RTCPeerConnectionState::Closed) | None => break "the far end is gone",
+                    Some(RTCPeerConnectionState::Failed | RTCPeerConnectionState::Closed)
+                    | None => break "the far end is gone",
+                    Some(RTCPeerConnectionState::Disconnected) => {
+                        quiet.stun_quiet = true;
+                        if quiet.gone(&counters) {
+                            break "the far end is gone";
+                        }
+                    }
+                    Some(RTCPeerConnectionState::Connected) => quiet.stun_quiet = false,
                     Some(_) => {}
+                },
+                _ = check.tick() => if quiet.gone(&counters) {
+                    break "the far end is gone";
                 },
                 frame = frames.next_frame() => {
                     let Ok(frame) = frame else { break "the session's output closed" };
@@ -481,6 +492,36 @@ fn to_opus_layout<'a>(
 
 /// Decodes the far end's first audio track and hands it, mono at
 /// 48 kHz, to the media thread; counts what the packets were.
+/// Whether a call's far end is gone: its STUN quiet (ICE says
+/// Disconnected) and no packet of its media for
+/// [`sotto_net::peer::CALL_SILENT_LIMIT`]. Media alone keeps a call up:
+/// some agents (libnice's, in GStreamer) send STUN only every 25 s once
+/// connected.
+struct FarEnd {
+    stun_quiet: bool,
+    packets: u64,
+    heard: std::time::Instant,
+}
+
+impl FarEnd {
+    fn new(counters: &Counters) -> Self {
+        Self {
+            stun_quiet: false,
+            packets: counters.packets_received.load(Ordering::Relaxed),
+            heard: std::time::Instant::now(),
+        }
+    }
+
+    fn gone(&mut self, counters: &Counters) -> bool {
+        let packets = counters.packets_received.load(Ordering::Relaxed);
+        if packets != self.packets {
+            self.packets = packets;
+            self.heard = std::time::Instant::now();
+        }
+        self.stun_quiet && self.heard.elapsed() >= sotto_net::peer::CALL_SILENT_LIMIT
+    }
+}
+
 async fn receive_mic(
     mut tracks: mpsc::Receiver<Arc<dyn webrtc::media_stream::track_remote::TrackRemote>>,
     counters: Arc<Counters>,
