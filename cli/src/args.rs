@@ -190,7 +190,8 @@ pub(crate) enum Command {
         clean_mic: bool,
         /// The agent speaks through an avatar (in this process): its voice
         /// and face are published as WebRTC media and the page shows it
-        /// beside the call.
+        /// beside the call; in a room (`--janus`), the avatar joins the
+        /// room as a feed of its own (`sotto-agent-PID-face`).
         #[arg(long)]
         avatar: bool,
         /// A Janus SFU's HTTP API (`http://host:8088/janus`): the agent

@@ -17,6 +17,10 @@ struct Serve(Child);
 
 impl Serve {
     fn start(janus: &Janus, rooms: &[u64]) -> Self {
+        Self::start_with(janus, rooms, &[])
+    }
+
+    fn start_with(janus: &Janus, rooms: &[u64], more: &[&str]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sotto"));
         cmd.args(["serve", "--listen", "127.0.0.1:0", "--janus"])
             .arg(janus.url())
@@ -28,6 +32,7 @@ impl Serve {
         for room in rooms {
             cmd.args(["--room", &room.to_string()]);
         }
+        cmd.args(more);
         Self(cmd.stdin(Stdio::null()).spawn().unwrap())
     }
 }
@@ -160,6 +165,62 @@ fn a_process_that_dies_takes_only_its_own_rooms() {
         ub.leave().await;
         engine.shutdown().await;
         drop(b);
+        std::fs::remove_dir_all(&dir).ok();
+    });
+}
+
+/// `sotto serve --room --avatar`: the agent's avatar joins its room as a
+/// feed of its own (`sotto-agent-PID-face`) beside the agent's, and the
+/// agent's voice is heard from it.
+#[test]
+fn the_avatar_joins_the_agents_room() {
+    if !in_own_network_with_sfu("the_avatar_joins_the_agents_room") {
+        return;
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let dir = sotto_testkit::scratch_dir("rooms-avatar");
+        let janus = Janus::start(&dir);
+        let serve = Serve::start_with(&janus, &[1010], &["--avatar"]);
+        let engine = sotto_testkit::call_engine().await;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let face = format!("sotto-agent-{}-face", serve.0.id());
+        let session = engine
+            .create_session(sotto::SessionConfig::default())
+            .await
+            .unwrap();
+        let mut user = engine
+            .join_room(
+                &session,
+                RoomConfig {
+                    subscribe: sotto::Subscribe::Named(vec![face.clone()]),
+                    ..janus.room(1010, "user")
+                },
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(15), async {
+            loop {
+                match user.next_event().await.unwrap() {
+                    RoomEvent::ParticipantJoined { display, .. } if display == face => return,
+                    _ => {}
+                }
+            }
+        })
+        .await
+        .expect("the avatar's feed is in the room");
+        let mut mic = user.take_mic().unwrap();
+        assert!(
+            hears(&mut mic, Duration::from_secs(10)).await,
+            "the agent's voice comes from its avatar's feed"
+        );
+        user.leave().await;
+        engine.shutdown().await;
+        drop(serve);
         std::fs::remove_dir_all(&dir).ok();
     });
 }
