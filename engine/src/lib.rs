@@ -36,6 +36,7 @@ mod frames;
 mod handle;
 mod input;
 mod player;
+mod phone;
 mod room;
 mod stats;
 mod whip;
@@ -66,6 +67,9 @@ pub use sotto_actors::background::{BackgroundConfig, BackgroundMode};
 
 // Calls over WebRTC.
 pub use call::{CallConfig, CallEvent, CallHandle, CallStats};
+pub use phone::{
+    MediaStreamSocket, PhoneCallHandle, PhoneConfig, PhoneEvent, PhonePlayout, Provider, WsMessage,
+};
 pub use room::{RoomConfig, RoomError, RoomEvent, RoomFeed, RoomHandle, Subscribe};
 pub use whip::WhipHandle;
 

@@ -143,7 +143,7 @@ impl Engine {
         // Nothing comes back over WHIP: the microphone goes nowhere.
         let (mic_tx, _) = mpsc::channel(1);
         let media = Media {
-            encoder,
+            encoder: sotto_media::call::Encoder::Opus(encoder),
             packet: config.packet,
             opus_channels,
             echo: None,

@@ -16,7 +16,8 @@ use tokio::sync::mpsc;
 
 use crate::echo::{EchoPath, CHUNK};
 use crate::opus::{OpusEncoder, OPUS_RATE};
-use crate::resample::Resampler;
+use crate::g711::Law;
+use crate::resample::{ResampleError, Resampler};
 
 /// How often a silent call sends a packet, as Opus DTX does.
 const DTX_INTERVAL: std::time::Duration = std::time::Duration::from_millis(400);
@@ -143,10 +144,50 @@ pub struct Encoded {
     pub marker: bool,
 }
 
+/// What a link's output is encoded as.
+pub enum Encoder {
+    /// Opus, for WebRTC.
+    Opus(OpusEncoder),
+    /// G.711 at 8 kHz, for a phone line (SPEC T1).
+    G711(G711Encoder),
+}
+
+/// 48 kHz mono to G.711 codes at 8 kHz: band-limited to the line's 4 kHz
+/// first (the resampler's filter), then one code per sample.
+pub struct G711Encoder {
+    law: Law,
+    to_8k: Resampler,
+    narrow: Vec<f32>,
+}
+
+impl G711Encoder {
+    /// An encoder to `law`.
+    ///
+    /// # Errors
+    /// [`ResampleError`] when the resampler cannot be built.
+    pub fn new(law: Law) -> Result<Self, ResampleError> {
+        Ok(Self {
+            law,
+            to_8k: Resampler::new(48_000, 8_000, 1)?,
+            narrow: Vec::with_capacity(256),
+        })
+    }
+
+    /// The codes `pcm` (48 kHz mono) makes; the resampler holds a few
+    /// milliseconds back, so a packet's codes are not exactly its own.
+    fn encode(&mut self, pcm: &[f32]) -> Vec<u8> {
+        self.narrow.clear();
+        self.to_8k.push(pcm, &mut self.narrow);
+        let mut codes = Vec::with_capacity(self.narrow.len());
+        self.law.encode_f32(&self.narrow, &mut codes);
+        codes
+    }
+}
+
 /// The thread's state.
 pub struct Media {
-    /// The call's encoder.
-    pub encoder: OpusEncoder,
+    /// The link's encoder.
+    pub encoder: Encoder,
     /// The packet length it encodes.
     pub packet: FrameLength,
     /// Channels the call sends (1 or 2).
@@ -193,7 +234,22 @@ impl Media {
                         }
                         render.drain(..whole);
                     }
-                    let Ok(bytes) = self.encoder.encode(&pcm) else {
+                    let opus = match &mut self.encoder {
+                        Encoder::Opus(opus) => opus,
+                        Encoder::G711(g711) => {
+                            // A phone line takes every sample, silence too.
+                            let packet = Encoded {
+                                bytes: g711.encode(&pcm),
+                                pts,
+                                marker: false,
+                            };
+                            if encoded.blocking_send(packet).is_err() {
+                                break;
+                            }
+                            continue;
+                        }
+                    };
+                    let Ok(bytes) = opus.encode(&pcm) else {
                         continue;
                     };
                     let silent = bytes.len() == 1;

@@ -9,6 +9,7 @@
 
 pub mod call;
 pub mod echo;
+pub mod g711;
 pub mod opus;
 pub mod receive;
 pub mod resample;

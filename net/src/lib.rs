@@ -14,6 +14,7 @@
 pub mod avatar;
 pub mod call;
 pub mod janus;
+pub mod phone;
 pub mod peer;
 pub mod sdp;
 pub mod video;

@@ -50,6 +50,10 @@ pub fn describe(kind: &SessionEventKind) -> (&'static str, Map<String, Value>) {
             f.insert("message".into(), json!(reason));
             "sink_detached"
         }
+        SessionEventKind::Dtmf { digit } => {
+            f.insert("digit".into(), json!(digit.to_string()));
+            "dtmf"
+        }
         SessionEventKind::Error { message } => {
             f.insert("message".into(), json!(message));
             "error"

@@ -16,6 +16,7 @@ pub mod janus;
 // the program and in a test.
 #[path = "../../cli/src/measure.rs"]
 pub mod measure;
+pub mod phone;
 #[path = "../../cli/src/plot.rs"]
 pub mod plot;
 #[path = "../../cli/src/scenario/mod.rs"]

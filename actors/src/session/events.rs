@@ -100,6 +100,11 @@ pub enum SessionEventKind {
         /// Why.
         reason: String,
     },
+    /// The user pressed a key on a phone line (SPEC T4).
+    Dtmf {
+        /// The key: `0`–`9`, `*`, `#`, `A`–`D`.
+        digit: char,
+    },
     /// Something went wrong; playback of everything else continues.
     Error {
         /// What.

@@ -323,7 +323,7 @@ impl Call {
         let (work, work_in) = mpsc::channel::<Work>(WORK_QUEUE);
         let (encoded_tx, mut encoded) = mpsc::channel::<Encoded>(PACKET_QUEUE);
         let media = Media {
-            encoder,
+            encoder: sotto_media::call::Encoder::Opus(encoder),
             packet: config.packet,
             opus_channels,
             echo,

@@ -341,7 +341,7 @@ impl Engine {
         let (leave, left) = oneshot::channel();
         let id = membership.at.id;
         let media = Media {
-            encoder,
+            encoder: sotto_media::call::Encoder::Opus(encoder),
             packet: config.media.packet,
             opus_channels,
             echo,

@@ -216,13 +216,15 @@ fn rms(samples: &[f32]) -> f32 {
     (samples.iter().map(|s| s * s).sum::<f32>() / samples.len().max(1) as f32).sqrt()
 }
 
-/// What the agent talks through: a call a browser made, or a room on an
-/// SFU it joined.
+/// What the agent talks through: a call a browser made, a room on an SFU
+/// it joined, or a phone call a carrier handed over.
 pub(super) enum Link {
     /// A call (SPEC W3).
     Call(CallHandle),
     /// A room (SPEC F1).
     Room(RoomHandle),
+    /// A phone call over a carrier's media stream (SPEC T1).
+    Phone(sotto::PhoneCallHandle),
 }
 
 /// What a link's events mean to the agent.
@@ -243,6 +245,7 @@ impl Link {
         match self {
             Self::Call(c) => c.take_mic(),
             Self::Room(r) => r.take_mic(),
+            Self::Phone(p) => p.take_mic(),
         }
     }
 
@@ -261,6 +264,12 @@ impl Link {
                 RoomEvent::Reconnecting { .. } => News::Note("room_reconnecting"),
                 _ => News::Other,
             },
+            Self::Phone(p) => match p.next_event().await? {
+                sotto::PhoneEvent::Started { .. } => News::Up,
+                sotto::PhoneEvent::Ended { reason } => News::Ended(reason),
+                sotto::PhoneEvent::Rejected { .. } => News::Note("rejected"),
+                _ => News::Other,
+            },
         })
     }
 
@@ -268,6 +277,7 @@ impl Link {
         match self {
             Self::Call(c) => c.hang_up().await,
             Self::Room(r) => r.leave().await,
+            Self::Phone(p) => p.hang_up().await,
         }
     }
 }

@@ -30,6 +30,7 @@ use tokio::sync::oneshot;
 pub mod agent;
 #[cfg(feature = "test-routes")]
 mod recordings;
+mod phone;
 mod rooms;
 mod setup;
 
@@ -70,6 +71,9 @@ pub struct ServeConfig {
     /// face published there, the call's own output silent); the page
     /// watches it beside the call.
     pub avatar: Option<AvatarAttach>,
+    /// Serves phone calls a carrier hands over as media streams (SPEC
+    /// T1): `POST /twilio/voice` and `GET /twilio/stream`; 404 without.
+    pub phone: bool,
 }
 
 impl Default for ServeConfig {
@@ -86,6 +90,7 @@ impl Default for ServeConfig {
             #[cfg(feature = "test-routes")]
             keep_recordings: false,
             avatar: None,
+            phone: false,
         }
     }
 }
@@ -172,6 +177,8 @@ struct CallServerState {
     stats: Arc<Counters>,
     /// The room the agent was sent into, for `/room`.
     hosted: Mutex<Option<rooms::Hosted>>,
+    /// Tickets phone calls' TwiML handed out.
+    tickets: Mutex<phone::Tickets>,
 }
 
 /// A running call server.
@@ -209,6 +216,7 @@ impl CallServer {
             taken: AtomicU64::new(0),
             stats: Arc::clone(&stats),
             hosted: Mutex::new(None),
+            tickets: Mutex::new(phone::Tickets::default()),
         });
         let app = Router::new()
             .route("/", get(page))
@@ -219,7 +227,8 @@ impl CallServer {
             .route("/calls/{id}/stats", get(call_stats).options(preflight))
             .route("/calls/{id}/avatar", get(avatar_of).options(preflight))
             .with_state(Arc::clone(&shared))
-            .merge(rooms::routes().with_state(Arc::clone(&shared)));
+            .merge(rooms::routes().with_state(Arc::clone(&shared)))
+            .merge(phone::routes().with_state(Arc::clone(&shared)));
         #[cfg(feature = "test-routes")]
         let app = app.merge(recordings::routes().with_state(Arc::clone(&shared)));
         let (stop, stopped) = oneshot::channel();

@@ -25,10 +25,10 @@ fn busy(why: &str) -> Response {
 
 /// A call's place in the server's table until the call is set up; a set-up
 /// that fails or is abandoned midway takes it out again when dropped.
-struct Reserved {
+pub(super) struct Reserved {
     shared: Arc<CallServerState>,
-    id: String,
-    kept: bool,
+    pub(super) id: String,
+    pub(super) kept: bool,
 }
 
 impl Drop for Reserved {
@@ -43,7 +43,7 @@ impl Drop for Reserved {
 
 /// Takes a place for a new call, if the server and the participant have
 /// room: 503 past `max_peers`, 429 past the participant's share.
-fn reserve(
+pub(super) fn reserve(
     shared: &Arc<CallServerState>,
     token: Option<String>,
     participant: Option<String>,
