@@ -12,9 +12,9 @@ DEBIAN_PACKAGES := libasound2-dev libopus-dev libvpx-dev pkg-config autoconf aut
 # the WHIP test publishes into the call server with Debian's whip-client
 # (GStreamer; the package brings its plugins).
 TEST_PACKAGES := ffmpeg chromium iproute2 util-linux janus libjs-janus-gateway \
-	simple-whip-client
+	simple-whip-client python3-venv
 
-.PHONY: demo test check deps test-deps whip-server lint deny-deps bench bench-rooms fuzz fuzz-deps soak
+.PHONY: demo test check deps test-deps whip-server lint deny-deps bench bench-rooms bench-phone fuzz fuzz-deps soak
 
 # Installs what building and running the programs needs.
 deps:
@@ -29,6 +29,14 @@ test-deps: deps whip-server
 		if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(TEST_PACKAGES) >/dev/null; \
 		else echo "error: install $(TEST_PACKAGES) to run the tests"; exit 1; fi; \
 	fi
+	@$(MAKE) --no-print-directory $(STREAMDOUBLE)
+
+# streamdouble (PyPI), a Twilio Media Streams simulator, for the phone
+# test against a Twilio double no one here wrote; in a venv of its own.
+STREAMDOUBLE := target/streamdouble/bin/streamdouble
+$(STREAMDOUBLE):
+	python3 -m venv target/streamdouble
+	target/streamdouble/bin/pip install -q --disable-pip-version-check streamdouble==0.3.0
 
 # Debian's whip-client (GStreamer) aborts at start-up: it links
 # libsoup2, and GStreamer's ICE pulls in libsoup3 through UPnP port
@@ -104,6 +112,12 @@ bench:
 # picks the room counts (default 10,25,50).
 bench-rooms: test-deps
 	$(CARGO) test --release -p sotto-cli --test rooms -- --ignored rooms_per_core --nocapture
+
+# Phone calls per core (SOTTO_PHONE_CALLS picks the counts, default
+# 50,100,200), and a hundred interrupts on a phone line.
+bench-phone: test-deps
+	$(CARGO) test --release -p sotto-cli --test phone -- --ignored phone_calls_per_core --nocapture
+	$(CARGO) test --release -p sotto-integration --test phone -- --ignored a_hundred_interrupts --nocapture
 
 # The long runs `make test` leaves out: eighty calls under a CPU hog (the
 # render keeps its deadlines, the server stops admitting), an hour of

@@ -194,6 +194,11 @@ pub(crate) enum Command {
         /// room as a feed of its own (`sotto-agent-PID-face`).
         #[arg(long)]
         avatar: bool,
+        /// Also answers phone calls a carrier hands over as media streams:
+        /// `POST /twilio/voice` (point a Twilio number's voice webhook at
+        /// it) and the stream's WebSocket at `/twilio/stream`.
+        #[arg(long)]
+        phone: bool,
         /// A Janus SFU's HTTP API (`http://host:8088/janus`): the agent
         /// also joins the VideoRoom rooms given with `--room` and talks to
         /// whoever joins them; `/room` lets a browser join the first.

@@ -20,6 +20,7 @@ pub(crate) struct ServeArgs {
     pub media_addr: std::net::IpAddr,
     pub clean_mic: bool,
     pub avatar: bool,
+    pub phone: bool,
     pub max_calls_per_participant: usize,
     pub max_connections_per_client: usize,
     pub token_lifetime: std::time::Duration,
@@ -45,6 +46,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
         media_addr,
         clean_mic,
         avatar,
+        phone,
         max_calls_per_participant,
         max_connections_per_client,
         token_lifetime,
@@ -107,6 +109,7 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             ..CallConfig::default()
         },
         avatar: None,
+        phone,
         ..ServeConfig::default()
     };
     // The avatar side in this process, on loopback: every call's agent
@@ -153,15 +156,22 @@ pub(crate) async fn serve(args: ServeArgs) -> ExitCode {
             server.addr()
         );
     }
+    if phone {
+        eprintln!(
+            "sotto serve: phone calls: point a Twilio number's voice webhook at \
+             http(s)://THIS_HOST/twilio/voice"
+        );
+    }
     eprintln!(
         "sotto serve: open http://{}/ in a browser; calls at POST /calls (Ctrl-C to stop)",
         server.addr()
     );
     let _ = tokio::signal::ctrl_c().await;
     let stats = server.stats();
+    let engine_stats = engine.stats();
     eprintln!(
-        "sotto serve: {} calls, {} refused, {} busy",
-        stats.calls, stats.refused, stats.busy
+        "sotto serve: {} calls, {} refused, {} busy; {} late blocks of {}",
+        stats.calls, stats.refused, stats.busy, engine_stats.late_blocks, engine_stats.blocks
     );
     drop(server);
     drop(avatar_server);

@@ -158,6 +158,10 @@ pub struct PlaybackSnapshot {
     pub played_frames: FrameCount,
     /// Frames of the turn pushed so far.
     pub pushed_frames: FrameCount,
+    /// Frames of the turn a phone line's carrier confirmed the caller
+    /// heard (SPEC T3: its marks' echoes), at most `played_frames`; `None`
+    /// when no phone line serves the session.
+    pub confirmed_frames: Option<FrameCount>,
 }
 
 /// Controls one session: push the agent's speech, interrupt, pause, and
@@ -396,10 +400,16 @@ impl SessionHandle {
         &self,
     ) -> impl Future<Output = Result<PlaybackSnapshot, SessionError>> + Send + 'static {
         let reply = self.request(SessionMsg::Snapshot);
+        let shared = Arc::clone(&self.shared);
         async move {
-            reply.await.map(|(played, pushed)| PlaybackSnapshot {
-                played_frames: FrameCount(played),
-                pushed_frames: FrameCount(pushed),
+            reply.await.map(|(played, pushed)| {
+                let confirmed = shared.confirmed_frames.load(Ordering::Relaxed);
+                PlaybackSnapshot {
+                    played_frames: FrameCount(played),
+                    pushed_frames: FrameCount(pushed),
+                    confirmed_frames: (confirmed != u64::MAX)
+                        .then(|| FrameCount(confirmed.min(played))),
+                }
             })
         }
     }

@@ -181,6 +181,22 @@ pub fn write_wav_s16(path: &std::path::Path, samples: &[f32], rate: u32, channel
     w.finalize().expect("finalize wav");
 }
 
+/// A 16-bit WAV's first channel as samples in −1..1 (the reply a phone
+/// simulator recorded, say).
+///
+/// # Panics
+/// When the file cannot be read as a 16-bit WAV.
+#[must_use]
+pub fn read_wav_mono(path: &std::path::Path) -> Vec<f32> {
+    let mut reader = hound::WavReader::open(path).expect("a wav");
+    let channels = usize::from(reader.spec().channels.max(1));
+    reader
+        .samples::<i16>()
+        .step_by(channels)
+        .map(|s| f32::from(s.expect("a sample")) / 32_768.0)
+        .collect()
+}
+
 /// Encodes `wav` to `out` with ffmpeg (`codec` as ffmpeg names it).
 ///
 /// # Panics

@@ -39,6 +39,8 @@ pub struct Heard {
     pub unknown: Vec<String>,
     /// The close the server sent: code and reason.
     pub closed: Option<(u16, String)>,
+    /// When its clock first ticked: `played[n]` played `n / 8000` s later.
+    pub first_tick: Option<std::time::Instant>,
 }
 
 /// A Twilio media stream in progress.
@@ -203,6 +205,7 @@ async fn run(
                 }
                 let total = played;
                 record(&mut |h| {
+                    h.first_tick.get_or_insert_with(std::time::Instant::now);
                     h.played.extend_from_slice(&out);
                     if h.started_at.is_some() && !had {
                         h.underruns += 1;

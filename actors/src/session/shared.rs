@@ -56,6 +56,9 @@ pub struct SessionShared {
     from_app: Arc<AtomicUsize>,
     /// The application's messages refused because the mailbox was full.
     pub mailbox_refused: AtomicU64,
+    /// Frames of the current turn a phone line's carrier confirmed played
+    /// (SPEC T3); [`u64::MAX`] while no line confirms anything.
+    pub confirmed_frames: AtomicU64,
 }
 
 /// Messages from the application a session's mailbox holds at most
@@ -131,6 +134,7 @@ impl SessionShared {
             has_orphans: AtomicBool::new(false),
             from_app: Arc::new(AtomicUsize::new(0)),
             mailbox_refused: AtomicU64::new(0),
+            confirmed_frames: AtomicU64::new(u64::MAX),
         })
     }
 

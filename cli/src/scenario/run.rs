@@ -465,6 +465,7 @@ impl Run {
                 let sotto::PlaybackSnapshot {
                     played_frames: played,
                     pushed_frames: pushed,
+                    ..
                 } = snap.await.map_err(closed)?;
                 let mut fields = Map::new();
                 fields.insert("played".into(), json!(played.get()));

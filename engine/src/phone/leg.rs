@@ -59,6 +59,51 @@ impl End {
     }
 }
 
+/// The current turn's audio on the output clock (the engine's rate): from
+/// its first frame, less its pauses; what a confirmed output position
+/// means in frames of the turn.
+#[derive(Default)]
+struct Turn {
+    start: Option<u64>,
+    paused_at: Option<u64>,
+    pauses: Vec<(u64, u64)>,
+}
+
+/// Pauses a turn remembers; more are merged into the last.
+const MAX_PAUSES: usize = 256;
+
+impl Turn {
+    fn on(&mut self, event: &SessionEvent) {
+        let at = event.at.0;
+        match event.kind {
+            SessionEventKind::FirstAudio => *self = Self {
+                start: Some(at),
+                ..Self::default()
+            },
+            SessionEventKind::Paused => self.paused_at = Some(at),
+            SessionEventKind::Resumed => {
+                if let Some(from) = self.paused_at.take() {
+                    if self.pauses.len() < MAX_PAUSES {
+                        self.pauses.push((from, at));
+                    } else if let Some(last) = self.pauses.last_mut() {
+                        last.1 = at;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Frames of the turn before output position `pos`.
+    fn heard_before(&self, pos: u64) -> u64 {
+        let Some(start) = self.start else { return 0 };
+        let span = |a: u64, b: u64| b.min(pos).saturating_sub(a.max(start));
+        let paused: u64 = self.pauses.iter().map(|&(a, b)| span(a, b)).sum::<u64>()
+            + self.paused_at.map_or(0, |a| span(a, u64::MAX));
+        pos.saturating_sub(start).saturating_sub(paused)
+    }
+}
+
 /// The codes on their way out, with the marks that confirm them.
 struct Line {
     /// Codes waiting for their time.
@@ -116,6 +161,10 @@ impl Leg {
         drop(encoded);
         let _ = media_thread.await;
         frames.release();
+        self.session
+            .shared()
+            .confirmed_frames
+            .store(u64::MAX, Ordering::Relaxed);
         self.finish(&socket, end);
     }
 
@@ -201,6 +250,8 @@ impl Leg {
         hung_up: &mut oneshot::Receiver<()>,
     ) -> End {
         let mut session_events = self.session.events();
+        let mut events_open = true;
+        let mut turn = Turn::default();
         let mut outgoing = Outgoing::new(self.rate, self.channels, 1, FrameLength::Ms20);
         let media_counters = MediaCounters::default();
         let mut to_48k = match Resampler::new(8_000, 48_000, 1) {
@@ -264,7 +315,13 @@ impl Leg {
                                 media_counters.mic_dropped.fetch_add(1, Ordering::Relaxed);
                             }
                         }
-                        Ok(Inbound::Mark { name }) => self.marked(&mut line, &name),
+                        Ok(Inbound::Mark { name }) => {
+                            if let Some(pos48) = self.marked(&mut line, &name) {
+                                let pos = pos48 * u64::from(self.rate) / 48_000;
+                                let heard = turn.heard_before(pos);
+                                self.session.shared().confirmed_frames.store(heard, Ordering::Relaxed);
+                            }
+                        }
                         Ok(Inbound::Dtmf { digit }) => {
                             self.session.shared().emit(SessionEvent {
                                 session: self.session.id(),
@@ -280,12 +337,19 @@ impl Leg {
                         Err(e) => self.reject(e.to_string()),
                     }
                 }
-                e = session_events.recv() => {
-                    if let Some(SessionEvent { kind: SessionEventKind::Cleared { .. }, .. }) = e {
-                        // A hard stop: what the carrier holds goes too.
+                e = session_events.recv(), if events_open => match e {
+                    // A hard stop: what the carrier holds goes too.
+                    Some(SessionEvent { kind: SessionEventKind::Cleared { .. }, .. }) => {
                         self.clear(socket, sid, &mut line);
                     }
-                }
+                    Some(e) => {
+                        if matches!(e.kind, SessionEventKind::FirstAudio) {
+                            self.session.shared().confirmed_frames.store(0, Ordering::Relaxed);
+                        }
+                        turn.on(&e);
+                    }
+                    None => events_open = false,
+                },
                 frame = frames.next_frame() => {
                     let Ok(frame) = frame else { return End::new("the session's output closed", 1011) };
                     outgoing.frame(&frame, &self.telemetry, &self.lag, work, &media_counters);
@@ -330,11 +394,11 @@ impl Leg {
         line.next_send = (line.next_send + Duration::from_millis(20)).max(floor);
     }
 
-    /// A mark came back: the caller heard up to it, or it was flushed.
-    fn marked(&self, line: &mut Line, name: &str) {
-        let Some(n) = name.strip_prefix("sotto-").and_then(|n| n.parse::<u64>().ok()) else {
-            return;
-        };
+    /// A mark came back: the caller heard up to it (its output position
+    /// at 48 kHz, returned), or it was flushed.
+    fn marked(&self, line: &mut Line, name: &str) -> Option<u64> {
+        let n = name.strip_prefix("sotto-").and_then(|n| n.parse::<u64>().ok())?;
+        let mut heard = None;
         while let Some(&(seq, pos)) = line.outstanding.front() {
             if seq > n {
                 break;
@@ -345,11 +409,13 @@ impl Leg {
                     self.counters.marks_flushed.fetch_add(1, Ordering::Relaxed);
                 } else {
                     self.counters.marks_played.fetch_add(1, Ordering::Relaxed);
-                    let heard = (pos - line.origin.unwrap_or(0)) * u64::from(self.rate) / 48_000;
-                    self.counters.confirmed_frames.store(heard, Ordering::Relaxed);
+                    let sent = (pos - line.origin.unwrap_or(0)) * u64::from(self.rate) / 48_000;
+                    self.counters.confirmed_frames.store(sent, Ordering::Relaxed);
+                    heard = Some(pos);
                 }
             }
         }
+        heard
     }
 
     /// A hard stop: the carrier drops what it holds, its marks come back

@@ -254,6 +254,7 @@ async fn o3_resampling_keeps_the_tone() {
         let sotto::PlaybackSnapshot {
             played_frames: FrameCount(_),
             pushed_frames: FrameCount(pushed),
+            ..
         } = s.snapshot_playback().await.unwrap();
         assert_eq!(pushed, 24_000, "{rate} Hz");
         engine.shutdown().await;
@@ -416,7 +417,8 @@ async fn o5_audio_pushed_after_interrupt_plays_after_the_tail() {
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
             played_frames: FrameCount(1000),
-            pushed_frames: FrameCount(1000)
+            pushed_frames: FrameCount(1000),
+            confirmed_frames: None
         }
     );
 }
@@ -698,7 +700,8 @@ async fn o9_counters_count_heard_audio_only() {
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
             played_frames: FrameCount(0),
-            pushed_frames: FrameCount(0)
+            pushed_frames: FrameCount(0),
+            confirmed_frames: None
         }
     );
     let _ = s.push(dc_s16(5000, 1000));
@@ -706,6 +709,7 @@ async fn o9_counters_count_heard_audio_only() {
     let sotto::PlaybackSnapshot {
         played_frames: FrameCount(played),
         pushed_frames: FrameCount(pushed),
+        ..
     } = s.snapshot_playback().await.unwrap();
     assert_eq!((played, pushed), (0, 5000));
     engine.render(1000).await.unwrap();
@@ -713,7 +717,8 @@ async fn o9_counters_count_heard_audio_only() {
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
             played_frames: FrameCount(1000 - 120),
-            pushed_frames: FrameCount(5000)
+            pushed_frames: FrameCount(5000),
+            confirmed_frames: None
         }
     );
     s.pause().unwrap();
@@ -721,6 +726,7 @@ async fn o9_counters_count_heard_audio_only() {
     let sotto::PlaybackSnapshot {
         played_frames: FrameCount(paused_played),
         pushed_frames: FrameCount(_),
+        ..
     } = s.snapshot_playback().await.unwrap();
     assert_eq!(
         paused_played,
@@ -732,6 +738,7 @@ async fn o9_counters_count_heard_audio_only() {
     let sotto::PlaybackSnapshot {
         played_frames: FrameCount(p),
         pushed_frames: FrameCount(q),
+        ..
     } = s.snapshot_playback().await.unwrap();
     assert_eq!(
         (p, q),
@@ -848,7 +855,8 @@ async fn o12_avatar_sink_silences_direct_output_but_counters_work() {
         s.snapshot_playback().await.unwrap(),
         sotto::PlaybackSnapshot {
             played_frames: FrameCount(1000),
-            pushed_frames: FrameCount(1000)
+            pushed_frames: FrameCount(1000),
+            confirmed_frames: None
         }
     );
     let events = drain(&mut ev);
