@@ -134,8 +134,12 @@ fn a_caller_hears_the_agent_and_barges_in() {
                 .await
                 .unwrap(),
         );
-        let mic48 = sotto_testkit::utterance_at(&say, 48_000);
-        let heard_caller = align(&mic48, 48_000, &mic_got, 48_000);
+        // At the line's rate: what the caller said is 8 kHz speech.
+        let mut mic_at_8k = Vec::new();
+        let mut down = sotto_media::resample::Resampler::new(48_000, 8_000, 1).unwrap();
+        down.push(&mic_got, &mut mic_at_8k);
+        down.flush(&mut mic_at_8k);
+        let heard_caller = align(&speech, 8_000, &mic_at_8k, 8_000);
         eprintln!(
             "the agent heard the caller: correlation {:.3}",
             heard_caller.correlation
@@ -247,7 +251,7 @@ fn marks_confirm_what_the_caller_heard() {
         assert!(playout.marks_played > 50, "{playout:?}");
 
         // A hard stop: the session's queue cleared mid-speech.
-        session.clear_queue().unwrap();
+        session.clear_queue().await.unwrap();
         tokio::time::sleep(Duration::from_millis(500)).await;
         let heard = double.heard();
         let playout = leg.playout();

@@ -138,10 +138,11 @@ async fn run(
     use futures_util::{SinkExt, StreamExt};
     let (sid, call) = ("MZ0123456789abcdef0123456789abcdef", "CA0123456789abcdef0123456789abcdef");
     let mut seq = 0u64;
-    let mut next = |seq: &mut u64| {
+    // Twilio numbers its messages from 1, as strings.
+    fn next(seq: &mut u64) -> String {
         *seq += 1;
         seq.to_string()
-    };
+    }
     let connected = json!({"event": "connected", "protocol": "Call", "version": "1.0.0"});
     let start = json!({
         "event": "start", "sequenceNumber": next(&mut seq), "streamSid": sid,

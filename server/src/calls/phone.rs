@@ -151,13 +151,11 @@ async fn until_start(
     let mut taken = Vec::new();
     let read = async {
         while let Some(Ok(message)) = socket.recv().await {
-            let Message::Text(text) = message else {
-                if matches!(message, Message::Close(_)) {
-                    break;
-                }
-                continue;
+            let text = match message {
+                Message::Text(text) => text.to_string(),
+                Message::Close(_) => break,
+                _ => continue,
             };
-            let text = text.to_string();
             match Inbound::parse(&text) {
                 Ok(Inbound::Connected { .. }) if taken.len() < BEFORE_START => taken.push(text),
                 Ok(Inbound::Start(start)) => {
