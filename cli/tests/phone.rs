@@ -19,7 +19,12 @@ impl Serve {
     fn start(port: u16, say: Option<&std::path::Path>) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sotto"));
         cmd.args(["serve", "--phone", "--listen", &format!("127.0.0.1:{port}")])
-            .args(["--max-calls", "1024", "--max-connections-per-client", "4096"]);
+            .args([
+                "--max-calls",
+                "1024",
+                "--max-connections-per-client",
+                "4096",
+            ]);
         if let Some(say) = say {
             cmd.arg("--say").arg(say);
         }

@@ -12,9 +12,9 @@
 use std::time::Duration;
 
 use sotto::{Engine, MediaStreamSocket, PhoneConfig, PhoneEvent, SessionEventKind, WsMessage};
+use sotto_integration::call_engine;
 use sotto_integration::compare::align;
 use sotto_integration::phone::TwilioDouble;
-use sotto_integration::call_engine;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -44,7 +44,11 @@ async fn phone_server(engine: &Engine) -> sotto_server::calls::CallServer {
 async fn webhook(server: &sotto_server::calls::CallServer) -> (String, String) {
     let twiml = reqwest::Client::new()
         .post(format!("http://{}/twilio/voice", server.addr()))
-        .form(&[("CallSid", "CA1"), ("From", "+15550100"), ("To", "+15550199")])
+        .form(&[
+            ("CallSid", "CA1"),
+            ("From", "+15550100"),
+            ("To", "+15550199"),
+        ])
         .send()
         .await
         .unwrap()
@@ -99,8 +103,16 @@ fn a_caller_hears_the_agent_and_barges_in() {
             "the caller heard the agent: correlation {:.3}, level {:+.2} dB",
             found.correlation, found.level_db
         );
-        assert!(found.correlation >= 0.9, "correlation {:.3}", found.correlation);
-        assert!(found.level_db.abs() <= 1.0, "level {:.2} dB", found.level_db);
+        assert!(
+            found.correlation >= 0.9,
+            "correlation {:.3}",
+            found.correlation
+        );
+        assert!(
+            found.level_db.abs() <= 1.0,
+            "level {:.2} dB",
+            found.level_db
+        );
 
         // The barge-in at the caller's ear: the voice ends within the
         // lead (60 ms), the pause's fade and 40 ms of the pause.
@@ -144,7 +156,11 @@ fn a_caller_hears_the_agent_and_barges_in() {
             "the agent heard the caller: correlation {:.3}",
             heard_caller.correlation
         );
-        assert!(heard_caller.correlation >= 0.9, "{:.3}", heard_caller.correlation);
+        assert!(
+            heard_caller.correlation >= 0.9,
+            "{:.3}",
+            heard_caller.correlation
+        );
         drop(server);
         engine.shutdown().await;
     });
@@ -226,7 +242,10 @@ fn marks_confirm_what_the_caller_heard() {
         let started = tokio::time::timeout(Duration::from_secs(5), leg.next_event())
             .await
             .unwrap();
-        assert!(matches!(started, Some(PhoneEvent::Started { .. })), "{started:?}");
+        assert!(
+            matches!(started, Some(PhoneEvent::Started { .. })),
+            "{started:?}"
+        );
         drop(session.push(say.bytes.clone()));
         tokio::time::sleep(Duration::from_secs(3)).await;
         // Confirmed against what the double played: mark `sotto-k` follows
@@ -255,7 +274,10 @@ fn marks_confirm_what_the_caller_heard() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         let heard = double.heard();
         let playout = leg.playout();
-        eprintln!("after the clear: {playout:?}; the double flushed {}", heard.flushed.len());
+        eprintln!(
+            "after the clear: {playout:?}; the double flushed {}",
+            heard.flushed.len()
+        );
         assert_eq!(heard.clears.len(), 1);
         assert!(!heard.flushed.is_empty(), "the clear flushed marks");
         assert_eq!(playout.marks_flushed, heard.flushed.len() as u64);
@@ -483,8 +505,12 @@ fn a_hundred_interrupts_on_a_phone_line() {
 /// agent's speech (correlation ≥ 0.9).
 #[test]
 fn streamdouble_places_a_call() {
-    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/streamdouble/bin/streamdouble");
-    assert!(exe.exists(), "make test-deps installs streamdouble in target/streamdouble");
+    let exe = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/streamdouble/bin/streamdouble");
+    assert!(
+        exe.exists(),
+        "make test-deps installs streamdouble in target/streamdouble"
+    );
     runtime().block_on(async {
         let engine = call_engine().await;
         let server = phone_server(&engine).await;
@@ -498,20 +524,43 @@ fn streamdouble_places_a_call() {
             .arg(&caller)
             .arg("--out")
             .arg(&reply)
-            .args(["--param", &format!("ticket={ticket}"), "--json", "--max-drain", "6"])
+            .args([
+                "--param",
+                &format!("ticket={ticket}"),
+                "--json",
+                "--max-drain",
+                "6",
+            ])
             .output()
             .await
             .unwrap();
         let report = String::from_utf8_lossy(&run.stdout);
-        eprintln!("streamdouble: {report}\n{}", String::from_utf8_lossy(&run.stderr));
+        eprintln!(
+            "streamdouble: {report}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
         let json: serde_json::Value = serde_json::from_str(&report).unwrap();
-        assert_eq!(json["violations"], serde_json::json!([]), "no protocol violations");
-        assert!(json["time_to_first_audio_ms"].as_f64().is_some(), "the agent spoke");
+        assert_eq!(
+            json["violations"],
+            serde_json::json!([]),
+            "no protocol violations"
+        );
+        assert!(
+            json["time_to_first_audio_ms"].as_f64().is_some(),
+            "the agent spoke"
+        );
         let got = sotto_integration::read_wav_mono(&reply);
         let speech = sotto_testkit::utterance_at(&sotto_testkit::hello(), 8_000);
         let found = align(&speech, 4_000, &got, 16_000);
-        eprintln!("streamdouble heard the agent: correlation {:.3}", found.correlation);
-        assert!(found.correlation >= 0.9, "correlation {:.3}", found.correlation);
+        eprintln!(
+            "streamdouble heard the agent: correlation {:.3}",
+            found.correlation
+        );
+        assert!(
+            found.correlation >= 0.9,
+            "correlation {:.3}",
+            found.correlation
+        );
         drop(server);
         engine.shutdown().await;
         std::fs::remove_dir_all(&dir).ok();

@@ -15,8 +15,8 @@ use sotto_rt::FrameLength;
 use tokio::sync::mpsc;
 
 use crate::echo::{EchoPath, CHUNK};
-use crate::opus::{OpusEncoder, OPUS_RATE};
 use crate::g711::Law;
+use crate::opus::{OpusEncoder, OPUS_RATE};
 use crate::resample::{ResampleError, Resampler};
 
 /// How often a silent call sends a packet, as Opus DTX does.
@@ -149,7 +149,7 @@ pub enum Encoder {
     /// Opus, for WebRTC.
     Opus(OpusEncoder),
     /// G.711 at 8 kHz, for a phone line (SPEC T1).
-    G711(G711Encoder),
+    G711(Box<G711Encoder>),
 }
 
 /// 48 kHz mono to G.711 codes at 8 kHz: band-limited to the line's 4 kHz

@@ -164,11 +164,7 @@ impl Law {
 
     /// Codes as samples in [-1, 1], appended to `out`.
     pub fn decode_f32(self, codes: &[u8], out: &mut Vec<f32>) {
-        out.extend(
-            codes
-                .iter()
-                .map(|&c| f32::from(self.decode(c)) / 32_768.0),
-        );
+        out.extend(codes.iter().map(|&c| f32::from(self.decode(c)) / 32_768.0));
     }
 
     /// The code of digital silence (what a quiet line sends).
@@ -193,7 +189,7 @@ mod tests {
 
     fn reference_linear2ulaw(pcm: i16) -> u8 {
         let mut v = i32::from(pcm) >> 2;
-        let mask = if v < 0 {
+        let mask: i32 = if v < 0 {
             v = -v;
             0x7F
         } else {
@@ -202,7 +198,7 @@ mod tests {
         v = v.min(8159) + (0x84 >> 2);
         let seg = search(v, &SEG_UEND);
         if seg >= 8 {
-            return 0x7F ^ mask;
+            return (0x7F ^ mask) as u8;
         }
         let u = ((seg as i32) << 4) | ((v >> (seg + 1)) & 0x0F);
         (u ^ mask) as u8
@@ -217,7 +213,7 @@ mod tests {
 
     fn reference_linear2alaw(pcm: i16) -> u8 {
         let mut v = i32::from(pcm) >> 3;
-        let mask = if v >= 0 {
+        let mask: i32 = if v >= 0 {
             0xD5
         } else {
             v = -v - 1;
@@ -225,10 +221,14 @@ mod tests {
         };
         let seg = search(v, &SEG_AEND);
         if seg >= 8 {
-            return 0x7F ^ mask;
+            return (0x7F ^ mask) as u8;
         }
         let mut a = (seg as i32) << 4;
-        a |= if seg < 2 { (v >> 1) & 0x0F } else { (v >> seg) & 0x0F };
+        a |= if seg < 2 {
+            (v >> 1) & 0x0F
+        } else {
+            (v >> seg) & 0x0F
+        };
         (a ^ mask) as u8
     }
 
@@ -250,8 +250,16 @@ mod tests {
     #[test]
     fn every_code_decodes_as_the_reference() {
         for code in 0..=255u8 {
-            assert_eq!(Law::Ulaw.decode(code), reference_ulaw2linear(code), "μ-law {code:#04x}");
-            assert_eq!(Law::Alaw.decode(code), reference_alaw2linear(code), "A-law {code:#04x}");
+            assert_eq!(
+                Law::Ulaw.decode(code),
+                reference_ulaw2linear(code),
+                "μ-law {code:#04x}"
+            );
+            assert_eq!(
+                Law::Alaw.decode(code),
+                reference_alaw2linear(code),
+                "A-law {code:#04x}"
+            );
         }
     }
 

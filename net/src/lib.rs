@@ -14,8 +14,8 @@
 pub mod avatar;
 pub mod call;
 pub mod janus;
-pub mod phone;
 pub mod peer;
+pub mod phone;
 pub mod sdp;
 pub mod video;
 

@@ -223,8 +223,9 @@ impl Inbound {
                         "a payload over {MAX_PAYLOAD} bytes"
                     )));
                 }
-                let payload = base64_decode(&m.payload)
-                    .ok_or_else(|| MessageError::OutOfBounds("a payload that is not base64".into()))?;
+                let payload = base64_decode(&m.payload).ok_or_else(|| {
+                    MessageError::OutOfBounds("a payload that is not base64".into())
+                })?;
                 let number = |s: Option<String>| s.and_then(|s| s.parse().ok());
                 Ok(Self::Media {
                     payload,
@@ -252,9 +253,7 @@ impl Inbound {
                 })
             }
             "stop" => Ok(Self::Stop),
-            other => Err(MessageError::UnknownEvent(
-                other.chars().take(32).collect(),
-            )),
+            other => Err(MessageError::UnknownEvent(other.chars().take(32).collect())),
         }
     }
 }
@@ -353,7 +352,8 @@ mod tests {
         );
         let dtmf = r#"{"event":"dtmf","streamSid":"MZ1","sequenceNumber":"5","dtmf":{"track":"inbound_track","digit":"1"}}"#;
         assert_eq!(Inbound::parse(dtmf).unwrap(), Inbound::Dtmf { digit: '1' });
-        let mark = r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"my label"}}"#;
+        let mark =
+            r#"{"event":"mark","sequenceNumber":"4","streamSid":"MZ1","mark":{"name":"my label"}}"#;
         assert_eq!(
             Inbound::parse(mark).unwrap(),
             Inbound::Mark {
@@ -386,8 +386,14 @@ mod tests {
             Inbound::parse(r#"{"event":"dtmf","dtmf":{"digit":"12"}}"#),
             Err(MessageError::OutOfBounds(_))
         ));
-        let long = format!(r#"{{"event":"mark","mark":{{"name":"{}"}}}}"#, "x".repeat(MAX_MESSAGE));
-        assert!(matches!(Inbound::parse(&long), Err(MessageError::TooLong(_))));
+        let long = format!(
+            r#"{{"event":"mark","mark":{{"name":"{}"}}}}"#,
+            "x".repeat(MAX_MESSAGE)
+        );
+        assert!(matches!(
+            Inbound::parse(&long),
+            Err(MessageError::TooLong(_))
+        ));
     }
 
     #[test]

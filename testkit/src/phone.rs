@@ -122,9 +122,8 @@ impl TwilioDouble {
     }
 }
 
-type Socket = tokio_tungstenite::WebSocketStream<
-    tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
->;
+type Socket =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// The double's life: its clock ticks every 20 ms, sending 20 ms of its
 /// microphone and playing 20 ms of its buffer.
@@ -136,7 +135,10 @@ async fn run(
     mut controls: mpsc::Receiver<Control>,
 ) {
     use futures_util::{SinkExt, StreamExt};
-    let (sid, call) = ("MZ0123456789abcdef0123456789abcdef", "CA0123456789abcdef0123456789abcdef");
+    let (sid, call) = (
+        "MZ0123456789abcdef0123456789abcdef",
+        "CA0123456789abcdef0123456789abcdef",
+    );
     let mut seq = 0u64;
     // Twilio numbers its messages from 1, as strings.
     fn next(seq: &mut u64) -> String {

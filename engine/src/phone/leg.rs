@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sotto_actors::{SessionEvent, SessionEventKind};
-use sotto_media::call::{Counters as MediaCounters, Encoded, Encoder, G711Encoder, Media, MicOut, Work};
+use sotto_media::call::{
+    Counters as MediaCounters, Encoded, Encoder, G711Encoder, Media, MicOut, Work,
+};
 use sotto_media::echo::EchoPath;
 use sotto_media::g711::Law;
 use sotto_media::resample::Resampler;
@@ -76,10 +78,12 @@ impl Turn {
     fn on(&mut self, event: &SessionEvent) {
         let at = event.at.0;
         match event.kind {
-            SessionEventKind::FirstAudio => *self = Self {
-                start: Some(at),
-                ..Self::default()
-            },
+            SessionEventKind::FirstAudio => {
+                *self = Self {
+                    start: Some(at),
+                    ..Self::default()
+                }
+            }
             SessionEventKind::Paused => self.paused_at = Some(at),
             SessionEventKind::Resumed => {
                 if let Some(from) = self.paused_at.take() {
@@ -133,7 +137,10 @@ impl Leg {
         mic: mpsc::Sender<Vec<f32>>,
         mut hung_up: oneshot::Receiver<()>,
     ) {
-        let sid = match self.wait_start(&mut socket, &mut frames, &mut hung_up).await {
+        let sid = match self
+            .wait_start(&mut socket, &mut frames, &mut hung_up)
+            .await
+        {
             Ok(sid) => sid,
             Err(end) => {
                 frames.release();
@@ -143,7 +150,7 @@ impl Leg {
         };
         let media_counters = Arc::new(MediaCounters::default());
         let media = Media {
-            encoder: Encoder::G711(encoder),
+            encoder: Encoder::G711(Box::new(encoder)),
             packet: FrameLength::Ms20,
             opus_channels: 1,
             echo,
@@ -155,7 +162,14 @@ impl Leg {
         let (encoded_tx, mut encoded) = mpsc::channel::<Encoded>(WORK_QUEUE);
         let media_thread = tokio::task::spawn_blocking(move || media.run(work_in, encoded_tx));
         let end = self
-            .serve(&sid, &mut socket, &mut frames, &work, &mut encoded, &mut hung_up)
+            .serve(
+                &sid,
+                &mut socket,
+                &mut frames,
+                &work,
+                &mut encoded,
+                &mut hung_up,
+            )
             .await;
         drop(work);
         drop(encoded);
@@ -173,7 +187,9 @@ impl Leg {
         let _ = socket
             .outgoing
             .try_send(WsMessage::Close(end.close.0, end.close.1));
-        let _ = self.events.try_send(PhoneEvent::Ended { reason: end.reason });
+        let _ = self
+            .events
+            .try_send(PhoneEvent::Ended { reason: end.reason });
     }
 
     fn reject(&self, reason: String) {
@@ -208,7 +224,10 @@ impl Leg {
                     return Err(End::new("the carrier went before the stream started", 1000))
                 }
                 Some(WsMessage::Binary(_)) => {
-                    return Err(End::new("a binary message: this stream speaks JSON text", 1003))
+                    return Err(End::new(
+                        "a binary message: this stream speaks JSON text",
+                        1003,
+                    ))
                 }
                 Some(WsMessage::Text(t)) => t,
             };
@@ -390,14 +409,18 @@ impl Leg {
         let sent = (pos - line.origin.unwrap_or(0)) * u64::from(self.rate) / 48_000;
         self.counters.sent_frames.store(sent, Ordering::Relaxed);
         // After a stall the line catches up by at most the lead.
-        let floor = Instant::now().checked_sub(self.config.lead).unwrap_or_else(Instant::now);
+        let floor = Instant::now()
+            .checked_sub(self.config.lead)
+            .unwrap_or_else(Instant::now);
         line.next_send = (line.next_send + Duration::from_millis(20)).max(floor);
     }
 
     /// A mark came back: the caller heard up to it (its output position
     /// at 48 kHz, returned), or it was flushed.
     fn marked(&self, line: &mut Line, name: &str) -> Option<u64> {
-        let n = name.strip_prefix("sotto-").and_then(|n| n.parse::<u64>().ok())?;
+        let n = name
+            .strip_prefix("sotto-")
+            .and_then(|n| n.parse::<u64>().ok())?;
         let mut heard = None;
         while let Some(&(seq, pos)) = line.outstanding.front() {
             if seq > n {
@@ -410,7 +433,9 @@ impl Leg {
                 } else {
                     self.counters.marks_played.fetch_add(1, Ordering::Relaxed);
                     let sent = (pos - line.origin.unwrap_or(0)) * u64::from(self.rate) / 48_000;
-                    self.counters.confirmed_frames.store(sent, Ordering::Relaxed);
+                    self.counters
+                        .confirmed_frames
+                        .store(sent, Ordering::Relaxed);
                     heard = Some(pos);
                 }
             }

@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::{Engine, EchoConfig, SessionError, SessionHandle};
+use crate::{EchoConfig, Engine, SessionError, SessionHandle};
 
 /// Whose media stream protocol a call speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -28,9 +28,9 @@ use sotto::{CallConfig, Engine};
 use tokio::sync::oneshot;
 
 pub mod agent;
+mod phone;
 #[cfg(feature = "test-routes")]
 mod recordings;
-mod phone;
 mod rooms;
 mod setup;
 

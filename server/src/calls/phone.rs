@@ -50,7 +50,12 @@ impl Tickets {
         let now = Instant::now();
         self.0.retain(|_, until| *until > now);
         if self.0.len() >= MAX_TICKETS {
-            if let Some(oldest) = self.0.iter().min_by_key(|(_, u)| **u).map(|(k, _)| k.clone()) {
+            if let Some(oldest) = self
+                .0
+                .iter()
+                .min_by_key(|(_, u)| **u)
+                .map(|(k, _)| k.clone())
+            {
                 self.0.remove(&oldest);
             }
         }
@@ -79,8 +84,7 @@ fn host(headers: &HeaderMap) -> Option<&str> {
     let h = headers.get(header::HOST)?.to_str().ok()?;
     (!h.is_empty()
         && h.len() <= 255
-        && h
-            .bytes()
+        && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b)))
     .then_some(h)
 }
@@ -165,7 +169,10 @@ async fn until_start(
                         .find(|(k, _)| k == "ticket")
                         .map(|(_, v)| v.as_str());
                     let good = ticket.is_some_and(|t| {
-                        shared.tickets.lock().is_ok_and(|mut tickets| tickets.redeem(t))
+                        shared
+                            .tickets
+                            .lock()
+                            .is_ok_and(|mut tickets| tickets.redeem(t))
                     });
                     if !good {
                         return Err((1008, "no live ticket in the start"));
