@@ -131,6 +131,7 @@ pub async fn serve_limited(
 ) {
     let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
     let per_client = Arc::new(PerClient::default());
+    let app = app.layer(axum::middleware::map_response(one_request_each));
     loop {
         let accepted = tokio::select! {
             a = listener.accept() => a,
@@ -163,13 +164,31 @@ pub async fn serve_limited(
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(hyper_util::rt::TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .keep_alive(false)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                // A phone stream's WebSocket leaves the request's bounds
+                // here: its own task bounds it (start, idle and message
+                // limits), and the calls table caps how many there are.
+                .with_upgrades();
             let _ = tokio::time::timeout(limits.request_timeout, conn).await;
             drop(permit);
             drop(client);
         });
     }
+}
+
+/// One request a connection: every response but a WebSocket's `101` says
+/// `Connection: close`, and the connection closes after it. (Turning
+/// hyper's keep-alive off instead would also write `close` into the
+/// `101`'s `Connection: upgrade`, which WebSocket clients refuse, as RFC
+/// 6455 has them.)
+async fn one_request_each(mut response: axum::response::Response) -> axum::response::Response {
+    use axum::http::{header, HeaderValue, StatusCode};
+    if response.status() != StatusCode::SWITCHING_PROTOCOLS {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 #[cfg(test)]

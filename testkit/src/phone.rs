@@ -189,6 +189,7 @@ async fn run(
                               "timestamp": started.elapsed().as_millis().to_string(), "payload": b64(&frame)},
                 });
                 if ws.send(Message::Text(media.to_string().into())).await.is_err() {
+                    gone(&mut ws, &heard).await;
                     return;
                 }
                 // 20 ms of the buffer played.
@@ -220,6 +221,7 @@ async fn run(
                 for name in echo {
                     let m = json!({"event": "mark", "sequenceNumber": next(&mut seq), "streamSid": sid, "mark": {"name": name}});
                     if ws.send(Message::Text(m.to_string().into())).await.is_err() {
+                        gone(&mut ws, &heard).await;
                         return;
                     }
                 }
@@ -231,7 +233,10 @@ async fn run(
                     let _ = ws.send(Message::Text(m.to_string().into())).await;
                 }
                 Some(Control::Raw(text)) => {
-                    let _ = ws.send(Message::Text(text.into())).await;
+                    if ws.send(Message::Text(text.into())).await.is_err() {
+                        gone(&mut ws, &heard).await;
+                        return;
+                    }
                 }
                 Some(Control::Stop) | None => {
                     let m = json!({"event": "stop", "sequenceNumber": next(&mut seq), "streamSid": sid,
@@ -251,7 +256,7 @@ async fn run(
                     }
                     Some(Ok(_)) => continue,
                     Some(Err(_)) | None => {
-                        record(&mut |h| { h.closed.get_or_insert((1006, String::new())); });
+                        gone(&mut ws, &heard).await;
                         return;
                     }
                 };
@@ -293,5 +298,26 @@ async fn run(
                 }
             }
         }
+    }
+}
+
+/// A send failed: the server is gone. Its close frame, if one came
+/// first, says how; otherwise the connection dropped (1006).
+async fn gone(ws: &mut Socket, heard: &Mutex<Heard>) {
+    use futures_util::StreamExt;
+    let mut code = (1006, String::new());
+    let read = async {
+        while let Some(Ok(m)) = ws.next().await {
+            if let Message::Close(Some(f)) = m {
+                return Some((u16::from(f.code), f.reason.to_string()));
+            }
+        }
+        None
+    };
+    if let Ok(Some(c)) = tokio::time::timeout(Duration::from_secs(1), read).await {
+        code = c;
+    }
+    if let Ok(mut h) = heard.lock() {
+        h.closed.get_or_insert(code);
     }
 }
