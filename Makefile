@@ -114,7 +114,7 @@ bench-rooms: test-deps
 	$(CARGO) test --release -p sotto-cli --test rooms -- --ignored rooms_per_core --nocapture
 
 # Phone calls per core (SOTTO_PHONE_CALLS picks the counts, default
-# 50,100,200), and a hundred interrupts on a phone line.
+# 50,100), and a hundred interrupts on a phone line.
 bench-phone: test-deps
 	$(CARGO) test --release -p sotto-cli --test phone -- --ignored phone_calls_per_core --nocapture
 	$(CARGO) test --release -p sotto-integration --test phone -- --ignored a_hundred_interrupts --nocapture

@@ -493,6 +493,7 @@ fn a_hundred_interrupts_on_a_phone_line() {
         let (mut to_silence, mut errors) = (Vec::new(), Vec::new());
         for k in 0..100u64 {
             let mut events = session.events();
+            session.mark_synthesis_start().unwrap();
             drop(session.push(say.bytes.clone()));
             let speak = Duration::from_millis(1_000 + (k * 37) % 1_000);
             tokio::time::sleep(speak).await;
